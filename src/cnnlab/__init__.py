@@ -1,0 +1,13 @@
+"""cnnlab: convolutional neural networks from first principles, with a NumPy/CuPy autograd."""
+
+from . import backend
+from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
+from .backend import manual_seed
+from . import functional, nn, optim  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function", "Tensor", "backend", "enable_grad", "functional", "is_grad_enabled", "manual_seed",
+    "nn", "no_grad", "optim", "tensor",
+]

@@ -1,0 +1,452 @@
+"""Define-by-run reverse-mode automatic differentiation over NumPy/CuPy arrays.
+
+A ``Tensor`` wraps an array (``.data``). Every differentiable operation is a ``Function``
+subclass with a ``forward`` (arrays in, array out) and a ``backward`` (gradient of the output in,
+gradients of the inputs out) written next to each other. Calling ``Fn.apply(...)`` runs the
+forward and, when gradients are wanted, records the Function instance as the output's creator.
+``Tensor.backward()`` walks that record in reverse topological order, iteratively (no recursion
+limit), accumulating gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+
+import numpy as np
+
+from . import backend
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Context manager: operations inside record no graph (evaluation, optimizer updates)."""
+    global _grad_enabled
+    prev = _grad_enabled
+    _grad_enabled = False
+    try:
+        yield
+    finally:
+        _grad_enabled = prev
+
+
+@contextlib.contextmanager
+def enable_grad():
+    global _grad_enabled
+    prev = _grad_enabled
+    _grad_enabled = True
+    try:
+        yield
+    finally:
+        _grad_enabled = prev
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+def _as_array(data, dtype=None):
+    """Turn Python data or an array into an array of a sensible dtype (float32 by default)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backend.get_array_module(data)
+    if dtype is not None:
+        return xp.asarray(data, dtype=dtype)
+    if isinstance(data, (np.ndarray,)) or (xp is not np):
+        return data
+    arr = np.asarray(data)
+    if arr.dtype == np.float64 and not isinstance(data, np.generic):
+        # Python floats and lists of them become float32, like torch.tensor([...]).
+        arr = arr.astype(backend.DEFAULT_DTYPE)
+    elif isinstance(data, np.generic):
+        arr = np.asarray(data)
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array with an optional gradient and a record of how it was made.
+
+    Args:
+        data: array-like (NumPy or CuPy array, nested lists, scalar).
+        dtype: optional dtype; Python floats become float32.
+        requires_grad: whether ``backward`` should fill ``.grad`` for this tensor.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __array_priority__ = 1000  # so that ndarray + Tensor defers to Tensor.__radd__
+
+    def __init__(self, data, dtype=None, requires_grad=False):
+        self.data = _as_array(data, dtype)
+        self.grad: Tensor | None = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx: Function | None = None
+
+    # ---------------------------------------------------------------- basic properties
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (copied from the GPU if needed; shares memory on the CPU)."""
+        return backend.to_device(self.data, "cpu")
+
+    def item(self):
+        return self.data.item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self) -> Tensor:
+        return Tensor(self.data)
+
+    def to(self, device=None, dtype=None) -> Tensor:
+        """A tensor on ``device`` and/or of ``dtype``; ``self`` when nothing changes."""
+        data = self.data
+        if device is not None:
+            data = backend.to_device(data, device)
+        if dtype is not None and data.dtype != np.dtype(dtype):
+            return _ops.Cast.apply(Tensor(data) if data is not self.data else self, dtype=dtype)
+        if data is self.data:
+            return self
+        out = Tensor(data, requires_grad=self.requires_grad)
+        return out
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self) -> Tensor:
+        return self.to("cuda")
+
+    def float(self) -> Tensor:
+        return self.to(dtype=np.float32)
+
+    def double(self) -> Tensor:
+        return self.to(dtype=np.float64)
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        self.requires_grad = flag
+        return self
+
+    def zero_(self) -> Tensor:
+        self.data[...] = 0
+        return self
+
+    def __repr__(self):
+        body = np.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
+        extra = ""
+        if self.data.dtype != backend.DEFAULT_DTYPE:
+            extra += f", dtype={self.data.dtype}"
+        if self.device != "cpu":
+            extra += f", device='{self.device}'"
+        if self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    # ---------------------------------------------------------------- backward
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        Args:
+            grad: gradient of some scalar with respect to ``self``; defaults to 1 for a
+                one-element tensor.
+            retain_graph: keep the graph so that backward can run through it again.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() called on a tensor that does not require grad "
+                               "(did you compute it under no_grad(), or from inputs without requires_grad?)")
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a one-element tensor, got shape {self.shape}")
+            g = xp.ones_like(self.data)
+        else:
+            g = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.data.dtype)
+            if tuple(g.shape) != self.shape:
+                raise ValueError(f"backward(): grad has shape {tuple(g.shape)}, tensor has shape {self.shape}")
+
+        order = _topological_order(self)
+        grads: dict[int, object] = {id(self): g}
+        for t in order:  # outputs before inputs
+            gt = grads.pop(id(t), None)
+            if gt is None:
+                continue
+            ctx = t._ctx
+            if ctx is None:
+                # A leaf: accumulate into .grad.
+                if t.requires_grad:
+                    if t.grad is None:
+                        # A copy: backward functions may pass one array to several inputs.
+                        t.grad = Tensor(gt.copy())
+                    else:
+                        t.grad.data = t.grad.data + gt
+                continue
+            in_grads = ctx.backward(gt)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for inp, gi in zip(ctx.inputs, in_grads):
+                if gi is None or not inp.requires_grad:
+                    continue
+                if tuple(gi.shape) != inp.shape:
+                    gi = _unbroadcast(gi, inp.shape)
+                key = id(inp)
+                prev = grads.get(key)
+                grads[key] = gi if prev is None else prev + gi
+            if not retain_graph:
+                t._ctx = None  # free the saved arrays of this node
+
+    # ---------------------------------------------------------------- operators
+    def __add__(self, other):
+        return _ops.add(self, other)
+
+    def __radd__(self, other):
+        return _ops.add(other, self)
+
+    def __sub__(self, other):
+        return _ops.sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops.sub(other, self)
+
+    def __mul__(self, other):
+        return _ops.mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops.mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops.div(other, self)
+
+    def __neg__(self):
+        return _ops.neg(self)
+
+    def __pow__(self, exponent):
+        return _ops.pow(self, exponent)
+
+    def __matmul__(self, other):
+        return _ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops.matmul(other, self)
+
+    def __getitem__(self, index):
+        return _ops.getitem(self, index)
+
+    # Comparisons give plain (non-differentiable) tensors, as in PyTorch.
+    def __eq__(self, other):  # noqa: D105
+        return Tensor(self.data == _raw(other))
+
+    def __ne__(self, other):
+        return Tensor(self.data != _raw(other))
+
+    def __lt__(self, other):
+        return Tensor(self.data < _raw(other))
+
+    def __le__(self, other):
+        return Tensor(self.data <= _raw(other))
+
+    def __gt__(self, other):
+        return Tensor(self.data > _raw(other))
+
+    def __ge__(self, other):
+        return Tensor(self.data >= _raw(other))
+
+    __hash__ = object.__hash__
+
+    # ---------------------------------------------------------------- methods
+    def exp(self):
+        return _ops.exp(self)
+
+    def log(self):
+        return _ops.log(self)
+
+    def sqrt(self):
+        return _ops.sqrt(self)
+
+    def abs(self):
+        return _ops.abs(self)
+
+    def relu(self):
+        return _ops.relu(self)
+
+    def sigmoid(self):
+        return _ops.sigmoid(self)
+
+    def tanh(self):
+        return _ops.tanh(self)
+
+    def sum(self, dim=None, keepdim=False):
+        return _ops.sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return _ops.mean(self, dim, keepdim)
+
+    def var(self, dim=None, keepdim=False, unbiased=True):
+        return _ops.var(self, dim, keepdim, unbiased)
+
+    def max(self, dim=None, keepdim=False):
+        return _ops.amax(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        return _ops.amin(self, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return Tensor(self.data.argmax(axis=dim, keepdims=keepdim))
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops.reshape(self, shape)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return _ops.flatten(self, start_dim, end_dim)
+
+    def permute(self, *dims):
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return _ops.permute(self, dims)
+
+    def transpose(self, dim0=0, dim1=1):
+        return _ops.transpose(self, dim0, dim1)
+
+    @property
+    def T(self):
+        return _ops.permute(self, tuple(reversed(range(self.ndim))))
+
+    def matmul(self, other):
+        return _ops.matmul(self, other)
+
+    def pow(self, exponent):
+        return _ops.pow(self, exponent)
+
+    def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
+        return _ops.clamp(self, min, max)
+
+    def softmax(self, dim=-1):
+        return _ops.softmax(self, dim)
+
+    def log_softmax(self, dim=-1):
+        return _ops.log_softmax(self, dim)
+
+
+def _raw(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting expanded, so it takes ``shape``."""
+    ndiff = grad.ndim - len(shape)
+    if ndiff > 0:
+        grad = grad.sum(axis=tuple(range(ndiff)))
+    axes = tuple(i for i, (gs, s) in enumerate(zip(grad.shape, shape)) if s == 1 and gs != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors reachable from ``root`` through creators, each after every tensor that uses it.
+
+    Iterative depth-first search with an explicit stack, so deep graphs do not hit Python's
+    recursion limit. Children are visited in input order, so the order is deterministic.
+    """
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
+        stack.append((t, True))
+        if t._ctx is not None:
+            for inp in reversed(t._ctx.inputs):
+                if inp.requires_grad and id(inp) not in visited:
+                    stack.append((inp, False))
+    order.reverse()
+    return order
+
+
+class Function:
+    """One differentiable operation: ``forward`` on arrays and its ``backward``.
+
+    Subclasses implement ``forward(self, *arrays, **params) -> array`` and
+    ``backward(self, grad_output) -> gradient or tuple of gradients`` (one per tensor input,
+    ``None`` where an input needs none). ``self.needs_input_grad`` tells which inputs want one.
+    Anything ``forward`` stores on ``self`` is freed after the backward pass.
+    """
+
+    inputs: tuple
+
+    @classmethod
+    def apply(cls, *inputs, **params) -> Tensor:
+        tensors = tuple(x if isinstance(x, Tensor) else Tensor(x) for x in inputs)
+        ctx = cls()
+        needs = _grad_enabled and any(t.requires_grad for t in tensors)
+        ctx.needs_input_grad = tuple(t.requires_grad for t in tensors) if needs else (False,) * len(tensors)
+        out = Tensor(ctx.forward(*(t.data for t in tensors), **params))
+        if needs:
+            ctx.inputs = tensors
+            out.requires_grad = True
+            out._ctx = ctx
+        return out
+
+    def forward(self, *arrays, **params):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad_output):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def tensor(data, dtype=None, requires_grad=False) -> Tensor:
+    """Make a Tensor holding a copy of array-like ``data`` (float32 for Python floats).
+
+    Like ``torch.tensor``, the result never shares memory with ``data``.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    t = Tensor(data, dtype=dtype, requires_grad=requires_grad)
+    if t.data is data or (hasattr(data, "base") and t.data.base is data):
+        t.data = t.data.copy()
+    return t
+
+
+from .functional import ops as _ops  # noqa: E402 - ops needs Tensor and Function defined above

@@ -1,0 +1,103 @@
+"""Array-module selection, devices, default dtype and the seeded random generator.
+
+Every operator is written once against ``xp``, the array module of its input: NumPy for
+arrays in host memory, CuPy for arrays on an NVIDIA GPU. CuPy is imported lazily, only when
+a GPU is asked for, so the CPU path never imports it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_DTYPE = np.float32
+
+_cupy = None
+
+
+def _import_cupy():
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy  # noqa: PLC0415 - optional dependency, imported only on request
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise RuntimeError(
+                "device 'cuda' needs CuPy and an NVIDIA GPU: install it with "
+                "`pip install 'cnnlab[gpu]'` (or a cupy-cudaXXx wheel matching your CUDA)"
+            ) from exc
+        try:
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # pragma: no cover - depends on the machine
+            raise RuntimeError(f"device 'cuda' asked for, but CuPy finds no usable GPU: {exc}") from exc
+        _cupy = cupy
+    return _cupy
+
+
+def get_array_module(a):
+    """Return ``numpy`` or ``cupy``: the module that owns array ``a``."""
+    if isinstance(a, np.ndarray) or np.isscalar(a):
+        return np
+    if _cupy is not None and isinstance(a, _cupy.ndarray):
+        return _cupy
+    mod = type(a).__module__
+    if mod.startswith("cupy"):
+        return _import_cupy()
+    return np
+
+
+def normalize_device(device) -> str:
+    """Map user spellings ('cpu', 'cuda', 'cuda:0', 'gpu') to 'cpu' or 'cuda'."""
+    if device is None:
+        return "cpu"
+    d = str(device).lower()
+    if d == "cpu":
+        return "cpu"
+    if d in ("cuda", "gpu") or d.startswith("cuda:"):
+        return "cuda"
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+
+
+def device_of(a) -> str:
+    return "cpu" if get_array_module(a) is np else "cuda"
+
+
+def to_device(a, device: str):
+    """Move array ``a`` to ``device`` ('cpu' or 'cuda'); a no-op when it is already there."""
+    device = normalize_device(device)
+    if device == "cpu":
+        if isinstance(a, np.ndarray):
+            return a
+        return a.get()
+    cp = _import_cupy()
+    if isinstance(a, cp.ndarray):
+        return a
+    return cp.asarray(a)
+
+
+def xp_for(device: str):
+    return np if normalize_device(device) == "cpu" else _import_cupy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Random numbers: one seeded generator for initialisation, dropout, shuffling and augmentation.
+# ---------------------------------------------------------------------------------------------
+_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed cnnlab's global generator (initialisation, dropout, shuffling, augmentation)."""
+    global _rng
+    _rng = np.random.default_rng(int(seed))
+
+
+def rng() -> np.random.Generator:
+    return _rng
+
+
+def random(shape, like, dtype=None):
+    """Uniform [0, 1) numbers of ``shape`` on the same device as array ``like``."""
+    xp = get_array_module(like)
+    dtype = dtype or like.dtype
+    if xp is np:
+        return _rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+    seed = int(_rng.integers(2**63 - 1))
+    return xp.random.default_rng(seed).random(shape, dtype=dtype)

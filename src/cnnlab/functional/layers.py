@@ -1,0 +1,207 @@
+"""Fully connected layers, dropout, batch normalisation and the classification losses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, Tensor
+from . import ops
+
+
+class Linear(Function):
+    """y = x @ weight.T + bias, for x of shape (..., in_features)."""
+
+    def forward(self, x, w, *maybe_bias):
+        self.x, self.w, self.has_bias = x, w, bool(maybe_bias)
+        x2 = x.reshape(-1, x.shape[-1])
+        out = x2 @ w.T  # (M, in) @ (in, out) -> (M, out)
+        if maybe_bias:
+            out += maybe_bias[0]
+        return out.reshape(x.shape[:-1] + (w.shape[0],))
+
+    def backward(self, g):
+        g2 = g.reshape(-1, g.shape[-1])
+        x2 = self.x.reshape(-1, self.x.shape[-1])
+        needs = self.needs_input_grad
+        gx = (g2 @ self.w).reshape(self.x.shape) if needs[0] else None
+        gw = g2.T @ x2 if needs[1] else None
+        if not self.has_bias:
+            return gx, gw
+        return gx, gw, (g2.sum(axis=0) if needs[2] else None)
+
+
+def linear(x, weight, bias=None):
+    """Fully connected layer: x (..., in) -> (..., out) with weight (out, in), bias (out,)."""
+    if x.shape[-1] != weight.shape[-1]:
+        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but weight "
+                         f"{weight.shape} expects {weight.shape[-1]}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+
+
+def flatten(x, start_dim=1, end_dim=-1):
+    """Merge dimensions start_dim..end_dim: (N, C, H, W) -> (N, C*H*W) by default."""
+    return ops.flatten(x, start_dim, end_dim)
+
+
+def dropout(x, p=0.5, training=True):
+    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = backend.random(x.shape, x.data) >= p
+    scale = np.asarray(1.0 / (1.0 - p), dtype=x.dtype)
+    return x * Tensor(keep.astype(x.dtype) * scale)
+
+
+class BatchNormTrain(Function):
+    """Batch normalisation with batch statistics over all axes but the channel axis (1)."""
+
+    def forward(self, x, w, b, eps, stats):
+        xp = backend.get_array_module(x)
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mean = x.mean(axis=axes)
+        xc = x - mean.reshape(shape)
+        var = (xc * xc).mean(axis=axes)
+        inv = 1.0 / xp.sqrt(var + eps)
+        xhat = xc * inv.reshape(shape)
+        self.xhat, self.inv, self.w, self.axes, self.shape = xhat, inv, w, axes, shape
+        stats["mean"], stats["var"] = mean, var  # for the caller's running statistics
+        return xhat * w.reshape(shape) + b.reshape(shape)
+
+    def backward(self, g):
+        xhat, inv, axes, shape = self.xhat, self.inv, self.axes, self.shape
+        m = g.size // g.shape[1]
+        gb = g.sum(axis=axes)
+        gw = (g * xhat).sum(axis=axes)
+        # dx = w * inv / m * (m*g - sum(g) - xhat * sum(g*xhat))
+        gx = (self.w * inv / m).reshape(shape) * (m * g - gb.reshape(shape) - xhat * gw.reshape(shape))
+        return gx, gw, gb
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalisation over the channel axis (1) of (N, C) or (N, C, *S) input.
+
+    In training the batch statistics are used and the running ones updated in place
+    (running = (1 - momentum) * running + momentum * batch, the variance unbiased);
+    otherwise the running statistics are used.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected input of at least 2 dimensions (N, C, ...), got shape {x.shape}")
+    C = x.shape[1]
+    xp = backend.get_array_module(x.data)
+    weight = weight if weight is not None else Tensor(xp.ones(C, dtype=x.dtype))
+    bias = bias if bias is not None else Tensor(xp.zeros(C, dtype=x.dtype))
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None and tuple(t.shape) != (C,):
+            raise ValueError(f"batch_norm: {name} must have shape ({C},) for input {x.shape}, got {tuple(t.shape)}")
+    if training:
+        if x.size // C <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input {x.shape}")
+        stats = {}
+        out = BatchNormTrain.apply(x, weight, bias, eps=eps, stats=stats)
+        mean, var = stats["mean"], stats["var"]
+        if running_mean is not None:
+            n = x.size // C
+            rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+            rv = running_var.data if isinstance(running_var, Tensor) else running_var
+            rm *= 1 - momentum
+            rm += momentum * mean
+            rv *= 1 - momentum
+            rv += momentum * var * (n / (n - 1))
+        return out
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+    rv = running_var.data if isinstance(running_var, Tensor) else running_var
+    inv = (1.0 / xp.sqrt(rv + eps)).astype(x.dtype)
+    return (x - Tensor(rm.reshape(shape).astype(x.dtype))) * Tensor(inv.reshape(shape)) * weight.reshape(shape) \
+        + bias.reshape(shape)
+
+
+class CrossEntropy(Function):
+    """Mean (or sum) over the batch of -log softmax(logits)[target], with label smoothing."""
+
+    def forward(self, logits, target, smoothing, reduction):
+        xp = backend.get_array_module(logits)
+        N, C = logits.shape
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        picked = logp[xp.arange(N), target]
+        loss = -(1.0 - smoothing) * picked
+        if smoothing:
+            loss = loss - smoothing / C * logp.sum(axis=1)
+        self.logp, self.target, self.smoothing, self.reduction = logp, target, smoothing, reduction
+        total = loss.sum()
+        return (total / N if reduction == "mean" else total).astype(logits.dtype)
+
+    def backward(self, g):
+        xp = backend.get_array_module(g)
+        logp, target, eps = self.logp, self.target, self.smoothing
+        N, C = logp.shape
+        grad = xp.exp(logp)
+        if eps:
+            grad -= eps / C
+        grad[xp.arange(N), target] -= 1.0 - eps
+        scale = g / N if self.reduction == "mean" else g
+        return grad * scale, None
+
+
+def _check_target(name, logits, target):
+    if logits.ndim != 2:
+        raise ValueError(f"{name}: expected input of shape (N, C), got {logits.shape}")
+    t = target.data if isinstance(target, Tensor) else target
+    xp = backend.get_array_module(logits.data)
+    t = xp.asarray(t)
+    if t.ndim != 1 or t.shape[0] != logits.shape[0]:
+        raise ValueError(f"{name}: target must have shape ({logits.shape[0]},) for input {logits.shape}, "
+                         f"got {tuple(t.shape)}")
+    if t.dtype.kind not in "iu":
+        raise ValueError(f"{name}: target must hold integer class indices, got dtype {t.dtype}")
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= logits.shape[1]):
+        raise ValueError(f"{name}: target values must be in [0, {logits.shape[1] - 1}], "
+                         f"got min {int(t.min())}, max {int(t.max())}")
+    return t
+
+
+def cross_entropy(logits, target, label_smoothing=0.0, reduction="mean"):
+    """Cross-entropy of softmax(logits) against integer targets.
+
+    Args:
+        logits: (N, C) unnormalised scores.
+        target: (N,) integer class indices.
+        label_smoothing: in [0, 1): mixes the one-hot target with the uniform distribution.
+        reduction: 'mean' (default), 'sum' or 'none'.
+    """
+    t = _check_target("cross_entropy", logits, target)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if reduction in ("mean", "sum"):
+        return CrossEntropy.apply(logits, Tensor(t), smoothing=float(label_smoothing), reduction=reduction)
+    if reduction != "none":
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    logp = ops.log_softmax(logits, 1)
+    xp = backend.get_array_module(logits.data)
+    loss = -(1.0 - label_smoothing) * logp[xp.arange(logits.shape[0]), t]
+    if label_smoothing:
+        loss = loss - label_smoothing / logits.shape[1] * logp.sum(1)
+    return loss
+
+
+def nll_loss(log_probs, target, reduction="mean"):
+    """Negative log-likelihood of (N, C) log-probabilities at integer targets (N,)."""
+    t = _check_target("nll_loss", log_probs, target)
+    xp = backend.get_array_module(log_probs.data)
+    picked = -log_probs[xp.arange(log_probs.shape[0]), t]
+    if reduction == "mean":
+        return picked.mean()
+    if reduction == "sum":
+        return picked.sum()
+    if reduction == "none":
+        return picked
+    raise ValueError(f"nll_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")

@@ -1,0 +1,461 @@
+"""Primitive differentiable operations: elementwise math, reductions, shape changes, matmul.
+
+Each Function keeps its forward and backward together. All code is written against ``xp``,
+the array module of the input, so the same operator runs on NumPy and CuPy arrays.
+"""
+
+from __future__ import annotations
+
+import builtins
+import numbers
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, Tensor
+
+
+def _xp(a):
+    return backend.get_array_module(a)
+
+
+def _lift(x, like: Tensor) -> Tensor:
+    """Turn a Python/NumPy scalar into a constant tensor of ``like``'s dtype (no upcasting)."""
+    if isinstance(x, Tensor):
+        return x
+    xp = _xp(like.data)
+    return Tensor(xp.asarray(x, dtype=like.data.dtype))
+
+
+def _pair(a, b):
+    if isinstance(a, Tensor):
+        return a, _lift(b, a)
+    return _lift(a, b), b
+
+
+# ------------------------------------------------------------------------ binary elementwise
+class Add(Function):
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, g):
+        return g, g
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, g):
+        return g, -g
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        return (g * self.b if na else None), (g * self.a if nb else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        ga = g / self.b if na else None
+        gb = -g * self.a / (self.b * self.b) if nb else None
+        return ga, gb
+
+
+def add(a, b):
+    return Add.apply(*_pair(a, b))
+
+
+def sub(a, b):
+    return Sub.apply(*_pair(a, b))
+
+
+def mul(a, b):
+    return Mul.apply(*_pair(a, b))
+
+
+def div(a, b):
+    return Div.apply(*_pair(a, b))
+
+
+# ------------------------------------------------------------------------ unary elementwise
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, g):
+        return -g
+
+
+class Pow(Function):
+    """``a ** p`` for a constant exponent ``p``."""
+
+    def forward(self, a, p):
+        self.a, self.p = a, p
+        return a ** p
+
+    def backward(self, g):
+        a, p = self.a, self.p
+        return g * p * a ** (p - 1)
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.out = _xp(a).exp(a)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return _xp(a).log(a)
+
+    def backward(self, g):
+        return g / self.a
+
+
+class Sqrt(Function):
+    def forward(self, a):
+        self.out = _xp(a).sqrt(a)
+        return self.out
+
+    def backward(self, g):
+        return g / (2 * self.out)
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.a = a
+        return _xp(a).abs(a)
+
+    def backward(self, g):
+        return g * _xp(g).sign(self.a)
+
+
+class ReLU(Function):
+    def forward(self, a):
+        self.mask = a > 0
+        return _xp(a).maximum(a, 0)
+
+    def backward(self, g):
+        return g * self.mask
+
+
+class Sigmoid(Function):
+    def forward(self, a):
+        xp = _xp(a)
+        # 0.5 * (1 + tanh(a / 2)) is sigmoid without overflow for large |a|.
+        self.out = 0.5 * (1 + xp.tanh(0.5 * a))
+        return self.out
+
+    def backward(self, g):
+        s = self.out
+        return g * s * (1 - s)
+
+
+class Tanh(Function):
+    def forward(self, a):
+        self.out = _xp(a).tanh(a)
+        return self.out
+
+    def backward(self, g):
+        return g * (1 - self.out * self.out)
+
+
+class Clamp(Function):
+    def forward(self, a, lo, hi):
+        xp = _xp(a)
+        out = a
+        mask = xp.ones(a.shape, dtype=bool)
+        if lo is not None:
+            mask &= a >= lo
+            out = xp.maximum(out, xp.asarray(lo, dtype=a.dtype))
+        if hi is not None:
+            mask &= a <= hi
+            out = xp.minimum(out, xp.asarray(hi, dtype=a.dtype))
+        self.mask = mask
+        return out
+
+    def backward(self, g):
+        return g * self.mask
+
+
+class Cast(Function):
+    def forward(self, a, dtype):
+        self.src = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, g):
+        return g.astype(self.src)
+
+
+def neg(a):
+    return Neg.apply(a)
+
+
+def pow(a, exponent):  # noqa: A001 - PyTorch's name
+    if isinstance(exponent, Tensor):
+        # a ** t = exp(t * log a): composite, differentiable in both.
+        return exp(mul(exponent, log(a)))
+    if not isinstance(exponent, numbers.Number):
+        raise TypeError(f"pow: exponent must be a number or a Tensor, got {type(exponent).__name__}")
+    return Pow.apply(a, p=exponent)
+
+
+def exp(a):
+    return Exp.apply(a)
+
+
+def log(a):
+    return Log.apply(a)
+
+
+def sqrt(a):
+    return Sqrt.apply(a)
+
+
+def abs(a):  # noqa: A001 - PyTorch's name
+    return Abs.apply(a)
+
+
+def relu(a):
+    return ReLU.apply(a)
+
+
+def sigmoid(a):
+    return Sigmoid.apply(a)
+
+
+def tanh(a):
+    return Tanh.apply(a)
+
+
+def clamp(a, min=None, max=None):  # noqa: A002 - PyTorch's names
+    return Clamp.apply(a, lo=min, hi=max)
+
+
+# ------------------------------------------------------------------------ reductions
+def _axes(dim, ndim):
+    if dim is None:
+        return None
+    if isinstance(dim, int):
+        dim = (dim,)
+    return tuple(d % ndim if ndim else 0 for d in dim)
+
+
+class Sum(Function):
+    def forward(self, a, axis, keepdims):
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        return a.sum(axis=axis, keepdims=keepdims)
+
+    def backward(self, g):
+        xp = _xp(g)
+        if self.axis is not None and not self.keepdims:
+            g = xp.expand_dims(g, self.axis)
+        return xp.broadcast_to(g, self.shape)
+
+
+class Max(Function):
+    """max (or min) over axes; the gradient goes to one arg-max per reduced slice (the first)."""
+
+    def forward(self, a, axis, keepdims, is_min=False):
+        xp = _xp(a)
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        out = a.min(axis=axis, keepdims=True) if is_min else a.max(axis=axis, keepdims=True)
+        # One winner per slice, consistently: the first position (in C order) equal to the max.
+        eq = a == out
+        if axis is None:
+            first = xp.zeros(a.size, dtype=bool)
+            first[int(xp.argmax(eq.reshape(-1)))] = True
+            self.mask = first.reshape(a.shape)
+        else:
+            moved = xp.moveaxis(eq, axis, tuple(range(-len(axis), 0)))
+            flat = moved.reshape(moved.shape[: moved.ndim - len(axis)] + (-1,))
+            idx = flat.argmax(axis=-1)
+            onehot = xp.zeros(flat.shape, dtype=bool)
+            xp.put_along_axis(onehot, idx[..., None], True, axis=-1)
+            self.mask = xp.moveaxis(onehot.reshape(moved.shape), tuple(range(-len(axis), 0)), axis)
+        return out if keepdims else (out.reshape(()) if axis is None else out.squeeze(axis))
+
+    def backward(self, g):
+        xp = _xp(g)
+        if self.axis is None:
+            g = g.reshape((1,) * len(self.shape))
+        elif not self.keepdims:
+            g = xp.expand_dims(g, self.axis)
+        return g * self.mask
+
+
+def sum(a, dim=None, keepdim=False):  # noqa: A001 - PyTorch's name
+    return Sum.apply(a, axis=_axes(dim, a.ndim), keepdims=keepdim)
+
+
+def mean(a, dim=None, keepdim=False):
+    axes = _axes(dim, a.ndim)
+    n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes]))
+    return mul(sum(a, dim, keepdim), 1.0 / builtins.max(n, 1))
+
+
+def var(a, dim=None, keepdim=False, unbiased=True):
+    axes = _axes(dim, a.ndim)
+    n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes]))
+    d = sub(a, mean(a, axes, keepdim=True))
+    return mul(sum(mul(d, d), axes, keepdim), 1.0 / builtins.max(n - (1 if unbiased else 0), 1))
+
+
+def amax(a, dim=None, keepdim=False):
+    return Max.apply(a, axis=_axes(dim, a.ndim), keepdims=keepdim)
+
+
+def amin(a, dim=None, keepdim=False):
+    return Max.apply(a, axis=_axes(dim, a.ndim), keepdims=keepdim, is_min=True)
+
+
+# ------------------------------------------------------------------------ shape operations
+class Reshape(Function):
+    def forward(self, a, shape):
+        self.shape = a.shape
+        return a.reshape(shape)
+
+    def backward(self, g):
+        return g.reshape(self.shape)
+
+
+class Permute(Function):
+    def forward(self, a, dims):
+        self.inv = tuple(np.argsort(dims))
+        return a.transpose(dims)
+
+    def backward(self, g):
+        return g.transpose(self.inv)
+
+
+class GetItem(Function):
+    def forward(self, a, index):
+        self.shape, self.dtype, self.index = a.shape, a.dtype, index
+        return a[index]
+
+    def backward(self, g):
+        xp = _xp(g)
+        out = xp.zeros(self.shape, dtype=self.dtype)
+        # add.at accumulates correctly when an index repeats (fancy indexing).
+        if _is_basic_index(self.index):
+            out[self.index] += g
+        else:
+            xp.add.at(out, self.index, g)
+        return out
+
+
+def _is_basic_index(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in items)
+
+
+def reshape(a, shape):
+    return Reshape.apply(a, shape=tuple(shape))
+
+
+def flatten(a, start_dim=0, end_dim=-1):
+    nd = a.ndim
+    s, e = start_dim % nd, end_dim % nd
+    shape = a.shape[:s] + (-1,) + a.shape[e + 1:]
+    return reshape(a, shape)
+
+
+def permute(a, dims):
+    return Permute.apply(a, dims=tuple(d % a.ndim for d in dims))
+
+
+def transpose(a, dim0, dim1):
+    dims = list(range(a.ndim))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return permute(a, dims)
+
+
+def getitem(a, index):
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return GetItem.apply(a, index=index)
+
+
+# ------------------------------------------------------------------------ matmul
+class MatMul(Function):
+    """``a @ b`` for operands of two or more dimensions (batch dimensions broadcast)."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        xp = _xp(g)
+        na, nb = self.needs_input_grad
+        ga = g @ xp.swapaxes(self.b, -1, -2) if na else None
+        gb = xp.swapaxes(self.a, -1, -2) @ g if nb else None
+        return ga, gb  # broadcast batch dimensions are summed by the engine
+
+
+def matmul(a, b):
+    a, b = _pair(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match (inner dimensions differ)")
+    squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
+    if squeeze_a:
+        a = reshape(a, (1, a.shape[0]))
+    if squeeze_b:
+        b = reshape(b, (b.shape[0], 1))
+    out = MatMul.apply(a, b)
+    if squeeze_a or squeeze_b:
+        shape = out.shape[:-2] + (() if squeeze_a else out.shape[-2:-1]) + (() if squeeze_b else out.shape[-1:])
+        out = reshape(out, shape)
+    return out
+
+
+# ------------------------------------------------------------------------ softmax family
+class LogSoftmax(Function):
+    def forward(self, a, axis):
+        xp = _xp(a)
+        shifted = a - a.max(axis=axis, keepdims=True)
+        out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        self.out, self.axis = out, axis
+        return out
+
+    def backward(self, g):
+        xp = _xp(g)
+        return g - xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
+
+
+class Softmax(Function):
+    def forward(self, a, axis):
+        xp = _xp(a)
+        e = xp.exp(a - a.max(axis=axis, keepdims=True))
+        self.out, self.axis = e / e.sum(axis=axis, keepdims=True), axis
+        return self.out
+
+    def backward(self, g):
+        s = self.out
+        return s * (g - (g * s).sum(axis=self.axis, keepdims=True))
+
+
+def log_softmax(a, dim=-1):
+    return LogSoftmax.apply(a, axis=dim % a.ndim)
+
+
+def softmax(a, dim=-1):
+    return Softmax.apply(a, axis=dim % a.ndim)

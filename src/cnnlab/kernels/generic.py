@@ -1,0 +1,118 @@
+"""Vectorised array-module kernels for any number of spatial dimensions (NumPy or CuPy).
+
+These are the portable fast paths: windows are strided views of the padded input, so no Python
+loop ever runs over pixels; the only loops run over the kernel offsets (e.g. 25 for a 5x5
+kernel) when gradients are scattered back.
+
+Shapes use d spatial dimensions: input (N, C, *S), kernel window K = (k_1..k_d), output O.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from .. import backend
+
+
+def window_view(xpad, kernel, stride, dilation, out_shape, channels_last=False):
+    """A strided view of every receptive field of ``xpad``.
+
+    Args:
+        xpad: (N, C, *S) padded input.
+        channels_last: if True the view is (N, *O, C, *K) (im2col order), else (N, C, *O, *K).
+    """
+    xp = backend.get_array_module(xpad)
+    d = len(kernel)
+    s = xpad.strides
+    sN, sC, sS = s[0], s[1], s[2:]
+    o_strides = tuple(sS[i] * stride[i] for i in range(d))
+    k_strides = tuple(sS[i] * dilation[i] for i in range(d))
+    N, C = xpad.shape[:2]
+    if channels_last:
+        shape = (N, *out_shape, C, *kernel)
+        strides = (sN, *o_strides, sC, *k_strides)
+    else:
+        shape = (N, C, *out_shape, *kernel)
+        strides = (sN, sC, *o_strides, *k_strides)
+    return xp.lib.stride_tricks.as_strided(xpad, shape=shape, strides=strides)
+
+
+def im2col(xpad, kernel, stride, dilation, out_shape):
+    """(N, C, *S) padded input -> (N*L, C*K) matrix of receptive fields, L = prod(O), K = prod(k)."""
+    xp = backend.get_array_module(xpad)
+    N, C = xpad.shape[:2]
+    view = window_view(xpad, kernel, stride, dilation, out_shape, channels_last=True)
+    L, K = int(np.prod(out_shape)), int(np.prod(kernel))
+    return xp.ascontiguousarray(view).reshape(N * L, C * K)
+
+
+def _offset_slices(k, stride, dilation, out_shape):
+    """Slices of the padded input touched by kernel offset ``k`` over all output positions."""
+    return tuple(
+        slice(k[i] * dilation[i], k[i] * dilation[i] + stride[i] * (out_shape[i] - 1) + 1, stride[i])
+        for i in range(len(k))
+    )
+
+
+def col2im(cols, xpad_shape, kernel, stride, dilation, out_shape, dtype):
+    """Adjoint of ``im2col``: (N*L, C*K) -> (N, C, *S) padded, overlapping fields summed."""
+    xp = backend.get_array_module(cols)
+    N, C = xpad_shape[:2]
+    d = len(kernel)
+    # (N*L, C*K) -> (N, *O, C, *K) -> (N, C, *K, *O): each offset's slab is then contiguous.
+    t = cols.reshape((N, *out_shape, C, *kernel))
+    perm = (0, d + 1) + tuple(range(d + 2, 2 * d + 2)) + tuple(range(1, d + 1))
+    t = xp.ascontiguousarray(t.transpose(perm))
+    out = xp.zeros(xpad_shape, dtype=dtype)
+    for k in itertools.product(*(range(kk) for kk in kernel)):
+        out[(slice(None), slice(None)) + _offset_slices(k, stride, dilation, out_shape)] += t[(slice(None), slice(None)) + k]
+    return out
+
+
+def pool_windows(xpad, kernel, stride, out_shape):
+    """(N, C, *S) padded -> (N, C, *O, K) copy of every pooling window, flattened."""
+    xp = backend.get_array_module(xpad)
+    view = window_view(xpad, kernel, stride, (1,) * len(kernel), out_shape)
+    K = int(np.prod(kernel))
+    return xp.ascontiguousarray(view).reshape(view.shape[: 2 + len(kernel)] + (K,))
+
+
+def max_pool_forward(xpad, kernel, stride, out_shape):
+    """Returns (out (N, C, *O), argmax (N, C, *O) index into the flattened window)."""
+    xp = backend.get_array_module(xpad)
+    w = pool_windows(xpad, kernel, stride, out_shape)
+    arg = w.argmax(axis=-1)  # first maximum wins on ties, like PyTorch's CPU kernel
+    out = xp.take_along_axis(w, arg[..., None], axis=-1)[..., 0]
+    return out, arg
+
+
+def max_pool_backward(g, arg, xpad_shape, kernel, stride, out_shape, dtype):
+    """Route each output gradient to its window's arg-max; overlapping windows accumulate."""
+    xp = backend.get_array_module(g)
+    dx = xp.zeros(xpad_shape, dtype=dtype)
+    for flat, k in enumerate(itertools.product(*(range(kk) for kk in kernel))):
+        sl = (slice(None), slice(None)) + _offset_slices(k, stride, (1,) * len(kernel), out_shape)
+        dx[sl] += g * (arg == flat)
+    return dx
+
+
+def sum_pool_forward(xpad, kernel, stride, out_shape):
+    """Sum over each window: (N, C, *S) padded -> (N, C, *O)."""
+    xp = backend.get_array_module(xpad)
+    out = None
+    for k in itertools.product(*(range(kk) for kk in kernel)):
+        sl = (slice(None), slice(None)) + _offset_slices(k, stride, (1,) * len(kernel), out_shape)
+        out = xpad[sl].copy() if out is None else out + xpad[sl]
+    return out if out is not None else xp.zeros(xpad.shape[:2] + tuple(out_shape), xpad.dtype)
+
+
+def sum_pool_backward(g, xpad_shape, kernel, stride, out_shape, dtype):
+    """Adjoint of ``sum_pool_forward``: every window position receives its output's gradient."""
+    xp = backend.get_array_module(g)
+    dx = xp.zeros(xpad_shape, dtype=dtype)
+    for k in itertools.product(*(range(kk) for kk in kernel)):
+        sl = (slice(None), slice(None)) + _offset_slices(k, stride, (1,) * len(kernel), out_shape)
+        dx[sl] += g
+    return dx

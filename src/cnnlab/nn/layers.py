@@ -1,0 +1,280 @@
+"""Layers: modules that own parameters (or settings) and call the stateless functions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..autograd import Tensor
+from ..functional.conv import _tuple
+from . import init
+from .module import Module, Parameter
+
+
+def _empty(*shape):
+    return np.zeros(shape, dtype=backend.DEFAULT_DTYPE)
+
+
+class _ConvNd(Module):
+    _d = 0
+    _fn = None
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True):
+        super().__init__()
+        d = self._d
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"{type(self).__name__}: {name} must be a positive int, got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{type(self).__name__}: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must be divisible by groups ({groups})")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _tuple(kernel_size, d, "kernel_size")
+        if any(k <= 0 for k in self.kernel_size):
+            raise ValueError(f"{type(self).__name__}: kernel_size must be positive, got {self.kernel_size}")
+        self.stride = _tuple(stride, d, "stride")
+        self.padding = padding if isinstance(padding, str) else _tuple(padding, d, "padding")
+        self.dilation = _tuple(dilation, d, "dilation")
+        self.groups = int(groups)
+        self.weight = Parameter(_empty(out_channels, in_channels // groups, *self.kernel_size))
+        self.bias = Parameter(_empty(out_channels)) if bias else None
+        init.default_(self.weight, self.bias)
+
+    def forward(self, x):
+        return type(self)._fn(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if isinstance(self.padding, str) or any(self.padding):
+            s += f", padding={self.padding}"
+        if any(d != 1 for d in self.dilation):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution layer: (N, in_channels, L) -> (N, out_channels, L_out)."""
+    _d, _fn = 1, staticmethod(F.conv1d)
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution layer: shared kernels sliding over local receptive fields.
+
+    Conv2d(1, 20, 5): 20 feature maps of 5x5 kernels = 20 * (25 + 1) = 520 parameters.
+    """
+    _d, _fn = 2, staticmethod(F.conv2d)
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution layer: (N, in_channels, D, H, W) -> (N, out_channels, OD, OH, OW)."""
+    _d, _fn = 3, staticmethod(F.conv3d)
+
+
+class _PoolNd(Module):
+    _d = 0
+    _fn = None
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = _tuple(kernel_size, self._d, "kernel_size")
+        self.stride = self.kernel_size if stride is None else _tuple(stride, self._d, "stride")
+        self.padding = _tuple(padding, self._d, "padding")
+
+    def forward(self, x):
+        return type(self)._fn(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        s = f"kernel_size={self.kernel_size}, stride={self.stride}"
+        return s + (f", padding={self.padding}" if any(self.padding) else "")
+
+
+class MaxPool1d(_PoolNd):
+    _d, _fn = 1, staticmethod(F.max_pool1d)
+
+
+class MaxPool2d(_PoolNd):
+    """2x2 max-pooling turns each 24x24 feature map into 12x12, keeping the strongest response."""
+    _d, _fn = 2, staticmethod(F.max_pool2d)
+
+
+class MaxPool3d(_PoolNd):
+    _d, _fn = 3, staticmethod(F.max_pool3d)
+
+
+class AvgPool1d(_PoolNd):
+    _d, _fn = 1, staticmethod(F.avg_pool1d)
+
+
+class AvgPool2d(_PoolNd):
+    _d, _fn = 2, staticmethod(F.avg_pool2d)
+
+
+class AvgPool3d(_PoolNd):
+    _d, _fn = 3, staticmethod(F.avg_pool3d)
+
+
+class _LPPoolNd(Module):
+    _d = 0
+    _fn = None
+
+    def __init__(self, norm_type, kernel_size, stride=None):
+        super().__init__()
+        self.norm_type = norm_type
+        self.kernel_size = _tuple(kernel_size, self._d, "kernel_size")
+        self.stride = self.kernel_size if stride is None else _tuple(stride, self._d, "stride")
+
+    def forward(self, x):
+        return type(self)._fn(x, self.norm_type, self.kernel_size, self.stride)
+
+    def extra_repr(self):
+        return f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class LPPool1d(_LPPoolNd):
+    _d, _fn = 1, staticmethod(F.lp_pool1d)
+
+
+class LPPool2d(_LPPoolNd):
+    """LPPool2d(2, 2): the article's L2 pooling, sqrt of the sum of squares of each 2x2 window."""
+    _d, _fn = 2, staticmethod(F.lp_pool2d)
+
+
+class LPPool3d(_LPPoolNd):
+    _d, _fn = 3, staticmethod(F.lp_pool3d)
+
+
+class Linear(Module):
+    """Fully connected layer. Linear(784, 30) has 784*30 + 30 = 23,550 parameters."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"Linear: {name} must be a positive int, got {v!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = Parameter(_empty(out_features, in_features))
+        self.bias = Parameter(_empty(out_features)) if bias else None
+        init.default_(self.weight, self.bias)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Dropout(Module):
+    """Inverted dropout with probability p, active only in training mode."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class _BatchNorm(Module):
+    _ndims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        self.weight = Parameter(np.ones(num_features, dtype=backend.DEFAULT_DTYPE)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype=backend.DEFAULT_DTYPE)) if affine else None
+        if track_running_stats:
+            self.running_mean = Tensor(np.zeros(num_features, dtype=backend.DEFAULT_DTYPE))
+            self.running_var = Tensor(np.ones(num_features, dtype=backend.DEFAULT_DTYPE))
+        else:
+            self.running_mean = self.running_var = None
+
+    def forward(self, x):
+        if x.ndim not in self._ndims:
+            raise ValueError(f"{type(self).__name__}: expected a {' or '.join(map(str, self._ndims))}-D input, "
+                             f"got shape {x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}): input has {x.shape[1]} channels "
+                             f"(shape {x.shape})")
+        training = self.training or self.running_mean is None
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training, self.momentum, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    _ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    _ndims = (4,)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return F.sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return F.tanh(x)
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+class Softmax(Module):
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return F.softmax(x, self.dim)
+
+
+class LogSoftmax(Module):
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return F.log_softmax(x, self.dim)
+
+
+class Flatten(Module):
+    """(N, C, H, W) -> (N, C*H*W)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return F.flatten(x, self.start_dim, self.end_dim)
+
+
+class CrossEntropyLoss(Module):
+    def __init__(self, label_smoothing=0.0, reduction="mean"):
+        super().__init__()
+        self.label_smoothing, self.reduction = label_smoothing, reduction
+
+    def forward(self, logits, target):
+        return F.cross_entropy(logits, target, self.label_smoothing, self.reduction)

@@ -1,0 +1,216 @@
+"""Module and Parameter: containers of parameters with PyTorch's interface.
+
+A Module's parameters, buffers and sub-modules are simply its attributes: ``named_parameters``
+walks ``vars(self)`` in definition order, so there is no hidden registration to look for.
+Tensors that are not Parameters (e.g. BatchNorm's running statistics) are buffers: saved in the
+state dict, never trained.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module trains (requires_grad=True by default)."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class Module:
+    """Base class of every layer and model. Subclasses set attributes and define ``forward``."""
+
+    def __init__(self):
+        self.training = True
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------- traversal
+    def named_children(self):
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
+                for i, v in enumerate(value):
+                    yield f"{name}.{i}", v
+
+    def children(self):
+        return [m for _, m in self.named_children()]
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    def _own(self, kind):
+        for name, value in vars(self).items():
+            if kind == "param" and isinstance(value, Parameter):
+                yield name, value
+            elif kind == "buffer" and isinstance(value, Tensor) and not isinstance(value, Parameter):
+                yield name, value
+
+    def named_parameters(self, prefix=""):
+        for mod_name, mod in self.named_modules(prefix):
+            for name, p in mod._own("param"):
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        for mod_name, mod in self.named_modules(prefix):
+            for name, b in mod._own("buffer"):
+                yield (f"{mod_name}.{name}" if mod_name else name), b
+
+    def num_parameters(self) -> int:
+        return int(sum(p.size for p in self.parameters()))
+
+    # ------------------------------------------------------------- state
+    def state_dict(self) -> OrderedDict:
+        """Name -> Tensor for every parameter and buffer (sharing memory with the module)."""
+        out = OrderedDict()
+        for name, p in self.named_parameters():
+            out[name] = p
+        for name, b in self.named_buffers():
+            out[name] = b
+        return out
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays from ``state`` (name -> Tensor or array) into this module's tensors.
+
+        Raises ValueError naming every missing, unexpected or mis-shaped entry.
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        wrong = []
+        for k, t in own.items():
+            if k in state:
+                v = state[k]
+                shape = tuple(v.shape)
+                if shape != t.shape:
+                    wrong.append(f"{k}: expected {t.shape}, got {shape}")
+        problems = []
+        if strict and missing:
+            problems.append("missing: " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected: " + ", ".join(unexpected))
+        if wrong:
+            problems.append("shape mismatch: " + "; ".join(wrong))
+        if problems:
+            raise ValueError(f"load_state_dict into {type(self).__name__}: " + " | ".join(problems))
+        for k, t in own.items():
+            if k in state:
+                v = state[k]
+                arr = v.data if isinstance(v, Tensor) else v
+                arr = backend.to_device(np.asarray(arr) if not hasattr(arr, "shape") else arr, t.device)
+                t.data[...] = arr.astype(t.dtype, copy=False)
+        return self
+
+    # ------------------------------------------------------------- modes and moves
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device=None, dtype=None):
+        """Move (or cast) every parameter and buffer in place; returns self."""
+        for m in self.modules():
+            for name, t in list(m._own("param")) + list(m._own("buffer")):
+                data = t.data
+                if device is not None:
+                    data = backend.to_device(data, device)
+                if dtype is not None and data.dtype.kind == "f":
+                    data = data.astype(dtype)
+                t.data = data
+                if t.grad is not None:
+                    t.grad = None
+        return self
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    # ------------------------------------------------------------- printing
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        kids = list(self.named_children())
+        if not kids:
+            return lines[0] + ")"
+        for name, child in kids:
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Applies its modules in order: Sequential(Conv2d(1, 20, 5), ReLU(), ...)."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a Module")
+        self.layers = list(layers)
+
+    def named_children(self):
+        for i, layer in enumerate(self.layers):
+            yield str(i), layer
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Sequential(*self.layers[i])
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def append(self, layer):
+        self.layers.append(layer)
+        return self

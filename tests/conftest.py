@@ -1,0 +1,10 @@
+import numpy as np
+import pytest
+
+import cnnlab
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    cnnlab.manual_seed(0)
+    yield

@@ -1,0 +1,131 @@
+"""The engine: graph building, backward, broadcasting, accumulation, dtypes."""
+
+import numpy as np
+import pytest
+
+import cnnlab
+from cnnlab import Tensor
+from helpers import check_against_torch, check_gradients, torch
+
+rng = np.random.default_rng(0)
+A = rng.standard_normal((3, 4))
+B = rng.standard_normal((4,))
+P = rng.uniform(0.5, 2.0, (3, 4))
+
+BINARY = [
+    ("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b),
+    ("div", lambda a, b: a / b), ("radd", lambda a, b: 2.0 + a * b), ("rsub", lambda a, b: 1.0 - a * b),
+    ("rdiv", lambda a, b: 1.0 / (a * a + 1) + b),
+]
+UNARY = [
+    ("neg", lambda a: -a), ("pow3", lambda a: a ** 3), ("pow_half", lambda a: (a * a + 1) ** 0.5),
+    ("exp", lambda a: a.exp()), ("log", lambda a: (a * a + 1).log()), ("sqrt", lambda a: (a * a + 1).sqrt()),
+    ("abs", lambda a: a.abs()), ("sum", lambda a: a.sum()), ("sum0", lambda a: a.sum(0)),
+    ("sum1k", lambda a: a.sum(1, keepdim=True)), ("mean", lambda a: a.mean()), ("mean1", lambda a: a.mean(1)),
+    ("var", lambda a: a.var(1)), ("max", lambda a: a.max()), ("max1", lambda a: a.max(1)),
+    ("min0", lambda a: a.min(0, keepdim=True)), ("reshape", lambda a: a.reshape(4, 3) * 2),
+    ("transpose", lambda a: a.T * 2), ("permute", lambda a: a.reshape(3, 2, 2).permute(2, 0, 1) * 1),
+    ("getitem", lambda a: a[1:, ::2] * 3), ("fancy", lambda a: a[np.array([0, 2, 0])] * 1),
+    ("clamp", lambda a: a.clamp(-0.5, 0.5)), ("matmul_self", lambda a: a @ a.T),
+]
+
+
+@pytest.mark.parametrize("name,fn", BINARY, ids=[b[0] for b in BINARY])
+def test_binary_gradients_with_broadcasting(name, fn):
+    check_gradients(fn, [P, B + 3.0])
+
+
+@pytest.mark.parametrize("name,fn", UNARY, ids=[u[0] for u in UNARY])
+def test_unary_gradients(name, fn):
+    check_gradients(fn, [A + 0.01 * np.arange(12).reshape(3, 4)])
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("name,fn", BINARY + [("matmul", lambda a, b: a @ b)], ids=[b[0] for b in BINARY] + ["matmul"])
+def test_binary_against_torch(name, fn):
+    for dtype in (np.float64, np.float32):
+        check_against_torch(fn, fn, [P, B + 3.0], dtype=dtype)
+
+
+def test_matmul_shapes():
+    check_gradients(lambda a, b: a @ b, [rng.standard_normal((2, 3, 4)), rng.standard_normal((4, 5))])
+    check_gradients(lambda a, b: a @ b, [rng.standard_normal(4), rng.standard_normal((4, 5))])
+    check_gradients(lambda a, b: a @ b, [rng.standard_normal((3, 4)), rng.standard_normal(4)])
+    with pytest.raises(ValueError, match="do not match"):
+        cnnlab.tensor(A) @ cnnlab.tensor(A)
+
+
+def test_gradient_accumulates_across_uses_and_calls():
+    x = cnnlab.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = x * x + x  # x used three times
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy() + 1)
+    (x * 3).sum().backward()  # a second backward adds to .grad
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy() + 4)
+
+
+def test_deep_graph_needs_no_recursion():
+    x = cnnlab.tensor(np.array([1.0]), requires_grad=True)
+    y = x
+    for _ in range(20000):
+        y = y * 1.0001
+    y.backward(np.ones(1))
+    np.testing.assert_allclose(x.grad.numpy(), [1.0001 ** 20000], rtol=1e-9)
+
+
+def test_diamond_graph():
+    x = cnnlab.tensor(np.array(3.0), requires_grad=True)
+    a = x * 2
+    b = x * x
+    (a * b).backward()  # d/dx 2x^3 = 6x^2
+    assert x.grad.item() == pytest.approx(54.0)
+
+
+def test_no_grad_and_detach():
+    x = cnnlab.tensor(np.ones(3), requires_grad=True)
+    with cnnlab.no_grad():
+        y = x * 2
+    assert not y.requires_grad and y.is_leaf
+    z = (x * 2).detach()
+    assert not z.requires_grad
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.sum().backward()
+
+
+def test_backward_errors():
+    x = cnnlab.tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match="one-element"):
+        (x * 2).backward()
+    with pytest.raises(ValueError, match="shape"):
+        (x * 2).backward(np.ones(4))
+
+
+def test_dtypes_float32_default_and_no_upcast():
+    assert cnnlab.tensor([1.0, 2.0]).dtype == np.float32
+    assert cnnlab.tensor(np.array([1.0])).dtype == np.float64
+    assert cnnlab.tensor([1, 2]).dtype.kind == "i"
+    x = cnnlab.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * 2.5 + 1) / 3 - x ** 2
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+    assert cnnlab.tensor([1.0], dtype=np.float64).dtype == np.float64
+
+
+def test_tensor_copies_like_torch_tensor():
+    a = np.zeros(3)
+    t = cnnlab.tensor(a)
+    a[0] = 5
+    assert t.numpy()[0] == 0
+
+
+def test_tensor_api_surface():
+    t = cnnlab.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    assert t.shape == (2, 3) and t.ndim == 2 and t.numel() == 6 and len(t) == 2
+    assert isinstance(t.grad, type(None))
+    assert t.argmax(1).tolist() == [2, 2]
+    assert (t > 2).numpy().sum() == 3
+    assert "requires_grad=True" in repr(t)
+    (t.sum()).backward()
+    assert isinstance(t.grad, Tensor)
+    assert t.to(dtype=np.float32).dtype == np.float32

@@ -1,0 +1,142 @@
+"""conv1d/2d/3d: against the naive definition, by finite differences, and against PyTorch."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import cnnlab
+import cnnlab.functional as F
+from helpers import check_against_torch, check_gradients, naive_conv, torch
+
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def random_config(rng, d):
+    """A random valid convolution: stride, padding, dilation, groups, odd/non-square sizes."""
+    groups = int(rng.choice([1, 1, 2, 3]))
+    cg = int(rng.integers(1, 3))
+    fg = int(rng.integers(1, 3))
+    C, F_ = cg * groups, fg * groups
+    k = tuple(int(v) for v in rng.integers(1, 4 if d < 3 else 3, size=d))
+    stride = tuple(int(v) for v in rng.integers(1, 3, size=d))
+    dilation = tuple(int(v) for v in rng.integers(1, 3, size=d))
+    padding = tuple(int(v) for v in rng.integers(0, 3, size=d))
+    size = tuple(int(max(dilation[i] * (k[i] - 1) + 1 - 2 * padding[i], 1) + rng.integers(0, 5 if d < 3 else 3))
+                 for i in range(d))
+    N = int(rng.integers(1, 3))
+    x = rng.standard_normal((N, C) + size)
+    w = rng.standard_normal((F_, cg) + k)
+    b = rng.standard_normal(F_) if rng.random() < 0.7 else None
+    return x, w, b, stride, padding, dilation, groups
+
+
+CASES = [(d, seed) for d in (1, 2, 3) for seed in range(6)]
+
+
+@pytest.mark.parametrize("d,seed", CASES)
+def test_conv_matches_naive_definition(d, seed):
+    x, w, b, stride, padding, dilation, groups = random_config(np.random.default_rng(seed), d)
+    out = CONV[d](cnnlab.tensor(x), cnnlab.tensor(w), None if b is None else cnnlab.tensor(b),
+                  stride, padding, dilation, groups).numpy()
+    ref = naive_conv(x, w, b, stride, padding, dilation, groups)
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("d,seed", CASES)
+def test_conv_gradients_finite_differences(d, seed):
+    x, w, b, stride, padding, dilation, groups = random_config(np.random.default_rng(100 + seed), d)
+    args = [x, w] + ([b] if b is not None else [])
+
+    def fn(*t):
+        return CONV[d](t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation, groups)
+
+    check_gradients(fn, args)
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d,seed", CASES)
+def test_conv_against_torch(d, seed, dtype):
+    x, w, b, stride, padding, dilation, groups = random_config(np.random.default_rng(200 + seed), d)
+    tconv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[d]
+    args = [x, w] + ([b] if b is not None else [])
+
+    def fn(*t):
+        return CONV[d](t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation, groups)
+
+    def tfn(*t):
+        return tconv(t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation, groups)
+
+    check_against_torch(fn, tfn, args, dtype=dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 2), cg=st.integers(1, 3), fg=st.integers(1, 3), groups=st.integers(1, 2),
+    kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+    ph=st.integers(0, 2), pw=st.integers(0, 2), dh=st.integers(1, 2), dw=st.integers(1, 2),
+    extra_h=st.integers(0, 4), extra_w=st.integers(0, 4), seed=st.integers(0, 2**16),
+)
+def test_conv2d_shape_space_against_naive(n, cg, fg, groups, kh, kw, sh, sw, ph, pw, dh, dw, extra_h, extra_w, seed):
+    rng = np.random.default_rng(seed)
+    H = max(dh * (kh - 1) + 1 - 2 * ph, 1) + extra_h
+    W = max(dw * (kw - 1) + 1 - 2 * pw, 1) + extra_w
+    x = rng.standard_normal((n, cg * groups, H, W))
+    w = rng.standard_normal((fg * groups, cg, kh, kw))
+    b = rng.standard_normal(fg * groups)
+    out = F.conv2d(cnnlab.tensor(x), cnnlab.tensor(w), cnnlab.tensor(b), (sh, sw), (ph, pw), (dh, dw), groups)
+    np.testing.assert_allclose(out.numpy(), naive_conv(x, w, b, (sh, sw), (ph, pw), (dh, dw), groups), rtol=1e-10, atol=1e-12)
+
+
+def test_article_shapes_and_parameter_counts():
+    # 28x28 input, 5x5 local receptive fields, stride 1 -> 24x24 feature maps.
+    x = cnnlab.tensor(np.zeros((2, 1, 28, 28), dtype=np.float32))
+    conv = cnnlab.nn.Conv2d(1, 20, 5)
+    assert conv(x).shape == (2, 20, 24, 24)
+    assert conv.num_parameters() == 520  # 20 * (5*5 + 1)
+    assert cnnlab.nn.Linear(784, 30).num_parameters() == 23550  # 784*30 + 30
+    # Padding keeps the size; a stride of 2 halves it.
+    assert F.conv2d(x, conv.weight, conv.bias, padding=2).shape == (2, 20, 28, 28)
+    assert F.conv2d(x, conv.weight, conv.bias, stride=2).shape == (2, 20, 12, 12)
+
+
+def test_shared_weights_translation_equivariance():
+    """One kernel everywhere: shifting the input shifts the feature map."""
+    rng = np.random.default_rng(1)
+    x = np.zeros((1, 1, 12, 12))
+    x[0, 0, 3:6, 2:5] = rng.standard_normal((3, 3))
+    w = cnnlab.tensor(rng.standard_normal((1, 1, 3, 3)))
+    a = F.conv2d(cnnlab.tensor(x), w).numpy()
+    b = F.conv2d(cnnlab.tensor(np.roll(x, (2, 3), axis=(2, 3))), w).numpy()
+    np.testing.assert_allclose(np.roll(a, (2, 3), axis=(2, 3))[..., 2:, 3:], b[..., 2:, 3:], atol=1e-12)
+
+
+def test_conv_keeps_float32_and_unbatched_input():
+    x = cnnlab.tensor(np.ones((3, 9, 9), dtype=np.float32))
+    w = cnnlab.tensor(np.ones((4, 3, 3, 3), dtype=np.float32))
+    out = F.conv2d(x, w)
+    assert out.shape == (4, 7, 7) and out.dtype == np.float32
+    np.testing.assert_allclose(out.numpy(), 27.0)
+
+
+def test_padding_same_and_valid():
+    x = cnnlab.tensor(np.ones((1, 2, 7, 8)))
+    w = cnnlab.tensor(np.ones((3, 2, 3, 5)))
+    assert F.conv2d(x, w, padding="same").shape == (1, 3, 7, 8)
+    assert F.conv2d(x, w, padding="valid").shape == (1, 3, 5, 4)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 28, 28))), cnnlab.tensor(np.ones((2, 3, 5, 5)))), "channels"),
+    (lambda: F.conv2d(cnnlab.tensor(np.ones((28, 28))), cnnlab.tensor(np.ones((2, 1, 5, 5)))), r"4-D input"),
+    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 3, 8, 8))), cnnlab.tensor(np.ones((2, 1, 3, 3))), groups=2), "divisible"),
+    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 4, 4))), cnnlab.tensor(np.ones((2, 1, 5, 5)))), "larger than the padded input"),
+    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 8, 8))), cnnlab.tensor(np.ones((2, 1, 3, 3))), stride=0), "stride"),
+    (lambda: F.conv1d(cnnlab.tensor(np.ones((1, 1, 8))), cnnlab.tensor(np.ones((2, 1, 3))), padding=-1), "padding"),
+    (lambda: F.conv3d(cnnlab.tensor(np.ones((1, 1, 4, 4, 4))), cnnlab.tensor(np.ones((2, 1, 3, 3, 3))), dilation=0), "dilation"),
+    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 8, 8))), cnnlab.tensor(np.ones((2, 1, 3, 3))), cnnlab.tensor(np.ones(3))), "bias"),
+    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 8, 8))), cnnlab.tensor(np.ones((2, 1, 3)))), "weight"),
+])
+def test_conv_errors_name_the_problem(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -1,0 +1,107 @@
+"""Max, average and L2 (Lp) pooling in 1-3 D: naive definition, finite differences, PyTorch."""
+
+import numpy as np
+import pytest
+
+import cnnlab
+import cnnlab.functional as F
+from helpers import check_against_torch, check_gradients, naive_pool, torch
+
+MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+LP = {1: F.lp_pool1d, 2: F.lp_pool2d, 3: F.lp_pool3d}
+
+
+def random_config(rng, d, allow_padding=True):
+    k = tuple(int(v) for v in rng.integers(1, 4, size=d))
+    stride = tuple(int(v) for v in rng.integers(1, 4, size=d))  # stride < k: overlapping windows
+    padding = tuple(int(rng.integers(0, kk // 2 + 1)) if allow_padding else 0 for kk in k)
+    size = tuple(int(k[i] + rng.integers(0, 5 if d < 3 else 3)) for i in range(d))
+    N, C = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    # Distinct values spaced apart: no ties, and finite differences never flip an arg-max.
+    n = N * C * int(np.prod(size))
+    x = (rng.permutation(n) * 0.01 + 0.5).reshape((N, C) + size) * rng.choice([-1, 1], size=(N, C) + size)
+    return x, k, stride, padding
+
+
+CASES = [(d, seed) for d in (1, 2, 3) for seed in range(6)]
+
+
+@pytest.mark.parametrize("d,seed", CASES)
+def test_pools_match_naive_definition(d, seed):
+    x, k, s, p = random_config(np.random.default_rng(seed), d)
+    t = cnnlab.tensor(x)
+    np.testing.assert_allclose(MAX[d](t, k, s, p).numpy(), naive_pool(x, k, s, p, "max"), rtol=1e-12)
+    np.testing.assert_allclose(AVG[d](t, k, s, p).numpy(), naive_pool(x, k, s, p, "avg"), rtol=1e-12)
+    np.testing.assert_allclose(LP[d](t, 2, k, s).numpy(), naive_pool(x, k, s, (0,) * d, "lp", 2), rtol=1e-12)
+    np.testing.assert_allclose(LP[d](cnnlab.tensor(np.abs(x)), 3, k, s).numpy(),
+                               naive_pool(np.abs(x), k, s, (0,) * d, "lp", 3), rtol=1e-12)
+
+
+@pytest.mark.parametrize("d,seed", CASES)
+def test_pool_gradients_finite_differences(d, seed):
+    x, k, s, p = random_config(np.random.default_rng(100 + seed), d)
+    check_gradients(lambda t: MAX[d](t, k, s, p), [x])
+    check_gradients(lambda t: AVG[d](t, k, s, p), [x])
+    check_gradients(lambda t: LP[d](t, 2, k, s), [x])
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d,seed", CASES)
+def test_pools_against_torch(d, seed, dtype):
+    x, k, s, p = random_config(np.random.default_rng(200 + seed), d)
+    tf = torch.nn.functional
+    tmax = {1: tf.max_pool1d, 2: tf.max_pool2d, 3: tf.max_pool3d}[d]
+    tavg = {1: tf.avg_pool1d, 2: tf.avg_pool2d, 3: tf.avg_pool3d}[d]
+    tlp = {1: tf.lp_pool1d, 2: tf.lp_pool2d, 3: tf.lp_pool3d}[d]
+    check_against_torch(lambda t: MAX[d](t, k, s, p), lambda t: tmax(t, k, s, p), [x], dtype=dtype)
+    check_against_torch(lambda t: AVG[d](t, k, s, p), lambda t: tavg(t, k, s, p), [x], dtype=dtype)
+    tk = k[0] if d == 1 else k  # torch.lp_pool1d wants an int
+    check_against_torch(lambda t: LP[d](t, 2, k, s), lambda t: tlp(t, 2, tk, s), [x], dtype=dtype)
+
+
+def test_max_pool_ties_route_to_one_winner_and_overlaps_accumulate():
+    # All-equal window: exactly one element (the first) receives the gradient.
+    x = cnnlab.tensor(np.ones((1, 1, 2, 2)), requires_grad=True)
+    F.max_pool2d(x, 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy()[0, 0], [[1, 0], [0, 0]])
+    # Overlapping windows (stride 1) that share their maximum add up its gradient.
+    x = cnnlab.tensor(np.array([[[[0., 0, 0], [0, 9, 0], [0, 0, 0]]]]), requires_grad=True)
+    F.max_pool2d(x, 2, stride=1).sum().backward()
+    assert x.grad.numpy()[0, 0, 1, 1] == 4 and x.grad.numpy().sum() == 4
+    if torch is not None:
+        t = torch.ones((1, 1, 4, 4), dtype=torch.float64, requires_grad=True)
+        torch.nn.functional.max_pool2d(t, 2).sum().backward()
+        y = cnnlab.tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
+        F.max_pool2d(y, 2).sum().backward()
+        np.testing.assert_array_equal(y.grad.numpy(), t.grad.numpy())
+
+
+def test_l2_pooling_is_the_articles_definition():
+    x = np.array([[[[3., 4, 0, 0], [0, 0, 1, 1], [1, 2, 0, 0], [2, 4, 0, 0]]]])
+    out = F.lp_pool2d(cnnlab.tensor(x), 2, 2).numpy()
+    np.testing.assert_allclose(out[0, 0], [[5, np.sqrt(2)], [5, 0]])
+    # A window of zeros has zero gradient (not NaN), as in PyTorch.
+    t = cnnlab.tensor(x, requires_grad=True)
+    F.lp_pool2d(t, 2, 2).sum().backward()
+    assert np.isfinite(t.grad.numpy()).all()
+    assert (t.grad.numpy()[0, 0, 2:, 2:] == 0).all()
+
+
+def test_article_pooling_shape():
+    x = cnnlab.tensor(np.zeros((5, 3, 24, 24), dtype=np.float32))
+    assert F.max_pool2d(x, 2).shape == (5, 3, 12, 12)
+    assert cnnlab.nn.MaxPool2d(2)(x).dtype == np.float32
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: F.max_pool2d(cnnlab.tensor(np.ones((4, 4))), 2), "4-D input"),
+    (lambda: F.max_pool2d(cnnlab.tensor(np.ones((1, 1, 4, 4))), 2, stride=0), "stride"),
+    (lambda: F.max_pool2d(cnnlab.tensor(np.ones((1, 1, 4, 4))), 2, padding=2), "padding"),
+    (lambda: F.avg_pool1d(cnnlab.tensor(np.ones((1, 1, 3))), 5), "larger than the padded input"),
+    (lambda: F.lp_pool2d(cnnlab.tensor(np.ones((1, 1, 4, 4))), 0, 2), "norm_type"),
+])
+def test_pool_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
