@@ -36,85 +36,64 @@ def conv_output_shape(size, kernel, stride, padding, dilation):
     )
 
 
-def _pad(x, padding, value=0.0):
-    if not any(padding):
-        return x
-    xp = backend.get_array_module(x)
-    width = ((0, 0), (0, 0)) + tuple((p, p) for p in padding)
-    return xp.pad(x, width, mode="constant", constant_values=value)
-
-
-def _unpad(xpad, padding):
-    if not any(padding):
-        return xpad
-    sl = (slice(None), slice(None)) + tuple(slice(p, xpad.shape[2 + i] - p) for i, p in enumerate(padding))
-    return xpad[sl]
-
-
 class ConvNd(Function):
-    """Convolution (cross-correlation, as in every deep-learning library) over d dimensions."""
+    """Convolution (cross-correlation, as in every deep-learning library) over d dimensions.
+
+    Layout: the receptive fields are the columns of cols (C*K, N*L), so the whole layer is one
+    GEMM per group, weight (F, C*K) @ cols -> (F, N*L), and only a cheap block transpose
+    (F, N, L) -> (N, F, L) remains.
+    """
 
     def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups):
         xp = backend.get_array_module(x)
-        d = x.ndim - 2
-        N, C = x.shape[:2]
+        N = x.shape[0]
         F, Cg = w.shape[:2]
         kernel = w.shape[2:]
-        xpad = _pad(x, padding)
         out_shape = conv_output_shape(x.shape[2:], kernel, stride, padding, dilation)
         L, K = int(np.prod(out_shape)), int(np.prod(kernel))
-        G, Fg = groups, F // groups
+        G = groups
 
-        cols = kernels.im2col(xpad, kernel, stride, dilation, out_shape)  # (N*L, C*K)
-        w2 = w.reshape(G, Fg, Cg * K)  # (G, Fg, Cg*K)
+        cols = kernels.im2col(x, kernel, stride, padding, dilation, out_shape)  # (C*K, N*L)
+        w2 = w.reshape(G, F // G, Cg * K)  # (G, F/G, Cg*K)
         if G == 1:
-            out = cols @ w2[0].T  # (N*L, F)
+            rows = w2[0] @ cols  # (F, C*K) @ (C*K, N*L) -> (F, N*L)
         else:
-            out = xp.empty((N * L, F), dtype=x.dtype)
-            cg = cols.reshape(N * L, G, Cg * K)
-            for g in range(G):
-                out[:, g * Fg:(g + 1) * Fg] = cg[:, g] @ w2[g].T
+            rows = xp.matmul(w2, cols.reshape(G, Cg * K, N * L)).reshape(F, N * L)
+        # (F, N*L) -> (F, N, L) -> (N, F, L)
+        out = rows.reshape(F, N, L).transpose(1, 0, 2)
         if maybe_bias:
-            out += maybe_bias[0]
-        # (N*L, F) -> (N, *O, F) -> (N, F, *O)
-        out = xp.ascontiguousarray(xp.moveaxis(out.reshape((N, *out_shape, F)), -1, 1))
-
+            out = out + maybe_bias[0].reshape(1, F, 1)
+        else:
+            out = xp.ascontiguousarray(out)
         self.cols, self.w2, self.has_bias = cols, w2, bool(maybe_bias)
-        self.geom = (x.shape, xpad.shape, kernel, stride, padding, dilation, out_shape, G)
-        return out
+        self.geom = (x.shape, kernel, stride, padding, dilation, out_shape, G)
+        return out.reshape((N, F) + tuple(out_shape))
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        x_shape, xpad_shape, kernel, stride, padding, dilation, out_shape, G = self.geom
+        x_shape, kernel, stride, padding, dilation, out_shape, G = self.geom
         N, F = g.shape[:2]
-        d = len(kernel)
         L = int(np.prod(out_shape))
-        Fg = F // G
         needs = self.needs_input_grad
-        # (N, F, *O) -> (N, *O, F) -> (N*L, F)
-        g2 = xp.ascontiguousarray(xp.moveaxis(g, 1, -1)).reshape(N * L, F)
         cols, w2 = self.cols, self.w2
-        gx = gw = gb = None
         CgK = w2.shape[2]
+        # (N, F, *O) -> (F, N, L) -> (F, N*L)
+        g2 = xp.ascontiguousarray(g.reshape(N, F, L).transpose(1, 0, 2)).reshape(F, N * L)
+        gx = gw = gb = None
         if needs[1]:
             if G == 1:
-                gw = g2.T @ cols  # (F, C*K)
+                gw = g2 @ cols.T  # (F, N*L) @ (N*L, C*K) -> (F, C*K)
             else:
-                cg = cols.reshape(N * L, G, CgK)
-                gw = xp.stack([g2[:, i * Fg:(i + 1) * Fg].T @ cg[:, i] for i in range(G)])
+                gw = xp.matmul(g2.reshape(G, F // G, N * L), cols.reshape(G, CgK, N * L).transpose(0, 2, 1))
             gw = gw.reshape((F, CgK // int(np.prod(kernel))) + tuple(kernel))
         if needs[0]:
             if G == 1:
-                dcols = g2 @ w2[0]  # (N*L, C*K)
+                dcols = w2[0].T @ g2  # (C*K, F) @ (F, N*L) -> (C*K, N*L)
             else:
-                dcols = xp.empty((N * L, G, CgK), dtype=g.dtype)
-                for i in range(G):
-                    dcols[:, i] = g2[:, i * Fg:(i + 1) * Fg] @ w2[i]
-                dcols = dcols.reshape(N * L, G * CgK)
-            gxpad = kernels.col2im(dcols, xpad_shape, kernel, stride, dilation, out_shape, g.dtype)
-            gx = _unpad(gxpad, padding)
+                dcols = xp.matmul(w2.transpose(0, 2, 1), g2.reshape(G, F // G, N * L)).reshape(G * CgK, N * L)
+            gx = kernels.col2im(dcols, x_shape, kernel, stride, padding, dilation, out_shape)
         if self.has_bias and needs[2]:
-            gb = g2.sum(axis=0)
+            gb = g2.sum(axis=1)
         return (gx, gw, gb) if self.has_bias else (gx, gw)
 
 

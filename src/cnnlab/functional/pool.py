@@ -14,37 +14,30 @@ import numpy as np
 
 from .. import backend, kernels
 from ..autograd import Function, Tensor
-from .conv import _LAYOUT, _pad, _tuple, _unpad, conv_output_shape
+from .conv import _LAYOUT, _tuple, conv_output_shape
 
 
 class MaxPoolNd(Function):
     def forward(self, x, kernel, stride, padding):
-        xpad = _pad(x, padding, value=-np.inf)
         out_shape = conv_output_shape(x.shape[2:], kernel, stride, padding, (1,) * len(kernel))
-        out, arg = kernels.max_pool_forward(xpad, kernel, stride, out_shape)
-        self.arg = arg
-        self.geom = (xpad.shape, kernel, stride, padding, out_shape)
+        out, self.routing = kernels.max_pool_forward(x, kernel, stride, padding, out_shape)
+        self.geom = (x.shape, kernel, stride, padding, out_shape)
         return out
 
     def backward(self, g):
-        xpad_shape, kernel, stride, padding, out_shape = self.geom
-        dx = kernels.max_pool_backward(g, self.arg, xpad_shape, kernel, stride, out_shape, g.dtype)
-        return _unpad(dx, padding)
+        return kernels.max_pool_backward(g, self.routing, *self.geom)
 
 
 class SumPoolNd(Function):
     """Sum over each window (zero padding); average pooling is this divided by the window size."""
 
     def forward(self, x, kernel, stride, padding):
-        xpad = _pad(x, padding)
         out_shape = conv_output_shape(x.shape[2:], kernel, stride, padding, (1,) * len(kernel))
-        self.geom = (xpad.shape, kernel, stride, padding, out_shape)
-        return kernels.sum_pool_forward(xpad, kernel, stride, out_shape)
+        self.geom = (x.shape, kernel, stride, padding, out_shape)
+        return kernels.sum_pool_forward(x, kernel, stride, padding, out_shape)
 
     def backward(self, g):
-        xpad_shape, kernel, stride, padding, out_shape = self.geom
-        dx = kernels.sum_pool_backward(g, xpad_shape, kernel, stride, out_shape, g.dtype)
-        return _unpad(dx, padding)
+        return kernels.sum_pool_backward(g, *self.geom)
 
 
 class LPPoolNd(Function):
@@ -58,22 +51,20 @@ class LPPoolNd(Function):
         xp = backend.get_array_module(x)
         zero = (0,) * len(kernel)
         out_shape = conv_output_shape(x.shape[2:], kernel, stride, zero, (1,) * len(kernel))
-        xp_p = x * x if p == 2 else x ** p
-        s = kernels.sum_pool_forward(xp_p, kernel, stride, out_shape)
-        s = xp.maximum(s, 0)
+        x_p = x * x if p == 2 else x ** p
+        s = xp.maximum(kernels.sum_pool_forward(x_p, kernel, stride, zero, out_shape), 0)
         out = xp.sqrt(s) if p == 2 else s ** (1.0 / p)
         self.x, self.s, self.out, self.p = x, s, out, p
-        self.geom = (x.shape, kernel, stride, out_shape)
+        self.geom = (x.shape, kernel, stride, zero, out_shape)
         return out
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        x_shape, kernel, stride, out_shape = self.geom
         p, s, out = self.p, self.s, self.out
         pos = s > 0
         # d out / d s = (1/p) * s**(1/p - 1) = out / (p * s), zero where s == 0
         gs = xp.where(pos, g * out / (p * xp.where(pos, s, 1)), 0).astype(g.dtype)
-        gsum = kernels.sum_pool_backward(gs, x_shape, kernel, stride, out_shape, g.dtype)
+        gsum = kernels.sum_pool_backward(gs, *self.geom)
         # d (x**p) / dx = p * x**(p-1)
         return gsum * (2 * self.x if p == 2 else p * self.x ** (p - 1))
 

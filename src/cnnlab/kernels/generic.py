@@ -16,12 +16,10 @@ import numpy as np
 from .. import backend
 
 
-def window_view(xpad, kernel, stride, dilation, out_shape, channels_last=False):
-    """A strided view of every receptive field of ``xpad``.
+def window_view(xpad, kernel, stride, dilation, out_shape, columns=False):
+    """A strided view of every receptive field of ``xpad`` (N, C, *S), padded already.
 
-    Args:
-        xpad: (N, C, *S) padded input.
-        channels_last: if True the view is (N, *O, C, *K) (im2col order), else (N, C, *O, *K).
+    Returns (N, C, *O, *K), or with ``columns`` (C, *K, N, *O): the im2col order.
     """
     xp = backend.get_array_module(xpad)
     d = len(kernel)
@@ -30,9 +28,9 @@ def window_view(xpad, kernel, stride, dilation, out_shape, channels_last=False):
     o_strides = tuple(sS[i] * stride[i] for i in range(d))
     k_strides = tuple(sS[i] * dilation[i] for i in range(d))
     N, C = xpad.shape[:2]
-    if channels_last:
-        shape = (N, *out_shape, C, *kernel)
-        strides = (sN, *o_strides, sC, *k_strides)
+    if columns:
+        shape = (C, *kernel, N, *out_shape)
+        strides = (sC, *k_strides, sN, *o_strides)
     else:
         shape = (N, C, *out_shape, *kernel)
         strides = (sN, sC, *o_strides, *k_strides)
@@ -40,12 +38,12 @@ def window_view(xpad, kernel, stride, dilation, out_shape, channels_last=False):
 
 
 def im2col(xpad, kernel, stride, dilation, out_shape):
-    """(N, C, *S) padded input -> (N*L, C*K) matrix of receptive fields, L = prod(O), K = prod(k)."""
+    """(N, C, *S) padded input -> (C*K, N*L): column j is receptive field j, L = prod(O), K = prod(k)."""
     xp = backend.get_array_module(xpad)
     N, C = xpad.shape[:2]
-    view = window_view(xpad, kernel, stride, dilation, out_shape, channels_last=True)
+    view = window_view(xpad, kernel, stride, dilation, out_shape, columns=True)
     L, K = int(np.prod(out_shape)), int(np.prod(kernel))
-    return xp.ascontiguousarray(view).reshape(N * L, C * K)
+    return xp.ascontiguousarray(view).reshape(C * K, N * L)
 
 
 def _offset_slices(k, stride, dilation, out_shape):
@@ -57,17 +55,15 @@ def _offset_slices(k, stride, dilation, out_shape):
 
 
 def col2im(cols, xpad_shape, kernel, stride, dilation, out_shape, dtype):
-    """Adjoint of ``im2col``: (N*L, C*K) -> (N, C, *S) padded, overlapping fields summed."""
+    """Adjoint of ``im2col``: (C*K, N*L) -> (N, C, *S) padded, overlapping fields summed."""
     xp = backend.get_array_module(cols)
     N, C = xpad_shape[:2]
-    d = len(kernel)
-    # (N*L, C*K) -> (N, *O, C, *K) -> (N, C, *K, *O): each offset's slab is then contiguous.
-    t = cols.reshape((N, *out_shape, C, *kernel))
-    perm = (0, d + 1) + tuple(range(d + 2, 2 * d + 2)) + tuple(range(1, d + 1))
-    t = xp.ascontiguousarray(t.transpose(perm))
+    t = cols.reshape((C, *kernel, N, *out_shape))
     out = xp.zeros(xpad_shape, dtype=dtype)
     for k in itertools.product(*(range(kk) for kk in kernel)):
-        out[(slice(None), slice(None)) + _offset_slices(k, stride, dilation, out_shape)] += t[(slice(None), slice(None)) + k]
+        # (C, N, *O) slab of this kernel offset -> added at its strided input positions
+        slab = xp.swapaxes(t[(slice(None),) + k], 0, 1)
+        out[(slice(None), slice(None)) + _offset_slices(k, stride, dilation, out_shape)] += slab
     return out
 
 

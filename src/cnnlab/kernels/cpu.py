@@ -1,0 +1,197 @@
+"""numba-compiled loops for 2-D convolution and pooling on NumPy arrays.
+
+The loops are written over the batch with ``prange`` (images never write to the same memory),
+but compiled serial: on this project's 2-core reference machine OpenBLAS keeps both cores
+busy-waiting after every GEMM, and a parallel numba region started right after one ran 5-50x
+slower than the same loop run serially (measured in benchmarks/README.md). The GEMMs, where the
+FLOPs are, use both cores through BLAS. Padding is handled by bounds checks instead of a padded
+copy of the input. Compilation is lazy (only the dtypes actually used are compiled) and cached on disk,
+so a second run does not compile again.
+
+Shapes: x (N, C, H, W); kernel (KH, KW); output (OH, OW); L = OH*OW; K = KH*KW.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_OPTS = dict(parallel=False, cache=True, nogil=True)
+
+
+@njit(**_OPTS)
+def _valid_range(O, s, p, k, d, S):
+    """Output positions o in [lo, hi) whose input o*s - p + k*d lies inside [0, S)."""
+    off = k * d - p
+    lo = 0
+    while lo < O and lo * s + off < 0:
+        lo += 1
+    hi = O
+    while hi > lo and (hi - 1) * s + off >= S:
+        hi -= 1
+    return lo, hi, off
+
+
+@njit(**_OPTS)
+def im2col2d(x, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
+    """(N, C, H, W) -> (C*KH*KW, N*OH*OW): column j is receptive field j, zeros where padded.
+
+    Row r = (c, kh, kw) holds that kernel tap for every output position, so each inner loop
+    writes one contiguous run of OW values.
+    """
+    N, C, H, W = x.shape
+    L = OH * OW
+    cols = np.empty((C * KH * KW, N * L), dtype=x.dtype)
+    for c in prange(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                r = (c * KH + kh) * KW + kw
+                lo, hi, off_w = _valid_range(OW, sw, pw, kw, dw, W)
+                for n in range(N):
+                    for oh in range(OH):
+                        ih = oh * sh - ph + kh * dh
+                        base = n * L + oh * OW
+                        if ih < 0 or ih >= H:
+                            for ow in range(OW):
+                                cols[r, base + ow] = 0
+                            continue
+                        for ow in range(lo):
+                            cols[r, base + ow] = 0
+                        for ow in range(lo, hi):
+                            cols[r, base + ow] = x[n, c, ih, ow * sw + off_w]
+                        for ow in range(hi, OW):
+                            cols[r, base + ow] = 0
+    return cols
+
+
+@njit(**_OPTS)
+def col2im2d(cols, N, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
+    """Adjoint of im2col2d: (C*KH*KW, N*OH*OW) -> (N, C, H, W), overlaps summed, padding dropped."""
+    L = OH * OW
+    dx = np.zeros((N, C, H, W), dtype=cols.dtype)
+    for c in prange(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                r = (c * KH + kh) * KW + kw
+                lo, hi, off_w = _valid_range(OW, sw, pw, kw, dw, W)
+                for n in range(N):
+                    for oh in range(OH):
+                        ih = oh * sh - ph + kh * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        base = n * L + oh * OW
+                        for ow in range(lo, hi):
+                            dx[n, c, ih, ow * sw + off_w] += cols[r, base + ow]
+    return dx
+
+
+@njit(**_OPTS)
+def _max_pool2d_forward_nopad(x, KH, KW, sh, sw, OH, OW):
+    """The common case without padding: every window lies inside the input, no bounds checks."""
+    N, C, H, W = x.shape
+    out = np.empty((N, C, OH, OW), dtype=x.dtype)
+    arg = np.empty((N, C, OH, OW), dtype=np.int32)
+    for n in prange(N):
+        for c in range(C):
+            plane = x[n, c]
+            for oh in range(OH):
+                for ow in range(OW):
+                    ih0, iw0 = oh * sh, ow * sw
+                    best = plane[ih0, iw0]
+                    where = ih0 * W + iw0
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            v = plane[ih0 + kh, iw0 + kw]
+                            if v > best:  # strict '>': the first maximum wins ties
+                                best = v
+                                where = (ih0 + kh) * W + iw0 + kw
+                    out[n, c, oh, ow] = best
+                    arg[n, c, oh, ow] = where
+    return out, arg
+
+
+@njit(**_OPTS)
+def max_pool2d_forward(x, KH, KW, sh, sw, ph, pw, OH, OW):
+    """Max over each window; also the flat input index (ih*W + iw) of the first maximum."""
+    N, C, H, W = x.shape
+    out = np.empty((N, C, OH, OW), dtype=x.dtype)
+    arg = np.empty((N, C, OH, OW), dtype=np.int32)
+    if ph == 0 and pw == 0:
+        return _max_pool2d_forward_nopad(x, KH, KW, sh, sw, OH, OW)
+    for n in prange(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    best = -np.inf
+                    where = -1
+                    for kh in range(KH):
+                        ih = oh * sh - ph + kh
+                        if ih < 0 or ih >= H:
+                            continue
+                        for kw in range(KW):
+                            iw = ow * sw - pw + kw
+                            if iw < 0 or iw >= W:
+                                continue
+                            v = x[n, c, ih, iw]
+                            if v > best or where < 0:  # strict '>': the first maximum wins ties
+                                best = v
+                                where = ih * W + iw
+                    out[n, c, oh, ow] = best
+                    arg[n, c, oh, ow] = where
+    return out, arg
+
+
+@njit(**_OPTS)
+def max_pool2d_backward(g, arg, H, W):
+    """Send each output's gradient to its arg-max; overlapping windows accumulate."""
+    N, C, OH, OW = g.shape
+    dx = np.zeros((N, C, H * W), dtype=g.dtype)
+    for n in prange(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    dx[n, c, arg[n, c, oh, ow]] += g[n, c, oh, ow]
+    return dx.reshape((N, C, H, W))
+
+
+@njit(**_OPTS)
+def sum_pool2d_forward(x, KH, KW, sh, sw, ph, pw, OH, OW):
+    """Sum over each window (zero padding)."""
+    N, C, H, W = x.shape
+    out = np.zeros((N, C, OH, OW), dtype=x.dtype)
+    for n in prange(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    acc = 0.0
+                    for kh in range(KH):
+                        ih = oh * sh - ph + kh
+                        if ih < 0 or ih >= H:
+                            continue
+                        for kw in range(KW):
+                            iw = ow * sw - pw + kw
+                            if 0 <= iw < W:
+                                acc += x[n, c, ih, iw]
+                    out[n, c, oh, ow] = acc
+    return out
+
+
+@njit(**_OPTS)
+def sum_pool2d_backward(g, H, W, KH, KW, sh, sw, ph, pw):
+    """Adjoint of sum_pool2d_forward."""
+    N, C, OH, OW = g.shape
+    dx = np.zeros((N, C, H, W), dtype=g.dtype)
+    for n in prange(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    v = g[n, c, oh, ow]
+                    for kh in range(KH):
+                        ih = oh * sh - ph + kh
+                        if ih < 0 or ih >= H:
+                            continue
+                        for kw in range(KW):
+                            iw = ow * sw - pw + kw
+                            if 0 <= iw < W:
+                                dx[n, c, ih, iw] += v
+    return dx
