@@ -3,7 +3,7 @@
 from . import backend
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .backend import manual_seed
-from . import functional, nn, optim  # noqa: E402
+from . import data, functional, models, nn, optim  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,127 @@
+"""Run directories: weights (safetensors), model spec and config (JSON), metrics (JSON).
+
+    runs/<name>/
+      model.safetensors   every parameter and buffer by its state-dict name
+      spec.json           {"name": ..., "kwargs": {...}}: rebuilds the architecture
+      config.json         how it was trained (dataset, epochs, lr, seed, ...)
+      metrics.json        per-epoch history and the final test_accuracy (a fraction)
+
+Every file is written to a temporary file in the same directory and renamed over the target,
+so a crash or Ctrl-C never leaves a half-written file. Nothing is pickled: loading a run
+executes no code from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import models
+
+WEIGHTS, SPEC, CONFIG, METRICS = "model.safetensors", "spec.json", "config.json", "metrics.json"
+
+
+class RunError(ValueError):
+    """A run directory is missing, incomplete or does not match its model."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=_json_default)
+            f.write("\n")
+    _atomic_write(Path(path), write)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing (is {path.parent} a cnnlab run directory?)") from None
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+def save_weights(model, path) -> None:
+    from safetensors.numpy import save_file  # noqa: PLC0415
+
+    tensors = {name: np.ascontiguousarray(t.numpy()) for name, t in model.state_dict().items()}
+    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": "cnnlab"}))
+
+
+def load_weights(path) -> dict:
+    from safetensors import SafetensorError  # noqa: PLC0415
+    from safetensors.numpy import load_file  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: missing weights file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def save_run(run_dir, model, model_spec, config=None, metrics=None) -> Path:
+    """Write (or update) a run directory; returns its path."""
+    run_dir = Path(run_dir)
+    save_weights(model, run_dir / WEIGHTS)
+    write_json(run_dir / SPEC, model_spec)
+    if config is not None:
+        write_json(run_dir / CONFIG, config)
+    if metrics is not None:
+        write_json(run_dir / METRICS, metrics)
+    return run_dir
+
+
+def load_run(run_dir):
+    """Rebuild the model of a run and load its weights.
+
+    Returns (model in eval mode, spec, config, metrics). Raises RunError naming what is
+    missing or what differs between the saved tensors and the model the spec describes.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    model_spec = read_json(run_dir / SPEC)
+    config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
+    metrics = read_json(run_dir / METRICS) if (run_dir / METRICS).exists() else {}
+    try:
+        model = models.build(model_spec)
+    except ValueError as exc:
+        raise RunError(f"{run_dir / SPEC}: {exc}") from None
+    weights = load_weights(run_dir / WEIGHTS)
+    try:
+        model.load_state_dict(weights)
+    except ValueError as exc:
+        raise RunError(f"{run_dir / WEIGHTS} does not match the model in {SPEC} "
+                       f"({model_spec.get('name')}): {exc}") from None
+    return model.eval(), model_spec, config, metrics

@@ -1,0 +1,363 @@
+"""The ``cnnlab`` command: thin argument parsing over the library.
+
+    cnnlab train [--model default] ...     train, evaluate each epoch, save a run directory
+    cnnlab evaluate RUN                    re-measure a saved run on its test set
+    cnnlab predict RUN IMAGE...            classify your own digit pictures
+    cnnlab summary MODEL                   layers, output shapes, parameter counts
+    cnnlab models                          the model zoo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from . import models  # noqa: PLC0415
+
+    p.add_argument("--model", default="default", choices=models.names(), help="architecture from the zoo")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"], help="data set")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the training data (default: the model's recipe)")
+    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the model's recipe)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate, the peak for one-cycle (default: the model's recipe)")
+    p.add_argument("--optimizer", default=None, choices=["sgd", "nesterov", "adam", "adamw"],
+                   help="optimizer (default: the model's recipe)")
+    p.add_argument("--schedule", default=None, choices=["constant", "step", "cosine", "onecycle"],
+                   help="learning-rate schedule (default: the model's recipe)")
+    p.add_argument("--l2", type=float, default=None, help="Nielsen's L2 lambda (default: the model's recipe)")
+    p.add_argument("--augment", type=int, default=None,
+                   help="random translation of training images by up to this many pixels (default: the model's recipe)")
+    p.add_argument("--rotate", type=float, default=None, help="random rotation up to this many degrees (default: recipe)")
+    p.add_argument("--expand", action="store_true", help="Nielsen's expanded data: add 1-pixel shifts (250,000 images)")
+    p.add_argument("--validation", type=int, default=10000, help="validation images taken from the end of the training set")
+    p.add_argument("--early-stopping", type=int, default=None, help="stop after this many epochs without a better validation accuracy")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling, dropout and augmentation")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>, numbered if taken)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dry-run", action="store_true", help="run a few batches of one epoch on small evaluation sets, save nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnlab", formatter_class=_Formatter,
+                                     description="Convolutional neural networks from first principles.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model and report its test accuracy", formatter_class=_Formatter)
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="measure a saved run on its test set", formatter_class=_Formatter)
+    p.add_argument("run", help="run directory written by `cnnlab train`")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify your own images with a saved run", formatter_class=_Formatter)
+    p.add_argument("run", help="run directory written by `cnnlab train`")
+    p.add_argument("images", nargs="+", help="PNG/JPEG files, any size, dark digit on light or light on dark")
+    p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="layers, output shapes and parameter counts", formatter_class=_Formatter)
+    p.add_argument("model", help="a model name (see `cnnlab models`) or a run directory")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("models", help="list the model zoo", formatter_class=_Formatter)
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__  # noqa: PLC0415
+
+    return f"cnnlab {__version__}"
+
+
+# --------------------------------------------------------------------------------------- train
+def _unique_dir(base: Path) -> Path:
+    if not base.exists():
+        return base
+    i = 2
+    while Path(f"{base}-{i}").exists():
+        i += 1
+    return Path(f"{base}-{i}")
+
+
+def make_optimizer(name, params, lr, momentum, weight_decay, l2_lambda, n_train):
+    from . import optim  # noqa: PLC0415
+
+    if name in ("sgd", "nesterov"):
+        return optim.SGD(params, lr=lr, momentum=momentum if name == "sgd" else (momentum or 0.9),
+                         nesterov=name == "nesterov", weight_decay=weight_decay, l2_lambda=l2_lambda,
+                         n_train=n_train if l2_lambda else None)
+    if name == "adam":
+        return optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return optim.AdamW(params, lr=lr, weight_decay=weight_decay or 1e-2)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def make_scheduler(name, optimizer, lr, epochs, steps_per_epoch):
+    from . import optim  # noqa: PLC0415
+
+    if name == "constant":
+        return None, True
+    if name == "onecycle":
+        return optim.OneCycleLR(optimizer, max_lr=lr, total_steps=max(epochs * steps_per_epoch, 1)), True
+    if name == "cosine":
+        return optim.CosineAnnealingLR(optimizer, T_max=max(epochs * steps_per_epoch, 1)), True
+    if name == "step":
+        return optim.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.1), False
+    raise ValueError(f"unknown schedule {name!r}")
+
+
+def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=None, lr=None, optimizer=None,
+              schedule=None, l2=None, augment=None, rotate=None, expand=False, validation=10000,
+              early_stopping=None, seed=0, out=None, device="cpu", dry_run=False, progress=True,
+              log=print) -> dict:
+    """Train one model with its recipe (any argument overrides it); save and return the run.
+
+    Returns a dict with the run directory ("run_dir", None for dry runs), the History and the config.
+    """
+    import cnnlab  # noqa: PLC0415
+
+    from . import backend, checkpoint, models  # noqa: PLC0415
+    from .data import Augment, DataLoader, expand_shifts, load_dataset  # noqa: PLC0415
+    from .train import fit  # noqa: PLC0415
+
+    recipe = models.recipe(model_name)
+    device = backend.normalize_device(device)
+    cfg = {
+        "model": model_name, "dataset": dataset,
+        "epochs": epochs if epochs is not None else recipe.epochs,
+        "batch_size": batch_size if batch_size is not None else recipe.batch_size,
+        "lr": lr if lr is not None else recipe.lr,
+        "optimizer": optimizer or recipe.optimizer,
+        "momentum": recipe.momentum, "weight_decay": recipe.weight_decay,
+        "l2_lambda": l2 if l2 is not None else recipe.l2_lambda,
+        "schedule": schedule or recipe.schedule,
+        "augment": augment if augment is not None else recipe.augment,
+        "rotate": rotate if rotate is not None else recipe.rotate,
+        "label_smoothing": recipe.label_smoothing,
+        "expand": bool(expand), "validation": validation, "early_stopping": early_stopping,
+        "seed": seed, "device": device,
+    }
+    for key in ("epochs", "batch_size"):
+        if cfg[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {cfg[key]}")
+    if not cfg["lr"] > 0:
+        raise ValueError(f"--lr must be positive, got {cfg['lr']}")
+    if device == "cuda":
+        backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
+
+    t_load = time.perf_counter()
+    split = load_dataset(dataset, validation=validation)
+    train_x, train_y = split.train
+    if cfg["expand"]:
+        train_x, train_y = expand_shifts(train_x, train_y)
+    val = split.validation if validation > 0 else None
+    test = split.test
+    if dry_run:
+        cfg["epochs"] = 1
+        val = (val[0][:500], val[1][:500]) if val is not None else None
+        test = (test[0][:500], test[1][:500])
+    load_seconds = time.perf_counter() - t_load
+
+    cnnlab.manual_seed(seed)
+    model = models.build(models.spec(model_name))
+    if device != "cpu":
+        model.to(device)
+    aug = Augment(max_shift=cfg["augment"], max_degrees=cfg["rotate"]) if (cfg["augment"] or cfg["rotate"]) else None
+    loader = DataLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed, augment=aug)
+    opt = make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"], cfg["momentum"], cfg["weight_decay"],
+                         cfg["l2_lambda"], len(train_y))
+    max_batches = 5 if dry_run else None
+    steps = min(len(loader), max_batches) if max_batches else len(loader)
+    sched, per_batch = make_scheduler(cfg["schedule"], opt, cfg["lr"], cfg["epochs"], steps)
+
+    run_dir = None
+    if not dry_run:
+        run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{model_name}-{dataset}")
+    spec = models.spec(model_name)
+    meta = {"machine": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def metrics_of(history):
+        return {**history.to_dict(), "data_seconds": load_seconds, "model": model_name, "dataset": dataset,
+                "parameters": model.num_parameters(), **meta}
+
+    def save(history, is_best):
+        if run_dir is not None and is_best:
+            checkpoint.save_run(run_dir, model, spec, cfg, metrics_of(history))
+        elif run_dir is not None:
+            checkpoint.write_json(run_dir / checkpoint.METRICS, metrics_of(history))
+
+    if log:
+        log(f"cnnlab: training {model_name} ({model.num_parameters():,} parameters) on {dataset}: "
+            f"{len(train_y):,} train / {0 if val is None else len(val[1]):,} validation / {len(test[1]):,} test images"
+            f"{' [dry run]' if dry_run else ''}")
+        log(f"  {cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']} "
+            f"({cfg['schedule']}), augment {cfg['augment']}px, seed {seed}, device {device}; data loaded in {load_seconds:.1f}s")
+    history = fit(model, opt, loader, cfg["epochs"], validation=val, test=test, scheduler=sched,
+                  scheduler_per_batch=per_batch, label_smoothing=cfg["label_smoothing"],
+                  early_stopping=early_stopping, device=device, progress=progress, max_batches=max_batches,
+                  on_epoch_end=save, log=log)
+    if run_dir is not None:
+        # The best-validation weights are back in the model: save them with the final metrics.
+        checkpoint.save_run(run_dir, model, spec, cfg, metrics_of(history))
+    return {"run_dir": run_dir, "history": history, "config": cfg, "model": model}
+
+
+def cmd_train(args) -> int:
+    res = train_run(args.model, args.dataset, args.epochs, args.batch_size, args.lr, args.optimizer, args.schedule,
+                    args.l2, args.augment, args.rotate, args.expand, args.validation, args.early_stopping,
+                    args.seed, args.out, args.device, args.dry_run, progress=not args.no_progress)
+    h = res["history"]
+    if h.test_accuracy is None:
+        print("no epoch finished")
+        return 1
+    where = f"; run saved to {res['run_dir']}" if res["run_dir"] else ""
+    note = " (interrupted)" if h.interrupted else ""
+    print(f"test accuracy {100 * h.test_accuracy:.2f}% at epoch {h.best_epoch} "
+          f"(best validation {100 * h.best_validation_accuracy:.2f}%), {h.seconds:.0f}s{note}{where}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args) -> int:
+    from . import checkpoint  # noqa: PLC0415
+    from .data import load_dataset  # noqa: PLC0415
+    from .train import evaluate  # noqa: PLC0415
+
+    model, spec, cfg, metrics = checkpoint.load_run(args.run)
+    if args.device != "cpu":
+        model.to(args.device)
+    split = load_dataset(cfg.get("dataset", "mnist"), validation=cfg.get("validation", 10000))
+    t0 = time.perf_counter()
+    res = evaluate(model, *split.test, device=args.device)
+    line = (f"{spec['name']} on {cfg.get('dataset', 'mnist')} test set: accuracy {100 * res['accuracy']:.2f}% "
+            f"({round(res['accuracy'] * res['n'])}/{res['n']}), loss {res['loss']:.4f}, {time.perf_counter() - t0:.1f}s")
+    if metrics.get("test_accuracy") is not None:
+        line += f"; recorded at training: {100 * metrics['test_accuracy']:.2f}%"
+    print(line)
+    return 0
+
+
+# ----------------------------------------------------------------------------------- predict
+def cmd_predict(args) -> int:
+    from . import checkpoint  # noqa: PLC0415
+    from . import functional as F  # noqa: PLC0415
+    from .autograd import Tensor, no_grad  # noqa: PLC0415
+    from .data import MNIST_MEAN, MNIST_STD, to_mnist_form  # noqa: PLC0415
+
+    model, spec, cfg, _ = checkpoint.load_run(args.run)
+    classes = _class_names(cfg.get("dataset", "mnist"))
+    status = 0
+    for path in args.images:
+        try:
+            img = to_mnist_form(path)
+        except ValueError as exc:
+            print(f"{path}: error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        x = ((img.astype(np.float32) / 255.0 - MNIST_MEAN) / MNIST_STD).reshape(1, 1, 28, 28)
+        with no_grad():
+            prob = F.softmax(model(Tensor(x)), 1).numpy()[0]
+        order = np.argsort(-prob)[: max(1, args.top)]
+        tops = ", ".join(f"{classes[i]} ({100 * prob[i]:.1f}%)" for i in order)
+        print(f"{path}: {classes[order[0]]}    top: {tops}")
+    return status
+
+
+def _class_names(dataset):
+    if dataset == "fashion-mnist":
+        return ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                "Ankle boot"]
+    return [str(i) for i in range(10)]
+
+
+# ----------------------------------------------------------------------------------- summary
+def summarize(model, input_shape=(1, 1, 28, 28)) -> list[tuple[str, str, tuple, int]]:
+    """(index, layer, output shape, parameters) for every layer of a Sequential model."""
+    from .autograd import Tensor, no_grad  # noqa: PLC0415
+
+    rows = []
+    x = Tensor(np.zeros(input_shape, dtype=np.float32))
+    was = model.training
+    model.eval()
+    with no_grad():
+        for i, layer in enumerate(model.layers):
+            x = layer(x)
+            params = sum(p.size for p in layer.parameters())
+            rows.append((str(i), repr(layer).split("\n")[0], tuple(x.shape[1:]), params))
+    model.train(was)
+    return rows
+
+
+def cmd_summary(args) -> int:
+    from . import checkpoint, models, nn  # noqa: PLC0415
+
+    if Path(args.model).is_dir():
+        model, spec, _, _ = checkpoint.load_run(args.model)
+        name = spec["name"]
+    else:
+        name = args.model
+        model = models.build(name)
+    rows = summarize(model)
+    w = max(len(r[1]) for r in rows)
+    print(f"{name}: {models.MODELS[name].description}")
+    print(f"{'#':>3}  {'layer':<{w}}  {'output shape':<16} {'parameters':>10}")
+    print(f"{'':>3}  {'input':<{w}}  {str((1, 28, 28)):<16} {'':>10}")
+    for idx, layer, shape, params in rows:
+        print(f"{idx:>3}  {layer:<{w}}  {str(shape):<16} {params:>10,}")
+    print(f"total parameters: {model.num_parameters():,}")
+    conv = nn.Conv2d(1, 20, 5).num_parameters()
+    fc = nn.Linear(784, 30).num_parameters()
+    print(f"shared weights: Conv2d(1, 20, 5) has {conv:,} parameters (20 maps x (5x5 + 1)); "
+          f"Linear(784, 30) has {fc:,}, {fc / conv:.0f}x more")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from . import models  # noqa: PLC0415
+
+    print(f"{'name':<20} {'params':>9} {'book':>7}  description")
+    for name, info in models.MODELS.items():
+        n = models.build(name).num_parameters()
+        book = f"{100 * info.book_accuracy:.2f}%" if info.book_accuracy else ""
+        print(f"{name:<20} {n:>9,} {book:>7}  {info.description}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoint import RunError  # noqa: PLC0415
+    from .data import DataError  # noqa: PLC0415
+
+    try:
+        return args.func(args) or 0
+    except (RunError, DataError, ValueError, FloatingPointError, RuntimeError, OSError) as exc:
+        print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Data sets and input pipelines: IDX files, MNIST / Fashion-MNIST with checksums, Nielsen's
+50k/10k/10k split and shift expansion, a reproducible mini-batch loader with augmentation,
+image folders and conversion of users' own digit pictures into MNIST form.
+
+Example:
+    >>> from cnnlab.data import load_dataset, DataLoader, Augment
+    >>> split = load_dataset("mnist")                  # 50k / 10k / 10k, uint8 images
+    >>> loader = DataLoader(*split.train, batch_size=64, seed=0, augment=Augment(max_shift=2))
+    >>> x, y = next(iter(loader))                       # x float32 (64, 1, 28, 28), y int64 (64,)
+"""
+
+from .augment import Augment, random_rotate, random_translate, rotate_images, shift_images
+from .checksums import KNOWN_SHA256, clear_verification_cache, verify_sha256
+from .datasets import (
+    DATASET_NAMES,
+    MNISTData,
+    SplitData,
+    dataset_dir,
+    expand_shifts,
+    load_dataset,
+    load_fashion_mnist,
+    load_mnist,
+    nielsen_split,
+    search_dirs,
+)
+from .errors import DataError
+from .folder import IMAGE_EXTENSIONS, ImageFolder
+from .idx import parse_idx, read_idx, write_idx
+from .images import load_image_batch, open_image, to_mnist_form
+from .loader import MNIST_MEAN, MNIST_STD, DataLoader
+
+__all__ = [
+    "Augment",
+    "DATASET_NAMES",
+    "DataError",
+    "DataLoader",
+    "IMAGE_EXTENSIONS",
+    "ImageFolder",
+    "KNOWN_SHA256",
+    "MNISTData",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "SplitData",
+    "clear_verification_cache",
+    "dataset_dir",
+    "expand_shifts",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_image_batch",
+    "load_mnist",
+    "nielsen_split",
+    "open_image",
+    "parse_idx",
+    "random_rotate",
+    "random_translate",
+    "read_idx",
+    "rotate_images",
+    "search_dirs",
+    "shift_images",
+    "to_mnist_form",
+    "verify_sha256",
+    "write_idx",
+]

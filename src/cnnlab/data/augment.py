@@ -1,0 +1,187 @@
+"""Vectorised, reproducible data augmentation for batches of images: integer translations and
+small rotations, both with zero (black) fill, as used for MNIST-style white-on-black images.
+
+Every function takes a batch shaped (N, H, W) or (N, C, H, W), works on all images at once
+(no Python loop over images or pixels) and returns the same shape and dtype. Randomness comes
+only from the ``rng`` passed in, so a seeded generator gives bit-identical results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Augment", "random_rotate", "random_translate", "rotate_images", "shift_images"]
+
+
+def _as_nchw(batch: np.ndarray) -> tuple[np.ndarray, bool]:
+    """View (N,H,W) as (N,1,H,W); returns the 4-D view and whether a channel axis was added."""
+    batch = np.asarray(batch)
+    if batch.ndim == 3:
+        return batch[:, None], True
+    if batch.ndim == 4:
+        return batch, False
+    raise ValueError(f"expected a batch shaped (N,H,W) or (N,C,H,W), got {batch.shape}")
+
+
+def _per_image(values, n: int, what: str) -> np.ndarray:
+    arr = np.broadcast_to(np.asarray(values), (n,))
+    if arr.shape != (n,):
+        raise ValueError(f"{what}: expected a scalar or {n} values, got shape {np.shape(values)}")
+    return arr
+
+
+def shift_images(batch: np.ndarray, dy, dx) -> np.ndarray:
+    """Translate each image by whole pixels, filling the uncovered border with zeros.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        dy: per-image (N,) or scalar integer vertical shift; positive moves content down.
+        dx: per-image (N,) or scalar integer horizontal shift; positive moves content right.
+
+    Returns:
+        Shifted batch, same shape and dtype.
+    """
+    x, squeezed = _as_nchw(batch)
+    n, c, h, w = x.shape
+    dy = _per_image(dy, n, "dy").astype(np.int64)
+    dx = _per_image(dx, n, "dx").astype(np.int64)
+    m = int(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))
+    if m == 0:
+        out = x.copy()
+    else:
+        # Pad by the largest shift so every source index is in range; the pad supplies the zeros.
+        padded = np.pad(x, ((0, 0), (0, 0), (m, m), (m, m)))  # (N, C, H+2m, W+2m)
+        # out[y, x] = in[y - dy, x - dx] = padded[y - dy + m, x - dx + m]
+        rows = np.arange(h)[None, :] + (m - dy)[:, None]  # (N, H)
+        cols = np.arange(w)[None, :] + (m - dx)[:, None]  # (N, W)
+        out = padded[
+            np.arange(n)[:, None, None, None],
+            np.arange(c)[None, :, None, None],
+            rows[:, None, :, None],
+            cols[:, None, None, :],
+        ]  # broadcasts to (N, C, H, W)
+    return out[:, 0] if squeezed else out
+
+
+def random_translate(batch: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Shift each image by random integers dy, dx drawn uniformly from [-max_shift, max_shift].
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images (uint8 or float).
+        max_shift: largest shift in pixels (0 returns a copy).
+        rng: source of randomness; draws dy for all images, then dx.
+
+    Returns:
+        Shifted batch, same shape and dtype.
+    """
+    n = np.asarray(batch).shape[0]
+    max_shift = int(max_shift)
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+    dy = rng.integers(-max_shift, max_shift + 1, size=n)
+    dx = rng.integers(-max_shift, max_shift + 1, size=n)
+    return shift_images(batch, dy, dx)
+
+
+def rotate_images(batch: np.ndarray, degrees) -> np.ndarray:
+    """Rotate each image about its centre by bilinear sampling, zero fill outside.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        degrees: per-image (N,) or scalar angle; positive turns the content counter-clockwise
+            as displayed (row 0 at the top).
+
+    Returns:
+        Rotated batch, same shape and dtype (integer inputs are rounded and clipped to their range).
+    """
+    x, squeezed = _as_nchw(batch)
+    n, c, h, w = x.shape
+    work = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+    theta = np.deg2rad(_per_image(degrees, n, "degrees").astype(np.float64))
+    cos = np.cos(theta).astype(work)[:, None, None]  # (N, 1, 1)
+    sin = np.sin(theta).astype(work)[:, None, None]
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    yy = (np.arange(h, dtype=work) - cy)[None, :, None]  # (1, H, 1)
+    xx = (np.arange(w, dtype=work) - cx)[None, None, :]  # (1, 1, W)
+    # Inverse mapping: output pixel (y, x) samples the input at the point rotated back by -theta.
+    src_x = cos * xx - sin * yy + cx  # (N, H, W)
+    src_y = sin * xx + cos * yy + cy
+    y0 = np.floor(src_y)
+    x0 = np.floor(src_x)
+    fy = src_y - y0
+    fx = src_x - x0
+    y0 = y0.astype(np.int64)
+    x0 = x0.astype(np.int64)
+    # Channels last so the gathered corners are (N, H, W, C) with the weights broadcasting on C.
+    xt = x.transpose(0, 2, 3, 1)
+    nidx = np.arange(n)[:, None, None]
+    acc = np.zeros((n, h, w, c), dtype=work)
+    for oy, wy in ((0, 1 - fy), (1, fy)):
+        for ox, wx in ((0, 1 - fx), (1, fx)):
+            yi = y0 + oy
+            xi = x0 + ox
+            # Corners outside the image contribute zero (zero fill); clip only to index safely.
+            inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+            weight = (wy * wx * inside).astype(work)[..., None]  # (N, H, W, 1)
+            corner = xt[nidx, np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]  # (N, H, W, C)
+            acc += weight * corner
+    out = acc.transpose(0, 3, 1, 2)  # back to (N, C, H, W)
+    if np.issubdtype(x.dtype, np.integer):
+        info = np.iinfo(x.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    out = np.ascontiguousarray(out, dtype=x.dtype)
+    return out[:, 0] if squeezed else out
+
+
+def random_rotate(batch: np.ndarray, max_degrees: float, rng: np.random.Generator) -> np.ndarray:
+    """Rotate each image by an angle drawn uniformly from [-max_degrees, max_degrees].
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        max_degrees: largest rotation in degrees (0 returns a copy).
+        rng: source of randomness.
+
+    Returns:
+        Rotated batch, same shape and dtype.
+    """
+    n = np.asarray(batch).shape[0]
+    if max_degrees < 0:
+        raise ValueError(f"max_degrees must be >= 0, got {max_degrees}")
+    angles = rng.uniform(-max_degrees, max_degrees, size=n)
+    return rotate_images(batch, angles)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random rotation (if ``max_degrees`` > 0) followed by random translation (if ``max_shift`` > 0).
+
+    Called as ``augment(batch, rng)``; the DataLoader passes its per-epoch generator, so a run is
+    reproducible from the loader's seed.
+
+    Attributes:
+        max_shift: largest integer shift in pixels.
+        max_degrees: largest rotation angle in degrees.
+    """
+
+    max_shift: int = 2
+    max_degrees: float = 0.0
+
+    def __call__(self, batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Augment a batch.
+
+        Args:
+            batch: (N, H, W) or (N, C, H, W) images.
+            rng: generator to draw from; a fresh unseeded one if None (not reproducible).
+
+        Returns:
+            Augmented batch, same shape and dtype.
+        """
+        if rng is None:
+            rng = np.random.default_rng()
+        if self.max_degrees > 0:
+            batch = random_rotate(batch, self.max_degrees, rng)
+        if self.max_shift > 0:
+            batch = random_translate(batch, self.max_shift, rng)
+        return batch

@@ -1,0 +1,191 @@
+"""Turn a user's own digit picture (photo, scan or drawing of any size) into an MNIST-like image.
+
+MNIST digits are white on black, size-normalised so the longest side of the ink's bounding box
+is 20 px (aspect ratio kept, antialiased), and placed in a 28x28 field with their centre of mass
+at the centre (pixel index 14, 14). :func:`to_mnist_form` reproduces that procedure.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import DataError
+
+__all__ = ["MNIST_BOX", "MNIST_SIZE", "load_image_batch", "open_image", "to_mnist_form"]
+
+MNIST_SIZE = 28  # side of the output field
+MNIST_BOX = 20  # longest side of the digit's bounding box inside it
+_CENTRE = 14.0  # MNIST's mean centre of mass in pixel-index coordinates (measured: 14.00, 14.01)
+
+
+def open_image(source: str | os.PathLike | Image.Image) -> Image.Image:
+    """Open and fully decode an image, with EXIF orientation applied (phone photos).
+
+    Args:
+        source: a path, or an already opened PIL image (returned after orientation fix-up).
+
+    Returns:
+        A loaded PIL image.
+
+    Raises:
+        DataError: the file is missing, unreadable or not an image Pillow understands.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        try:
+            with Image.open(source) as opened:
+                opened.load()  # decode now, inside the try, so truncated files fail here
+                img = opened.copy()
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"{source}: cannot read as an image ({exc})") from exc
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF data should not make a readable image unusable
+        return img
+
+
+def _to_gray(img: Image.Image) -> np.ndarray:
+    """Grayscale float array in [0, 255]; transparent areas become background."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0  # (H, W, 4)
+        alpha = rgba[..., 3]
+        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as PIL's "L"
+        if alpha.min() < 1.0:
+            # Drawings exported from canvases are often strokes on a transparent background, whose
+            # hidden colour is arbitrary. Composite onto a background contrasting with the strokes.
+            stroke = float((gray * alpha).sum() / max(alpha.sum(), 1e-12))
+            background = 1.0 if stroke < 0.5 else 0.0
+            gray = gray * alpha + background * (1.0 - alpha)
+        return gray * 255.0
+    return np.asarray(img.convert("L"), dtype=np.float64)
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    """Pixels of a frame a few percent wide around the image (where the background is)."""
+    h, w = a.shape
+    t = max(1, min(h, w) // 20)
+    return np.concatenate([a[:t].ravel(), a[-t:].ravel(), a[:, :t].ravel(), a[:, -t:].ravel()])
+
+
+def _ink_map(a: np.ndarray, name: str) -> np.ndarray:
+    """Gray image -> ink intensity in [0, 1], white ink on black, background exactly 0."""
+    border = _border(a)
+    bg = float(np.median(border))
+    # The background fills most of the frame and most of the picture; if it is lighter than the
+    # picture on average, the ink is dark (pen on paper) and must be inverted to MNIST's polarity.
+    if bg > float(a.mean()):
+        a = 255.0 - a
+        border = 255.0 - border
+        bg = 255.0 - bg
+    # Contrast normalisation without a fixed threshold: the floor is the background level plus its
+    # own noise (robust spread of the border), the ceiling the brightest ink.
+    noise = 1.4826 * float(np.median(np.abs(border - bg)))  # MAD -> standard deviation
+    peak = float(a.max())
+    floor = bg + 4.0 * noise
+    if peak - floor <= 1e-6 * 255.0 or peak - bg < 0.05 * 255.0:
+        raise DataError(f"{name}: no digit found (the image has no contrast against its background)")
+    return np.clip((a - floor) / (peak - floor), 0.0, 1.0)
+
+
+# Fraction of the ink mass that may lie outside the bounding box on each side: isolated specks of
+# photo noise far from the digit then do not inflate the box (and shrink the digit).
+_SPECK_MASS = 0.002
+
+
+def _mass_span(profile: np.ndarray) -> tuple[int, int]:
+    """First and last index of a row/column ink profile, ignoring the outer _SPECK_MASS on each side."""
+    cum = np.cumsum(profile)
+    total = cum[-1]
+    first = int(np.searchsorted(cum, _SPECK_MASS * total, side="right"))
+    last = int(np.searchsorted(cum, (1.0 - _SPECK_MASS) * total, side="left"))
+    return first, max(first, min(last, profile.shape[0] - 1))
+
+
+def _place(com: float, length: int) -> int:
+    """Integer offset of a patch along one axis putting its centre of mass ``com`` nearest _CENTRE.
+
+    A symmetric glyph has its centre of mass half-way between two pixels (e.g. 9.5 in a 20-px
+    patch), so two offsets are equally good; near such a tie take the one that also centres the
+    patch in the field (MNIST itself has both, about equally often). The patch is kept inside the
+    28-px field so no ink is cut off.
+    """
+    target = _CENTRE - com
+    lo, hi = int(np.floor(target)), int(np.floor(target)) + 1
+    frac = target - lo
+    if abs(frac - 0.5) < 0.1:
+        field_mid = (MNIST_SIZE - length) / 2.0
+        offset = lo if abs(lo - field_mid) <= abs(hi - field_mid) else hi
+    else:
+        offset = lo if frac < 0.5 else hi
+    return int(np.clip(offset, 0, MNIST_SIZE - length))
+
+
+def to_mnist_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
+    """Convert a digit picture of any size into a 28x28 MNIST-style image.
+
+    Steps: grayscale; detect a light background (border median above the image mean) and invert so
+    the digit is white on black; stretch contrast between the background (plus its noise) and the
+    brightest ink; crop to the ink's bounding box; scale the longest side to 20 px keeping the
+    aspect ratio (antialiased); paste into 28x28 with the centre of mass at (14, 14).
+
+    Args:
+        source: image file path or a PIL image.
+
+    Returns:
+        (28, 28) uint8 array, digit white (255) on black (0).
+
+    Raises:
+        DataError: unreadable / non-image file, or a picture with no visible digit.
+    """
+    if isinstance(source, Image.Image):
+        name = getattr(source, "filename", None) or "<PIL image>"
+    else:
+        name = str(source)
+    ink = _ink_map(_to_gray(open_image(source)), name)  # (H, W) in [0, 1]
+
+    top, bottom = _mass_span(ink.sum(axis=1))
+    left, right = _mass_span(ink.sum(axis=0))
+    crop = ink[top : bottom + 1, left : right + 1]  # (h, w) bounding box of the ink
+    h, w = crop.shape
+    scale = MNIST_BOX / max(h, w)
+    new_h = max(1, round(h * scale))
+    new_w = max(1, round(w * scale))
+    # Pillow's bilinear resize widens its kernel when shrinking, i.e. it antialiases.
+    small = Image.fromarray(crop.astype(np.float32))  # float32 -> mode "F"
+    small = small.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    small = np.clip(np.asarray(small, dtype=np.float64), 0.0, 1.0)  # (new_h, new_w)
+    # Thin strokes in a big picture fade when shrunk; restore full intensity like MNIST's 255 peaks.
+    small /= max(small.max(), 1e-12)
+
+    # Integer offset putting the centre of mass at (14, 14), kept inside the field so no ink is lost.
+    mass = small.sum()
+    cy = float((small.sum(axis=1) * np.arange(new_h)).sum() / mass)
+    cx = float((small.sum(axis=0) * np.arange(new_w)).sum() / mass)
+    top = _place(cy, new_h)
+    left = _place(cx, new_w)
+    out = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float64)
+    out[top : top + new_h, left : left + new_w] = small
+    return np.rint(out * 255.0).astype(np.uint8)
+
+
+def load_image_batch(paths: Iterable[str | os.PathLike | Image.Image]) -> np.ndarray:
+    """Convert several digit pictures with :func:`to_mnist_form`.
+
+    Args:
+        paths: image paths (or PIL images).
+
+    Returns:
+        (N, 28, 28) uint8 array, in the order given.
+
+    Raises:
+        DataError: for the first file that cannot be read or holds no digit.
+    """
+    forms = [to_mnist_form(p) for p in paths]
+    if not forms:
+        return np.zeros((0, MNIST_SIZE, MNIST_SIZE), dtype=np.uint8)
+    return np.stack(forms)

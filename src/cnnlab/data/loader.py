@@ -1,0 +1,160 @@
+"""Mini-batch iteration over in-memory image arrays with reproducible shuffling and augmentation."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import DataError
+
+__all__ = ["DataLoader", "MNIST_MEAN", "MNIST_STD"]
+
+# Mean and standard deviation of MNIST training pixels scaled to [0, 1].
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+class DataLoader:
+    """Iterate over ``(x, y)`` mini-batches of NumPy arrays.
+
+    ``x`` is ``dtype`` shaped (B, C, H, W) (a channel axis is added to (N, H, W) input) holding
+    ``(pixel/255 - mean) / std`` for uint8 images (float images are taken as already in [0, 1]);
+    ``y`` is int64 (B,).
+
+    Epoch ``k`` uses the generator ``PCG64(seed)`` jumped ``k`` times (epoch 0 is exactly
+    ``np.random.default_rng(seed)``), for both the shuffle order and the augmentation. So the
+    batches of an epoch depend only on ``seed`` and ``k``: two loaders with the same seed give
+    bit-identical batches, and ``set_epoch(k)`` reproduces any epoch without replaying earlier ones.
+    Each ``iter(loader)`` uses the current epoch and then advances it by one.
+
+    Args:
+        images: (N, H, W) or (N, C, H, W) uint8 (or float in [0, 1]) images.
+        labels: (N,) integer labels.
+        batch_size: samples per batch.
+        shuffle: permute the samples every epoch; otherwise keep their order.
+        seed: seed of the per-epoch generators.
+        augment: callable ``augment(batch, rng) -> batch`` applied per batch to the images scaled
+            to [0, 1] (before normalisation, so zero fill means black), e.g. ``Augment(max_shift=2)``.
+        mean: scalar or per-channel mean subtracted after scaling to [0, 1].
+        std: scalar or per-channel standard deviation divided by.
+        drop_last: drop a final batch smaller than ``batch_size``.
+        dtype: floating dtype of ``x``.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        mean: float | Sequence[float] = MNIST_MEAN,
+        std: float | Sequence[float] = MNIST_STD,
+        drop_last: bool = False,
+        dtype=np.float32,
+    ) -> None:
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        if images.ndim not in (3, 4):
+            raise ValueError(f"DataLoader: expected images (N,H,W) or (N,C,H,W), got shape {images.shape}")
+        if labels.ndim != 1:
+            raise ValueError(f"DataLoader: expected labels (N,), got shape {labels.shape}")
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"DataLoader: image/label count mismatch: {images.shape[0]} images, {labels.shape[0]} labels"
+            )
+        if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+            raise TypeError(f"DataLoader: images must be uint8 or float, got {images.dtype}")
+        if int(batch_size) < 1:
+            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        self.dtype = np.dtype(dtype)
+        if not np.issubdtype(self.dtype, np.floating):
+            raise TypeError(f"DataLoader: dtype must be floating, got {self.dtype}")
+        self.images = images
+        self.labels = labels
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.augment = augment
+        self.drop_last = bool(drop_last)
+        channels = 1 if images.ndim == 3 else images.shape[1]
+        # (1, C, 1, 1) so scalar or per-channel statistics broadcast over the batch.
+        self._mean = self._channel_stat(mean, channels, "mean")
+        self._std = self._channel_stat(std, channels, "std")
+        if np.any(self._std == 0):
+            raise ValueError("DataLoader: std must be non-zero")
+        # uint8 pixels map to [0, 1]; float images are assumed to be there already.
+        self._scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
+        self._epoch = 0
+
+    def _channel_stat(self, value, channels: int, what: str) -> np.ndarray:
+        arr = np.asarray(value, dtype=self.dtype).reshape(-1)
+        if arr.size not in (1, channels):
+            raise ValueError(f"DataLoader: {what} needs 1 or {channels} values, got {arr.size}")
+        return np.broadcast_to(arr, (channels,)).reshape(1, channels, 1, 1).copy()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter(loader)`` will produce."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration produce epoch ``epoch``.
+
+        Args:
+            epoch: non-negative epoch number.
+
+        Returns:
+            None.
+        """
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch = int(epoch)
+
+    def rng_for_epoch(self, epoch: int) -> np.random.Generator:
+        """The generator used for epoch ``epoch`` (shuffle first, then augmentation draws).
+
+        Args:
+            epoch: epoch number.
+
+        Returns:
+            A fresh Generator; epoch 0 equals ``np.random.default_rng(seed)``.
+        """
+        # jumped(k) advances PCG64 by k * 2**128 steps: independent, non-overlapping streams per epoch.
+        bitgen = np.random.PCG64(self.seed)
+        if epoch:
+            bitgen = bitgen.jumped(epoch)
+        return np.random.Generator(bitgen)
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        epoch = self._epoch
+        self._epoch += 1
+        return self._batches(epoch)
+
+    def _batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        n = self.images.shape[0]
+        rng = self.rng_for_epoch(epoch)
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield self._make_batch(idx, rng)
+
+    def _make_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        raw = self.images[idx]
+        if raw.ndim == 3:
+            raw = raw[:, None]  # (B, H, W) -> (B, 1, H, W)
+        x = raw.astype(self.dtype)
+        x *= self.dtype.type(self._scale)
+        if self.augment is not None:
+            x = np.asarray(self.augment(x, rng), dtype=self.dtype)
+        x -= self._mean
+        x /= self._std
+        y = self.labels[idx].astype(np.int64)
+        return x, y
