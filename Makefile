@@ -2,29 +2,32 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+BASE   := $(VENV)/.installed-base
+TEST   := $(VENV)/.installed-test
 
-.PHONY: train test venv bench clean
+.PHONY: train test bench clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(PY) -m pip install --quiet -e .
+	touch $(BASE)
 
-venv: $(STAMP)
+$(TEST): $(BASE)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(TEST)
 
 ## Train the default CNN on the bundled MNIST and report its test accuracy.
-train: $(STAMP)
+train: $(BASE)
 	$(VENV)/bin/cnnlab train
 
 ## Create the environment, install cnnlab with its test extra, run the tests.
-test: $(STAMP)
+test: $(TEST)
 	$(PY) -m pytest -n 2 -q
 
 ## Speed and memory against PyTorch, side by side in one process.
-bench: $(STAMP)
+bench: $(TEST)
 	$(PY) benchmarks/bench_cpu.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache runs

@@ -1,0 +1,98 @@
+"""The command line as a new user meets it: dry runs, summaries, predictions, errors."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import cnnlab
+from cnnlab import checkpoint, models
+from cnnlab.cli import build_parser, main
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--dry-run" in out and "default: default" in out and "(default: 0)" in out
+
+
+def test_train_dry_run(capsys):
+    assert main(["train", "--dry-run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run" in out and "test accuracy" in out
+
+
+def test_train_dry_run_saves_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", "article", "--dry-run", "--no-progress"]) == 0
+    assert not (tmp_path / "runs").exists()
+
+
+def test_models_and_summary(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in models.names():
+        assert name in out
+    assert main(["summary", "nielsen-conv1"]) == 0
+    out = capsys.readouterr().out
+    assert "(20, 24, 24)" in out and "520" in out and "23,550" in out and "(20, 12, 12)" in out
+
+
+def _draw_digit_one(path, size=(150, 200)):
+    img = Image.new("L", size, 255)
+    d = ImageDraw.Draw(img)
+    d.line([(75, 30), (75, 170)], fill=0, width=16)
+    img.save(path)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A short real training run (6,000 images, one epoch) saved as a run directory."""
+    from cnnlab import optim
+    from cnnlab.data import DataLoader, load_dataset
+    from cnnlab.train import fit
+
+    out = tmp_path_factory.mktemp("runs") / "r"
+    split = load_dataset("mnist")
+    cnnlab.manual_seed(0)
+    model = models.build("default")
+    loader = DataLoader(*[a[:6000] for a in split.train], batch_size=64, seed=0)
+    fit(model, optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True), loader, epochs=1,
+        progress=False, log=None)
+    checkpoint.save_run(out, model, models.spec("default"), {"dataset": "mnist", "validation": 10000}, {"test_accuracy": None})
+    return out
+
+
+def test_predict_a_drawn_digit(trained_run, tmp_path, capsys):
+    img = tmp_path / "one.png"
+    _draw_digit_one(img)
+    assert main(["predict", str(trained_run), str(img)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{img}: 1"), out
+
+
+def test_evaluate_run(trained_run, capsys):
+    assert main(["evaluate", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    acc = float(out.split("accuracy ")[1].split("%")[0])
+    assert acc > 95.0, out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["evaluate", "/nonexistent/run"], "no such run directory"),
+    (["train", "--epochs", "0", "--dry-run"], "epochs"),
+    (["predict", "/nonexistent/run", "x.png"], "no such run directory"),
+])
+def test_errors_are_one_clear_line(argv, match, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+
+
+def test_predict_rejects_non_images(trained_run, tmp_path, capsys):
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not an image")
+    assert main(["predict", str(trained_run), str(bad)]) == 1
+    assert "notes.png" in capsys.readouterr().err
