@@ -78,7 +78,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model zoo", formatter_class=_Formatter)
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("show", help="draw a picture of a saved run (PNG)", formatter_class=_Formatter)
+    p.add_argument("what", choices=["filters", "featuremaps", "curves", "confusion", "mistakes"],
+                   help="filters: learned kernels; featuremaps: every conv/pool layer's maps for IMAGE; "
+                        "curves: loss and accuracy per epoch; confusion: test confusion matrix; "
+                        "mistakes: misclassified test images")
+    p.add_argument("run", help="run directory written by `cnnlab train`")
+    p.add_argument("image", nargs="?", default=None,
+                   help="for featuremaps: a PNG/JPEG file, or test:N for test image N (default: test:0)")
+    p.add_argument("--layer", type=int, default=None,
+                   help="for filters: index of the conv layer in the model (default: the first conv layer)")
+    p.add_argument("--out", default=None, help="PNG file to write (default: RUN/<what>.png)")
+    p.set_defaults(func=lambda a: _lazy("viz", "cli_show")(a))
+
+    p = sub.add_parser("report", help="one self-contained HTML page about a run", formatter_class=_Formatter)
+    p.add_argument("run", help="run directory written by `cnnlab train`")
+    p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
+    p.set_defaults(func=lambda a: _lazy("viz", "cli_report")(a))
+
+    p = sub.add_parser("example", help="small 1-D and 3-D convolution examples beyond images",
+                       formatter_class=_Formatter)
+    p.add_argument("which", choices=["seq1d", "vol3d"], help="seq1d: a 1-D CNN on synthetic signals; "
+                   "vol3d: a 3-D CNN on small synthetic volumes")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the example's own)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and shuffling")
+    p.set_defaults(func=lambda a: _lazy("examples", "cli_example")(a))
     return parser
+
+
+def _lazy(module, name):
+    """A command implemented in another module, imported only when it runs."""
+    import importlib  # noqa: PLC0415
+
+    return getattr(importlib.import_module(f"cnnlab.{module}"), name)
 
 
 def _version() -> str:

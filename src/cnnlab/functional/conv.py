@@ -39,9 +39,11 @@ def conv_output_shape(size, kernel, stride, padding, dilation):
 class ConvNd(Function):
     """Convolution (cross-correlation, as in every deep-learning library) over d dimensions.
 
-    Layout: the receptive fields are the columns of cols (C*K, N*L), so the whole layer is one
-    GEMM per group, weight (F, C*K) @ cols -> (F, N*L), and only a cheap block transpose
-    (F, N, L) -> (N, F, L) remains.
+    Layout: the receptive fields of a chunk of n images are the columns of cols (C*K, n*L), so
+    each chunk is one GEMM per group, weight (F, C*K) @ cols -> (F, n*L), followed by a small
+    block transpose (F, n, L) -> (n, F, L). The batch is processed in chunks sized so that cols
+    stays in the CPU cache (kernels.conv_chunk); the backward pass rebuilds each chunk's cols
+    instead of keeping all of them, which costs one cheap in-cache im2col and saves memory.
     """
 
     def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups):
@@ -52,49 +54,64 @@ class ConvNd(Function):
         out_shape = conv_output_shape(x.shape[2:], kernel, stride, padding, dilation)
         L, K = int(np.prod(out_shape)), int(np.prod(kernel))
         G = groups
-
-        cols = kernels.im2col(x, kernel, stride, padding, dilation, out_shape)  # (C*K, N*L)
         w2 = w.reshape(G, F // G, Cg * K)  # (G, F/G, Cg*K)
-        if G == 1:
-            rows = w2[0] @ cols  # (F, C*K) @ (C*K, N*L) -> (F, N*L)
-        else:
-            rows = xp.matmul(w2, cols.reshape(G, Cg * K, N * L)).reshape(F, N * L)
-        # (F, N*L) -> (F, N, L) -> (N, F, L)
-        out = rows.reshape(F, N, L).transpose(1, 0, 2)
+        out = xp.empty((N, F, L), dtype=x.dtype)
+        geom = (kernel, stride, padding, dilation, out_shape)
+
+        def chunk(n0, n1):
+            cols = kernels.im2col(x[n0:n1], *geom)  # (C*K, n*L)
+            rows = _group_matmul(xp, w2, cols, G)  # (F, n*L)
+            out[n0:n1] = rows.reshape(F, n1 - n0, L).transpose(1, 0, 2)
+
+        kernels.run_chunks(chunk, kernels.conv_chunks(x, Cg * G * K, L), xp is np)
         if maybe_bias:
-            out = out + maybe_bias[0].reshape(1, F, 1)
-        else:
-            out = xp.ascontiguousarray(out)
-        self.cols, self.w2, self.has_bias = cols, w2, bool(maybe_bias)
-        self.geom = (x.shape, kernel, stride, padding, dilation, out_shape, G)
+            out += maybe_bias[0].reshape(1, F, 1)
+        self.x, self.w2, self.has_bias, self.geom = x, w2, bool(maybe_bias), geom
         return out.reshape((N, F) + tuple(out_shape))
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        x_shape, kernel, stride, padding, dilation, out_shape, G = self.geom
+        x, w2, geom = self.x, self.w2, self.geom
+        kernel, out_shape = geom[0], geom[4]
         N, F = g.shape[:2]
         L = int(np.prod(out_shape))
+        G, Fg, CgK = w2.shape
         needs = self.needs_input_grad
-        cols, w2 = self.cols, self.w2
-        CgK = w2.shape[2]
-        # (N, F, *O) -> (F, N, L) -> (F, N*L)
-        g2 = xp.ascontiguousarray(g.reshape(N, F, L).transpose(1, 0, 2)).reshape(F, N * L)
-        gx = gw = gb = None
+        g3 = g.reshape(N, F, L)
+        gx = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
+
+        def chunk(n0, n1):
+            n = n1 - n0
+            # (n, F, L) -> (F, n, L) -> (G, F/G, n*L): the GEMM layout
+            g2 = xp.ascontiguousarray(g3[n0:n1].transpose(1, 0, 2)).reshape(G, Fg, n * L)
+            gw = None
+            if needs[1]:
+                cols = kernels.im2col(x[n0:n1], *geom).reshape(G, CgK, n * L)
+                gw = xp.matmul(g2, cols.transpose(0, 2, 1))  # (G, F/G, n*L) @ (G, n*L, Cg*K)
+            if needs[0]:
+                dcols = xp.matmul(w2.transpose(0, 2, 1), g2).reshape(G * CgK, n * L)  # (C*K, n*L)
+                gx[n0:n1] = kernels.col2im(dcols, (n,) + x.shape[1:], *geom)
+            return gw
+
+        partial = kernels.run_chunks(chunk, kernels.conv_chunks(x, G * CgK, L), xp is np)
+        gw = None
         if needs[1]:
-            if G == 1:
-                gw = g2 @ cols.T  # (F, N*L) @ (N*L, C*K) -> (F, C*K)
-            else:
-                gw = xp.matmul(g2.reshape(G, F // G, N * L), cols.reshape(G, CgK, N * L).transpose(0, 2, 1))
+            gw = partial[0]
+            for p in partial[1:]:
+                gw = gw + p
             gw = gw.reshape((F, CgK // int(np.prod(kernel))) + tuple(kernel))
-        if needs[0]:
-            if G == 1:
-                dcols = w2[0].T @ g2  # (C*K, F) @ (F, N*L) -> (C*K, N*L)
-            else:
-                dcols = xp.matmul(w2.transpose(0, 2, 1), g2.reshape(G, F // G, N * L)).reshape(G * CgK, N * L)
-            gx = kernels.col2im(dcols, x_shape, kernel, stride, padding, dilation, out_shape)
-        if self.has_bias and needs[2]:
-            gb = g2.sum(axis=1)
-        return (gx, gw, gb) if self.has_bias else (gx, gw)
+        if self.has_bias:
+            gb = g3.sum(axis=(0, 2)) if needs[2] else None
+            return gx, gw, gb
+        return gx, gw
+
+
+def _group_matmul(xp, w2, cols, G):
+    """(G, F/G, Cg*K) weights times (C*K, M) columns, group by group -> (F, M)."""
+    if G == 1:
+        return w2[0] @ cols
+    M = cols.shape[1]
+    return xp.matmul(w2, cols.reshape(G, -1, M)).reshape(-1, M)
 
 
 _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}

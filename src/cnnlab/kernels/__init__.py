@@ -10,6 +10,8 @@ Shapes: x (N, C, *S) unpadded; kernel k; output O; L = prod(O); K = prod(k).
 from __future__ import annotations
 
 import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -57,6 +59,60 @@ def _padded_shape(shape, padding):
     return tuple(shape[:2]) + tuple(s + 2 * p for s, p in zip(shape[2:], padding))
 
 
+# Bytes of one chunk of im2col columns: small enough to stay in the CPU's L2/L3 cache while its
+# GEMM reads it (see benchmarks/README.md for the measurement that chose it).
+CPU_CHUNK_BYTES = 1 << 20
+
+
+# Work smaller than this (bytes touched) runs on one core: a thread hand-off costs more.
+_SPLIT_MIN_BYTES = 1 << 20
+WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
+_executor = None
+
+
+def _single_threaded_blas():
+    """cnnlab spreads each batch over the cores itself, so NumPy's BLAS runs one thread per call.
+
+    A multi-threaded OpenBLAS busy-waits after every call and starves the other core's work:
+    on the 2-core reference machine a training step ran up to 3x slower with it (see
+    benchmarks/README.md). Set CNNLAB_BLAS_THREADS to keep another count.
+    """
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    return threadpool_limits(limits=int(os.environ.get("CNNLAB_BLAS_THREADS", "1")), user_api="blas")
+
+
+_blas_limits = _single_threaded_blas()
+
+
+def conv_chunks(x, CK, L):
+    """(start, stop) ranges over the batch of ``x``: cache-sized chunks on the CPU (at least one
+    per core when the batch allows), a single chunk on a GPU."""
+    N = x.shape[0]
+    if isinstance(x, np.ndarray):
+        per_image = max(CK * L * x.dtype.itemsize, 1)
+        # small layers are not split across cores: a thread hand-off costs more than it saves
+        cores = WORKERS if N * per_image >= _SPLIT_MIN_BYTES else 1
+        step = max(1, min(CPU_CHUNK_BYTES // per_image, -(-N // cores)))
+    else:
+        step = max(N, 1)
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
+def run_chunks(fn, chunks, on_cpu=True):
+    """``[fn(n0, n1) for (n0, n1) in chunks]``, spread over the CPU cores.
+
+    Every core works on its own images (im2col, a single-threaded GEMM, col2im), so nothing is
+    shared but the inputs. Results come back in chunk order, so sums over them are deterministic.
+    """
+    global _executor
+    if not on_cpu or len(chunks) < 2 or WORKERS < 2 or not _compiled_enabled:
+        return [fn(n0, n1) for n0, n1 in chunks]
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cnnlab")
+    return list(_executor.map(lambda c: fn(*c), chunks))
+
+
 def im2col(x, kernel, stride, padding, dilation, out_shape):
     """(N, C, *S) -> (C*K, N*L): every receptive field as one column (zeros where padded)."""
     if _use_cpu(x, len(kernel)):
@@ -73,11 +129,21 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation, out_shape):
     return _unpad(xpad, padding)
 
 
+def _batch_chunks(N, nbytes):
+    step = max(1, -(-N // (WORKERS if nbytes >= _SPLIT_MIN_BYTES else 1)))
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
 def max_pool_forward(x, kernel, stride, padding, out_shape):
     """Returns (out (N, C, *O), routing information for max_pool_backward)."""
     if _use_cpu(x, len(kernel)):
-        out, arg = _cpu().max_pool2d_forward(np.ascontiguousarray(x), *kernel, *stride, *padding, *out_shape)
-        return out, ("cpu", arg)
+        x = np.ascontiguousarray(x)
+        cpu = _cpu()
+        parts = run_chunks(lambda n0, n1: cpu.max_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
+                           _batch_chunks(x.shape[0], x.nbytes))
+        if len(parts) == 1:
+            return parts[0][0], ("cpu", parts[0][1])
+        return np.concatenate([p[0] for p in parts]), ("cpu", np.concatenate([p[1] for p in parts]))
     out, arg = generic.max_pool_forward(_pad(x, padding, -np.inf), kernel, stride, out_shape)
     return out, ("generic", arg)
 
@@ -85,7 +151,11 @@ def max_pool_forward(x, kernel, stride, padding, out_shape):
 def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
     kind, arg = routing
     if kind == "cpu":
-        return _cpu().max_pool2d_backward(np.ascontiguousarray(g), arg, *x_shape[2:])
+        g = np.ascontiguousarray(g)
+        cpu = _cpu()
+        parts = run_chunks(lambda n0, n1: cpu.max_pool2d_backward(g[n0:n1], arg[n0:n1], *x_shape[2:]),
+                           _batch_chunks(g.shape[0], arg.size * 2 * g.itemsize))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
     dx = generic.max_pool_backward(g, arg, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
 
@@ -102,3 +172,36 @@ def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
         return _cpu().sum_pool2d_backward(np.ascontiguousarray(g), *x_shape[2:], *kernel, *stride, *padding)
     dx = generic.sum_pool_backward(g, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
+
+
+def _flat_chunks(size):
+    step = max(_SPLIT_MIN_BYTES // 4, -(-size // WORKERS))
+    return [(lo, min(size, lo + step)) for lo in range(0, size, step)]
+
+
+def _use_cpu_flat(a) -> bool:
+    return _compiled_enabled and isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)
+
+
+def relu_forward(x):
+    """max(x, 0), elementwise."""
+    if not _use_cpu_flat(x):
+        return generic.backend.get_array_module(x).maximum(x, 0)
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    xf, of = x.reshape(-1), out.reshape(-1)
+    cpu = _cpu()
+    run_chunks(lambda lo, hi: cpu.relu_forward_range(xf, of, lo, hi), _flat_chunks(x.size))
+    return out
+
+
+def relu_backward(g, out):
+    """g where the ReLU's output is positive, else 0."""
+    if not _use_cpu_flat(g):
+        return g * (out > 0)
+    g, out = np.ascontiguousarray(g), np.ascontiguousarray(out)
+    dx = np.empty_like(g)
+    gf, of, df = g.reshape(-1), out.reshape(-1), dx.reshape(-1)
+    cpu = _cpu()
+    run_chunks(lambda lo, hi: cpu.relu_backward_range(gf, of, df, lo, hi), _flat_chunks(g.size))
+    return dx

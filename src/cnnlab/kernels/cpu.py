@@ -195,3 +195,18 @@ def sum_pool2d_backward(g, H, W, KH, KW, sh, sw, ph, pw):
                             if 0 <= iw < W:
                                 dx[n, c, ih, iw] += v
     return dx
+
+
+@njit(**_OPTS)
+def relu_forward_range(x, out, lo, hi):
+    """out[i] = max(x[i], 0) for i in [lo, hi) of flat arrays."""
+    for i in range(lo, hi):
+        v = x[i]
+        out[i] = v if v > 0 else 0
+
+
+@njit(**_OPTS)
+def relu_backward_range(g, out, dx, lo, hi):
+    """dx[i] = g[i] where the ReLU's output is positive, else 0."""
+    for i in range(lo, hi):
+        dx[i] = g[i] if out[i] > 0 else 0
