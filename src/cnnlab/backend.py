@@ -77,6 +77,16 @@ def xp_for(device: str):
     return np if normalize_device(device) == "cpu" else _import_cupy()
 
 
+def scatter_add(out, index, values) -> None:
+    """out[index] += values, accumulating where ``index`` repeats (NumPy's add.at, CuPy's scatter_add)."""
+    if isinstance(out, np.ndarray):
+        np.add.at(out, index, values)
+    else:
+        import cupyx  # noqa: PLC0415 - only reached with CuPy arrays
+
+        cupyx.scatter_add(out, index, values)
+
+
 # ---------------------------------------------------------------------------------------------
 # Random numbers: one seeded generator for initialisation, dropout, shuffling and augmentation.
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="optimizer (default: the model's recipe)")
     p.add_argument("--schedule", default=None, choices=["constant", "step", "cosine", "onecycle"],
                    help="learning-rate schedule (default: the model's recipe)")
-    p.add_argument("--l2", type=float, default=None, help="Nielsen's L2 lambda (default: the model's recipe)")
+    p.add_argument("--l2", type=float, default=None,
+                   help="Nielsen's L2 lambda, scaled as network3.py does (default: the model's recipe)")
     p.add_argument("--augment", type=int, default=None,
                    help="random translation of training images by up to this many pixels (default: the model's recipe)")
     p.add_argument("--rotate", type=float, default=None, help="random rotation up to this many degrees (default: recipe)")
@@ -104,6 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the example's own)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and shuffling")
     p.set_defaults(func=lambda a: _lazy("examples", "cli_example")(a))
+
+    p = sub.add_parser("reproduce", help="reproduce Nielsen's chapter-6 table", formatter_class=_Formatter)
+    p.add_argument("what", choices=["nielsen"], help="which published table")
+    p.add_argument("--rows", default=None,
+                   help="comma list of rows to run (fc,conv1,conv2,relu,expanded,dropout,ensemble; default: all)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per row instead of the book's 60/40 (shorter run)")
+    p.add_argument("--train-size", type=int, default=None, help="use only the first N of the 50,000 training images")
+    p.add_argument("--ensemble-size", type=int, default=5, help="nets in the ensemble vote")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first net (ensemble members use seed+1, ...)")
+    p.add_argument("--out", default="results", help="folder for nielsen.json and nielsen.md")
+    p.add_argument("--no-save", action="store_true", help="print the table only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=lambda a: _lazy("reproduce", "cli_reproduce")(a))
+
+    p = sub.add_parser("experiment", help="experiments: choose the pooling on validation data",
+                       formatter_class=_Formatter)
+    p.add_argument("what", choices=["pooling"], help="max vs L2 vs average pooling, chosen on validation accuracy")
+    p.add_argument("--model", default="nielsen-conv2-relu", choices=["article", "nielsen-conv1", "nielsen-conv2",
+                                                                       "nielsen-conv2-relu"], help="the network")
+    p.add_argument("--pools", default="max,l2,avg", help="poolings to compare")
+    p.add_argument("--seeds", default="0", help="comma list of seeds; every pooling uses the same ones")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run")
+    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=lambda a: _lazy("reproduce", "cli_experiment")(a))
     return parser
 
 
@@ -161,7 +187,7 @@ def make_scheduler(name, optimizer, lr, epochs, steps_per_epoch):
 def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=None, lr=None, optimizer=None,
               schedule=None, l2=None, augment=None, rotate=None, expand=False, validation=10000,
               early_stopping=None, seed=0, out=None, device="cpu", dry_run=False, progress=True,
-              log=print) -> dict:
+              log=print, model_kwargs=None, train_size=None, momentum=None) -> dict:
     """Train one model with its recipe (any argument overrides it); save and return the run.
 
     Returns a dict with the run directory ("run_dir", None for dry runs), the History and the config.
@@ -169,7 +195,7 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     import cnnlab  # noqa: PLC0415
 
     from . import backend, checkpoint, models  # noqa: PLC0415
-    from .data import Augment, DataLoader, expand_shifts, load_dataset  # noqa: PLC0415
+    from .data import Augment, DataLoader, DeviceLoader, expand_shifts, load_dataset  # noqa: PLC0415
     from .train import fit  # noqa: PLC0415
 
     recipe = models.recipe(model_name)
@@ -180,7 +206,8 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
         "batch_size": batch_size if batch_size is not None else recipe.batch_size,
         "lr": lr if lr is not None else recipe.lr,
         "optimizer": optimizer or recipe.optimizer,
-        "momentum": recipe.momentum, "weight_decay": recipe.weight_decay,
+        "model_kwargs": dict(model_kwargs or {}), "train_size": train_size,
+        "momentum": recipe.momentum if momentum is None else momentum, "weight_decay": recipe.weight_decay,
         "l2_lambda": l2 if l2 is not None else recipe.l2_lambda,
         "schedule": schedule or recipe.schedule,
         "augment": augment if augment is not None else recipe.augment,
@@ -200,6 +227,8 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     t_load = time.perf_counter()
     split = load_dataset(dataset, validation=validation)
     train_x, train_y = split.train
+    if train_size is not None:
+        train_x, train_y = train_x[:train_size], train_y[:train_size]
     if cfg["expand"]:
         train_x, train_y = expand_shifts(train_x, train_y)
     val = split.validation if validation > 0 else None
@@ -210,14 +239,22 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
         test = (test[0][:500], test[1][:500])
     load_seconds = time.perf_counter() - t_load
 
+    spec = models.spec(model_name, **cfg["model_kwargs"])
     cnnlab.manual_seed(seed)
-    model = models.build(models.spec(model_name))
+    model = models.build(spec)
     if device != "cpu":
         model.to(device)
-    aug = Augment(max_shift=cfg["augment"], max_degrees=cfg["rotate"]) if (cfg["augment"] or cfg["rotate"]) else None
-    loader = DataLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed, augment=aug)
+    if device == "cuda" and not cfg["rotate"]:
+        # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
+        loader = DeviceLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed,
+                              max_shift=cfg["augment"], device=device)
+    else:
+        aug = Augment(max_shift=cfg["augment"], max_degrees=cfg["rotate"]) if (cfg["augment"] or cfg["rotate"]) else None
+        loader = DataLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed, augment=aug)
+    # network3.py adds 0.5 * lambda * sum(w^2) / (number of mini-batches) to each mini-batch's
+    # cost, so the published lambda acts as weight decay lambda / (n / batch size).
     opt = make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"], cfg["momentum"], cfg["weight_decay"],
-                         cfg["l2_lambda"], len(train_y))
+                         cfg["l2_lambda"], max(1, -(-len(train_y) // cfg["batch_size"])))
     max_batches = 5 if dry_run else None
     steps = min(len(loader), max_batches) if max_batches else len(loader)
     sched, per_batch = make_scheduler(cfg["schedule"], opt, cfg["lr"], cfg["epochs"], steps)
@@ -225,7 +262,6 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     run_dir = None
     if not dry_run:
         run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{model_name}-{dataset}")
-    spec = models.spec(model_name)
     meta = {"machine": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 

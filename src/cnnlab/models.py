@@ -22,6 +22,20 @@ def _act(name):
     return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[name]()
 
 
+POOLS = ("max", "l2", "avg")
+
+
+def _pool(kind, size=2):
+    """2x2 pooling by name: 'max', 'l2' (sqrt of the sum of squares) or 'avg'."""
+    if kind == "max":
+        return nn.MaxPool2d(size)
+    if kind == "l2":
+        return nn.LPPool2d(2, size)
+    if kind == "avg":
+        return nn.AvgPool2d(size)
+    raise ValueError(f"unknown pooling {kind!r}: expected one of {', '.join(POOLS)}")
+
+
 def _nielsen_init(model):
     """network3.py's initialisation: weights N(0, 1/n_out), biases N(0, 1), softmax layer zeros.
 
@@ -31,7 +45,8 @@ def _nielsen_init(model):
     linears = [m for m in layers if isinstance(m, nn.Linear)]
     for i, m in enumerate(layers):
         if isinstance(m, nn.Conv2d):
-            pool = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], nn.MaxPool2d) else None
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            pool = nxt if isinstance(nxt, (nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)) else None
             pool_size = math.prod(pool.kernel_size) if pool is not None else 1
             init.nielsen_normal_(m.weight, n_out=m.out_channels * math.prod(m.kernel_size) / pool_size)
             init.normal_(m.bias, 0.0, 1.0)
@@ -45,11 +60,11 @@ def _nielsen_init(model):
     return model
 
 
-def article(activation="relu", maps=3):
+def article(activation="relu", maps=3, pool="max"):
     """The article's final network: 28x28 -> `maps` 5x5 feature maps (24x24) -> 2x2 max-pool
     (12x12) -> fully connected to 10 outputs (softmax)."""
     return nn.Sequential(
-        nn.Conv2d(1, maps, 5), nn.MaxPool2d(2), _act(activation),
+        nn.Conv2d(1, maps, 5), _pool(pool), _act(activation),
         nn.Flatten(), nn.Linear(maps * 12 * 12, 10))
 
 
@@ -59,23 +74,23 @@ def nielsen_fc(hidden=100, activation="sigmoid"):
         nn.Flatten(), nn.Linear(784, hidden), _act(activation), nn.Linear(hidden, 10)))
 
 
-def nielsen_conv1(activation="sigmoid"):
+def nielsen_conv1(activation="sigmoid", pool="max"):
     """conv 20x5x5 + 2x2 max-pool, FC 100, softmax (book: 98.78%)."""
     return _nielsen_init(nn.Sequential(
-        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), _act(activation),
+        nn.Conv2d(1, 20, 5), _pool(pool), _act(activation),
         nn.Flatten(), nn.Linear(20 * 12 * 12, 100), _act(activation), nn.Linear(100, 10)))
 
 
-def nielsen_conv2(activation="sigmoid"):
+def nielsen_conv2(activation="sigmoid", pool="max"):
     """+ a second conv-pool layer 40x20x5x5 (book: 99.06% sigmoid, 99.23% ReLU)."""
     return _nielsen_init(nn.Sequential(
-        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), _act(activation),
-        nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), _act(activation),
+        nn.Conv2d(1, 20, 5), _pool(pool), _act(activation),
+        nn.Conv2d(20, 40, 5), _pool(pool), _act(activation),
         nn.Flatten(), nn.Linear(40 * 4 * 4, 100), _act(activation), nn.Linear(100, 10)))
 
 
-def nielsen_conv2_relu():
-    return nielsen_conv2("relu")
+def nielsen_conv2_relu(pool="max"):
+    return nielsen_conv2("relu", pool)
 
 
 def nielsen_dropout(hidden=1000, p=0.5):

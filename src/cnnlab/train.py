@@ -184,7 +184,7 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
                             f"try a smaller learning rate")
                     b = len(y)
                     loss_sum += lv * b
-                    correct += int((backend.to_device(logits.data.argmax(axis=1), "cpu") == y).sum())
+                    correct += int((logits.data.argmax(axis=1) == yd).sum())  # on the batch's device
                     seen += b
                     rate = seen / max(time.perf_counter() - t0, 1e-9)
                     bar.update(1, loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")

@@ -27,6 +27,7 @@ from .errors import DataError
 from .folder import IMAGE_EXTENSIONS, ImageFolder
 from .idx import parse_idx, read_idx, write_idx
 from .images import load_image_batch, open_image, to_mnist_form
+from .device_loader import DeviceLoader
 from .loader import MNIST_MEAN, MNIST_STD, DataLoader
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "DATASET_NAMES",
     "DataError",
     "DataLoader",
+    "DeviceLoader",
     "IMAGE_EXTENSIONS",
     "ImageFolder",
     "KNOWN_SHA256",

@@ -282,11 +282,10 @@ class Max(Function):
             first[int(xp.argmax(eq.reshape(-1)))] = True
             self.mask = first.reshape(a.shape)
         else:
+            # (..., reduced axes last, flattened) -> index of the first maximum -> one-hot mask
             moved = xp.moveaxis(eq, axis, tuple(range(-len(axis), 0)))
             flat = moved.reshape(moved.shape[: moved.ndim - len(axis)] + (-1,))
-            idx = flat.argmax(axis=-1)
-            onehot = xp.zeros(flat.shape, dtype=bool)
-            xp.put_along_axis(onehot, idx[..., None], True, axis=-1)
+            onehot = flat.argmax(axis=-1)[..., None] == xp.arange(flat.shape[-1])
             self.mask = xp.moveaxis(onehot.reshape(moved.shape), tuple(range(-len(axis), 0)), axis)
         return out if keepdims else (out.reshape(()) if axis is None else out.squeeze(axis))
 
@@ -351,11 +350,11 @@ class GetItem(Function):
     def backward(self, g):
         xp = _xp(g)
         out = xp.zeros(self.shape, dtype=self.dtype)
-        # add.at accumulates correctly when an index repeats (fancy indexing).
+        # a scatter-add accumulates correctly when an index repeats (fancy indexing)
         if _is_basic_index(self.index):
             out[self.index] += g
         else:
-            xp.add.at(out, self.index, g)
+            backend.scatter_add(out, self.index, g)
         return out
 
 

@@ -1,0 +1,85 @@
+"""A loader whose data lives on the compute device (the GPU): uploaded once, batched there.
+
+The shuffle order and the shifts are drawn on the CPU from the same per-epoch generator scheme
+as DataLoader (cheap, and reproducible); only the small index arrays travel per batch. Slicing,
+translation and normalisation run on the device, written against ``xp`` so the same code runs
+on NumPy arrays too (which is how it is tested on machines without a GPU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from .loader import MNIST_MEAN, MNIST_STD
+
+
+class DeviceLoader:
+    """Mini-batches (x float (B, 1, H, W), y int64 (B,)) of uint8 images kept on ``device``.
+
+    Args:
+        images: (N, H, W) uint8.
+        labels: (N,) integers.
+        batch_size: samples per batch.
+        shuffle: new order every epoch.
+        seed: seed of the per-epoch generators (epoch k uses PCG64(seed) jumped k times).
+        max_shift: random translation by up to this many pixels (zero fill), 0 for none.
+        mean, std: normalisation of pixel/255.
+        device: 'cpu' or 'cuda'.
+        dtype: floating dtype of the batches.
+    """
+
+    def __init__(self, images, labels, batch_size, shuffle=True, seed=0, max_shift=0, mean=MNIST_MEAN,
+                 std=MNIST_STD, device="cuda", dtype=np.float32):
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(f"DeviceLoader: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"DeviceLoader: {images.shape[0]} images but labels of shape {labels.shape}")
+        if int(batch_size) < 1 or int(max_shift) < 0:
+            raise ValueError(f"DeviceLoader: batch_size must be >= 1 and max_shift >= 0, got {batch_size}, {max_shift}")
+        self.device = backend.normalize_device(device)
+        self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
+        self.max_shift, self.dtype = int(max_shift), np.dtype(dtype)
+        s = self.max_shift
+        # Pad once by the largest shift so that every shifted window is a plain slice.
+        padded = np.pad(images, ((0, 0), (s, s), (s, s))) if s else images
+        self.images = backend.to_device(np.ascontiguousarray(padded), self.device)  # (N, H+2s, W+2s) uint8
+        self.labels = backend.to_device(labels.astype(np.int64), self.device)
+        self.n, self.h, self.w = images.shape
+        self._mean = np.full((1, 1, 1, 1), mean, dtype=self.dtype)
+        self._std = np.full((1, 1, 1, 1), std, dtype=self.dtype)
+        self._epoch = 0
+
+    def __len__(self):
+        return math.ceil(self.n / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = int(epoch)
+
+    def __iter__(self):
+        epoch = self._epoch
+        self._epoch += 1
+        bitgen = np.random.PCG64(self.seed)
+        rng = np.random.Generator(bitgen.jumped(epoch) if epoch else bitgen)
+        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        xp = backend.xp_for(self.device)
+        s = self.max_shift
+        rows, cols = xp.arange(self.h), xp.arange(self.w)
+        scale = np.float32(1.0 / 255.0) / self._std.reshape(())
+        offset = (self._mean / self._std).reshape(())
+        for b0 in range(0, self.n, self.batch_size):
+            idx_np = order[b0:b0 + self.batch_size]
+            idx = backend.to_device(idx_np, self.device)
+            if s:
+                # shift (dy, dx) moves the content down/right: out[y, x] = in[y - dy, x - dx]
+                d = backend.to_device(rng.integers(-s, s + 1, size=(len(idx_np), 2)), self.device)
+                r = (s - d[:, 0])[:, None] + rows  # (B, H) rows of the padded image
+                c = (s - d[:, 1])[:, None] + cols  # (B, W)
+                batch = self.images[idx[:, None, None], r[:, :, None], c[:, None, :]]
+            else:
+                batch = self.images[idx]
+            x = (batch.astype(self.dtype) * self.dtype.type(scale) - self.dtype.type(offset))[:, None]
+            yield x, self.labels[idx]

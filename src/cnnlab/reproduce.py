@@ -1,0 +1,219 @@
+"""Reproduce Nielsen's chapter-6 table, and choose the pooling on validation data.
+
+``cnnlab reproduce nielsen`` trains the book's progression with the book's settings (plain SGD,
+mini-batch 10, its eta and lambda and epochs, the 50k/10k/10k split, test accuracy at the epoch
+of best validation accuracy, 1-pixel expanded data for the last rows, dropout, a 5-net vote) and
+prints one row per network: the book's number, ours, the difference and the wall time. The
+results go to results/nielsen.json and results/nielsen.md, with the machine and the date, and
+record any shortening (--epochs, --train-size) so a short run is never mistaken for a full one.
+
+``cnnlab experiment pooling`` trains the same net with max, L2 and average pooling from the same
+seeds, picks the pooling with the best validation accuracy, and reports test accuracy for all.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    model: str
+    epochs: int
+    lr: float
+    l2: float
+    expand: bool
+    book: float
+
+
+# Nielsen, "Neural Networks and Deep Learning", chapter 6 (mini-batch 10 throughout).
+ROWS = [
+    Row("fc", "FC 100 sigmoid + softmax", "nielsen-fc", 60, 0.1, 0.0, False, 0.9780),
+    Row("conv1", "conv 20x5x5 + max-pool, FC 100 (sigmoid)", "nielsen-conv1", 60, 0.1, 0.0, False, 0.9878),
+    Row("conv2", "+ second conv-pool 40x20x5x5", "nielsen-conv2", 60, 0.1, 0.0, False, 0.9906),
+    Row("relu", "same, ReLU, lambda 0.1", "nielsen-conv2-relu", 60, 0.03, 0.1, False, 0.9923),
+    Row("expanded", "+ expanded data (250k)", "nielsen-conv2-relu", 60, 0.03, 0.1, True, 0.9937),
+    Row("dropout", "+ 2x FC 1000 ReLU, dropout 0.5", "nielsen-dropout", 40, 0.03, 0.0, True, 0.9960),
+]
+ENSEMBLE_BOOK = 0.9967
+ROW_KEYS = [r.key for r in ROWS] + ["ensemble"]
+
+
+def _vote(probabilities: list[np.ndarray]) -> np.ndarray:
+    """Plurality vote of the members' predicted labels; ties go to the higher summed probability."""
+    votes = np.zeros_like(probabilities[0])
+    for p in probabilities:
+        votes[np.arange(len(p)), p.argmax(1)] += 1.0
+    total = sum(probabilities)
+    return (votes + 1e-6 * total / len(probabilities)).argmax(1)
+
+
+def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, seed=0, out_dir="results",
+                      progress=True, log=print) -> dict:
+    """Train the chapter-6 progression; return (and save) the table.
+
+    Args:
+        rows: keys to run (default all: fc conv1 conv2 relu expanded dropout ensemble).
+        epochs: train every row for this many epochs instead of the book's (a shorter run).
+        train_size: use only the first N training images (before expansion).
+        ensemble_size: nets in the vote (the first is the 'dropout' row's net).
+        out_dir: where nielsen.json / nielsen.md go (None: save nothing).
+    """
+    from .checkpoint import write_json  # noqa: PLC0415
+    from .cli import train_run  # noqa: PLC0415
+    from .data import load_dataset  # noqa: PLC0415
+    from .train import evaluate  # noqa: PLC0415
+
+    wanted = list(rows) if rows else list(ROW_KEYS)
+    for k in wanted:
+        if k not in ROW_KEYS:
+            raise ValueError(f"unknown row {k!r}; rows are: {', '.join(ROW_KEYS)}")
+    results = []
+    test = load_dataset("mnist").test
+    dropout_probs = []
+
+    def train(row, member_seed):
+        return train_run(row.model, epochs=epochs or row.epochs, batch_size=10, lr=row.lr, optimizer="sgd",
+                         momentum=0.0, schedule="constant", l2=row.l2, augment=0, rotate=0.0, expand=row.expand,
+                         seed=member_seed, out=None, dry_run=False, progress=progress, log=None,
+                         train_size=train_size)
+
+    for row in ROWS:
+        if row.key not in wanted and not (row.key == "dropout" and "ensemble" in wanted):
+            continue
+        if log:
+            log(f"[{row.key}] {row.label}: {epochs or row.epochs} epochs, eta {row.lr}, lambda {row.l2}, "
+                f"mini-batch 10{', expanded data' if row.expand else ''}")
+        t0 = time.perf_counter()
+        res = train(row, seed)
+        h = res["history"]
+        secs = time.perf_counter() - t0
+        if row.key == "dropout":
+            dropout_probs.append(evaluate(res["model"], *test, return_predictions=True)["probabilities"])
+        if row.key in wanted:
+            results.append(_row_result(row.key, row.label, row.book, h.test_accuracy, secs,
+                                       epochs or row.epochs, h.best_epoch))
+            if log:
+                log(_format_row(results[-1]))
+    if "ensemble" in wanted:
+        t0 = time.perf_counter()
+        row = next(r for r in ROWS if r.key == "dropout")
+        for k in range(1, ensemble_size):
+            res = train(row, seed + k)
+            dropout_probs.append(evaluate(res["model"], *test, return_predictions=True)["probabilities"])
+        pred = _vote(dropout_probs)
+        acc = float((pred == test[1]).mean())
+        results.append(_row_result("ensemble", f"vote of {ensemble_size} dropout nets", ENSEMBLE_BOOK, acc,
+                                   time.perf_counter() - t0, epochs or row.epochs, None))
+        if log:
+            log(_format_row(results[-1]))
+    report = {
+        "table": results, "epochs_override": epochs, "train_size": train_size, "seed": seed,
+        "full_run": epochs is None and train_size is None,
+        "machine": platform.node(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        write_json(out / "nielsen.json", report)
+        _write_text(out / "nielsen.md", markdown_table(report))
+    return report
+
+
+def _row_result(key, label, book, ours, seconds, epochs, best_epoch):
+    return {"row": key, "network": label, "book": book, "ours": ours,
+            "difference_points": None if ours is None else round(100 * (ours - book), 2),
+            "seconds": round(seconds, 1), "epochs": epochs, "best_epoch": best_epoch}
+
+
+def _format_row(r):
+    ours = "-" if r["ours"] is None else f"{100 * r['ours']:.2f}%"
+    diff = "" if r["difference_points"] is None else f"{r['difference_points']:+.2f}"
+    return f"{r['row']:<9} {r['network']:<42} book {100 * r['book']:.2f}%  ours {ours:>7}  {diff:>6} pts  {r['seconds']:>7.0f}s"
+
+
+def markdown_table(report) -> str:
+    lines = [f"Nielsen chapter 6, reproduced by `cnnlab reproduce nielsen` on {report['machine']} "
+             f"({report['platform']}), {report['date']}.", ""]
+    if not report["full_run"]:
+        lines += [f"**Shortened run**: epochs per row = {report['epochs_override'] or 'book'}, training images = "
+                  f"{report['train_size'] or 50000} (before expansion). Not comparable with the book's 60/40 "
+                  f"epochs: rerun without --epochs and --train-size for the full table.", ""]
+    lines += ["| row | network | epochs | book | ours | difference (points) | wall time |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["table"]:
+        ours = "-" if r["ours"] is None else f"{100 * r['ours']:.2f}%"
+        diff = "" if r["difference_points"] is None else f"{r['difference_points']:+.2f}"
+        lines.append(f"| {r['row']} | {r['network']} | {r['epochs']} | {100 * r['book']:.2f}% | {ours} | {diff} | "
+                     f"{r['seconds']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    from .checkpoint import _atomic_write  # noqa: PLC0415
+
+    def write(tmp):
+        Path(tmp).write_text(text, encoding="utf-8")
+    _atomic_write(path, write)
+
+
+def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), seeds=(0,), epochs=3,
+                       batch_size=64, lr=0.05, train_size=None, progress=True, log=print) -> dict:
+    """Train ``model`` with each pooling from the same seeds; choose by mean validation accuracy.
+
+    Returns {"runs": [...], "choice": pooling, "by_pool": {pool: {"validation", "test"}}}.
+    """
+    from .cli import train_run  # noqa: PLC0415
+    from .models import POOLS  # noqa: PLC0415
+
+    for p in pools:
+        if p not in POOLS:
+            raise ValueError(f"unknown pooling {p!r}: expected some of {', '.join(POOLS)}")
+    runs = []
+    for pool in pools:
+        for seed in seeds:
+            t0 = time.perf_counter()
+            res = train_run(model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer="nesterov", momentum=0.9,
+                            schedule="onecycle", l2=0.0, augment=0, seed=seed, out=None, progress=progress, log=None,
+                            model_kwargs={"pool": pool}, train_size=train_size)
+            h = res["history"]
+            runs.append({"pool": pool, "seed": seed, "validation": h.best_validation_accuracy,
+                         "test": h.test_accuracy, "seconds": round(time.perf_counter() - t0, 1)})
+            if log:
+                log(f"{pool:>4} pooling, seed {seed}: validation {100 * h.best_validation_accuracy:.2f}%  "
+                    f"test {100 * h.test_accuracy:.2f}%  ({runs[-1]['seconds']:.0f}s)")
+    by_pool = {p: {"validation": float(np.mean([r["validation"] for r in runs if r["pool"] == p])),
+                   "test": float(np.mean([r["test"] for r in runs if r["pool"] == p]))} for p in pools}
+    choice = max(pools, key=lambda p: by_pool[p]["validation"])
+    if log:
+        log(f"chosen on validation accuracy: {choice} pooling "
+            f"(validation {100 * by_pool[choice]['validation']:.2f}%, test {100 * by_pool[choice]['test']:.2f}%)")
+        for p in pools:
+            log(f"  {p:>4}: validation {100 * by_pool[p]['validation']:.2f}%  test {100 * by_pool[p]['test']:.2f}%")
+    return {"model": model, "epochs": epochs, "seeds": list(seeds), "runs": runs, "by_pool": by_pool, "choice": choice}
+
+
+def cli_reproduce(args) -> int:
+    rows = args.rows.split(",") if args.rows else None
+    rep = reproduce_nielsen(rows=rows, epochs=args.epochs, train_size=args.train_size,
+                            ensemble_size=args.ensemble_size, seed=args.seed,
+                            out_dir=None if args.no_save else args.out, progress=not args.no_progress)
+    print()
+    print(markdown_table(rep))
+    if not args.no_save:
+        print(f"saved {Path(args.out) / 'nielsen.json'} and {Path(args.out) / 'nielsen.md'}")
+    return 0
+
+
+def cli_experiment(args) -> int:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    pools = args.pools.split(",")
+    pooling_experiment(args.model, pools, seeds, args.epochs, train_size=args.train_size,
+                       progress=not args.no_progress)
+    return 0
