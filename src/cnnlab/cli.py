@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pools", default="max,l2,avg", help="poolings to compare")
     p.add_argument("--seeds", default="0", help="comma list of seeds; every pooling uses the same ones")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run")
+    p.add_argument("--lr", type=float, default=0.01, help="peak learning rate (one-cycle, SGD Nesterov, batch 64)")
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=lambda a: _lazy("reproduce", "cli_experiment")(a))

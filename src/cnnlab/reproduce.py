@@ -164,8 +164,12 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), seeds=(0,), epochs=3,
-                       batch_size=64, lr=0.05, train_size=None, progress=True, log=print) -> dict:
+                       batch_size=64, lr=0.01, train_size=None, progress=True, log=print) -> dict:
     """Train ``model`` with each pooling from the same seeds; choose by mean validation accuracy.
+
+    The default learning rate is one all three train stably at: L2 pooling sums squares and so
+    grows activations layer after layer; at lr 0.05 the two-conv ReLU net with L2 pooling stayed
+    at chance (10.6% validation after 2 epochs on 10,000 images) while max pooling reached 97.5%.
 
     Returns {"runs": [...], "choice": pooling, "by_pool": {pool: {"validation", "test"}}}.
     """
@@ -214,6 +218,6 @@ def cli_reproduce(args) -> int:
 def cli_experiment(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     pools = args.pools.split(",")
-    pooling_experiment(args.model, pools, seeds, args.epochs, train_size=args.train_size,
+    pooling_experiment(args.model, pools, seeds, args.epochs, lr=args.lr, train_size=args.train_size,
                        progress=not args.no_progress)
     return 0

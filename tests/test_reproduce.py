@@ -1,0 +1,69 @@
+"""`cnnlab reproduce nielsen` and `cnnlab experiment pooling`, on shortened runs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cnnlab import models
+from cnnlab.cli import main
+from cnnlab.reproduce import ROWS, _vote, markdown_table, pooling_experiment, reproduce_nielsen
+
+
+def test_book_table_is_the_published_one():
+    assert [round(100 * r.book, 2) for r in ROWS] == [97.80, 98.78, 99.06, 99.23, 99.37, 99.60]
+    assert all(r.epochs == 60 for r in ROWS[:5]) and ROWS[5].epochs == 40
+    assert [r.lr for r in ROWS] == [0.1, 0.1, 0.1, 0.03, 0.03, 0.03]
+    assert [r.l2 for r in ROWS] == [0, 0, 0, 0.1, 0.1, 0]
+
+
+def test_vote_is_a_plurality_with_probability_tiebreak():
+    a = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]])
+    b = np.array([[0.6, 0.4, 0.0], [0.1, 0.0, 0.9]])
+    c = np.array([[0.1, 0.8, 0.1], [0.3, 0.6, 0.1]])
+    np.testing.assert_array_equal(_vote([a, b, c]), [0, 1])
+    # one vote each for classes 1 and 2: the larger summed probability (class 1: 0.8+0.0) wins
+    np.testing.assert_array_equal(_vote([a[1:], b[1:]]), [2])
+
+
+def test_short_reproduction_writes_results(tmp_path):
+    rep = reproduce_nielsen(rows=["fc", "conv1"], epochs=1, train_size=2000, out_dir=tmp_path, progress=False,
+                            log=None)
+    assert [r["row"] for r in rep["table"]] == ["fc", "conv1"]
+    assert not rep["full_run"]
+    for r in rep["table"]:
+        assert 0.5 < r["ours"] < 1.0
+        assert r["difference_points"] == pytest.approx(100 * (r["ours"] - r["book"]), abs=0.01)
+    saved = json.loads((tmp_path / "nielsen.json").read_text())
+    assert saved["table"][0]["book"] == 0.978
+    md = (tmp_path / "nielsen.md").read_text()
+    assert "Shortened run" in md and "| fc |" in md and "97.80%" in md
+    assert markdown_table(rep) == md
+
+
+def test_unknown_row_is_an_error():
+    with pytest.raises(ValueError, match="unknown row"):
+        reproduce_nielsen(rows=["nope"], out_dir=None, log=None)
+
+
+def test_pooling_experiment_chooses_on_validation():
+    res = pooling_experiment("article", pools=("max", "l2", "avg"), seeds=(0,), epochs=1, train_size=2000,
+                             progress=False, log=None)
+    assert set(res["by_pool"]) == {"max", "l2", "avg"}
+    best = max(res["by_pool"], key=lambda p: res["by_pool"][p]["validation"])
+    assert res["choice"] == best
+    assert all(0.5 < v["test"] <= 1.0 for v in res["by_pool"].values())
+
+
+def test_pooling_variants_build():
+    for pool, cls, at in (("max", "MaxPool2d", 1), ("l2", "LPPool2d", 2), ("avg", "AvgPool2d", 2)):
+        m = models.build(models.spec("nielsen-conv2-relu", pool=pool))
+        assert type(m.layers[at]).__name__ == cls  # L2/average pooling pool the activations
+    with pytest.raises(ValueError, match="unknown pooling"):
+        models.build(models.spec("nielsen-conv1", pool="median"))
+
+
+def test_cli_experiment_runs(capsys):
+    assert main(["experiment", "pooling", "--model", "article", "--epochs", "1", "--train-size", "1000",
+                 "--pools", "max,l2", "--no-progress"]) == 0
+    assert "chosen on validation accuracy" in capsys.readouterr().out
