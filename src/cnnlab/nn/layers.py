@@ -95,15 +95,18 @@ class _PoolNd(Module):
 
 
 class MaxPool1d(_PoolNd):
+    is_max_pool = True
     _d, _fn = 1, staticmethod(F.max_pool1d)
 
 
 class MaxPool2d(_PoolNd):
+    is_max_pool = True
     """2x2 max-pooling turns each 24x24 feature map into 12x12, keeping the strongest response."""
     _d, _fn = 2, staticmethod(F.max_pool2d)
 
 
 class MaxPool3d(_PoolNd):
+    is_max_pool = True
     _d, _fn = 3, staticmethod(F.max_pool3d)
 
 
@@ -223,16 +226,22 @@ class BatchNorm2d(_BatchNorm):
 
 
 class ReLU(Module):
+    monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
+
     def forward(self, x):
         return F.relu(x)
 
 
 class Sigmoid(Module):
+    monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
+
     def forward(self, x):
         return F.sigmoid(x)
 
 
 class Tanh(Module):
+    monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
+
     def forward(self, x):
         return F.tanh(x)
 
