@@ -188,10 +188,11 @@ def make_scheduler(name, optimizer, lr, epochs, steps_per_epoch):
 def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=None, lr=None, optimizer=None,
               schedule=None, l2=None, augment=None, rotate=None, expand=False, validation=10000,
               early_stopping=None, seed=0, out=None, device="cpu", dry_run=False, progress=True,
-              log=print, model_kwargs=None, train_size=None, momentum=None) -> dict:
+              log=print, model_kwargs=None, train_size=None, momentum=None, save=True) -> dict:
     """Train one model with its recipe (any argument overrides it); save and return the run.
 
-    Returns a dict with the run directory ("run_dir", None for dry runs), the History and the config.
+    Returns a dict with the run directory ("run_dir"; None for dry runs and with save=False), the
+    History, the config and the trained model.
     """
     import cnnlab  # noqa: PLC0415
 
@@ -261,7 +262,7 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     sched, per_batch = make_scheduler(cfg["schedule"], opt, cfg["lr"], cfg["epochs"], steps)
 
     run_dir = None
-    if not dry_run:
+    if save and not dry_run:
         run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{model_name}-{dataset}")
     meta = {"machine": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -82,7 +82,7 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
     def train(row, member_seed):
         return train_run(row.model, epochs=epochs or row.epochs, batch_size=10, lr=row.lr, optimizer="sgd",
                          momentum=0.0, schedule="constant", l2=row.l2, augment=0, rotate=0.0, expand=row.expand,
-                         seed=member_seed, out=None, dry_run=False, progress=progress, log=None,
+                         seed=member_seed, save=False, dry_run=False, progress=progress, log=None,
                          train_size=train_size)
 
     for row in ROWS:
@@ -184,7 +184,7 @@ def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), s
         for seed in seeds:
             t0 = time.perf_counter()
             res = train_run(model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer="nesterov", momentum=0.9,
-                            schedule="onecycle", l2=0.0, augment=0, seed=seed, out=None, progress=progress, log=None,
+                            schedule="onecycle", l2=0.0, augment=0, seed=seed, save=False, progress=progress, log=None,
                             model_kwargs={"pool": pool}, train_size=train_size)
             h = res["history"]
             runs.append({"pool": pool, "seed": seed, "validation": h.best_validation_accuracy,

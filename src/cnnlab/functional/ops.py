@@ -162,8 +162,7 @@ class Sigmoid(Function):
         return self.out
 
     def backward(self, g):
-        s = self.out
-        return g * s * (1 - s)
+        return kernels.sigmoid_backward(g, self.out)
 
 
 class Tanh(Function):
@@ -172,7 +171,7 @@ class Tanh(Function):
         return self.out
 
     def backward(self, g):
-        return g * (1 - self.out * self.out)
+        return kernels.tanh_backward(g, self.out)
 
 
 class Clamp(Function):

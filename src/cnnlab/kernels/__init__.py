@@ -164,13 +164,21 @@ def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
 def sum_pool_forward(x, kernel, stride, padding, out_shape):
     """Sum over each window (zero padding): (N, C, *S) -> (N, C, *O)."""
     if _use_cpu(x, len(kernel)):
-        return _cpu().sum_pool2d_forward(np.ascontiguousarray(x), *kernel, *stride, *padding, *out_shape)
+        x = np.ascontiguousarray(x)
+        cpu = _cpu()
+        parts = run_chunks(lambda n0, n1: cpu.sum_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
+                           _batch_chunks(x.shape[0], x.nbytes))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
     return generic.sum_pool_forward(_pad(x, padding), kernel, stride, out_shape)
 
 
 def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
     if _use_cpu(g, len(kernel)):
-        return _cpu().sum_pool2d_backward(np.ascontiguousarray(g), *x_shape[2:], *kernel, *stride, *padding)
+        g = np.ascontiguousarray(g)
+        cpu = _cpu()
+        parts = run_chunks(lambda n0, n1: cpu.sum_pool2d_backward(g[n0:n1], *x_shape[2:], *kernel, *stride, *padding),
+                           _batch_chunks(g.shape[0], g.nbytes * int(np.prod(kernel))))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
     dx = generic.sum_pool_backward(g, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
 
@@ -196,13 +204,32 @@ def relu_forward(x):
     return out
 
 
+def _elementwise_backward(name, g, out):
+    """dx from the upstream gradient and the activation's output, one fused pass per core."""
+    g, out = np.ascontiguousarray(g), np.ascontiguousarray(out)
+    dx = np.empty_like(g)
+    gf, of, df = g.reshape(-1), out.reshape(-1), dx.reshape(-1)
+    kernel = getattr(_cpu(), f"{name}_backward_range")
+    run_chunks(lambda lo, hi: kernel(gf, of, df, lo, hi), _flat_chunks(g.size))
+    return dx
+
+
 def relu_backward(g, out):
     """g where the ReLU's output is positive, else 0."""
     if not _use_cpu_flat(g):
         return g * (out > 0)
-    g, out = np.ascontiguousarray(g), np.ascontiguousarray(out)
-    dx = np.empty_like(g)
-    gf, of, df = g.reshape(-1), out.reshape(-1), dx.reshape(-1)
-    cpu = _cpu()
-    run_chunks(lambda lo, hi: cpu.relu_backward_range(gf, of, df, lo, hi), _flat_chunks(g.size))
-    return dx
+    return _elementwise_backward("relu", g, out)
+
+
+def tanh_backward(g, out):
+    """g * (1 - out^2) for out = tanh(x)."""
+    if not _use_cpu_flat(g):
+        return g * (1 - out * out)
+    return _elementwise_backward("tanh", g, out)
+
+
+def sigmoid_backward(g, out):
+    """g * out * (1 - out) for out = sigmoid(x)."""
+    if not _use_cpu_flat(g):
+        return g * out * (1 - out)
+    return _elementwise_backward("sigmoid", g, out)

@@ -246,3 +246,19 @@ def relu_backward_range(g, out, dx, lo, hi):
     """dx[i] = g[i] where the ReLU's output is positive, else 0."""
     for i in range(lo, hi):
         dx[i] = g[i] if out[i] > 0 else 0
+
+
+@njit(**_OPTS)
+def tanh_backward_range(g, out, dx, lo, hi):
+    """dx = g * (1 - out^2), out = tanh(x)."""
+    for i in range(lo, hi):
+        o = out[i]
+        dx[i] = g[i] * (1 - o * o)
+
+
+@njit(**_OPTS)
+def sigmoid_backward_range(g, out, dx, lo, hi):
+    """dx = g * out * (1 - out), out = sigmoid(x)."""
+    for i in range(lo, hi):
+        o = out[i]
+        dx[i] = g[i] * o * (1 - o)
