@@ -282,7 +282,8 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
             f"{len(train_y):,} train / {0 if val is None else len(val[1]):,} validation / {len(test[1]):,} test images"
             f"{' [dry run]' if dry_run else ''}")
         log(f"  {cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']} "
-            f"({cfg['schedule']}), augment {cfg['augment']}px, seed {seed}, device {device}; data loaded in {load_seconds:.1f}s")
+            f"({cfg['schedule']}), augment {cfg['augment']}px" + (f", rotate {cfg['rotate']} deg" if cfg['rotate'] else "") +
+            f", seed {seed}, device {device}; data loaded in {load_seconds:.1f}s")
     history = fit(model, opt, loader, cfg["epochs"], validation=val, test=test, scheduler=sched,
                   scheduler_per_batch=per_batch, label_smoothing=cfg["label_smoothing"],
                   early_stopping=early_stopping, device=device, progress=progress, max_batches=max_batches,

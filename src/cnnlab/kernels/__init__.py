@@ -130,21 +130,25 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation, out_shape):
     return _unpad(xpad, padding)
 
 
-def _batch_chunks(N, nbytes):
+def _over_batch(fn, N, nbytes):
+    """``fn(n0, n1)`` over slices of the batch, on all cores when the work (``nbytes``) is large
+    enough; the results (arrays, or tuples of arrays) are joined along the batch axis."""
     step = max(1, -(-N // (WORKERS if nbytes >= _SPLIT_MIN_BYTES else 1)))
-    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+    parts = run_chunks(fn, [(n0, min(N, n0 + step)) for n0 in range(0, N, step)])
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(items) for items in zip(*parts))
+    return np.concatenate(parts)
 
 
 def max_pool_forward(x, kernel, stride, padding, out_shape):
     """Returns (out (N, C, *O), routing information for max_pool_backward)."""
     if _use_cpu(x, len(kernel)):
-        x = np.ascontiguousarray(x)
-        cpu = _cpu()
-        parts = run_chunks(lambda n0, n1: cpu.max_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
-                           _batch_chunks(x.shape[0], x.nbytes))
-        if len(parts) == 1:
-            return parts[0][0], ("cpu", parts[0][1])
-        return np.concatenate([p[0] for p in parts]), ("cpu", np.concatenate([p[1] for p in parts]))
+        x, cpu = np.ascontiguousarray(x), _cpu()
+        out, arg = _over_batch(lambda n0, n1: cpu.max_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
+                               x.shape[0], x.nbytes)
+        return out, ("cpu", arg)
     out, arg = generic.max_pool_forward(_pad(x, padding, -np.inf), kernel, stride, out_shape)
     return out, ("generic", arg)
 
@@ -152,11 +156,9 @@ def max_pool_forward(x, kernel, stride, padding, out_shape):
 def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
     kind, arg = routing
     if kind == "cpu":
-        g = np.ascontiguousarray(g)
-        cpu = _cpu()
-        parts = run_chunks(lambda n0, n1: cpu.max_pool2d_backward(g[n0:n1], arg[n0:n1], *x_shape[2:]),
-                           _batch_chunks(g.shape[0], arg.size * 2 * g.itemsize))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        g, cpu = np.ascontiguousarray(g), _cpu()
+        return _over_batch(lambda n0, n1: cpu.max_pool2d_backward(g[n0:n1], arg[n0:n1], *x_shape[2:]),
+                           g.shape[0], int(np.prod(x_shape)) * g.itemsize)
     dx = generic.max_pool_backward(g, arg, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
 
@@ -164,21 +166,17 @@ def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
 def sum_pool_forward(x, kernel, stride, padding, out_shape):
     """Sum over each window (zero padding): (N, C, *S) -> (N, C, *O)."""
     if _use_cpu(x, len(kernel)):
-        x = np.ascontiguousarray(x)
-        cpu = _cpu()
-        parts = run_chunks(lambda n0, n1: cpu.sum_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
-                           _batch_chunks(x.shape[0], x.nbytes))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        x, cpu = np.ascontiguousarray(x), _cpu()
+        return _over_batch(lambda n0, n1: cpu.sum_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
+                           x.shape[0], x.nbytes)
     return generic.sum_pool_forward(_pad(x, padding), kernel, stride, out_shape)
 
 
 def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
     if _use_cpu(g, len(kernel)):
-        g = np.ascontiguousarray(g)
-        cpu = _cpu()
-        parts = run_chunks(lambda n0, n1: cpu.sum_pool2d_backward(g[n0:n1], *x_shape[2:], *kernel, *stride, *padding),
-                           _batch_chunks(g.shape[0], g.nbytes * int(np.prod(kernel))))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        g, cpu = np.ascontiguousarray(g), _cpu()
+        return _over_batch(lambda n0, n1: cpu.sum_pool2d_backward(g[n0:n1], *x_shape[2:], *kernel, *stride, *padding),
+                           g.shape[0], int(np.prod(x_shape)) * g.itemsize)
     dx = generic.sum_pool_backward(g, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
 
