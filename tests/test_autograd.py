@@ -22,8 +22,8 @@ UNARY = [
     ("exp", lambda a: a.exp()), ("log", lambda a: (a * a + 1).log()), ("sqrt", lambda a: (a * a + 1).sqrt()),
     ("abs", lambda a: a.abs()), ("sum", lambda a: a.sum()), ("sum0", lambda a: a.sum(0)),
     ("sum1k", lambda a: a.sum(1, keepdim=True)), ("mean", lambda a: a.mean()), ("mean1", lambda a: a.mean(1)),
-    ("var", lambda a: a.var(1)), ("max", lambda a: a.max()), ("max1", lambda a: a.max(1)),
-    ("min0", lambda a: a.min(0, keepdim=True)), ("reshape", lambda a: a.reshape(4, 3) * 2),
+    ("var", lambda a: a.var(1)), ("max", lambda a: a.max()), ("max1", lambda a: a.max(1).values),
+    ("min0", lambda a: a.min(0, keepdim=True)[0]), ("amax", lambda a: a.amax((0, 1))), ("reshape", lambda a: a.reshape(4, 3) * 2),
     ("transpose", lambda a: a.T * 2), ("permute", lambda a: a.reshape(3, 2, 2).permute(2, 0, 1) * 1),
     ("getitem", lambda a: a[1:, ::2] * 3), ("fancy", lambda a: a[np.array([0, 2, 0])] * 1),
     ("clamp", lambda a: a.clamp(-0.5, 0.5)), ("matmul_self", lambda a: a @ a.T),
@@ -110,6 +110,16 @@ def test_dtypes_float32_default_and_no_upcast():
     y.sum().backward()
     assert x.grad.dtype == np.float32
     assert cnnlab.tensor([1.0], dtype=np.float64).dtype == np.float64
+
+
+def test_max_with_dim_gives_values_and_indices():
+    t = cnnlab.tensor(np.array([[1.0, 5.0, 5.0], [7.0, 2.0, 3.0]]))
+    values, indices = t.max(1)
+    assert values.tolist() == [5.0, 7.0] and indices.tolist() == [1, 0]
+    assert t.min(dim=0).indices.tolist() == [0, 1, 1]
+    if torch is not None:
+        tt = torch.tensor(t.numpy())
+        assert tt.max(1).indices.tolist() == indices.tolist()
 
 
 def test_tensor_copies_like_torch_tensor():

@@ -21,7 +21,8 @@ def _unary_cases():
         ("softmax0", lambda t: F.softmax(t, 0), lambda t: torch.softmax(t, 0)),
         ("softmax1", lambda t: F.softmax(t, 1), lambda t: torch.softmax(t, 1)),
         ("log_softmax", lambda t: F.log_softmax(t, 1), lambda t: torch.log_softmax(t, 1)),
-        ("flatten", lambda t: F.flatten(t.reshape(2, 2, 7)), lambda t: torch.flatten(t.reshape(2, 2, 7), 1)),
+        ("flatten", lambda t: F.flatten(t.reshape(2, 2, 7), 1), lambda t: torch.flatten(t.reshape(2, 2, 7), 1)),
+        ("flatten0", lambda t: F.flatten(t.reshape(2, 2, 7)), lambda t: torch.flatten(t.reshape(2, 2, 7))),
     ]
 
 

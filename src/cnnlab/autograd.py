@@ -318,9 +318,21 @@ class Tensor:
         return _ops.var(self, dim, keepdim, unbiased)
 
     def max(self, dim=None, keepdim=False):
-        return _ops.amax(self, dim, keepdim)
+        """The maximum; with ``dim``, (values, indices) as in PyTorch."""
+        if dim is None:
+            return _ops.amax(self)
+        return MinMax(_ops.amax(self, dim, keepdim), Tensor(self.data.argmax(axis=dim, keepdims=keepdim)))
 
     def min(self, dim=None, keepdim=False):
+        """The minimum; with ``dim``, (values, indices) as in PyTorch."""
+        if dim is None:
+            return _ops.amin(self)
+        return MinMax(_ops.amin(self, dim, keepdim), Tensor(self.data.argmin(axis=dim, keepdims=keepdim)))
+
+    def amax(self, dim=None, keepdim=False):
+        return _ops.amax(self, dim, keepdim)
+
+    def amin(self, dim=None, keepdim=False):
         return _ops.amin(self, dim, keepdim)
 
     def argmax(self, dim=None, keepdim=False):
@@ -362,6 +374,21 @@ class Tensor:
 
     def log_softmax(self, dim=-1):
         return _ops.log_softmax(self, dim)
+
+
+class MinMax(tuple):
+    """(values, indices) from Tensor.max(dim) / Tensor.min(dim), like PyTorch's named tuple."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
 
 
 def _raw(x):

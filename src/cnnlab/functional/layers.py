@@ -41,8 +41,9 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
-def flatten(x, start_dim=1, end_dim=-1):
-    """Merge dimensions start_dim..end_dim: (N, C, H, W) -> (N, C*H*W) by default."""
+def flatten(x, start_dim=0, end_dim=-1):
+    """Merge dimensions start_dim..end_dim, as torch.flatten (start_dim=0: one long vector);
+    start_dim=1 keeps the batch: (N, C, H, W) -> (N, C*H*W), which is what nn.Flatten does."""
     return ops.flatten(x, start_dim, end_dim)
 
 
