@@ -28,7 +28,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     from . import models  # noqa: PLC0415
 
     p.add_argument("--model", default="default", choices=models.names(), help="architecture from the zoo")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"], help="data set")
+    p.add_argument("--dataset", default="mnist",
+                   help="mnist, fashion-mnist, or a folder with one sub-folder of images per class")
     p.add_argument("--epochs", type=int, default=None, help="passes over the training data (default: the model's recipe)")
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the model's recipe)")
     p.add_argument("--lr", type=float, default=None, help="learning rate, the peak for one-cycle (default: the model's recipe)")
@@ -228,6 +229,9 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
 
     t_load = time.perf_counter()
     split = load_dataset(dataset, validation=validation)
+    classes = _class_names(dataset)
+    if len(classes) != 10:
+        cfg["model_kwargs"]["classes"] = len(classes)
     train_x, train_y = split.train
     if train_size is not None:
         train_x, train_y = train_x[:train_size], train_y[:train_size]
@@ -356,6 +360,8 @@ def cmd_predict(args) -> int:
 
 
 def _class_names(dataset):
+    if dataset not in ("mnist", "fashion-mnist") and Path(dataset).is_dir():
+        return sorted(p.name for p in Path(dataset).iterdir() if p.is_dir() and not p.name.startswith("."))
     if dataset == "fashion-mnist":
         return ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                 "Ankle boot"]

@@ -1,7 +1,7 @@
 """The model zoo: the article's net, Nielsen's chapter-6 progression, LeNet-5 and a fast default.
 
-Every model takes (N, 1, 28, 28) images and returns (N, 10) logits (softmax is applied by the
-loss). A model is named by a *spec*, a small JSON-able dict {"name": ..., "kwargs": {...}}, so a
+Every model takes (N, 1, 28, 28) images and returns (N, classes) logits, 10 unless a spec says
+otherwise (softmax is applied by the loss). A model is named by a *spec*, a small JSON-able dict {"name": ..., "kwargs": {...}}, so a
 saved run can be rebuilt exactly: ``build(spec)``.
 
 Nielsen's network3.py applies the activation after pooling, act(pool(conv(x)) + b); for the
@@ -70,40 +70,40 @@ def _nielsen_init(model):
     return model
 
 
-def article(activation="relu", maps=3, pool="max"):
+def article(activation="relu", maps=3, pool="max", classes=10):
     """The article's final network: 28x28 -> `maps` 5x5 feature maps (24x24) -> 2x2 max-pool
     (12x12) -> fully connected to 10 outputs (softmax)."""
     return nn.Sequential(
         *_conv_block(nn.Conv2d(1, maps, 5), pool, activation),
-        nn.Flatten(), nn.Linear(maps * 12 * 12, 10))
+        nn.Flatten(), nn.Linear(maps * 12 * 12, classes))
 
 
-def nielsen_fc(hidden=100, activation="sigmoid"):
+def nielsen_fc(hidden=100, activation="sigmoid", classes=10):
     """Chapter 6 baseline: 784 -> 100 sigmoid -> 10 softmax (book: 97.80%)."""
     return _nielsen_init(nn.Sequential(
-        nn.Flatten(), nn.Linear(784, hidden), _act(activation), nn.Linear(hidden, 10)))
+        nn.Flatten(), nn.Linear(784, hidden), _act(activation), nn.Linear(hidden, classes)))
 
 
-def nielsen_conv1(activation="sigmoid", pool="max"):
+def nielsen_conv1(activation="sigmoid", pool="max", classes=10):
     """conv 20x5x5 + 2x2 max-pool, FC 100, softmax (book: 98.78%)."""
     return _nielsen_init(nn.Sequential(
         *_conv_block(nn.Conv2d(1, 20, 5), pool, activation),
-        nn.Flatten(), nn.Linear(20 * 12 * 12, 100), _act(activation), nn.Linear(100, 10)))
+        nn.Flatten(), nn.Linear(20 * 12 * 12, 100), _act(activation), nn.Linear(100, classes)))
 
 
-def nielsen_conv2(activation="sigmoid", pool="max"):
+def nielsen_conv2(activation="sigmoid", pool="max", classes=10):
     """+ a second conv-pool layer 40x20x5x5 (book: 99.06% sigmoid, 99.23% ReLU)."""
     return _nielsen_init(nn.Sequential(
         *_conv_block(nn.Conv2d(1, 20, 5), pool, activation),
         *_conv_block(nn.Conv2d(20, 40, 5), pool, activation),
-        nn.Flatten(), nn.Linear(40 * 4 * 4, 100), _act(activation), nn.Linear(100, 10)))
+        nn.Flatten(), nn.Linear(40 * 4 * 4, 100), _act(activation), nn.Linear(100, classes)))
 
 
-def nielsen_conv2_relu(pool="max"):
-    return nielsen_conv2("relu", pool)
+def nielsen_conv2_relu(pool="max", classes=10):
+    return nielsen_conv2("relu", pool, classes)
 
 
-def nielsen_dropout(hidden=1000, p=0.5):
+def nielsen_dropout(hidden=1000, p=0.5, classes=10):
     """Two conv-pool ReLU layers, two FC-1000 ReLU layers, dropout 0.5 on the inputs of every
     fully connected layer, as network3's p_dropout (book: 99.60%, ensemble of 5: 99.67%)."""
     return _nielsen_init(nn.Sequential(
@@ -112,19 +112,19 @@ def nielsen_dropout(hidden=1000, p=0.5):
         nn.Flatten(),
         nn.Dropout(p), nn.Linear(40 * 4 * 4, hidden), nn.ReLU(),
         nn.Dropout(p), nn.Linear(hidden, hidden), nn.ReLU(),
-        nn.Dropout(p), nn.Linear(hidden, 10)))
+        nn.Dropout(p), nn.Linear(hidden, classes)))
 
 
-def lenet5():
+def lenet5(classes=10):
     """LeNet-5 (LeCun et al. 1998) as usually rebuilt: 6 and 16 5x5 maps with tanh and 2x2
     average-pool subsampling, then 120-84-10 (the 32x32 input is 28x28 padded by 2)."""
     return nn.Sequential(
         nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
         nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
+        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, classes))
 
 
-def fast(c1=32, c2=64, hidden=256, p=0.25):
+def fast(c1=32, c2=64, hidden=256, p=0.25, classes=10):
     """The default: two 5x5 conv-pool ReLU blocks with batch norm, FC 256 with dropout.
 
     Trained with one-cycle SGD-Nesterov on translated digits it passes 99.3% on MNIST in a few
@@ -134,7 +134,7 @@ def fast(c1=32, c2=64, hidden=256, p=0.25):
         nn.Conv2d(1, c1, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(c1), nn.ReLU(),
         nn.Conv2d(c1, c2, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(c2), nn.ReLU(),
         nn.Flatten(), nn.Dropout(p), nn.Linear(c2 * 4 * 4, hidden), nn.ReLU(),
-        nn.Dropout(p), nn.Linear(hidden, 10))
+        nn.Dropout(p), nn.Linear(hidden, classes))
 
 
 @dataclass(frozen=True)

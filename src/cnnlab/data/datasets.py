@@ -291,20 +291,46 @@ def nielsen_split(ds: MNISTData, validation: int = 10000) -> SplitData:
 def load_dataset(
     name: str = "mnist", validation: int = 10000, root: str | os.PathLike | None = None, verify: bool = True
 ) -> SplitData:
-    """Load MNIST or Fashion-MNIST already split into train / validation / test.
+    """Load MNIST, Fashion-MNIST or a folder of images, split into train / validation / test.
 
     Args:
-        name: "mnist" or "fashion-mnist".
+        name: "mnist", "fashion-mnist", or the path of a directory with one sub-folder of
+            images per class (see ``load_folder_split``).
         validation: size of the validation set taken from the end of the training set
-            (10,000 gives Nielsen's 50k/10k/10k).
+            (10,000 gives Nielsen's 50k/10k/10k); ignored for a folder.
         root: directory with the IDX files, overriding the search path.
         verify: check SHA-256 checksums.
 
     Returns:
         SplitData.
     """
+    if name not in DATASET_NAMES and Path(name).is_dir():
+        return load_folder_split(name)
     ds = _load(_check_name(name), root, verify)
     return nielsen_split(ds, validation)
+
+
+def load_folder_split(root: str | os.PathLike, fraction: float = 0.1) -> SplitData:
+    """A folder of images (one sub-folder per class) as MNIST-form train / validation / test.
+
+    Every picture goes through ``to_mnist_form`` (white on black, 28x28, centred), so models made
+    for MNIST take them as they are. A fixed permutation (seed 0, independent of the training
+    seed) puts ``fraction`` of the images in validation and as many in test, at least one each.
+
+    Returns:
+        SplitData with ``name`` set to the folder's path; class names are the sorted sub-folders.
+    """
+    from .folder import ImageFolder  # noqa: PLC0415 - folder imports this module's neighbours
+
+    folder = ImageFolder(root, mnist_form=True)
+    n = len(folder.labels)
+    if n < 3:
+        raise DataError(f"{root}: {n} images; a train / validation / test split needs at least 3")
+    k = max(1, int(round(fraction * n)))
+    order = np.random.default_rng(0).permutation(n)
+    val, test, train = order[:k], order[k:2 * k], order[2 * k:]
+    x, y = folder.images, folder.labels.astype(np.int64)
+    return SplitData(x[train], y[train], x[val], y[val], x[test], y[test], str(root))
 
 
 def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:

@@ -1,0 +1,50 @@
+"""People's own data: train, evaluate and predict on a folder with one sub-folder per class."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from cnnlab.cli import main
+
+
+def _draw(kind, rng, path):
+    img = Image.new("L", (64, 64), 255)
+    d = ImageDraw.Draw(img)
+    cx, cy, r = rng.integers(24, 40), rng.integers(24, 40), rng.integers(12, 20)
+    w = int(rng.integers(4, 8))
+    if kind == "circle":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=0, width=w)
+    elif kind == "cross":
+        d.line([cx - r, cy - r, cx + r, cy + r], fill=0, width=w)
+        d.line([cx - r, cy + r, cx + r, cy - r], fill=0, width=w)
+    else:  # bar
+        d.line([cx, cy - r, cx, cy + r], fill=0, width=w)
+    img.save(path)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(0)
+    for kind in ("bar", "circle", "cross"):
+        (root / kind).mkdir()
+        for i in range(40):
+            _draw(kind, rng, root / kind / f"{i}.png")
+    return root
+
+
+def test_train_evaluate_predict_on_a_folder(shapes, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(shapes), "--model", "article", "--epochs", "15", "--batch-size", "8",
+                 "--out", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "96 train / 12 validation / 12 test" in out.replace(",", "")
+    acc = float(out.split("test accuracy ")[1].split("%")[0])
+    assert acc >= 75.0, out
+    assert main(["evaluate", str(run)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    probe = tmp_path / "probe.png"
+    _draw("circle", np.random.default_rng(99), probe)
+    assert main(["predict", str(run), str(probe)]) == 0
+    line = capsys.readouterr().out
+    assert line.split(": ")[1].split()[0] in ("bar", "circle", "cross")
