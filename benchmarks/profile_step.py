@@ -14,12 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cnnlab  # noqa: E402
 from cnnlab.autograd import Function  # noqa: E402
 from bench_cpu import batches, cnn_trainer, make_pair  # noqa: E402
 

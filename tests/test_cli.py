@@ -1,14 +1,11 @@
 """The command line as a new user meets it: dry runs, summaries, predictions, errors."""
 
-import json
-
-import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 import cnnlab
 from cnnlab import checkpoint, models
-from cnnlab.cli import build_parser, main
+from cnnlab.cli import main
 
 
 def test_help_shows_defaults(capsys):

@@ -8,6 +8,6 @@ from . import data, functional, models, nn, optim  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "Tensor", "backend", "enable_grad", "functional", "is_grad_enabled", "manual_seed",
-    "nn", "no_grad", "optim", "tensor",
+    "Function", "Tensor", "backend", "data", "enable_grad", "functional", "is_grad_enabled", "manual_seed",
+    "models", "nn", "no_grad", "optim", "tensor",
 ]

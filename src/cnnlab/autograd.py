@@ -11,7 +11,6 @@ limit), accumulating gradients.
 from __future__ import annotations
 
 import contextlib
-import numbers
 
 import numpy as np
 
@@ -54,14 +53,12 @@ def _as_array(data, dtype=None):
     xp = backend.get_array_module(data)
     if dtype is not None:
         return xp.asarray(data, dtype=dtype)
-    if isinstance(data, (np.ndarray,)) or (xp is not np):
-        return data
+    if isinstance(data, (np.ndarray, np.generic)) or xp is not np:
+        return xp.asarray(data)  # arrays and NumPy scalars keep their dtype
     arr = np.asarray(data)
-    if arr.dtype == np.float64 and not isinstance(data, np.generic):
+    if arr.dtype == np.float64:
         # Python floats and lists of them become float32, like torch.tensor([...]).
         arr = arr.astype(backend.DEFAULT_DTYPE)
-    elif isinstance(data, np.generic):
-        arr = np.asarray(data)
     return arr
 
 
