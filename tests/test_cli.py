@@ -77,6 +77,14 @@ def test_evaluate_run(trained_run, capsys):
     assert acc > 95.0, out
 
 
+def test_evaluate_an_ensemble(trained_run, capsys):
+    assert main(["evaluate", str(trained_run), str(trained_run)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    single = float(lines[0].split("accuracy ")[1].split("%")[0])
+    assert lines[-1].startswith("ensemble of 2 (plurality vote): test accuracy")
+    assert float(lines[-1].split("accuracy ")[1].split("%")[0]) == single  # two copies vote as one
+
+
 @pytest.mark.parametrize("argv,match", [
     (["evaluate", "/nonexistent/run"], "no such run directory"),
     (["train", "--epochs", "0", "--dry-run"], "epochs"),

@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="measure a saved run on its test set", formatter_class=_Formatter)
-    p.add_argument("run", help="run directory written by `cnnlab train`")
+    p = sub.add_parser("evaluate", help="measure saved runs on their test set (several: also their vote)",
+                       formatter_class=_Formatter)
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directories written by `cnnlab train`; with several, the ensemble's plurality vote "
+                        "is measured too")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=cmd_evaluate)
 
@@ -316,19 +319,32 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from . import checkpoint  # noqa: PLC0415
     from .data import load_dataset  # noqa: PLC0415
+    from .reproduce import _vote  # noqa: PLC0415
     from .train import evaluate  # noqa: PLC0415
 
-    model, spec, cfg, metrics = checkpoint.load_run(args.run)
-    if args.device != "cpu":
-        model.to(args.device)
-    split = load_dataset(cfg.get("dataset", "mnist"), validation=cfg.get("validation", 10000))
-    t0 = time.perf_counter()
-    res = evaluate(model, *split.test, device=args.device)
-    line = (f"{spec['name']} on {cfg.get('dataset', 'mnist')} test set: accuracy {100 * res['accuracy']:.2f}% "
-            f"({round(res['accuracy'] * res['n'])}/{res['n']}), loss {res['loss']:.4f}, {time.perf_counter() - t0:.1f}s")
-    if metrics.get("test_accuracy") is not None:
-        line += f"; recorded at training: {100 * metrics['test_accuracy']:.2f}%"
-    print(line)
+    dataset, probabilities = None, []
+    for run in args.runs:
+        model, spec, cfg, metrics = checkpoint.load_run(run)
+        if dataset is None:
+            dataset = cfg.get("dataset", "mnist")
+            split = load_dataset(dataset, validation=cfg.get("validation", 10000))
+        elif cfg.get("dataset", "mnist") != dataset:
+            raise ValueError(f"{run} was trained on {cfg.get('dataset')!r}, {args.runs[0]} on {dataset!r}: "
+                             f"an ensemble needs one data set")
+        if args.device != "cpu":
+            model.to(args.device)
+        t0 = time.perf_counter()
+        res = evaluate(model, *split.test, device=args.device, return_predictions=True)
+        probabilities.append(res["probabilities"])
+        line = (f"{run}: {spec['name']} on {dataset} test set: accuracy {100 * res['accuracy']:.2f}% "
+                f"({round(res['accuracy'] * res['n'])}/{res['n']}), loss {res['loss']:.4f}, "
+                f"{time.perf_counter() - t0:.1f}s")
+        if metrics.get("test_accuracy") is not None:
+            line += f"; recorded at training: {100 * metrics['test_accuracy']:.2f}%"
+        print(line)
+    if len(probabilities) > 1:
+        acc = float((_vote(probabilities) == split.test[1]).mean())
+        print(f"ensemble of {len(probabilities)} (plurality vote): test accuracy {100 * acc:.2f}%")
     return 0
 
 
