@@ -139,3 +139,5 @@ def test_tensor_api_surface():
     (t.sum()).backward()
     assert isinstance(t.grad, Tensor)
     assert t.to(dtype=np.float32).dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(t), t.numpy())
+    assert isinstance(np.ones((2, 3)) + t, Tensor)  # NumPy defers to the Tensor

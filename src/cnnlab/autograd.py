@@ -118,6 +118,11 @@ class Tensor:
         """The data as a NumPy array (copied from the GPU if needed; shares memory on the CPU)."""
         return backend.to_device(self.data, "cpu")
 
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(tensor) gives the data (on the CPU), as for a PyTorch CPU tensor."""
+        a = self.numpy()
+        return a.astype(dtype) if dtype is not None else a
+
     def item(self):
         return self.data.item()
 
