@@ -248,10 +248,12 @@ class SGD(Optimizer):
             d = d + momentum * buf   if nesterov   else   buf
         p -= lr * d
 
-    **Nielsen's L2 regularisation.** ``network3.py`` (Nielsen, *Neural Networks and Deep
-    Learning*, ch. 6) adds ``(lambda / (2 n)) * sum(w**2)`` to the cost, ``n`` being the size of
-    the training set; its gradient adds ``(lambda / n) * w``. Give ``l2_lambda`` (lambda) and
-    ``n_train`` (n) to get exactly that: an extra weight decay of ``l2_lambda / n_train``.
+    **Nielsen's L2 regularisation.** Chapter 3 of Nielsen's *Neural Networks and Deep Learning*
+    (network2.py) adds ``(lambda / (2 n)) * sum(w**2)`` to the cost, ``n`` being the size of
+    the training set, so the gradient gains ``(lambda / n) * w``. Give ``l2_lambda`` (lambda)
+    and ``n_train`` (n) to get exactly that: an extra weight decay of ``l2_lambda / n_train``.
+    Chapter 6's network3.py divides by the number of mini-batches instead of n; pass that as
+    ``n_train`` to reproduce it (``cnnlab train --l2`` and ``cnnlab reproduce`` do).
     Like Nielsen, it is applied to *weights only*: parameters with ``ndim >= 2`` (linear and
     convolution weights), never to biases or other 1-D parameters. ``weight_decay`` on the
     other hand applies to every parameter, as in PyTorch; the two add up.
