@@ -137,11 +137,9 @@ class Tensor:
         data = self.data
         if device is not None:
             data = backend.to_device(data, device)
+        out = self if data is self.data else Tensor(data, requires_grad=self.requires_grad)
         if dtype is not None and data.dtype != np.dtype(dtype):
-            return _ops.Cast.apply(Tensor(data) if data is not self.data else self, dtype=dtype)
-        if data is self.data:
-            return self
-        out = Tensor(data, requires_grad=self.requires_grad)
+            out = _ops.Cast.apply(out, dtype=dtype)
         return out
 
     def cpu(self) -> Tensor:

@@ -127,7 +127,7 @@ def evaluate(model, images, labels, batch_size: int = 1000, mean=MNIST_MEAN, std
 def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None, scheduler=None,
         scheduler_per_batch: bool = True, label_smoothing: float = 0.0, early_stopping: int | None = None,
         device: str = "cpu", progress: bool = True, max_batches: int | None = None, on_epoch_end=None,
-        log=print, eval_batch_size: int = 1000) -> History:
+        log=print, eval_batch_size: int = 1000, mean=MNIST_MEAN, std=MNIST_STD) -> History:
     """Train ``model`` and evaluate it after every epoch.
 
     Args:
@@ -145,6 +145,7 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
         max_batches: stop each epoch after this many batches (dry runs).
         on_epoch_end: callback(history, is_best) after each epoch, e.g. to save the run.
         log: where the one-line epoch summaries go (None for silence).
+        mean, std: the normalisation the evaluation sets get (the training loader's own).
 
     Returns:
         History with per-epoch records and the test accuracy at the best-validation epoch.
@@ -154,10 +155,6 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
     best_state = None
     since_best = 0
     t_start = time.perf_counter()
-    mean = getattr(train_loader, "_mean", MNIST_MEAN)
-    std = getattr(train_loader, "_std", MNIST_STD)
-    mean = float(np.asarray(mean).reshape(-1)[0]) if np.asarray(mean).size == 1 else np.asarray(mean).reshape(-1)
-    std = float(np.asarray(std).reshape(-1)[0]) if np.asarray(std).size == 1 else np.asarray(std).reshape(-1)
     try:
         for epoch in range(1, epochs + 1):
             model.train()

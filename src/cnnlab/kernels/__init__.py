@@ -33,7 +33,8 @@ def compiled(enabled: bool):
 
 
 def _use_cpu(a, d) -> bool:
-    return _compiled_enabled and d == 2 and isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)
+    """The numba 2-D kernels apply: a float NumPy array with two spatial dimensions."""
+    return d == 2 and _use_cpu_flat(a)
 
 
 def _cpu():
