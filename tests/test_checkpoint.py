@@ -47,3 +47,27 @@ def test_failed_write_leaves_previous_file_intact(tmp_path):
         checkpoint.write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_normalization_recorded_or_mnist_for_old_runs(tmp_path):
+    # Runs saved before mean/std were recorded were all trained with MNIST's constants.
+    assert checkpoint.normalization({}) == (0.1307, 0.3081)
+    assert checkpoint.normalization({"dataset": "fashion-mnist", "validation": 10000}) == (0.1307, 0.3081)
+    assert checkpoint.normalization({"dataset": "fashion-mnist", "mean": 0.286, "std": 0.353}) == (0.286, 0.353)
+    checkpoint.save_run(tmp_path / "old", models.build("article"), models.spec("article"), {"dataset": "mnist"})
+    _, _, cfg, _ = checkpoint.load_run(tmp_path / "old")  # an old config still loads
+    assert checkpoint.normalization(cfg) == (0.1307, 0.3081)
+
+
+@pytest.mark.parametrize("cfg,match", [
+    ({"mean": 0.2}, "no std"),
+    ({"std": 0.3}, "no mean"),
+    ({"mean": "0.2", "std": 0.3}, "mean must be a finite number"),
+    ({"mean": 0.2, "std": None}, "std must be a finite number"),
+    ({"mean": 0.2, "std": 0.0}, "std must be positive"),
+    ({"mean": float("nan"), "std": 0.3}, "finite"),
+])
+def test_normalization_rejects_broken_configs(cfg, match):
+    with pytest.raises(checkpoint.RunError, match=match) as e:
+        checkpoint.normalization(cfg, "runs/x/config.json")
+    assert "runs/x/config.json" in str(e.value)

@@ -1,11 +1,14 @@
 """The command line as a new user meets it: dry runs, summaries, predictions, errors."""
 
+import json
+import shutil
+
 import pytest
 from PIL import Image, ImageDraw
 
 import cnnlab
 from cnnlab import checkpoint, models
-from cnnlab.cli import main
+from cnnlab.cli import main, train_run
 
 
 def test_help_shows_defaults(capsys):
@@ -19,6 +22,21 @@ def test_train_dry_run(capsys):
     assert main(["train", "--dry-run", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "dry run" in out and "test accuracy" in out
+
+
+def test_help_lists_hflip(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--hflip, --no-hflip" in out
+
+
+def test_mnist_run_records_the_published_normalisation():
+    res = train_run("article", dry_run=True, progress=False, log=None)
+    cfg = res["config"]
+    assert (cfg["mean"], cfg["std"]) == (0.1307, 0.3081)  # MNIST results stay bit-identical
+    assert cfg["hflip"] is False  # the recipe's default: digits are not mirrored
+    assert models.recipe("article").hflip is False
 
 
 def test_train_dry_run_saves_nothing(tmp_path, monkeypatch):
@@ -101,3 +119,37 @@ def test_predict_rejects_non_images(trained_run, tmp_path, capsys):
     bad.write_text("this is not an image")
     assert main(["predict", str(trained_run), str(bad)]) == 1
     assert "notes.png" in capsys.readouterr().err
+
+
+def _predict_line(run, image, capsys):
+    assert main(["predict", str(run), str(image)]) == 0
+    return capsys.readouterr().out
+
+
+def test_predict_uses_the_runs_recorded_normalisation(trained_run, tmp_path, capsys):
+    img = tmp_path / "one.png"
+    _draw_digit_one(img)
+    old_style = _predict_line(trained_run, img, capsys)  # no mean/std in its config: MNIST's
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    cfg = json.loads((copy / checkpoint.CONFIG).read_text())
+    cfg.update(mean=0.1307, std=0.3081)
+    (copy / checkpoint.CONFIG).write_text(json.dumps(cfg))
+    assert _predict_line(copy, img, capsys).split(": ", 1)[1] == old_style.split(": ", 1)[1]
+    cfg.update(mean=0.6, std=0.1)
+    (copy / checkpoint.CONFIG).write_text(json.dumps(cfg))
+    assert _predict_line(copy, img, capsys).split(": ", 1)[1] != old_style.split(": ", 1)[1]
+    assert main(["evaluate", str(copy)]) == 0
+    acc = float(capsys.readouterr().out.split("accuracy ")[1].split("%")[0])
+    assert acc < 90.0  # the same weights fed wrongly normalised inputs: evaluate used the recorded values
+
+
+def test_broken_normalisation_in_a_run_is_one_clear_line(trained_run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    cfg = json.loads((copy / checkpoint.CONFIG).read_text())
+    cfg.update(mean=0.2)
+    (copy / checkpoint.CONFIG).write_text(json.dumps(cfg))
+    assert main(["evaluate", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "no std" in err and "Traceback" not in err

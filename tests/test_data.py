@@ -12,19 +12,29 @@ import pytest
 from PIL import Image, ImageDraw
 
 from cnnlab.data import (
+    DATASET_STATS,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    MNIST_MEAN,
+    MNIST_STD,
     Augment,
     DataError,
     DataLoader,
     ImageFolder,
     KNOWN_SHA256,
+    SplitData,
     clear_verification_cache,
     dataset_dir,
     expand_shifts,
+    flip_images,
     load_dataset,
     load_fashion_mnist,
     load_image_batch,
     load_mnist,
     nielsen_split,
+    norm_stats,
+    pixel_stats,
+    random_hflip,
     random_rotate,
     random_translate,
     read_idx,
@@ -490,6 +500,154 @@ def test_augment_reproducible():
     assert a.tobytes() == b.tobytes()
     assert not np.array_equal(a, batch)
     np.testing.assert_array_equal(Augment(0, 0.0)(batch, np.random.default_rng(0)), batch)
+
+
+def _asymmetric(n, shape=(28, 28), seed=3):
+    """Random images none of which equals its own mirror image (so a flip is always visible)."""
+    batch = np.random.default_rng(seed).integers(0, 256, (n,) + shape, dtype=np.uint8)
+    batch[..., 0] = 0
+    batch[..., -1] = 255
+    return batch
+
+
+def test_flip_images_mirrors_exactly_the_chosen_images():
+    batch = _asymmetric(5)
+    before = batch.copy()
+    chosen = np.array([True, False, False, True, False])
+    out = flip_images(batch, chosen)
+    assert out.shape == batch.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(batch, before)  # the input is not modified
+    for i in range(5):
+        expected = batch[i, :, ::-1] if chosen[i] else batch[i]
+        np.testing.assert_array_equal(out[i], expected)
+    four = np.random.default_rng(1).random((3, 2, 4, 6)).astype(np.float32)  # (N, C, H, W): every channel flips
+    out4 = flip_images(four, np.array([False, True, False]))
+    assert out4.shape == four.shape and out4.dtype == np.float32
+    np.testing.assert_array_equal(out4[1], four[1][:, :, ::-1])
+    np.testing.assert_array_equal(out4[[0, 2]], four[[0, 2]])
+    np.testing.assert_array_equal(flip_images(batch, True), batch[:, :, ::-1])  # a scalar applies to all
+    with pytest.raises(ValueError, match="flip"):
+        flip_images(batch, np.array([True, False]))
+    with pytest.raises(ValueError, match="booleans"):
+        flip_images(batch, np.ones(5))
+
+
+def test_random_hflip_draws_one_coin_per_image_and_is_reproducible():
+    batch = _asymmetric(200)
+    out = random_hflip(batch, np.random.default_rng(7))
+    assert out.shape == batch.shape and out.dtype == batch.dtype
+    flipped = np.array([np.array_equal(o, b[:, ::-1]) for o, b in zip(out, batch)])
+    kept = np.array([np.array_equal(o, b) for o, b in zip(out, batch)])
+    assert np.all(flipped ^ kept)  # every image is either mirrored or untouched
+    np.testing.assert_array_equal(flipped, np.random.default_rng(7).random(200) < 0.5)
+    assert 70 < flipped.sum() < 130  # about half
+    assert random_hflip(batch, np.random.default_rng(7)).tobytes() == out.tobytes()
+    assert random_hflip(batch, np.random.default_rng(8)).tobytes() != out.tobytes()
+    np.testing.assert_array_equal(random_hflip(batch, np.random.default_rng(0), p=0.0), batch)
+    np.testing.assert_array_equal(random_hflip(batch, np.random.default_rng(0), p=1.0), batch[:, :, ::-1])
+    with pytest.raises(ValueError, match="p must be"):
+        random_hflip(batch, np.random.default_rng(0), p=1.5)
+
+
+def test_augment_hflip():
+    batch = _asymmetric(16).astype(np.float32) / 255.0
+    n = len(batch)
+    coins = np.random.default_rng(4).random(n) < 0.5
+    out = Augment(max_shift=0, hflip=True)(batch, np.random.default_rng(4))
+    assert out.shape == batch.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out, flip_images(batch, coins))
+    # Flips are drawn after the shifts, so a seed's shifts stay what they were without hflip.
+    shifted = Augment(max_shift=2)(batch, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    rng.integers(-2, 3, size=n)
+    rng.integers(-2, 3, size=n)
+    np.testing.assert_array_equal(Augment(max_shift=2, hflip=True)(batch, np.random.default_rng(5)),
+                                  flip_images(shifted, rng.random(n) < 0.5))
+    assert not Augment().hflip  # off unless asked for
+    with pytest.raises(TypeError, match="hflip"):
+        Augment(hflip="yes")
+    with pytest.raises(ValueError, match="max_shift"):
+        Augment(max_shift=-1)
+
+
+def test_loader_applies_hflip():
+    images = _asymmetric(12)
+    loader = DataLoader(images, np.arange(12), batch_size=12, shuffle=False, seed=3, mean=0.0, std=1.0,
+                        augment=Augment(max_shift=0, hflip=True))
+    x, _ = next(iter(loader))
+    coins = loader.rng_for_epoch(0).random(12) < 0.5  # no shuffle: the coins are the epoch's first draws
+    assert 0 < coins.sum() < 12
+    np.testing.assert_allclose(x[:, 0], flip_images(images, coins) / np.float32(255.0), rtol=1e-6)
+    again, _ = next(iter(DataLoader(images, np.arange(12), 12, shuffle=False, seed=3, mean=0.0, std=1.0,
+                                    augment=Augment(max_shift=0, hflip=True))))
+    assert again.tobytes() == x.tobytes()
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalisation statistics
+# --------------------------------------------------------------------------------------------------
+
+
+def test_norm_stats_of_the_named_data_sets():
+    assert norm_stats("mnist") == (MNIST_MEAN, MNIST_STD) == (0.1307, 0.3081)  # the published constants
+    assert norm_stats("fashion-mnist") == (FASHION_MNIST_MEAN, FASHION_MNIST_STD) == (0.2860, 0.3530)
+    assert set(DATASET_STATS) == {"mnist", "fashion-mnist"}
+    tiny = np.zeros((1, 28, 28), np.uint8)
+    # A split of a named data set gets the constants, whatever subset of it the split holds.
+    split = SplitData(tiny, np.zeros(1, np.int64), tiny, np.zeros(1, np.int64), tiny, np.zeros(1, np.int64),
+                      "fashion-mnist")
+    assert norm_stats(split) == (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+
+
+def test_mnist_constants_are_its_training_pixel_stats(mnist):
+    mean, std = pixel_stats(mnist.train_images)
+    assert (round(mean, 4), round(std, 4)) == (MNIST_MEAN, MNIST_STD)
+
+
+def test_fashion_mnist_constants_are_its_training_pixel_stats():
+    try:
+        ds = load_fashion_mnist()
+    except DataError:
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    mean, std = pixel_stats(ds.train_images)
+    assert (round(mean, 4), round(std, 4)) == (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+
+
+def test_pixel_stats_and_folder_splits():
+    half = np.zeros((4, 2, 2), np.uint8)
+    half[:2] = 255
+    assert pixel_stats(half) == (0.5, 0.5)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 3, 5, 5), dtype=np.uint8)
+    ref = images.astype(np.float64) / 255.0
+    np.testing.assert_allclose(pixel_stats(images), (ref.mean(), ref.std()), rtol=1e-12)
+    floats = rng.random((3, 4, 4)).astype(np.float32)  # float images are taken as already in [0, 1]
+    np.testing.assert_allclose(pixel_stats(floats), (floats.astype(np.float64).mean(), floats.astype(np.float64).std()))
+    # A folder's split: measured on its training images only, never validation or test.
+    other = np.full((2, 5, 5), 255, np.uint8)
+    split = SplitData(images[:, 0], np.zeros(7, np.int64), other, np.zeros(2, np.int64), other,
+                      np.zeros(2, np.int64), "/some/folder")
+    assert norm_stats(split) == pixel_stats(images[:, 0])
+    assert norm_stats(images) == pixel_stats(images)
+    with pytest.raises(ValueError, match="std is 0"):
+        pixel_stats(np.full((2, 3, 3), 9, np.uint8))
+    with pytest.raises(ValueError, match="no pixels"):
+        pixel_stats(np.zeros((0, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="uint8 or float"):
+        pixel_stats(np.zeros((2, 3, 3), np.int32))
+    with pytest.raises(ValueError, match="cifar10"):
+        norm_stats("cifar10")
+
+
+def test_norm_stats_of_a_folder_path(tmp_path):
+    for name, colour in (("a", 255), ("b", 128)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            img = Image.new("L", (40, 40), 0)
+            ImageDraw.Draw(img).rectangle([8 + i, 6, 20 + i, 30], fill=colour)
+            img.save(tmp_path / name / f"{i}.png")
+    split = load_dataset(str(tmp_path))
+    assert norm_stats(tmp_path) == norm_stats(str(tmp_path)) == pixel_stats(split.train_images)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cnnlab.data import DataLoader, DeviceLoader, shift_images
+from cnnlab.data import DataLoader, DeviceLoader, flip_images, shift_images
 
 
 def _data(n=37):
@@ -49,8 +49,31 @@ def test_reproducible_and_epochs_differ():
     assert not np.array_equal(e0a[0][1], e1[0][1])
 
 
+@pytest.mark.parametrize("max_shift", [0, 2])
+def test_hflip_mirrors_the_drawn_images_after_the_shift(max_shift):
+    x, y = _data(16)
+    loader = DeviceLoader(x, y, 16, shuffle=False, seed=1, max_shift=max_shift, hflip=True, mean=0.25, std=0.5,
+                          device="cpu")
+    xb, _ = next(iter(loader))
+    rng = np.random.default_rng(1)  # epoch 0, no shuffle: shifts (if any) then one coin per image
+    d = rng.integers(-max_shift, max_shift + 1, size=(16, 2)) if max_shift else np.zeros((16, 2), np.int64)
+    coins = rng.random(16) < 0.5
+    assert 0 < coins.sum() < 16
+    ref = (flip_images(shift_images(x, d[:, 0], d[:, 1]), coins) / 255.0 - 0.25) / 0.5
+    np.testing.assert_allclose(xb[:, 0], ref, atol=1e-5)
+    again, _ = next(iter(DeviceLoader(x, y, 16, shuffle=False, seed=1, max_shift=max_shift, hflip=True, mean=0.25,
+                                      std=0.5, device="cpu")))
+    np.testing.assert_array_equal(again, xb)
+    assert not np.allclose(next(iter(DeviceLoader(x, y, 16, shuffle=False, seed=1, max_shift=max_shift, mean=0.25,
+                                                  std=0.5, device="cpu")))[0], xb)  # off by default
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="uint8"):
         DeviceLoader(np.zeros((3, 28, 28), np.float32), np.zeros(3), 2, device="cpu")
     with pytest.raises(ValueError, match="labels"):
         DeviceLoader(np.zeros((3, 28, 28), np.uint8), np.zeros(4), 2, device="cpu")
+    with pytest.raises(TypeError, match="hflip"):
+        DeviceLoader(np.zeros((3, 28, 28), np.uint8), np.zeros(3), 2, hflip="yes", device="cpu")
+    with pytest.raises(ValueError, match="std"):
+        DeviceLoader(np.zeros((3, 28, 28), np.uint8), np.zeros(3), 2, std=0.0, device="cpu")

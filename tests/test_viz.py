@@ -183,6 +183,45 @@ def test_report_leaves_the_seeded_generator_alone():
     assert backend.rng().bit_generator.state == before
 
 
+@pytest.fixture(scope="module")
+def run_with_normalisation(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs") / "normalised"
+    cnnlab.manual_seed(0)
+    checkpoint.save_run(d, models.build("article"), models.spec("article"),
+                        {"dataset": "mnist", "validation": 10000, "mean": 0.5, "std": 0.25}, _metrics())
+    return d
+
+
+def _spy_normalisation(monkeypatch):
+    """Record the mean/std every evaluation and every feature-map input is normalised with."""
+    seen = []
+    evaluate, normalise = viz.evaluate, viz._normalise
+
+    def spy_evaluate(*args, **kwargs):
+        seen.append(("evaluate", kwargs.get("mean"), kwargs.get("std")))
+        return evaluate(*args, **kwargs)
+
+    def spy_normalise(image, mean=None, std=None):
+        seen.append(("featuremaps", mean, std))
+        return normalise(image, mean, std)
+
+    monkeypatch.setattr(viz, "evaluate", spy_evaluate)
+    monkeypatch.setattr(viz, "_normalise", spy_normalise)
+    return seen
+
+
+@pytest.mark.parametrize("argv", [["show", "featuremaps"], ["show", "confusion"], ["show", "mistakes"], ["report"]])
+def test_pictures_use_the_runs_normalisation(run, run_with_normalisation, argv, tmp_path, monkeypatch, capsys):
+    seen = _spy_normalisation(monkeypatch)
+    out = ["--out", str(tmp_path / ("x.html" if argv == ["report"] else "x.png"))]
+    assert main(argv + [str(run_with_normalisation)] + out) == 0
+    assert seen and all((mean, std) == (0.5, 0.25) for _, mean, std in seen), seen
+    seen.clear()
+    assert main(argv + [str(run)] + out) == 0  # a run saved before mean/std were recorded: MNIST's
+    assert seen and all((mean, std) == (0.1307, 0.3081) for _, mean, std in seen), seen
+    capsys.readouterr()
+
+
 # ----------------------------------------------------------------------------------------- errors
 @pytest.fixture(scope="module")
 def run_without_history(tmp_path_factory):

@@ -3,7 +3,8 @@
     runs/<name>/
       model.safetensors   every parameter and buffer by its state-dict name
       spec.json           {"name": ..., "kwargs": {...}}: rebuilds the architecture
-      config.json         how it was trained (dataset, epochs, lr, seed, ...)
+      config.json         how it was trained (dataset, epochs, lr, seed, the input normalisation
+                          "mean" and "std", ...)
       metrics.json        per-epoch history and the final test_accuracy (a fraction)
 
 Every file is written to a temporary file in the same directory and renamed over the target,
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import models
+from .data.loader import MNIST_MEAN, MNIST_STD
 
 WEIGHTS, SPEC, CONFIG, METRICS = "model.safetensors", "spec.json", "config.json", "metrics.json"
 
@@ -91,6 +93,38 @@ def load_weights(path) -> dict:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise RunError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def normalization(config, where="config.json") -> tuple[float, float]:
+    """The (mean, std) a run's network expects its inputs normalised with: ``(pixel/255 - mean) / std``.
+
+    ``cnnlab train`` records them in config.json as "mean" and "std". Runs saved before it did
+    were all trained with MNIST's constants (whatever their data set), so a config without both
+    keys gives (MNIST_MEAN, MNIST_STD).
+
+    Args:
+        config: the run's config dict (as ``load_run`` returns it; {} when there is none).
+        where: how to name the config in error messages, e.g. its path.
+
+    Returns:
+        (mean, std) as floats.
+
+    Raises:
+        RunError: only one of the two keys, or values that are not finite numbers (std must be > 0).
+    """
+    has_mean, has_std = "mean" in config, "std" in config
+    if not has_mean and not has_std:
+        return MNIST_MEAN, MNIST_STD
+    if has_mean != has_std:
+        missing = "std" if has_mean else "mean"
+        raise RunError(f"{where}: has {'mean' if has_mean else 'std'} but no {missing}: cannot normalise inputs")
+    mean, std = config["mean"], config["std"]
+    for key, value in (("mean", mean), ("std", std)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise RunError(f"{where}: {key} must be a finite number, got {value!r}")
+    if not std > 0:
+        raise RunError(f"{where}: std must be positive, got {std!r}")
+    return float(mean), float(std)
 
 
 def save_run(run_dir, model, model_spec, config=None, metrics=None) -> Path:

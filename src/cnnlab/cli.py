@@ -41,6 +41,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", type=int, default=None,
                    help="random translation of training images by up to this many pixels (default: the model's recipe)")
     p.add_argument("--rotate", type=float, default=None, help="random rotation up to this many degrees (default: recipe)")
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror half the training images left-right at random, e.g. for fashion-mnist; not for "
+                        "digits (default: the model's recipe)")
     p.add_argument("--expand", action="store_true", help="Nielsen's expanded data: add 1-pixel shifts (250,000 images)")
     p.add_argument("--validation", type=int, default=10000, help="validation images taken from the end of the training set")
     p.add_argument("--early-stopping", type=int, default=None, help="stop after this many epochs without a better validation accuracy")
@@ -191,8 +194,13 @@ def make_scheduler(name, optimizer, lr, epochs, steps_per_epoch):
 def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=None, lr=None, optimizer=None,
               schedule=None, l2=None, augment=None, rotate=None, expand=False, validation=10000,
               early_stopping=None, seed=0, out=None, device="cpu", dry_run=False, progress=True,
-              log=print, model_kwargs=None, train_size=None, momentum=None, save=True) -> dict:
+              log=print, model_kwargs=None, train_size=None, momentum=None, save=True, hflip=None) -> dict:
     """Train one model with its recipe (any argument overrides it); save and return the run.
+
+    Inputs are normalised with the data set's own statistics (``cnnlab.data.norm_stats``: MNIST's
+    and Fashion-MNIST's constants, a folder's measured on its training split), for training and
+    for the validation and test evaluations alike; the config records them as "mean" and "std",
+    and whether training images were mirrored as "hflip".
 
     Returns a dict with the run directory ("run_dir"; None for dry runs and with save=False), the
     History, the config and the trained model.
@@ -200,7 +208,14 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     import cnnlab  # noqa: PLC0415
 
     from . import backend, checkpoint, models  # noqa: PLC0415
-    from .data import Augment, DataLoader, DeviceLoader, expand_shifts, load_dataset  # noqa: PLC0415
+    from .data import (  # noqa: PLC0415
+        Augment,
+        DataLoader,
+        DeviceLoader,
+        expand_shifts,
+        load_dataset,
+        norm_stats,
+    )
     from .train import fit  # noqa: PLC0415
 
     recipe = models.recipe(model_name)
@@ -217,6 +232,7 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
         "schedule": schedule or recipe.schedule,
         "augment": augment if augment is not None else recipe.augment,
         "rotate": rotate if rotate is not None else recipe.rotate,
+        "hflip": bool(hflip if hflip is not None else recipe.hflip),
         "label_smoothing": recipe.label_smoothing,
         "expand": bool(expand), "validation": validation, "early_stopping": early_stopping,
         "seed": seed, "device": device,
@@ -231,6 +247,10 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
 
     t_load = time.perf_counter()
     split = load_dataset(dataset, validation=validation)
+    # the data set's own (pixel/255) statistics: constants for mnist / fashion-mnist, measured on
+    # the training split of a folder; recorded so evaluate / predict / show feed inputs the same way
+    mean, std = norm_stats(split)
+    cfg["mean"], cfg["std"] = float(mean), float(std)
     classes = _class_names(dataset)
     if len(classes) != 10:
         cfg["model_kwargs"]["classes"] = len(classes)
@@ -255,10 +275,14 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     if device == "cuda" and not cfg["rotate"]:
         # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
         loader = DeviceLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed,
-                              max_shift=cfg["augment"], device=device)
+                              max_shift=cfg["augment"], hflip=cfg["hflip"], mean=cfg["mean"], std=cfg["std"],
+                              device=device)
     else:
-        aug = Augment(max_shift=cfg["augment"], max_degrees=cfg["rotate"]) if (cfg["augment"] or cfg["rotate"]) else None
-        loader = DataLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed, augment=aug)
+        aug = None
+        if cfg["augment"] or cfg["rotate"] or cfg["hflip"]:
+            aug = Augment(max_shift=cfg["augment"], max_degrees=cfg["rotate"], hflip=cfg["hflip"])
+        loader = DataLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed, augment=aug,
+                            mean=cfg["mean"], std=cfg["std"])
     # network3.py adds 0.5 * lambda * sum(w^2) / (number of mini-batches) to each mini-batch's
     # cost, so the published lambda acts as weight decay lambda / (n / batch size).
     opt = make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"], cfg["momentum"], cfg["weight_decay"],
@@ -289,11 +313,13 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
             f"{' [dry run]' if dry_run else ''}")
         log(f"  {cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']} "
             f"({cfg['schedule']}), augment {cfg['augment']}px" + (f", rotate {cfg['rotate']} deg" if cfg['rotate'] else "") +
+            (", hflip" if cfg["hflip"] else "") +
+            f", normalised with mean {cfg['mean']:.4f} std {cfg['std']:.4f}"
             f", seed {seed}, device {device}; data loaded in {load_seconds:.1f}s")
     history = fit(model, opt, loader, cfg["epochs"], validation=val, test=test, scheduler=sched,
                   scheduler_per_batch=per_batch, label_smoothing=cfg["label_smoothing"],
                   early_stopping=early_stopping, device=device, progress=progress, max_batches=max_batches,
-                  on_epoch_end=save, log=log)
+                  on_epoch_end=save, log=log, mean=cfg["mean"], std=cfg["std"])
     if run_dir is not None:
         # The best-validation weights are back in the model: save them with the final metrics.
         checkpoint.save_run(run_dir, model, spec, cfg, metrics_of(history))
@@ -303,7 +329,7 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
 def cmd_train(args) -> int:
     res = train_run(args.model, args.dataset, args.epochs, args.batch_size, args.lr, args.optimizer, args.schedule,
                     args.l2, args.augment, args.rotate, args.expand, args.validation, args.early_stopping,
-                    args.seed, args.out, args.device, args.dry_run, progress=not args.no_progress)
+                    args.seed, args.out, args.device, args.dry_run, progress=not args.no_progress, hflip=args.hflip)
     h = res["history"]
     if h.test_accuracy is None:
         print("no epoch finished")
@@ -331,10 +357,11 @@ def cmd_evaluate(args) -> int:
         elif cfg.get("dataset", "mnist") != dataset:
             raise ValueError(f"{run} was trained on {cfg.get('dataset')!r}, {args.runs[0]} on {dataset!r}: "
                              f"an ensemble needs one data set")
+        mean, std = checkpoint.normalization(cfg, Path(run) / checkpoint.CONFIG)
         if args.device != "cpu":
             model.to(args.device)
         t0 = time.perf_counter()
-        res = evaluate(model, *split.test, device=args.device, return_predictions=True)
+        res = evaluate(model, *split.test, mean=mean, std=std, device=args.device, return_predictions=True)
         probabilities.append(res["probabilities"])
         line = (f"{run}: {spec['name']} on {dataset} test set: accuracy {100 * res['accuracy']:.2f}% "
                 f"({round(res['accuracy'] * res['n'])}/{res['n']}), loss {res['loss']:.4f}, "
@@ -353,9 +380,10 @@ def cmd_predict(args) -> int:
     from . import checkpoint  # noqa: PLC0415
     from . import functional as F  # noqa: PLC0415
     from .autograd import Tensor, no_grad  # noqa: PLC0415
-    from .data import MNIST_MEAN, MNIST_STD, to_mnist_form  # noqa: PLC0415
+    from .data import to_mnist_form  # noqa: PLC0415
 
     model, spec, cfg, _ = checkpoint.load_run(args.run)
+    mean, std = checkpoint.normalization(cfg, Path(args.run) / checkpoint.CONFIG)
     classes = _class_names(cfg.get("dataset", "mnist"))
     status = 0
     for path in args.images:
@@ -365,7 +393,7 @@ def cmd_predict(args) -> int:
             print(f"{path}: error: {exc}", file=sys.stderr)
             status = 1
             continue
-        x = ((img.astype(np.float32) / 255.0 - MNIST_MEAN) / MNIST_STD).reshape(1, 1, 28, 28)
+        x = ((img.astype(np.float32) / 255.0 - mean) / std).reshape(1, 1, 28, 28)
         with no_grad():
             prob = F.softmax(model(Tensor(x)), 1).numpy()[0]
         order = np.argsort(-prob)[: max(1, args.top)]

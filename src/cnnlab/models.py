@@ -152,6 +152,7 @@ class Recipe:
     augment: int = 0  # random translation, pixels
     rotate: float = 0.0  # random rotation, degrees
     label_smoothing: float = 0.0
+    hflip: bool = False  # random left-right mirroring (clothes, not digits: a mirrored 2 is no 2)
 
 
 @dataclass(frozen=True)

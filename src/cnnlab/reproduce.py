@@ -46,6 +46,14 @@ ENSEMBLE_BOOK = 0.9967
 ROW_KEYS = [r.key for r in ROWS] + ["ensemble"]
 
 
+def _probabilities(res, test) -> np.ndarray:
+    """Class probabilities of a train_run result's model on ``test``, normalised as it was trained."""
+    from .train import evaluate  # noqa: PLC0415
+
+    cfg = res["config"]
+    return evaluate(res["model"], *test, mean=cfg["mean"], std=cfg["std"], return_predictions=True)["probabilities"]
+
+
 def _vote(probabilities: list[np.ndarray]) -> np.ndarray:
     """Plurality vote of the members' predicted labels; ties go to the higher summed probability."""
     votes = np.zeros_like(probabilities[0])
@@ -69,7 +77,6 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
     from .checkpoint import write_json  # noqa: PLC0415
     from .cli import train_run  # noqa: PLC0415
     from .data import load_dataset  # noqa: PLC0415
-    from .train import evaluate  # noqa: PLC0415
 
     wanted = list(rows) if rows else list(ROW_KEYS)
     for k in wanted:
@@ -96,7 +103,7 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         h = res["history"]
         secs = time.perf_counter() - t0
         if row.key == "dropout":
-            dropout_probs.append(evaluate(res["model"], *test, return_predictions=True)["probabilities"])
+            dropout_probs.append(_probabilities(res, test))
         if row.key in wanted:
             results.append(_row_result(row.key, row.label, row.book, h.test_accuracy, secs,
                                        epochs or row.epochs, h.best_epoch))
@@ -107,7 +114,7 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         row = next(r for r in ROWS if r.key == "dropout")
         for k in range(1, ensemble_size):
             res = train(row, seed + k)
-            dropout_probs.append(evaluate(res["model"], *test, return_predictions=True)["probabilities"])
+            dropout_probs.append(_probabilities(res, test))
         pred = _vote(dropout_probs)
         acc = float((pred == test[1]).mean())
         results.append(_row_result("ensemble", f"vote of {ensemble_size} dropout nets", ENSEMBLE_BOOK, acc,

@@ -192,8 +192,9 @@ def _best_grid(n: int, tile_aspect: float, width: float, height: float) -> tuple
     return math.ceil(n / cols), cols
 
 
-def _normalise(image_uint8: np.ndarray) -> np.ndarray:
-    return ((image_uint8.astype(np.float32) / 255.0 - MNIST_MEAN) / MNIST_STD).reshape(1, 1, 28, 28)
+def _normalise(image_uint8: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> np.ndarray:
+    """A 28x28 uint8 image as the (1, 1, 28, 28) input a network trained with ``mean``/``std`` expects."""
+    return ((image_uint8.astype(np.float32) / 255.0 - mean) / std).reshape(1, 1, 28, 28)
 
 
 def _check_image(image) -> np.ndarray:
@@ -309,9 +310,9 @@ def plot_filters(model, path, layer=None, channel=None) -> Path:
 
 
 # ------------------------------------------------------------------------------- feature maps
-def _forward_blocks(model, image):
+def _forward_blocks(model, image, mean=MNIST_MEAN, std=MNIST_STD):
     """Run one image through the model layer by layer; keep every conv/pool/activation output."""
-    x = _normalise(_check_image(image))
+    x = _normalise(_check_image(image), mean, std)
     layers = _layers(model)
     was_training = model.training
     model.eval()  # dropout off, batch norm on running statistics: what the model predicts with
@@ -329,9 +330,9 @@ def _forward_blocks(model, image):
     return blocks, out
 
 
-def _draw_feature_maps(model, image, title=None, class_names=None) -> Figure:
+def _draw_feature_maps(model, image, title=None, class_names=None, mean=MNIST_MEAN, std=MNIST_STD) -> Figure:
     img = _check_image(image)
-    blocks, logits = _forward_blocks(model, img)
+    blocks, logits = _forward_blocks(model, img, mean, std)
     if not blocks:
         raise ValueError("the model has no Conv2d or pooling layer: there are no feature maps to draw")
     gap = 2
@@ -382,7 +383,7 @@ def _draw_feature_maps(model, image, title=None, class_names=None) -> Figure:
     return fig
 
 
-def plot_feature_maps(model, image, path, title=None, class_names=None) -> Path:
+def plot_feature_maps(model, image, path, title=None, class_names=None, mean=MNIST_MEAN, std=MNIST_STD) -> Path:
     """Draw an image and the feature maps of every conv, pooling and activation layer for it.
 
     Args:
@@ -391,11 +392,13 @@ def plot_feature_maps(model, image, path, title=None, class_names=None) -> Path:
         path: PNG file to write.
         title: heading of the picture (e.g. "test image 0 (label 7)"); a generic one if None.
         class_names: names of the classes, for the prediction shown above the input.
+        mean, std: the normalisation the model was trained with (a run's
+            ``checkpoint.normalization(config)``); MNIST's by default.
 
     Returns:
         The path written.
     """
-    return _save(_draw_feature_maps(model, image, title, class_names), path)
+    return _save(_draw_feature_maps(model, image, title, class_names, mean, std), path)
 
 
 # ------------------------------------------------------------------------------------- curves
@@ -611,8 +614,13 @@ def _class_names(dataset):
     return names(dataset)
 
 
-def _evaluate(model, images, labels):
-    return evaluate(model, images, labels, return_predictions=True)
+def _norm(cfg, run_dir) -> tuple[float, float]:
+    """The run's recorded input normalisation (MNIST's for runs saved before it was recorded)."""
+    return checkpoint.normalization(cfg, Path(run_dir) / checkpoint.CONFIG)
+
+
+def _evaluate(model, images, labels, mean=MNIST_MEAN, std=MNIST_STD):
+    return evaluate(model, images, labels, mean=mean, std=std, return_predictions=True)
 
 
 def _run_title(spec, cfg, metrics) -> str:
@@ -741,8 +749,9 @@ def build_report(run_dir, out=None) -> Path:
     name = spec.get("name", "model")
     dataset = _dataset(cfg, metrics)
     names = _class_names(dataset)
+    mean, std = _norm(cfg, run_dir)
     images, labels = _test_set(cfg, metrics)
-    res = _evaluate(model, images, labels)
+    res = _evaluate(model, images, labels, mean, std)
     recorded = metrics.get("test_accuracy")
     headline = recorded if recorded is not None else res["accuracy"]
     run_title = _run_title(spec, cfg, metrics)
@@ -817,7 +826,7 @@ def build_report(run_dir, out=None) -> Path:
                                   f"The learned kernels of layer {conv_index}, the first convolutional layer."))
         label = names[int(labels[0])]
         parts.append(_figure_html(
-            _draw_feature_maps(model, images[0], f"Feature maps of test image 0 (label {label})", names),
+            _draw_feature_maps(model, images[0], f"Feature maps of test image 0 (label {label})", names, mean, std),
             "feature maps of test image 0",
             "What each convolution, pooling and activation layer computes from test image 0."))
     else:
@@ -852,6 +861,7 @@ def cli_show(args) -> int:
     if args.layer is not None and what != "filters":
         raise ValueError(f"--layer is only used by `show filters`, not `show {what}`")
     model, spec, cfg, metrics = checkpoint.load_run(args.run)
+    mean, std = _norm(cfg, args.run)
     out = Path(args.out) if args.out is not None else Path(args.run) / f"{what}.png"
     run_title = _run_title(spec, cfg, metrics)
     if what == "filters":
@@ -860,13 +870,13 @@ def cli_show(args) -> int:
     elif what == "featuremaps":
         image, description = _input_image(args.image, cfg, metrics)
         path = plot_feature_maps(model, image, out, title=f"{run_title}: feature maps of {description}",
-                                 class_names=_class_names(_dataset(cfg, metrics)))
+                                 class_names=_class_names(_dataset(cfg, metrics)), mean=mean, std=std)
     elif what == "curves":
         path = plot_curves(metrics, out, title=f"{run_title}: training curves")
     else:
         names = _class_names(_dataset(cfg, metrics))
         images, labels = _test_set(cfg, metrics)
-        res = _evaluate(model, images, labels)
+        res = _evaluate(model, images, labels, mean, std)
         if what == "confusion":
             path = plot_confusion(labels, res["predictions"], out, names, title=f"{run_title}, test set")
         else:

@@ -1,15 +1,26 @@
 """Data sets and input pipelines: IDX files, MNIST / Fashion-MNIST with checksums, Nielsen's
-50k/10k/10k split and shift expansion, a reproducible mini-batch loader with augmentation,
-image folders and conversion of users' own digit pictures into MNIST form.
+50k/10k/10k split and shift expansion, each data set's normalisation statistics, a reproducible
+mini-batch loader with augmentation, image folders and conversion of users' own digit pictures
+into MNIST form.
 
 Example:
-    >>> from cnnlab.data import load_dataset, DataLoader, Augment
+    >>> from cnnlab.data import load_dataset, norm_stats, DataLoader, Augment
     >>> split = load_dataset("mnist")                  # 50k / 10k / 10k, uint8 images
-    >>> loader = DataLoader(*split.train, batch_size=64, seed=0, augment=Augment(max_shift=2))
+    >>> mean, std = norm_stats(split)                   # (0.1307, 0.3081); Fashion-MNIST's differ
+    >>> loader = DataLoader(*split.train, batch_size=64, seed=0, augment=Augment(max_shift=2),
+    ...                     mean=mean, std=std)
     >>> x, y = next(iter(loader))                       # x float32 (64, 1, 28, 28), y int64 (64,)
 """
 
-from .augment import Augment, random_rotate, random_translate, rotate_images, shift_images
+from .augment import (
+    Augment,
+    flip_images,
+    random_hflip,
+    random_rotate,
+    random_translate,
+    rotate_images,
+    shift_images,
+)
 from .checksums import KNOWN_SHA256, clear_verification_cache, verify_sha256
 from .datasets import (
     DATASET_NAMES,
@@ -29,13 +40,17 @@ from .idx import parse_idx, read_idx, write_idx
 from .images import load_image_batch, open_image, to_mnist_form
 from .device_loader import DeviceLoader
 from .loader import MNIST_MEAN, MNIST_STD, DataLoader
+from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats
 
 __all__ = [
     "Augment",
     "DATASET_NAMES",
+    "DATASET_STATS",
     "DataError",
     "DataLoader",
     "DeviceLoader",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
     "IMAGE_EXTENSIONS",
     "ImageFolder",
     "KNOWN_SHA256",
@@ -46,13 +61,17 @@ __all__ = [
     "clear_verification_cache",
     "dataset_dir",
     "expand_shifts",
+    "flip_images",
     "load_dataset",
     "load_fashion_mnist",
     "load_image_batch",
     "load_mnist",
     "nielsen_split",
+    "norm_stats",
     "open_image",
     "parse_idx",
+    "pixel_stats",
+    "random_hflip",
     "random_rotate",
     "random_translate",
     "read_idx",

@@ -1,5 +1,7 @@
 """Vectorised, reproducible data augmentation for batches of images: integer translations and
-small rotations, both with zero (black) fill, as used for MNIST-style white-on-black images.
+small rotations, both with zero (black) fill, as used for MNIST-style white-on-black images, and
+random horizontal flips (for pictures whose mirror image is the same class, e.g. Fashion-MNIST's
+clothes; not for digits).
 
 Every function takes a batch shaped (N, H, W) or (N, C, H, W), works on all images at once
 (no Python loop over images or pixels) and returns the same shape and dtype. Randomness comes
@@ -12,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Augment", "random_rotate", "random_translate", "rotate_images", "shift_images"]
+__all__ = [
+    "Augment", "flip_images", "random_hflip", "random_rotate", "random_translate", "rotate_images", "shift_images",
+]
 
 
 def _as_nchw(batch: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -26,10 +30,10 @@ def _as_nchw(batch: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def _per_image(values, n: int, what: str) -> np.ndarray:
-    arr = np.broadcast_to(np.asarray(values), (n,))
-    if arr.shape != (n,):
-        raise ValueError(f"{what}: expected a scalar or {n} values, got shape {np.shape(values)}")
-    return arr
+    try:
+        return np.broadcast_to(np.asarray(values), (n,))
+    except ValueError:
+        raise ValueError(f"{what}: expected a scalar or {n} values, got shape {np.shape(values)}") from None
 
 
 def shift_images(batch: np.ndarray, dy, dx) -> np.ndarray:
@@ -153,20 +157,69 @@ def random_rotate(batch: np.ndarray, max_degrees: float, rng: np.random.Generato
     return rotate_images(batch, angles)
 
 
+def flip_images(batch: np.ndarray, flip) -> np.ndarray:
+    """Mirror the chosen images left-right (column ``x`` becomes column ``W - 1 - x``).
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        flip: per-image (N,) or scalar booleans; True mirrors that image, False keeps it.
+
+    Returns:
+        A new batch, same shape and dtype; images not chosen are unchanged copies.
+    """
+    x, squeezed = _as_nchw(batch)
+    n = x.shape[0]
+    flip = np.asarray(flip)
+    if flip.dtype != np.bool_:
+        raise ValueError(f"flip: expected booleans, got {flip.dtype}")
+    flip = _per_image(flip, n, "flip")
+    out = np.where(flip[:, None, None, None], x[..., ::-1], x)  # (N, C, H, W), a copy either way
+    return out[:, 0] if squeezed else out
+
+
+def random_hflip(batch: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """Mirror each image left-right with probability ``p``, independently.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        rng: source of randomness; draws one uniform number per image (flip where it is < p).
+        p: probability of flipping, in [0, 1].
+
+    Returns:
+        Batch with about a fraction ``p`` of its images mirrored, same shape and dtype.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    n = np.asarray(batch).shape[0]
+    return flip_images(batch, rng.random(n) < p)
+
+
 @dataclass(frozen=True)
 class Augment:
-    """Random rotation (if ``max_degrees`` > 0) followed by random translation (if ``max_shift`` > 0).
+    """Random rotation (if ``max_degrees`` > 0), then random translation (if ``max_shift`` > 0),
+    then a random horizontal flip of half the images (if ``hflip``).
 
     Called as ``augment(batch, rng)``; the DataLoader passes its per-epoch generator, so a run is
-    reproducible from the loader's seed.
+    reproducible from the loader's seed. The draws come in that order (angles, shifts, flips), so
+    turning on ``hflip`` leaves the rotations and shifts of a seed as they were.
 
     Attributes:
         max_shift: largest integer shift in pixels.
         max_degrees: largest rotation angle in degrees.
+        hflip: mirror each image left-right with probability 0.5.
     """
 
     max_shift: int = 2
     max_degrees: float = 0.0
+    hflip: bool = False
+
+    def __post_init__(self) -> None:
+        if int(self.max_shift) < 0:
+            raise ValueError(f"Augment: max_shift must be >= 0, got {self.max_shift}")
+        if not self.max_degrees >= 0:
+            raise ValueError(f"Augment: max_degrees must be >= 0, got {self.max_degrees}")
+        if not isinstance(self.hflip, (bool, np.bool_)):
+            raise TypeError(f"Augment: hflip must be True or False, got {self.hflip!r}")
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Augment a batch.
@@ -184,4 +237,6 @@ class Augment:
             batch = random_rotate(batch, self.max_degrees, rng)
         if self.max_shift > 0:
             batch = random_translate(batch, self.max_shift, rng)
+        if self.hflip:
+            batch = random_hflip(batch, rng)
         return batch

@@ -36,8 +36,10 @@ class DataLoader:
         shuffle: permute the samples every epoch; otherwise keep their order.
         seed: seed of the per-epoch generators.
         augment: callable ``augment(batch, rng) -> batch`` applied per batch to the images scaled
-            to [0, 1] (before normalisation, so zero fill means black), e.g. ``Augment(max_shift=2)``.
-        mean: scalar or per-channel mean subtracted after scaling to [0, 1].
+            to [0, 1] (before normalisation, so zero fill means black), e.g. ``Augment(max_shift=2)``
+            or ``Augment(max_shift=0, hflip=True)``.
+        mean: scalar or per-channel mean subtracted after scaling to [0, 1]; MNIST's by default,
+            ``cnnlab.data.norm_stats`` gives another data set's.
         std: scalar or per-channel standard deviation divided by.
         drop_last: drop a final batch smaller than ``batch_size``.
         dtype: floating dtype of ``x``.
