@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 import cnnlab
 import cnnlab.functional as F
+from cnnlab import kernels
 from helpers import check_against_torch, check_gradients, naive_conv, torch
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -68,6 +69,41 @@ def test_conv_against_torch(d, seed, dtype):
         return tconv(t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation, groups)
 
     check_against_torch(fn, tfn, args, dtype=dtype)
+
+
+NHWC_CASES = list(range(8))
+
+
+def _nhwc_config(seed):
+    """A random one-group 2-D convolution, with the channels-last CPU path forced on."""
+    rng = np.random.default_rng(300 + seed)
+    while True:
+        x, w, b, stride, padding, dilation, groups = random_config(rng, 2)
+        if groups == 1:
+            return x, w, b, stride, padding, dilation
+
+
+@pytest.mark.parametrize("seed", NHWC_CASES)
+def test_channels_last_conv2d_path(seed, monkeypatch):
+    """The channels-last CPU layout (used for many-channel 2-D layers): the definition, float64
+    finite differences and PyTorch, on random strides, paddings and dilations."""
+    monkeypatch.setattr(kernels, "NHWC_MIN_RUN", 1)
+    x, w, b, stride, padding, dilation = _nhwc_config(seed)
+    assert kernels.use_nhwc(x, w.shape, 1)
+    args = [x, w] + ([b] if b is not None else [])
+
+    def fn(*t):
+        return F.conv2d(t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation)
+
+    out = fn(*[cnnlab.tensor(a) for a in args]).numpy()
+    np.testing.assert_allclose(out, naive_conv(x, w, b, stride, padding, dilation, 1), rtol=1e-10, atol=1e-12)
+    check_gradients(fn, args)
+    if torch is not None:
+        def tfn(*t):
+            return torch.nn.functional.conv2d(t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation)
+
+        for dtype in (np.float64, np.float32):
+            check_against_torch(fn, tfn, args, dtype=dtype)
 
 
 @settings(max_examples=25, deadline=None)

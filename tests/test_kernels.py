@@ -13,6 +13,7 @@ rng = np.random.default_rng(0)
 CASES = [
     ("conv2d", lambda x, w: F.conv2d(x, w), (96, 8, 20, 20), (16, 8, 5, 5)),
     ("conv2d_pad_stride", lambda x, w: F.conv2d(x, w, stride=2, padding=1), (96, 8, 21, 19), (16, 8, 3, 3)),
+    ("conv2d_one_channel", lambda x, w: F.conv2d(x, w), (400, 1, 28, 28), (20, 1, 5, 5)),
     ("conv2d_groups", lambda x, w: F.conv2d(x, w, padding=1, groups=4), (128, 8, 16, 16), (8, 2, 3, 3)),
     ("max_pool2d", lambda x: F.max_pool2d(x, 2), (64, 16, 24, 24), None),
     ("max_pool2d_overlap", lambda x: F.max_pool2d(x, 3, stride=2, padding=1), (64, 16, 23, 23), None),
@@ -44,7 +45,8 @@ def test_compiled_multicore_path_matches_numpy_path(name, fn, xs, ws, dtype):
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out, ref_out, rtol=tol, atol=tol)
     for a, b in zip(grads, ref_grads):
-        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+        # weight gradients sum thousands of products in a different order on the two paths
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, float(np.abs(b).max())))
     # the split is deterministic: the same call gives the same bits
     out2, grads2 = _run(fn, arrays)
     np.testing.assert_array_equal(out, out2)

@@ -36,82 +36,131 @@ def conv_output_shape(size, kernel, stride, padding, dilation):
     )
 
 
-class ConvNd(Function):
-    """Convolution (cross-correlation, as in every deep-learning library) over d dimensions.
+class ConvPlan:
+    """One convolution's geometry and weights, and its work on one chunk of the batch.
 
-    Layout: the receptive fields of a chunk of n images are the columns of cols (C*K, n*L), so
-    each chunk is one GEMM per group, weight (F, C*K) @ cols -> (F, n*L), followed by a small
-    block transpose (F, n, L) -> (n, F, L). The batch is processed in chunks sized so that cols
-    stays in the CPU cache (kernels.conv_chunk); the backward pass rebuilds each chunk's cols
-    instead of keeping all of them, which costs one cheap in-cache im2col and saves memory.
+    The batch is processed in chunks sized so that a chunk's receptive fields stay in the CPU
+    cache (kernels.conv_chunks), spread over the cores; the backward pass rebuilds each chunk's
+    fields instead of keeping all of them, which costs one cheap in-cache copy and saves memory.
+    Two layouts of the receptive fields:
+
+    - columns (n, C*K, L): one GEMM per image and group, weight (F, C*K) @ cols[i] -> (F, L),
+      written straight into the output's (N, F, L) layout; any d, any device;
+    - channels-last rows (n*L, K*C) for 2-D convolutions with many channels on the CPU
+      (kernels.use_nhwc): each kernel row of a field is then one contiguous run of KW*C values,
+      so building and scattering the fields moves long runs instead of short output rows.
+
+    The bias is added, and its gradient summed, chunk by chunk while the chunk is in cache.
     """
 
-    def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups):
-        xp = backend.get_array_module(x)
-        N = x.shape[0]
+    def __init__(self, x, w, bias, stride, padding, dilation, groups):
+        self.xp = xp = backend.get_array_module(x)
         F, Cg = w.shape[:2]
-        kernel = w.shape[2:]
-        out_shape = conv_output_shape(x.shape[2:], kernel, stride, padding, dilation)
-        L, K = int(np.prod(out_shape)), int(np.prod(kernel))
-        G = groups
-        w2 = w.reshape(G, F // G, Cg * K)  # (G, F/G, Cg*K)
-        out = xp.empty((N, F, L), dtype=x.dtype)
-        geom = (kernel, stride, padding, dilation, out_shape)
+        kernel = tuple(w.shape[2:])
+        self.out_shape = conv_output_shape(x.shape[2:], kernel, stride, padding, dilation)
+        self.L, K = int(np.prod(self.out_shape)), int(np.prod(kernel))
+        self.F, self.Cg, self.G, self.K, self.kernel = F, Cg, groups, K, kernel
+        self.geom = (kernel, stride, padding, dilation, self.out_shape)
+        self.bias = bias.reshape(F, 1) if bias is not None else None
+        self.nhwc = kernels.use_nhwc(x, w.shape, groups)
+        if self.nhwc:
+            self.wk = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, K * Cg)  # rows' (kh, kw, c) order
+        else:
+            self.wk = w.reshape(groups, F // groups, Cg * K)  # (G, F/G, Cg*K)
+        self.chunks = kernels.conv_chunks(x, Cg * groups * K, self.L)
 
-        def chunk(n0, n1):
-            cols = kernels.im2col(x[n0:n1], *geom)  # (C*K, n*L)
-            rows = _group_matmul(xp, w2, cols, G)  # (F, n*L)
-            out[n0:n1] = rows.reshape(F, n1 - n0, L).transpose(1, 0, 2)
+    def forward_chunk(self, xc, out):
+        """out (n, F, L) = conv(xc) + bias for a chunk xc of n images."""
+        xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
+        if self.nhwc:
+            rows = kernels.im2col_nhwc(xc, *self.geom)  # (n*L, K*C)
+            y = (rows @ self.wk.T).reshape(n, L, F).transpose(0, 2, 1)
+            if self.bias is None:
+                out[...] = y
+            else:
+                xp.add(y, self.bias, out=out)
+            return
+        G = self.G
+        cols = kernels.im2col(xc, *self.geom).reshape(n, G, self.Cg * self.K, L)
+        # one GEMM per image and group, written straight into (n, F, L)
+        xp.matmul(self.wk, cols, out=out.reshape(n, G, F // G, L))
+        if self.bias is not None:
+            out += self.bias
 
-        kernels.run_chunks(chunk, kernels.conv_chunks(x, Cg * G * K, L), xp is np)
-        if maybe_bias:
-            out += maybe_bias[0].reshape(1, F, 1)
-        self.x, self.w2, self.has_bias, self.geom = x, w2, bool(maybe_bias), geom
-        return out.reshape((N, F) + tuple(out_shape))
+    def backward_chunk(self, xc, g, needs_x, needs_w, needs_b):
+        """For a chunk xc and its output gradient g (n, F, L): (dx chunk, dW part, db part),
+        each None where not needed."""
+        xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
+        gx = gw = gb = None
+        if self.nhwc:
+            gr = xp.ascontiguousarray(g.transpose(0, 2, 1)).reshape(n * L, F)  # (n*L, F)
+            if needs_w:
+                gw = gr.T @ kernels.im2col_nhwc(xc, *self.geom)  # (F, K*C)
+            if needs_x:
+                gx = kernels.col2im_nhwc(gr @ self.wk, xc.shape, *self.geom)
+            if needs_b:
+                gb = gr.sum(axis=0)
+            return gx, gw, gb
+        G, CgK = self.G, self.Cg * self.K
+        g4 = g.reshape(n, G, F // G, L)
+        if needs_w:
+            cols = kernels.im2col(xc, *self.geom).reshape(n, G, CgK, L)
+            # per image and group (F/G, L) @ (L, Cg*K), summed over the chunk's images
+            gw = xp.matmul(g4, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+        if needs_x:
+            dcols = xp.matmul(self.wk.transpose(0, 2, 1), g4).reshape(n, G * CgK, L)  # (n, C*K, L)
+            gx = kernels.col2im(dcols, xc.shape, *self.geom)
+        if needs_b:
+            gb = g4.sum(axis=(0, 3)).reshape(F)
+        return gx, gw, gb
+
+    def weight_grad(self, parts):
+        """The chunks' dW parts summed in chunk order (deterministic), as (F, C/G, *kernel)."""
+        gw = _sum_parts(parts)
+        if self.nhwc:  # (F, KH*KW*C) -> (F, C, KH, KW)
+            gw = gw.reshape((self.F,) + self.kernel + (self.Cg,)).transpose(0, 3, 1, 2)
+        return self.xp.ascontiguousarray(gw).reshape((self.F, self.Cg) + self.kernel)
+
+
+class ConvNd(Function):
+    """Convolution (cross-correlation, as in every deep-learning library) over d dimensions,
+    chunk by chunk over the batch (see ConvPlan)."""
+
+    def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups):
+        plan = ConvPlan(x, w, maybe_bias[0] if maybe_bias else None, stride, padding, dilation, groups)
+        N, xp = x.shape[0], plan.xp
+        out = xp.empty((N, plan.F, plan.L), dtype=x.dtype)
+        kernels.run_chunks(lambda n0, n1: plan.forward_chunk(x[n0:n1], out[n0:n1]), plan.chunks, xp is np)
+        self.x, self.plan, self.has_bias = x, plan, bool(maybe_bias)
+        return out.reshape((N, plan.F) + tuple(plan.out_shape))
 
     def backward(self, g):
-        xp = backend.get_array_module(g)
-        x, w2, geom = self.x, self.w2, self.geom
-        kernel, out_shape = geom[0], geom[4]
-        N, F = g.shape[:2]
-        L = int(np.prod(out_shape))
-        G, Fg, CgK = w2.shape
+        x, plan = self.x, self.plan
+        xp = plan.xp
         needs = self.needs_input_grad
-        g3 = g.reshape(N, F, L)
+        want_b = self.has_bias and needs[2]
+        g3 = g.reshape(x.shape[0], plan.F, plan.L)
         gx = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
 
         def chunk(n0, n1):
-            n = n1 - n0
-            # (n, F, L) -> (F, n, L) -> (G, F/G, n*L): the GEMM layout
-            g2 = xp.ascontiguousarray(g3[n0:n1].transpose(1, 0, 2)).reshape(G, Fg, n * L)
-            gw = None
-            if needs[1]:
-                cols = kernels.im2col(x[n0:n1], *geom).reshape(G, CgK, n * L)
-                gw = xp.matmul(g2, cols.transpose(0, 2, 1))  # (G, F/G, n*L) @ (G, n*L, Cg*K)
-            if needs[0]:
-                dcols = xp.matmul(w2.transpose(0, 2, 1), g2).reshape(G * CgK, n * L)  # (C*K, n*L)
-                gx[n0:n1] = kernels.col2im(dcols, (n,) + x.shape[1:], *geom)
-            return gw
+            gxc, gw, gb = plan.backward_chunk(x[n0:n1], g3[n0:n1], needs[0], needs[1], want_b)
+            if gxc is not None:
+                gx[n0:n1] = gxc
+            return gw, gb
 
-        partial = kernels.run_chunks(chunk, kernels.conv_chunks(x, G * CgK, L), xp is np)
-        gw = None
-        if needs[1]:
-            gw = partial[0]
-            for p in partial[1:]:
-                gw = gw + p
-            gw = gw.reshape((F, CgK // int(np.prod(kernel))) + tuple(kernel))
+        partial = kernels.run_chunks(chunk, plan.chunks, xp is np)
+        gw = plan.weight_grad([p[0] for p in partial]) if needs[1] else None
         if self.has_bias:
-            gb = g3.sum(axis=(0, 2)) if needs[2] else None
-            return gx, gw, gb
+            return gx, gw, (_sum_parts([p[1] for p in partial]) if want_b else None)
         return gx, gw
 
 
-def _group_matmul(xp, w2, cols, G):
-    """(G, F/G, Cg*K) weights times (C*K, M) columns, group by group -> (F, M)."""
-    if G == 1:
-        return w2[0] @ cols
-    M = cols.shape[1]
-    return xp.matmul(w2, cols.reshape(G, -1, M)).reshape(-1, M)
+def _sum_parts(parts):
+    """Sum of per-chunk partial results in chunk order (deterministic)."""
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return total
 
 
 _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
@@ -162,6 +211,14 @@ def _conv(name, d, x, weight, bias, stride, padding, dilation, groups):
     unbatched = x.ndim == d + 1
     if unbatched:
         x = x.reshape((1,) + x.shape)
+    stride, padding, dilation = conv_params(name, d, x, weight, bias, stride, padding, dilation, groups)
+    args = (x, weight) if bias is None else (x, weight, bias)
+    out = ConvNd.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=int(groups))
+    return out.reshape(out.shape[1:]) if unbatched else out
+
+
+def conv_params(name, d, x, weight, bias, stride, padding, dilation, groups):
+    """Checked (stride, padding, dilation) tuples for a batched input x; 'same'/'valid' resolved."""
     stride = _tuple(stride, d, "stride")
     dilation = _tuple(dilation, d, "dilation")
     if isinstance(padding, str):
@@ -179,9 +236,7 @@ def _conv(name, d, x, weight, bias, stride, padding, dilation, groups):
             raise ValueError(f"{name}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
     padding = _tuple(padding, d, "padding")
     _check_conv(name, d, x, weight, bias, stride, padding, dilation, groups)
-    args = (x, weight) if bias is None else (x, weight, bias)
-    out = ConvNd.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=int(groups))
-    return out.reshape(out.shape[1:]) if unbatched else out
+    return stride, padding, dilation
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

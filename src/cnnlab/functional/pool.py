@@ -72,9 +72,14 @@ class LPPoolNd(Function):
 def _pool_args(name, d, x, kernel_size, stride, padding):
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
-    if x.ndim not in (d + 1, d + 2):
+    return pool_geometry(name, d, x.shape, kernel_size, stride, padding)
+
+
+def pool_geometry(name, d, shape, kernel_size, stride, padding):
+    """Checked (kernel, stride, padding) tuples for pooling an input of this shape."""
+    if len(shape) not in (d + 1, d + 2):
         raise ValueError(f"{name}: expected a {d + 2}-D input {_LAYOUT[d]} (or {d + 1}-D without the batch), "
-                         f"got shape {x.shape}")
+                         f"got shape {shape}")
     kernel = _tuple(kernel_size, d, "kernel_size")
     stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _tuple(stride, d, "stride")
     padding = _tuple(padding, d, "padding")
@@ -85,11 +90,11 @@ def _pool_args(name, d, x, kernel_size, stride, padding):
     if any(p < 0 or 2 * p > k for p, k in zip(padding, kernel)):
         raise ValueError(f"{name}: padding must be between 0 and half the kernel size, got padding={padding} "
                          f"with kernel_size={kernel}")
-    spatial = x.shape[-d:]
+    spatial = shape[-d:]
     for i in range(d):
         if kernel[i] > spatial[i] + 2 * padding[i]:
             raise ValueError(f"{name}: kernel_size {kernel} is larger than the padded input "
-                             f"{tuple(s + 2 * p for s, p in zip(spatial, padding))} (input {x.shape})")
+                             f"{tuple(s + 2 * p for s, p in zip(spatial, padding))} (input {tuple(shape)})")
     return kernel, stride, padding
 
 

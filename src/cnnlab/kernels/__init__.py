@@ -115,7 +115,7 @@ def run_chunks(fn, chunks, on_cpu=True):
 
 
 def im2col(x, kernel, stride, padding, dilation, out_shape):
-    """(N, C, *S) -> (C*K, N*L): every receptive field as one column (zeros where padded).
+    """(N, C, *S) -> (N, C*K, L): per image, every receptive field as one column (zeros where padded).
 
     One strided copy of the (padded) input on every device: on the CPU it beat a numba loop.
     """
@@ -123,12 +123,48 @@ def im2col(x, kernel, stride, padding, dilation, out_shape):
 
 
 def col2im(cols, x_shape, kernel, stride, padding, dilation, out_shape):
-    """Adjoint of im2col: (C*K, N*L) -> (N, C, *S), overlapping fields summed."""
+    """Adjoint of im2col: (N, C*K, L) -> (N, C, *S), overlapping fields summed."""
     if _use_cpu(cols, len(kernel)):
         return _cpu().col2im2d(np.ascontiguousarray(cols), *x_shape, *kernel, *stride, *padding, *dilation,
                                *out_shape)
     xpad = generic.col2im(cols, _padded_shape(x_shape, padding), kernel, stride, dilation, out_shape, cols.dtype)
     return _unpad(xpad, padding)
+
+
+# Channels-last im2col copies each kernel row as one run of KW*C values; below this many values
+# per run the (C*K, N*L) layout's runs along the output row are longer, and it wins (e.g. C = 1).
+NHWC_MIN_RUN = 16
+
+
+def use_nhwc(x, w_shape, groups) -> bool:
+    """The channels-last 2-D convolution path applies: NumPy floats, one group, long kernel rows."""
+    return (groups == 1 and len(w_shape) == 4 and _use_cpu(x, 2)
+            and w_shape[1] * w_shape[3] >= NHWC_MIN_RUN)
+
+
+def im2col_nhwc(x, kernel, stride, padding, dilation, out_shape):
+    """(n, C, H, W) -> (n*L, KH*KW*C): receptive field j as row j, ordered (kh, kw, c).
+
+    The chunk is first copied channels-last (and padded) in one pass; then every kernel row of
+    a receptive field is a contiguous run of KW*C values (dilation 1), which NumPy copies fast.
+    """
+    n, C, H, W = x.shape
+    (KH, KW), (sh, sw), (ph, pw), (dh, dw), (OH, OW) = kernel, stride, padding, dilation, out_shape
+    if ph or pw:
+        xh = np.zeros((n, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+        xh[:, ph:ph + H, pw:pw + W, :] = x.transpose(0, 2, 3, 1)
+    else:
+        xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    s = xh.strides
+    view = np.lib.stride_tricks.as_strided(
+        xh, shape=(n, OH, OW, KH, KW, C), strides=(s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]))
+    return np.ascontiguousarray(view).reshape(n * OH * OW, KH * KW * C)
+
+
+def col2im_nhwc(dcols, x_shape, kernel, stride, padding, dilation, out_shape):
+    """Adjoint of im2col_nhwc: (n*L, KH*KW*C) -> (n, C, H, W), overlapping fields summed."""
+    return _cpu().col2im2d_nhwc(np.ascontiguousarray(dcols), *x_shape, *kernel, *stride, *padding, *dilation,
+                                *out_shape)
 
 
 def _over_batch(fn, N, nbytes):

@@ -38,17 +38,17 @@ def _valid_range(O, s, p, k, d, S):
 def _col2im2d_dense(cols, N, C, H, W, KH, KW, OH, OW):
     """col2im for stride 1, no padding, no dilation, with flat indices (the common case)."""
     L = OH * OW
-    NL = N * L
+    CK = C * KH * KW
     dx = np.zeros((N, C, H, W), dtype=cols.dtype)
     df = dx.reshape(-1)
     cf = cols.reshape(-1)
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                r = (c * KH + kh) * KW + kw
-                for n in range(N):
+    for n in range(N):
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(KW):
+                    r = (c * KH + kh) * KW + kw
                     dst0 = ((n * C + c) * H + kh) * W + kw
-                    src0 = r * NL + n * L
+                    src0 = (n * CK + r) * L
                     for oh in range(OH):
                         d = dst0 + oh * W
                         s = src0 + oh * OW
@@ -59,27 +59,26 @@ def _col2im2d_dense(cols, N, C, H, W, KH, KW, OH, OW):
 
 @njit(**_OPTS)
 def col2im2d(cols, N, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
-    """Adjoint of im2col: (C*KH*KW, N*OH*OW) -> (N, C, H, W), overlaps summed, padding dropped.
+    """Adjoint of im2col: (N, C*KH*KW, OH*OW) -> (N, C, H, W), overlaps summed, padding dropped.
 
-    Column j holds receptive field j; row r = (c, kh, kw) one kernel tap for every output.
+    Column j of image n holds receptive field j; row r = (c, kh, kw) one kernel tap.
     """
     if sh == 1 and sw == 1 and ph == 0 and pw == 0 and dh == 1 and dw == 1:
         return _col2im2d_dense(cols, N, C, H, W, KH, KW, OH, OW)
-    L = OH * OW
     dx = np.zeros((N, C, H, W), dtype=cols.dtype)
-    for c in prange(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                r = (c * KH + kh) * KW + kw
-                lo, hi, off_w = _valid_range(OW, sw, pw, kw, dw, W)
-                for n in range(N):
+    for n in range(N):
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(KW):
+                    r = (c * KH + kh) * KW + kw
+                    lo, hi, off_w = _valid_range(OW, sw, pw, kw, dw, W)
                     for oh in range(OH):
                         ih = oh * sh - ph + kh * dh
                         if ih < 0 or ih >= H:
                             continue
-                        base = n * L + oh * OW
+                        base = oh * OW
                         for ow in range(lo, hi):
-                            dx[n, c, ih, ow * sw + off_w] += cols[r, base + ow]
+                            dx[n, c, ih, ow * sw + off_w] += cols[n, r, base + ow]
     return dx
 
 
@@ -262,3 +261,42 @@ def sigmoid_backward_range(g, out, dx, lo, hi):
     for i in range(lo, hi):
         o = out[i]
         dx[i] = g[i] * o * (1 - o)
+
+
+@njit(**_OPTS)
+def col2im2d_nhwc(dcols, n, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
+    """Adjoint of the channels-last im2col: (n*OH*OW, KH*KW*C) -> (n, C, H, W).
+
+    Row (i, oh, ow) of ``dcols`` holds one receptive field as (kh, kw, c); with dw == 1 the
+    (kw, c) part of a kernel row is one contiguous run in both arrays, so the inner loop is a
+    vector add. Accumulates in a padded channels-last buffer, then writes NCHW without padding.
+    """
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    KC = KW * C
+    acc = np.zeros((n, Hp, Wp * C), dtype=dcols.dtype)
+    out = np.empty((n, C, H, W), dtype=dcols.dtype)
+    for i in range(n):
+        a = acc[i]
+        for oh in range(OH):
+            for ow in range(OW):
+                src = dcols[(i * OH + oh) * OW + ow]
+                for kh in range(KH):
+                    dst = a[oh * sh + kh * dh]
+                    if dw == 1:
+                        d0 = ow * sw * C
+                        s0 = kh * KC
+                        for j in range(KC):
+                            dst[d0 + j] += src[s0 + j]
+                    else:
+                        for kw in range(KW):
+                            d0 = (ow * sw + kw * dw) * C
+                            s0 = (kh * KW + kw) * C
+                            for c in range(C):
+                                dst[d0 + c] += src[s0 + c]
+        for h in range(H):
+            row = a[h + ph]
+            for w in range(W):
+                base = (w + pw) * C
+                for c in range(C):
+                    out[i, c, h, w] = row[base + c]
+    return out

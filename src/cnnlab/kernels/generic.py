@@ -19,7 +19,7 @@ from .. import backend
 def window_view(xpad, kernel, stride, dilation, out_shape, columns=False):
     """A strided view of every receptive field of ``xpad`` (N, C, *S), padded already.
 
-    Returns (N, C, *O, *K), or with ``columns`` (C, *K, N, *O): the im2col order.
+    Returns (N, C, *O, *K), or with ``columns`` (N, C, *K, *O): the im2col order.
     """
     xp = backend.get_array_module(xpad)
     d = len(kernel)
@@ -29,8 +29,8 @@ def window_view(xpad, kernel, stride, dilation, out_shape, columns=False):
     k_strides = tuple(sS[i] * dilation[i] for i in range(d))
     N, C = xpad.shape[:2]
     if columns:
-        shape = (C, *kernel, N, *out_shape)
-        strides = (sC, *k_strides, sN, *o_strides)
+        shape = (N, C, *kernel, *out_shape)
+        strides = (sN, sC, *k_strides, *o_strides)
     else:
         shape = (N, C, *out_shape, *kernel)
         strides = (sN, sC, *o_strides, *k_strides)
@@ -38,12 +38,13 @@ def window_view(xpad, kernel, stride, dilation, out_shape, columns=False):
 
 
 def im2col(xpad, kernel, stride, dilation, out_shape):
-    """(N, C, *S) padded input -> (C*K, N*L): column j is receptive field j, L = prod(O), K = prod(k)."""
+    """(N, C, *S) padded input -> (N, C*K, L): per image, column j is receptive field j,
+    L = prod(O), K = prod(k)."""
     xp = backend.get_array_module(xpad)
     N, C = xpad.shape[:2]
     view = window_view(xpad, kernel, stride, dilation, out_shape, columns=True)
     L, K = int(np.prod(out_shape)), int(np.prod(kernel))
-    return xp.ascontiguousarray(view).reshape(C * K, N * L)
+    return xp.ascontiguousarray(view).reshape(N, C * K, L)
 
 
 def _offset_slices(k, stride, dilation, out_shape):
@@ -55,14 +56,14 @@ def _offset_slices(k, stride, dilation, out_shape):
 
 
 def col2im(cols, xpad_shape, kernel, stride, dilation, out_shape, dtype):
-    """Adjoint of ``im2col``: (C*K, N*L) -> (N, C, *S) padded, overlapping fields summed."""
+    """Adjoint of ``im2col``: (N, C*K, L) -> (N, C, *S) padded, overlapping fields summed."""
     xp = backend.get_array_module(cols)
     N, C = xpad_shape[:2]
-    t = cols.reshape((C, *kernel, N, *out_shape))
+    t = cols.reshape((N, C, *kernel, *out_shape))
     out = xp.zeros(xpad_shape, dtype=dtype)
     for k in itertools.product(*(range(kk) for kk in kernel)):
-        # (C, N, *O) slab of this kernel offset -> added at its strided input positions
-        slab = xp.swapaxes(t[(slice(None),) + k], 0, 1)
+        # (N, C, *O) slab of this kernel offset -> added at its strided input positions
+        slab = t[(slice(None), slice(None)) + k]
         out[(slice(None), slice(None)) + _offset_slices(k, stride, dilation, out_shape)] += slab
     return out
 

@@ -227,6 +227,7 @@ class BatchNorm2d(_BatchNorm):
 
 class ReLU(Module):
     monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
+    fused_name = "relu"  # what F.conv2d_maxpool_act calls it
 
     def forward(self, x):
         return F.relu(x)
@@ -234,6 +235,7 @@ class ReLU(Module):
 
 class Sigmoid(Module):
     monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
+    fused_name = "sigmoid"  # what F.conv2d_maxpool_act calls it
 
     def forward(self, x):
         return F.sigmoid(x)
@@ -241,6 +243,7 @@ class Sigmoid(Module):
 
 class Tanh(Module):
     monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
+    fused_name = "tanh"  # what F.conv2d_maxpool_act calls it
 
     def forward(self, x):
         return F.tanh(x)

@@ -13,6 +13,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import backend
+from .. import functional as F
 from ..autograd import Tensor
 
 
@@ -201,7 +202,15 @@ class Sequential(Module):
         while i < n:
             layer = layers[i]
             nxt = layers[i + 1] if i + 1 < n else None
-            if getattr(layer, "monotone", False) and getattr(nxt, "is_max_pool", False):
+            fused = _fused_block(layers, i, x)
+            if fused is not None:
+                # [Conv2d, MaxPool2d, activation] (or [Conv2d, activation, MaxPool2d]) in one
+                # operator that keeps each chunk of the batch in cache: see functional/fused.py.
+                conv, pool, act, used = fused
+                x = F.conv2d_maxpool_act(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
+                                         conv.groups, pool.kernel_size, pool.stride, pool.padding, act)
+                i += used
+            elif getattr(layer, "monotone", False) and getattr(nxt, "is_max_pool", False):
                 # act -> max-pool equals max-pool -> act for a non-decreasing act, in value and in
                 # gradient (the same element wins each window); pooling first applies the act to
                 # 4x fewer numbers after a 2x2 pool.
@@ -226,3 +235,20 @@ class Sequential(Module):
     def append(self, layer):
         self.layers.append(layer)
         return self
+
+
+def _fused_block(layers, i, x):
+    """(conv, pool, activation name, number of layers) if layers[i:] start a block that
+    F.conv2d_maxpool_act computes in one pass on this input, else None."""
+    from .layers import Conv2d, MaxPool2d  # noqa: PLC0415
+
+    conv = layers[i]
+    if type(conv) is not Conv2d or i + 1 >= len(layers) or not F.fused.fusable(x.data):
+        return None
+    a, b = layers[i + 1], layers[i + 2] if i + 2 < len(layers) else None
+    if type(a) is MaxPool2d:
+        act = getattr(b, "fused_name", None)
+        return conv, a, act, 3 if act else 2
+    if getattr(a, "fused_name", None) and type(b) is MaxPool2d:  # monotone act and max-pool commute
+        return conv, b, a.fused_name, 3
+    return None

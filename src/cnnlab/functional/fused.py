@@ -1,0 +1,128 @@
+"""Conv -> max-pool -> activation as one operator, chunk by chunk over the batch.
+
+The result is exactly act(max_pool(conv(x) + b)) in value and gradient; only the schedule
+differs. Run layer by layer, the convolution's full output (e.g. 20x24x24 per image for the
+first layer of Nielsen's net) goes out to memory, is read back by the pooling, and its gradient
+is written and read once more in the backward pass. Here every chunk of images is convolved,
+pooled and activated while it sits in the CPU cache, and only the pooled maps (4x smaller for
+2x2 windows) and the arg-max of each window leave it. The backward pass rebuilds the chunk's
+convolution gradient in cache from those.
+
+``nn.Sequential`` uses it for [Conv2d, MaxPool2d, activation] (in either order of the last two,
+see Sequential.forward) on the CPU; everything else runs layer by layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..autograd import Function, Tensor
+from .conv import ConvPlan, _sum_parts, conv_output_shape, conv_params
+from .pool import pool_geometry
+
+ACTIVATIONS = (None, "relu", "tanh", "sigmoid")
+
+
+def fusable(x) -> bool:
+    """The fused CPU path applies to x: a float NumPy array of 2-D images with the kernels on."""
+    return x.ndim == 4 and kernels._use_cpu(x, 2)
+
+
+def _act_forward(act, a):
+    if act == "relu":
+        np.maximum(a, 0, out=a)
+    elif act == "tanh":
+        np.tanh(a, out=a)
+    elif act == "sigmoid":  # 0.5 * (1 + tanh(a / 2)), as F.sigmoid computes it
+        a *= 0.5
+        np.tanh(a, out=a)
+        a += 1
+        a *= 0.5
+
+
+def _act_backward(act, g, out):
+    if act == "relu":
+        return np.where(out > 0, g, 0).astype(g.dtype, copy=False)
+    if act == "tanh":
+        return g * (1 - out * out)
+    if act == "sigmoid":
+        return g * out * (1 - out)
+    return g
+
+
+class ConvMaxPoolAct(Function):
+    """act(max_pool2d(conv2d(x, w, b))) on NumPy arrays; see the module docstring."""
+
+    def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups, pool_kernel, pool_stride,
+                pool_padding, act):
+        plan = ConvPlan(x, w, maybe_bias[0] if maybe_bias else None, stride, padding, dilation, groups)
+        cpu = kernels._cpu()
+        N, F = x.shape[0], plan.F
+        OH, OW = plan.out_shape
+        PH, PW = conv_output_shape((OH, OW), pool_kernel, pool_stride, pool_padding, (1, 1))
+        out = np.empty((N, F, PH, PW), dtype=x.dtype)
+        arg = np.empty((N, F, PH, PW), dtype=np.int32)
+        pool = (*pool_kernel, *pool_stride, *pool_padding, PH, PW)
+
+        def chunk(n0, n1):
+            y = np.empty((n1 - n0, F, plan.L), dtype=x.dtype)
+            plan.forward_chunk(x[n0:n1], y)
+            o, a = cpu.max_pool2d_forward(y.reshape(n1 - n0, F, OH, OW), *pool)
+            _act_forward(act, o)
+            out[n0:n1] = o
+            arg[n0:n1] = a
+
+        kernels.run_chunks(chunk, plan.chunks)
+        self.x, self.plan, self.arg, self.out, self.act = x, plan, arg, out, act
+        self.has_bias = bool(maybe_bias)
+        return out
+
+    def backward(self, g):
+        x, plan, arg, out, act = self.x, self.plan, self.arg, self.out, self.act
+        cpu = kernels._cpu()
+        OH, OW = plan.out_shape
+        needs = self.needs_input_grad
+        want_b = self.has_bias and needs[2]
+        g = np.ascontiguousarray(g)
+        gx = np.empty(x.shape, dtype=x.dtype) if needs[0] else None
+
+        def chunk(n0, n1):
+            gp = np.ascontiguousarray(_act_backward(act, g[n0:n1], out[n0:n1]))
+            gy = cpu.max_pool2d_backward(gp, arg[n0:n1], OH, OW).reshape(n1 - n0, plan.F, plan.L)
+            gxc, gw, gb = plan.backward_chunk(x[n0:n1], gy, needs[0], needs[1], want_b)
+            if gxc is not None:
+                gx[n0:n1] = gxc
+            return gw, gb
+
+        partial = kernels.run_chunks(chunk, plan.chunks)
+        gw = plan.weight_grad([p[0] for p in partial]) if needs[1] else None
+        if self.has_bias:
+            return gx, gw, (_sum_parts([p[1] for p in partial]) if want_b else None)
+        return gx, gw
+
+
+def conv2d_maxpool_act(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, pool_kernel=2,
+                       pool_stride=None, pool_padding=0, act=None):
+    """act(max_pool2d(conv2d(x, weight, bias, stride, padding, dilation, groups), pool_kernel,
+    pool_stride, pool_padding)) in one pass per chunk of the batch (CPU, NumPy arrays).
+
+    x is (N, C, H, W); act is None, 'relu', 'tanh' or 'sigmoid'. Falls back to the separate
+    operators where the fused path does not apply (e.g. CuPy arrays, or the compiled kernels
+    switched off), so it is always correct to call.
+    """
+    from . import conv2d, max_pool2d, relu, sigmoid, tanh  # noqa: PLC0415
+
+    if act not in ACTIVATIONS:
+        raise ValueError(f"conv2d_maxpool_act: act must be one of {ACTIVATIONS}, got {act!r}")
+    if not (isinstance(x, Tensor) and fusable(x.data)):
+        y = max_pool2d(conv2d(x, weight, bias, stride, padding, dilation, groups), pool_kernel, pool_stride,
+                       pool_padding)
+        return {None: lambda t: t, "relu": relu, "tanh": tanh, "sigmoid": sigmoid}[act](y)
+    stride, padding, dilation = conv_params("conv2d", 2, x, weight, bias, stride, padding, dilation, groups)
+    conv_shape = (x.shape[0], weight.shape[0]) + conv_output_shape(x.shape[2:], weight.shape[2:], stride, padding,
+                                                                   dilation)
+    kernel, pstride, ppadding = pool_geometry("max_pool2d", 2, conv_shape, pool_kernel, pool_stride, pool_padding)
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return ConvMaxPoolAct.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=int(groups),
+                                pool_kernel=kernel, pool_stride=pstride, pool_padding=ppadding, act=act)

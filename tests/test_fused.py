@@ -1,0 +1,133 @@
+"""conv -> max-pool -> activation as one operator (functional/fused.py) and its use by Sequential:
+against the naive definitions, by float64 finite differences, against PyTorch, and against the
+same layers run one by one."""
+
+import numpy as np
+import pytest
+
+import cnnlab
+import cnnlab.functional as F
+from cnnlab import kernels, nn
+from cnnlab.functional.fused import ConvMaxPoolAct
+from helpers import check_against_torch, check_gradients, naive_conv, naive_pool, torch
+
+ACT = {None: lambda a: a, "relu": lambda a: np.maximum(a, 0), "tanh": np.tanh,
+       "sigmoid": lambda a: 1 / (1 + np.exp(-a))}
+
+# (N, C, H, W), (F, C/groups, kh, kw), conv (stride, padding, dilation, groups), pool (kernel, stride, padding), act
+CASES = [
+    ((3, 1, 28, 28), (4, 1, 5, 5), (1, 0, 1, 1), (2, 2, 0), "relu"),  # the article's first layer
+    ((2, 6, 12, 12), (8, 6, 5, 5), (1, 0, 1, 1), (2, 2, 0), "tanh"),  # channels-last layout
+    ((2, 4, 11, 9), (6, 2, 3, 3), (1, 1, 1, 2), (2, 2, 0), "sigmoid"),  # groups
+    ((2, 3, 13, 14), (5, 3, 3, 2), (2, 1, 1, 1), (3, 2, 1), None),  # strided conv, overlapping padded pool
+    ((2, 5, 15, 15), (4, 5, 3, 3), (1, 2, 2, 1), (3, 3, 1), "relu"),  # dilation
+]
+
+
+def _call(case, fused):
+    _, _, (s, p, dl, g), (pk, ps, pp), act = case
+    if fused:
+        return lambda x, w, b: F.conv2d_maxpool_act(x, w, b, s, p, dl, g, pk, ps, pp, act)
+    acts = {None: lambda t: t, "relu": F.relu, "tanh": F.tanh, "sigmoid": F.sigmoid}
+    return lambda x, w, b: acts[act](F.max_pool2d(F.conv2d(x, w, b, s, p, dl, g), pk, ps, pp))
+
+
+def _arrays(case, seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    xs, ws = case[:2]
+    return [rng.standard_normal(xs).astype(dtype), (0.5 * rng.standard_normal(ws)).astype(dtype),
+            rng.standard_normal(ws[0]).astype(dtype)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
+def test_fused_matches_naive_definition(case):
+    x, w, b = _arrays(case, 0)
+    _, _, (s, p, dl, g), (pk, ps, pp), act = case
+    out = _call(case, True)(*[cnnlab.tensor(a) for a in (x, w, b)])
+    assert out._ctx is not None and isinstance(out._ctx, ConvMaxPoolAct) or not out.requires_grad
+    ref = ACT[act](naive_pool(naive_conv(x, w, b, (s, s), (p, p), (dl, dl), g), (pk, pk), (ps, ps), (pp, pp), "max"))
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
+def test_fused_gradients_finite_differences(case):
+    check_gradients(_call(case, True), _arrays(case, 1))
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
+def test_fused_against_torch(case, dtype):
+    _, _, (s, p, dl, g), (pk, ps, pp), act = case
+    tf = torch.nn.functional
+    tact = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[act]
+
+    def tfn(x, w, b):
+        return tact(tf.max_pool2d(tf.conv2d(x, w, b, s, p, dl, g), pk, ps, pp))
+
+    check_against_torch(_call(case, True), tfn, _arrays(case, 2, dtype), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
+def test_fused_equals_layer_by_layer_on_a_split_batch(case, dtype):
+    """A batch big enough to be cut into chunks and spread over the cores gives the values and
+    gradients of the layers run one by one."""
+    case = ((160,) + case[0][1:],) + case[1:]
+    arrays = _arrays(case, 3, dtype)
+
+    def run(fused):
+        ts = [cnnlab.tensor(a, requires_grad=True) for a in arrays]
+        out = _call(case, fused)(*ts)
+        out.backward(np.random.default_rng(4).standard_normal(out.shape).astype(dtype))
+        return [out.numpy()] + [t.grad.numpy() for t in ts]
+
+    got, ref = run(True), run(False)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    for a, r in zip(got, ref):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol * max(1.0, float(np.abs(r).max())))
+
+
+def _graph_ops(out):
+    """Names of the operators in the graph that produced ``out``."""
+    seen, stack, names = set(), [out], []
+    while stack:
+        ctx = stack.pop()._ctx
+        if ctx is not None and id(ctx) not in seen:
+            seen.add(id(ctx))
+            names.append(type(ctx).__name__)
+            stack.extend(ctx.inputs)
+    return names
+
+
+def test_sequential_fuses_conv_pool_activation_and_matches_unfused():
+    cnnlab.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),  # act before pool: fused too
+                          nn.Conv2d(6, 12, 3), nn.MaxPool2d(2), nn.Tanh(),
+                          nn.Flatten(), nn.Linear(12 * 5 * 5, 10))
+    x = np.random.default_rng(5).standard_normal((40, 1, 28, 28)).astype(np.float32)
+    y = np.arange(40) % 10
+
+    def run():
+        model.zero_grad()
+        out = model(cnnlab.tensor(x))
+        F.cross_entropy(out, cnnlab.tensor(y)).backward()
+        return out, [p.grad.numpy().copy() for p in model.parameters()]
+
+    out, grads = run()
+    # the graph holds the fused operator, not the separate layers
+    kinds = _graph_ops(model(cnnlab.tensor(x)))
+    assert kinds.count("ConvMaxPoolAct") == 2 and "MaxPoolNd" not in kinds and "ConvNd" not in kinds
+    with kernels.compiled(False):  # no numba kernels: the layers run one by one
+        ref_out, ref_grads = run()
+    np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+
+
+def test_fused_rejects_unknown_activation():
+    x = cnnlab.tensor(np.zeros((1, 1, 8, 8)))
+    w = cnnlab.tensor(np.zeros((2, 1, 3, 3)))
+    with pytest.raises(ValueError, match="act must be one of"):
+        F.conv2d_maxpool_act(x, w, act="gelu")
