@@ -70,9 +70,11 @@ def test_fused_against_torch(case, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
-def test_fused_equals_layer_by_layer_on_a_split_batch(case, dtype):
-    """A batch big enough to be cut into chunks and spread over the cores gives the values and
-    gradients of the layers run one by one."""
+def test_fused_equals_layer_by_layer_on_a_split_batch(case, dtype, monkeypatch):
+    """A batch cut into chunks and spread over the cores gives the values and gradients of the
+    layers run one by one."""
+    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 1 << 16)
+    monkeypatch.setattr(kernels, "CPU_CHUNK_BYTES", 1 << 18)
     case = ((160,) + case[0][1:],) + case[1:]
     arrays = _arrays(case, 3, dtype)
 

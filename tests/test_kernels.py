@@ -35,7 +35,10 @@ def _run(fn, arrays, g_seed=1):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name,fn,xs,ws", CASES, ids=[c[0] for c in CASES])
-def test_compiled_multicore_path_matches_numpy_path(name, fn, xs, ws, dtype):
+def test_compiled_multicore_path_matches_numpy_path(name, fn, xs, ws, dtype, monkeypatch):
+    # small thresholds, whatever the tuned values: every operator here is cut into several chunks
+    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 1 << 16)
+    monkeypatch.setattr(kernels, "CPU_CHUNK_BYTES", 1 << 18)
     assert np.prod(xs) * np.dtype(dtype).itemsize >= kernels._SPLIT_MIN_BYTES  # really split
     x = (rng.permutation(int(np.prod(xs))).reshape(xs) / np.prod(xs) - 0.5).astype(dtype)  # no ties
     arrays = [x] + ([rng.standard_normal(ws).astype(dtype)] if ws else [])
@@ -54,10 +57,16 @@ def test_compiled_multicore_path_matches_numpy_path(name, fn, xs, ws, dtype):
         np.testing.assert_array_equal(a, b)
 
 
-def test_chunks_cover_the_batch_once():
-    x = np.zeros((257, 20, 12, 12), np.float32)
+@pytest.mark.parametrize("N", [1, 2, 7, 64, 257])
+def test_chunks_cover_the_batch_once_in_balanced_pieces(N):
+    x = np.zeros((N, 20, 12, 12), np.float32)
     chunks = kernels.conv_chunks(x, 500, 64)
-    assert chunks[0][0] == 0 and chunks[-1][1] == 257
-    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
-    assert len(chunks) > 1
+    assert chunks[0][0] == 0 and chunks[-1][1] == N
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(chunks, chunks[1:]))
+    sizes = [b - a for a, b in chunks]
+    assert max(sizes) - min(sizes) <= 1
+    per_image = 500 * 64 * 4
+    assert max(sizes) * per_image <= max(kernels.CPU_CHUNK_BYTES, per_image)
+    if N * per_image >= kernels._SPLIT_MIN_BYTES and N >= kernels.WORKERS:
+        assert len(chunks) % kernels.WORKERS == 0  # every core gets as many chunks
     assert kernels.conv_chunks(np.zeros((2, 1, 8, 8), np.float32), 9, 36) == [(0, 2)]  # small: one chunk

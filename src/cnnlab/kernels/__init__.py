@@ -62,11 +62,11 @@ def _padded_shape(shape, padding):
 
 # Bytes of one chunk of im2col columns: small enough to stay in the CPU's L2/L3 cache while its
 # GEMM reads it (see benchmarks/README.md for the measurement that chose it).
-CPU_CHUNK_BYTES = 1 << 20
+CPU_CHUNK_BYTES = 4 << 20
 
 
 # Work smaller than this (bytes touched) runs on one core: a thread hand-off costs more.
-_SPLIT_MIN_BYTES = 1 << 20
+_SPLIT_MIN_BYTES = 2 << 20
 WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
 _executor = None
 
@@ -90,14 +90,15 @@ def conv_chunks(x, CK, L):
     """(start, stop) ranges over the batch of ``x``: cache-sized chunks on the CPU (at least one
     per core when the batch allows), a single chunk on a GPU."""
     N = x.shape[0]
-    if isinstance(x, np.ndarray):
-        per_image = max(CK * L * x.dtype.itemsize, 1)
-        # small layers are not split across cores: a thread hand-off costs more than it saves
-        cores = WORKERS if N * per_image >= _SPLIT_MIN_BYTES else 1
-        step = max(1, min(CPU_CHUNK_BYTES // per_image, -(-N // cores)))
-    else:
-        step = max(N, 1)
-    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+    if not isinstance(x, np.ndarray) or N <= 1:
+        return [(0, N)]
+    per_image = max(CK * L * x.dtype.itemsize, 1)
+    # small layers are not split across cores: a thread hand-off costs more than it saves
+    cores = WORKERS if N * per_image >= _SPLIT_MIN_BYTES else 1
+    count = -(-N // max(1, CPU_CHUNK_BYTES // per_image))  # chunks of at most CPU_CHUNK_BYTES
+    count = min(N, -(-count // cores) * cores)  # a multiple of the cores, so none idles at the end
+    bounds = [N * i // count for i in range(count + 1)]  # equal sizes, to within one image
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def run_chunks(fn, chunks, on_cpu=True):
