@@ -137,6 +137,19 @@ def fast(c1=32, c2=64, hidden=256, p=0.25, classes=10):
         nn.Dropout(p), nn.Linear(hidden, classes))
 
 
+def vgg_small(c1=32, c2=64, hidden=256, p=0.3, classes=10):
+    """Two VGG-style blocks of two 3x3 convolutions (padding 1) each, batch norm, 2x2 max-pool,
+    then FC `hidden` with dropout: 28x28 -> 14x14 -> 7x7 maps. About 4x the default's compute;
+    for Fashion-MNIST, where deeper receptive fields pay off."""
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(),
+        nn.Conv2d(c1, c1, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(c1), nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1, bias=False), nn.BatchNorm2d(c2), nn.ReLU(),
+        nn.Conv2d(c2, c2, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(c2), nn.ReLU(),
+        nn.Flatten(), nn.Dropout(p), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(),
+        nn.Dropout(p), nn.Linear(hidden, classes))
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a model is trained by default (each value can be overridden on the command line)."""
@@ -171,6 +184,13 @@ MODELS: dict[str, ModelInfo] = {
     "best": ModelInfo(fast, "the default net trained longer on shifted and rotated digits (accuracy frontier)",
                       Recipe(epochs=20, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
                              weight_decay=5e-4, schedule="onecycle", augment=2, rotate=10.0)),
+    "fashion": ModelInfo(fast, "the default net with a clothing recipe: mirrored and shifted images, 30 epochs",
+                         Recipe(epochs=30, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
+                                weight_decay=5e-4, schedule="onecycle", augment=2, hflip=True)),
+    "fashion-best": ModelInfo(vgg_small, "VGG-style 2x(conv3x3-conv3x3-pool) 32/64 maps, FC 256, dropout, for "
+                              "Fashion-MNIST (accuracy frontier)",
+                              Recipe(epochs=20, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
+                                     weight_decay=5e-4, schedule="onecycle", augment=2, hflip=True)),
     "article": ModelInfo(article, "the article's net: 3 maps 5x5, 2x2 max-pool, FC -> 10",
                          Recipe(epochs=12, batch_size=32, lr=0.003, optimizer="adam", schedule="onecycle",
                                 augment=1)),
