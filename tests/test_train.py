@@ -101,3 +101,12 @@ def test_nielsen_parameter_counts():
     assert models.build("nielsen-fc").num_parameters() == 784 * 100 + 100 + 100 * 10 + 10
     assert models.build("nielsen-conv1").num_parameters() == 520 + 2880 * 100 + 100 + 1010
     assert models.build("article").num_parameters() == 3 * 26 + 432 * 10 + 10
+
+
+def test_vgg_small_parameter_count_and_shapes():
+    # 3x3 convs without bias (batch norm follows): 1->32, 32->32, 32->64, 64->64; BN 2 per map; FC 3136->256->10
+    convs = 9 * (1 * 32 + 32 * 32 + 32 * 64 + 64 * 64)
+    bn = 2 * (32 + 32 + 64 + 64)
+    assert models.build("fashion-best").num_parameters() == convs + bn + 64 * 7 * 7 * 256 + 256 + 2570
+    assert models.recipe("fashion-best").hflip and models.recipe("fashion").hflip
+    assert not models.recipe("default").hflip and not models.recipe("best").hflip

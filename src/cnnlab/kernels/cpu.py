@@ -1,4 +1,5 @@
-"""numba-compiled loops for 2-D col2im, pooling and ReLU on NumPy arrays.
+"""numba-compiled loops for 2-D col2im (column and channels-last layouts), pooling and the
+activations' backward passes on NumPy arrays.
 
 im2col itself is left to NumPy's strided copy (kernels/generic.py): measured here it copied
 receptive fields about 2x faster than a numba loop did (0.29 vs 0.55 ms for 8 images of
@@ -180,12 +181,6 @@ def max_pool2d_backward(g, arg, H, W):
             for oh in range(OH):
                 for ow in range(OW):
                     d[aa[oh, ow]] += gg[oh, ow]
-    return dx.reshape((N, C, H, W))
-    for n in prange(N):
-        for c in range(C):
-            for oh in range(OH):
-                for ow in range(OW):
-                    dx[n, c, arg[n, c, oh, ow]] += g[n, c, oh, ow]
     return dx.reshape((N, C, H, W))
 
 
