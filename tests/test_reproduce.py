@@ -67,3 +67,28 @@ def test_cli_experiment_runs(capsys):
     assert main(["experiment", "pooling", "--model", "article", "--epochs", "1", "--train-size", "1000",
                  "--pools", "max,l2", "--no-progress"]) == 0
     assert "chosen on validation accuracy" in capsys.readouterr().out
+
+
+def test_full_runs_of_some_rows_add_to_the_saved_table(tmp_path):
+    from cnnlab.reproduce import _merge_previous
+
+    def row(key, ours, date):
+        return {"row": key, "network": key, "book": 0.99, "ours": ours, "difference_points": 0.0, "seconds": 1.0,
+                "epochs": 60, "best_epoch": 1, "date": date}
+
+    path = tmp_path / "nielsen.json"
+    path.write_text(json.dumps({"table": [row("fc", 0.97, "old"), row("relu", 0.99, "old")], "full_run": True,
+                                "date": "old"}))
+    new = {"table": [row("expanded", 0.9935, "new"), row("fc", 0.98, "new")], "full_run": True, "date": "new",
+           "machine": "m", "platform": "p"}
+    merged = _merge_previous(new, path)
+    assert [r["row"] for r in merged["table"]] == ["fc", "relu", "expanded"]  # the book's order
+    assert merged["table"][0]["ours"] == 0.98 and merged["table"][0]["date"] == "new"  # re-run row replaced
+    assert merged["table"][1]["date"] == "old"
+    assert "| relu |" in markdown_table(merged) and "| old |" in markdown_table(merged)
+    # a shortened run never mixes with a full table, and a shortened table is not kept
+    assert _merge_previous(dict(new, full_run=False), path)["table"] == new["table"]
+    path.write_text(json.dumps({"table": [row("relu", 0.99, "old")], "full_run": False, "date": "old"}))
+    assert [r["row"] for r in _merge_previous(new, path)["table"]] == ["fc", "expanded"]
+    path.write_text("{not json")
+    assert _merge_previous(new, path)["table"] == new["table"]

@@ -13,6 +13,7 @@ seeds, picks the pooling with the best validation accuracy, and reports test acc
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
     }
     if out_dir is not None:
         out = Path(out_dir)
+        report = _merge_previous(report, out / "nielsen.json", log)
         write_json(out / "nielsen.json", report)
         _write_text(out / "nielsen.md", markdown_table(report))
     return report
@@ -136,7 +138,28 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
 def _row_result(key, label, book, ours, seconds, epochs, best_epoch):
     return {"row": key, "network": label, "book": book, "ours": ours,
             "difference_points": None if ours is None else round(100 * (ours - book), 2),
-            "seconds": round(seconds, 1), "epochs": epochs, "best_epoch": best_epoch}
+            "seconds": round(seconds, 1), "epochs": epochs, "best_epoch": best_epoch,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _merge_previous(report, path: Path, log=None) -> dict:
+    """Full runs of some rows add to an earlier full run's table: rows run now replace theirs,
+    the others are kept (each row records its own date). Shortened runs replace the file."""
+    if not report["full_run"] or not path.exists():
+        return report
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        kept = [r for r in old["table"] if r["row"] not in {n["row"] for n in report["table"]}] \
+            if old.get("full_run") else []
+        for r in kept:
+            r.setdefault("date", old.get("date"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if log:
+            log(f"not merging with {path}: unreadable ({exc}); it is replaced")
+        return report
+    order = {k: i for i, k in enumerate(ROW_KEYS)}
+    merged = dict(report, table=sorted(kept + report["table"], key=lambda r: order.get(r["row"], len(order))))
+    return merged
 
 
 def _format_row(r):
@@ -152,13 +175,13 @@ def markdown_table(report) -> str:
         lines += [f"**Shortened run**: epochs per row = {report['epochs_override'] or 'book'}, training images = "
                   f"{report['train_size'] or 50000} (before expansion). Not comparable with the book's 60/40 "
                   f"epochs: rerun without --epochs and --train-size for the full table.", ""]
-    lines += ["| row | network | epochs | book | ours | difference (points) | wall time |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["| row | network | epochs | book | ours | difference (points) | wall time | run on |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in report["table"]:
         ours = "-" if r["ours"] is None else f"{100 * r['ours']:.2f}%"
         diff = "" if r["difference_points"] is None else f"{r['difference_points']:+.2f}"
         lines.append(f"| {r['row']} | {r['network']} | {r['epochs']} | {100 * r['book']:.2f}% | {ours} | {diff} | "
-                     f"{r['seconds']:.0f} s |")
+                     f"{r['seconds']:.0f} s | {r.get('date', report['date'])} |")
     return "\n".join(lines) + "\n"
 
 
