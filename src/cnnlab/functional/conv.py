@@ -6,8 +6,9 @@ Every output neuron of feature map ``f`` at position ``o`` sees one receptive fi
     out[n, f, o] = bias[f] + sum_{c, j} weight[f, c, j] * xpad[n, g*Cg + c, o*stride + j*dilation]
 
 with the same ``weight[f]`` and ``bias[f]`` at every ``o`` (shared weights). The fast path lays
-all receptive fields out as the rows of one matrix (im2col) so that the whole layer becomes one
-matrix multiply; the backward pass scatters the rows back (col2im).
+the receptive fields out as the columns of a matrix per image (im2col; channels-last rows for
+many-channel 2-D layers on the CPU, see ConvPlan), so that a layer becomes matrix multiplies
+with the weights; the backward pass scatters the fields back (col2im).
 
 Output size per spatial dimension: O = floor((S + 2*padding - dilation*(k - 1) - 1) / stride) + 1.
 """
@@ -105,8 +106,10 @@ class ConvPlan:
         g4 = g.reshape(n, G, F // G, L)
         if needs_w:
             cols = kernels.im2col(xc, *self.geom).reshape(n, G, CgK, L)
-            # per image and group (F/G, L) @ (L, Cg*K), summed over the chunk's images
-            gw = xp.matmul(g4, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+            if xp is np:  # per image and group (F/G, L) @ (L, Cg*K), summed over the chunk's images
+                gw = xp.matmul(g4, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+            else:  # one chunk of the whole batch: no (n, G, F/G, Cg*K) intermediate
+                gw = xp.einsum("ngfl,ngkl->gfk", g4, cols)
         if needs_x:
             dcols = xp.matmul(self.wk.transpose(0, 2, 1), g4).reshape(n, G * CgK, L)  # (n, C*K, L)
             gx = kernels.col2im(dcols, xc.shape, *self.geom)

@@ -9,7 +9,8 @@ pooled and activated while it sits in the CPU cache, and only the pooled maps (4
 convolution gradient in cache from those.
 
 ``nn.Sequential`` uses it for [Conv2d, MaxPool2d, activation] (in either order of the last two,
-see Sequential.forward) on the CPU; everything else runs layer by layer.
+see Sequential.forward) and for [Conv2d, MaxPool2d] on the CPU; everything else runs layer by
+layer.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ def fusable(x) -> bool:
 
 
 def _act_forward(act, a):
+    """a = act(a) in place, computed exactly as F.relu / F.tanh / F.sigmoid compute it."""
     if act == "relu":
-        np.maximum(a, 0, out=a)
+        flat = a.reshape(-1)
+        kernels._cpu().relu_forward_range(flat, flat, 0, flat.size)
     elif act == "tanh":
         np.tanh(a, out=a)
     elif act == "sigmoid":  # 0.5 * (1 + tanh(a / 2)), as F.sigmoid computes it
@@ -42,13 +45,15 @@ def _act_forward(act, a):
 
 
 def _act_backward(act, g, out):
-    if act == "relu":
-        return np.where(out > 0, g, 0).astype(g.dtype, copy=False)
-    if act == "tanh":
-        return g * (1 - out * out)
-    if act == "sigmoid":
-        return g * out * (1 - out)
-    return g
+    """The activation's backward pass on one chunk, with the same compiled loops (and so the same
+    rounding) as F.relu / F.tanh / F.sigmoid use; not kernels.*_backward, whose own splitting
+    over the thread pool must not run inside a chunk."""
+    if act is None:
+        return np.ascontiguousarray(g)
+    g, out = np.ascontiguousarray(g), np.ascontiguousarray(out)
+    dx = np.empty_like(g)
+    getattr(kernels._cpu(), f"{act}_backward_range")(g.reshape(-1), out.reshape(-1), dx.reshape(-1), 0, g.size)
+    return dx
 
 
 class ConvMaxPoolAct(Function):
@@ -88,7 +93,7 @@ class ConvMaxPoolAct(Function):
         gx = np.empty(x.shape, dtype=x.dtype) if needs[0] else None
 
         def chunk(n0, n1):
-            gp = np.ascontiguousarray(_act_backward(act, g[n0:n1], out[n0:n1]))
+            gp = _act_backward(act, g[n0:n1], out[n0:n1])
             gy = cpu.max_pool2d_backward(gp, arg[n0:n1], OH, OW).reshape(n1 - n0, plan.F, plan.L)
             gxc, gw, gb = plan.backward_chunk(x[n0:n1], gy, needs[0], needs[1], want_b)
             if gxc is not None:

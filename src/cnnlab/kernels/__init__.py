@@ -221,8 +221,8 @@ def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
     return _unpad(dx, padding)
 
 
-def _flat_chunks(size):
-    step = max(_SPLIT_MIN_BYTES // 4, -(-size // WORKERS))
+def _flat_chunks(size, itemsize=4):
+    step = max(_SPLIT_MIN_BYTES // itemsize, -(-size // WORKERS))
     return [(lo, min(size, lo + step)) for lo in range(0, size, step)]
 
 
@@ -238,7 +238,7 @@ def relu_forward(x):
     out = np.empty_like(x)
     xf, of = x.reshape(-1), out.reshape(-1)
     cpu = _cpu()
-    run_chunks(lambda lo, hi: cpu.relu_forward_range(xf, of, lo, hi), _flat_chunks(x.size))
+    run_chunks(lambda lo, hi: cpu.relu_forward_range(xf, of, lo, hi), _flat_chunks(x.size, x.itemsize))
     return out
 
 
@@ -248,7 +248,7 @@ def _elementwise_backward(name, g, out):
     dx = np.empty_like(g)
     gf, of, df = g.reshape(-1), out.reshape(-1), dx.reshape(-1)
     kernel = getattr(_cpu(), f"{name}_backward_range")
-    run_chunks(lambda lo, hi: kernel(gf, of, df, lo, hi), _flat_chunks(g.size))
+    run_chunks(lambda lo, hi: kernel(gf, of, df, lo, hi), _flat_chunks(g.size, g.itemsize))
     return dx
 
 

@@ -8,7 +8,7 @@ receptive fields about 2x faster than a numba loop did (0.29 vs 0.55 ms for 8 im
 Every loop here is compiled serial (numba's own threads would contend with BLAS); both cores
 are used by running them on separate chunks of the batch from kernels.run_chunks, with BLAS held
 to one thread per call. Padding is handled by bounds checks instead of a padded copy of the
-input. Compilation is lazy (only the dtypes actually used are compiled) and cached on disk, so a
+input (except in the channels-last col2im, which accumulates into a padded buffer). Compilation is lazy (only the dtypes actually used are compiled) and cached on disk, so a
 second run does not compile again.
 
 Shapes: x (N, C, H, W); kernel (KH, KW); output (OH, OW); L = OH*OW; K = KH*KW.

@@ -100,8 +100,8 @@ class MaxPool1d(_PoolNd):
 
 
 class MaxPool2d(_PoolNd):
-    is_max_pool = True
     """2x2 max-pooling turns each 24x24 feature map into 12x12, keeping the strongest response."""
+    is_max_pool = True
     _d, _fn = 2, staticmethod(F.max_pool2d)
 
 

@@ -204,16 +204,19 @@ class Sequential(Module):
             nxt = layers[i + 1] if i + 1 < n else None
             fused = _fused_block(layers, i, x)
             if fused is not None:
-                # [Conv2d, MaxPool2d, activation] (or [Conv2d, activation, MaxPool2d]) in one
-                # operator that keeps each chunk of the batch in cache: see functional/fused.py.
+                # [Conv2d, MaxPool2d, activation], [Conv2d, activation, MaxPool2d] or
+                # [Conv2d, MaxPool2d] in one operator that keeps each chunk of the batch in cache:
+                # see functional/fused.py.
                 conv, pool, act, used = fused
                 x = F.conv2d_maxpool_act(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
                                          conv.groups, pool.kernel_size, pool.stride, pool.padding, act)
                 i += used
-            elif getattr(layer, "monotone", False) and getattr(nxt, "is_max_pool", False):
-                # act -> max-pool equals max-pool -> act for a non-decreasing act, in value and in
-                # gradient (the same element wins each window); pooling first applies the act to
-                # 4x fewer numbers after a 2x2 pool.
+            elif _declares(layer, "monotone") and getattr(nxt, "is_max_pool", False):
+                # act -> max-pool equals max-pool -> act for a non-decreasing act in value, and in
+                # gradient wherever the act keeps distinct inputs distinct (the same element wins
+                # each window; where the act rounds two inputs to one float, the gradient may go
+                # to the other of the tied elements). Pooling first applies the act to 4x fewer
+                # numbers after a 2x2 pool.
                 x = layer(nxt(x))
                 i += 2
             else:
@@ -243,12 +246,24 @@ def _fused_block(layers, i, x):
     from .layers import Conv2d, MaxPool2d  # noqa: PLC0415
 
     conv = layers[i]
-    if type(conv) is not Conv2d or i + 1 >= len(layers) or not F.fused.fusable(x.data):
+    if (type(conv) is not Conv2d or i + 1 >= len(layers) or not isinstance(x, Tensor)
+            or not F.fused.fusable(x.data)):
         return None
     a, b = layers[i + 1], layers[i + 2] if i + 2 < len(layers) else None
     if type(a) is MaxPool2d:
-        act = getattr(b, "fused_name", None)
+        act = _fused_name(b)
         return conv, a, act, 3 if act else 2
-    if getattr(a, "fused_name", None) and type(b) is MaxPool2d:  # monotone act and max-pool commute
-        return conv, b, a.fused_name, 3
+    if _fused_name(a) and type(b) is MaxPool2d:  # monotone act and max-pool commute
+        return conv, b, _fused_name(a), 3
     return None
+
+
+def _declares(layer, attr) -> bool:
+    """The layer's own class (not merely a base class) sets ``attr``: a subclass that overrides
+    forward must declare it again to be reordered or fused."""
+    return bool(type(layer).__dict__.get(attr, False))
+
+
+def _fused_name(layer):
+    """The activation's name for F.conv2d_maxpool_act, only for the built-in ReLU, Sigmoid, Tanh."""
+    return type(layer).__dict__.get("fused_name") if layer is not None else None
