@@ -99,8 +99,10 @@ def test_evaluate_an_ensemble(trained_run, capsys):
     assert main(["evaluate", str(trained_run), str(trained_run)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     single = float(lines[0].split("accuracy ")[1].split("%")[0])
-    assert lines[-1].startswith("ensemble of 2 (plurality vote): test accuracy")
-    assert float(lines[-1].split("accuracy ")[1].split("%")[0]) == single  # two copies vote as one
+    assert lines[-1].startswith("ensemble of 2: test accuracy")
+    vote = float(lines[-1].split("accuracy ")[1].split("%")[0])
+    avg = float(lines[-1].split(", ")[1].split("%")[0])
+    assert vote == single and avg == single  # two copies vote, and average, as one
 
 
 @pytest.mark.parametrize("argv,match", [

@@ -371,7 +371,9 @@ def cmd_evaluate(args) -> int:
         print(line)
     if len(probabilities) > 1:
         acc = float((_vote(probabilities) == split.test[1]).mean())
-        print(f"ensemble of {len(probabilities)} (plurality vote): test accuracy {100 * acc:.2f}%")
+        avg = float((np.mean(probabilities, axis=0).argmax(1) == split.test[1]).mean())
+        print(f"ensemble of {len(probabilities)}: test accuracy {100 * acc:.2f}% by plurality vote, "
+              f"{100 * avg:.2f}% by averaged probabilities")
     return 0
 
 
