@@ -382,7 +382,7 @@ def cmd_predict(args) -> int:
     from . import checkpoint  # noqa: PLC0415
     from . import functional as F  # noqa: PLC0415
     from .autograd import Tensor, no_grad  # noqa: PLC0415
-    from .data import to_mnist_form  # noqa: PLC0415
+    from .data import standardize, to_mnist_form  # noqa: PLC0415
 
     model, spec, cfg, _ = checkpoint.load_run(args.run)
     mean, std = checkpoint.normalization(cfg, Path(args.run) / checkpoint.CONFIG)
@@ -395,7 +395,7 @@ def cmd_predict(args) -> int:
             print(f"{path}: error: {exc}", file=sys.stderr)
             status = 1
             continue
-        x = ((img.astype(np.float32) / 255.0 - mean) / std).reshape(1, 1, 28, 28)
+        x = standardize(img, mean, std).reshape(1, 1, 28, 28)
         with no_grad():
             prob = F.softmax(model(Tensor(x)), 1).numpy()[0]
         order = np.argsort(-prob)[: max(1, args.top)]

@@ -158,8 +158,7 @@ def _merge_previous(report, path: Path, log=None) -> dict:
             log(f"not merging with {path}: unreadable ({exc}); it is replaced")
         return report
     order = {k: i for i, k in enumerate(ROW_KEYS)}
-    merged = dict(report, table=sorted(kept + report["table"], key=lambda r: order.get(r["row"], len(order))))
-    return merged
+    return dict(report, table=sorted(kept + report["table"], key=lambda r: order.get(r["row"], len(order))))
 
 
 def _format_row(r):

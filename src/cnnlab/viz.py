@@ -23,8 +23,6 @@ import base64
 import html
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +34,7 @@ from matplotlib.ticker import MaxNLocator
 
 from . import backend, checkpoint, models, nn
 from .autograd import Tensor, no_grad
-from .data import MNIST_MEAN, MNIST_STD, load_dataset, to_mnist_form
+from .data import MNIST_MEAN, MNIST_STD, load_dataset, standardize, to_mnist_form
 from .train import evaluate
 
 __all__ = [
@@ -91,29 +89,10 @@ def _png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _umask() -> int:
-    # os.umask can only be read by setting it; restore it at once.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same directory + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp creates the file owner-only (0600); give it the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    checkpoint._atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return Path(path)
 
 
 def _save(fig: Figure, path) -> Path:
@@ -194,7 +173,7 @@ def _best_grid(n: int, tile_aspect: float, width: float, height: float) -> tuple
 
 def _normalise(image_uint8: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> np.ndarray:
     """A 28x28 uint8 image as the (1, 1, 28, 28) input a network trained with ``mean``/``std`` expects."""
-    return ((image_uint8.astype(np.float32) / 255.0 - mean) / std).reshape(1, 1, 28, 28)
+    return standardize(image_uint8, mean, std).reshape(1, 1, 28, 28)
 
 
 def _check_image(image) -> np.ndarray:

@@ -40,7 +40,7 @@ from .idx import parse_idx, read_idx, write_idx
 from .images import load_image_batch, open_image, to_mnist_form
 from .device_loader import DeviceLoader
 from .loader import MNIST_MEAN, MNIST_STD, DataLoader
-from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats
+from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats, standardize
 
 __all__ = [
     "Augment",
@@ -78,6 +78,7 @@ __all__ = [
     "rotate_images",
     "search_dirs",
     "shift_images",
+    "standardize",
     "to_mnist_form",
     "verify_sha256",
     "write_idx",

@@ -25,7 +25,7 @@ import numpy as np
 from .datasets import SplitData, load_dataset
 from .loader import MNIST_MEAN, MNIST_STD
 
-__all__ = ["DATASET_STATS", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "norm_stats", "pixel_stats"]
+__all__ = ["DATASET_STATS", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "norm_stats", "pixel_stats", "standardize"]
 
 # Mean and standard deviation of Fashion-MNIST's 60,000 training images scaled to [0, 1]
 # (pixel_stats of train-images-idx3-ubyte: 0.2860406, 0.3530242).
@@ -115,3 +115,8 @@ def norm_stats(source) -> tuple[float, float]:
     raise ValueError(
         f"norm_stats: expected a data set name, a folder, a SplitData or an image array, got {type(source).__name__}"
     )
+
+
+def standardize(images, mean: float, std: float) -> np.ndarray:
+    """uint8 pixels as a network's float32 input: ``(pixel/255 - mean) / std``, same shape."""
+    return (np.asarray(images).astype(np.float32) / 255.0 - mean) / std

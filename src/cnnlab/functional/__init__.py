@@ -12,8 +12,8 @@ from .pool import (
 )
 
 __all__ = [
-    "abs", "avg_pool1d", "avg_pool2d", "avg_pool3d", "batch_norm", "clamp", "conv1d", "conv2d", "conv2d_maxpool_act",
-    "conv3d", "cross_entropy", "dropout", "exp", "flatten", "linear", "log", "log_softmax",
+    "abs", "avg_pool1d", "avg_pool2d", "avg_pool3d", "batch_norm", "clamp", "conv1d", "conv2d",
+    "conv2d_maxpool_act", "conv3d", "cross_entropy", "dropout", "exp", "flatten", "linear", "log", "log_softmax",
     "lp_pool1d", "lp_pool2d", "lp_pool3d", "matmul", "max_pool1d", "max_pool2d", "max_pool3d",
     "nll_loss", "relu", "sigmoid", "softmax", "sqrt", "tanh",
 ]

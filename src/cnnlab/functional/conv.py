@@ -117,7 +117,26 @@ class ConvPlan:
             gb = g4.sum(axis=(0, 3)).reshape(F)
         return gx, gw, gb
 
-    def weight_grad(self, parts):
+    def backward(self, x, out_grad, needs, has_bias):
+        """The gradients (x, w[, b]) over all chunks, None where not needed; ``out_grad(n0, n1)``
+        gives a chunk's gradient at the convolution's output, (n, F, L)."""
+        xp = self.xp
+        want_b = has_bias and needs[2]
+        gx = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
+
+        def chunk(n0, n1):
+            gxc, gw, gb = self.backward_chunk(x[n0:n1], out_grad(n0, n1), needs[0], needs[1], want_b)
+            if gxc is not None:
+                gx[n0:n1] = gxc
+            return gw, gb
+
+        partial = kernels.run_chunks(chunk, self.chunks, xp is np)
+        gw = self._weight_grad([p[0] for p in partial]) if needs[1] else None
+        if not has_bias:
+            return gx, gw
+        return gx, gw, (_sum_parts([p[1] for p in partial]) if want_b else None)
+
+    def _weight_grad(self, parts):
         """The chunks' dW parts summed in chunk order (deterministic), as (F, C/G, *kernel)."""
         gw = _sum_parts(parts)
         if self.nhwc:  # (F, KH*KW*C) -> (F, C, KH, KW)
@@ -139,23 +158,8 @@ class ConvNd(Function):
 
     def backward(self, g):
         x, plan = self.x, self.plan
-        xp = plan.xp
-        needs = self.needs_input_grad
-        want_b = self.has_bias and needs[2]
         g3 = g.reshape(x.shape[0], plan.F, plan.L)
-        gx = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
-
-        def chunk(n0, n1):
-            gxc, gw, gb = plan.backward_chunk(x[n0:n1], g3[n0:n1], needs[0], needs[1], want_b)
-            if gxc is not None:
-                gx[n0:n1] = gxc
-            return gw, gb
-
-        partial = kernels.run_chunks(chunk, plan.chunks, xp is np)
-        gw = plan.weight_grad([p[0] for p in partial]) if needs[1] else None
-        if self.has_bias:
-            return gx, gw, (_sum_parts([p[1] for p in partial]) if want_b else None)
-        return gx, gw
+        return plan.backward(x, lambda n0, n1: g3[n0:n1], self.needs_input_grad, self.has_bias)
 
 
 def _sum_parts(parts):

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import kernels
 from ..autograd import Function, Tensor
-from .conv import ConvPlan, _sum_parts, conv_output_shape, conv_params
+from .conv import ConvPlan, conv_output_shape, conv_params
 from .pool import pool_geometry
 
 ACTIVATIONS = (None, "relu", "tanh", "sigmoid")
@@ -87,24 +87,13 @@ class ConvMaxPoolAct(Function):
         x, plan, arg, out, act = self.x, self.plan, self.arg, self.out, self.act
         cpu = kernels._cpu()
         OH, OW = plan.out_shape
-        needs = self.needs_input_grad
-        want_b = self.has_bias and needs[2]
         g = np.ascontiguousarray(g)
-        gx = np.empty(x.shape, dtype=x.dtype) if needs[0] else None
 
-        def chunk(n0, n1):
+        def conv_grad(n0, n1):  # back through the activation and the pooling, in cache
             gp = _act_backward(act, g[n0:n1], out[n0:n1])
-            gy = cpu.max_pool2d_backward(gp, arg[n0:n1], OH, OW).reshape(n1 - n0, plan.F, plan.L)
-            gxc, gw, gb = plan.backward_chunk(x[n0:n1], gy, needs[0], needs[1], want_b)
-            if gxc is not None:
-                gx[n0:n1] = gxc
-            return gw, gb
+            return cpu.max_pool2d_backward(gp, arg[n0:n1], OH, OW).reshape(n1 - n0, plan.F, plan.L)
 
-        partial = kernels.run_chunks(chunk, plan.chunks)
-        gw = plan.weight_grad([p[0] for p in partial]) if needs[1] else None
-        if self.has_bias:
-            return gx, gw, (_sum_parts([p[1] for p in partial]) if want_b else None)
-        return gx, gw
+        return plan.backward(x, conv_grad, self.needs_input_grad, self.has_bias)
 
 
 def conv2d_maxpool_act(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, pool_kernel=2,
