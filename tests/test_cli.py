@@ -155,3 +155,15 @@ def test_broken_normalisation_in_a_run_is_one_clear_line(trained_run, tmp_path, 
     assert main(["evaluate", str(copy)]) == 2
     err = capsys.readouterr().err
     assert "config.json" in err and "no std" in err and "Traceback" not in err
+
+
+def test_zoom_and_erase_flags(capsys):
+    assert main(["train", "--model", "article", "--scale", "0.1", "--erase", "0.5", "--dry-run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "zoom +-0.1" in out and "erase p=0.5" in out
+    res = train_run("article", dry_run=True, progress=False, log=None, scale=0.1, erase=0.25)
+    assert (res["config"]["scale"], res["config"]["erase"]) == (0.1, 0.25)
+    assert models.recipe("best-vgg").scale == 0.1
+    for flag, value, msg in (("--scale", "1.2", "--scale must be in"), ("--erase", "2", "--erase must be a probability")):
+        assert main(["train", "--model", "article", flag, value, "--dry-run", "--no-progress"]) != 0
+        assert msg in capsys.readouterr().err

@@ -41,6 +41,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", type=int, default=None,
                    help="random translation of training images by up to this many pixels (default: the model's recipe)")
     p.add_argument("--rotate", type=float, default=None, help="random rotation up to this many degrees (default: recipe)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="random zoom by a factor in [1 - SCALE, 1 + SCALE], e.g. 0.1 (default: recipe)")
+    p.add_argument("--erase", type=float, default=None,
+                   help="random erasing: probability of zeroing one random rectangle per training image "
+                        "(default: recipe)")
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror half the training images left-right at random, e.g. for fashion-mnist; not for "
                         "digits (default: the model's recipe)")
@@ -194,7 +199,8 @@ def make_scheduler(name, optimizer, lr, epochs, steps_per_epoch):
 def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=None, lr=None, optimizer=None,
               schedule=None, l2=None, augment=None, rotate=None, expand=False, validation=10000,
               early_stopping=None, seed=0, out=None, device="cpu", dry_run=False, progress=True,
-              log=print, model_kwargs=None, train_size=None, momentum=None, save=True, hflip=None) -> dict:
+              log=print, model_kwargs=None, train_size=None, momentum=None, save=True, hflip=None,
+              scale=None, erase=None) -> dict:
     """Train one model with its recipe (any argument overrides it); save and return the run.
 
     Inputs are normalised with the data set's own statistics (``cnnlab.data.norm_stats``: MNIST's
@@ -233,6 +239,8 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
         "augment": augment if augment is not None else recipe.augment,
         "rotate": rotate if rotate is not None else recipe.rotate,
         "hflip": bool(hflip if hflip is not None else recipe.hflip),
+        "scale": float(scale if scale is not None else recipe.scale),
+        "erase": float(erase if erase is not None else recipe.erase),
         "label_smoothing": recipe.label_smoothing,
         "expand": bool(expand), "validation": validation, "early_stopping": early_stopping,
         "seed": seed, "device": device,
@@ -242,6 +250,10 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {cfg[key]}")
     if not cfg["lr"] > 0:
         raise ValueError(f"--lr must be positive, got {cfg['lr']}")
+    if not 0 <= cfg["scale"] < 1:
+        raise ValueError(f"--scale must be in [0, 1), got {cfg['scale']}")
+    if not 0 <= cfg["erase"] <= 1:
+        raise ValueError(f"--erase must be a probability in [0, 1], got {cfg['erase']}")
     if device == "cuda":
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
 
@@ -272,15 +284,16 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     model = models.build(spec)
     if device != "cpu":
         model.to(device)
-    if device == "cuda" and not cfg["rotate"]:
+    if device == "cuda" and not (cfg["rotate"] or cfg["scale"] or cfg["erase"]):
         # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
         loader = DeviceLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed,
                               max_shift=cfg["augment"], hflip=cfg["hflip"], mean=cfg["mean"], std=cfg["std"],
                               device=device)
     else:
         aug = None
-        if cfg["augment"] or cfg["rotate"] or cfg["hflip"]:
-            aug = Augment(max_shift=cfg["augment"], max_degrees=cfg["rotate"], hflip=cfg["hflip"])
+        if cfg["augment"] or cfg["rotate"] or cfg["hflip"] or cfg["scale"] or cfg["erase"]:
+            aug = Augment(max_shift=cfg["augment"], max_degrees=cfg["rotate"], hflip=cfg["hflip"],
+                          max_scale=cfg["scale"], erase=cfg["erase"])
         loader = DataLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed, augment=aug,
                             mean=cfg["mean"], std=cfg["std"])
     # network3.py adds 0.5 * lambda * sum(w^2) / (number of mini-batches) to each mini-batch's
@@ -313,7 +326,8 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
             f"{' [dry run]' if dry_run else ''}")
         log(f"  {cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']} "
             f"({cfg['schedule']}), augment {cfg['augment']}px" + (f", rotate {cfg['rotate']} deg" if cfg['rotate'] else "") +
-            (", hflip" if cfg["hflip"] else "") +
+            (f", zoom +-{cfg['scale']:g}" if cfg["scale"] else "") +
+            (", hflip" if cfg["hflip"] else "") + (f", erase p={cfg['erase']:g}" if cfg["erase"] else "") +
             f", normalised with mean {cfg['mean']:.4f} std {cfg['std']:.4f}"
             f", seed {seed}, device {device}; data loaded in {load_seconds:.1f}s")
     history = fit(model, opt, loader, cfg["epochs"], validation=val, test=test, scheduler=sched,
@@ -329,7 +343,8 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
 def cmd_train(args) -> int:
     res = train_run(args.model, args.dataset, args.epochs, args.batch_size, args.lr, args.optimizer, args.schedule,
                     args.l2, args.augment, args.rotate, args.expand, args.validation, args.early_stopping,
-                    args.seed, args.out, args.device, args.dry_run, progress=not args.no_progress, hflip=args.hflip)
+                    args.seed, args.out, args.device, args.dry_run, progress=not args.no_progress, hflip=args.hflip,
+                    scale=args.scale, erase=args.erase)
     h = res["history"]
     if h.test_accuracy is None:
         print("no epoch finished")

@@ -14,7 +14,11 @@ Example:
 
 from .augment import (
     Augment,
+    affine_images,
+    erase_images,
     flip_images,
+    random_affine,
+    random_erase,
     random_hflip,
     random_rotate,
     random_translate,
@@ -73,6 +77,10 @@ __all__ = [
     "pixel_stats",
     "random_hflip",
     "random_rotate",
+    "random_affine",
+    "random_erase",
+    "affine_images",
+    "erase_images",
     "random_translate",
     "read_idx",
     "rotate_images",

@@ -1,7 +1,7 @@
-"""Vectorised, reproducible data augmentation for batches of images: integer translations and
-small rotations, both with zero (black) fill, as used for MNIST-style white-on-black images, and
+"""Vectorised, reproducible data augmentation for batches of images: integer translations, small
+rotations and zooms, all with zero (black) fill, as used for MNIST-style white-on-black images;
 random horizontal flips (for pictures whose mirror image is the same class, e.g. Fashion-MNIST's
-clothes; not for digits).
+clothes; not for digits); and random erasing of a rectangle (zeroed).
 
 Every function takes a batch shaped (N, H, W) or (N, C, H, W), works on all images at once
 (no Python loop over images or pixels) and returns the same shape and dtype. Randomness comes
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "Augment", "flip_images", "random_hflip", "random_rotate", "random_translate", "rotate_images", "shift_images",
+    "Augment", "affine_images", "erase_images", "flip_images", "random_affine", "random_erase", "random_hflip",
+    "random_rotate", "random_translate", "rotate_images", "shift_images",
 ]
 
 
@@ -100,16 +101,38 @@ def rotate_images(batch: np.ndarray, degrees) -> np.ndarray:
     Returns:
         Rotated batch, same shape and dtype (integer inputs are rounded and clipped to their range).
     """
+    return affine_images(batch, degrees, 1.0)
+
+
+def affine_images(batch: np.ndarray, degrees, scale) -> np.ndarray:
+    """Rotate and zoom each image about its centre by bilinear sampling, zero fill outside.
+
+    Output pixel p (measured from the centre) takes the input's value at R(-theta) p / scale, so
+    ``scale`` > 1 enlarges the content and < 1 shrinks it; ``scale`` = 1 is a pure rotation.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        degrees: per-image (N,) or scalar angle; positive turns the content counter-clockwise
+            as displayed (row 0 at the top).
+        scale: per-image (N,) or scalar zoom factor, > 0.
+
+    Returns:
+        Transformed batch, same shape and dtype (integer inputs are rounded and clipped to their range).
+    """
     x, squeezed = _as_nchw(batch)
     n, c, h, w = x.shape
     work = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
     theta = np.deg2rad(_per_image(degrees, n, "degrees").astype(np.float64))
-    cos = np.cos(theta).astype(work)[:, None, None]  # (N, 1, 1)
-    sin = np.sin(theta).astype(work)[:, None, None]
+    zoom = _per_image(scale, n, "scale").astype(np.float64)
+    if not np.all(zoom > 0):
+        raise ValueError(f"scale must be > 0, got min {zoom.min()}")
+    cos = (np.cos(theta) / zoom).astype(work)[:, None, None]  # (N, 1, 1)
+    sin = (np.sin(theta) / zoom).astype(work)[:, None, None]
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     yy = (np.arange(h, dtype=work) - cy)[None, :, None]  # (1, H, 1)
     xx = (np.arange(w, dtype=work) - cx)[None, None, :]  # (1, 1, W)
-    # Inverse mapping: output pixel (y, x) samples the input at the point rotated back by -theta.
+    # Inverse mapping: output pixel (y, x) samples the input at the point rotated back by -theta
+    # and divided by the zoom.
     src_x = cos * xx - sin * yy + cx  # (N, H, W)
     src_y = sin * xx + cos * yy + cy
     y0 = np.floor(src_y)
@@ -157,6 +180,91 @@ def random_rotate(batch: np.ndarray, max_degrees: float, rng: np.random.Generato
     return rotate_images(batch, angles)
 
 
+def random_affine(batch: np.ndarray, max_degrees: float, max_scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Rotate by an angle uniform in [-max_degrees, max_degrees] and zoom by a factor uniform in
+    [1 - max_scale, 1 + max_scale], per image.
+
+    The angles are drawn first (only if ``max_degrees`` > 0, exactly as ``random_rotate`` draws
+    them), then the zoom factors (only if ``max_scale`` > 0).
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        max_degrees: largest rotation in degrees, >= 0.
+        max_scale: largest relative zoom, in [0, 1).
+        rng: source of randomness.
+
+    Returns:
+        Transformed batch, same shape and dtype.
+    """
+    n = np.asarray(batch).shape[0]
+    if not max_degrees >= 0:
+        raise ValueError(f"max_degrees must be >= 0, got {max_degrees}")
+    if not 0 <= max_scale < 1:
+        raise ValueError(f"max_scale must be in [0, 1), got {max_scale}")
+    angles = rng.uniform(-max_degrees, max_degrees, size=n) if max_degrees > 0 else 0.0
+    scales = rng.uniform(1 - max_scale, 1 + max_scale, size=n) if max_scale > 0 else 1.0
+    return affine_images(batch, angles, scales)
+
+
+def erase_images(batch: np.ndarray, top, left, height, width) -> np.ndarray:
+    """Set one rectangle per image to zero (black): rows [top, top+height), columns
+    [left, left+width), all channels. A zero height or width leaves the image unchanged.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        top, left, height, width: per-image (N,) or scalar integers; the rectangle is clipped to
+            the image.
+
+    Returns:
+        A new batch, same shape and dtype.
+    """
+    x, squeezed = _as_nchw(batch)
+    n, _, h, w = x.shape
+    top, left, height, width = (_per_image(v, n, name).astype(np.int64)[:, None] for v, name in
+                                ((top, "top"), (left, "left"), (height, "height"), (width, "width")))
+    rows = np.arange(h)[None, :]
+    cols = np.arange(w)[None, :]
+    in_rows = (rows >= top) & (rows < top + height)  # (N, H)
+    in_cols = (cols >= left) & (cols < left + width)  # (N, W)
+    keep = ~(in_rows[:, :, None] & in_cols[:, None, :])  # (N, H, W)
+    out = x * keep[:, None].astype(x.dtype)
+    return out[:, 0] if squeezed else out
+
+
+def random_erase(batch: np.ndarray, rng: np.random.Generator, p: float = 0.5,
+                 area: tuple[float, float] = (0.02, 0.25), ratio: tuple[float, float] = (0.3, 3.3)) -> np.ndarray:
+    """Random erasing: with probability ``p`` per image, zero one rectangle whose area is a
+    fraction uniform in ``area`` of the image and whose height/width ratio is log-uniform in
+    ``ratio``, placed uniformly where it fits.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        rng: source of randomness (draws: apply?, area, log-ratio, top, left; one of each per image).
+        p: probability of erasing an image, in [0, 1].
+        area: (low, high) fraction of the image's area, 0 < low <= high <= 1.
+        ratio: (low, high) height/width aspect ratio, 0 < low <= high.
+
+    Returns:
+        A new batch, same shape and dtype.
+    """
+    if not 0 <= p <= 1:
+        raise ValueError(f"erase probability must be in [0, 1], got {p}")
+    if not 0 < area[0] <= area[1] <= 1:
+        raise ValueError(f"erase area must satisfy 0 < low <= high <= 1, got {area}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"erase ratio must satisfy 0 < low <= high, got {ratio}")
+    x, _ = _as_nchw(batch)
+    n, _, h, w = x.shape
+    apply = rng.random(n) < p
+    frac = rng.uniform(area[0], area[1], size=n)
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]), size=n))
+    eh = np.clip(np.rint(np.sqrt(frac * h * w * aspect)), 1, h).astype(np.int64)
+    ew = np.clip(np.rint(np.sqrt(frac * h * w / aspect)), 1, w).astype(np.int64)
+    top = np.floor(rng.random(n) * (h - eh + 1)).astype(np.int64)
+    left = np.floor(rng.random(n) * (w - ew + 1)).astype(np.int64)
+    return erase_images(batch, top, left, eh * apply, ew * apply)
+
+
 def flip_images(batch: np.ndarray, flip) -> np.ndarray:
     """Mirror the chosen images left-right (column ``x`` becomes column ``W - 1 - x``).
 
@@ -196,22 +304,28 @@ def random_hflip(batch: np.ndarray, rng: np.random.Generator, p: float = 0.5) ->
 
 @dataclass(frozen=True)
 class Augment:
-    """Random rotation (if ``max_degrees`` > 0), then random translation (if ``max_shift`` > 0),
-    then a random horizontal flip of half the images (if ``hflip``).
+    """Random rotation (if ``max_degrees`` > 0) and zoom (if ``max_scale`` > 0), then random
+    translation (if ``max_shift`` > 0), then a random horizontal flip of half the images (if
+    ``hflip``), then random erasing of a rectangle in a fraction ``erase`` of the images.
 
     Called as ``augment(batch, rng)``; the DataLoader passes its per-epoch generator, so a run is
-    reproducible from the loader's seed. The draws come in that order (angles, shifts, flips), so
-    turning on ``hflip`` leaves the rotations and shifts of a seed as they were.
+    reproducible from the loader's seed. The draws come in that order (angles, zooms, shifts,
+    flips, erasures), each only when its option is on, so turning on a later option leaves the
+    earlier draws of a seed as they were.
 
     Attributes:
         max_shift: largest integer shift in pixels.
         max_degrees: largest rotation angle in degrees.
         hflip: mirror each image left-right with probability 0.5.
+        max_scale: largest relative zoom: factors uniform in [1 - max_scale, 1 + max_scale].
+        erase: probability of random erasing (``random_erase``) per image.
     """
 
     max_shift: int = 2
     max_degrees: float = 0.0
     hflip: bool = False
+    max_scale: float = 0.0
+    erase: float = 0.0
 
     def __post_init__(self) -> None:
         if int(self.max_shift) < 0:
@@ -220,6 +334,10 @@ class Augment:
             raise ValueError(f"Augment: max_degrees must be >= 0, got {self.max_degrees}")
         if not isinstance(self.hflip, (bool, np.bool_)):
             raise TypeError(f"Augment: hflip must be True or False, got {self.hflip!r}")
+        if not 0 <= self.max_scale < 1:
+            raise ValueError(f"Augment: max_scale must be in [0, 1), got {self.max_scale}")
+        if not 0 <= self.erase <= 1:
+            raise ValueError(f"Augment: erase must be a probability in [0, 1], got {self.erase}")
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Augment a batch.
@@ -233,10 +351,12 @@ class Augment:
         """
         if rng is None:
             rng = np.random.default_rng()
-        if self.max_degrees > 0:
-            batch = random_rotate(batch, self.max_degrees, rng)
+        if self.max_degrees > 0 or self.max_scale > 0:
+            batch = random_affine(batch, self.max_degrees, self.max_scale, rng)
         if self.max_shift > 0:
             batch = random_translate(batch, self.max_shift, rng)
         if self.hflip:
             batch = random_hflip(batch, rng)
+        if self.erase > 0:
+            batch = random_erase(batch, rng, p=self.erase)
         return batch
