@@ -27,9 +27,13 @@ def test_vote_is_a_plurality_with_probability_tiebreak():
 
 
 def test_short_reproduction_writes_results(tmp_path):
+    lines = []
     rep = reproduce_nielsen(rows=["fc", "conv1"], epochs=1, train_size=2000, out_dir=tmp_path, progress=False,
-                            log=None)
+                            log=lines.append)
     assert [r["row"] for r in rep["table"]] == ["fc", "conv1"]
+    # every epoch of every row is reported as it ends, tagged with its row
+    assert any(line.startswith("  [fc] epoch   1/1") for line in lines)
+    assert any(line.startswith("  [conv1] epoch   1/1") for line in lines)
     assert not rep["full_run"]
     for r in rep["table"]:
         assert 0.5 < r["ours"] < 1.0

@@ -88,9 +88,11 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
     dropout_probs = []
 
     def train(row, member_seed):
+        # one line per epoch, tagged with the row, so a multi-hour row shows where it is
+        epoch_log = (lambda line: log(f"  [{row.key}] {line}")) if log else None
         return train_run(row.model, epochs=epochs or row.epochs, batch_size=10, lr=row.lr, optimizer="sgd",
                          momentum=0.0, schedule="constant", l2=row.l2, augment=0, rotate=0.0, expand=row.expand,
-                         seed=member_seed, save=False, dry_run=False, progress=progress, log=None,
+                         seed=member_seed, save=False, dry_run=False, progress=progress, log=epoch_log,
                          train_size=train_size)
 
     for row in ROWS:
