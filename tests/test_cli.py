@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import numpy as np
+
 import pytest
 from PIL import Image, ImageDraw
 
@@ -167,3 +169,24 @@ def test_zoom_and_erase_flags(capsys):
     for flag, value, msg in (("--scale", "1.2", "--scale must be in"), ("--erase", "2", "--erase must be a probability")):
         assert main(["train", "--model", "article", flag, value, "--dry-run", "--no-progress"]) != 0
         assert msg in capsys.readouterr().err
+
+
+def test_evaluate_mirror_tta(trained_run, tmp_path, capsys):
+    from cnnlab.data import load_dataset
+    from cnnlab.train import evaluate
+
+    assert main(["evaluate", "--mirror-tta", str(trained_run)]) == 2
+    assert "not trained with --hflip" in capsys.readouterr().err
+    run = tmp_path / "mirrored"
+    shutil.copytree(trained_run, run)
+    cfg = json.loads((run / checkpoint.CONFIG).read_text())
+    (run / checkpoint.CONFIG).write_text(json.dumps({**cfg, "hflip": True}))
+    assert main(["evaluate", "--mirror-tta", str(run), str(run)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    tta = float(lines[0].split("mirrored images ")[1].split("%")[0])
+    model, _, _, _ = checkpoint.load_run(run)
+    x, y = load_dataset("mnist").test
+    p = (evaluate(model, x, y, return_predictions=True)["probabilities"]
+         + evaluate(model, np.ascontiguousarray(x[:, :, ::-1]), y, return_predictions=True)["probabilities"]) / 2
+    assert tta == pytest.approx(100 * float((p.argmax(1) == y).mean()), abs=0.005)
+    assert lines[-1].startswith("ensemble of 2 (each with mirror averaging)")

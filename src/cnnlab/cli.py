@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directories written by `cnnlab train`; with several, the ensemble's plurality vote "
                         "is measured too")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--mirror-tta", action="store_true",
+                   help="test-time augmentation: average each test image's probabilities with its left-right "
+                        "mirror's (only for runs trained with --hflip)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify your own images with a saved run", formatter_class=_Formatter)
@@ -366,6 +369,9 @@ def cmd_evaluate(args) -> int:
     dataset, probabilities = None, []
     for run in args.runs:
         model, spec, cfg, metrics = checkpoint.load_run(run)
+        if args.mirror_tta and not cfg.get("hflip"):
+            raise ValueError(f"--mirror-tta: {run} was not trained with --hflip, so mirrored test images "
+                             f"are not its kind of input (a mirrored digit is no digit)")
         if dataset is None:
             dataset = cfg.get("dataset", "mnist")
             split = load_dataset(dataset, validation=cfg.get("validation", 10000))
@@ -377,17 +383,26 @@ def cmd_evaluate(args) -> int:
             model.to(args.device)
         t0 = time.perf_counter()
         res = evaluate(model, *split.test, mean=mean, std=std, device=args.device, return_predictions=True)
-        probabilities.append(res["probabilities"])
+        probs = res["probabilities"]
         line = (f"{run}: {spec['name']} on {dataset} test set: accuracy {100 * res['accuracy']:.2f}% "
-                f"({round(res['accuracy'] * res['n'])}/{res['n']}), loss {res['loss']:.4f}, "
-                f"{time.perf_counter() - t0:.1f}s")
+                f"({round(res['accuracy'] * res['n'])}/{res['n']}), loss {res['loss']:.4f}")
+        if args.mirror_tta:
+            mirrored = np.ascontiguousarray(split.test[0][:, :, ::-1])
+            res_m = evaluate(model, mirrored, split.test[1], mean=mean, std=std, device=args.device,
+                             return_predictions=True)
+            probs = (probs + res_m["probabilities"]) / 2
+            tta = float((probs.argmax(1) == split.test[1]).mean())
+            line += f"; averaged with the mirrored images {100 * tta:.2f}%"
+        probabilities.append(probs)
+        line += f", {time.perf_counter() - t0:.1f}s"
         if metrics.get("test_accuracy") is not None:
             line += f"; recorded at training: {100 * metrics['test_accuracy']:.2f}%"
         print(line)
     if len(probabilities) > 1:
         acc = float((_vote(probabilities) == split.test[1]).mean())
         avg = float((np.mean(probabilities, axis=0).argmax(1) == split.test[1]).mean())
-        print(f"ensemble of {len(probabilities)}: test accuracy {100 * acc:.2f}% by plurality vote, "
+        tta = " (each with mirror averaging)" if args.mirror_tta else ""
+        print(f"ensemble of {len(probabilities)}{tta}: test accuracy {100 * acc:.2f}% by plurality vote, "
               f"{100 * avg:.2f}% by averaged probabilities")
     return 0
 
