@@ -173,19 +173,15 @@ def random_rotate(batch: np.ndarray, max_degrees: float, rng: np.random.Generato
     Returns:
         Rotated batch, same shape and dtype.
     """
-    n = np.asarray(batch).shape[0]
-    if max_degrees < 0:
-        raise ValueError(f"max_degrees must be >= 0, got {max_degrees}")
-    angles = rng.uniform(-max_degrees, max_degrees, size=n)
-    return rotate_images(batch, angles)
+    return random_affine(batch, max_degrees, 0.0, rng)
 
 
 def random_affine(batch: np.ndarray, max_degrees: float, max_scale: float, rng: np.random.Generator) -> np.ndarray:
     """Rotate by an angle uniform in [-max_degrees, max_degrees] and zoom by a factor uniform in
     [1 - max_scale, 1 + max_scale], per image.
 
-    The angles are drawn first (only if ``max_degrees`` > 0, exactly as ``random_rotate`` draws
-    them), then the zoom factors (only if ``max_scale`` > 0).
+    The angles are drawn first (only if ``max_degrees`` > 0), then the zoom factors (only if
+    ``max_scale`` > 0); ``random_rotate`` is this with ``max_scale`` = 0.
 
     Args:
         batch: (N, H, W) or (N, C, H, W) images.
