@@ -101,10 +101,15 @@ def test_evaluate_an_ensemble(trained_run, capsys):
     assert main(["evaluate", str(trained_run), str(trained_run)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     single = float(lines[0].split("accuracy ")[1].split("%")[0])
-    assert lines[-1].startswith("ensemble of 2: test accuracy")
-    vote = float(lines[-1].split("accuracy ")[1].split("%")[0])
-    avg = float(lines[-1].split(", ")[1].split("%")[0])
-    assert vote == single and avg == single  # two copies vote, and average, as one
+    single_val = float(lines[0].split("validation ")[1].split("%")[0])
+    assert lines[2].startswith("ensemble of 2: validation accuracy")
+    assert lines[3].startswith("ensemble of 2: test accuracy")
+    for line, expected in ((lines[2], single_val), (lines[3], single)):
+        vote = float(line.split("accuracy ")[1].split("%")[0])
+        avg = float(line.split(", ")[1].split("%")[0])
+        assert vote == expected and avg == expected  # two copies vote, and average, as one
+    # a tie on validation goes to the simpler method, the vote
+    assert lines[4] == f"chosen on validation: plurality vote; its test accuracy {single:.2f}%"
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -183,10 +188,11 @@ def test_evaluate_mirror_tta(trained_run, tmp_path, capsys):
     (run / checkpoint.CONFIG).write_text(json.dumps({**cfg, "hflip": True}))
     assert main(["evaluate", "--mirror-tta", str(run), str(run)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    tta = float(lines[0].split("mirrored images ")[1].split("%")[0])
+    tta = float(lines[0].split("with mirror averaging ")[1].split("%")[0])
     model, _, _, _ = checkpoint.load_run(run)
     x, y = load_dataset("mnist").test
     p = (evaluate(model, x, y, return_predictions=True)["probabilities"]
          + evaluate(model, np.ascontiguousarray(x[:, :, ::-1]), y, return_predictions=True)["probabilities"]) / 2
     assert tta == pytest.approx(100 * float((p.argmax(1) == y).mean()), abs=0.005)
-    assert lines[-1].startswith("ensemble of 2 (each with mirror averaging)")
+    assert lines[4].startswith("ensemble of 2 (each with mirror averaging): validation accuracy")
+    assert lines[-1].startswith("chosen on validation: ")

@@ -70,15 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="measure saved runs on their test set (several: also their vote)",
+    p = sub.add_parser("evaluate", help="measure saved runs on their validation and test sets (several: also "
+                                        "their ensemble)",
                        formatter_class=_Formatter)
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="run directories written by `cnnlab train`; with several, the ensemble's plurality vote "
                         "is measured too")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--mirror-tta", action="store_true",
-                   help="test-time augmentation: average each test image's probabilities with its left-right "
+                   help="test-time augmentation: average each image's probabilities with its left-right "
                         "mirror's (only for runs trained with --hflip)")
+    p.add_argument("--shift-tta", action="store_true",
+                   help="test-time augmentation: average each image's probabilities with those of its four "
+                        "1-pixel shifts (up, down, left, right)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify your own images with a saved run", formatter_class=_Formatter)
@@ -360,51 +364,101 @@ def cmd_train(args) -> int:
 
 
 # ---------------------------------------------------------------------------------- evaluate
+def _tta_name(mirror: bool, shift: bool) -> str:
+    return " and ".join(n for n, on in (("mirror", mirror), ("1-px shift", shift)) if on)
+
+
 def cmd_evaluate(args) -> int:
+    """Each run's accuracy, plain and with test-time augmentation, and the ensemble's.
+
+    Where the runs held out a validation set (the same one), every number is given on it too, and the
+    ensemble's method (plurality vote or averaged probabilities) is chosen there, as the article
+    chooses pooling: on validation accuracy, never on the test set.
+    """
     from . import checkpoint  # noqa: PLC0415
     from .data import load_dataset  # noqa: PLC0415
     from .reproduce import _vote  # noqa: PLC0415
-    from .train import evaluate  # noqa: PLC0415
+    from .train import evaluate, tta_views  # noqa: PLC0415
 
-    dataset, probabilities = None, []
+    tta = _tta_name(args.mirror_tta, args.shift_tta)
+    variants = ["plain"] + ([tta] if tta else [])
+    dataset = n_validation = None
+    splits: dict[str, tuple] = {}
+    probabilities: dict[tuple[str, str], list] = {}  # (variant, split) -> one (N, classes) array per run
     for run in args.runs:
         model, spec, cfg, metrics = checkpoint.load_run(run)
         if args.mirror_tta and not cfg.get("hflip"):
             raise ValueError(f"--mirror-tta: {run} was not trained with --hflip, so mirrored test images "
                              f"are not its kind of input (a mirrored digit is no digit)")
         if dataset is None:
-            dataset = cfg.get("dataset", "mnist")
-            split = load_dataset(dataset, validation=cfg.get("validation", 10000))
+            dataset, n_validation = cfg.get("dataset", "mnist"), int(cfg.get("validation", 10000))
+            split = load_dataset(dataset, validation=n_validation)
+            splits = {"test": split.test}
+            if n_validation > 0:
+                splits["validation"] = split.validation
         elif cfg.get("dataset", "mnist") != dataset:
             raise ValueError(f"{run} was trained on {cfg.get('dataset')!r}, {args.runs[0]} on {dataset!r}: "
                              f"an ensemble needs one data set")
+        elif int(cfg.get("validation", 10000)) != n_validation:
+            # Another split: the first run's validation images may be this run's training images.
+            splits.pop("validation", None)
         mean, std = checkpoint.normalization(cfg, Path(run) / checkpoint.CONFIG)
         if args.device != "cpu":
             model.to(args.device)
         t0 = time.perf_counter()
-        res = evaluate(model, *split.test, mean=mean, std=std, device=args.device, return_predictions=True)
-        probs = res["probabilities"]
-        line = (f"{run}: {spec['name']} on {dataset} test set: accuracy {100 * res['accuracy']:.2f}% "
-                f"({round(res['accuracy'] * res['n'])}/{res['n']}), loss {res['loss']:.4f}")
-        if args.mirror_tta:
-            mirrored = np.ascontiguousarray(split.test[0][:, :, ::-1])
-            res_m = evaluate(model, mirrored, split.test[1], mean=mean, std=std, device=args.device,
-                             return_predictions=True)
-            probs = (probs + res_m["probabilities"]) / 2
-            tta = float((probs.argmax(1) == split.test[1]).mean())
-            line += f"; averaged with the mirrored images {100 * tta:.2f}%"
-        probabilities.append(probs)
-        line += f", {time.perf_counter() - t0:.1f}s"
+        parts = []
+        for name in ("test", "validation"):
+            if name not in splits:
+                continue
+            images, labels = splits[name]
+            per_view = []
+            for i, view in enumerate(tta_views(images, args.mirror_tta, args.shift_tta)):
+                res = evaluate(model, view, labels, mean=mean, std=std, device=args.device, return_predictions=True)
+                per_view.append(res["probabilities"])
+                if i == 0:
+                    text = f"{name} {100 * res['accuracy']:.2f}%"
+                    if name == "test":
+                        text = (f"test accuracy {100 * res['accuracy']:.2f}% ({round(res['accuracy'] * res['n'])}/"
+                                f"{res['n']}), loss {res['loss']:.4f}")
+            probabilities.setdefault(("plain", name), []).append(per_view[0])
+            if tta:
+                probs = np.mean(per_view, axis=0)
+                probabilities.setdefault((tta, name), []).append(probs)
+                text += f", with {tta} averaging {100 * float((probs.argmax(1) == labels).mean()):.2f}%"
+            parts.append(text)
+        line = f"{run}: {spec['name']} on {dataset}: " + "; ".join(parts) + f"; {time.perf_counter() - t0:.1f}s"
         if metrics.get("test_accuracy") is not None:
             line += f"; recorded at training: {100 * metrics['test_accuracy']:.2f}%"
         print(line)
-    if len(probabilities) > 1:
-        acc = float((_vote(probabilities) == split.test[1]).mean())
-        avg = float((np.mean(probabilities, axis=0).argmax(1) == split.test[1]).mean())
-        tta = " (each with mirror averaging)" if args.mirror_tta else ""
-        print(f"ensemble of {len(probabilities)}{tta}: test accuracy {100 * acc:.2f}% by plurality vote, "
-              f"{100 * avg:.2f}% by averaged probabilities")
+    if len(args.runs) > 1:
+        _report_ensemble(len(args.runs), variants, splits, probabilities, _vote)
+    elif tta and "validation" in splits:
+        scores = {v: float((probabilities[(v, "validation")][0].argmax(1) == splits["validation"][1]).mean())
+                  for v in variants}
+        chosen = max(variants, key=scores.get)  # the first of equals: plain, the simpler, wins a tie
+        test = float((probabilities[(chosen, "test")][0].argmax(1) == splits["test"][1]).mean())
+        print(f"chosen on validation: {'no averaging' if chosen == 'plain' else chosen + ' averaging'}; "
+              f"its test accuracy {100 * test:.2f}%")
     return 0
+
+
+def _report_ensemble(n_runs, variants, splits, probabilities, vote) -> None:
+    """Print the ensemble's accuracies and the (variant, method) chosen on validation, if there is one."""
+    methods = {"plurality vote": vote, "averaged probabilities": lambda ps: np.mean(ps, axis=0).argmax(1)}
+    scores = {(v, m, name): float((f(probabilities[(v, name)]) == splits[name][1]).mean())
+              for v in variants for m, f in methods.items() for name in splits}
+    for v in variants:
+        each = "" if v == "plain" else f" (each with {v} averaging)"
+        for name in ("validation", "test"):
+            if name in splits:
+                print(f"ensemble of {n_runs}{each}: {name} accuracy "
+                      f"{100 * scores[(v, 'plurality vote', name)]:.2f}% by plurality vote, "
+                      f"{100 * scores[(v, 'averaged probabilities', name)]:.2f}% by averaged probabilities")
+    if "validation" in splits:
+        # max() keeps the first of equals: the simpler choice (no averaging, the vote) wins a tie.
+        v, m = max(((v, m) for v in variants for m in methods), key=lambda vm: scores[(*vm, "validation")])
+        how = m if v == "plain" else f"{m}, each with {v} averaging"
+        print(f"chosen on validation: {how}; its test accuracy {100 * scores[(v, m, 'test')]:.2f}%")
 
 
 # ----------------------------------------------------------------------------------- predict

@@ -19,6 +19,7 @@ from . import backend
 from . import functional as F
 from .autograd import Tensor, no_grad
 from .data.loader import MNIST_MEAN, MNIST_STD, DataLoader
+from .data.augment import shift_images
 
 
 @dataclass
@@ -91,12 +92,16 @@ def _batches_to_device(x, y, device):
     return backend.to_device(x, device), backend.to_device(y, device)
 
 
-def evaluate(model, images, labels, batch_size: int = 1000, mean=MNIST_MEAN, std=MNIST_STD,
+def evaluate(model, images, labels, batch_size: int | None = None, mean=MNIST_MEAN, std=MNIST_STD,
              device: str = "cpu", return_predictions: bool = False) -> dict:
     """Mean cross-entropy and accuracy (a fraction) of ``model`` on uint8 images (N, H, W).
 
+    ``batch_size`` defaults to 256 on the CPU, where larger batches spill the caches (the VGG-style
+    net's forward pass ran 1.6x faster at 256 than at 1000), and to 1000 on a GPU.
     Returns {"loss", "accuracy", "n"} and, if asked, "predictions" (N,) and "probabilities" (N, 10).
     """
+    if batch_size is None:
+        batch_size = 256 if device == "cpu" else 1000
     loader = DataLoader(images, labels, batch_size, shuffle=False, mean=mean, std=std)
     was_training = model.training
     model.eval()
@@ -124,10 +129,24 @@ def evaluate(model, images, labels, batch_size: int = 1000, mean=MNIST_MEAN, std
     return out
 
 
+def tta_views(images: np.ndarray, mirror: bool = False, shift: bool = False) -> list[np.ndarray]:
+    """The images as seen by test-time augmentation: themselves first, then their variants.
+
+    ``mirror`` adds each image's left-right mirror; ``shift`` adds its four 1-pixel shifts (down, up,
+    right, left, the border filled with zeros) of every view so far. uint8 (N, H, W) in, a list out.
+    """
+    views = [images]
+    if mirror:
+        views.append(np.ascontiguousarray(images[:, :, ::-1]))
+    if shift:
+        views += [shift_images(v, dy, dx) for v in list(views) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    return views
+
+
 def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None, scheduler=None,
         scheduler_per_batch: bool = True, label_smoothing: float = 0.0, early_stopping: int | None = None,
         device: str = "cpu", progress: bool = True, max_batches: int | None = None, on_epoch_end=None,
-        log=print, eval_batch_size: int = 1000, mean=MNIST_MEAN, std=MNIST_STD) -> History:
+        log=print, eval_batch_size: int | None = None, mean=MNIST_MEAN, std=MNIST_STD) -> History:
     """Train ``model`` and evaluate it after every epoch.
 
     Args:
