@@ -29,7 +29,10 @@ def test_vote_is_a_plurality_with_probability_tiebreak():
 def test_short_reproduction_writes_results(tmp_path):
     lines = []
     rep = reproduce_nielsen(rows=["fc", "conv1"], epochs=1, train_size=2000, out_dir=tmp_path, progress=False,
-                            log=lines.append)
+                            log=lines.append, runs_dir=tmp_path / "nets")
+    # each row's net is kept as a run directory, ready for `cnnlab show` and `cnnlab report`
+    assert sorted(p.name for p in (tmp_path / "nets").iterdir()) == ["conv1-seed0-epochs1-train2000",
+                                                                      "fc-seed0-epochs1-train2000"]
     assert [r["row"] for r in rep["table"]] == ["fc", "conv1"]
     # every epoch of every row is reported as it ends, tagged with its row
     assert any(line.startswith("  [fc] epoch   1/1") for line in lines)
@@ -96,3 +99,72 @@ def test_full_runs_of_some_rows_add_to_the_saved_table(tmp_path):
     assert [r["row"] for r in _merge_previous(new, path)["table"]] == ["fc", "expanded"]
     path.write_text("{not json")
     assert _merge_previous(new, path)["table"] == new["table"]
+
+
+def test_trained_nets_are_saved_and_reused_not_retrained(tmp_path, monkeypatch):
+    import cnnlab.cli
+
+    runs = tmp_path / "nets"
+    first = reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False, log=None,
+                              runs_dir=runs)
+    net = runs / "fc-seed0-epochs1-train1000"
+    assert (net / "model.safetensors").exists() and first["table"][0]["reused"] is False
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished net with the same settings was trained again")
+
+    monkeypatch.setattr(cnnlab.cli, "train_run", no_training)
+    lines = []
+    again = reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False,
+                              log=lines.append, runs_dir=runs)
+    assert any(f"reusing {net}" in line for line in lines)
+    row, row0 = again["table"][0], first["table"][0]
+    assert row["reused"] is True
+    assert (row["ours"], row["best_epoch"]) == (row0["ours"], row0["best_epoch"])
+    # the recorded training time, not the few milliseconds of reloading
+    assert row["seconds"] == pytest.approx(json.loads((net / "metrics.json").read_text())["seconds"], abs=0.1)
+    assert "| fc |" in markdown_table(again) and " s * |" in markdown_table(again)
+    assert " s * |" not in markdown_table(first)
+
+
+def test_unfinished_or_different_nets_are_trained_again(tmp_path, monkeypatch):
+    import cnnlab.cli
+
+    runs = tmp_path / "nets"
+    reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False, log=None, runs_dir=runs)
+    net = runs / "fc-seed0-epochs1-train1000"
+    calls = []
+    real = cnnlab.cli.train_run
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["out"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cnnlab.cli, "train_run", counting)
+    metrics = json.loads((net / "metrics.json").read_text())
+    for broken in ({**metrics, "interrupted": True}, {**metrics, "epochs": []}):
+        (net / "metrics.json").write_text(json.dumps(broken))
+        reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False, log=None,
+                          runs_dir=runs)
+    config = json.loads((net / "config.json").read_text())
+    (net / "config.json").write_text(json.dumps({**config, "lr": 0.5}))
+    reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False, log=None, runs_dir=runs)
+    assert calls == [net, net, net]
+    # a shortened run never stands in for the book's: other settings, another directory
+    reproduce_nielsen(rows=["fc"], epochs=1, train_size=900, out_dir=None, progress=False, log=None, runs_dir=runs)
+    assert calls[-1] == runs / "fc-seed0-epochs1-train900"
+
+
+def test_an_ensemble_member_trained_by_the_cli_counts_as_one_of_the_table():
+    from cnnlab.cli import build_parser, train_run
+    from cnnlab.reproduce import _book_settings
+
+    args = build_parser().parse_args(["train", "--model", "nielsen-dropout", "--expand", "--augment", "0",
+                                      "--seed", "3", "--dry-run", "--no-progress"])
+    res = train_run(args.model, args.dataset, args.epochs, args.batch_size, args.lr, args.optimizer, args.schedule,
+                    args.l2, args.augment, args.rotate, args.expand, args.validation, args.early_stopping,
+                    args.seed, args.out, args.device, args.dry_run, progress=False, log=None, hflip=args.hflip,
+                    scale=args.scale, erase=args.erase)
+    expected = _book_settings(next(r for r in ROWS if r.key == "dropout"), 3)
+    assert expected.pop("epochs") == models.recipe("nielsen-dropout").epochs == 40  # a dry run trains 1 epoch
+    assert {k: res["config"][k] for k in expected} == expected

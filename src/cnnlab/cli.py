@@ -133,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble-size", type=int, default=5, help="nets in the ensemble vote")
     p.add_argument("--seed", type=int, default=0, help="seed of the first net (ensemble members use seed+1, ...)")
     p.add_argument("--out", default="results", help="folder for nielsen.json and nielsen.md")
-    p.add_argument("--no-save", action="store_true", help="print the table only")
+    p.add_argument("--runs-dir", default="runs/nielsen",
+                   help="where each trained net is saved; a finished net there with the same settings is reused, "
+                        "so a stopped reproduction resumes")
+    p.add_argument("--no-save", action="store_true", help="print the table only (save and reuse no nets)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=lambda a: _lazy("reproduce", "cli_reproduce")(a))
 
