@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-tta", action="store_true",
                    help="test-time augmentation: average each image's probabilities with those of its four "
                         "1-pixel shifts (up, down, left, right)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify your own images with a saved run", formatter_class=_Formatter)
@@ -381,7 +382,7 @@ def cmd_evaluate(args) -> int:
     from . import checkpoint  # noqa: PLC0415
     from .data import load_dataset  # noqa: PLC0415
     from .reproduce import _vote  # noqa: PLC0415
-    from .train import evaluate, tta_views  # noqa: PLC0415
+    from .train import Progress, evaluate, tta_views  # noqa: PLC0415
 
     tta = _tta_name(args.mirror_tta, args.shift_tta)
     variants = ["plain"] + ([tta] if tta else [])
@@ -410,6 +411,10 @@ def cmd_evaluate(args) -> int:
             model.to(args.device)
         t0 = time.perf_counter()
         parts = []
+        n_views = len(tta_views(splits["test"][0][:1], args.mirror_tta, args.shift_tta))
+        # a bar on a terminal only: in a log, the per-run line says it all
+        bar = Progress(n_views * len(splits), f"{run}", enabled=not args.no_progress and sys.stderr.isatty(),
+                       unit="view")
         for name in ("test", "validation"):
             if name not in splits:
                 continue
@@ -418,6 +423,7 @@ def cmd_evaluate(args) -> int:
             for i, view in enumerate(tta_views(images, args.mirror_tta, args.shift_tta)):
                 res = evaluate(model, view, labels, mean=mean, std=std, device=args.device, return_predictions=True)
                 per_view.append(res["probabilities"])
+                bar.update(1, view=f"{name}:{i + 1}/{n_views}")
                 if i == 0:
                     text = f"{name} {100 * res['accuracy']:.2f}%"
                     if name == "test":
@@ -429,6 +435,7 @@ def cmd_evaluate(args) -> int:
                 probabilities.setdefault((tta, name), []).append(probs)
                 text += f", with {tta} averaging {100 * float((probs.argmax(1) == labels).mean()):.2f}%"
             parts.append(text)
+        bar.close()
         line = f"{run}: {spec['name']} on {dataset}: " + "; ".join(parts) + f"; {time.perf_counter() - t0:.1f}s"
         if metrics.get("test_accuracy") is not None:
             line += f"; recorded at training: {100 * metrics['test_accuracy']:.2f}%"

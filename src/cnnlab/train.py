@@ -53,7 +53,7 @@ class History:
 class Progress:
     """A progress bar on a terminal (tqdm), a few plain lines otherwise."""
 
-    def __init__(self, total: int, desc: str, enabled: bool = True, stream=None):
+    def __init__(self, total: int, desc: str, enabled: bool = True, stream=None, unit: str = "batch"):
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.total, self.desc, self.n = total, desc, 0
@@ -63,7 +63,7 @@ class Progress:
         if enabled and self.stream.isatty():
             from tqdm import tqdm  # noqa: PLC0415
 
-            self.bar = tqdm(total=total, desc=desc, unit="batch", leave=False, file=self.stream,
+            self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=self.stream,
                             dynamic_ncols=True)
 
     def update(self, n: int, **stats):
