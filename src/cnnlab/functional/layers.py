@@ -9,13 +9,22 @@ from ..autograd import Function, Tensor
 from . import ops
 
 
+# Up to this many rows, Linear's forward multiplies weight @ x.T (see Linear.forward).
+SMALL_BATCH = 64
+
+
 class Linear(Function):
     """y = x @ weight.T + bias, for x of shape (..., in_features)."""
 
     def forward(self, x, w, *maybe_bias):
         self.x, self.w, self.has_bias = x, w, bool(maybe_bias)
         x2 = x.reshape(-1, x.shape[-1])
-        out = x2 @ w.T  # (M, in) @ (in, out) -> (M, out)
+        if x2.shape[0] <= SMALL_BATCH and isinstance(x2, np.ndarray):
+            # The same product as (w @ x.T).T: for a few rows OpenBLAS is 1.2-1.6x faster this way
+            # round than with the transposed weight as the right operand (benchmarks/bench_linear.py).
+            out = np.ascontiguousarray((w @ x2.T).T)
+        else:
+            out = x2 @ w.T  # (M, in) @ (in, out) -> (M, out)
         if maybe_bias:
             out += maybe_bias[0]
         return out.reshape(x.shape[:-1] + (w.shape[0],))

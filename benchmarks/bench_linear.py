@@ -1,0 +1,128 @@
+"""The fully connected layer at small batches: which way round to multiply, and what it buys.
+
+cnnlab's ``Linear`` computes x @ W.T (W stored (out, in), as PyTorch does). For a few rows OpenBLAS
+runs the same product faster as (W @ x.T).T, so ``functional.layers.SMALL_BATCH`` switches to that
+form up to 64 rows. This script shows why, side by side in one process, alternating, medians:
+
+1. the forward product both ways, and PyTorch's F.linear, for Nielsen's and the zoo's FC shapes;
+2. a whole training step of Nielsen's dropout net (batch 10, the book's mini-batch) with the
+   switch off (SMALL_BATCH = 0) and on, and PyTorch's step of the same net.
+
+    python benchmarks/bench_linear.py [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import cnnlab  # noqa: E402
+import cnnlab.functional as F  # noqa: E402
+from cnnlab import models, optim  # noqa: E402
+from cnnlab.autograd import Tensor  # noqa: E402
+from cnnlab.functional import layers  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    sys.exit("this benchmark compares with PyTorch: pip install 'cnnlab[test]' (torch==2.13.0)")
+
+
+def per_call(f, calls):
+    f()
+    t = time.perf_counter()
+    for _ in range(calls):
+        f()
+    return (time.perf_counter() - t) / calls
+
+
+def alternate(fns: dict, rounds: int, calls: int) -> dict:
+    """Median seconds per call of each function, the functions taking turns in every round."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            times[k].append(per_call(f, calls))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def products(rounds):
+    rng = np.random.default_rng(0)
+    print("forward product, ms per call (median); ratio = x @ W.T time / the other's")
+    print(f"{'rows x in -> out':<22} {'x @ W.T':>9} {'(W @ x.T).T':>12} {'torch':>8} {'ratio':>7}")
+    for rows, n_in, n_out in ((10, 640, 1000), (10, 1000, 1000), (10, 640, 100), (64, 3136, 256),
+                              (64, 1000, 1000), (128, 3136, 256), (256, 640, 100), (256, 3136, 256)):
+        x = rng.standard_normal((rows, n_in), dtype=np.float32)
+        w = rng.standard_normal((n_out, n_in), dtype=np.float32)
+        tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+        t = alternate({"a": lambda: x @ w.T, "b": lambda: np.ascontiguousarray((w @ x.T).T),
+                       "torch": lambda: torch.nn.functional.linear(tx, tw)}, rounds, 100)
+        print(f"{rows:>4} x {n_in:>4} -> {n_out:<8} {1e3 * t['a']:9.3f} {1e3 * t['b']:12.3f} "
+              f"{1e3 * t['torch']:8.3f} {t['a'] / t['b']:6.2f}x")
+
+
+def dropout_step(rounds):
+    cnnlab.manual_seed(0)
+    net = models.build("nielsen-dropout")
+    net.train()
+    opt = optim.SGD(net.parameters(), lr=0.03)
+    torch.manual_seed(0)
+    tnet = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 20, 5), torch.nn.MaxPool2d(2), torch.nn.ReLU(), torch.nn.Conv2d(20, 40, 5),
+        torch.nn.MaxPool2d(2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(640, 1000),
+        torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(1000, 1000), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+        torch.nn.Linear(1000, 10))
+    topt = torch.optim.SGD(tnet.parameters(), lr=0.03)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 10)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step():
+        loss = F.cross_entropy(net(Tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def tstep():
+        loss = torch.nn.functional.cross_entropy(tnet(tx), ty)
+        topt.zero_grad()
+        loss.backward()
+        topt.step()
+
+    def with_switch(value):
+        def run():
+            layers.SMALL_BATCH = value
+            step()
+        return run
+
+    keep = layers.SMALL_BATCH
+    try:
+        t = alternate({"off": with_switch(0), "on": with_switch(keep), "torch": tstep}, rounds, 100)
+    finally:
+        layers.SMALL_BATCH = keep
+    print()
+    print("Nielsen's dropout net, one training step at batch 10 (ms, median):")
+    print(f"  cnnlab, x @ W.T always        {1e3 * t['off']:7.2f}  ({t['torch'] / t['off']:.2f}x PyTorch's speed)")
+    print(f"  cnnlab, (W @ x.T).T to {keep} rows {1e3 * t['on']:7.2f}  ({t['torch'] / t['on']:.2f}x PyTorch's speed; "
+          f"{t['off'] / t['on']:.2f}x the other)")
+    print(f"  PyTorch                       {1e3 * t['torch']:7.2f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    print(f"cnnlab {cnnlab.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    products(args.rounds)
+    dropout_step(args.rounds)
+
+
+if __name__ == "__main__":
+    main()
