@@ -1,4 +1,4 @@
-"""The fully connected layer at small batches: which way round to multiply, and what it buys.
+"""Small-batch training of big fully connected layers: the FC product and the SGD step.
 
 cnnlab's ``Linear`` computes x @ W.T (W stored (out, in), as PyTorch does). For a few rows OpenBLAS
 runs the same product faster as (W @ x.T).T, so ``functional.layers.SMALL_BATCH`` switches to that
@@ -6,7 +6,9 @@ form up to 64 rows. This script shows why, side by side in one process, alternat
 
 1. the forward product both ways, and PyTorch's F.linear, for Nielsen's and the zoo's FC shapes;
 2. a whole training step of Nielsen's dropout net (batch 10, the book's mini-batch) with the
-   switch off (SMALL_BATCH = 0) and on, and PyTorch's step of the same net.
+   switch off (SMALL_BATCH = 0) and on, and PyTorch's step of the same net;
+3. the SGD update of that net's 1.67M parameters: the NumPy expression against the compiled
+   one-pass kernel (kernels/cpu.py: sgd_update), plain and with Nesterov momentum.
 
     python benchmarks/bench_linear.py [--rounds 7]
 """
@@ -115,6 +117,28 @@ def dropout_step(rounds):
     print(f"  PyTorch                       {1e3 * t['torch']:7.2f}")
 
 
+def sgd_steps(rounds):
+    from cnnlab import kernels
+
+    print()
+    print("SGD update of the dropout net's parameters (ms, median)")
+    for kwargs in (dict(lr=0.03), dict(lr=0.03, momentum=0.9, nesterov=True, weight_decay=5e-4)):
+        net = models.build("nielsen-dropout")
+        params = list(net.parameters())
+        rng = np.random.default_rng(0)
+        for p in params:
+            p.grad = Tensor(rng.standard_normal(p.data.shape).astype(p.data.dtype))
+        opt = optim.SGD(params, **kwargs)
+
+        def numpy_step():
+            with kernels.compiled(False):
+                opt.step()
+
+        t = alternate({"numpy": numpy_step, "compiled": opt.step}, rounds, 50)
+        print(f"  {kwargs}: NumPy {1e3 * t['numpy']:.3f}, compiled {1e3 * t['compiled']:.3f} "
+              f"({t['numpy'] / t['compiled']:.2f}x)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
@@ -122,6 +146,7 @@ def main():
     print(f"cnnlab {cnnlab.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     products(args.rounds)
     dropout_step(args.rounds)
+    sgd_steps(args.rounds)
 
 
 if __name__ == "__main__":

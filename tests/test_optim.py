@@ -391,3 +391,49 @@ def test_gpu_matches_cpu(name, kwargs):
         np.testing.assert_allclose(cp.asnumpy(pg.data), pc.data, rtol=1e-5, atol=1e-6)
     sd = opt_g.state_dict()
     opt_g.load_state_dict(sd)
+
+
+# ----------------------------------------------------------------------------- the compiled SGD step
+SGD_CASES = [dict(lr=0.1), dict(lr=0.05, momentum=0.9), dict(lr=0.05, momentum=0.9, nesterov=True),
+             dict(lr=0.05, momentum=0.8, dampening=0.3), dict(lr=0.1, weight_decay=0.01),
+             dict(lr=0.05, momentum=0.9, weight_decay=1e-3, nesterov=True),
+             dict(lr=0.03, l2_lambda=0.1, n_train=5000)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", SGD_CASES, ids=[str(k) for k in SGD_CASES])
+def test_compiled_sgd_step_equals_the_numpy_expression_bit_for_bit(kwargs, dtype):
+    """The one-pass numba update against the NumPy path (the definition, tested against torch above)."""
+    from cnnlab import kernels
+
+    inits, stream = _inits(dtype), _grad_stream(dtype, 6)
+    fused, plain = _params(inits), _params(inits)
+    opt_fused, opt_plain = optim.SGD(fused, **kwargs), optim.SGD(plain, **kwargs)
+    assert all(optim._fused_sgd_applies(p.data, p.data) for p in fused)
+    for grads in stream:
+        _feed(fused, grads)
+        _feed(plain, grads)
+        opt_fused.step()
+        with kernels.compiled(False):
+            assert not optim._fused_sgd_applies(plain[0].data, plain[0].data)
+            opt_plain.step()
+        for a, b in zip(fused, plain):
+            assert a.data.dtype == dtype
+            np.testing.assert_array_equal(a.data, b.data)
+    if kwargs.get("momentum"):
+        for a, b in zip(fused, plain):
+            np.testing.assert_array_equal(opt_fused.state[a]["momentum_buffer"], opt_plain.state[b]["momentum_buffer"])
+
+
+def test_compiled_sgd_step_takes_a_non_contiguous_gradient_and_a_loaded_buffer():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    g = np.asfortranarray(rng.standard_normal((6, 4)).astype(np.float32))
+    p = nn.Parameter(w.copy())
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    opt.state[p] = {"momentum_buffer": np.asfortranarray(np.ones((6, 4)))}  # float64, Fortran order
+    p.grad = cnnlab.Tensor(g)
+    opt.step()
+    buf = 0.9 * np.ones((6, 4), np.float32) + np.float32(1.0) * g
+    np.testing.assert_array_equal(p.data, w - np.float32(0.1) * buf)
+    assert opt.state[p]["momentum_buffer"].dtype == np.float32

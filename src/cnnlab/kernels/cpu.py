@@ -295,3 +295,35 @@ def col2im2d_nhwc(dcols, n, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
                 for c in range(C):
                     out[i, c, h, w] = row[base + c]
     return out
+
+
+@njit(**_OPTS)
+def sgd_update(p, g, buf, lr, decay, momentum, damp1, nesterov, first):
+    """One SGD step of optim.SGD in a single pass over the parameter, in place (and on ``buf``).
+
+    The same operations in the same order as the NumPy path (each rounded in the parameter's
+    dtype: the scalars come in that dtype), so the two agree bit for bit:
+        d = g + decay * p;  buf = d (first step) or momentum * buf + damp1 * d;
+        d = d + momentum * buf (Nesterov) or buf;  p = p - lr * d.
+    ``momentum == 0`` skips the buffer (then ``buf`` may be any array). All arrays C-contiguous.
+    """
+    pf = p.reshape(-1)
+    gf = g.reshape(-1)
+    bf = buf.reshape(-1)
+    use_buf = momentum != 0
+    use_decay = decay != 0
+    for i in range(pf.size):
+        d = gf[i]
+        if use_decay:
+            d = d + decay * pf[i]
+        if use_buf:
+            if first:
+                b = d
+            else:
+                b = momentum * bf[i] + damp1 * d
+            bf[i] = b
+            if nesterov:
+                d = d + momentum * b
+            else:
+                d = b
+        pf[i] = pf[i] - lr * d
