@@ -168,3 +168,17 @@ def test_an_ensemble_member_trained_by_the_cli_counts_as_one_of_the_table():
     expected = _book_settings(next(r for r in ROWS if r.key == "dropout"), 3)
     assert expected.pop("epochs") == models.recipe("nielsen-dropout").epochs == 40  # a dry run trains 1 epoch
     assert {k: res["config"][k] for k in expected} == expected
+
+
+def test_cli_reproduce_keeps_its_nets_where_told(tmp_path, capsys):
+    nets = tmp_path / "nets"
+    argv = ["reproduce", "nielsen", "--rows", "fc", "--epochs", "1", "--train-size", "500", "--out",
+            str(tmp_path / "results"), "--runs-dir", str(nets), "--no-progress"]
+    assert main(argv) == 0
+    assert (nets / "fc-seed0-epochs1-train500" / "model.safetensors").exists()
+    assert main(argv) == 0
+    assert "reusing" in capsys.readouterr().out
+    # the kept net is an ordinary run: `evaluate` measures what the table says
+    ours = json.loads((tmp_path / "results" / "nielsen.json").read_text())["table"][0]["ours"]
+    assert main(["evaluate", str(nets / "fc-seed0-epochs1-train500")]) == 0
+    assert f"test accuracy {100 * ours:.2f}%" in capsys.readouterr().out
