@@ -80,7 +80,7 @@ def _book_settings(row: Row, member_seed: int, epochs=None, train_size=None) -> 
 
 
 def _finished_net(run_dir: Path, expected: dict):
-    """The (model, metrics) of a net trained earlier with exactly the ``expected`` settings, else None.
+    """(model, config, metrics) of a net trained earlier with exactly the ``expected`` settings, else None.
 
     A run cut off part-way (fewer epochs recorded, interrupted) or trained with other settings is not
     reused: it is trained again.
@@ -130,7 +130,7 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
     dropout_probs = []
 
     def train(row, member_seed):
-        """(test probabilities, history-like dict, seconds) of one net: trained now, or reused."""
+        """(test probabilities, test accuracy, best epoch, seconds, reused) of one net: trained now or earlier."""
         n_epochs = epochs or row.epochs
         expected = _book_settings(row, member_seed, epochs, train_size)
         run_dir = None if runs_dir is None else _net_dir(runs_dir, row.key, member_seed, epochs, train_size)
