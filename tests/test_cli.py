@@ -67,19 +67,9 @@ def _draw_digit_one(path, size=(150, 200)):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A short real training run (6,000 images, one epoch) saved as a run directory."""
-    from cnnlab import optim
-    from cnnlab.data import DataLoader, load_dataset
-    from cnnlab.train import fit
+    from conftest import save_short_run
 
-    out = tmp_path_factory.mktemp("runs") / "r"
-    split = load_dataset("mnist")
-    cnnlab.manual_seed(0)
-    model = models.build("default")
-    loader = DataLoader(*[a[:6000] for a in split.train], batch_size=64, seed=0)
-    fit(model, optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True), loader, epochs=1,
-        progress=False, log=None)
-    checkpoint.save_run(out, model, models.spec("default"), {"dataset": "mnist", "validation": 10000}, {"test_accuracy": None})
-    return out
+    return save_short_run(tmp_path_factory.mktemp("runs") / "r", "default", 6000, nesterov=True)
 
 
 def test_predict_a_drawn_digit(trained_run, tmp_path, capsys):

@@ -72,19 +72,9 @@ def test_report_ensemble_chooses_on_validation_and_breaks_ties_toward_the_simple
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """A briefly trained article net (its weights are the point, not its accuracy)."""
-    from cnnlab import optim
-    from cnnlab.data import DataLoader, load_dataset
-    from cnnlab.train import fit
+    from conftest import save_short_run
 
-    out = tmp_path_factory.mktemp("tta") / "r"
-    split = load_dataset("mnist")
-    cnnlab.manual_seed(0)
-    model = models.build("article")
-    loader = DataLoader(*[a[:2000] for a in split.train], batch_size=64, seed=0)
-    fit(model, optim.SGD(model.parameters(), lr=0.05, momentum=0.9), loader, epochs=1, progress=False, log=None)
-    checkpoint.save_run(out, model, models.spec("article"), {"dataset": "mnist", "validation": 10000},
-                        {"test_accuracy": None})
-    return out
+    return save_short_run(tmp_path_factory.mktemp("tta") / "r", "article", 2000, nesterov=False)
 
 
 def test_shift_tta_matches_a_hand_computed_average(small_run, capsys):
