@@ -166,6 +166,19 @@ def test_zoom_and_erase_flags(capsys):
         assert msg in capsys.readouterr().err
 
 
+def test_elastic_flags(capsys):
+    assert main(["train", "--model", "article", "--elastic", "30", "--elastic-sigma", "5", "--dry-run",
+                 "--no-progress"]) == 0
+    assert "elastic alpha 30 sigma 5" in capsys.readouterr().out
+    res = train_run("best-vgg-elastic", dry_run=True, progress=False, log=None, epochs=1, train_size=200)
+    assert (res["config"]["elastic"], res["config"]["elastic_sigma"]) == (34.0, 4.0)  # the recipe's
+    assert train_run("article", dry_run=True, progress=False, log=None)["config"]["elastic"] == 0.0
+    for flag, value, msg in (("--elastic", "-1", "--elastic must be >= 0"),
+                             ("--elastic-sigma", "0", "--elastic-sigma must be > 0")):
+        assert main(["train", "--model", "article", flag, value, "--dry-run", "--no-progress"]) != 0
+        assert msg in capsys.readouterr().err
+
+
 def test_evaluate_mirror_tta(trained_run, tmp_path, capsys):
     from cnnlab.data import load_dataset
     from cnnlab.train import evaluate

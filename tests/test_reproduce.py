@@ -155,6 +155,25 @@ def test_unfinished_or_different_nets_are_trained_again(tmp_path, monkeypatch):
     assert calls[-1] == runs / "fc-seed0-epochs1-train900"
 
 
+def test_nets_saved_before_the_elastic_option_are_reused(tmp_path, monkeypatch):
+    import cnnlab.cli
+
+    runs = tmp_path / "nets"
+    reproduce_nielsen(rows=["fc"], epochs=1, train_size=500, out_dir=None, progress=False, log=None, runs_dir=runs)
+    net = runs / "fc-seed0-epochs1-train500"
+    config = json.loads((net / "config.json").read_text())
+    assert config.pop("elastic") == 0.0
+    (net / "config.json").write_text(json.dumps(config))  # as written before the option existed
+    calls = []
+    real = cnnlab.cli.train_run
+    monkeypatch.setattr(cnnlab.cli, "train_run", lambda *a, **k: calls.append(k["out"]) or real(*a, **k))
+    reproduce_nielsen(rows=["fc"], epochs=1, train_size=500, out_dir=None, progress=False, log=None, runs_dir=runs)
+    assert calls == []
+    (net / "config.json").write_text(json.dumps({**config, "elastic": 34.0}))  # not the book's net
+    reproduce_nielsen(rows=["fc"], epochs=1, train_size=500, out_dir=None, progress=False, log=None, runs_dir=runs)
+    assert calls == [net]
+
+
 def test_an_ensemble_member_trained_by_the_cli_counts_as_one_of_the_table():
     from cnnlab.cli import build_parser, train_run
     from cnnlab.reproduce import _book_settings
@@ -164,7 +183,7 @@ def test_an_ensemble_member_trained_by_the_cli_counts_as_one_of_the_table():
     res = train_run(args.model, args.dataset, args.epochs, args.batch_size, args.lr, args.optimizer, args.schedule,
                     args.l2, args.augment, args.rotate, args.expand, args.validation, args.early_stopping,
                     args.seed, args.out, args.device, args.dry_run, progress=False, log=None, hflip=args.hflip,
-                    scale=args.scale, erase=args.erase)
+                    scale=args.scale, erase=args.erase, elastic=args.elastic, elastic_sigma=args.elastic_sigma)
     expected = _book_settings(next(r for r in ROWS if r.key == "dropout"), 3)
     assert expected.pop("epochs") == models.recipe("nielsen-dropout").epochs == 40  # a dry run trains 1 epoch
     assert {k: res["config"][k] for k in expected} == expected

@@ -46,6 +46,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--erase", type=float, default=None,
                    help="random erasing: probability of zeroing one random rectangle per training image "
                         "(default: recipe)")
+    p.add_argument("--elastic", type=float, default=None,
+                   help="elastic distortion of training images with this strength alpha, e.g. 34 (Simard et al.); "
+                        "0 for none (default: recipe)")
+    p.add_argument("--elastic-sigma", type=float, default=None,
+                   help="smoothness of the elastic distortion in pixels, e.g. 4 (default: recipe)")
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror half the training images left-right at random, e.g. for fashion-mnist; not for "
                         "digits (default: the model's recipe)")
@@ -211,7 +216,7 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
               schedule=None, l2=None, augment=None, rotate=None, expand=False, validation=10000,
               early_stopping=None, seed=0, out=None, device="cpu", dry_run=False, progress=True,
               log=print, model_kwargs=None, train_size=None, momentum=None, save=True, hflip=None,
-              scale=None, erase=None) -> dict:
+              scale=None, erase=None, elastic=None, elastic_sigma=None) -> dict:
     """Train one model with its recipe (any argument overrides it); save and return the run.
 
     Inputs are normalised with the data set's own statistics (``cnnlab.data.norm_stats``: MNIST's
@@ -252,6 +257,8 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
         "hflip": bool(hflip if hflip is not None else recipe.hflip),
         "scale": float(scale if scale is not None else recipe.scale),
         "erase": float(erase if erase is not None else recipe.erase),
+        "elastic": float(elastic if elastic is not None else recipe.elastic),
+        "elastic_sigma": float(elastic_sigma if elastic_sigma is not None else recipe.elastic_sigma),
         "label_smoothing": recipe.label_smoothing,
         "expand": bool(expand), "validation": validation, "early_stopping": early_stopping,
         "seed": seed, "device": device,
@@ -265,6 +272,10 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
         raise ValueError(f"--scale must be in [0, 1), got {cfg['scale']}")
     if not 0 <= cfg["erase"] <= 1:
         raise ValueError(f"--erase must be a probability in [0, 1], got {cfg['erase']}")
+    if not cfg["elastic"] >= 0:
+        raise ValueError(f"--elastic must be >= 0, got {cfg['elastic']}")
+    if not cfg["elastic_sigma"] > 0:
+        raise ValueError(f"--elastic-sigma must be > 0, got {cfg['elastic_sigma']}")
     if device == "cuda":
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
 
@@ -295,16 +306,17 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     model = models.build(spec)
     if device != "cpu":
         model.to(device)
-    if device == "cuda" and not (cfg["rotate"] or cfg["scale"] or cfg["erase"]):
+    if device == "cuda" and not (cfg["rotate"] or cfg["scale"] or cfg["erase"] or cfg["elastic"]):
         # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
         loader = DeviceLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed,
                               max_shift=cfg["augment"], hflip=cfg["hflip"], mean=cfg["mean"], std=cfg["std"],
                               device=device)
     else:
         aug = None
-        if cfg["augment"] or cfg["rotate"] or cfg["hflip"] or cfg["scale"] or cfg["erase"]:
+        if cfg["augment"] or cfg["rotate"] or cfg["hflip"] or cfg["scale"] or cfg["erase"] or cfg["elastic"]:
             aug = Augment(max_shift=cfg["augment"], max_degrees=cfg["rotate"], hflip=cfg["hflip"],
-                          max_scale=cfg["scale"], erase=cfg["erase"])
+                          max_scale=cfg["scale"], erase=cfg["erase"], elastic=cfg["elastic"],
+                          elastic_sigma=cfg["elastic_sigma"])
         loader = DataLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed, augment=aug,
                             mean=cfg["mean"], std=cfg["std"])
     # network3.py adds 0.5 * lambda * sum(w^2) / (number of mini-batches) to each mini-batch's
@@ -338,6 +350,7 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
         log(f"  {cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']} "
             f"({cfg['schedule']}), augment {cfg['augment']}px" + (f", rotate {cfg['rotate']} deg" if cfg['rotate'] else "") +
             (f", zoom +-{cfg['scale']:g}" if cfg["scale"] else "") +
+            (f", elastic alpha {cfg['elastic']:g} sigma {cfg['elastic_sigma']:g}" if cfg["elastic"] else "") +
             (", hflip" if cfg["hflip"] else "") + (f", erase p={cfg['erase']:g}" if cfg["erase"] else "") +
             f", normalised with mean {cfg['mean']:.4f} std {cfg['std']:.4f}"
             f", seed {seed}, device {device}; data loaded in {load_seconds:.1f}s")
@@ -355,7 +368,7 @@ def cmd_train(args) -> int:
     res = train_run(args.model, args.dataset, args.epochs, args.batch_size, args.lr, args.optimizer, args.schedule,
                     args.l2, args.augment, args.rotate, args.expand, args.validation, args.early_stopping,
                     args.seed, args.out, args.device, args.dry_run, progress=not args.no_progress, hflip=args.hflip,
-                    scale=args.scale, erase=args.erase)
+                    scale=args.scale, erase=args.erase, elastic=args.elastic, elastic_sigma=args.elastic_sigma)
     h = res["history"]
     if h.test_accuracy is None:
         print("no epoch finished")

@@ -166,6 +166,8 @@ class Recipe:
     rotate: float = 0.0  # random rotation, degrees
     scale: float = 0.0  # random zoom by a factor in [1 - scale, 1 + scale]
     erase: float = 0.0  # probability of random erasing per image
+    elastic: float = 0.0  # elastic distortion strength alpha (Simard et al. 2003), 0 for none
+    elastic_sigma: float = 4.0  # its smoothness in pixels
     label_smoothing: float = 0.0
     hflip: bool = False  # random left-right mirroring (clothes, not digits: a mirrored 2 is no 2)
 
@@ -190,6 +192,11 @@ MODELS: dict[str, ModelInfo] = {
                           "zoomed digits (accuracy frontier)",
                           Recipe(epochs=15, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
                                  weight_decay=5e-4, schedule="onecycle", augment=2, rotate=10.0, scale=0.1)),
+    "best-vgg-elastic": ModelInfo(vgg_small, "best-vgg with elastic distortions (alpha 34, sigma 4, as Simard et "
+                                  "al.) added to its shifts, rotations and zooms: a different ensemble member",
+                                  Recipe(epochs=15, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
+                                         weight_decay=5e-4, schedule="onecycle", augment=2, rotate=10.0, scale=0.1,
+                                         elastic=34.0, elastic_sigma=4.0)),
     "fashion": ModelInfo(fast, "the default net with a clothing recipe: mirrored and shifted images, 30 epochs",
                          Recipe(epochs=30, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
                                 weight_decay=5e-4, schedule="onecycle", augment=2, hflip=True)),

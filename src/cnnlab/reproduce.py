@@ -75,8 +75,11 @@ def _book_settings(row: Row, member_seed: int, epochs=None, train_size=None) -> 
     """The run config entries that make a net one of the table's: the book's settings for ``row``."""
     return {"model": row.model, "dataset": "mnist", "epochs": epochs or row.epochs, "batch_size": 10, "lr": row.lr,
             "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant", "l2_lambda": row.l2,
-            "augment": 0, "rotate": 0.0, "scale": 0.0, "erase": 0.0, "hflip": False, "label_smoothing": 0.0,
+            "augment": 0, "rotate": 0.0, "scale": 0.0, "erase": 0.0, "elastic": 0.0, "hflip": False, "label_smoothing": 0.0,
             "expand": row.expand, "train_size": train_size, "seed": member_seed, "validation": 10000}
+
+
+_ABSENT_MEANS = {"elastic": 0.0}
 
 
 def _finished_net(run_dir: Path, expected: dict):
@@ -95,7 +98,8 @@ def _finished_net(run_dir: Path, expected: dict):
         return None
     finished = (not metrics.get("interrupted") and metrics.get("test_accuracy") is not None
                 and (len(metrics.get("epochs", [])) == expected["epochs"] or metrics.get("stopped_early")))
-    same = all(cfg.get(k) == v for k, v in expected.items())
+    # runs saved before an option existed lack its key: they were trained with it off
+    same = all(cfg.get(k, _ABSENT_MEANS.get(k)) == v for k, v in expected.items())
     return (model, cfg, metrics) if finished and same else None
 
 

@@ -1,5 +1,5 @@
 """Vectorised, reproducible data augmentation for batches of images: integer translations, small
-rotations and zooms, all with zero (black) fill, as used for MNIST-style white-on-black images;
+rotations and zooms and elastic distortions, all with zero (black) fill, as used for MNIST-style white-on-black images;
 random horizontal flips (for pictures whose mirror image is the same class, e.g. Fashion-MNIST's
 clothes; not for digits); and random erasing of a rectangle (zeroed).
 
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "Augment", "affine_images", "erase_images", "flip_images", "random_affine", "random_erase", "random_hflip",
-    "random_rotate", "random_translate", "rotate_images", "shift_images",
+    "Augment", "affine_images", "elastic_images", "erase_images", "flip_images", "gaussian_matrix", "random_affine",
+    "random_elastic", "random_erase", "random_hflip", "random_rotate", "random_translate", "rotate_images",
+    "shift_images",
 ]
 
 
@@ -120,8 +121,95 @@ def affine_images(batch: np.ndarray, degrees, scale) -> np.ndarray:
         Transformed batch, same shape and dtype (integer inputs are rounded and clipped to their range).
     """
     x, squeezed = _as_nchw(batch)
-    n, c, h, w = x.shape
     work = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+    src_y, src_x = _affine_source(x.shape, degrees, scale, work)
+    out = _bilinear_sample(x, src_y, src_x, work)
+    return out[:, 0] if squeezed else out
+
+
+def elastic_images(batch: np.ndarray, dy, dx, degrees=0.0, scale=1.0) -> np.ndarray:
+    """Elastic distortion (Simard et al., 2003): move every pixel by its own displacement, with an
+    optional rotation and zoom, all in one bilinear resampling (zero fill outside).
+
+    Output pixel p takes the input's value at A(p) + d(p), where A is ``affine_images``' mapping
+    for ``degrees`` and ``scale`` and d(p) = (dy[p], dx[p]); a constant d = (1, 0) therefore moves
+    the content up by one row.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        dy, dx: displacement fields in pixels, (N, H, W) or broadcastable to it (the same for every
+            channel).
+        degrees: per-image (N,) or scalar angle, as in ``affine_images``.
+        scale: per-image (N,) or scalar zoom factor, > 0, as in ``affine_images``.
+
+    Returns:
+        Distorted batch, same shape and dtype (integer inputs are rounded and clipped to their range).
+    """
+    x, squeezed = _as_nchw(batch)
+    n, _, h, w = x.shape
+    work = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+    try:
+        dy = np.broadcast_to(np.asarray(dy, dtype=work), (n, h, w))
+        dx = np.broadcast_to(np.asarray(dx, dtype=work), (n, h, w))
+    except ValueError:
+        raise ValueError(f"elastic_images: displacement fields must broadcast to {(n, h, w)}, got "
+                         f"{np.shape(dy)} and {np.shape(dx)}") from None
+    src_y, src_x = _affine_source(x.shape, degrees, scale, work)
+    out = _bilinear_sample(x, src_y + dy, src_x + dx, work)
+    return out[:, 0] if squeezed else out
+
+
+def gaussian_matrix(n: int, sigma: float, dtype=np.float64) -> np.ndarray:
+    """(n, n) matrix G with G @ v = v convolved with a Gaussian of standard deviation ``sigma``
+    pixels, truncated at 4 sigma and normalised to sum 1 over its taps; values beyond the ends
+    count as zero. Smoothing an (N, H, W) field is then ``G_h @ field @ G_w.T``.
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    radius = int(np.ceil(4 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    offset = np.arange(n)[None, :] - np.arange(n)[:, None]  # j - i
+    g = np.where(np.abs(offset) <= radius, taps[np.clip(offset + radius, 0, 2 * radius)], 0.0)
+    return g.astype(dtype)
+
+
+def random_elastic(batch: np.ndarray, alpha: float, sigma: float, rng: np.random.Generator,
+                   max_degrees: float = 0.0, max_scale: float = 0.0) -> np.ndarray:
+    """Random elastic distortion (Simard et al., 2003; the MNIST recipe of Ciresan et al.), with an
+    optional random rotation and zoom in the same resampling.
+
+    Each image gets two fields of independent uniform numbers in [-1, 1], one per axis, smoothed
+    by a Gaussian of standard deviation ``sigma`` pixels and multiplied by ``alpha``: a large sigma
+    gives smooth, nearly rigid moves, a small one a local jitter, and alpha sets the strength.
+    The angles are drawn first, then the zooms (as in ``random_affine``, each only when it is on),
+    then the fields.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        alpha: strength of the displacement, >= 0 (0: no elastic part).
+        sigma: smoothness of the displacement in pixels, > 0.
+        rng: source of randomness.
+        max_degrees, max_scale: as in ``random_affine``.
+
+    Returns:
+        Distorted batch, same shape and dtype.
+    """
+    x, _ = _as_nchw(batch)
+    n, _, h, w = x.shape
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    angles, scales = _draw_affine(n, max_degrees, max_scale, rng)
+    field = rng.uniform(-1.0, 1.0, size=(2, n, h, w))
+    field = alpha * (gaussian_matrix(h, sigma) @ field @ gaussian_matrix(w, sigma).T)  # (2, N, H, W)
+    return elastic_images(batch, field[0], field[1], angles, scales)
+
+
+def _affine_source(shape, degrees, scale, work):
+    """Source coordinates (src_y, src_x), each (N, H, W), of ``affine_images``' inverse mapping."""
+    n, _, h, w = shape
     theta = np.deg2rad(_per_image(degrees, n, "degrees").astype(np.float64))
     zoom = _per_image(scale, n, "scale").astype(np.float64)
     if not np.all(zoom > 0):
@@ -135,6 +223,13 @@ def affine_images(batch: np.ndarray, degrees, scale) -> np.ndarray:
     # and divided by the zoom.
     src_x = cos * xx - sin * yy + cx  # (N, H, W)
     src_y = sin * xx + cos * yy + cy
+    return src_y, src_x
+
+
+def _bilinear_sample(x, src_y, src_x, work):
+    """out[n, c, y, x] = x[n, c] bilinearly interpolated at (src_y, src_x)[n, y, x]; zero outside.
+    Integer inputs are rounded and clipped to their range; the result is contiguous, x's dtype."""
+    n, c, h, w = x.shape
     y0 = np.floor(src_y)
     x0 = np.floor(src_x)
     fy = src_y - y0
@@ -158,8 +253,18 @@ def affine_images(batch: np.ndarray, degrees, scale) -> np.ndarray:
     if np.issubdtype(x.dtype, np.integer):
         info = np.iinfo(x.dtype)
         out = np.clip(np.rint(out), info.min, info.max)
-    out = np.ascontiguousarray(out, dtype=x.dtype)
-    return out[:, 0] if squeezed else out
+    return np.ascontiguousarray(out, dtype=x.dtype)
+
+
+def _draw_affine(n, max_degrees, max_scale, rng):
+    """Per-image angles and zooms for ``random_affine`` (scalars 0 / 1 where an option is off)."""
+    if not max_degrees >= 0:
+        raise ValueError(f"max_degrees must be >= 0, got {max_degrees}")
+    if not 0 <= max_scale < 1:
+        raise ValueError(f"max_scale must be in [0, 1), got {max_scale}")
+    angles = rng.uniform(-max_degrees, max_degrees, size=n) if max_degrees > 0 else 0.0
+    scales = rng.uniform(1 - max_scale, 1 + max_scale, size=n) if max_scale > 0 else 1.0
+    return angles, scales
 
 
 def random_rotate(batch: np.ndarray, max_degrees: float, rng: np.random.Generator) -> np.ndarray:
@@ -192,13 +297,7 @@ def random_affine(batch: np.ndarray, max_degrees: float, max_scale: float, rng: 
     Returns:
         Transformed batch, same shape and dtype.
     """
-    n = np.asarray(batch).shape[0]
-    if not max_degrees >= 0:
-        raise ValueError(f"max_degrees must be >= 0, got {max_degrees}")
-    if not 0 <= max_scale < 1:
-        raise ValueError(f"max_scale must be in [0, 1), got {max_scale}")
-    angles = rng.uniform(-max_degrees, max_degrees, size=n) if max_degrees > 0 else 0.0
-    scales = rng.uniform(1 - max_scale, 1 + max_scale, size=n) if max_scale > 0 else 1.0
+    angles, scales = _draw_affine(np.asarray(batch).shape[0], max_degrees, max_scale, rng)
     return affine_images(batch, angles, scales)
 
 
@@ -300,14 +399,14 @@ def random_hflip(batch: np.ndarray, rng: np.random.Generator, p: float = 0.5) ->
 
 @dataclass(frozen=True)
 class Augment:
-    """Random rotation (if ``max_degrees`` > 0) and zoom (if ``max_scale`` > 0), then random
-    translation (if ``max_shift`` > 0), then a random horizontal flip of half the images (if
+    """Random rotation (if ``max_degrees`` > 0) and zoom (if ``max_scale`` > 0), with an elastic
+    distortion in the same resampling (if ``elastic`` > 0), then random translation (if ``max_shift`` > 0), then a random horizontal flip of half the images (if
     ``hflip``), then random erasing of a rectangle in a fraction ``erase`` of the images.
 
     Called as ``augment(batch, rng)``; the DataLoader passes its per-epoch generator, so a run is
     reproducible from the loader's seed. The draws come in that order (angles, zooms, shifts,
     flips, erasures), each only when its option is on, so turning on a later option leaves the
-    earlier draws of a seed as they were.
+    earlier draws of a seed as they were (the elastic fields come after the angles and zooms).
 
     Attributes:
         max_shift: largest integer shift in pixels.
@@ -315,6 +414,8 @@ class Augment:
         hflip: mirror each image left-right with probability 0.5.
         max_scale: largest relative zoom: factors uniform in [1 - max_scale, 1 + max_scale].
         erase: probability of random erasing (``random_erase``) per image.
+        elastic: strength alpha of the elastic distortion (``random_elastic``), 0 for none.
+        elastic_sigma: its smoothness sigma in pixels.
     """
 
     max_shift: int = 2
@@ -322,6 +423,8 @@ class Augment:
     hflip: bool = False
     max_scale: float = 0.0
     erase: float = 0.0
+    elastic: float = 0.0
+    elastic_sigma: float = 4.0
 
     def __post_init__(self) -> None:
         if int(self.max_shift) < 0:
@@ -334,6 +437,10 @@ class Augment:
             raise ValueError(f"Augment: max_scale must be in [0, 1), got {self.max_scale}")
         if not 0 <= self.erase <= 1:
             raise ValueError(f"Augment: erase must be a probability in [0, 1], got {self.erase}")
+        if not self.elastic >= 0:
+            raise ValueError(f"Augment: elastic must be >= 0, got {self.elastic}")
+        if not self.elastic_sigma > 0:
+            raise ValueError(f"Augment: elastic_sigma must be > 0, got {self.elastic_sigma}")
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Augment a batch.
@@ -347,7 +454,9 @@ class Augment:
         """
         if rng is None:
             rng = np.random.default_rng()
-        if self.max_degrees > 0 or self.max_scale > 0:
+        if self.elastic > 0:
+            batch = random_elastic(batch, self.elastic, self.elastic_sigma, rng, self.max_degrees, self.max_scale)
+        elif self.max_degrees > 0 or self.max_scale > 0:
             batch = random_affine(batch, self.max_degrees, self.max_scale, rng)
         if self.max_shift > 0:
             batch = random_translate(batch, self.max_shift, rng)
