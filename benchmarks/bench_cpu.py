@@ -67,7 +67,22 @@ def lenet_pair():
     return c, t
 
 
-NETS = {"nielsen": nielsen_pair, "article": article_pair, "lenet5": lenet_pair}
+def vgg_pair():
+    """The zoo's vgg_small (best-vgg, fashion-best): 3x3 convolutions, batch norm, two pools, dropout."""
+    from cnnlab.models import vgg_small  # noqa: PLC0415
+
+    c = vgg_small()
+    T = torch.nn
+    t = T.Sequential(
+        T.Conv2d(1, 32, 3, padding=1, bias=False), T.BatchNorm2d(32), T.ReLU(),
+        T.Conv2d(32, 32, 3, padding=1, bias=False), T.MaxPool2d(2), T.BatchNorm2d(32), T.ReLU(),
+        T.Conv2d(32, 64, 3, padding=1, bias=False), T.BatchNorm2d(64), T.ReLU(),
+        T.Conv2d(64, 64, 3, padding=1, bias=False), T.MaxPool2d(2), T.BatchNorm2d(64), T.ReLU(),
+        T.Flatten(), T.Dropout(0.3), T.Linear(64 * 7 * 7, 256), T.ReLU(), T.Dropout(0.3), T.Linear(256, 10))
+    return c, t
+
+
+NETS = {"nielsen": nielsen_pair, "article": article_pair, "lenet5": lenet_pair, "vgg": vgg_pair}
 
 
 def make_pair(name, seed=0):

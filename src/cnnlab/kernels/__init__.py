@@ -271,3 +271,50 @@ def sigmoid_backward(g, out):
     if not _use_cpu_flat(g):
         return g * out * (1 - out)
     return _elementwise_backward("sigmoid", g, out)
+
+
+def _channel_chunks(x):
+    """(c0, c1) channel ranges of an (N, C, ...) array: one per core when the work is large enough."""
+    C = x.shape[1]
+    parts = min(C, WORKERS if x.nbytes >= _SPLIT_MIN_BYTES else 1)
+    bounds = [C * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _ncs(a):
+    return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
+
+
+def bn_relu_train_forward(x, w, b, eps):
+    """relu(batch_norm(x)) with batch statistics over all axes but 1, in one compiled pass per
+    channel (NumPy float arrays). Returns (out, mean, var, inv) with var the biased batch
+    variance and inv = 1 / sqrt(var + eps); mean, var and inv are float64 (C,)."""
+    x3, cpu = _ncs(x), _cpu()
+    out = np.empty_like(x3)
+    C = x.shape[1]
+    mean, var, inv = np.empty(C), np.empty(C), np.empty(C)
+    w, b = np.ascontiguousarray(w, dtype=x.dtype), np.ascontiguousarray(b, dtype=x.dtype)
+    run_chunks(lambda c0, c1: cpu.bn_relu_train_forward(x3, w, b, float(eps), out, mean, var, inv, c0, c1),
+               _channel_chunks(x3))
+    return out.reshape(x.shape), mean, var, inv
+
+
+def bn_relu_train_backward(g, x, out, w, mean, inv):
+    """(dx, dw, db) of bn_relu_train_forward for the upstream gradient g."""
+    g3, x3, o3, cpu = _ncs(g), _ncs(x), _ncs(out), _cpu()
+    dx = np.empty_like(g3)
+    C = x.shape[1]
+    gw, gb = np.empty(C), np.empty(C)
+    w = np.ascontiguousarray(w, dtype=x.dtype)
+    run_chunks(lambda c0, c1: cpu.bn_relu_train_backward(g3, x3, o3, w, mean, inv, dx, gw, gb, c0, c1),
+               _channel_chunks(x3))
+    return dx.reshape(x.shape), gw.astype(x.dtype), gb.astype(x.dtype)
+
+
+def scale_shift_relu(x, scale, shift):
+    """max(x * scale[c] + shift[c], 0) per channel c of an (N, C, ...) NumPy float array."""
+    x3, cpu = _ncs(x), _cpu()
+    out = np.empty_like(x3)
+    scale, shift = np.ascontiguousarray(scale, dtype=x.dtype), np.ascontiguousarray(shift, dtype=x.dtype)
+    run_chunks(lambda c0, c1: cpu.scale_shift_relu(x3, scale, shift, out, c0, c1), _channel_chunks(x3))
+    return out.reshape(x.shape)

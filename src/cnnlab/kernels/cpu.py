@@ -327,3 +327,81 @@ def sgd_update(p, g, buf, lr, decay, momentum, damp1, nesterov, first):
             else:
                 d = b
         pf[i] = pf[i] - lr * d
+
+
+# ---------------------------------------------------------------- batch norm + ReLU, fused
+# x, out, g, dx are (N, C, S) views of (N, C, *spatial) arrays; each call handles channels
+# [c0, c1), so kernels.run_chunks can give each core its own channels. Sums are in float64, and
+# may be reassociated (fastmath "reassoc" only: NaN and infinity keep their meaning), which lets
+# LLVM vectorise them: the backward pass's two masked sums ran 0.12 ms instead of 6.4 ms for
+# 64x32x14x14 float32 values.
+_SUMS = dict(_OPTS, fastmath={"reassoc"})
+
+@njit(**_SUMS)
+def bn_relu_train_forward(x, w, b, eps, out, mean, var, inv, c0, c1):
+    """Per channel c: batch mean and (biased) variance of x[:, c]; then
+    out = max((x - mean) * inv * w + b, 0) with inv = 1 / sqrt(var + eps). Fills mean[c], var[c]
+    and inv[c]."""
+    N, _, S = x.shape
+    m = N * S
+    for c in range(c0, c1):
+        acc = 0.0
+        for n in range(N):
+            for s in range(S):
+                acc += x[n, c, s]
+        mu = acc / m
+        acc = 0.0
+        for n in range(N):
+            for s in range(S):
+                d = x[n, c, s] - mu
+                acc += d * d
+        vr = acc / m
+        iv = 1.0 / np.sqrt(vr + eps)
+        mean[c], var[c], inv[c] = mu, vr, iv
+        scale = w[c] * iv
+        shift = b[c] - mu * scale
+        for n in range(N):
+            for s in range(S):
+                v = x[n, c, s] * scale + shift
+                out[n, c, s] = v if v > 0 else 0
+
+
+@njit(**_SUMS)
+def bn_relu_train_backward(g, x, out, w, mean, inv, dx, gw, gb, c0, c1):
+    """The gradient of bn_relu_train_forward: with gm = g where out > 0 (else 0) and
+    xhat = (x - mean) * inv, gb = sum(gm), gw = sum(gm * xhat) and
+    dx = w * inv * (gm - gb / m - xhat * gw / m), over the channel's m = N * S values."""
+    N, _, S = x.shape
+    m = N * S
+    for c in range(c0, c1):
+        mu, iv = mean[c], inv[c]
+        sb = 0.0
+        sw = 0.0
+        for n in range(N):
+            for s in range(S):
+                # a select, not a branch: the sign of out is a coin toss the CPU cannot predict
+                gv = g[n, c, s] if out[n, c, s] > 0 else 0.0
+                sb += gv
+                sw += gv * (x[n, c, s] - mu)
+        sw *= iv
+        gb[c], gw[c] = sb, sw
+        k = w[c] * iv
+        a = sb / m
+        q = sw / m
+        for n in range(N):
+            for s in range(S):
+                gv = g[n, c, s] if out[n, c, s] > 0 else 0.0
+                dx[n, c, s] = k * (gv - a - (x[n, c, s] - mu) * iv * q)
+
+
+@njit(**_OPTS)
+def scale_shift_relu(x, scale, shift, out, c0, c1):
+    """out = max(x * scale[c] + shift[c], 0) for channels [c0, c1): batch norm with fixed
+    (running) statistics folded into one scale and shift per channel, then ReLU."""
+    N, _, S = x.shape
+    for c in range(c0, c1):
+        k, t = scale[c], shift[c]
+        for n in range(N):
+            for s in range(S):
+                v = x[n, c, s] * k + t
+                out[n, c, s] = v if v > 0 else 0

@@ -203,6 +203,13 @@ class _BatchNorm(Module):
             self.running_mean = self.running_var = None
 
     def forward(self, x):
+        return self._apply(F.batch_norm, x)
+
+    def forward_relu(self, x):
+        """relu(self(x)) as one operator (F.batch_norm_relu); Sequential uses it for [BatchNorm, ReLU]."""
+        return self._apply(F.batch_norm_relu, x)
+
+    def _apply(self, fn, x):
         if x.ndim not in self._ndims:
             raise ValueError(f"{type(self).__name__}: expected a {' or '.join(map(str, self._ndims))}-D input, "
                              f"got shape {x.shape}")
@@ -210,8 +217,7 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}({self.num_features}): input has {x.shape[1]} channels "
                              f"(shape {x.shape})")
         training = self.training or self.running_mean is None
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training, self.momentum, self.eps)
+        return fn(x, self.running_mean, self.running_var, self.weight, self.bias, training, self.momentum, self.eps)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -219,10 +225,12 @@ class _BatchNorm(Module):
 
 class BatchNorm1d(_BatchNorm):
     _ndims = (2, 3)
+    relu_fusable = True  # Sequential runs [BatchNorm1d, ReLU] as forward_relu
 
 
 class BatchNorm2d(_BatchNorm):
     _ndims = (4,)
+    relu_fusable = True  # Sequential runs [BatchNorm2d, ReLU] as forward_relu
 
 
 class ReLU(Module):

@@ -211,6 +211,10 @@ class Sequential(Module):
                 x = F.conv2d_maxpool_act(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
                                          conv.groups, pool.kernel_size, pool.stride, pool.padding, act)
                 i += used
+            elif _declares(layer, "relu_fusable") and _fused_name(nxt) == "relu":
+                # batch norm then ReLU as one operator (F.batch_norm_relu)
+                x = layer.forward_relu(x)
+                i += 2
             elif _declares(layer, "monotone") and getattr(nxt, "is_max_pool", False):
                 # act -> max-pool equals max-pool -> act for a non-decreasing act in value, and in
                 # gradient wherever the act keeps distinct inputs distinct (the same element wins
