@@ -171,7 +171,7 @@ def test_elastic_flags(capsys):
                  "--no-progress"]) == 0
     assert "elastic alpha 30 sigma 5" in capsys.readouterr().out
     res = train_run("best-vgg-elastic", dry_run=True, progress=False, log=None, epochs=1, train_size=200)
-    assert (res["config"]["elastic"], res["config"]["elastic_sigma"]) == (34.0, 4.0)  # the recipe's
+    assert (res["config"]["elastic"], res["config"]["elastic_sigma"]) == (20.0, 4.0)  # the recipe's
     assert train_run("article", dry_run=True, progress=False, log=None)["config"]["elastic"] == 0.0
     for flag, value, msg in (("--elastic", "-1", "--elastic must be >= 0"),
                              ("--elastic-sigma", "0", "--elastic-sigma must be > 0")):
