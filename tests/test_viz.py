@@ -17,7 +17,7 @@ from cnnlab.cli import main
 
 # The promised pixel sizes (figsize in inches x 100 dpi); pinned here so a change is deliberate.
 EXPECTED_SIZE = {"filters": (1000, 800), "featuremaps": (1000, 1200), "curves": (1200, 500),
-                 "confusion": (900, 800), "mistakes": (1000, 1100)}
+                 "confusion": (900, 800), "mistakes": (1000, 1100), "augment": (1000, 800)}
 NAMES = [str(i) for i in range(10)]
 
 
@@ -176,6 +176,45 @@ def test_report_is_one_self_contained_html_file(run, capsys):
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.fixture(scope="module")
+def augmented_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs") / "augmented"
+    cnnlab.manual_seed(0)
+    checkpoint.save_run(d, models.build("article"), models.spec("article"),
+                        {"dataset": "mnist", "validation": 10000, "model": "article", "epochs": 3, "augment": 2,
+                         "rotate": 10.0, "scale": 0.1, "elastic": 20.0, "elastic_sigma": 4.0}, _metrics())
+    return d
+
+
+def test_augmentation_grid_and_picture(tmp_path):
+    from cnnlab.data import Augment
+
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28)).astype(np.uint8)
+    aug = Augment(max_shift=2, max_degrees=10.0, elastic=20.0)
+    grid = viz.augmentation_grid(images, aug, copies=4, seed=7)
+    assert grid.shape == (3, 5, 28, 28) and grid.dtype == np.uint8
+    np.testing.assert_array_equal(grid[:, 0], images)  # the originals first
+    rng = np.random.default_rng(7)
+    for k in range(1, 5):  # then one draw of the augmentation per column, in order
+        np.testing.assert_array_equal(grid[:, k], aug(images, rng))
+    path = viz.plot_augmentation(images, [1, 2, 3], aug, tmp_path / "a.png", NAMES, copies=4)
+    _check_png(path, "augment")
+    with pytest.raises(ValueError, match="copies must be a positive int"):
+        viz.augmentation_grid(images, aug, copies=0)
+    assert Augment.from_config({"augment": 0, "rotate": 0.0}) is None
+    assert Augment.from_config({"augment": 2, "elastic": 20.0}) == Augment(max_shift=2, elastic=20.0)
+    assert aug.describe() == "shift <= 2 px, rotate <= 10 deg, elastic alpha 20 sigma 4"
+
+
+def test_show_augment_and_the_report_of_an_augmented_run(augmented_run, capsys):
+    assert main(["show", "augment", str(augmented_run)]) == 0
+    _check_png(augmented_run / "augment.png", "augment")
+    capsys.readouterr()
+    assert main(["report", str(augmented_run)]) == 0
+    page = (augmented_run / "report.html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 6 and "elastic alpha 20 sigma 4" in page
+
+
 def test_report_leaves_the_seeded_generator_alone():
     cnnlab.manual_seed(5)
     before = backend.rng().bit_generator.state
@@ -242,6 +281,7 @@ def run_without_history(tmp_path_factory):
     (["show", "featuremaps", "{run}", "test:x"], ["test:N"]),
     (["show", "curves", "{nohistory}"], ["no per-epoch history"]),
     (["show", "curves", "{run}", "--layer", "0"], ["--layer is only used by `show filters`"]),
+    (["show", "augment", "{run}"], ["trained without augmentation"]),
 ])
 def test_bad_input_is_one_clear_line(run, run_without_history, tmp_path, capsys, argv, words):
     (tmp_path / "garbage.png").write_bytes(b"this is not a PNG")

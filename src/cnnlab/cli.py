@@ -105,10 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("show", help="draw a picture of a saved run (PNG)", formatter_class=_Formatter)
-    p.add_argument("what", choices=["filters", "featuremaps", "curves", "confusion", "mistakes"],
+    p.add_argument("what", choices=["filters", "featuremaps", "curves", "confusion", "mistakes", "augment"],
                    help="filters: learned kernels; featuremaps: every conv/pool layer's maps for IMAGE; "
                         "curves: loss and accuracy per epoch; confusion: test confusion matrix; "
-                        "mistakes: misclassified test images")
+                        "mistakes: misclassified test images; augment: training images as the run's "
+                        "augmentation changed them")
     p.add_argument("run", help="run directory written by `cnnlab train`")
     p.add_argument("image", nargs="?", default=None,
                    help="for featuremaps: a PNG/JPEG file, or test:N for test image N (default: test:0)")
@@ -312,11 +313,7 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
                               max_shift=cfg["augment"], hflip=cfg["hflip"], mean=cfg["mean"], std=cfg["std"],
                               device=device)
     else:
-        aug = None
-        if cfg["augment"] or cfg["rotate"] or cfg["hflip"] or cfg["scale"] or cfg["erase"] or cfg["elastic"]:
-            aug = Augment(max_shift=cfg["augment"], max_degrees=cfg["rotate"], hflip=cfg["hflip"],
-                          max_scale=cfg["scale"], erase=cfg["erase"], elastic=cfg["elastic"],
-                          elastic_sigma=cfg["elastic_sigma"])
+        aug = Augment.from_config(cfg)
         loader = DataLoader(train_x, train_y, cfg["batch_size"], shuffle=True, seed=seed, augment=aug,
                             mean=cfg["mean"], std=cfg["std"])
     # network3.py adds 0.5 * lambda * sum(w^2) / (number of mini-batches) to each mini-batch's

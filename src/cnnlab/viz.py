@@ -38,8 +38,8 @@ from .data import MNIST_MEAN, MNIST_STD, load_dataset, standardize, to_mnist_for
 from .train import evaluate
 
 __all__ = [
-    "DPI", "FIGSIZE", "build_report", "cli_report", "cli_show", "plot_confusion", "plot_curves",
-    "plot_feature_maps", "plot_filters", "plot_mistakes", "png_size",
+    "DPI", "FIGSIZE", "augmentation_grid", "build_report", "cli_report", "cli_show", "plot_augmentation",
+    "plot_confusion", "plot_curves", "plot_feature_maps", "plot_filters", "plot_mistakes", "png_size",
 ]
 
 DPI = 100
@@ -50,6 +50,7 @@ FIGSIZE = {
     "curves": (12, 5),
     "confusion": (9, 8),
     "mistakes": (10, 11),
+    "augment": (10, 8),
 }
 
 # Colour of the gaps between tiles of a mosaic: neither black nor white nor gray, so a gap is never
@@ -66,7 +67,8 @@ def png_size(kind: str) -> tuple[int, int]:
     """Pixel size (width, height) of the PNG that a picture kind is saved as.
 
     Args:
-        kind: one of ``FIGSIZE`` ("filters", "featuremaps", "curves", "confusion", "mistakes").
+        kind: one of ``FIGSIZE`` ("filters", "featuremaps", "curves", "confusion", "mistakes",
+            "augment").
 
     Returns:
         (width, height) in pixels.
@@ -577,6 +579,73 @@ def plot_mistakes(images, y_true, y_pred, path, class_names, probabilities=None,
     return _save(_draw_mistakes(images, y_true, y_pred, class_names, probabilities, max_images, title), path)
 
 
+def augmentation_grid(images, augment, copies: int = 7, seed: int = 0) -> np.ndarray:
+    """(N, 1 + copies, H, W): each image, then ``copies`` independent draws of ``augment`` on it
+    (one call per copy on the whole batch, from one generator seeded with ``seed``)."""
+    if isinstance(copies, bool) or not isinstance(copies, (int, np.integer)) or copies < 1:
+        raise ValueError(f"copies must be a positive int, got {copies!r}")
+    imgs = np.asarray(images)
+    if imgs.ndim != 3:
+        raise ValueError(f"expected images (N, H, W), got shape {imgs.shape}")
+    rng = np.random.default_rng(seed)
+    return np.stack([imgs] + [augment(imgs, rng) for _ in range(copies)], axis=1)
+
+
+def _draw_augmentation(images, labels, augment, class_names, copies=7, seed=0, title=None) -> Figure:
+    grid = augmentation_grid(images, augment, copies, seed)
+    fig = _new_figure("augment")
+    axes = fig.subplots(len(grid), 1 + copies, squeeze=False)
+    for r, row in enumerate(grid):
+        for c, img in enumerate(row):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(str(class_names[int(labels[r])]), fontsize=10)
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("firebrick")
+                    spine.set_linewidth(2)
+            if r == 0:
+                ax.set_title("original" if c == 0 else f"draw {c}", fontsize=9)
+    head = f"{title}\n" if title else ""
+    fig.suptitle(f"{head}Training augmentation: {augment.describe()}\n"
+                 f"left, framed: the training image; right: what {copies} epochs might show the network instead",
+                 fontsize=11)
+    return fig
+
+
+def plot_augmentation(images, labels, augment, path, class_names, copies: int = 7, seed: int = 0,
+                      title=None) -> Path:
+    """Draw training images next to random augmented versions of them (one row per image).
+
+    Args:
+        images: (N, H, W) uint8 images (a few: one row each).
+        labels: their class indices (N,).
+        augment: a ``cnnlab.data.Augment`` (or any callable ``augment(batch, rng)``).
+        path: PNG file to write.
+        class_names: one name per class (rows are labelled with them).
+        copies: augmented versions per image.
+        seed: seed of the generator the augmentation draws from.
+        title: optional first line of the heading.
+
+    Returns:
+        The path written.
+    """
+    return _save(_draw_augmentation(images, labels, augment, class_names, copies, seed, title), path)
+
+
+def _run_augment(cfg, run_dir):
+    """The run's recorded training augmentation; a clear error if it used none."""
+    from .data import Augment  # noqa: PLC0415
+
+    aug = Augment.from_config(cfg)
+    if aug is None:
+        raise ValueError(f"run {run_dir} was trained without augmentation (its config records none): "
+                         f"nothing to show")
+    return aug
+
+
 # ------------------------------------------------------------------------------- run helpers
 def _dataset(cfg, metrics) -> str:
     return cfg.get("dataset") or metrics.get("dataset") or "mnist"
@@ -703,7 +772,8 @@ def _shared_weights_line() -> str:
 
 
 def build_report(run_dir, out=None) -> Path:
-    """Write one self-contained HTML page about a run: tables and all five pictures embedded.
+    """Write one self-contained HTML page about a run: tables and all the pictures embedded
+    (the five of every run, and the training augmentation where the run used one).
 
     The pictures are PNGs inside the page as base64 data: URIs and the style sheet is inline, so the
     file opens offline in any browser and can be mailed or archived on its own. The test set is
@@ -813,6 +883,15 @@ def build_report(run_dir, out=None) -> Path:
     if epochs:
         parts.append(_figure_html(_draw_curves(metrics, f"{run_title}: training curves"), "training curves",
                                   "Loss and accuracy per epoch; the dashed line marks the best validation epoch."))
+    from .data import Augment  # noqa: PLC0415
+
+    aug = Augment.from_config(cfg)
+    if aug is not None:
+        train_images, train_labels = load_dataset(dataset, validation=cfg.get("validation", 10000)).train
+        parts.append(_figure_html(
+            _draw_augmentation(train_images[:6], train_labels[:6], aug, names, title=run_title),
+            "training augmentation", f"The first training images and random draws of the run's augmentation "
+                                     f"({aug.describe()})."))
     parts.append(_figure_html(_draw_confusion(labels, res["predictions"], names, run_title),
                               "confusion matrix", "Test-set confusion matrix (counts)."))
     parts.append(_figure_html(
@@ -852,6 +931,11 @@ def cli_show(args) -> int:
                                  class_names=_class_names(_dataset(cfg, metrics)), mean=mean, std=std)
     elif what == "curves":
         path = plot_curves(metrics, out, title=f"{run_title}: training curves")
+    elif what == "augment":
+        aug = _run_augment(cfg, args.run)
+        images, labels = load_dataset(_dataset(cfg, metrics), validation=cfg.get("validation", 10000)).train
+        path = plot_augmentation(images[:6], labels[:6], aug, out, _class_names(_dataset(cfg, metrics)),
+                                 title=run_title)
     else:
         names = _class_names(_dataset(cfg, metrics))
         images, labels = _test_set(cfg, metrics)

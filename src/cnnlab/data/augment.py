@@ -442,6 +442,28 @@ class Augment:
         if not self.elastic_sigma > 0:
             raise ValueError(f"Augment: elastic_sigma must be > 0, got {self.elastic_sigma}")
 
+    @classmethod
+    def from_config(cls, cfg: dict) -> Augment | None:
+        """The augmentation a run's config records ("augment", "rotate", "hflip", "scale", "erase",
+        "elastic", "elastic_sigma"; missing keys count as off), or None if it records none."""
+        opts = {"max_shift": int(cfg.get("augment") or 0), "max_degrees": float(cfg.get("rotate") or 0.0),
+                "hflip": bool(cfg.get("hflip", False)), "max_scale": float(cfg.get("scale") or 0.0),
+                "erase": float(cfg.get("erase") or 0.0), "elastic": float(cfg.get("elastic") or 0.0),
+                "elastic_sigma": float(cfg.get("elastic_sigma") or 4.0)}
+        if not any(v for k, v in opts.items() if k != "elastic_sigma"):
+            return None
+        return cls(**opts)
+
+    def describe(self) -> str:
+        """The options that are on, in words, e.g. "shift <= 2 px, rotate <= 10 deg"."""
+        parts = [f"shift <= {self.max_shift} px" if self.max_shift else "",
+                 f"rotate <= {self.max_degrees:g} deg" if self.max_degrees else "",
+                 f"zoom +-{self.max_scale:g}" if self.max_scale else "",
+                 f"elastic alpha {self.elastic:g} sigma {self.elastic_sigma:g}" if self.elastic else "",
+                 "mirror half" if self.hflip else "",
+                 f"erase p={self.erase:g}" if self.erase else ""]
+        return ", ".join(p for p in parts if p) or "none"
+
     def __call__(self, batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Augment a batch.
 
