@@ -64,15 +64,32 @@ class ConvPlan:
         self.geom = (kernel, stride, padding, dilation, self.out_shape)
         self.bias = bias.reshape(F, 1) if bias is not None else None
         self.nhwc = kernels.use_nhwc(x, w.shape, groups)
+        # 3x3 stride-1 layers on the CPU: Winograd F(2x2, 3x3) for the output and the input
+        # gradient (2.25x fewer multiplications); the weight gradient stays channels-last im2col
+        self.winograd = kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
+        if self.winograd:
+            self.padding = tuple(padding)
+            self.u = kernels.winograd_weights(w)
+            self.u_back = kernels.winograd_transposed_weights(w)
         if self.nhwc:
             self.wk = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, K * Cg)  # rows' (kh, kw, c) order
         else:
             self.wk = w.reshape(groups, F // groups, Cg * K)  # (G, F/G, Cg*K)
-        self.chunks = kernels.conv_chunks(x, Cg * groups * K, self.L)
+        if self.winograd:
+            self.chunks = kernels.conv_chunks(x, 16 * Cg, self.L // 4, target=kernels.WINOGRAD_CHUNK_BYTES)
+        else:
+            self.chunks = kernels.conv_chunks(x, Cg * groups * K, self.L)
 
     def forward_chunk(self, xc, out):
         """out (n, F, L) = conv(xc) + bias for a chunk xc of n images."""
         xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
+        if self.winograd:
+            y = kernels.winograd_conv(xc, self.u, self.padding, self.out_shape)
+            if self.bias is None:
+                out[...] = y
+            else:
+                xp.add(y, self.bias, out=out)
+            return
         if self.nhwc:
             rows = kernels.im2col_nhwc(xc, *self.geom)  # (n*L, K*C)
             y = (rows @ self.wk.T).reshape(n, L, F).transpose(0, 2, 1)
@@ -97,7 +114,11 @@ class ConvPlan:
             gr = xp.ascontiguousarray(g.transpose(0, 2, 1)).reshape(n * L, F)  # (n*L, F)
             if needs_w:
                 gw = gr.T @ kernels.im2col_nhwc(xc, *self.geom)  # (F, K*C)
-            if needs_x:
+            if needs_x and self.winograd:  # the input gradient is a 3x3 convolution of g too
+                ph, pw = self.padding
+                gx = kernels.winograd_conv(g.reshape((n, F) + tuple(self.out_shape)), self.u_back,
+                                           (2 - ph, 2 - pw), xc.shape[2:]).reshape(xc.shape)
+            elif needs_x:
                 gx = kernels.col2im_nhwc(gr @ self.wk, xc.shape, *self.geom)
             if needs_b:
                 gb = gr.sum(axis=0)

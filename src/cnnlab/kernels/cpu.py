@@ -405,3 +405,69 @@ def scale_shift_relu(x, scale, shift, out, c0, c1):
             for s in range(S):
                 v = x[n, c, s] * k + t
                 out[n, c, s] = v if v > 0 else 0
+
+
+# ---------------------------------------------------------------- Winograd F(2x2, 3x3)
+# A 3x3 convolution with stride 1 computes each 2x2 block of outputs from a 4x4 block of inputs
+# with 16 multiplications per (input, output) channel pair instead of 36: Y = A^T [(G g G^T) *
+# (B^T d B)] A (Lavin and Gray, 2016). Summed over channels, the 16 elementwise products become
+# 16 matrix products (tiles x C) @ (C x F), done by BLAS; these loops do the transforms.
+#     B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+#     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+@njit(**_OPTS)
+def winograd_input(xh, V, TH, TW):
+    """V[4a + b, tile, c] = (B^T d B)[a, b] for the 4x4 block d of padded channels-last input xh
+    (n, 2TH + 2, 2TW + 2, C) at (2ty, 2tx); tile = (i * TH + ty) * TW + tx. The innermost loop
+    runs over channels, contiguous in both arrays."""
+    n, C = xh.shape[0], xh.shape[3]
+    for i in range(n):
+        for ty in range(TH):
+            for tx in range(TW):
+                t = (i * TH + ty) * TW + tx
+                y, x = 2 * ty, 2 * tx
+                for c in range(C):
+                    d00, d01, d02, d03 = xh[i, y, x, c], xh[i, y, x + 1, c], xh[i, y, x + 2, c], xh[i, y, x + 3, c]
+                    d10, d11, d12, d13 = (xh[i, y + 1, x, c], xh[i, y + 1, x + 1, c], xh[i, y + 1, x + 2, c],
+                                          xh[i, y + 1, x + 3, c])
+                    d20, d21, d22, d23 = (xh[i, y + 2, x, c], xh[i, y + 2, x + 1, c], xh[i, y + 2, x + 2, c],
+                                          xh[i, y + 2, x + 3, c])
+                    d30, d31, d32, d33 = (xh[i, y + 3, x, c], xh[i, y + 3, x + 1, c], xh[i, y + 3, x + 2, c],
+                                          xh[i, y + 3, x + 3, c])
+                    # rows: B^T d
+                    r00, r01, r02, r03 = d00 - d20, d01 - d21, d02 - d22, d03 - d23
+                    r10, r11, r12, r13 = d10 + d20, d11 + d21, d12 + d22, d13 + d23
+                    r20, r21, r22, r23 = d20 - d10, d21 - d11, d22 - d12, d23 - d13
+                    r30, r31, r32, r33 = d10 - d30, d11 - d31, d12 - d32, d13 - d33
+                    # columns: (B^T d) B
+                    V[0, t, c], V[1, t, c], V[2, t, c], V[3, t, c] = r00 - r02, r01 + r02, r02 - r01, r01 - r03
+                    V[4, t, c], V[5, t, c], V[6, t, c], V[7, t, c] = r10 - r12, r11 + r12, r12 - r11, r11 - r13
+                    V[8, t, c], V[9, t, c], V[10, t, c], V[11, t, c] = r20 - r22, r21 + r22, r22 - r21, r21 - r23
+                    V[12, t, c], V[13, t, c], V[14, t, c], V[15, t, c] = r30 - r32, r31 + r32, r32 - r31, r31 - r33
+
+
+@njit(**_OPTS)
+def winograd_output(M, out, TH, TW):
+    """out[i, 2ty:2ty + 2, 2tx:2tx + 2, f] = A^T m A for the 4x4 products m[a, b] = M[4a + b, tile, f];
+    out is channels-last (n, 2TH, 2TW, F)."""
+    n, F = out.shape[0], out.shape[3]
+    for i in range(n):
+        for ty in range(TH):
+            for tx in range(TW):
+                t = (i * TH + ty) * TW + tx
+                y, x = 2 * ty, 2 * tx
+                for f in range(F):
+                    # rows: A^T m
+                    s0 = M[0, t, f] + M[4, t, f] + M[8, t, f]
+                    s1 = M[1, t, f] + M[5, t, f] + M[9, t, f]
+                    s2 = M[2, t, f] + M[6, t, f] + M[10, t, f]
+                    s3 = M[3, t, f] + M[7, t, f] + M[11, t, f]
+                    u0 = M[4, t, f] - M[8, t, f] - M[12, t, f]
+                    u1 = M[5, t, f] - M[9, t, f] - M[13, t, f]
+                    u2 = M[6, t, f] - M[10, t, f] - M[14, t, f]
+                    u3 = M[7, t, f] - M[11, t, f] - M[15, t, f]
+                    # columns: (A^T m) A
+                    out[i, y, x, f] = s0 + s1 + s2
+                    out[i, y, x + 1, f] = s1 - s2 - s3
+                    out[i, y + 1, x, f] = u0 + u1 + u2
+                    out[i, y + 1, x + 1, f] = u1 - u2 - u3

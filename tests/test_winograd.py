@@ -1,0 +1,101 @@
+"""3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (kernels.winograd_conv, used by ConvPlan):
+against the naive definition, by float64 finite differences, against PyTorch, against the
+im2col path, inside the fused conv -> max-pool -> ReLU operator, and which layers take it."""
+
+import numpy as np
+import pytest
+
+import cnnlab
+import cnnlab.functional as F
+from cnnlab import kernels
+from cnnlab.functional.conv import ConvPlan
+from helpers import check_against_torch, check_gradients, naive_conv, naive_pool, rel_error, torch
+
+# (N, C, H, W), F, padding: even and ragged (odd) output sizes, paddings 0-2
+CASES = [((2, 8, 6, 7), 9, 1), ((3, 8, 5, 5), 8, 0), ((2, 8, 6, 6), 10, 2), ((1, 12, 7, 4), 8, 1),
+         ((2, 8, 3, 3), 8, 0)]
+
+
+def _arrays(case, seed, dtype=np.float64):
+    shape, f, _ = case
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(dtype), (0.3 * rng.standard_normal((f, shape[1], 3, 3))).astype(dtype),
+            rng.standard_normal(f).astype(dtype)]
+
+
+def _conv(p):
+    return lambda x, w, b: F.conv2d(x, w, b, 1, p)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_takes_the_winograd_path_and_matches_naive_definition(case):
+    x, w, b = _arrays(case, 0)
+    p = case[2]
+    assert ConvPlan(x, w, b, (1, 1), (p, p), (1, 1), 1).winograd
+    ref = naive_conv(x, w, b, (1, 1), (p, p), (1, 1), 1)
+    out = _conv(p)(cnnlab.tensor(x), cnnlab.tensor(w), cnnlab.tensor(b)).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    direct = kernels.winograd_conv(x, kernels.winograd_weights(w), (p, p), ref.shape[2:])
+    np.testing.assert_allclose(direct.reshape(ref.shape), ref - b[:, None, None], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES[:3])
+def test_gradients_by_finite_differences(case):
+    check_gradients(_conv(case[2]), _arrays(case, 1))
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_torch(case, dtype):
+    p = case[2]
+    check_against_torch(_conv(p), lambda x, w, b: torch.nn.functional.conv2d(x, w, b, 1, p), _arrays(case, 2),
+                        dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_equals_the_im2col_path(dtype):
+    case = ((9, 32, 14, 14), 64, 1)  # vgg_small's third layer, a batch split into several chunks
+    x, w, b = _arrays(case, 3, dtype)
+    up = np.random.default_rng(4).standard_normal((9, 64, 14, 14)).astype(dtype)
+    results = []
+    for on in (True, False):
+        ts = [cnnlab.tensor(a, requires_grad=True) for a in (x, w, b)]
+        with kernels.winograd(on):
+            assert ConvPlan(x, w, b, (1, 1), (1, 1), (1, 1), 1).winograd is on
+            out = _conv(1)(*ts)
+            out.backward(cnnlab.tensor(up))
+        results.append([out.numpy()] + [t.grad.numpy() for t in ts])
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    for a, c in zip(*results):
+        assert a.dtype == dtype and rel_error(a, c) < tol
+
+
+def test_inside_the_fused_conv_pool_relu():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 8, 10, 10))
+    w = 0.3 * rng.standard_normal((8, 8, 3, 3))
+    fn = lambda xx, ww: F.conv2d_maxpool_act(xx, ww, None, 1, 1, pool_kernel=2, act="relu")  # noqa: E731
+    ref = np.maximum(naive_pool(naive_conv(x, w, None, (1, 1), (1, 1), (1, 1), 1), (2, 2), (2, 2), (0, 0), "max"), 0)
+    np.testing.assert_allclose(fn(cnnlab.tensor(x), cnnlab.tensor(w)).numpy(), ref, rtol=1e-12, atol=1e-12)
+    check_gradients(fn, [x, w])
+
+
+@pytest.mark.parametrize("kwargs,shape,expected", [
+    ({}, (4, 8, 8, 8), True),
+    ({"stride": 2}, (4, 8, 8, 8), False),
+    ({"dilation": 2}, (4, 8, 8, 8), False),
+    ({"groups": 2}, (4, 8, 8, 8), False),
+    ({"padding": 3}, (4, 8, 8, 8), False),
+    ({"kernel": 5}, (4, 8, 8, 8), False),
+    ({}, (4, 4, 8, 8), False),  # too few input channels for the products to pay
+    ({"out": 4}, (4, 8, 8, 8), False),  # too few output channels
+])
+def test_which_layers_take_it(kwargs, shape, expected):
+    k, g, out = kwargs.get("kernel", 3), kwargs.get("groups", 1), kwargs.get("out", 8)
+    x = np.zeros(shape, np.float32)
+    w = np.zeros((out, shape[1] // g, k, k), np.float32)
+    s, p, d = kwargs.get("stride", 1), kwargs.get("padding", 1), kwargs.get("dilation", 1)
+    assert kernels.use_winograd(x, w.shape, (s, s), (p, p), (d, d), g) is expected
+    with kernels.compiled(False):  # the plain NumPy path never uses it
+        assert not kernels.use_winograd(x, w.shape, (1, 1), (1, 1), (1, 1), 1)
