@@ -121,7 +121,8 @@ def training_step(rounds, batch=64, steps=4):
     print(f"\nvgg_small training step, batch {batch}, ms (median of {rounds} rounds of {steps} steps)")
     for k in ("both", "no winograd", "no fusion", "neither"):
         print(f"  cnnlab, {k + ':':<13} {ms[k]:7.1f}   ({ms[k] / ms['both']:.2f}x the time with both)")
-    print(f"  PyTorch:              {ms['torch']:7.1f}   cnnlab (both) / PyTorch speed: {ms['torch'] / ms['both']:.2f}x")
+    print(f"  PyTorch:              {ms['torch']:7.1f}   cnnlab (both) / PyTorch speed: "
+          f"{ms['torch'] / ms['both']:.2f}x")
 
 
 def main():

@@ -400,8 +400,9 @@ def random_hflip(batch: np.ndarray, rng: np.random.Generator, p: float = 0.5) ->
 @dataclass(frozen=True)
 class Augment:
     """Random rotation (if ``max_degrees`` > 0) and zoom (if ``max_scale`` > 0), with an elastic
-    distortion in the same resampling (if ``elastic`` > 0), then random translation (if ``max_shift`` > 0), then a random horizontal flip of half the images (if
-    ``hflip``), then random erasing of a rectangle in a fraction ``erase`` of the images.
+    distortion in the same resampling (if ``elastic`` > 0), then random translation (if
+    ``max_shift`` > 0), then a random horizontal flip of half the images (if ``hflip``), then
+    random erasing of a rectangle in a fraction ``erase`` of the images.
 
     Called as ``augment(batch, rng)``; the DataLoader passes its per-epoch generator, so a run is
     reproducible from the loader's seed. The draws come in that order (angles, zooms, shifts,

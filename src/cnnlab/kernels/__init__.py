@@ -325,9 +325,10 @@ def scale_shift_relu(x, scale, shift):
 _winograd_enabled = True
 # Bytes of one chunk's transformed input (16 values per 2x2 output tile and channel), so that the
 # chunk's transforms and its 16 matrix products stay in cache. Swept on vgg_small's 3x3 layers
-# (forward + backward, batch 64, one core shared with a training job): 384 KiB / 768 KiB / 1.5 MiB / 3 MiB / 6 MiB chunks took
-# 85.7 / 84.3 / 86.5 / 102.3 / 115.9 ms for 32->32 maps of 28x28, 67.9 / 62.8 / 69.3 / 75.0 / 78.2 ms
-# for 64->64 of 14x14.
+# (forward + backward, batch 64, one core shared with a training job): chunks of 384 KiB /
+# 768 KiB / 1.5 MiB / 3 MiB / 6 MiB took 85.7 / 84.3 / 86.5 / 102.3 / 115.9 ms for 32->32 maps
+# of 28x28, 67.9 / 62.8 / 69.3 / 75.0 / 78.2 ms for 64->64 of 14x14 (on two idle cores the
+# differences up to 3 MiB were within the noise).
 WINOGRAD_CHUNK_BYTES = 768 << 10
 # Fewer channels than this in or out and the 16 products are too thin for BLAS to gain.
 WINOGRAD_MIN_CHANNELS = 8
