@@ -8,7 +8,8 @@ Every output neuron of feature map ``f`` at position ``o`` sees one receptive fi
 with the same ``weight[f]`` and ``bias[f]`` at every ``o`` (shared weights). The fast path lays
 the receptive fields out as the columns of a matrix per image (im2col; channels-last rows for
 many-channel 2-D layers on the CPU, see ConvPlan), so that a layer becomes matrix multiplies
-with the weights; the backward pass scatters the fields back (col2im).
+with the weights; the backward pass scatters the fields back (col2im). 3x3 stride-1 layers with
+enough channels use Winograd F(2x2, 3x3) on the CPU instead (kernels.winograd_conv).
 
 Output size per spatial dimension: O = floor((S + 2*padding - dilation*(k - 1) - 1) / stride) + 1.
 """
@@ -49,7 +50,11 @@ class ConvPlan:
       written straight into the output's (N, F, L) layout; any d, any device;
     - channels-last rows (n*L, K*C) for 2-D convolutions with many channels on the CPU
       (kernels.use_nhwc): each kernel row of a field is then one contiguous run of KW*C values,
-      so building and scattering the fields moves long runs instead of short output rows.
+      so building and scattering the fields moves long runs instead of short output rows;
+    - Winograd F(2x2, 3x3) for 3x3, stride-1 layers of that kind (kernels.use_winograd): the
+      output and the input gradient from 16 products (tiles x C) @ (C x F) between compiled
+      transforms, in chunks whose transformed input fits the cache; the weight gradient from the
+      channels-last rows as above.
 
     The bias is added, and its gradient summed, chunk by chunk while the chunk is in cache.
     """
