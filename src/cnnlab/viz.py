@@ -34,7 +34,7 @@ from matplotlib.ticker import MaxNLocator
 
 from . import backend, checkpoint, models, nn
 from .autograd import Tensor, no_grad
-from .data import MNIST_MEAN, MNIST_STD, load_dataset, standardize, to_mnist_form
+from .data import MNIST_MEAN, MNIST_STD, Augment, load_dataset, standardize, to_mnist_form
 from .train import evaluate
 
 __all__ = [
@@ -637,8 +637,6 @@ def plot_augmentation(images, labels, augment, path, class_names, copies: int = 
 
 def _run_augment(cfg, run_dir):
     """The run's recorded training augmentation; a clear error if it used none."""
-    from .data import Augment  # noqa: PLC0415
-
     aug = Augment.from_config(cfg)
     if aug is None:
         raise ValueError(f"run {run_dir} was trained without augmentation (its config records none): "
@@ -653,6 +651,12 @@ def _dataset(cfg, metrics) -> str:
 
 def _test_set(cfg, metrics):
     return load_dataset(_dataset(cfg, metrics), validation=cfg.get("validation", 10000)).test
+
+
+def _train_sample(cfg, metrics, count=6):
+    """The first ``count`` training images of the run's data set and split, with their labels."""
+    images, labels = load_dataset(_dataset(cfg, metrics), validation=cfg.get("validation", 10000)).train
+    return images[:count], labels[:count]
 
 
 def _class_names(dataset):
@@ -883,13 +887,10 @@ def build_report(run_dir, out=None) -> Path:
     if epochs:
         parts.append(_figure_html(_draw_curves(metrics, f"{run_title}: training curves"), "training curves",
                                   "Loss and accuracy per epoch; the dashed line marks the best validation epoch."))
-    from .data import Augment  # noqa: PLC0415
-
     aug = Augment.from_config(cfg)
     if aug is not None:
-        train_images, train_labels = load_dataset(dataset, validation=cfg.get("validation", 10000)).train
         parts.append(_figure_html(
-            _draw_augmentation(train_images[:6], train_labels[:6], aug, names, title=run_title),
+            _draw_augmentation(*_train_sample(cfg, metrics), aug, names, title=run_title),
             "training augmentation", f"The first training images and random draws of the run's augmentation "
                                      f"({aug.describe()})."))
     parts.append(_figure_html(_draw_confusion(labels, res["predictions"], names, run_title),
@@ -933,8 +934,7 @@ def cli_show(args) -> int:
         path = plot_curves(metrics, out, title=f"{run_title}: training curves")
     elif what == "augment":
         aug = _run_augment(cfg, args.run)
-        images, labels = load_dataset(_dataset(cfg, metrics), validation=cfg.get("validation", 10000)).train
-        path = plot_augmentation(images[:6], labels[:6], aug, out, _class_names(_dataset(cfg, metrics)),
+        path = plot_augmentation(*_train_sample(cfg, metrics), aug, out, _class_names(_dataset(cfg, metrics)),
                                  title=run_title)
     else:
         names = _class_names(_dataset(cfg, metrics))

@@ -449,10 +449,11 @@ class Augment:
         "elastic", "elastic_sigma"; missing keys count as off), or None if it records none."""
         opts = {"max_shift": int(cfg.get("augment") or 0), "max_degrees": float(cfg.get("rotate") or 0.0),
                 "hflip": bool(cfg.get("hflip", False)), "max_scale": float(cfg.get("scale") or 0.0),
-                "erase": float(cfg.get("erase") or 0.0), "elastic": float(cfg.get("elastic") or 0.0),
-                "elastic_sigma": float(cfg.get("elastic_sigma") or 4.0)}
-        if not any(v for k, v in opts.items() if k != "elastic_sigma"):
+                "erase": float(cfg.get("erase") or 0.0), "elastic": float(cfg.get("elastic") or 0.0)}
+        if not any(opts.values()):
             return None
+        if cfg.get("elastic_sigma"):
+            opts["elastic_sigma"] = float(cfg["elastic_sigma"])
         return cls(**opts)
 
     def describe(self) -> str:

@@ -73,10 +73,9 @@ class ConvPlan:
         # gradient (2.25x fewer multiplications); the weight gradient stays channels-last im2col
         self.winograd = kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
         if self.winograd:
-            self.padding = tuple(padding)
+            self.w, self.padding = w, tuple(padding)
             self.u = kernels.winograd_weights(w)
-            self.u_back = kernels.winograd_transposed_weights(w)
-        if self.nhwc:
+        elif self.nhwc:
             self.wk = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, K * Cg)  # rows' (kh, kw, c) order
         else:
             self.wk = w.reshape(groups, F // groups, Cg * K)  # (G, F/G, Cg*K)
@@ -89,11 +88,9 @@ class ConvPlan:
         """out (n, F, L) = conv(xc) + bias for a chunk xc of n images."""
         xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
         if self.winograd:
-            y = kernels.winograd_conv(xc, self.u, self.padding, self.out_shape)
-            if self.bias is None:
-                out[...] = y
-            else:
-                xp.add(y, self.bias, out=out)
+            kernels.winograd_conv(xc, self.u, self.padding, self.out_shape, out=out)
+            if self.bias is not None:
+                out += self.bias
             return
         if self.nhwc:
             rows = kernels.im2col_nhwc(xc, *self.geom)  # (n*L, K*C)
@@ -149,6 +146,8 @@ class ConvPlan:
         xp = self.xp
         want_b = has_bias and needs[2]
         gx = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
+        if self.winograd and needs[0]:  # the input gradient's weights, once for all chunks
+            self.u_back = kernels.winograd_transposed_weights(self.w)
 
         def chunk(n0, n1):
             gxc, gw, gb = self.backward_chunk(x[n0:n1], out_grad(n0, n1), needs[0], needs[1], want_b)

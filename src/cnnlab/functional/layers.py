@@ -152,14 +152,12 @@ def _train_mode(name, function, x, running_mean, running_var, weight, bias, mome
     out = function.apply(x, weight, bias, eps=eps, stats=stats)
     if running_mean is None:
         return out
-    mean, var = stats["mean"], stats["var"]
     n = x.size // x.shape[1]
-    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
-    rv = running_var.data if isinstance(running_var, Tensor) else running_var
+    rm, rv = _data(running_mean), _data(running_var)
     rm *= 1 - momentum
-    rm += momentum * mean
+    rm += momentum * stats["mean"]
     rv *= 1 - momentum
-    rv += momentum * var * (n / (n - 1))
+    rv += momentum * stats["var"] * (n / (n - 1))
     return out
 
 

@@ -301,7 +301,7 @@ def bn_relu_train_forward(x, w, b, eps):
 
 
 def bn_relu_train_backward(g, x, out, w, mean, inv):
-    """(dx, dw, db) of bn_relu_train_forward for the upstream gradient g."""
+    """(dx, dw, db) of bn_relu_train_forward for the upstream gradient g; dw and db float64."""
     g3, x3, o3, cpu = _ncs(g), _ncs(x), _ncs(out), _cpu()
     dx = np.empty_like(g3)
     C = x.shape[1]
@@ -309,7 +309,7 @@ def bn_relu_train_backward(g, x, out, w, mean, inv):
     w = np.ascontiguousarray(w, dtype=x.dtype)
     run_chunks(lambda c0, c1: cpu.bn_relu_train_backward(g3, x3, o3, w, mean, inv, dx, gw, gb, c0, c1),
                _channel_chunks(x3))
-    return dx.reshape(x.shape), gw.astype(x.dtype), gb.astype(x.dtype)
+    return dx.reshape(x.shape), gw, gb
 
 
 def scale_shift_relu(x, scale, shift):
@@ -368,9 +368,10 @@ def winograd_transposed_weights(w):
     return winograd_weights(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
 
 
-def winograd_conv(x, u, padding, out_shape):
+def winograd_conv(x, u, padding, out_shape, out=None):
     """3x3 convolution (stride 1) of x (n, C, H, W) with transformed weights u (16, C, F) and
-    zero padding (ph, pw) by Winograd F(2x2, 3x3): (n, F, OH*OW)."""
+    zero padding (ph, pw) by Winograd F(2x2, 3x3), written into ``out`` (n, F, OH*OW) (a new
+    array if None), which is returned."""
     n, C, H, W = x.shape
     OH, OW = out_shape
     TH, TW = -(-OH // 2), -(-OW // 2)  # 2x2 output tiles; a ragged last row/column is cropped
@@ -385,4 +386,7 @@ def winograd_conv(x, u, padding, out_shape):
     F = u.shape[2]
     y = np.empty((n, 2 * TH, 2 * TW, F), dtype=x.dtype)
     cpu.winograd_output(m, y, TH, TW)
-    return np.ascontiguousarray(y[:, :OH, :OW, :].transpose(0, 3, 1, 2)).reshape(n, F, OH * OW)
+    if out is None:
+        out = np.empty((n, F, OH * OW), dtype=x.dtype)
+    out.reshape(n, F, OH, OW)[...] = y[:, :OH, :OW, :].transpose(0, 3, 1, 2)
+    return out

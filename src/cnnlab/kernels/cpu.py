@@ -359,11 +359,7 @@ def bn_relu_train_forward(x, w, b, eps, out, mean, var, inv, c0, c1):
         iv = 1.0 / np.sqrt(vr + eps)
         mean[c], var[c], inv[c] = mu, vr, iv
         scale = w[c] * iv
-        shift = b[c] - mu * scale
-        for n in range(N):
-            for s in range(S):
-                v = x[n, c, s] * scale + shift
-                out[n, c, s] = v if v > 0 else 0
+        _scale_shift_relu_channel(x, out, c, scale, b[c] - mu * scale)
 
 
 @njit(**_SUMS)
@@ -395,16 +391,21 @@ def bn_relu_train_backward(g, x, out, w, mean, inv, dx, gw, gb, c0, c1):
 
 
 @njit(**_OPTS)
+def _scale_shift_relu_channel(x, out, c, k, t):
+    """out[:, c] = max(x[:, c] * k + t, 0): batch norm folded into one scale and shift, then ReLU."""
+    N, _, S = x.shape
+    for n in range(N):
+        for s in range(S):
+            v = x[n, c, s] * k + t
+            out[n, c, s] = v if v > 0 else 0
+
+
+@njit(**_OPTS)
 def scale_shift_relu(x, scale, shift, out, c0, c1):
     """out = max(x * scale[c] + shift[c], 0) for channels [c0, c1): batch norm with fixed
     (running) statistics folded into one scale and shift per channel, then ReLU."""
-    N, _, S = x.shape
     for c in range(c0, c1):
-        k, t = scale[c], shift[c]
-        for n in range(N):
-            for s in range(S):
-                v = x[n, c, s] * k + t
-                out[n, c, s] = v if v > 0 else 0
+        _scale_shift_relu_channel(x, out, c, scale[c], shift[c])
 
 
 # ---------------------------------------------------------------- Winograd F(2x2, 3x3)
