@@ -64,6 +64,54 @@ def test_gradient_accumulates_across_uses_and_calls():
     np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy() + 4)
 
 
+def test_leaf_gradients_never_alias_each_other_or_the_callers_arrays():
+    # add's backward hands one array to both inputs; a leaf must not share it with the other.
+    a = cnnlab.tensor(np.ones(3), requires_grad=True)
+    b = cnnlab.tensor(np.ones(3), requires_grad=True)
+    (a + b).sum().backward()
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    a.grad.data[...] = 7.0  # in-place edits (gradient clipping) touch one leaf only
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones(3))
+    # The caller's gradient, and a leaf that is its own root.
+    g = np.full(3, 2.0)
+    c = cnnlab.tensor(np.ones(3), requires_grad=True)
+    c.backward(g)
+    assert not np.shares_memory(c.grad.data, g)
+    # A view of a pending gradient (reshape's backward) and a kept graph.
+    d = cnnlab.tensor(np.ones((2, 3)), requires_grad=True)
+    e = cnnlab.tensor(np.ones(6), requires_grad=True)
+    y = d.reshape(6) * 1.0 + e
+    y.sum().backward(retain_graph=True)
+    assert not np.shares_memory(d.grad.data, e.grad.data)
+    y.sum().backward()
+    np.testing.assert_array_equal(d.grad.numpy(), np.full((2, 3), 2.0))
+    np.testing.assert_array_equal(e.grad.numpy(), np.full(6, 2.0))
+
+
+def test_a_leaf_takes_a_fresh_weight_gradient_without_a_copy():
+    import weakref
+
+    from cnnlab.functional import layers
+
+    made = []
+    original = layers.Linear.backward
+
+    def spy(self, g):
+        out = original(self, g)
+        made.append(weakref.ref(out[1]))  # a weak reference: it must not count as a holder
+        return out
+
+    layers.Linear.backward = spy
+    try:
+        w = cnnlab.tensor(rng.standard_normal((5, 4)), requires_grad=True)
+        x = cnnlab.tensor(rng.standard_normal((3, 4)))
+        cnnlab.functional.linear(x, w).sum().backward()
+    finally:
+        layers.Linear.backward = original
+    assert made[0]() is w.grad.data  # the array Linear.backward made, not a copy of it
+    np.testing.assert_allclose(w.grad.numpy(), np.ones((3, 5)).T @ x.numpy())
+
+
 def test_deep_graph_needs_no_recursion():
     x = cnnlab.tensor(np.array([1.0]), requires_grad=True)
     y = x

@@ -11,6 +11,7 @@ limit), accumulating gradients.
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import numpy as np
 
@@ -60,6 +61,31 @@ def _as_array(data, dtype=None):
         # Python floats and lists of them become float32, like torch.tensor([...]).
         arr = arr.astype(backend.DEFAULT_DTYPE)
     return arr
+
+
+def _refcount_in_call(a) -> int:
+    return sys.getrefcount(a)
+
+
+def _refs_of_a_local() -> int:
+    gt = np.empty(0)
+    return _refcount_in_call(gt)
+
+
+# What sys.getrefcount reports, inside a function called with an array that only the calling
+# frame's local variable holds (measured rather than assumed: interpreters count differently).
+# _unshared has the same shape: called with the loop's ``gt``, it calls getrefcount itself.
+_LOOP_REFS = _refs_of_a_local()
+
+
+def _unshared(a) -> bool:
+    """Whether the backward loop holds the only reference to ``a`` and ``a`` owns its memory, so
+    that a leaf may take it as its ``.grad`` without a copy (PyTorch's AccumulateGrad steals a
+    gradient the same way). Saves a copy of every weight gradient per step. Arrays held by a
+    Function, a kernel's workspace, another pending gradient or the caller (``backward(grad)``),
+    views of any array, and arrays not in C order, are copied."""
+    return (getattr(a, "base", 0) is None and sys.getrefcount(a) <= _LOOP_REFS
+            and a.flags.c_contiguous)  # as a copy would be
 
 
 class Tensor:
@@ -206,8 +232,9 @@ class Tensor:
                 # A leaf: accumulate into .grad.
                 if t.requires_grad:
                     if t.grad is None:
-                        # A copy: backward functions may pass one array to several inputs.
-                        t.grad = Tensor(gt.copy())
+                        # The array itself when nothing else can see it, else a copy: a backward
+                        # may pass one array to several inputs, keep it, or hand back a view.
+                        t.grad = Tensor(gt if _unshared(gt) else gt.copy())
                     else:
                         t.grad.data = t.grad.data + gt
                 continue
@@ -222,6 +249,7 @@ class Tensor:
                 key = id(inp)
                 prev = grads.get(key)
                 grads[key] = gi if prev is None else prev + gi
+            in_grads = gi = None  # so that the loop's own variables do not count in _unshared
             if not retain_graph:
                 t._ctx = None  # free the saved arrays of this node
 
