@@ -4,10 +4,11 @@ process, alternating, medians; and what each of its two CPU speed-ups brings:
 1. batch norm + ReLU as one compiled operator (F.batch_norm_relu) against the separate operators
    (BatchNormTrain then ReLU) and PyTorch's batch_norm + relu, forward + backward, on the net's
    activations at batch 64;
-2. its 3x3 convolutions by Winograd F(2x2, 3x3) against the channels-last im2col path and
-   PyTorch, forward + backward (input and weight gradients);
-3. a whole training step at batch 64: both on, Winograd off, the BN+ReLU fusion off, and
-   PyTorch's step of the same net from the same weights.
+2. its 3x3 convolutions by Winograd F(2x2, 3x3) against Winograd with the weight gradient by
+   im2col, the channels-last im2col path and PyTorch, forward + backward (input and weight
+   gradients);
+3. a whole training step at batch 64: both on, the weight gradient by im2col, Winograd off, the
+   BN+ReLU fusion off, and PyTorch's step of the same net from the same weights.
 
     python benchmarks/bench_vgg.py [--rounds 7]
 """
@@ -74,17 +75,19 @@ def operator(rounds):
 
 def layers(rounds):
     print("3x3 convolution (padding 1), forward + backward, ms per call (median); ratio = other's time / Winograd's")
-    print(f"{'layer (batch 64)':<22} {'winograd':>9} {'im2col':>8} {'torch':>8} {'vs im2col':>10} {'vs torch':>9}")
+    print("(dW im2col: Winograd for the output and the input gradient only)")
+    print(f"{'layer (batch 64)':<22} {'winograd':>9} {'dW im2col':>10} {'im2col':>8} {'torch':>8} "
+          f"{'vs dW im2col':>13} {'vs im2col':>10} {'vs torch':>9}")
     rng = np.random.default_rng(0)
     for c, f, h in [(32, 32, 28), (32, 64, 14), (64, 64, 14)]:
         x = rng.standard_normal((64, c, h, h)).astype(np.float32)
         w = (0.1 * rng.standard_normal((f, c, 3, 3))).astype(np.float32)
         g = rng.standard_normal((64, f, h, h)).astype(np.float32)
 
-        def ours(on):
+        def ours(on, dw=None):
             def run():
                 xt, wt = cnnlab.tensor(x, requires_grad=True), cnnlab.tensor(w, requires_grad=True)
-                with kernels.winograd(on):
+                with kernels.winograd(on, dw):
                     F.conv2d(xt, wt, None, 1, 1).backward(cnnlab.tensor(g))
             return run
 
@@ -94,9 +97,11 @@ def layers(rounds):
             a, b = tx.clone().requires_grad_(), tw.clone().requires_grad_()
             torch.nn.functional.conv2d(a, b, None, 1, 1).backward(tg)
 
-        t = alternate({"winograd": ours(True), "im2col": ours(False), "torch": theirs}, rounds, 3)
-        print(f"{f'{c}->{f} {h}x{h}':<22} {1e3 * t['winograd']:9.2f} {1e3 * t['im2col']:8.2f} "
-              f"{1e3 * t['torch']:8.2f} {t['im2col'] / t['winograd']:10.2f} {t['torch'] / t['winograd']:9.2f}")
+        t = alternate({"winograd": ours(True), "dw": ours(True, False), "im2col": ours(False), "torch": theirs},
+                      rounds, 3)
+        print(f"{f'{c}->{f} {h}x{h}':<22} {1e3 * t['winograd']:9.2f} {1e3 * t['dw']:10.2f} {1e3 * t['im2col']:8.2f} "
+              f"{1e3 * t['torch']:8.2f} {t['dw'] / t['winograd']:13.2f} {t['im2col'] / t['winograd']:10.2f} "
+              f"{t['torch'] / t['winograd']:9.2f}")
 
 
 def training_step(rounds, batch=64, steps=4):
@@ -104,22 +109,22 @@ def training_step(rounds, batch=64, steps=4):
     data = batches(batch, steps)
     cs, ts = cnn_trainer(c), torch_trainer(t)
 
-    def run(step, winograd=True, fuse=True):
+    def run(step, winograd=True, fuse=True, dw=None):
         def go():
             nn.BatchNorm2d.relu_fusable = fuse
             try:
-                with kernels.winograd(winograd):
+                with kernels.winograd(winograd, dw):
                     for x, y in data:
                         step(x, y)
             finally:
                 nn.BatchNorm2d.relu_fusable = True
         return go
 
-    times = alternate({"both": run(cs), "no winograd": run(cs, winograd=False), "no fusion": run(cs, fuse=False),
-                       "neither": run(cs, False, False), "torch": run(ts)}, rounds, 1)
+    times = alternate({"both": run(cs), "dW im2col": run(cs, dw=False), "no winograd": run(cs, winograd=False),
+                       "no fusion": run(cs, fuse=False), "neither": run(cs, False, False), "torch": run(ts)}, rounds, 1)
     ms = {k: 1e3 * v / steps for k, v in times.items()}
     print(f"\nvgg_small training step, batch {batch}, ms (median of {rounds} rounds of {steps} steps)")
-    for k in ("both", "no winograd", "no fusion", "neither"):
+    for k in ("both", "dW im2col", "no winograd", "no fusion", "neither"):
         print(f"  cnnlab, {k + ':':<13} {ms[k]:7.1f}   ({ms[k] / ms['both']:.2f}x the time with both)")
     print(f"  PyTorch:              {ms['torch']:7.1f}   cnnlab (both) / PyTorch speed: "
           f"{ms['torch'] / ms['both']:.2f}x")

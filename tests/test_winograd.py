@@ -1,6 +1,7 @@
-"""3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (kernels.winograd_conv, used by ConvPlan):
-against the naive definition, by float64 finite differences, against PyTorch, against the
-im2col path, inside the fused conv -> max-pool -> ReLU operator, and which layers take it."""
+"""3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (kernels.winograd_conv and the weight
+gradient's winograd_weight_grad_part, used by ConvPlan): against the naive definition, by float64
+finite differences, against PyTorch, against the im2col path, inside the fused conv -> max-pool
+-> ReLU operator, and which layers take it."""
 
 import numpy as np
 import pytest
@@ -37,6 +38,36 @@ def test_takes_the_winograd_path_and_matches_naive_definition(case):
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
     direct = kernels.winograd_conv(x, kernels.winograd_weights(w), (p, p), ref.shape[2:])
     np.testing.assert_allclose(direct.reshape(ref.shape), ref - b[:, None, None], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_weight_gradient_matches_its_definition(case):
+    # dW[f, c, i, j] = sum over n, y, x of g[n, f, y, x] * xpad[n, c, y + i, x + j], by loops
+    x, w, b = _arrays(case, 2)
+    p = case[2]
+    rng = np.random.default_rng(3)
+    xt, wt = cnnlab.tensor(x), cnnlab.tensor(w, requires_grad=True)
+    out = _conv(p)(xt, wt, cnnlab.tensor(b))
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    xpad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    N, OH, OW = g.shape[0], g.shape[2], g.shape[3]
+    ref = np.zeros(w.shape)
+    for f in range(w.shape[0]):
+        for c in range(w.shape[1]):
+            for i in range(3):
+                for j in range(3):
+                    total = 0.0
+                    for n in range(N):
+                        for y in range(OH):
+                            for xx in range(OW):
+                                total += g[n, f, y, xx] * xpad[n, c, y + i, xx + j]
+                    ref[f, c, i, j] = total
+    np.testing.assert_allclose(wt.grad.numpy(), ref, rtol=1e-11, atol=1e-11)
+    # the kernel functions directly: one part per image, summed, then transformed back
+    g_nhwc = g.transpose(0, 2, 3, 1)
+    parts = [kernels.winograd_weight_grad_part(x[k:k + 1], g_nhwc[k:k + 1], (p, p), (OH, OW)) for k in range(N)]
+    np.testing.assert_allclose(kernels.winograd_weight_grad(sum(parts), np.float64), ref, rtol=1e-11, atol=1e-11)
 
 
 @pytest.mark.parametrize("case", CASES[:3])

@@ -53,8 +53,8 @@ class ConvPlan:
       so building and scattering the fields moves long runs instead of short output rows;
     - Winograd F(2x2, 3x3) for 3x3, stride-1 layers of that kind (kernels.use_winograd): the
       output and the input gradient from 16 products (tiles x C) @ (C x F) between compiled
-      transforms, in chunks whose transformed input fits the cache; the weight gradient from the
-      channels-last rows as above.
+      transforms, in chunks whose transformed input fits the cache; the weight gradient from 16
+      products (C x tiles) @ (tiles x F) of the input's and the output gradient's transforms.
 
     The bias is added, and its gradient summed, chunk by chunk while the chunk is in cache.
     """
@@ -69,9 +69,10 @@ class ConvPlan:
         self.geom = (kernel, stride, padding, dilation, self.out_shape)
         self.bias = bias.reshape(F, 1) if bias is not None else None
         self.nhwc = kernels.use_nhwc(x, w.shape, groups)
-        # 3x3 stride-1 layers on the CPU: Winograd F(2x2, 3x3) for the output and the input
-        # gradient (2.25x fewer multiplications); the weight gradient stays channels-last im2col
+        # 3x3 stride-1 layers on the CPU: Winograd F(2x2, 3x3) for the output, the input gradient
+        # and the weight gradient (2.25x fewer multiplications)
         self.winograd = kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
+        self.winograd_dw = self.winograd and kernels.use_winograd_weight_grad()
         if self.winograd:
             self.w, self.padding = w, tuple(padding)
             self.u = kernels.winograd_weights(w)
@@ -114,7 +115,9 @@ class ConvPlan:
         gx = gw = gb = None
         if self.nhwc:
             gr = xp.ascontiguousarray(g.transpose(0, 2, 1)).reshape(n * L, F)  # (n*L, F)
-            if needs_w:
+            if needs_w and self.winograd_dw:  # transformed (16, C, F); see _weight_grad
+                gw = kernels.winograd_weight_grad_part(xc, gr, self.padding, self.out_shape)
+            elif needs_w:
                 gw = gr.T @ kernels.im2col_nhwc(xc, *self.geom)  # (F, K*C)
             if needs_x and self.winograd:  # the input gradient is a 3x3 convolution of g too
                 ph, pw = self.padding
@@ -164,6 +167,8 @@ class ConvPlan:
     def _weight_grad(self, parts):
         """The chunks' dW parts summed in chunk order (deterministic), as (F, C/G, *kernel)."""
         gw = _sum_parts(parts)
+        if self.winograd_dw:
+            return kernels.winograd_weight_grad(gw, self.w.dtype)
         if self.nhwc:  # (F, KH*KW*C) -> (F, C, KH, KW)
             gw = gw.reshape((self.F,) + self.kernel + (self.Cg,)).transpose(0, 3, 1, 2)
         return self.xp.ascontiguousarray(gw).reshape((self.F, self.Cg) + self.kernel)

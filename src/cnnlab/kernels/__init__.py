@@ -323,6 +323,7 @@ def scale_shift_relu(x, scale, shift):
 
 # ------------------------------------------------------------------ Winograd F(2x2, 3x3)
 _winograd_enabled = True
+_winograd_weight_grad_enabled = True
 # Bytes of one chunk's transformed input (16 values per 2x2 output tile and channel), so that the
 # chunk's transforms and its 16 matrix products stay in cache. Swept on vgg_small's 3x3 layers
 # (forward + backward, batch 64, one core shared with a training job): chunks of 384 KiB /
@@ -335,15 +336,22 @@ WINOGRAD_MIN_CHANNELS = 8
 
 
 @contextlib.contextmanager
-def winograd(enabled: bool):
-    """Temporarily allow or forbid the Winograd path for 3x3 convolutions (tests compare both)."""
-    global _winograd_enabled
-    prev = _winograd_enabled
+def winograd(enabled: bool, weight_grad: bool | None = None):
+    """Temporarily allow or forbid the Winograd path for 3x3 convolutions (tests and benchmarks
+    compare both); ``weight_grad`` (default: ``enabled``) alone switches the weight gradient's."""
+    global _winograd_enabled, _winograd_weight_grad_enabled
+    prev = _winograd_enabled, _winograd_weight_grad_enabled
     _winograd_enabled = enabled
+    _winograd_weight_grad_enabled = enabled if weight_grad is None else weight_grad
     try:
         yield
     finally:
-        _winograd_enabled = prev
+        _winograd_enabled, _winograd_weight_grad_enabled = prev
+
+
+def use_winograd_weight_grad() -> bool:
+    """Where use_winograd holds, the weight gradient takes the Winograd path too (else im2col)."""
+    return _winograd_weight_grad_enabled
 
 
 def use_winograd(x, w_shape, stride, padding, dilation, groups) -> bool:
@@ -357,7 +365,7 @@ def use_winograd(x, w_shape, stride, padding, dilation, groups) -> bool:
 def winograd_weights(w):
     """(F, C, 3, 3) kernels -> (16, C, F): U[4a + b, c, f] = (G w[f, c] G^T)[a, b], computed in
     float64, returned in w's dtype."""
-    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    g = _WINOGRAD_G
     u = np.einsum("ai,fcij,bj->abcf", g, np.asarray(w, dtype=np.float64), g)
     return np.ascontiguousarray(u.reshape(16, w.shape[1], w.shape[0]), dtype=w.dtype)
 
@@ -368,25 +376,66 @@ def winograd_transposed_weights(w):
     return winograd_weights(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
 
 
-def winograd_conv(x, u, padding, out_shape, out=None):
-    """3x3 convolution (stride 1) of x (n, C, H, W) with transformed weights u (16, C, F) and
-    zero padding (ph, pw) by Winograd F(2x2, 3x3), written into ``out`` (n, F, OH*OW) (a new
-    array if None), which is returned."""
+_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def _winograd_tiles(out_shape):
+    """2x2 output tiles per column and row; a ragged last row/column is cropped."""
+    return -(-out_shape[0] // 2), -(-out_shape[1] // 2)
+
+
+def _winograd_input(x, padding, TH, TW):
+    """V (16, n*TH*TW, C): the transformed 4x4 input blocks of x (n, C, H, W) with zero padding."""
     n, C, H, W = x.shape
-    OH, OW = out_shape
-    TH, TW = -(-OH // 2), -(-OW // 2)  # 2x2 output tiles; a ragged last row/column is cropped
     ph, pw = padding
-    cpu = _cpu()
     # the tiles read 2*T + 2 padded rows, which covers ph + H (since 2*T >= OH = H + 2*ph - 2)
     xh = np.zeros((n, 2 * TH + 2, 2 * TW + 2, C), dtype=x.dtype)
     xh[:, ph:ph + H, pw:pw + W, :] = x.transpose(0, 2, 3, 1)
     v = np.empty((16, n * TH * TW, C), dtype=x.dtype)
-    cpu.winograd_input(xh, v, TH, TW)
-    m = np.matmul(v, u)  # (16, tiles, F): 16 BLAS products
+    _cpu().winograd_input(xh, v, TH, TW)
+    return v
+
+
+def winograd_conv(x, u, padding, out_shape, out=None):
+    """3x3 convolution (stride 1) of x (n, C, H, W) with transformed weights u (16, C, F) and
+    zero padding (ph, pw) by Winograd F(2x2, 3x3), written into ``out`` (n, F, OH*OW) (a new
+    array if None), which is returned."""
+    n = x.shape[0]
+    OH, OW = out_shape
+    TH, TW = _winograd_tiles(out_shape)
+    m = np.matmul(_winograd_input(x, padding, TH, TW), u)  # (16, tiles, F): 16 BLAS products
     F = u.shape[2]
     y = np.empty((n, 2 * TH, 2 * TW, F), dtype=x.dtype)
-    cpu.winograd_output(m, y, TH, TW)
+    _cpu().winograd_output(m, y, TH, TW)
     if out is None:
         out = np.empty((n, F, OH * OW), dtype=x.dtype)
     out.reshape(n, F, OH, OW)[...] = y[:, :OH, :OW, :].transpose(0, 3, 1, 2)
     return out
+
+
+def winograd_weight_grad_part(x, g, padding, out_shape):
+    """One chunk's share of the weight gradient of winograd_conv, still transformed: (16, C, F),
+    sum over tiles of V[k]^T @ M[k], where V is the input's transform and M the output
+    gradient's (the adjoint of the output transform). ``g`` is the output gradient channels-last,
+    (n*OH*OW, F) or (n, OH, OW, F). Sum the chunks' parts, then winograd_weight_grad."""
+    n = x.shape[0]
+    OH, OW = out_shape
+    TH, TW = _winograd_tiles(out_shape)
+    F = g.shape[-1]
+    if (2 * TH, 2 * TW) == (OH, OW):
+        gh = np.ascontiguousarray(g).reshape(n, OH, OW, F)
+    else:  # the cropped outputs of the ragged tiles get no gradient
+        gh = np.zeros((n, 2 * TH, 2 * TW, F), dtype=g.dtype)
+        gh[:, :OH, :OW, :] = g.reshape(n, OH, OW, F)
+    m = np.empty((16, n * TH * TW, F), dtype=g.dtype)
+    _cpu().winograd_output_adjoint(gh, m, TH, TW)
+    return np.matmul(_winograd_input(x, padding, TH, TW).transpose(0, 2, 1), m)  # 16 BLAS products
+
+
+def winograd_weight_grad(du, dtype):
+    """(16, C, F) transformed weight gradient -> (F, C, 3, 3): G^T du G, the adjoint of
+    winograd_weights' transform, computed in float64, returned in ``dtype``."""
+    g = _WINOGRAD_G
+    C, F = du.shape[1:]
+    dw = np.einsum("ai,abcf,bj->fcij", g, np.asarray(du, dtype=np.float64).reshape(4, 4, C, F), g)
+    return np.ascontiguousarray(dw, dtype=dtype)

@@ -448,6 +448,28 @@ def winograd_input(xh, V, TH, TW):
 
 
 @njit(**_OPTS)
+def winograd_output_adjoint(gh, M, TH, TW):
+    """The adjoint of winograd_output: M[4a + b, tile, f] = (A g A^T)[a, b] for the 2x2 block g of
+    the channels-last output gradient gh (n, 2TH, 2TW, F) at (2ty, 2tx). With the input's
+    transform V, the weight gradient's transform is then sum over tiles of V[k]^T @ M[k]."""
+    n, F = gh.shape[0], gh.shape[3]
+    for i in range(n):
+        for ty in range(TH):
+            for tx in range(TW):
+                t = (i * TH + ty) * TW + tx
+                y, x = 2 * ty, 2 * tx
+                for f in range(F):
+                    g00, g01, g10, g11 = gh[i, y, x, f], gh[i, y, x + 1, f], gh[i, y + 1, x, f], gh[i, y + 1, x + 1, f]
+                    # rows: A g, A = [[1, 0], [1, 1], [1, -1], [0, -1]]
+                    s0, s1, d0, d1 = g00 + g10, g01 + g11, g00 - g10, g01 - g11
+                    # columns: (A g) A^T
+                    M[0, t, f], M[1, t, f], M[2, t, f], M[3, t, f] = g00, g00 + g01, g00 - g01, -g01
+                    M[4, t, f], M[5, t, f], M[6, t, f], M[7, t, f] = s0, s0 + s1, s0 - s1, -s1
+                    M[8, t, f], M[9, t, f], M[10, t, f], M[11, t, f] = d0, d0 + d1, d0 - d1, -d1
+                    M[12, t, f], M[13, t, f], M[14, t, f], M[15, t, f] = -g10, -g10 - g11, g11 - g10, g11
+
+
+@njit(**_OPTS)
 def winograd_output(M, out, TH, TW):
     """out[i, 2ty:2ty + 2, 2tx:2tx + 2, f] = A^T m A for the 4x4 products m[a, b] = M[4a + b, tile, f];
     out is channels-last (n, 2TH, 2TW, F)."""
