@@ -1,6 +1,7 @@
 """The command line as a new user meets it: dry runs, summaries, predictions, errors."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -18,6 +19,73 @@ def test_help_shows_defaults(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "--dry-run" in out and "default: default" in out and "(default: 0)" in out
+
+
+def test_help_states_each_default_once(capsys):
+    for command in ("train", "show", "evaluate", "reproduce"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        assert "(default: None)" not in out and "(default: False)" not in out
+        assert not re.search(r"\(default: [^)]*\) \(default:", out)  # a help text's own, then argparse's
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: the model's recipe) " in out and "(default: 10000)" in out
+
+
+def test_the_clothing_recipes_train_on_clothes_by_default(monkeypatch):
+    assert models.recipe("fashion").dataset == models.recipe("fashion-best").dataset == "fashion-mnist"
+    assert {models.recipe(n).dataset for n in models.names() if not n.startswith("fashion")} == {"mnist"}
+    # --dataset unset means the recipe's
+    seen = []
+
+    def load(name, **kw):  # records which data set training asked for, then stops it
+        seen.append(name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("cnnlab.data.load_dataset", load)
+    with pytest.raises(KeyboardInterrupt):
+        train_run("fashion", dry_run=True, progress=False, log=None)
+    with pytest.raises(KeyboardInterrupt):
+        train_run("fashion", "mnist", dry_run=True, progress=False, log=None)  # an explicit choice wins
+    assert seen == ["fashion-mnist", "mnist"]
+
+
+def test_no_validation_set_keeps_the_last_epoch(capsys):
+    res = train_run("article", validation=0, epochs=2, dry_run=True, progress=False, log=None)
+    h = res["history"]
+    assert h.best_validation_accuracy is None  # training accuracy is not passed off as validation
+    assert h.best_epoch == 1 and h.test_accuracy == h.epochs[-1]["test_accuracy"]  # a dry run: 1 epoch
+    assert main(["train", "--validation", "0", "--dry-run", "--no-progress"]) == 0
+    assert "the last epoch: no validation set to choose on" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--early-stopping", "0"], "--early-stopping must be at least 1"),
+    (["--early-stopping", "-1"], "--early-stopping must be at least 1"),
+    (["--early-stopping", "2", "--validation", "0"], "--early-stopping needs a validation set"),
+])
+def test_early_stopping_errors(argv, message, capsys):
+    assert main(["train", "--dry-run", "--no-progress"] + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_paths_that_cannot_be_written_are_named_before_any_work(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / checkpoint.WEIGHTS).write_bytes(b"")
+    cases = [(["train", "--out", str(run)], "already holds a trained run"),
+             (["train", "--out", str(tmp_path / "afile" / "x")], "afile is a file, not a folder"),
+             (["train", "--out", str(tmp_path / "afile")], "is a file; give a folder name")]
+    for argv, message in cases:
+        assert main(argv + ["--no-progress"]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="adir is a folder; give a file name"):
+        checkpoint.write_json(tmp_path / "adir", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile", "run"]  # nothing half-written
 
 
 def test_train_dry_run(capsys):
@@ -54,7 +122,12 @@ def test_models_and_summary(capsys):
         assert name in out
     assert main(["summary", "nielsen-conv1"]) == 0
     out = capsys.readouterr().out
-    assert "(20, 24, 24)" in out and "520" in out and "23,550" in out and "(20, 12, 12)" in out
+    assert "(20, 24, 24)" in out and "520" in out and "(20, 12, 12)" in out
+    # the article's argument, for this model's first conv layer: 20 x 24 x 24 neurons share 520
+    # parameters; fully connected to the 784 pixels they would need 784 * 11,520 + 11,520
+    assert "11,520 neurons" in out and "share 520 parameters" in out and "9,043,200" in out
+    assert main(["summary", "nielsen-fc"]) == 0
+    assert "shared weights" not in capsys.readouterr().out  # no convolution, nothing shared
 
 
 def _draw_digit_one(path, size=(150, 200)):
@@ -118,6 +191,30 @@ def test_predict_rejects_non_images(trained_run, tmp_path, capsys):
     bad.write_text("this is not an image")
     assert main(["predict", str(trained_run), str(bad)]) == 1
     assert "notes.png" in capsys.readouterr().err
+    assert main(["predict", str(trained_run), str(tmp_path / "nothere.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("nothere.png") == 1 and "no such file" in err
+
+
+def test_predict_converts_pictures_the_way_the_runs_data_set_was_made(trained_run, tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    cfg = json.loads((copy / checkpoint.CONFIG).read_text())
+    (copy / checkpoint.CONFIG).write_text(json.dumps(dict(cfg, dataset="fashion-mnist")))
+    img = tmp_path / "one.png"
+    _draw_digit_one(img)
+    used = []
+    from cnnlab.data import images
+
+    for name in ("to_fashion_form", "to_mnist_form"):
+        original = getattr(images, name)
+        monkeypatch.setattr(images, name, lambda p, _f=original, _n=name: used.append(_n) or _f(p))
+    assert main(["predict", str(copy), str(img)]) == 0
+    assert main(["predict", str(trained_run), str(img)]) == 0
+    assert used == ["to_fashion_form", "to_mnist_form"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split(": ")[1].split()[0] in ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                                "Shirt", "Sneaker", "Bag", "Ankle")
 
 
 def _predict_line(run, image, capsys):
@@ -177,6 +274,30 @@ def test_elastic_flags(capsys):
                              ("--elastic-sigma", "0", "--elastic-sigma must be > 0")):
         assert main(["train", "--model", "article", flag, value, "--dry-run", "--no-progress"]) != 0
         assert msg in capsys.readouterr().err
+
+
+def test_evaluate_checks_every_run_before_evaluating_any(trained_run, tmp_path, capsys):
+    clothes = tmp_path / "clothes"
+    shutil.copytree(trained_run, clothes)
+    cfg = json.loads((clothes / checkpoint.CONFIG).read_text())
+    (clothes / checkpoint.CONFIG).write_text(json.dumps(dict(cfg, dataset="fashion-mnist")))
+    assert main(["evaluate", str(trained_run), str(clothes)]) == 2
+    captured = capsys.readouterr()
+    assert "an ensemble needs one data set" in captured.err and captured.out == ""  # nothing evaluated first
+    bare = tmp_path / "bare"
+    shutil.copytree(trained_run, bare)
+    (bare / checkpoint.CONFIG).unlink()
+    assert main(["evaluate", str(bare)]) == 0
+    assert "has no config.json: taken as an MNIST run" in capsys.readouterr().err
+
+
+def test_picture_files_must_be_named_as_what_they_are(trained_run, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    assert main(["show", "curves", str(trained_run), "--out", str(notes)]) == 2
+    assert "must end in .png" in capsys.readouterr().err and notes.read_text() == "keep me"
+    assert main(["report", str(trained_run), "--out", str(tmp_path / "r.png")]) == 2
+    assert "must end in .html" in capsys.readouterr().err
 
 
 def test_evaluate_mirror_tta(trained_run, tmp_path, capsys):

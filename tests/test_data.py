@@ -40,6 +40,7 @@ from cnnlab.data import (
     read_idx,
     rotate_images,
     shift_images,
+    to_fashion_form,
     to_mnist_form,
     write_idx,
 )
@@ -742,6 +743,27 @@ def test_to_mnist_form_round_trip(mnist):
         back = to_mnist_form(photo).astype(np.float64)
         corr.append(np.corrcoef(back.ravel(), img.astype(np.float64).ravel())[0, 1])
     assert np.mean(corr) > 0.85 and np.min(corr) > 0.5
+
+
+def test_to_fashion_form_fills_the_field_with_the_object(tmp_path):
+    # A dark, wide "trouser-less shirt" on a white product-photo background, 300x200.
+    photo = Image.new("L", (300, 200), 255)
+    ImageDraw.Draw(photo).rectangle([(30, 40), (269, 159)], fill=60)  # 240 x 120 object
+    photo.save(tmp_path / "shirt.png")
+    out = to_fashion_form(tmp_path / "shirt.png")
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    rows, cols = np.nonzero(out > 127)
+    assert cols.min() == 0 and cols.max() == 27  # the longest side fills 28 px, not MNIST's 20
+    assert rows.max() - rows.min() + 1 == 14  # aspect ratio kept: 240 x 120 -> 28 x 14
+    assert rows.min() == 7  # centred by its box: (28 - 14) / 2
+    assert out[0, 0] == 0 and out[14, 14] == 255  # light object on black, as Fashion-MNIST
+    # the digit converter would have shrunk it into the 20x20 box instead
+    assert np.nonzero(to_mnist_form(tmp_path / "shirt.png"))[1].max() <= 23
+    Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
+    with pytest.raises(DataError, match="blank.png.*no object"):
+        to_fashion_form(tmp_path / "blank.png")
+    with pytest.raises(DataError, match="missing.png: no such file"):
+        to_fashion_form(tmp_path / "missing.png")
 
 
 def test_to_mnist_form_errors(tmp_path):

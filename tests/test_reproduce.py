@@ -41,9 +41,11 @@ def test_short_reproduction_writes_results(tmp_path):
     for r in rep["table"]:
         assert 0.5 < r["ours"] < 1.0
         assert r["difference_points"] == pytest.approx(100 * (r["ours"] - r["book"]), abs=0.01)
-    saved = json.loads((tmp_path / "nielsen.json").read_text())
+    # a shortened run has its own files: the full run's table is never replaced by one
+    assert not (tmp_path / "nielsen.json").exists()
+    saved = json.loads((tmp_path / "nielsen-short.json").read_text())
     assert saved["table"][0]["book"] == 0.978
-    md = (tmp_path / "nielsen.md").read_text()
+    md = (tmp_path / "nielsen-short.md").read_text()
     assert "Shortened run" in md and "| fc |" in md and "97.80%" in md
     assert markdown_table(rep) == md
 
@@ -198,6 +200,6 @@ def test_cli_reproduce_keeps_its_nets_where_told(tmp_path, capsys):
     assert main(argv) == 0
     assert "reusing" in capsys.readouterr().out
     # the kept net is an ordinary run: `evaluate` measures what the table says
-    ours = json.loads((tmp_path / "results" / "nielsen.json").read_text())["table"][0]["ours"]
+    ours = json.loads((tmp_path / "results" / "nielsen-short.json").read_text())["table"][0]["ours"]
     assert main(["evaluate", str(nets / "fc-seed0-epochs1-train500")]) == 0
     assert f"test accuracy {100 * ours:.2f}%" in capsys.readouterr().out

@@ -31,8 +31,24 @@ class RunError(ValueError):
     """A run directory is missing, incomplete or does not match its model."""
 
 
-def _atomic_write(path: Path, write) -> None:
+def check_output_path(path, folder: bool = False) -> Path:
+    """Raise a ValueError naming the problem if ``path`` cannot become a file (``folder``: a
+    folder) because it, or one of the folders above it, is the other kind of thing. Missing
+    folders above it are fine: writers create them."""
     path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{path} is a {'file' if folder else 'folder'}; give a "
+                         f"{'folder' if folder else 'file'} name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

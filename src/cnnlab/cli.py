@@ -20,15 +20,23 @@ import numpy as np
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows each option's default, unless its help already says what the default is, or there is
+    none worth showing (None, False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default:" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from . import models  # noqa: PLC0415
 
     p.add_argument("--model", default="default", choices=models.names(), help="architecture from the zoo")
-    p.add_argument("--dataset", default="mnist",
-                   help="mnist, fashion-mnist, or a folder with one sub-folder of images per class")
+    p.add_argument("--dataset", default=None,
+                   help="mnist, fashion-mnist, or a folder with one sub-folder of images per class (default: the "
+                        "model's recipe: fashion-mnist for fashion and fashion-best, else mnist)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the training data (default: the model's recipe)")
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the model's recipe)")
     p.add_argument("--lr", type=float, default=None, help="learning rate, the peak for one-cycle (default: the model's recipe)")
@@ -93,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify your own images with a saved run", formatter_class=_Formatter)
     p.add_argument("run", help="run directory written by `cnnlab train`")
-    p.add_argument("images", nargs="+", help="PNG/JPEG files, any size, dark digit on light or light on dark")
+    p.add_argument("images", nargs="+",
+                   help="PNG/JPEG files, any size, dark on light or light on dark: a digit, or for a Fashion-MNIST "
+                        "run one piece of clothing")
     p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
     p.set_defaults(func=cmd_predict)
 
@@ -139,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None, help="use only the first N of the 50,000 training images")
     p.add_argument("--ensemble-size", type=int, default=5, help="nets in the ensemble vote")
     p.add_argument("--seed", type=int, default=0, help="seed of the first net (ensemble members use seed+1, ...)")
-    p.add_argument("--out", default="results", help="folder for nielsen.json and nielsen.md")
+    p.add_argument("--out", default="results",
+                   help="folder for nielsen.json and nielsen.md (a shortened run: nielsen-short.json and .md)")
     p.add_argument("--runs-dir", default="runs/nielsen",
                    help="where each trained net is saved; a finished net there with the same settings is reused, "
                         "so a stopped reproduction resumes")
@@ -213,7 +224,7 @@ def make_scheduler(name, optimizer, lr, epochs, steps_per_epoch):
     raise ValueError(f"unknown schedule {name!r}")
 
 
-def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=None, lr=None, optimizer=None,
+def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, lr=None, optimizer=None,
               schedule=None, l2=None, augment=None, rotate=None, expand=False, validation=10000,
               early_stopping=None, seed=0, out=None, device="cpu", dry_run=False, progress=True,
               log=print, model_kwargs=None, train_size=None, momentum=None, save=True, hflip=None,
@@ -242,6 +253,7 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     from .train import fit  # noqa: PLC0415
 
     recipe = models.recipe(model_name)
+    dataset = dataset if dataset is not None else recipe.dataset
     device = backend.normalize_device(device)
     cfg = {
         "model": model_name, "dataset": dataset,
@@ -267,6 +279,11 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     for key in ("epochs", "batch_size"):
         if cfg[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {cfg[key]}")
+    if early_stopping is not None and early_stopping < 1:
+        raise ValueError(f"--early-stopping must be at least 1 epoch, got {early_stopping}")
+    if early_stopping is not None and not validation:
+        raise ValueError("--early-stopping needs a validation set (--validation > 0): it stops when validation "
+                         "accuracy stops improving")
     if not cfg["lr"] > 0:
         raise ValueError(f"--lr must be positive, got {cfg['lr']}")
     if not 0 <= cfg["scale"] < 1:
@@ -327,6 +344,7 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
     run_dir = None
     if save and not dry_run:
         run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{model_name}-{dataset}")
+        checkpoint.check_output_path(run_dir, folder=True)  # now, not after the first epoch
     meta = {"machine": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -344,8 +362,12 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
         log(f"cnnlab: training {model_name} ({model.num_parameters():,} parameters) on {dataset}: "
             f"{len(train_y):,} train / {0 if val is None else len(val[1]):,} validation / {len(test[1]):,} test images"
             f"{' [dry run]' if dry_run else ''}")
-        log(f"  {cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']} "
-            f"({cfg['schedule']}), augment {cfg['augment']}px" + (f", rotate {cfg['rotate']} deg" if cfg['rotate'] else "") +
+        log(f"  {cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}, batch {cfg['batch_size']}, "
+            f"{cfg['optimizer']} lr {cfg['lr']} ({cfg['schedule']})" +
+            (f", momentum {cfg['momentum']:g}" if cfg["momentum"] and cfg["optimizer"] in ("sgd", "nesterov") else "") +
+            (f", weight decay {cfg['weight_decay']:g}" if cfg["weight_decay"] else "") +
+            (f", L2 lambda {cfg['l2_lambda']:g}" if cfg["l2_lambda"] else "") +
+            f", augment {cfg['augment']}px" + (f", rotate {cfg['rotate']} deg" if cfg['rotate'] else "") +
             (f", zoom +-{cfg['scale']:g}" if cfg["scale"] else "") +
             (f", elastic alpha {cfg['elastic']:g} sigma {cfg['elastic_sigma']:g}" if cfg["elastic"] else "") +
             (", hflip" if cfg["hflip"] else "") + (f", erase p={cfg['erase']:g}" if cfg["erase"] else "") +
@@ -362,6 +384,11 @@ def train_run(model_name="default", dataset="mnist", epochs=None, batch_size=Non
 
 
 def cmd_train(args) -> int:
+    from .checkpoint import WEIGHTS  # noqa: PLC0415
+
+    if args.out and not args.dry_run and (Path(args.out) / WEIGHTS).exists():
+        raise ValueError(f"--out {args.out} already holds a trained run; choose another folder (or leave out "
+                         f"--out for a new numbered one), or delete it first")
     res = train_run(args.model, args.dataset, args.epochs, args.batch_size, args.lr, args.optimizer, args.schedule,
                     args.l2, args.augment, args.rotate, args.expand, args.validation, args.early_stopping,
                     args.seed, args.out, args.device, args.dry_run, progress=not args.no_progress, hflip=args.hflip,
@@ -372,8 +399,9 @@ def cmd_train(args) -> int:
         return 1
     where = f"; run saved to {res['run_dir']}" if res["run_dir"] else ""
     note = " (interrupted)" if h.interrupted else ""
-    print(f"test accuracy {100 * h.test_accuracy:.2f}% at epoch {h.best_epoch} "
-          f"(best validation {100 * h.best_validation_accuracy:.2f}%), {h.seconds:.0f}s{note}{where}")
+    chosen = (f"(best validation {100 * h.best_validation_accuracy:.2f}%)" if h.best_validation_accuracy is not None
+              else "(the last epoch: no validation set to choose on)")
+    print(f"test accuracy {100 * h.test_accuracy:.2f}% at epoch {h.best_epoch} {chosen}, {h.seconds:.0f}s{note}{where}")
     return 0
 
 
@@ -399,20 +427,31 @@ def cmd_evaluate(args) -> int:
     dataset = n_validation = None
     splits: dict[str, tuple] = {}
     probabilities: dict[tuple[str, str], list] = {}  # (variant, split) -> one (N, classes) array per run
+    # Every run's config first (the JSON only), so that a mix of data sets or a run unfit for
+    # --mirror-tta stops the command before any evaluation.
+    first = None
     for run in args.runs:
-        model, spec, cfg, metrics = checkpoint.load_run(run)
+        cfg_path = Path(run) / checkpoint.CONFIG
+        cfg = checkpoint.read_json(cfg_path) if cfg_path.exists() else {}
+        if not cfg and Path(run).is_dir():
+            print(f"note: {run} has no {checkpoint.CONFIG}: taken as an MNIST run with MNIST's normalisation",
+                  file=sys.stderr)
         if args.mirror_tta and not cfg.get("hflip"):
             raise ValueError(f"--mirror-tta: {run} was not trained with --hflip, so mirrored test images "
                              f"are not its kind of input (a mirrored digit is no digit)")
+        if first is None:
+            first = cfg.get("dataset", "mnist")
+        elif cfg.get("dataset", "mnist") != first:
+            raise ValueError(f"{run} was trained on {cfg.get('dataset', 'mnist')!r}, {args.runs[0]} on {first!r}: "
+                             f"an ensemble needs one data set")
+    for run in args.runs:
+        model, spec, cfg, metrics = checkpoint.load_run(run)
         if dataset is None:
             dataset, n_validation = cfg.get("dataset", "mnist"), int(cfg.get("validation", 10000))
             split = load_dataset(dataset, validation=n_validation)
             splits = {"test": split.test}
             if n_validation > 0:
                 splits["validation"] = split.validation
-        elif cfg.get("dataset", "mnist") != dataset:
-            raise ValueError(f"{run} was trained on {cfg.get('dataset')!r}, {args.runs[0]} on {dataset!r}: "
-                             f"an ensemble needs one data set")
         elif int(cfg.get("validation", 10000)) != n_validation:
             # Another split: the first run's validation images may be this run's training images.
             splits.pop("validation", None)
@@ -486,17 +525,18 @@ def cmd_predict(args) -> int:
     from . import checkpoint  # noqa: PLC0415
     from . import functional as F  # noqa: PLC0415
     from .autograd import Tensor, no_grad  # noqa: PLC0415
-    from .data import standardize, to_mnist_form  # noqa: PLC0415
+    from .data import form_for, standardize  # noqa: PLC0415
 
     model, spec, cfg, _ = checkpoint.load_run(args.run)
     mean, std = checkpoint.normalization(cfg, Path(args.run) / checkpoint.CONFIG)
     classes = _class_names(cfg.get("dataset", "mnist"))
+    convert, _ = form_for(cfg.get("dataset", "mnist"))
     status = 0
     for path in args.images:
         try:
-            img = to_mnist_form(path)
-        except ValueError as exc:
-            print(f"{path}: error: {exc}", file=sys.stderr)
+            img = convert(path)
+        except ValueError as exc:  # the message names the file
+            print(f"cnnlab predict: error: {exc}", file=sys.stderr)
             status = 1
             continue
         x = standardize(img, mean, std).reshape(1, 1, 28, 28)
@@ -536,7 +576,7 @@ def summarize(model, input_shape=(1, 1, 28, 28)) -> list[tuple[str, str, tuple, 
 
 
 def cmd_summary(args) -> int:
-    from . import checkpoint, models, nn  # noqa: PLC0415
+    from . import checkpoint, models  # noqa: PLC0415
 
     if Path(args.model).is_dir():
         model, spec, _, _ = checkpoint.load_run(args.model)
@@ -552,11 +592,29 @@ def cmd_summary(args) -> int:
     for idx, layer, shape, params in rows:
         print(f"{idx:>3}  {layer:<{w}}  {str(shape):<16} {params:>10,}")
     print(f"total parameters: {model.num_parameters():,}")
-    conv = nn.Conv2d(1, 20, 5).num_parameters()
-    fc = nn.Linear(784, 30).num_parameters()
-    print(f"shared weights: Conv2d(1, 20, 5) has {conv:,} parameters (20 maps x (5x5 + 1)); "
-          f"Linear(784, 30) has {fc:,}, {fc / conv:.0f}x more")
+    shared = _shared_weights_line(model, rows)
+    if shared:
+        print(shared)
     return 0
+
+
+def _shared_weights_line(model, rows) -> str | None:
+    """What weight sharing saves in the model's first convolution: its parameters against those of
+    a fully connected layer from the same input to the same number of neurons (the article's
+    argument), or None for a model without convolutions."""
+    from . import nn  # noqa: PLC0415
+
+    for (_, _, shape, params), layer in zip(rows, model.layers):
+        if isinstance(layer, nn.Conv2d):
+            inputs = layer.in_channels * 28 * 28  # summarize's input
+            neurons = int(np.prod(shape))
+            dense = inputs * neurons + neurons
+            kh, kw = layer.weight.shape[2:]
+            return (f"shared weights: the first conv layer's {neurons:,} neurons ({shape[0]} feature maps of "
+                    f"{shape[1]}x{shape[2]}) share {params:,} parameters ({shape[0]} maps x ({kh}x{kw}x"
+                    f"{layer.in_channels} weights + 1 bias)); fully connected to the same 28x28 input they would "
+                    f"need {dense:,}, {dense / params:,.0f}x more")
+    return None
 
 
 def cmd_models(args) -> int:
@@ -578,6 +636,9 @@ def main(argv=None) -> int:
 
     try:
         return args.func(args) or 0
+    except BrokenPipeError:  # e.g. `cnnlab summary best | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except (RunError, DataError, ValueError, FloatingPointError, RuntimeError, OSError) as exc:
         print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -170,6 +170,7 @@ class Recipe:
     elastic_sigma: float = 4.0  # its smoothness in pixels
     label_smoothing: float = 0.0
     hflip: bool = False  # random left-right mirroring (clothes, not digits: a mirrored 2 is no 2)
+    dataset: str = "mnist"  # what `cnnlab train --model NAME` trains on without --dataset
 
 
 @dataclass(frozen=True)
@@ -199,11 +200,13 @@ MODELS: dict[str, ModelInfo] = {
                                          elastic=20.0, elastic_sigma=4.0)),
     "fashion": ModelInfo(fast, "the default net with a clothing recipe: mirrored and shifted images, 30 epochs",
                          Recipe(epochs=30, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
-                                weight_decay=5e-4, schedule="onecycle", augment=2, hflip=True)),
+                                weight_decay=5e-4, schedule="onecycle", augment=2, hflip=True,
+                                dataset="fashion-mnist")),
     "fashion-best": ModelInfo(vgg_small, "VGG-style 2x(conv3x3-conv3x3-pool) 32/64 maps, FC 256, dropout, for "
                               "Fashion-MNIST, with random erasing (accuracy frontier)",
                               Recipe(epochs=30, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
-                                     weight_decay=5e-4, schedule="onecycle", augment=1, hflip=True, erase=0.5)),
+                                     weight_decay=5e-4, schedule="onecycle", augment=1, hflip=True, erase=0.5,
+                                     dataset="fashion-mnist")),
     "article": ModelInfo(article, "the article's net: 3 maps 5x5, 2x2 max-pool, FC -> 10",
                          Recipe(epochs=12, batch_size=32, lr=0.003, optimizer="adam", schedule="onecycle",
                                 augment=1)),

@@ -118,7 +118,8 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         epochs: train every row for this many epochs instead of the book's (a shorter run).
         train_size: use only the first N training images (before expansion).
         ensemble_size: nets in the vote (the first is the 'dropout' row's net).
-        out_dir: where nielsen.json / nielsen.md go (None: save nothing).
+        out_dir: where nielsen.json / nielsen.md go (a shortened run's: nielsen-short.json / .md;
+            None: save nothing).
         runs_dir: where the trained nets go (None: keep none, reuse none).
     """
     from .checkpoint import write_json  # noqa: PLC0415
@@ -190,11 +191,18 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         "machine": platform.node(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        report = _merge_previous(report, out / "nielsen.json", log)
-        write_json(out / "nielsen.json", report)
-        _write_text(out / "nielsen.md", markdown_table(report))
+        json_path, md_path = report_paths(out_dir, report["full_run"])
+        report = _merge_previous(report, json_path, log)
+        write_json(json_path, report)
+        _write_text(md_path, markdown_table(report))
     return report
+
+
+def report_paths(out_dir, full_run: bool) -> tuple[Path, Path]:
+    """Where a reproduction's table goes: nielsen.json / .md for the book's settings, and
+    nielsen-short.json / .md for a shortened run, which so never replaces a full run's table."""
+    stem = "nielsen" if full_run else "nielsen-short"
+    return Path(out_dir) / f"{stem}.json", Path(out_dir) / f"{stem}.md"
 
 
 def _row_result(key, label, book, ours, seconds, epochs, best_epoch, reused=False):
@@ -312,12 +320,15 @@ def cli_reproduce(args) -> int:
     print()
     print(markdown_table(rep))
     if not args.no_save:
-        print(f"saved {Path(args.out) / 'nielsen.json'} and {Path(args.out) / 'nielsen.md'}")
+        print("saved {} and {}".format(*report_paths(args.out, rep["full_run"])))
     return 0
 
 
 def cli_experiment(args) -> int:
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
     pools = args.pools.split(",")
     pooling_experiment(args.model, pools, seeds, args.epochs, lr=args.lr, train_size=args.train_size,
                        progress=not args.no_progress)

@@ -167,9 +167,14 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
         mean, std: the normalisation the evaluation sets get (the training loader's own).
 
     Returns:
-        History with per-epoch records and the test accuracy at the best-validation epoch.
+        History with per-epoch records and the test accuracy at the best-validation epoch (without
+        a validation set: the last epoch, whose weights are kept; best_validation_accuracy None).
         Ctrl-C ends training cleanly: the history so far is returned with ``interrupted=True``.
     """
+    if early_stopping is not None and (isinstance(early_stopping, bool) or early_stopping < 1):
+        raise ValueError(f"early stopping must wait at least 1 epoch, got {early_stopping!r}")
+    if early_stopping is not None and validation is None:
+        raise ValueError("early stopping needs a validation set: it stops when validation accuracy stops improving")
     history = History()
     best_state = None
     since_best = 0
@@ -220,10 +225,15 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
                 lr=float(optimizer.param_groups[0]["lr"]), seconds=time.perf_counter() - t0,
                 images_per_second=seen / max(train_seconds, 1e-9))
             history.epochs.append(asdict(rec))
-            score = rec.validation_accuracy if val is not None else rec.train_accuracy
-            is_best = history.best_validation_accuracy is None or score > history.best_validation_accuracy
+            if val is not None:
+                is_best = (history.best_validation_accuracy is None
+                           or rec.validation_accuracy > history.best_validation_accuracy)
+            else:  # nothing to choose on: the last epoch is the one kept
+                is_best = True
             if is_best:
-                history.best_epoch, history.best_validation_accuracy = epoch, score
+                history.best_epoch = epoch
+                if val is not None:
+                    history.best_validation_accuracy = rec.validation_accuracy
                 history.test_accuracy = rec.test_accuracy
                 best_state = {k: v.data.copy() for k, v in model.state_dict().items()}
                 since_best = 0
@@ -235,7 +245,8 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
                     parts.append(f"val {rec.validation_accuracy:.4f}")
                 if tst is not None:
                     parts.append(f"test {rec.test_accuracy:.4f}")
-                parts.append(f"{rec.images_per_second:.0f} img/s {rec.seconds:.1f}s" + ("  *best" if is_best else ""))
+                parts.append(f"{rec.images_per_second:.0f} img/s {rec.seconds:.1f}s"
+                             + ("  *best" if is_best and val is not None else ""))
                 log("  ".join(parts))
             history.seconds = time.perf_counter() - t_start
             if on_epoch_end is not None:

@@ -34,7 +34,7 @@ from matplotlib.ticker import MaxNLocator
 
 from . import backend, checkpoint, models, nn
 from .autograd import Tensor, no_grad
-from .data import MNIST_MEAN, MNIST_STD, Augment, load_dataset, standardize, to_mnist_form
+from .data import MNIST_MEAN, MNIST_STD, Augment, form_for, load_dataset, standardize
 from .train import evaluate
 
 __all__ = [
@@ -343,6 +343,7 @@ def _draw_feature_maps(model, image, title=None, class_names=None, mean=MNIST_ME
     ax.set_title(caption, fontsize=10)
 
     cmap = _gray_with_gaps()
+    layers, drawn = _layers(model), {b[0] for b in blocks}
     for row, ((i, layer, maps), m) in enumerate(zip(blocks, mosaics), start=1):
         ax = fig.add_subplot(grid[row])
         lo, hi = float(np.nanmin(m)), float(np.nanmax(m))
@@ -354,7 +355,10 @@ def _draw_feature_maps(model, image, title=None, class_names=None, mean=MNIST_ME
         for spine in ax.spines.values():
             spine.set_visible(False)
         c, h, w = maps.shape
-        label = f"layer {i}: {_layer_name(layer)}  ->  output {c}x{h}x{w}"
+        label = f"layer {i}: {_layer_name(layer)}"
+        if i > 0 and i - 1 not in drawn:  # e.g. the batch norm between a pooling and its ReLU
+            label += f" of layer {i - 1}'s {type(layers[i - 1]).__name__} (not drawn)"
+        label += f"  ->  output {c}x{h}x{w}"
         if c > _MAX_MAPS:
             label += f" (first {_MAX_MAPS} maps)"
         label += f"   [black = {lo:.2g}, white = {hi:.2g}]"
@@ -397,20 +401,23 @@ def _draw_curves(metrics, title=None) -> Figure:
     ax_loss, ax_acc = fig.subplots(1, 2)
 
     styles = {"train": "tab:blue", "validation": "tab:orange", "test": "tab:green"}
+    # The training numbers are averaged over the epoch's batches as they were trained on: with
+    # dropout and augmentation on, and the weights still changing, so they can sit below validation.
+    how = {"train": " (during the epoch, training mode)"}
     for part, colour in styles.items():
         loss = _series(epochs, f"{part}_loss")
         if np.isfinite(loss).any():
-            ax_loss.plot(x, loss, "o-", ms=3, color=colour, label=f"{part} loss")
+            ax_loss.plot(x, loss, "o-", ms=3, color=colour, label=f"{part} loss{how.get(part, '')}")
         acc = _series(epochs, f"{part}_accuracy") * 100
         if np.isfinite(acc).any():
-            ax_acc.plot(x, acc, "o-", ms=3, color=colour, label=f"{part} accuracy")
+            ax_acc.plot(x, acc, "o-", ms=3, color=colour, label=f"{part} accuracy{how.get(part, '')}")
 
     val = _series(epochs, "validation_accuracy")
     best = metrics.get("best_epoch")
     if best is None and np.isfinite(val).any():
         best = int(x[int(np.nanargmax(val))])
     if best is not None:
-        note = f"best validation: epoch {best}"
+        note = f"best validation: epoch {best}" if np.isfinite(val).any() else f"kept: epoch {best} (no validation set)"
         match = [e for e in epochs if e.get("epoch") == best]
         if match and match[0].get("validation_accuracy") is not None:
             note += f"\nvalidation {100 * match[0]['validation_accuracy']:.2f}%"
@@ -696,7 +703,8 @@ def _input_image(image, cfg, metrics):
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"image {spec}: no such file (give a PNG/JPEG file or test:N)")
-    return to_mnist_form(path), f"{path.name} (converted to MNIST form)"
+    convert, form = form_for(_dataset(cfg, metrics))
+    return convert(path), f"{path.name} (converted to {form})"
 
 
 # -------------------------------------------------------------------------------------- report
@@ -863,8 +871,10 @@ def build_report(run_dir, out=None) -> Path:
             [[_fmt(c, e.get(c)) for c in cols] for e in epochs],
             row_classes=["best" if best is not None and e.get("epoch") == best else "" for e in epochs]))
         if best is not None:
-            parts.append(f'<p class="note">Highlighted: epoch {esc(str(best))}, the best validation '
-                         f"accuracy; the saved weights are those of this epoch.</p>")
+            why = ("the best validation accuracy" if np.isfinite(_series(epochs, "validation_accuracy")).any()
+                   else "the last (no validation set to choose on)")
+            parts.append(f'<p class="note">Highlighted: epoch {esc(str(best))}, {why}; the saved weights are '
+                         f"those of this epoch.</p>")
     else:
         parts.append('<p class="note">metrics.json has no per-epoch history.</p>')
 
@@ -919,6 +929,7 @@ def cli_show(args) -> int:
         raise ValueError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
     if args.layer is not None and what != "filters":
         raise ValueError(f"--layer is only used by `show filters`, not `show {what}`")
+    _check_suffix(args.out, ".png")
     model, spec, cfg, metrics = checkpoint.load_run(args.run)
     mean, std = _norm(cfg, args.run)
     out = Path(args.out) if args.out is not None else Path(args.run) / f"{what}.png"
@@ -958,5 +969,13 @@ def cli_report(args) -> int:
     Returns:
         0 on success.
     """
+    _check_suffix(args.out, ".html", ".htm")
     print(build_report(args.run, args.out))
     return 0
+
+
+def _check_suffix(out, *suffixes) -> None:
+    """--out must name the kind of file written: no PNG where notes.txt was."""
+    if out is not None and Path(out).suffix.lower() not in suffixes:
+        raise ValueError(f"--out {out}: the file written is {suffixes[0][1:].upper()}, so its name must end in "
+                         f"{' or '.join(suffixes)}")

@@ -44,7 +44,7 @@ from .datasets import (
 from .errors import DataError
 from .folder import IMAGE_EXTENSIONS, ImageFolder
 from .idx import parse_idx, read_idx, write_idx
-from .images import load_image_batch, open_image, to_mnist_form
+from .images import form_for, load_image_batch, open_image, to_fashion_form, to_mnist_form
 from .device_loader import DeviceLoader
 from .loader import MNIST_MEAN, MNIST_STD, DataLoader
 from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats, standardize
@@ -94,6 +94,8 @@ __all__ = [
     "shift_images",
     "standardize",
     "to_mnist_form",
+    "to_fashion_form",
+    "form_for",
     "verify_sha256",
     "write_idx",
 ]

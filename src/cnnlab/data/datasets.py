@@ -112,9 +112,10 @@ class SplitData:
         return self.test_images, self.test_labels
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: str, folder_ok: bool = False) -> str:
     if name not in DATASET_NAMES:
-        raise ValueError(f"unknown data set {name!r}: expected one of {', '.join(DATASET_NAMES)}")
+        also = ", or a folder with one sub-folder of images per class" if folder_ok else ""
+        raise ValueError(f"unknown data set {name!r}: expected one of {', '.join(DATASET_NAMES)}{also}")
     return name
 
 
@@ -306,7 +307,7 @@ def load_dataset(
     """
     if name not in DATASET_NAMES and Path(name).is_dir():
         return load_folder_split(name)
-    ds = _load(_check_name(name), root, verify)
+    ds = _load(_check_name(name, folder_ok=True), root, verify)
     return nielsen_split(ds, validation)
 
 
