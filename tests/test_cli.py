@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import cnnlab
 from cnnlab import checkpoint, models
 from cnnlab.cli import main, train_run
 

@@ -6,8 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-import cnnlab
-from cnnlab import checkpoint, models
+from cnnlab import checkpoint
 from cnnlab.cli import _report_ensemble, main
 from cnnlab.data.augment import shift_images
 from cnnlab.reproduce import _vote
