@@ -431,9 +431,11 @@ def cmd_evaluate(args) -> int:
     # --mirror-tta stops the command before any evaluation.
     first = None
     for run in args.runs:
+        if not Path(run).is_dir():
+            raise checkpoint.RunError(f"{run}: no such run directory")
         cfg_path = Path(run) / checkpoint.CONFIG
         cfg = checkpoint.read_json(cfg_path) if cfg_path.exists() else {}
-        if not cfg and Path(run).is_dir():
+        if not cfg:
             print(f"note: {run} has no {checkpoint.CONFIG}: taken as an MNIST run with MNIST's normalisation",
                   file=sys.stderr)
         if args.mirror_tta and not cfg.get("hflip"):
