@@ -46,6 +46,23 @@ def test_pool_gradients_finite_differences(d, seed):
     check_gradients(lambda t: LP[d](t, 2, k, s), [x])
 
 
+@pytest.mark.parametrize("size", [(6, 6), (5, 7), (4, 5)])
+def test_the_compiled_2x2_stride_2_paths(size):
+    # The commonest pooling has its own compiled loops (max and sum): even and ragged sizes, whose
+    # last row or column belongs to no window, against the definition, finite differences and torch.
+    rng = np.random.default_rng(sum(size))
+    n = 2 * 3 * size[0] * size[1]
+    x = ((rng.permutation(n) * 0.01 + 0.5) * rng.choice([-1, 1], n)).reshape((2, 3) + size)
+    for name, fn in (("max", F.max_pool2d), ("avg", F.avg_pool2d)):
+        np.testing.assert_allclose(fn(cnnlab.tensor(x), 2).numpy(), naive_pool(x, (2, 2), (2, 2), (0, 0), name),
+                                   rtol=1e-12)
+        check_gradients(lambda t, f=fn: f(t, 2), [x])
+        if torch is not None:
+            tf = {"max": torch.nn.functional.max_pool2d, "avg": torch.nn.functional.avg_pool2d}[name]
+            for dtype in (np.float64, np.float32):
+                check_against_torch(lambda t, f=fn: f(t, 2), lambda t, f=tf: f(t, 2), [x], dtype=dtype)
+
+
 @pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("d,seed", CASES)
