@@ -362,6 +362,10 @@ def use_winograd(x, w_shape, stride, padding, dilation, groups) -> bool:
             and min(w_shape[0], w_shape[1]) >= WINOGRAD_MIN_CHANNELS)
 
 
+# F(2x2, 3x3)'s kernel transform (Lavin and Gray): U = G w G^T, 4x4 from 3x3
+_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
 def winograd_weights(w):
     """(F, C, 3, 3) kernels -> (16, C, F): U[4a + b, c, f] = (G w[f, c] G^T)[a, b], computed in
     float64, returned in w's dtype."""
@@ -374,9 +378,6 @@ def winograd_transposed_weights(w):
     """The weights whose convolution (padding 2 - p) is the input gradient of the one with ``w``
     (padding p): kernels flipped in both axes, input and output channels swapped; as (16, F, C)."""
     return winograd_weights(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
-
-
-_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
 def _winograd_tiles(out_shape):
