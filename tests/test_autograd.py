@@ -72,6 +72,25 @@ def test_leaf_gradients_never_alias_each_other_or_the_callers_arrays():
     assert not np.shares_memory(a.grad.data, b.grad.data)
     a.grad.data[...] = 7.0  # in-place edits (gradient clipping) touch one leaf only
     np.testing.assert_array_equal(b.grad.numpy(), np.ones(3))
+    # The same, with a fresh (not a view) array handed to both: (a + b) * c passes g * c to a and b.
+    c = cnnlab.tensor(np.full(3, 2.0), requires_grad=True)
+    a.grad = b.grad = None
+    ((a + b) * c).backward(np.ones(3))
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    np.testing.assert_array_equal(a.grad.numpy(), np.full(3, 2.0))
+
+    class Keeps(cnnlab.autograd.Function):  # a backward that keeps the array it returns
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, g):
+            self.kept = g * 2
+            return self.kept
+
+    k = cnnlab.tensor(np.ones(3), requires_grad=True)
+    out = Keeps.apply(k)
+    out.backward(np.ones(3), retain_graph=True)
+    assert not np.shares_memory(k.grad.data, out._ctx.kept)
     # The caller's gradient, and a leaf that is its own root.
     g = np.full(3, 2.0)
     c = cnnlab.tensor(np.ones(3), requires_grad=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import cnnlab
 from cnnlab import checkpoint, models
 from cnnlab.cli import main, train_run
 
@@ -52,10 +53,32 @@ def test_the_clothing_recipes_train_on_clothes_by_default(monkeypatch):
 
 
 def test_no_validation_set_keeps_the_last_epoch(capsys):
-    res = train_run("article", validation=0, epochs=2, dry_run=True, progress=False, log=None)
-    h = res["history"]
+    from cnnlab import optim
+    from cnnlab.data import DataLoader, load_dataset
+    from cnnlab.train import fit
+
+    split = load_dataset("mnist")
+    cnnlab.manual_seed(0)
+    model = models.build("article")
+    x, y = split.train
+    loader = DataLoader(x[:640], y[:640], 64, seed=0)
+    # After epoch 2 the weights are scrambled, so epoch 3's training accuracy is the worst: choosing
+    # on training accuracy would keep epoch 2; without a validation set the last epoch is kept.
+    opt = optim.SGD(model.parameters(), lr=0.05)
+    rng = np.random.default_rng(0)
+
+    def scramble(history, is_best):
+        if len(history.epochs) == 2:
+            for p in model.parameters():
+                p.data[...] = rng.standard_normal(p.shape)
+
+    h = fit(model, opt, loader, 3, validation=None, test=(split.test[0][:500], split.test[1][:500]),
+            progress=False, log=None, on_epoch_end=scramble)
+    assert h.epochs[2]["train_accuracy"] < h.epochs[1]["train_accuracy"]
     assert h.best_validation_accuracy is None  # training accuracy is not passed off as validation
-    assert h.best_epoch == 1 and h.test_accuracy == h.epochs[-1]["test_accuracy"]  # a dry run: 1 epoch
+    assert h.best_epoch == 3 and h.test_accuracy == h.epochs[-1]["test_accuracy"]
+    from cnnlab.train import evaluate
+    assert evaluate(model, split.test[0][:500], split.test[1][:500])["accuracy"] == h.test_accuracy
     assert main(["train", "--validation", "0", "--dry-run", "--no-progress"]) == 0
     assert "the last epoch: no validation set to choose on" in capsys.readouterr().out
 
@@ -125,6 +148,9 @@ def test_models_and_summary(capsys):
     # the article's argument, for this model's first conv layer: 20 x 24 x 24 neurons share 520
     # parameters; fully connected to the 784 pixels they would need 784 * 11,520 + 11,520
     assert "11,520 neurons" in out and "share 520 parameters" in out and "9,043,200" in out
+    assert main(["summary", "default"]) == 0  # its convolutions have no bias (batch norm follows)
+    out = capsys.readouterr().out
+    assert "share 800 parameters (32 maps x (5x5x1 weights))" in out and "need 14,450,688" in out
     assert main(["summary", "nielsen-fc"]) == 0
     assert "shared weights" not in capsys.readouterr().out  # no convolution, nothing shared
 

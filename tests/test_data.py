@@ -764,6 +764,11 @@ def test_to_fashion_form_fills_the_field_with_the_object(tmp_path):
         to_fashion_form(tmp_path / "blank.png")
     with pytest.raises(DataError, match="missing.png: no such file"):
         to_fashion_form(tmp_path / "missing.png")
+    import io  # an open file works as well as a path
+
+    buf = io.BytesIO((tmp_path / "shirt.png").read_bytes())
+    np.testing.assert_array_equal(to_fashion_form(Image.open(buf)), out)
+    np.testing.assert_array_equal(to_fashion_form(io.BytesIO((tmp_path / "shirt.png").read_bytes())), out)
 
 
 def test_to_mnist_form_errors(tmp_path):

@@ -72,19 +72,20 @@ def _refs_of_a_local() -> int:
     return _refcount_in_call(gt)
 
 
-# What sys.getrefcount reports, inside a function called with an array that only the calling
-# frame's local variable holds (measured rather than assumed: interpreters count differently).
-# _unshared has the same shape: called with the loop's ``gt``, it calls getrefcount itself.
-_LOOP_REFS = _refs_of_a_local()
-
-
-def _unshared(a) -> bool:
+def _unshared(a, loop_refs: int) -> bool:
     """Whether the backward loop holds the only reference to ``a`` and ``a`` owns its memory, so
     that a leaf may take it as its ``.grad`` without a copy (PyTorch's AccumulateGrad steals a
-    gradient the same way). Saves a copy of every weight gradient per step. Arrays held by a
+    gradient the same way). Saves a copy per step of every weight gradient that a backward
+    function returns as a fresh array (Linear's, Winograd convolutions'). Arrays held by a
     Function, a kernel's workspace, another pending gradient or the caller (``backward(grad)``),
-    views of any array, and arrays not in C order, are copied."""
-    return (getattr(a, "base", 0) is None and sys.getrefcount(a) <= _LOOP_REFS
+    views of any array, and arrays not in C order, are copied.
+
+    ``loop_refs`` is what sys.getrefcount reports, inside a function called with an array that
+    only the calling frame's local variable holds: _refs_of_a_local() measures it with the same
+    call shape (called with a local, _unshared calls getrefcount itself). It is measured for
+    every backward pass rather than assumed, since interpreters (and frame-evaluation hooks such
+    as debuggers') count call arguments differently."""
+    return (getattr(a, "base", 0) is None and sys.getrefcount(a) <= loop_refs
             and a.flags.c_contiguous)  # as a copy would be
 
 
@@ -222,6 +223,7 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {tuple(g.shape)}, tensor has shape {self.shape}")
 
         order = _topological_order(self)
+        loop_refs = _refs_of_a_local()
         grads: dict[int, object] = {id(self): g}
         for t in order:  # outputs before inputs
             gt = grads.pop(id(t), None)
@@ -234,7 +236,7 @@ class Tensor:
                     if t.grad is None:
                         # The array itself when nothing else can see it, else a copy: a backward
                         # may pass one array to several inputs, keep it, or hand back a view.
-                        t.grad = Tensor(gt if _unshared(gt) else gt.copy())
+                        t.grad = Tensor(gt if _unshared(gt, loop_refs) else gt.copy())
                     else:
                         t.grad.data = t.grad.data + gt
                 continue

@@ -36,6 +36,8 @@ def check_output_path(path, folder: bool = False) -> Path:
     folder) because it, or one of the folders above it, is the other kind of thing. Missing
     folders above it are fine: writers create them."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"{path} is a link to something that does not exist; give another name")
     if path.exists() and path.is_dir() != folder:
         raise ValueError(f"{path} is a {'file' if folder else 'folder'}; give a "
                          f"{'folder' if folder else 'file'} name")

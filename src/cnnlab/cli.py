@@ -297,6 +297,11 @@ def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, 
     if device == "cuda":
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
 
+    run_dir = None
+    if save and not dry_run:
+        run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{model_name}-{dataset}")
+        checkpoint.check_output_path(run_dir, folder=True)  # before any work, not after the first epoch
+
     t_load = time.perf_counter()
     split = load_dataset(dataset, validation=validation)
     # the data set's own (pixel/255) statistics: constants for mnist / fashion-mnist, measured on
@@ -341,10 +346,6 @@ def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, 
     steps = min(len(loader), max_batches) if max_batches else len(loader)
     sched, per_batch = make_scheduler(cfg["schedule"], opt, cfg["lr"], cfg["epochs"], steps)
 
-    run_dir = None
-    if save and not dry_run:
-        run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{model_name}-{dataset}")
-        checkpoint.check_output_path(run_dir, folder=True)  # now, not after the first epoch
     meta = {"machine": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -610,12 +611,13 @@ def _shared_weights_line(model, rows) -> str | None:
         if isinstance(layer, nn.Conv2d):
             inputs = layer.in_channels * 28 * 28  # summarize's input
             neurons = int(np.prod(shape))
-            dense = inputs * neurons + neurons
             kh, kw = layer.weight.shape[2:]
+            bias = layer.bias is not None
+            dense = inputs * neurons + (neurons if bias else 0)
             return (f"shared weights: the first conv layer's {neurons:,} neurons ({shape[0]} feature maps of "
                     f"{shape[1]}x{shape[2]}) share {params:,} parameters ({shape[0]} maps x ({kh}x{kw}x"
-                    f"{layer.in_channels} weights + 1 bias)); fully connected to the same 28x28 input they would "
-                    f"need {dense:,}, {dense / params:,.0f}x more")
+                    f"{layer.in_channels} weights{' + 1 bias' if bias else ''})); fully connected to the same "
+                    f"28x28 input they would need {dense:,}, {dense / params:,.0f}x more")
     return None
 
 
@@ -640,7 +642,7 @@ def main(argv=None) -> int:
         return args.func(args) or 0
     except BrokenPipeError:  # e.g. `cnnlab summary best | head`: the reader has all it wants
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 0
+        return 141  # as a shell reports a command ended by SIGPIPE
     except (RunError, DataError, ValueError, FloatingPointError, RuntimeError, OSError) as exc:
         print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ def open_image(source: str | os.PathLike | Image.Image) -> Image.Image:
     """
     if isinstance(source, Image.Image):
         img = source
-    elif not os.path.exists(source):
+    elif isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
         raise DataError(f"{source}: no such file")
     else:
         try:
