@@ -413,11 +413,12 @@ def _draw_curves(metrics, title=None) -> Figure:
             ax_acc.plot(x, acc, "o-", ms=3, color=colour, label=f"{part} accuracy{how.get(part, '')}")
 
     val = _series(epochs, "validation_accuracy")
+    has_val = bool(np.isfinite(val).any())
     best = metrics.get("best_epoch")
-    if best is None and np.isfinite(val).any():
+    if best is None and has_val:
         best = int(x[int(np.nanargmax(val))])
     if best is not None:
-        note = f"best validation: epoch {best}" if np.isfinite(val).any() else f"kept: epoch {best} (no validation set)"
+        note = f"best validation: epoch {best}" if has_val else f"kept: epoch {best} (no validation set)"
         match = [e for e in epochs if e.get("epoch") == best]
         if match and match[0].get("validation_accuracy") is not None:
             note += f"\nvalidation {100 * match[0]['validation_accuracy']:.2f}%"
@@ -862,17 +863,17 @@ def build_report(run_dir, out=None) -> Path:
     if epochs:
         cols = [c for c in _EPOCH_COLUMNS if any(c in e for e in epochs)]
         cols += sorted({k for e in epochs for k in e} - set(cols))
+        val = _series(epochs, "validation_accuracy")
+        has_val = bool(np.isfinite(val).any())
         best = metrics.get("best_epoch")
         if best is None:
-            val = _series(epochs, "validation_accuracy")
-            best = epochs[int(np.nanargmax(val))].get("epoch") if np.isfinite(val).any() else None
+            best = epochs[int(np.nanargmax(val))].get("epoch") if has_val else None
         parts.append(_table(
             [c.replace("_", " ") for c in cols],
             [[_fmt(c, e.get(c)) for c in cols] for e in epochs],
             row_classes=["best" if best is not None and e.get("epoch") == best else "" for e in epochs]))
         if best is not None:
-            why = ("the best validation accuracy" if np.isfinite(_series(epochs, "validation_accuracy")).any()
-                   else "the last (no validation set to choose on)")
+            why = "the best validation accuracy" if has_val else "the last (no validation set to choose on)"
             parts.append(f'<p class="note">Highlighted: epoch {esc(str(best))}, {why}; the saved weights are '
                          f"those of this epoch.</p>")
     else:

@@ -129,6 +129,29 @@ def _place(com: float, length: int) -> int:
     return int(np.clip(offset, 0, MNIST_SIZE - length))
 
 
+def _name(source) -> str:
+    """How error messages name a picture: its path, or a PIL image's file name."""
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", None) or "<PIL image>"
+    return str(source)
+
+
+def _crop_and_scale(ink: np.ndarray, box: int) -> np.ndarray:
+    """Crop an ink map to the ink's bounding box and scale its longest side to ``box`` pixels,
+    keeping the aspect ratio; values in [0, 1]."""
+    top, bottom = _mass_span(ink.sum(axis=1))
+    left, right = _mass_span(ink.sum(axis=0))
+    crop = ink[top : bottom + 1, left : right + 1]  # (h, w) bounding box of the ink
+    h, w = crop.shape
+    scale = box / max(h, w)
+    new_h = max(1, round(h * scale))
+    new_w = max(1, round(w * scale))
+    # Pillow's bilinear resize widens its kernel when shrinking, i.e. it antialiases.
+    small = Image.fromarray(crop.astype(np.float32))  # float32 -> mode "F"
+    small = small.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(small, dtype=np.float64), 0.0, 1.0)
+
+
 def to_mnist_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
     """Convert a digit picture of any size into a 28x28 MNIST-style image.
 
@@ -146,23 +169,9 @@ def to_mnist_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
     Raises:
         DataError: unreadable / non-image file, or a picture with no visible digit.
     """
-    if isinstance(source, Image.Image):
-        name = getattr(source, "filename", None) or "<PIL image>"
-    else:
-        name = str(source)
-    ink = _ink_map(_to_gray(open_image(source)), name)  # (H, W) in [0, 1]
-
-    top, bottom = _mass_span(ink.sum(axis=1))
-    left, right = _mass_span(ink.sum(axis=0))
-    crop = ink[top : bottom + 1, left : right + 1]  # (h, w) bounding box of the ink
-    h, w = crop.shape
-    scale = MNIST_BOX / max(h, w)
-    new_h = max(1, round(h * scale))
-    new_w = max(1, round(w * scale))
-    # Pillow's bilinear resize widens its kernel when shrinking, i.e. it antialiases.
-    small = Image.fromarray(crop.astype(np.float32))  # float32 -> mode "F"
-    small = small.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    small = np.clip(np.asarray(small, dtype=np.float64), 0.0, 1.0)  # (new_h, new_w)
+    ink = _ink_map(_to_gray(open_image(source)), _name(source))  # (H, W) in [0, 1]
+    small = _crop_and_scale(ink, MNIST_BOX)  # (new_h, new_w)
+    new_h, new_w = small.shape
     # Thin strokes in a big picture fade when shrunk; restore full intensity like MNIST's 255 peaks.
     small /= max(small.max(), 1e-12)
 
@@ -196,16 +205,8 @@ def to_fashion_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
     Raises:
         DataError: unreadable / non-image file, or a picture with no visible object.
     """
-    name = (getattr(source, "filename", None) or "<PIL image>") if isinstance(source, Image.Image) else str(source)
-    ink = _ink_map(_to_gray(open_image(source)), name, "object")
-    top, bottom = _mass_span(ink.sum(axis=1))
-    left, right = _mass_span(ink.sum(axis=0))
-    crop = ink[top : bottom + 1, left : right + 1]
-    h, w = crop.shape
-    scale = MNIST_SIZE / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    small = Image.fromarray(crop.astype(np.float32)).resize((new_w, new_h), Image.Resampling.BILINEAR)
-    small = np.clip(np.asarray(small, dtype=np.float64), 0.0, 1.0)
+    small = _crop_and_scale(_ink_map(_to_gray(open_image(source)), _name(source), "object"), MNIST_SIZE)
+    new_h, new_w = small.shape
     out = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float64)
     top, left = (MNIST_SIZE - new_h) // 2, (MNIST_SIZE - new_w) // 2
     out[top : top + new_h, left : left + new_w] = small
