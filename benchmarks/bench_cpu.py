@@ -82,7 +82,25 @@ def vgg_pair():
     return c, t
 
 
-NETS = {"nielsen": nielsen_pair, "article": article_pair, "lenet5": lenet_pair, "vgg": vgg_pair}
+def alexnet_pair():
+    """The zoo's AlexNet-style net: five convolutions with local response norm and overlapping pools."""
+    from cnnlab.models import alexnet  # noqa: PLC0415
+
+    c = alexnet()
+    T = torch.nn
+    t = T.Sequential(
+        T.Conv2d(1, 32, 5, padding=2), T.ReLU(), T.LocalResponseNorm(5, 1e-4, 0.75, 2.0), T.MaxPool2d(3, 2),
+        T.Conv2d(32, 64, 5, padding=2), T.ReLU(), T.LocalResponseNorm(5, 1e-4, 0.75, 2.0), T.MaxPool2d(3, 2),
+        T.Conv2d(64, 128, 3, padding=1), T.ReLU(),
+        T.Conv2d(128, 128, 3, padding=1), T.ReLU(),
+        T.Conv2d(128, 128, 3, padding=1), T.MaxPool2d(3, 2), T.ReLU(),
+        T.Flatten(), T.Dropout(0.5), T.Linear(512, 1024), T.ReLU(), T.Dropout(0.5), T.Linear(1024, 1024), T.ReLU(),
+        T.Linear(1024, 10))
+    return c, t
+
+
+NETS = {"nielsen": nielsen_pair, "article": article_pair, "lenet5": lenet_pair, "vgg": vgg_pair,
+        "alexnet": alexnet_pair}
 
 
 def make_pair(name, seed=0):
@@ -193,6 +211,8 @@ def operator_cases():
         ("avg_pool2d 2x2 24x24", (64, 20, 24, 24), None, {"kernel_size": 2}, F.avg_pool2d, tf.avg_pool2d),
         ("lp_pool2d (L2) 2x2 24x24", (64, 20, 24, 24), None, {"norm_type": 2, "kernel_size": 2},
          F.lp_pool2d, tf.lp_pool2d),
+        ("local_response_norm 5 32x28x28", (64, 32, 28, 28), None, {"size": 5, "k": 2.0},
+         F.local_response_norm, tf.local_response_norm),
     ]
 
 
@@ -306,6 +326,7 @@ def main():
             show(training_throughput("nielsen", batch, rounds, steps if not args.quick else max(steps // 2, 3)))
         show(training_throughput("article", 64, rounds, 20))
         show(training_throughput("lenet5", 64, rounds, 20))
+        show(training_throughput("alexnet", 64, rounds, 6))
     if "infer" in only:
         show(inference_throughput("nielsen", 1000, rounds, 3))
     if "memory" in only:

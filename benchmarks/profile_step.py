@@ -50,7 +50,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--net", default="nielsen", choices=["nielsen", "article", "lenet5", "vgg"])
+    ap.add_argument("--net", default="nielsen", choices=["nielsen", "article", "lenet5", "vgg", "alexnet"])
     args = ap.parse_args()
     c, _ = make_pair(args.net)
     step = cnn_trainer(c)

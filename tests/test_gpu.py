@@ -40,6 +40,7 @@ POOLS = [
     ("lp_pool2d", lambda x: F.lp_pool2d(x, 2, 2), (8, 16, 24, 24)),
     ("max_pool3d", lambda x: F.max_pool3d(x, 2), (2, 3, 8, 8, 8)),
     ("max_pool1d", lambda x: F.max_pool1d(x, 3), (4, 5, 30)),
+    ("local_response_norm", lambda x: F.local_response_norm(x, 5, 0.5, 0.75, 2.0), (4, 7, 9, 9)),
 ]
 
 

@@ -1,4 +1,5 @@
-"""The model zoo: the article's net, Nielsen's chapter-6 progression, LeNet-5 and a fast default.
+"""The model zoo: the article's net, Nielsen's chapter-6 progression, LeNet-5, an AlexNet-style net and a
+fast default.
 
 Every model takes (N, 1, 28, 28) images and returns (N, classes) logits, 10 unless a spec says
 otherwise (softmax is applied by the loss). A model is named by a *spec*, a small JSON-able dict {"name": ..., "kwargs": {...}}, so a
@@ -124,6 +125,26 @@ def lenet5(classes=10):
         nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, classes))
 
 
+def alexnet(c=(32, 64, 128, 128, 128), hidden=1024, p=0.5, classes=10):
+    """AlexNet's layout (Krizhevsky et al. 2012: five convolutions, three fully connected layers)
+    scaled to 28x28 digits: conv 5x5 -> ReLU -> local response norm -> overlapping 3x3/2 max-pool
+    twice (28 -> 13 -> 6), three 3x3 convolutions, a third pool (6 -> 2), then FC `hidden` twice
+    with dropout and the classifier. AlexNet's normalisation constants (size 5, alpha 1e-4, beta
+    0.75, k 2); a 5x5 stride-1 first layer where ImageNet's 224x224 needed 11x11 stride 4, and
+    about a quarter of its maps per layer."""
+    if len(c) != 5:
+        raise TypeError(f"alexnet needs five channel counts, got {c!r}")
+    c1, c2, c3, c4, c5 = c
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), nn.MaxPool2d(3, 2),
+        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), nn.MaxPool2d(3, 2),
+        nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c3, c4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c4, c5, 3, padding=1), nn.MaxPool2d(3, 2), nn.ReLU(),
+        nn.Flatten(), nn.Dropout(p), nn.Linear(c5 * 2 * 2, hidden), nn.ReLU(),
+        nn.Dropout(p), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+
 def fast(c1=32, c2=64, hidden=256, p=0.25, classes=10):
     """The default: two 5x5 conv-pool ReLU blocks with batch norm, FC 256 with dropout.
 
@@ -224,6 +245,10 @@ MODELS: dict[str, ModelInfo] = {
     "lenet5": ModelInfo(lenet5, "LeNet-5: 6/16 maps 5x5, tanh, avg-pool, 120-84-10",
                         Recipe(epochs=10, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
                                schedule="onecycle", augment=1)),
+    "alexnet": ModelInfo(alexnet, "AlexNet-style: 5 conv (32/64/128/128/128, local response norm, overlapping "
+                         "3x3/2 max-pool) + FC 1024-1024-10 with dropout",
+                         Recipe(epochs=12, batch_size=64, lr=0.02, optimizer="nesterov", momentum=0.9,
+                                weight_decay=5e-4, schedule="onecycle", augment=2)),
 }
 
 

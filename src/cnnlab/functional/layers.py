@@ -204,6 +204,78 @@ def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, traini
     return BatchNormReLUEval.apply(x, weight, bias, rm.astype(x.dtype), inv)
 
 
+def _channel_window_sum(a, before, after):
+    """s[:, c] = a[:, c - before] + ... + a[:, c + after], channels outside [0, C) counting as 0.
+
+    A few shifted adds rather than a cumulative sum: exact, and the window is small."""
+    s = a.copy()
+    C = a.shape[1]
+    for o in range(1, min(before, C - 1) + 1):
+        s[:, o:] += a[:, :C - o]
+    for o in range(1, min(after, C - 1) + 1):
+        s[:, :C - o] += a[:, o:]
+    return s
+
+
+def _inverse_power(xp, d, beta):
+    """d ** -beta, with square roots instead of pow for AlexNet's beta 0.75 and for 0.5."""
+    if beta == 0.75:
+        return 1.0 / xp.sqrt(d * xp.sqrt(d))
+    if beta == 0.5:
+        return 1.0 / xp.sqrt(d)
+    return d ** -beta
+
+
+class LocalResponseNorm(Function):
+    """out[:, c] = x[:, c] / (k + alpha / size * sum of x[:, j]^2 over channels j near c) ** beta.
+
+    The window of channel c is c - size//2 .. c + (size-1)//2 (PyTorch's). With
+    d_c = k + alpha/size * window sum, the gradient is
+    dx_j = g_j d_j^-beta - 2 alpha beta / size * x_j * sum over the c whose window holds j of
+    g_c x_c d_c^(-beta-1).
+    """
+
+    def forward(self, x, size, alpha, beta, k):
+        xp = backend.get_array_module(x)
+        self.before, self.after = size // 2, (size - 1) // 2
+        d = _channel_window_sum(x * x, self.before, self.after)
+        d *= alpha / size
+        d += k
+        scale = _inverse_power(xp, d, beta)  # d ** -beta
+        self.x, self.d, self.scale, self.c = x, d, scale, 2.0 * alpha * beta / size
+        return x * scale
+
+    def backward(self, g):
+        x, scale = self.x, self.scale
+        t = g * x * scale
+        t /= self.d  # g_c x_c d_c^(-beta-1)
+        # channel j is in the window of c for c = j - after .. j + before: the mirrored window
+        u = _channel_window_sum(t, self.after, self.before)
+        u *= x
+        u *= self.c
+        gx = g * scale
+        gx -= u
+        return (gx,)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Local response normalisation across channels (Krizhevsky et al., AlexNet), PyTorch's
+    definition: each value is divided by (k + alpha / size * the sum of squares of ``size``
+    neighbouring channels at the same position) ** beta. Input (N, C, *S) with at least one
+    spatial axis."""
+    if x.ndim < 3:
+        raise ValueError(f"local_response_norm: expected input of 3 or more dimensions (N, C, ...), "
+                         f"got shape {tuple(x.shape)}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
+    for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+            raise ValueError(f"local_response_norm: {name} must be a finite number, got {v!r}")
+    if k <= 0 and beta != 0:
+        raise ValueError(f"local_response_norm: k must be positive (the divisor is k + ... ** beta), got {k}")
+    return LocalResponseNorm.apply(x, size=int(size), alpha=float(alpha), beta=float(beta), k=float(k))
+
+
 class CrossEntropy(Function):
     """Mean (or sum) over the batch of -log softmax(logits)[target], with label smoothing."""
 

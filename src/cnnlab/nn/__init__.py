@@ -3,14 +3,14 @@
 from . import init
 from .layers import (
     AvgPool1d, AvgPool2d, AvgPool3d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Conv3d,
-    CrossEntropyLoss, Dropout, Flatten, Identity, Linear, LogSoftmax, LPPool1d, LPPool2d, LPPool3d,
-    MaxPool1d, MaxPool2d, MaxPool3d, ReLU, Sigmoid, Softmax, Tanh,
+    CrossEntropyLoss, Dropout, Flatten, Identity, Linear, LocalResponseNorm, LogSoftmax, LPPool1d, LPPool2d,
+    LPPool3d, MaxPool1d, MaxPool2d, MaxPool3d, ReLU, Sigmoid, Softmax, Tanh,
 )
 from .module import Module, Parameter, Sequential
 
 __all__ = [
     "AvgPool1d", "AvgPool2d", "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "Conv1d", "Conv2d", "Conv3d",
     "CrossEntropyLoss", "Dropout", "Flatten", "Identity", "LPPool1d", "LPPool2d", "LPPool3d", "Linear",
-    "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Module", "Parameter", "ReLU", "Sequential",
-    "Sigmoid", "Softmax", "Tanh", "init",
+    "LocalResponseNorm", "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Module", "Parameter", "ReLU",
+    "Sequential", "Sigmoid", "Softmax", "Tanh", "init",
 ]

@@ -233,6 +233,22 @@ class BatchNorm2d(_BatchNorm):
     relu_fusable = True  # Sequential runs [BatchNorm2d, ReLU] as forward_relu
 
 
+class LocalResponseNorm(Module):
+    """AlexNet's normalisation across neighbouring feature maps (see F.local_response_norm)."""
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"LocalResponseNorm: size must be a positive int, got {size!r}")
+        self.size, self.alpha, self.beta, self.k = int(size), alpha, beta, k
+
+    def forward(self, x):
+        return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
 class ReLU(Module):
     monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
     fused_name = "relu"  # what F.conv2d_maxpool_act calls it
