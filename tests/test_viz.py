@@ -102,6 +102,18 @@ def test_plot_feature_maps(model, tmp_path):
         viz.plot_feature_maps(model, np.zeros((32, 32), np.uint8), tmp_path / "bad.png")
 
 
+def test_feature_map_rows_name_layers_briefly(tmp_path):
+    """Row labels of a deep net stay short: kernel, stride and padding in a few words."""
+    assert viz._short_name(nn.Conv2d(1, 32, 5, padding=2)) == "Conv2d 1->32 5x5 pad 2"
+    assert viz._short_name(nn.Conv2d(8, 16, (3, 1), stride=(2, 1), groups=2)) == "Conv2d 8->16 3x1 stride 2x1 groups 2"
+    assert viz._short_name(nn.MaxPool2d(3, 2)) == "MaxPool2d 3x3 stride 2"
+    assert viz._short_name(nn.MaxPool2d(2)) == "MaxPool2d 2x2"
+    assert viz._short_name(nn.LPPool2d(2, 2)) == "LPPool2d L2 2x2"
+    assert viz._short_name(nn.ReLU()) == "ReLU()"
+    # the AlexNet-style net: overlapping pools and a local response norm between ReLU and pool
+    _check_png(viz.plot_feature_maps(models.build("alexnet"), _digit(), tmp_path / "fm.png"), "featuremaps")
+
+
 def test_plot_curves_and_missing_history(tmp_path):
     _check_png(viz.plot_curves(_metrics(), tmp_path / "c.png"), "curves")
     one = _metrics()

@@ -109,6 +109,37 @@ def _layer_name(layer) -> str:
     return repr(layer).split("\n")[0]
 
 
+def _size(t) -> str:
+    return "x".join(str(v) for v in t)
+
+
+def _step(t) -> str:
+    """A stride, padding or dilation: one number when it is the same along every axis."""
+    return str(t[0]) if len(set(t)) == 1 else _size(t)
+
+
+def _short_name(layer) -> str:
+    """A layer in a few words for a picture's row label: "Conv2d 1->32 5x5 pad 2", "MaxPool2d 3x3 stride 2"."""
+    name = type(layer).__name__
+    if isinstance(layer, nn.Conv2d):
+        s = f"{name} {layer.in_channels}->{layer.out_channels} {_size(layer.kernel_size)}"
+        if any(v != 1 for v in layer.stride):
+            s += f" stride {_step(layer.stride)}"
+        if isinstance(layer.padding, str) or any(layer.padding):
+            s += f" pad {layer.padding if isinstance(layer.padding, str) else _step(layer.padding)}"
+        if any(v != 1 for v in layer.dilation):
+            s += f" dilation {_step(layer.dilation)}"
+        return s + (f" groups {layer.groups}" if layer.groups != 1 else "")
+    if isinstance(layer, _POOLS):
+        s = name + (f" L{layer.norm_type}" if isinstance(layer, nn.LPPool2d) else "")
+        s += f" {_size(layer.kernel_size)}"
+        if layer.stride != layer.kernel_size:
+            s += f" stride {_step(layer.stride)}"
+        padding = getattr(layer, "padding", (0,))
+        return s + (f" pad {_step(padding)}" if any(padding) else "")
+    return _layer_name(layer)
+
+
 def _layers(model) -> list:
     layers = getattr(model, "layers", None)
     if layers is None:
@@ -355,14 +386,14 @@ def _draw_feature_maps(model, image, title=None, class_names=None, mean=MNIST_ME
         for spine in ax.spines.values():
             spine.set_visible(False)
         c, h, w = maps.shape
-        label = f"layer {i}: {_layer_name(layer)}"
+        label = f"layer {i}: {_short_name(layer)}"
         if i > 0 and i - 1 not in drawn:  # e.g. the batch norm between a pooling and its ReLU
             label += f" of layer {i - 1}'s {type(layers[i - 1]).__name__} (not drawn)"
-        label += f"  ->  output {c}x{h}x{w}"
+        label += f" -> {c}x{h}x{w}"
         if c > _MAX_MAPS:
             label += f" (first {_MAX_MAPS} maps)"
         label += f"   [black = {lo:.2g}, white = {hi:.2g}]"
-        ax.set_title(label, fontsize=9, loc="left")
+        ax.set_title(label, fontsize=9)  # centred: a narrow mosaic's label may be wider than the mosaic
     fig.suptitle(title or "Feature maps: every conv, pooling and activation layer, maps left to right",
                  fontsize=12)
     return fig
