@@ -131,11 +131,11 @@ def alexnet(c=(32, 64, 128, 128, 128), hidden=1024, p=0.5, classes=10):
     twice (28 -> 13 -> 6), three 3x3 convolutions, a third pool (6 -> 2), then FC `hidden` twice
     with dropout and the classifier. AlexNet's normalisation constants (size 5, alpha 1e-4, beta
     0.75, k 2); a 5x5 stride-1 first layer where ImageNet's 224x224 needed 11x11 stride 4, and
-    about a quarter of its maps per layer."""
+    about a quarter of its maps per layer; He-initialised weights, zero biases."""
     if len(c) != 5:
         raise TypeError(f"alexnet needs five channel counts, got {c!r}")
     c1, c2, c3, c4, c5 = c
-    return nn.Sequential(
+    model = nn.Sequential(
         nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), nn.MaxPool2d(3, 2),
         nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), nn.MaxPool2d(3, 2),
         nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(),
@@ -143,6 +143,13 @@ def alexnet(c=(32, 64, 128, 128, 128), hidden=1024, p=0.5, classes=10):
         nn.Conv2d(c4, c5, 3, padding=1), nn.MaxPool2d(3, 2), nn.ReLU(),
         nn.Flatten(), nn.Dropout(p), nn.Linear(c5 * 2 * 2, hidden), nn.ReLU(),
         nn.Dropout(p), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+    # He initialisation: eight layers without batch norm (and two normalisations that divide by
+    # about 2^0.75) start with vanishing signals under the default initialisation
+    for m in model.layers:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            init.kaiming_normal_(m.weight)
+            init.zeros_(m.bias)
+    return model
 
 
 def fast(c1=32, c2=64, hidden=256, p=0.25, classes=10):
@@ -247,7 +254,7 @@ MODELS: dict[str, ModelInfo] = {
                                schedule="onecycle", augment=1)),
     "alexnet": ModelInfo(alexnet, "AlexNet-style: 5 conv (32/64/128/128/128, local response norm, overlapping "
                          "3x3/2 max-pool) + FC 1024-1024-10 with dropout",
-                         Recipe(epochs=12, batch_size=64, lr=0.02, optimizer="nesterov", momentum=0.9,
+                         Recipe(epochs=12, batch_size=64, lr=0.01, optimizer="nesterov", momentum=0.9,
                                 weight_decay=5e-4, schedule="onecycle", augment=2)),
 }
 
