@@ -57,6 +57,14 @@ def test_matches_torch(shape, setting, dtype):
                         lambda t: torch.nn.functional.local_response_norm(t, *setting), [_x(shape, 2)], dtype=dtype)
 
 
+def test_huge_inputs_do_not_overflow_in_float32():
+    """(k + alpha/size * x^2)^0.75 for |x| ~ 1e16 is ~1e29, beyond float32, yet its inverse is not."""
+    x = np.array([1e16, 1.0, 2.0], dtype=np.float32).reshape(1, 3, 1)
+    for beta in (0.75, 0.5, 0.6):
+        out = F.local_response_norm(cnnlab.tensor(x), 5, 1e-4, beta, 2.0).numpy()
+        np.testing.assert_allclose(out, _naive(x.astype(np.float64), 5, 1e-4, beta, 2.0), rtol=1e-5)
+
+
 def test_module_keeps_dtype_and_has_no_parameters():
     layer = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
     assert repr(layer) == "LocalResponseNorm(5, alpha=0.0001, beta=0.75, k=2.0)"
@@ -80,6 +88,10 @@ def test_errors_name_the_problem():
         F.local_response_norm(x, 3, beta=float("nan"))
     with pytest.raises(ValueError, match="k must be positive"):
         F.local_response_norm(x, 3, k=0.0)
+    with pytest.raises(ValueError, match="LocalResponseNorm: alpha must be a finite number, got 'big'"):
+        nn.LocalResponseNorm(3, alpha="big")
+    with pytest.raises(ValueError, match="five channel counts"):
+        models.alexnet(c=(8, 8))
 
 
 def test_alexnet_parameter_count():

@@ -133,7 +133,7 @@ def alexnet(c=(32, 64, 128, 128, 128), hidden=1024, p=0.5, classes=10):
     0.75, k 2); a 5x5 stride-1 first layer where ImageNet's 224x224 needed 11x11 stride 4, and
     about a quarter of its maps per layer; He-initialised weights, zero biases."""
     if len(c) != 5:
-        raise TypeError(f"alexnet needs five channel counts, got {c!r}")
+        raise ValueError(f"alexnet needs five channel counts, got {c!r}")
     c1, c2, c3, c4, c5 = c
     model = nn.Sequential(
         nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), nn.MaxPool2d(3, 2),

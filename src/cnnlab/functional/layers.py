@@ -219,8 +219,9 @@ def _channel_window_sum(a, before, after):
 
 def _inverse_power(xp, d, beta):
     """d ** -beta, with square roots instead of pow for AlexNet's beta 0.75 and for 0.5."""
-    if beta == 0.75:
-        return 1.0 / xp.sqrt(d * xp.sqrt(d))
+    if beta == 0.75:  # r * sqrt(r) with r = 1/sqrt(d): no overflow for huge d, where d * sqrt(d) would
+        r = 1.0 / xp.sqrt(d)
+        return r * xp.sqrt(r)
     if beta == 0.5:
         return 1.0 / xp.sqrt(d)
     return d ** -beta
@@ -262,18 +263,26 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     """Local response normalisation across channels (Krizhevsky et al., AlexNet), PyTorch's
     definition: each value is divided by (k + alpha / size * the sum of squares of ``size``
     neighbouring channels at the same position) ** beta. Input (N, C, *S) with at least one
-    spatial axis."""
+    spatial axis; k must be positive (PyTorch does not check)."""
     if x.ndim < 3:
         raise ValueError(f"local_response_norm: expected input of 3 or more dimensions (N, C, ...), "
                          f"got shape {tuple(x.shape)}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
-    for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
-            raise ValueError(f"local_response_norm: {name} must be a finite number, got {v!r}")
-    if k <= 0 and beta != 0:
-        raise ValueError(f"local_response_norm: k must be positive (the divisor is k + ... ** beta), got {k}")
+    check_lrn_args("local_response_norm", size, alpha, beta, k)
     return LocalResponseNorm.apply(x, size=int(size), alpha=float(alpha), beta=float(beta), k=float(k))
+
+
+def check_lrn_args(name, size, alpha, beta, k):
+    """Raise a ValueError naming ``name`` and the argument if the settings are unusable.
+
+    Unlike PyTorch, k must be positive: with k <= 0 a window of zeros would divide by zero."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"{name}: size must be a positive int, got {size!r}")
+    for arg, v in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+            raise ValueError(f"{name}: {arg} must be a finite number, got {v!r}")
+    if k <= 0:
+        raise ValueError(f"{name}: k must be positive (each value is divided by (k + alpha/size * sum of "
+                         f"squares) ** beta), got {k}")
 
 
 class CrossEntropy(Function):

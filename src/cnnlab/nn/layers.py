@@ -8,6 +8,7 @@ from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
 from ..functional.conv import _tuple
+from ..functional.layers import check_lrn_args
 from . import init
 from .module import Module, Parameter
 
@@ -238,8 +239,7 @@ class LocalResponseNorm(Module):
 
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"LocalResponseNorm: size must be a positive int, got {size!r}")
+        check_lrn_args("LocalResponseNorm", size, alpha, beta, k)
         self.size, self.alpha, self.beta, self.k = int(size), alpha, beta, k
 
     def forward(self, x):
