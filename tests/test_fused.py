@@ -1,6 +1,6 @@
-"""conv -> max-pool -> activation as one operator (functional/fused.py) and its use by Sequential:
-against the naive definitions, by float64 finite differences, against PyTorch, and against the
-same layers run one by one."""
+"""conv -> max-pool -> activation and conv -> activation -> average pool as one operator each
+(functional/fused.py) and their use by Sequential: against the naive definitions, by float64
+finite differences, against PyTorch, and against the same layers run one by one."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ import pytest
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import kernels, nn
-from cnnlab.functional.fused import ConvMaxPoolAct
+from cnnlab.functional.fused import ConvActAvgPool, ConvMaxPoolAct
 from helpers import check_against_torch, check_gradients, naive_conv, naive_pool, torch
 
 ACT = {None: lambda a: a, "relu": lambda a: np.maximum(a, 0), "tanh": np.tanh,
@@ -22,6 +22,22 @@ CASES = [
     ((2, 3, 13, 14), (5, 3, 3, 2), (2, 1, 1, 1), (3, 2, 1), None),  # strided conv, overlapping padded pool
     ((2, 5, 15, 15), (4, 5, 3, 3), (1, 2, 2, 1), (3, 3, 1), "relu"),  # dilation
 ]
+
+
+# the same cases for conv -> act -> average pool; the first two are LeNet-5's layers
+AVG_CASES = [
+    ((3, 1, 28, 28), (6, 1, 5, 5), (1, 2, 1, 1), (2, 2, 0), "tanh"),
+    ((2, 6, 14, 14), (16, 6, 5, 5), (1, 0, 1, 1), (2, 2, 0), "tanh"),
+    ((2, 8, 10, 9), (8, 8, 3, 3), (1, 1, 1, 1), (2, 2, 0), "relu"),  # a Winograd layer
+] + CASES[2:]
+
+
+def _call_avg(case, fused):
+    _, _, (s, p, dl, g), (pk, ps, pp), act = case
+    if fused:
+        return lambda x, w, b: F.conv2d_act_avgpool(x, w, b, s, p, dl, g, pk, ps, pp, act)
+    acts = {None: lambda t: t, "relu": F.relu, "tanh": F.tanh, "sigmoid": F.sigmoid}
+    return lambda x, w, b: F.avg_pool2d(acts[act](F.conv2d(x, w, b, s, p, dl, g)), pk, ps, pp)
 
 
 def _call(case, fused):
@@ -90,6 +106,59 @@ def test_fused_equals_layer_by_layer_on_a_split_batch(case, dtype, monkeypatch):
         np.testing.assert_array_equal(a, r)
 
 
+@pytest.mark.parametrize("case", AVG_CASES, ids=range(len(AVG_CASES)))
+def test_avg_fused_matches_naive_definition(case):
+    x, w, b = _arrays(case, 0)
+    _, _, (s, p, dl, g), (pk, ps, pp), act = case
+    out = _call_avg(case, True)(*[cnnlab.tensor(a, requires_grad=True) for a in (x, w, b)])
+    assert isinstance(out._ctx, ConvActAvgPool)
+    ref = naive_pool(ACT[act](naive_conv(x, w, b, (s, s), (p, p), (dl, dl), g)), (pk, pk), (ps, ps), (pp, pp), "avg")
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
+    with cnnlab.no_grad():  # inference keeps no activations, and gives the same values
+        np.testing.assert_array_equal(_call_avg(case, True)(*[cnnlab.tensor(a) for a in (x, w, b)]).numpy(),
+                                      out.numpy())
+
+
+@pytest.mark.parametrize("case", AVG_CASES, ids=range(len(AVG_CASES)))
+def test_avg_fused_gradients_finite_differences(case):
+    small = ((2,) + case[0][1:],) + case[1:]
+    check_gradients(_call_avg(small, True), _arrays(small, 1))
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", AVG_CASES, ids=range(len(AVG_CASES)))
+def test_avg_fused_against_torch(case, dtype):
+    _, _, (s, p, dl, g), (pk, ps, pp), act = case
+    tf = torch.nn.functional
+    tact = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[act]
+
+    def tfn(x, w, b):
+        return tf.avg_pool2d(tact(tf.conv2d(x, w, b, s, p, dl, g)), pk, ps, pp)
+
+    check_against_torch(_call_avg(case, True), tfn, _arrays(case, 2, dtype), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", AVG_CASES, ids=range(len(AVG_CASES)))
+def test_avg_fused_equals_layer_by_layer_on_a_split_batch(case, dtype, monkeypatch):
+    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 1 << 16)
+    monkeypatch.setattr(kernels, "CPU_CHUNK_BYTES", 1 << 18)
+    case = ((160,) + case[0][1:],) + case[1:]
+    arrays = _arrays(case, 3, dtype)
+
+    def run(fused):
+        ts = [cnnlab.tensor(a, requires_grad=True) for a in arrays]
+        out = _call_avg(case, fused)(*ts)
+        out.backward(np.random.default_rng(4).standard_normal(out.shape).astype(dtype))
+        return [out.numpy()] + [t.grad.numpy() for t in ts]
+
+    got, ref = run(True), run(False)
+    for a, r in zip(got, ref):  # the same chunks, kernels and roundings: the same bits
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, r)
+
+
 def _graph_ops(out):
     """Names of the operators in the graph that produced ``out``."""
     seen, stack, names = set(), [out], []
@@ -127,11 +196,42 @@ def test_sequential_fuses_conv_pool_activation_and_matches_unfused():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
 
 
+def test_sequential_fuses_lenet5_and_matches_unfused():
+    """LeNet-5's [Conv2d, Tanh, AvgPool2d] blocks run as ConvActAvgPool; [Conv2d, AvgPool2d, ReLU]
+    fuses the convolution and the pool only (the activation after an average pool runs on its own)."""
+    from cnnlab import models  # noqa: PLC0415
+
+    cnnlab.manual_seed(0)
+    for model, fused, separate in ((models.build("lenet5"), 2, "Tanh"),
+                                   (nn.Sequential(nn.Conv2d(1, 4, 3), nn.AvgPool2d(2), nn.ReLU(), nn.Flatten(),
+                                                  nn.Linear(4 * 13 * 13, 10)), 1, "ReLU")):
+        x = np.random.default_rng(7).standard_normal((24, 1, 28, 28)).astype(np.float32)
+        y = np.arange(24) % 10
+
+        def run():
+            model.zero_grad()
+            out = model(cnnlab.tensor(x))
+            F.cross_entropy(out, cnnlab.tensor(y)).backward()
+            return out, [p.grad.numpy().copy() for p in model.parameters()]
+
+        out, grads = run()
+        kinds = _graph_ops(model(cnnlab.tensor(x)))
+        assert kinds.count("ConvActAvgPool") == fused and "SumPoolNd" not in kinds and "ConvNd" not in kinds
+        assert separate in kinds
+        with kernels.compiled(False):  # no numba kernels: the layers run one by one
+            ref_out, ref_grads = run()
+        np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)
+        for a, b in zip(grads, ref_grads):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+
+
 def test_fused_rejects_unknown_activation():
     x = cnnlab.tensor(np.zeros((1, 1, 8, 8)))
     w = cnnlab.tensor(np.zeros((2, 1, 3, 3)))
     with pytest.raises(ValueError, match="act must be one of"):
         F.conv2d_maxpool_act(x, w, act="gelu")
+    with pytest.raises(ValueError, match="conv2d_act_avgpool: act must be one of"):
+        F.conv2d_act_avgpool(x, w, act="gelu")
 
 
 def test_sequential_does_not_fuse_a_subclassed_activation_or_a_plain_array():
@@ -149,6 +249,13 @@ def test_sequential_does_not_fuse_a_subclassed_activation_or_a_plain_array():
         ref = layers[2](layers[1](conv(cnnlab.tensor(x))))
         np.testing.assert_array_equal(out.numpy(), ref.numpy())
         assert out.numpy().min() < 0
+    class Blur(nn.AvgPool2d):  # a subclassed pool is not fused either
+        def forward(self, x):
+            return super().forward(x) * 2.0
+
+    out = nn.Sequential(conv, nn.Tanh(), Blur(2))(cnnlab.tensor(x))
+    assert "ConvActAvgPool" not in _graph_ops(out)
+    np.testing.assert_array_equal(out.numpy(), (F.avg_pool2d(F.tanh(conv(cnnlab.tensor(x))), 2) * 2.0).numpy())
     # a NumPy array (not a Tensor) still goes through the layers
     out = nn.Sequential(conv, nn.MaxPool2d(2), nn.ReLU())(x)
     np.testing.assert_allclose(out.numpy(), F.relu(F.max_pool2d(conv(cnnlab.tensor(x)), 2)).numpy())

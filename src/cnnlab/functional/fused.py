@@ -1,4 +1,5 @@
-"""Conv -> max-pool -> activation as one operator, chunk by chunk over the batch.
+"""Conv -> max-pool -> activation and conv -> activation -> average pool as one operator each,
+chunk by chunk over the batch.
 
 The result is exactly act(max_pool(conv(x) + b)) in value and gradient; only the schedule
 differs. Run layer by layer, the convolution's full output (e.g. 20x24x24 per image for the
@@ -9,7 +10,10 @@ pooled and activated while it sits in the CPU cache, and only the pooled maps (4
 convolution gradient in cache from those.
 
 ``nn.Sequential`` uses it for [Conv2d, MaxPool2d, activation] (in either order of the last two,
-see Sequential.forward) and for [Conv2d, MaxPool2d] on the CPU; everything else runs layer by
+see Sequential.forward) and for [Conv2d, MaxPool2d] on the CPU. Average pooling does not commute
+with the activation, so its block is conv -> activation -> average pool (LeNet-5's tanh and
+subsampling), ConvActAvgPool, which keeps the activations for the backward pass; Sequential uses
+it for [Conv2d, activation, AvgPool2d] and [Conv2d, AvgPool2d]. Everything else runs layer by
 layer.
 """
 
@@ -96,6 +100,79 @@ class ConvMaxPoolAct(Function):
         return plan.backward(x, conv_grad, self.needs_input_grad, self.has_bias)
 
 
+class ConvActAvgPool(Function):
+    """avg_pool2d(act(conv2d(x, w, b))) on NumPy arrays, chunk by chunk: each chunk is convolved,
+    activated and pooled in cache; the activations are kept (average pooling needs all of them)
+    and the backward pass spreads each window's gradient, goes back through the activation and
+    the convolution in cache. The same compiled loops and roundings as the separate operators."""
+
+    def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups, pool_kernel, pool_stride,
+                pool_padding, act):
+        plan = ConvPlan(x, w, maybe_bias[0] if maybe_bias else None, stride, padding, dilation, groups)
+        cpu = kernels._cpu()
+        N, F = x.shape[0], plan.F
+        OH, OW = plan.out_shape
+        PH, PW = conv_output_shape((OH, OW), pool_kernel, pool_stride, pool_padding, (1, 1))
+        # the activations are kept only where the backward pass reads them
+        keep = act is not None and any(self.needs_input_grad)
+        acts = np.empty((N, F, OH, OW), dtype=x.dtype) if keep else None
+        out = np.empty((N, F, PH, PW), dtype=x.dtype)
+        pool = (*pool_kernel, *pool_stride, *pool_padding)
+        # F.avg_pool2d multiplies the window sums by 1/size in the input's dtype: the same here
+        inv = np.asarray(1.0 / (pool_kernel[0] * pool_kernel[1]), dtype=x.dtype)
+
+        def chunk(n0, n1):
+            a = acts[n0:n1] if keep else np.empty((n1 - n0, F, OH, OW), dtype=x.dtype)
+            plan.forward_chunk(x[n0:n1], a.reshape(n1 - n0, F, plan.L))
+            _act_forward(act, a)
+            np.multiply(cpu.sum_pool2d_forward(a, *pool, PH, PW), inv, out=out[n0:n1])
+
+        kernels.run_chunks(chunk, plan.chunks)
+        self.x, self.plan, self.acts, self.act, self.pool, self.inv = x, plan, acts, act, pool, inv
+        self.has_bias = bool(maybe_bias)
+        return out
+
+    def backward(self, g):
+        x, plan, acts, act, pool, inv = self.x, self.plan, self.acts, self.act, self.pool, self.inv
+        cpu = kernels._cpu()
+        OH, OW = plan.out_shape
+        g = np.ascontiguousarray(g)
+
+        def conv_grad(n0, n1):  # back through the pooling and the activation, in cache
+            ga = cpu.sum_pool2d_backward(g[n0:n1] * inv, OH, OW, *pool)
+            return _act_backward(act, ga, acts[n0:n1] if act else None).reshape(n1 - n0, plan.F, plan.L)
+
+        return plan.backward(x, conv_grad, self.needs_input_grad, self.has_bias)
+
+
+def conv2d_act_avgpool(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, pool_kernel=2,
+                       pool_stride=None, pool_padding=0, act=None):
+    """avg_pool2d(act(conv2d(x, weight, bias, stride, padding, dilation, groups)), pool_kernel,
+    pool_stride, pool_padding) in one pass per chunk of the batch (CPU, NumPy arrays): LeNet-5's
+    convolution, tanh and subsampling. Zero padding of the pool counts in the average, as in
+    F.avg_pool2d. Falls back to the separate operators where the fused path does not apply."""
+    from . import avg_pool2d, conv2d  # noqa: PLC0415
+
+    if act not in ACTIVATIONS:
+        raise ValueError(f"conv2d_act_avgpool: act must be one of {ACTIVATIONS}, got {act!r}")
+    if not (isinstance(x, Tensor) and fusable(x.data)):
+        return avg_pool2d(_act_functions()[act](conv2d(x, weight, bias, stride, padding, dilation, groups)),
+                          pool_kernel, pool_stride, pool_padding)
+    stride, padding, dilation = conv_params("conv2d", 2, x, weight, bias, stride, padding, dilation, groups)
+    conv_shape = (x.shape[0], weight.shape[0]) + conv_output_shape(x.shape[2:], weight.shape[2:], stride, padding,
+                                                                   dilation)
+    kernel, pstride, ppadding = pool_geometry("avg_pool2d", 2, conv_shape, pool_kernel, pool_stride, pool_padding)
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return ConvActAvgPool.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=int(groups),
+                                pool_kernel=kernel, pool_stride=pstride, pool_padding=ppadding, act=act)
+
+
+def _act_functions():
+    from . import relu, sigmoid, tanh  # noqa: PLC0415
+
+    return {None: lambda t: t, "relu": relu, "tanh": tanh, "sigmoid": sigmoid}
+
+
 def conv2d_maxpool_act(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, pool_kernel=2,
                        pool_stride=None, pool_padding=0, act=None):
     """act(max_pool2d(conv2d(x, weight, bias, stride, padding, dilation, groups), pool_kernel,
@@ -105,14 +182,14 @@ def conv2d_maxpool_act(x, weight, bias=None, stride=1, padding=0, dilation=1, gr
     operators where the fused path does not apply (e.g. CuPy arrays, or the compiled kernels
     switched off), so it is always correct to call.
     """
-    from . import conv2d, max_pool2d, relu, sigmoid, tanh  # noqa: PLC0415
+    from . import conv2d, max_pool2d  # noqa: PLC0415
 
     if act not in ACTIVATIONS:
         raise ValueError(f"conv2d_maxpool_act: act must be one of {ACTIVATIONS}, got {act!r}")
     if not (isinstance(x, Tensor) and fusable(x.data)):
         y = max_pool2d(conv2d(x, weight, bias, stride, padding, dilation, groups), pool_kernel, pool_stride,
                        pool_padding)
-        return {None: lambda t: t, "relu": relu, "tanh": tanh, "sigmoid": sigmoid}[act](y)
+        return _act_functions()[act](y)
     stride, padding, dilation = conv_params("conv2d", 2, x, weight, bias, stride, padding, dilation, groups)
     conv_shape = (x.shape[0], weight.shape[0]) + conv_output_shape(x.shape[2:], weight.shape[2:], stride, padding,
                                                                    dilation)

@@ -205,11 +205,13 @@ class Sequential(Module):
             fused = _fused_block(layers, i, x)
             if fused is not None:
                 # [Conv2d, MaxPool2d, activation], [Conv2d, activation, MaxPool2d] or
-                # [Conv2d, MaxPool2d] in one operator that keeps each chunk of the batch in cache:
-                # see functional/fused.py.
+                # [Conv2d, MaxPool2d] in one operator that keeps each chunk of the batch in cache,
+                # and [Conv2d, activation, AvgPool2d] or [Conv2d, AvgPool2d] likewise: see
+                # functional/fused.py.
                 conv, pool, act, used = fused
-                x = F.conv2d_maxpool_act(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
-                                         conv.groups, pool.kernel_size, pool.stride, pool.padding, act)
+                op = F.conv2d_maxpool_act if getattr(pool, "is_max_pool", False) else F.conv2d_act_avgpool
+                x = op(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups,
+                       pool.kernel_size, pool.stride, pool.padding, act)
                 i += used
             elif _declares(layer, "relu_fusable") and _fused_name(nxt) == "relu":
                 # batch norm then ReLU as one operator (F.batch_norm_relu)
@@ -246,8 +248,8 @@ class Sequential(Module):
 
 def _fused_block(layers, i, x):
     """(conv, pool, activation name, number of layers) if layers[i:] start a block that
-    F.conv2d_maxpool_act computes in one pass on this input, else None."""
-    from .layers import Conv2d, MaxPool2d  # noqa: PLC0415
+    F.conv2d_maxpool_act or F.conv2d_act_avgpool computes in one pass on this input, else None."""
+    from .layers import AvgPool2d, Conv2d, MaxPool2d  # noqa: PLC0415
 
     conv = layers[i]
     if (type(conv) is not Conv2d or i + 1 >= len(layers) or not isinstance(x, Tensor)
@@ -259,6 +261,10 @@ def _fused_block(layers, i, x):
         return conv, a, act, 3 if act else 2
     if _fused_name(a) and type(b) is MaxPool2d:  # monotone act and max-pool commute
         return conv, b, _fused_name(a), 3
+    if _fused_name(a) and type(b) is AvgPool2d:  # conv -> act -> average pool, in that order only
+        return conv, b, _fused_name(a), 3
+    if type(a) is AvgPool2d:  # conv -> average pool; an activation after it runs on its own
+        return conv, a, None, 2
     return None
 
 
@@ -269,5 +275,6 @@ def _declares(layer, attr) -> bool:
 
 
 def _fused_name(layer):
-    """The activation's name for F.conv2d_maxpool_act, only for the built-in ReLU, Sigmoid, Tanh."""
+    """The activation's name for F.conv2d_maxpool_act and F.conv2d_act_avgpool, only for the
+    built-in ReLU, Sigmoid, Tanh."""
     return type(layer).__dict__.get("fused_name") if layer is not None else None
