@@ -10,8 +10,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 import cnnlab
-from cnnlab import checkpoint, models
+from cnnlab import checkpoint, models, optim
 from cnnlab.cli import main, train_run
+from cnnlab.data import DataLoader, load_dataset
+from cnnlab.train import evaluate, fit
 
 
 def test_help_shows_defaults(capsys):
@@ -53,10 +55,6 @@ def test_the_clothing_recipes_train_on_clothes_by_default(monkeypatch):
 
 
 def test_no_validation_set_keeps_the_last_epoch(capsys):
-    from cnnlab import optim
-    from cnnlab.data import DataLoader, load_dataset
-    from cnnlab.train import fit
-
     split = load_dataset("mnist")
     cnnlab.manual_seed(0)
     model = models.build("article")
@@ -77,7 +75,6 @@ def test_no_validation_set_keeps_the_last_epoch(capsys):
     assert h.epochs[2]["train_accuracy"] < h.epochs[1]["train_accuracy"]
     assert h.best_validation_accuracy is None  # training accuracy is not passed off as validation
     assert h.best_epoch == 3 and h.test_accuracy == h.epochs[-1]["test_accuracy"]
-    from cnnlab.train import evaluate
     assert evaluate(model, split.test[0][:500], split.test[1][:500])["accuracy"] == h.test_accuracy
     assert main(["train", "--validation", "0", "--dry-run", "--no-progress"]) == 0
     assert "the last epoch: no validation set to choose on" in capsys.readouterr().out
@@ -326,9 +323,6 @@ def test_picture_files_must_be_named_as_what_they_are(trained_run, tmp_path, cap
 
 
 def test_evaluate_mirror_tta(trained_run, tmp_path, capsys):
-    from cnnlab.data import load_dataset
-    from cnnlab.train import evaluate
-
     assert main(["evaluate", "--mirror-tta", str(trained_run)]) == 2
     assert "not trained with --hflip" in capsys.readouterr().err
     run = tmp_path / "mirrored"

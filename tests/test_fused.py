@@ -32,20 +32,22 @@ AVG_CASES = [
 ] + CASES[2:]
 
 
-def _call_avg(case, fused):
+def _call(case, fused, kind="max"):
+    """The fused operator (max: conv -> max-pool -> act; avg: conv -> act -> average pool), or the
+    same layers one by one."""
     _, _, (s, p, dl, g), (pk, ps, pp), act = case
     if fused:
-        return lambda x, w, b: F.conv2d_act_avgpool(x, w, b, s, p, dl, g, pk, ps, pp, act)
+        op = F.conv2d_maxpool_act if kind == "max" else F.conv2d_act_avgpool
+        return lambda x, w, b: op(x, w, b, s, p, dl, g, pk, ps, pp, act)
     acts = {None: lambda t: t, "relu": F.relu, "tanh": F.tanh, "sigmoid": F.sigmoid}
+    if kind == "max":
+        return lambda x, w, b: acts[act](F.max_pool2d(F.conv2d(x, w, b, s, p, dl, g), pk, ps, pp))
     return lambda x, w, b: F.avg_pool2d(acts[act](F.conv2d(x, w, b, s, p, dl, g)), pk, ps, pp)
 
 
-def _call(case, fused):
-    _, _, (s, p, dl, g), (pk, ps, pp), act = case
-    if fused:
-        return lambda x, w, b: F.conv2d_maxpool_act(x, w, b, s, p, dl, g, pk, ps, pp, act)
-    acts = {None: lambda t: t, "relu": F.relu, "tanh": F.tanh, "sigmoid": F.sigmoid}
-    return lambda x, w, b: acts[act](F.max_pool2d(F.conv2d(x, w, b, s, p, dl, g), pk, ps, pp))
+# every case of both fused operators, for the tests they share
+BOTH = [("max", c) for c in CASES] + [("avg", c) for c in AVG_CASES]
+BOTH_IDS = [f"{k}{i}" for k, cases in (("max", CASES), ("avg", AVG_CASES)) for i in range(len(cases))]
 
 
 def _arrays(case, seed, dtype=np.float64):
@@ -72,21 +74,23 @@ def test_fused_gradients_finite_differences(case):
 
 @pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
-def test_fused_against_torch(case, dtype):
+@pytest.mark.parametrize("kind,case", BOTH, ids=BOTH_IDS)
+def test_fused_against_torch(kind, case, dtype):
     _, _, (s, p, dl, g), (pk, ps, pp), act = case
     tf = torch.nn.functional
     tact = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[act]
 
     def tfn(x, w, b):
-        return tact(tf.max_pool2d(tf.conv2d(x, w, b, s, p, dl, g), pk, ps, pp))
+        if kind == "max":
+            return tact(tf.max_pool2d(tf.conv2d(x, w, b, s, p, dl, g), pk, ps, pp))
+        return tf.avg_pool2d(tact(tf.conv2d(x, w, b, s, p, dl, g)), pk, ps, pp)
 
-    check_against_torch(_call(case, True), tfn, _arrays(case, 2, dtype), dtype=dtype)
+    check_against_torch(_call(case, True, kind), tfn, _arrays(case, 2, dtype), dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
-def test_fused_equals_layer_by_layer_on_a_split_batch(case, dtype, monkeypatch):
+@pytest.mark.parametrize("kind,case", BOTH, ids=BOTH_IDS)
+def test_fused_equals_layer_by_layer_on_a_split_batch(kind, case, dtype, monkeypatch):
     """A batch cut into chunks and spread over the cores gives the values and gradients of the
     layers run one by one."""
     monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 1 << 16)
@@ -96,7 +100,7 @@ def test_fused_equals_layer_by_layer_on_a_split_batch(case, dtype, monkeypatch):
 
     def run(fused):
         ts = [cnnlab.tensor(a, requires_grad=True) for a in arrays]
-        out = _call(case, fused)(*ts)
+        out = _call(case, fused, kind)(*ts)
         out.backward(np.random.default_rng(4).standard_normal(out.shape).astype(dtype))
         return [out.numpy()] + [t.grad.numpy() for t in ts]
 
@@ -110,53 +114,19 @@ def test_fused_equals_layer_by_layer_on_a_split_batch(case, dtype, monkeypatch):
 def test_avg_fused_matches_naive_definition(case):
     x, w, b = _arrays(case, 0)
     _, _, (s, p, dl, g), (pk, ps, pp), act = case
-    out = _call_avg(case, True)(*[cnnlab.tensor(a, requires_grad=True) for a in (x, w, b)])
+    out = _call(case, True, "avg")(*[cnnlab.tensor(a, requires_grad=True) for a in (x, w, b)])
     assert isinstance(out._ctx, ConvActAvgPool)
     ref = naive_pool(ACT[act](naive_conv(x, w, b, (s, s), (p, p), (dl, dl), g)), (pk, pk), (ps, ps), (pp, pp), "avg")
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
     with cnnlab.no_grad():  # inference keeps no activations, and gives the same values
-        np.testing.assert_array_equal(_call_avg(case, True)(*[cnnlab.tensor(a) for a in (x, w, b)]).numpy(),
+        np.testing.assert_array_equal(_call(case, True, "avg")(*[cnnlab.tensor(a) for a in (x, w, b)]).numpy(),
                                       out.numpy())
 
 
 @pytest.mark.parametrize("case", AVG_CASES, ids=range(len(AVG_CASES)))
 def test_avg_fused_gradients_finite_differences(case):
     small = ((2,) + case[0][1:],) + case[1:]
-    check_gradients(_call_avg(small, True), _arrays(small, 1))
-
-
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("case", AVG_CASES, ids=range(len(AVG_CASES)))
-def test_avg_fused_against_torch(case, dtype):
-    _, _, (s, p, dl, g), (pk, ps, pp), act = case
-    tf = torch.nn.functional
-    tact = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[act]
-
-    def tfn(x, w, b):
-        return tf.avg_pool2d(tact(tf.conv2d(x, w, b, s, p, dl, g)), pk, ps, pp)
-
-    check_against_torch(_call_avg(case, True), tfn, _arrays(case, 2, dtype), dtype=dtype)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", AVG_CASES, ids=range(len(AVG_CASES)))
-def test_avg_fused_equals_layer_by_layer_on_a_split_batch(case, dtype, monkeypatch):
-    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 1 << 16)
-    monkeypatch.setattr(kernels, "CPU_CHUNK_BYTES", 1 << 18)
-    case = ((160,) + case[0][1:],) + case[1:]
-    arrays = _arrays(case, 3, dtype)
-
-    def run(fused):
-        ts = [cnnlab.tensor(a, requires_grad=True) for a in arrays]
-        out = _call_avg(case, fused)(*ts)
-        out.backward(np.random.default_rng(4).standard_normal(out.shape).astype(dtype))
-        return [out.numpy()] + [t.grad.numpy() for t in ts]
-
-    got, ref = run(True), run(False)
-    for a, r in zip(got, ref):  # the same chunks, kernels and roundings: the same bits
-        assert a.dtype == dtype
-        np.testing.assert_array_equal(a, r)
+    check_gradients(_call(small, True, "avg"), _arrays(small, 1))
 
 
 def _graph_ops(out):

@@ -60,16 +60,22 @@ def _act_backward(act, g, out):
     return dx
 
 
+def _plan(x, w, maybe_bias, stride, padding, dilation, groups, pool_kernel, pool_stride, pool_padding):
+    """The convolution's plan, its output size (OH, OW) and the pooled size (PH, PW)."""
+    plan = ConvPlan(x, w, maybe_bias[0] if maybe_bias else None, stride, padding, dilation, groups)
+    pooled = conv_output_shape(plan.out_shape, pool_kernel, pool_stride, pool_padding, (1, 1))
+    return plan, tuple(plan.out_shape), pooled
+
+
 class ConvMaxPoolAct(Function):
     """act(max_pool2d(conv2d(x, w, b))) on NumPy arrays; see the module docstring."""
 
     def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups, pool_kernel, pool_stride,
                 pool_padding, act):
-        plan = ConvPlan(x, w, maybe_bias[0] if maybe_bias else None, stride, padding, dilation, groups)
+        plan, (OH, OW), (PH, PW) = _plan(x, w, maybe_bias, stride, padding, dilation, groups, pool_kernel,
+                                         pool_stride, pool_padding)
         cpu = kernels._cpu()
         N, F = x.shape[0], plan.F
-        OH, OW = plan.out_shape
-        PH, PW = conv_output_shape((OH, OW), pool_kernel, pool_stride, pool_padding, (1, 1))
         out = np.empty((N, F, PH, PW), dtype=x.dtype)
         arg = np.empty((N, F, PH, PW), dtype=np.int32)
         pool = (*pool_kernel, *pool_stride, *pool_padding, PH, PW)
@@ -108,11 +114,10 @@ class ConvActAvgPool(Function):
 
     def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups, pool_kernel, pool_stride,
                 pool_padding, act):
-        plan = ConvPlan(x, w, maybe_bias[0] if maybe_bias else None, stride, padding, dilation, groups)
+        plan, (OH, OW), (PH, PW) = _plan(x, w, maybe_bias, stride, padding, dilation, groups, pool_kernel,
+                                         pool_stride, pool_padding)
         cpu = kernels._cpu()
         N, F = x.shape[0], plan.F
-        OH, OW = plan.out_shape
-        PH, PW = conv_output_shape((OH, OW), pool_kernel, pool_stride, pool_padding, (1, 1))
         # the activations are kept only where the backward pass reads them
         keep = act is not None and any(self.needs_input_grad)
         acts = np.empty((N, F, OH, OW), dtype=x.dtype) if keep else None
@@ -140,7 +145,7 @@ class ConvActAvgPool(Function):
 
         def conv_grad(n0, n1):  # back through the pooling and the activation, in cache
             ga = cpu.sum_pool2d_backward(g[n0:n1] * inv, OH, OW, *pool)
-            return _act_backward(act, ga, acts[n0:n1] if act else None).reshape(n1 - n0, plan.F, plan.L)
+            return _act_backward(act, ga, None if acts is None else acts[n0:n1]).reshape(n1 - n0, plan.F, plan.L)
 
         return plan.backward(x, conv_grad, self.needs_input_grad, self.has_bias)
 
@@ -158,13 +163,21 @@ def conv2d_act_avgpool(x, weight, bias=None, stride=1, padding=0, dilation=1, gr
     if not (isinstance(x, Tensor) and fusable(x.data)):
         return avg_pool2d(_act_functions()[act](conv2d(x, weight, bias, stride, padding, dilation, groups)),
                           pool_kernel, pool_stride, pool_padding)
+    return _apply(ConvActAvgPool, "avg_pool2d", x, weight, bias, stride, padding, dilation, groups, pool_kernel,
+                  pool_stride, pool_padding, act)
+
+
+def _apply(function, pool_name, x, weight, bias, stride, padding, dilation, groups, pool_kernel, pool_stride,
+           pool_padding, act):
+    """Check the convolution's and the pooling's arguments as F.conv2d and F.<pool_name> would, then
+    run the fused ``function``."""
     stride, padding, dilation = conv_params("conv2d", 2, x, weight, bias, stride, padding, dilation, groups)
     conv_shape = (x.shape[0], weight.shape[0]) + conv_output_shape(x.shape[2:], weight.shape[2:], stride, padding,
                                                                    dilation)
-    kernel, pstride, ppadding = pool_geometry("avg_pool2d", 2, conv_shape, pool_kernel, pool_stride, pool_padding)
+    kernel, pstride, ppadding = pool_geometry(pool_name, 2, conv_shape, pool_kernel, pool_stride, pool_padding)
     args = (x, weight) if bias is None else (x, weight, bias)
-    return ConvActAvgPool.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=int(groups),
-                                pool_kernel=kernel, pool_stride=pstride, pool_padding=ppadding, act=act)
+    return function.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=int(groups),
+                          pool_kernel=kernel, pool_stride=pstride, pool_padding=ppadding, act=act)
 
 
 def _act_functions():
@@ -190,10 +203,5 @@ def conv2d_maxpool_act(x, weight, bias=None, stride=1, padding=0, dilation=1, gr
         y = max_pool2d(conv2d(x, weight, bias, stride, padding, dilation, groups), pool_kernel, pool_stride,
                        pool_padding)
         return _act_functions()[act](y)
-    stride, padding, dilation = conv_params("conv2d", 2, x, weight, bias, stride, padding, dilation, groups)
-    conv_shape = (x.shape[0], weight.shape[0]) + conv_output_shape(x.shape[2:], weight.shape[2:], stride, padding,
-                                                                   dilation)
-    kernel, pstride, ppadding = pool_geometry("max_pool2d", 2, conv_shape, pool_kernel, pool_stride, pool_padding)
-    args = (x, weight) if bias is None else (x, weight, bias)
-    return ConvMaxPoolAct.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=int(groups),
-                                pool_kernel=kernel, pool_stride=pstride, pool_padding=ppadding, act=act)
+    return _apply(ConvMaxPoolAct, "max_pool2d", x, weight, bias, stride, padding, dilation, groups, pool_kernel,
+                  pool_stride, pool_padding, act)

@@ -208,8 +208,7 @@ class Sequential(Module):
                 # [Conv2d, MaxPool2d] in one operator that keeps each chunk of the batch in cache,
                 # and [Conv2d, activation, AvgPool2d] or [Conv2d, AvgPool2d] likewise: see
                 # functional/fused.py.
-                conv, pool, act, used = fused
-                op = F.conv2d_maxpool_act if getattr(pool, "is_max_pool", False) else F.conv2d_act_avgpool
+                op, conv, pool, act, used = fused
                 x = op(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups,
                        pool.kernel_size, pool.stride, pool.padding, act)
                 i += used
@@ -247,8 +246,8 @@ class Sequential(Module):
 
 
 def _fused_block(layers, i, x):
-    """(conv, pool, activation name, number of layers) if layers[i:] start a block that
-    F.conv2d_maxpool_act or F.conv2d_act_avgpool computes in one pass on this input, else None."""
+    """(fused operator, conv, pool, activation name, number of layers) if layers[i:] start a block
+    that F.conv2d_maxpool_act or F.conv2d_act_avgpool computes in one pass on this input, else None."""
     from .layers import AvgPool2d, Conv2d, MaxPool2d  # noqa: PLC0415
 
     conv = layers[i]
@@ -258,13 +257,13 @@ def _fused_block(layers, i, x):
     a, b = layers[i + 1], layers[i + 2] if i + 2 < len(layers) else None
     if type(a) is MaxPool2d:
         act = _fused_name(b)
-        return conv, a, act, 3 if act else 2
+        return F.conv2d_maxpool_act, conv, a, act, 3 if act else 2
     if _fused_name(a) and type(b) is MaxPool2d:  # monotone act and max-pool commute
-        return conv, b, _fused_name(a), 3
+        return F.conv2d_maxpool_act, conv, b, _fused_name(a), 3
     if _fused_name(a) and type(b) is AvgPool2d:  # conv -> act -> average pool, in that order only
-        return conv, b, _fused_name(a), 3
+        return F.conv2d_act_avgpool, conv, b, _fused_name(a), 3
     if type(a) is AvgPool2d:  # conv -> average pool; an activation after it runs on its own
-        return conv, a, None, 2
+        return F.conv2d_act_avgpool, conv, a, None, 2
     return None
 
 
