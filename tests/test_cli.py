@@ -285,6 +285,21 @@ def test_zoom_and_erase_flags(capsys):
         assert msg in capsys.readouterr().err
 
 
+def test_every_optimizer_trains_and_nielsens_l2_is_refused_where_it_would_be_ignored(capsys):
+    for name in ("sgd", "nesterov", "rmsprop", "adam", "adamw"):
+        res = train_run("article", dry_run=True, progress=False, log=None, optimizer=name, lr=1e-3)
+        assert res["config"]["optimizer"] == name
+        assert np.isfinite(res["history"].epochs[-1]["train_loss"])
+    # the recipe's lambda (nielsen-conv2-relu: 0.1) and an explicit one, with an optimizer that has no such term
+    for argv in (["--model", "nielsen-conv2-relu", "--optimizer", "adam"],
+                 ["--model", "article", "--optimizer", "rmsprop", "--l2", "0.5"]):
+        assert main(["train", *argv, "--dry-run", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "applied by SGD only" in err and "--l2 0" in err and "Traceback" not in err
+    assert main(["train", "--model", "nielsen-conv2-relu", "--optimizer", "adam", "--l2", "0", "--dry-run",
+                 "--no-progress"]) == 0
+
+
 def test_elastic_flags(capsys):
     assert main(["train", "--model", "article", "--elastic", "30", "--elastic-sigma", "5", "--dry-run",
                  "--no-progress"]) == 0

@@ -60,6 +60,11 @@ TORCH_CASES = [
     ("SGD", dict(lr=0.05, momentum=0.8, dampening=0.3)),
     ("SGD", dict(lr=0.1, weight_decay=0.01)),
     ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3, nesterov=True)),
+    ("RMSprop", dict(lr=1e-2)),
+    ("RMSprop", dict(lr=1e-2, alpha=0.9, eps=1e-6, weight_decay=0.1)),
+    ("RMSprop", dict(lr=1e-2, momentum=0.9)),
+    ("RMSprop", dict(lr=1e-2, centered=True)),
+    ("RMSprop", dict(lr=5e-3, alpha=0.95, weight_decay=0.01, momentum=0.8, centered=True)),
     ("Adam", dict(lr=1e-2)),
     ("Adam", dict(lr=1e-2, weight_decay=0.1)),
     ("Adam", dict(lr=1e-2, amsgrad=True)),
@@ -76,6 +81,7 @@ def test_matches_torch_float64(name, kwargs):
 
 @pytest.mark.parametrize("name,kwargs", [
     ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3)),
+    ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True, weight_decay=0.01)),
     ("Adam", dict(lr=1e-2, weight_decay=0.01, amsgrad=True)),
     ("AdamW", dict(lr=1e-2)),
 ])
@@ -94,6 +100,39 @@ def test_float32_update_from_numpy_float64_hyperparameters_stays_float32():
     opt.step()
     assert p.data.dtype == np.float32
     assert all(v.dtype == np.float32 for v in opt.state[p].values() if isinstance(v, np.ndarray))
+
+
+@pytest.mark.parametrize("momentum,centered", [(0.0, False), (0.9, False), (0.0, True), (0.7, True)])
+def test_rmsprop_by_hand(momentum, centered):
+    """The update written out one number at a time (cs231n's RMSProp rule, with torch's options)."""
+    lr, alpha, eps, wd = 0.01, 0.9, 1e-8, 0.05
+    inits = _inits(np.float64)
+    params = _params(inits)
+    opt = optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, weight_decay=wd, momentum=momentum,
+                        centered=centered)
+    ref = [a.ravel().tolist() for a in inits]
+    sq = [[0.0] * len(r) for r in ref]
+    avg = [[0.0] * len(r) for r in ref]
+    buf = [[0.0] * len(r) for r in ref]
+    for grads in _grad_stream(np.float64, 5):
+        _feed(params, grads)
+        opt.step()
+        for i, g_arr in enumerate(grads):
+            for j, g in enumerate(g_arr.ravel().tolist()):
+                g = g + wd * ref[i][j]
+                sq[i][j] = alpha * sq[i][j] + (1 - alpha) * g * g
+                if centered:
+                    avg[i][j] = alpha * avg[i][j] + (1 - alpha) * g
+                    r = (sq[i][j] - avg[i][j] ** 2) ** 0.5 + eps
+                else:
+                    r = sq[i][j] ** 0.5 + eps
+                if momentum:
+                    buf[i][j] = momentum * buf[i][j] + g / r
+                    ref[i][j] -= lr * buf[i][j]
+                else:
+                    ref[i][j] -= lr * g / r
+        for p, r in zip(params, ref):
+            np.testing.assert_allclose(p.data.ravel(), r, rtol=1e-12, atol=1e-15)
 
 
 # ----------------------------------------------------------------------------- Nielsen's L2
@@ -183,7 +222,7 @@ def test_zero_grad():
     assert a.grad is None and b.grad is None
 
 
-@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW])
+@pytest.mark.parametrize("cls", [optim.SGD, optim.RMSprop, optim.Adam, optim.AdamW])
 def test_params_without_grad_are_skipped(cls):
     a, b = nn.Parameter(np.ones((2, 2))), nn.Parameter(np.ones(2))
     opt = cls([a, b], lr=0.1, weight_decay=0.1, **({"momentum": 0.9} if cls is optim.SGD else {}))
@@ -197,6 +236,7 @@ def test_params_without_grad_are_skipped(cls):
 @pytest.mark.parametrize("name,kwargs", [
     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
     ("SGD", dict(lr=0.05, momentum=0.9, l2_lambda=1.0, n_train=50)),
+    ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)),
     ("Adam", dict(lr=1e-2, amsgrad=True)),
     ("AdamW", dict(lr=1e-2, weight_decay=0.1)),
 ])
@@ -260,6 +300,12 @@ def _p():
     (lambda: optim.SGD(_p(), lr=0.1, l2_lambda=-5.0, n_train=10), "l2_lambda"),
     (lambda: optim.SGD(_p(), lr=0.1, l2_lambda=5.0, n_train=0), "n_train"),
     (lambda: optim.SGD([{"params": _p(), "lr": -1.0}], lr=0.1), "lr"),
+    (lambda: optim.RMSprop(_p(), lr=-1e-3), "lr"),
+    (lambda: optim.RMSprop(_p(), alpha=1.5), "alpha"),
+    (lambda: optim.RMSprop(_p(), alpha=-0.1), "alpha"),
+    (lambda: optim.RMSprop(_p(), eps=-1e-8), "eps"),
+    (lambda: optim.RMSprop(_p(), weight_decay=-0.1), "weight_decay"),
+    (lambda: optim.RMSprop(_p(), momentum=-0.9), "momentum"),
     (lambda: optim.Adam(_p(), lr=-1e-3), "lr"),
     (lambda: optim.Adam(_p(), betas=(1.0, 0.999)), "betas"),
     (lambda: optim.Adam(_p(), betas=(0.9, -0.1)), "betas"),
@@ -369,6 +415,7 @@ def test_scheduler_drives_the_optimizer_step():
 # ----------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+                                         ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)),
                                          ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=0.01)),
                                          ("AdamW", dict(lr=1e-2))])
 def test_gpu_matches_cpu(name, kwargs):

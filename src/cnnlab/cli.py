@@ -40,7 +40,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="passes over the training data (default: the model's recipe)")
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the model's recipe)")
     p.add_argument("--lr", type=float, default=None, help="learning rate, the peak for one-cycle (default: the model's recipe)")
-    p.add_argument("--optimizer", default=None, choices=["sgd", "nesterov", "adam", "adamw"],
+    p.add_argument("--optimizer", default=None, choices=["sgd", "nesterov", "rmsprop", "adam", "adamw"],
                    help="optimizer (default: the model's recipe)")
     p.add_argument("--schedule", default=None, choices=["constant", "step", "cosine", "onecycle"],
                    help="learning-rate schedule (default: the model's recipe)")
@@ -203,6 +203,8 @@ def make_optimizer(name, params, lr, momentum, weight_decay, l2_lambda, n_train)
         return optim.SGD(params, lr=lr, momentum=momentum if name == "sgd" else (momentum or 0.9),
                          nesterov=name == "nesterov", weight_decay=weight_decay, l2_lambda=l2_lambda,
                          n_train=n_train if l2_lambda else None)
+    if name == "rmsprop":
+        return optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
     if name == "adam":
         return optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
@@ -286,6 +288,10 @@ def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, 
                          "accuracy stops improving")
     if not cfg["lr"] > 0:
         raise ValueError(f"--lr must be positive, got {cfg['lr']}")
+    if cfg["l2_lambda"] and cfg["optimizer"] not in ("sgd", "nesterov"):
+        raise ValueError(f"Nielsen's L2 regularisation (lambda {cfg['l2_lambda']:g}"
+                         f"{'' if l2 is not None else ', from the recipe'}) is applied by SGD only (sgd, nesterov); "
+                         f"--optimizer {cfg['optimizer']} does not take it: add --l2 0")
     if not 0 <= cfg["scale"] < 1:
         raise ValueError(f"--scale must be in [0, 1), got {cfg['scale']}")
     if not 0 <= cfg["erase"] <= 1:

@@ -185,7 +185,7 @@ class Recipe:
     epochs: int
     batch_size: int
     lr: float
-    optimizer: str = "sgd"  # sgd | nesterov | adam | adamw
+    optimizer: str = "sgd"  # sgd | nesterov | rmsprop | adam | adamw
     momentum: float = 0.0
     weight_decay: float = 0.0
     l2_lambda: float = 0.0  # Nielsen's lambda (cost + lambda/(2n) * sum w^2)

@@ -5,6 +5,8 @@ Optimizers update :class:`cnnlab.nn.Parameter` objects in place from their ``.gr
 * :class:`SGD` -- stochastic gradient descent with momentum, dampening, Nesterov momentum and
   weight decay (same arithmetic as ``torch.optim.SGD``), plus Nielsen's L2 regularisation
   (``l2_lambda`` / ``n_train``) as in ``network3.py`` of *Neural Networks and Deep Learning*.
+* :class:`RMSprop` -- Hinton's RMSProp (the cs231n solver's rule), with the same arithmetic and
+  options as ``torch.optim.RMSprop`` (smoothing constant, momentum, centred variant, weight decay).
 * :class:`Adam` and :class:`AdamW` -- same arithmetic as ``torch.optim.Adam`` / ``AdamW``
   (bias correction, optional AMSGrad, coupled or decoupled weight decay).
 
@@ -33,7 +35,7 @@ from . import backend
 from .autograd import Tensor, enable_grad
 
 __all__ = [
-    "Optimizer", "SGD", "Adam", "AdamW",
+    "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
     "LRScheduler", "StepLR", "CosineAnnealingLR", "OneCycleLR",
 ]
 
@@ -344,6 +346,96 @@ def _fused_sgd_applies(data, g) -> bool:
     from .kernels import _use_cpu_flat  # noqa: PLC0415
 
     return _use_cpu_flat(data) and data.flags.c_contiguous and isinstance(g, np.ndarray) and data.size > 0
+
+
+class RMSprop(Optimizer):
+    r"""RMSProp (Tieleman & Hinton, 2012), with the same arithmetic as ``torch.optim.RMSprop``.
+
+    Each weight's step is divided by a running root mean square of its recent gradients, so
+    weights with large gradients take smaller steps. Per parameter ``p`` with gradient ``g``::
+
+        g = g + weight_decay * p
+        v = alpha * v + (1 - alpha) * g * g               (v starts at 0)
+        if centered:                                      (divide by a running standard deviation)
+            m = alpha * m + (1 - alpha) * g               (m starts at 0)
+            r = sqrt(v - m * m) + eps
+        else:
+            r = sqrt(v) + eps
+        if momentum:
+            buf = momentum * buf + g / r                  (buf starts at 0)
+            p -= lr * buf
+        else:
+            p -= lr * g / r
+
+    With the defaults it is the rule of cs231n's solver (decay 0.99, eps 1e-8).
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate (>= 0).
+        alpha: smoothing constant of the running average of squared gradients, in [0, 1].
+        eps: term added to the denominator (>= 0).
+        weight_decay: L2 penalty added to the gradient (>= 0).
+        momentum: momentum factor (>= 0).
+        centered: divide by the gradients' running standard deviation instead of their running
+            root mean square.
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False):
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                        centered=centered)
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group):
+        _check_nonneg("lr", group["lr"])
+        _check_unit_interval("alpha", group["alpha"], closed_right=True)
+        _check_nonneg("eps", group["eps"])
+        _check_nonneg("weight_decay", group["weight_decay"])
+        _check_nonneg("momentum", group["momentum"])
+
+    def _update_group(self, group):
+        lr = float(group["lr"])
+        alpha = float(group["alpha"])
+        eps = float(group["eps"])
+        weight_decay = float(group["weight_decay"])
+        momentum = float(group["momentum"])
+        centered = bool(group["centered"])
+
+        for p in group["params"]:
+            g = _grad_array(p)
+            if g is None:
+                continue
+            xp = backend.get_array_module(p.data)
+            state = self.state.setdefault(p, {})
+            if "step" not in state:
+                state["step"] = 0
+                state["square_avg"] = xp.zeros_like(p.data)
+            if centered and "grad_avg" not in state:
+                state["grad_avg"] = xp.zeros_like(p.data)
+            if momentum != 0 and "momentum_buffer" not in state:
+                state["momentum_buffer"] = xp.zeros_like(p.data)
+            state["step"] += 1
+
+            if weight_decay != 0:
+                g = g + weight_decay * p.data
+            v = state["square_avg"]
+            v *= alpha
+            v += (1.0 - alpha) * (g * g)
+            if centered:
+                m = state["grad_avg"]
+                m *= alpha
+                m += (1.0 - alpha) * g
+                r = v - m * m
+                xp.sqrt(r, out=r)
+            else:
+                r = xp.sqrt(v)
+            r += eps
+            step = g / r
+            if momentum != 0:
+                buf = state["momentum_buffer"]
+                buf *= momentum
+                buf += step
+                step = buf
+            p.data -= lr * step
 
 
 class Adam(Optimizer):
