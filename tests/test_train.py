@@ -103,6 +103,18 @@ def test_nielsen_parameter_counts():
     assert models.build("article").num_parameters() == 3 * 26 + 432 * 10 + 10
 
 
+def test_cs231n_three_layer_net_as_its_assignment_builds_it():
+    model = models.build("cs231n")
+    # conv 32 x (7x7x1 + 1), FC 32*14*14 -> 100, FC 100 -> 10
+    assert model.num_parameters() == 32 * 50 + 32 * 14 * 14 * 100 + 100 + 1010
+    conv, fc1, fc2 = (m for m in model.layers if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert conv.padding == (3, 3)  # "same" output size: 28x28 maps, 14x14 after the pool
+    for m in (conv, fc1, fc2):  # weights N(0, 1e-3^2), biases zero
+        assert abs(float(m.weight.data.std()) - 1e-3) < 1e-4 and not m.bias.data.any()
+    with pytest.raises(ValueError, match="odd"):
+        models.build({"name": "cs231n", "kwargs": {"size": 4}})
+
+
 def test_vgg_small_parameter_count_and_shapes():
     # 3x3 convs without bias (batch norm follows): 1->32, 32->32, 32->64, 64->64; BN 2 per map; FC 3136->256->10
     convs = 9 * (1 * 32 + 32 * 32 + 32 * 64 + 64 * 64)
