@@ -12,6 +12,16 @@ from cnnlab import kernels
 from cnnlab.functional.conv import ConvPlan
 from helpers import check_against_torch, check_gradients, naive_conv, naive_pool, rel_error, torch
 
+
+
+@pytest.fixture(autouse=True)
+def _small_maps_too(monkeypatch, request):
+    """The cases below are small, for the loop references; let them take the path (the size rule
+    itself is tested in test_which_layers_take_it)."""
+    if request.node.originalname != "test_which_layers_take_it":
+        monkeypatch.setattr(kernels, "WINOGRAD_MIN_OUT", 1)
+
+
 # (N, C, H, W), F, padding: even and ragged (odd) output sizes, paddings 0-2
 CASES = [((2, 8, 6, 7), 9, 1), ((3, 8, 5, 5), 8, 0), ((2, 8, 6, 6), 10, 2), ((1, 12, 7, 4), 8, 1),
          ((2, 8, 3, 3), 8, 0)]
@@ -113,14 +123,22 @@ def test_inside_the_fused_conv_pool_relu():
 
 
 @pytest.mark.parametrize("kwargs,shape,expected", [
-    ({}, (4, 8, 8, 8), True),
-    ({"stride": 2}, (4, 8, 8, 8), False),
-    ({"dilation": 2}, (4, 8, 8, 8), False),
-    ({"groups": 2}, (4, 8, 8, 8), False),
-    ({"padding": 3}, (4, 8, 8, 8), False),
-    ({"kernel": 5}, (4, 8, 8, 8), False),
-    ({}, (4, 4, 8, 8), False),  # too few input channels for the products to pay
-    ({"out": 4}, (4, 8, 8, 8), False),  # too few output channels
+    ({}, (4, 8, 10, 10), True),
+    ({"stride": 2}, (4, 8, 10, 10), False),
+    ({"dilation": 2}, (4, 8, 10, 10), False),
+    ({"groups": 2}, (4, 8, 10, 10), False),
+    ({"padding": 3}, (4, 8, 10, 10), False),
+    ({"kernel": 5}, (4, 8, 10, 10), False),
+    ({}, (4, 4, 10, 10), False),  # too few input channels for the products to pay
+    ({"out": 4}, (4, 8, 10, 10), False),  # too few output channels
+    ({"out": 65}, (4, 8, 10, 10), False),  # too many
+    ({}, (4, 65, 10, 10), False),
+    ({}, (4, 64, 28, 28), True),  # vgg_small's layers
+    ({}, (4, 64, 14, 14), True),
+    ({}, (4, 8, 10, 9), False),  # 10x9 output maps: too small
+    ({"padding": 0}, (4, 8, 12, 12), True),  # 10x10
+    ({"padding": 0}, (4, 8, 11, 12), False),  # 9x10
+    ({}, (4, 64, 6, 6), False),  # alexnet's 6x6 maps
 ])
 def test_which_layers_take_it(kwargs, shape, expected):
     k, g, out = kwargs.get("kernel", 3), kwargs.get("groups", 1), kwargs.get("out", 8)

@@ -333,6 +333,14 @@ _winograd_weight_grad_enabled = True
 WINOGRAD_CHUNK_BYTES = 768 << 10
 # Fewer channels than this in or out and the 16 products are too thin for BLAS to gain.
 WINOGRAD_MIN_CHANNELS = 8
+# Small maps and many channels take im2col instead: with few 2x2 tiles per image, or chunks of one
+# or two images, the transforms cost more than the multiplications saved. im2col's time over
+# Winograd's, forward + backward, batch 64, one core (process time, two training jobs on the
+# machine), by output size: 32->32 maps 0.43 (6x6), 0.36 (7x7), 0.71 (8x8), 1.29 (10x10), 1.98
+# (12x12), 1.90 (14x14); 64->64 0.53 (6x6), 0.59 (8x8), 0.81 (9x9), 1.27-1.40 (10x10), 1.60
+# (14x14); 128->128 0.71 (6x6), 0.97 (10x10), 0.76 (12x12), 1.16 (14x14), 0.72 (16x16).
+WINOGRAD_MIN_OUT = 10
+WINOGRAD_MAX_CHANNELS = 64
 
 
 @contextlib.contextmanager
@@ -356,10 +364,13 @@ def use_winograd_weight_grad() -> bool:
 
 def use_winograd(x, w_shape, stride, padding, dilation, groups) -> bool:
     """The Winograd F(2x2, 3x3) path applies: a 3x3, stride-1, undilated, ungrouped 2-D
-    convolution of NumPy floats with padding at most 2 and enough channels in and out."""
+    convolution of NumPy floats with padding at most 2, output maps of at least WINOGRAD_MIN_OUT
+    on each side, and WINOGRAD_MIN_CHANNELS to WINOGRAD_MAX_CHANNELS channels in and out."""
     return (_winograd_enabled and use_nhwc(x, w_shape, groups) and tuple(w_shape[2:]) == (3, 3)
             and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and max(padding) <= 2
-            and min(w_shape[0], w_shape[1]) >= WINOGRAD_MIN_CHANNELS)
+            and WINOGRAD_MIN_CHANNELS <= min(w_shape[0], w_shape[1])
+            and max(w_shape[0], w_shape[1]) <= WINOGRAD_MAX_CHANNELS
+            and min(s + 2 * p - 2 for s, p in zip(x.shape[2:], padding)) >= WINOGRAD_MIN_OUT)
 
 
 # F(2x2, 3x3)'s kernel transform (Lavin and Gray): U = G w G^T, 4x4 from 3x3
