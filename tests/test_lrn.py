@@ -6,7 +6,7 @@ import pytest
 
 import cnnlab
 import cnnlab.functional as F
-from cnnlab import models, nn
+from cnnlab import kernels, models, nn
 from helpers import check_against_torch, check_gradients, torch
 
 SHAPES = [(2, 4, 5), (2, 6, 3, 4), (2, 3, 2, 3, 2)]  # 1-D, 2-D and 3-D feature maps
@@ -55,6 +55,28 @@ def test_gradients_by_finite_differences(shape, setting):
 def test_matches_torch(shape, setting, dtype):
     check_against_torch(lambda t: F.local_response_norm(t, *setting),
                         lambda t: torch.nn.functional.local_response_norm(t, *setting), [_x(shape, 2)], dtype=dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(5, 32, 7, 7)])
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_loop_equals_the_array_expressions(shape, setting, dtype, monkeypatch):
+    """NumPy floats take one compiled pass per image (the batch split over the cores); other
+    arrays (CuPy) the vectorised expressions. Both, forward and backward, agree."""
+    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 0)  # split even these small batches
+    x = _x(shape, 4).astype(dtype)
+    g = np.random.default_rng(5).standard_normal(shape).astype(dtype)
+    results = []
+    for compiled in (True, False):
+        with kernels.compiled(compiled):
+            t = cnnlab.tensor(x, requires_grad=True)
+            out = F.local_response_norm(t, *setting)
+            out.backward(cnnlab.tensor(g))
+            results.append((out.numpy(), t.grad.numpy()))
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    for a, b in zip(*results):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
 def test_huge_inputs_do_not_overflow_in_float32():

@@ -204,29 +204,6 @@ def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, traini
     return BatchNormReLUEval.apply(x, weight, bias, rm.astype(x.dtype), inv)
 
 
-def _channel_window_sum(a, before, after):
-    """s[:, c] = a[:, c - before] + ... + a[:, c + after], channels outside [0, C) counting as 0.
-
-    A few shifted adds rather than a cumulative sum: exact, and the window is small."""
-    s = a.copy()
-    C = a.shape[1]
-    for o in range(1, min(before, C - 1) + 1):
-        s[:, o:] += a[:, :C - o]
-    for o in range(1, min(after, C - 1) + 1):
-        s[:, :C - o] += a[:, o:]
-    return s
-
-
-def _inverse_power(xp, d, beta):
-    """d ** -beta, with square roots instead of pow for AlexNet's beta 0.75 and for 0.5."""
-    if beta == 0.75:  # r * sqrt(r) with r = 1/sqrt(d): no overflow for huge d, where d * sqrt(d) would
-        r = 1.0 / xp.sqrt(d)
-        return r * xp.sqrt(r)
-    if beta == 0.5:
-        return 1.0 / xp.sqrt(d)
-    return d ** -beta
-
-
 class LocalResponseNorm(Function):
     """out[:, c] = x[:, c] / (k + alpha / size * sum of x[:, j]^2 over channels j near c) ** beta.
 
@@ -237,26 +214,16 @@ class LocalResponseNorm(Function):
     """
 
     def forward(self, x, size, alpha, beta, k):
-        xp = backend.get_array_module(x)
-        self.before, self.after = size // 2, (size - 1) // 2
-        d = _channel_window_sum(x * x, self.before, self.after)
-        d *= alpha / size
-        d += k
-        scale = _inverse_power(xp, d, beta)  # d ** -beta
-        self.x, self.d, self.scale, self.c = x, d, scale, 2.0 * alpha * beta / size
-        return x * scale
+        # NumPy floats: the batch split over the cores, and a compiled backward pass
+        self.compiled = kernels._use_cpu_flat(x) and x.size > 0
+        lrn = kernels.lrn_forward if self.compiled else kernels.generic.lrn_forward
+        out, self.d, self.scale = lrn(x, size, alpha, beta, k)
+        self.x, self.size, self.alpha, self.beta = x, size, alpha, beta
+        return out
 
     def backward(self, g):
-        x, scale = self.x, self.scale
-        t = g * x * scale
-        t /= self.d  # g_c x_c d_c^(-beta-1)
-        # channel j is in the window of c for c = j - after .. j + before: the mirrored window
-        u = _channel_window_sum(t, self.after, self.before)
-        u *= x
-        u *= self.c
-        gx = g * scale
-        gx -= u
-        return (gx,)
+        lrn = kernels.lrn_backward if self.compiled else kernels.generic.lrn_backward
+        return (lrn(g, self.x, self.d, self.scale, self.size, self.alpha, self.beta),)
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):

@@ -171,11 +171,16 @@ def col2im_nhwc(dcols, x_shape, kernel, stride, padding, dilation, out_shape):
                                 *out_shape)
 
 
+def _batch_ranges(N, nbytes):
+    """(n0, n1) slices of a batch of N: one per core when the work (``nbytes``) is large enough."""
+    step = max(1, -(-N // (WORKERS if nbytes >= _SPLIT_MIN_BYTES else 1)))
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
 def _over_batch(fn, N, nbytes):
     """``fn(n0, n1)`` over slices of the batch, on all cores when the work (``nbytes``) is large
     enough; the results (arrays, or tuples of arrays) are joined along the batch axis."""
-    step = max(1, -(-N // (WORKERS if nbytes >= _SPLIT_MIN_BYTES else 1)))
-    parts = run_chunks(fn, [(n0, min(N, n0 + step)) for n0 in range(0, N, step)])
+    parts = run_chunks(fn, _batch_ranges(N, nbytes))
     if len(parts) == 1:
         return parts[0]
     if isinstance(parts[0], tuple):
@@ -319,6 +324,27 @@ def scale_shift_relu(x, scale, shift):
     scale, shift = np.ascontiguousarray(scale, dtype=x.dtype), np.ascontiguousarray(shift, dtype=x.dtype)
     run_chunks(lambda c0, c1: cpu.scale_shift_relu(x3, scale, shift, out, c0, c1), _channel_chunks(x3))
     return out.reshape(x.shape)
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    """Local response normalisation across the channels of a NumPy float (N, C, ...) array, the
+    batch split over the cores (NumPy's array expressions on each part: a numba loop was slower).
+    Returns (out, d, scale) shaped like x: d = k + alpha / size * window sum of squares and
+    scale = d ** -beta, for lrn_backward."""
+    def part(n0, n1):
+        return generic.lrn_forward(x[n0:n1], size, alpha, beta, k)
+    return _over_batch(part, x.shape[0], x.nbytes)
+
+
+def lrn_backward(g, x, d, scale, size, alpha, beta):
+    """The input gradient of lrn_forward for the upstream gradient g."""
+    g3, x3, d3, s3, cpu = _ncs(g), _ncs(x), _ncs(d), _ncs(scale), _cpu()
+    dx = np.empty_like(g3)
+    before, after = size // 2, (size - 1) // 2
+    coef = x3.dtype.type(2.0 * alpha * beta / size)
+    run_chunks(lambda n0, n1: cpu.lrn_backward(g3, x3, d3, s3, dx, before, after, coef, n0, n1),
+               _batch_ranges(g3.shape[0], g3.nbytes))
+    return dx.reshape(g.shape)
 
 
 # ------------------------------------------------------------------ Winograd F(2x2, 3x3)

@@ -113,3 +113,52 @@ def sum_pool_backward(g, xpad_shape, kernel, stride, out_shape, dtype):
         sl = (slice(None), slice(None)) + _offset_slices(k, stride, (1,) * len(kernel), out_shape)
         dx[sl] += g
     return dx
+
+
+# ------------------------------------------------------------------ local response normalisation
+def _channel_window_sum(a, before, after):
+    """s[:, c] = a[:, c - before] + ... + a[:, c + after], channels outside [0, C) counting as 0.
+
+    A few shifted adds rather than a cumulative sum: exact, and the window is small."""
+    s = a.copy()
+    C = a.shape[1]
+    for o in range(1, min(before, C - 1) + 1):
+        s[:, o:] += a[:, :C - o]
+    for o in range(1, min(after, C - 1) + 1):
+        s[:, :C - o] += a[:, o:]
+    return s
+
+
+def _inverse_power(xp, d, beta):
+    """d ** -beta, with square roots instead of pow for AlexNet's beta 0.75 and for 0.5."""
+    if beta == 0.75:  # r * sqrt(r) with r = 1/sqrt(d): no overflow for huge d, where d * sqrt(d) would
+        r = 1.0 / xp.sqrt(d)
+        return r * xp.sqrt(r)
+    if beta == 0.5:
+        return 1.0 / xp.sqrt(d)
+    return d ** -beta
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    """Local response normalisation across channels (axis 1) by array expressions: (out, d, scale)
+    with d = k + alpha / size * the window sum of squares and scale = d ** -beta."""
+    xp = backend.get_array_module(x)
+    d = _channel_window_sum(x * x, size // 2, (size - 1) // 2)
+    d *= alpha / size
+    d += k
+    scale = _inverse_power(xp, d, beta)
+    return x * scale, d, scale
+
+
+def lrn_backward(g, x, d, scale, size, alpha, beta):
+    """The input gradient of lrn_forward: g * scale - 2 alpha beta / size * x * (the mirrored window
+    sum of g x d^(-beta-1))."""
+    t = g * x * scale
+    t /= d  # g_c x_c d_c^(-beta-1)
+    # channel j is in the window of c for c = j - after .. j + before: the mirrored window
+    u = _channel_window_sum(t, (size - 1) // 2, size // 2)
+    u *= x
+    u *= 2.0 * alpha * beta / size
+    gx = g * scale
+    gx -= u
+    return gx
