@@ -298,6 +298,12 @@ def test_every_optimizer_trains_and_nielsens_l2_is_refused_where_it_would_be_ign
         assert "applied by SGD only" in err and "--l2 0" in err and "Traceback" not in err
     assert main(["train", "--model", "nielsen-conv2-relu", "--optimizer", "adam", "--l2", "0", "--dry-run",
                  "--no-progress"]) == 0
+    # the recipe's SGD momentum (alexnet: 0.9) is not carried over to another optimizer, nor recorded
+    assert train_run("alexnet", dry_run=True, progress=False, log=None, optimizer="rmsprop")["config"]["momentum"] == 0
+    res = train_run("article", dry_run=True, progress=False, log=None, optimizer="rmsprop", momentum=0.5)
+    assert res["config"]["momentum"] == 0.5
+    with pytest.raises(ValueError, match="adam has no momentum"):
+        train_run("article", dry_run=True, progress=False, log=None, optimizer="adam", momentum=0.5)
 
 
 def test_elastic_flags(capsys):

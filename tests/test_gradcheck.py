@@ -82,6 +82,14 @@ def test_the_message_names_the_input_and_the_worst_element():
     assert "input 1" in msg and f"index ({worst},)" in msg and "backward 0," in msg
 
 
+def test_constants_are_passed_as_given():
+    """Integer labels as a Tensor without requires_grad: a constant, not checked, not cast."""
+    rng = np.random.default_rng(4)
+    logits, labels = rng.standard_normal((3, 5)), cnnlab.tensor(np.array([0, 4, 2]))
+    errors = gradcheck(lambda z, y: F.cross_entropy(z, y), [logits, labels])
+    assert set(errors) == {0} and errors[0] < 1e-8
+
+
 def test_only_tensors_that_require_grad_are_checked():
     a, b = _x(4, 1), _x(4, 2)
     errors = gradcheck(_Scaled.apply, [a, cnnlab.tensor(b)])  # b a constant: its wrong gradient is not asked for
@@ -115,10 +123,11 @@ def test_finite_differences_by_hand_for_a_quadratic():
     (lambda t: t.numpy(), [np.ones(3)], TypeError, "must return a cnnlab Tensor"),
     (lambda t: t, [], ValueError, "no inputs"),
     (lambda t: t, [np.ones(3)], ValueError, "eps must be"),
+    (lambda t: t, [np.ones(3)], ValueError, "tol must be"),
     ("not a function", [np.ones(3)], TypeError, "fn must be callable"),
 ])
 def test_misuse_is_a_clear_error(fn, inputs, error, match):
-    kwargs = {"eps": 0.0} if match == "eps must be" else {}
+    kwargs = {"eps must be": {"eps": True}, "tol must be": {"tol": -1.0}}.get(match, {})
     with pytest.raises(error, match=match):
         gradcheck(fn, inputs, **kwargs)
 

@@ -63,7 +63,9 @@ def test_matches_torch(shape, setting, dtype):
 def test_compiled_loop_equals_the_array_expressions(shape, setting, dtype, monkeypatch):
     """NumPy floats take one compiled pass per image (the batch split over the cores); other
     arrays (CuPy) the vectorised expressions. Both, forward and backward, agree."""
-    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 0)  # split even these small batches
+    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 0)  # split even these small batches,
+    monkeypatch.setattr(kernels, "WORKERS", 3)  # in three parts, on any machine
+    monkeypatch.setattr(kernels, "_executor", None)
     x = _x(shape, 4).astype(dtype)
     g = np.random.default_rng(5).standard_normal(shape).astype(dtype)
     results = []
@@ -77,6 +79,15 @@ def test_compiled_loop_equals_the_array_expressions(shape, setting, dtype, monke
     for a, b in zip(*results):
         assert a.dtype == dtype
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5), (2, 0, 5), (0, 3, 2, 2)])
+def test_empty_inputs(shape):
+    x = cnnlab.tensor(np.zeros(shape), requires_grad=True)
+    out = F.local_response_norm(x, 3)
+    assert out.shape == shape
+    out.backward(cnnlab.tensor(np.zeros(shape)))
+    assert x.grad.shape == shape
 
 
 def test_huge_inputs_do_not_overflow_in_float32():

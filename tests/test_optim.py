@@ -458,6 +458,7 @@ def test_compiled_sgd_step_equals_the_numpy_expression_bit_for_bit(kwargs, dtype
     if split:
         monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 0)
         monkeypatch.setattr(kernels, "WORKERS", 3)
+        monkeypatch.setattr(kernels, "_executor", None)  # a pool of three, dropped afterwards
         assert len(kernels._flat_chunks(4 * 3 * 3 * 3)) == 3
     inits, stream = _inits(dtype), _grad_stream(dtype, 6)
     fused, plain = _params(inits), _params(inits)
@@ -476,6 +477,13 @@ def test_compiled_sgd_step_equals_the_numpy_expression_bit_for_bit(kwargs, dtype
     if kwargs.get("momentum"):
         for a, b in zip(fused, plain):
             np.testing.assert_array_equal(opt_fused.state[a]["momentum_buffer"], opt_plain.state[b]["momentum_buffer"])
+
+
+def test_a_zero_dimensional_parameter_without_momentum():
+    p = nn.Parameter(np.array(2.0, dtype=np.float32))
+    p.grad = cnnlab.Tensor(np.array(1.0, dtype=np.float32))
+    optim.SGD([p], lr=0.5).step()
+    assert p.data.shape == () and float(p.data) == 1.5
 
 
 def test_compiled_sgd_step_takes_a_non_contiguous_gradient_and_a_loaded_buffer():

@@ -133,8 +133,8 @@ def test_inside_the_fused_conv_pool_relu():
     ({"out": 4}, (4, 8, 10, 10), False),  # too few output channels
     ({"out": 65}, (4, 8, 10, 10), False),  # too many
     ({}, (4, 65, 10, 10), False),
-    ({}, (4, 64, 28, 28), True),  # vgg_small's layers
-    ({}, (4, 64, 14, 14), True),
+    ({"out": 64}, (4, 64, 28, 28), True),  # vgg_small's layers
+    ({"out": 64}, (4, 32, 14, 14), True),
     ({}, (4, 8, 10, 9), False),  # 10x9 output maps: too small
     ({"padding": 0}, (4, 8, 12, 12), True),  # 10x10
     ({"padding": 0}, (4, 8, 11, 12), False),  # 9x10

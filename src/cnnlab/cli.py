@@ -196,6 +196,16 @@ def _unique_dir(base: Path) -> Path:
     return Path(f"{base}-{i}")
 
 
+def _momentum(optimizer, recipe, momentum):
+    """The momentum a run uses: the recipe's goes with its SGD; another optimizer gets only one
+    given explicitly (RMSprop takes it; Adam has betas instead, so it is refused there)."""
+    if optimizer in ("sgd", "nesterov"):
+        return recipe.momentum if momentum is None else momentum
+    if momentum and optimizer in ("adam", "adamw"):
+        raise ValueError(f"{optimizer} has no momentum setting (its betas play that part), got momentum {momentum}")
+    return momentum or 0.0
+
+
 def make_optimizer(name, params, lr, momentum, weight_decay, l2_lambda, n_train):
     from . import optim  # noqa: PLC0415
 
@@ -204,7 +214,7 @@ def make_optimizer(name, params, lr, momentum, weight_decay, l2_lambda, n_train)
                          nesterov=name == "nesterov", weight_decay=weight_decay, l2_lambda=l2_lambda,
                          n_train=n_train if l2_lambda else None)
     if name == "rmsprop":
-        return optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+        return optim.RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
     if name == "adam":
         return optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
@@ -264,7 +274,7 @@ def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, 
         "lr": lr if lr is not None else recipe.lr,
         "optimizer": optimizer or recipe.optimizer,
         "model_kwargs": dict(model_kwargs or {}), "train_size": train_size,
-        "momentum": recipe.momentum if momentum is None else momentum, "weight_decay": recipe.weight_decay,
+        "momentum": _momentum(optimizer or recipe.optimizer, recipe, momentum), "weight_decay": recipe.weight_decay,
         "l2_lambda": l2 if l2 is not None else recipe.l2_lambda,
         "schedule": schedule or recipe.schedule,
         "augment": augment if augment is not None else recipe.augment,

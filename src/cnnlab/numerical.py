@@ -33,17 +33,24 @@ def relative_error(a, b) -> float:
 
 
 def _as_float64(i, x):
-    """(array, checked) for input ``i``: a float64 NumPy copy, and whether its gradient is checked."""
-    checked = True
+    """Input ``i`` as (value, checked): a float64 NumPy copy if its gradient is checked (arrays, and
+    Tensors with requires_grad), else the value as given (a constant, e.g. integer labels)."""
+    if isinstance(x, Tensor) and not x.requires_grad:
+        return x, False
     if isinstance(x, Tensor):
-        checked, x = x.requires_grad, x.data
+        x = x.data
     if hasattr(x, "__cuda_array_interface__"):  # a CuPy array: checked on the CPU
         x = backend.to_device(x, "cpu")
     a = np.array(x, copy=True)
     if a.dtype.kind != "f":
         raise TypeError(f"gradcheck: input {i} holds {a.dtype} values; finite differences need floating-point "
-                        f"inputs (give a float64 array)")
-    return a.astype(np.float64), checked
+                        f"inputs (give a float64 array, or a Tensor with requires_grad=False for a constant)")
+    return a.astype(np.float64), True
+
+
+def _positive(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not v > 0:
+        raise ValueError(f"gradcheck: {name} must be a positive number, got {v!r}")
 
 
 def gradcheck(fn, inputs, *, eps: float = 1e-6, tol: float = 1e-7, seed: int = 0,
@@ -73,15 +80,16 @@ def gradcheck(fn, inputs, *, eps: float = 1e-6, tol: float = 1e-7, seed: int = 0
     inputs = list(inputs)
     if not inputs:
         raise ValueError("gradcheck: no inputs given")
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise ValueError(f"gradcheck: eps must be a positive number, got {eps!r}")
+    _positive("eps", eps)
+    _positive("tol", tol)
     arrays, checked = zip(*(_as_float64(i, x) for i, x in enumerate(inputs)))
     arrays = list(arrays)
     if not any(checked):
         raise ValueError("gradcheck: no input to check (every Tensor given has requires_grad=False)")
 
-    def call(arrs, requires):
-        ts = [Tensor(a, requires_grad=r) for a, r in zip(arrs, requires)]
+    def call(arrs, grad):
+        """fn on the checked inputs as Tensors (requiring grad or not) and the constants as given."""
+        ts = [Tensor(a, requires_grad=grad) if on else a for a, on in zip(arrs, checked)]
         out = fn(*ts)
         if not isinstance(out, Tensor):
             raise TypeError(f"gradcheck: fn must return a cnnlab Tensor, got {type(out).__name__}")
@@ -90,13 +98,13 @@ def gradcheck(fn, inputs, *, eps: float = 1e-6, tol: float = 1e-7, seed: int = 0
                             f"need float64 all the way through (is there a cast inside fn?)")
         return ts, out
 
-    tensors, out = call([a.copy() for a in arrays], checked)
+    tensors, out = call([a.copy() if on else a for a, on in zip(arrays, checked)], True)
     upstream = np.asarray(np.random.default_rng(seed).standard_normal(out.shape))
     out.backward(Tensor(upstream.copy()))
 
     def objective(arrs):
         with no_grad():
-            return float((backend.to_device(call(arrs, [False] * len(arrs))[1].data, "cpu") * upstream).sum())
+            return float((backend.to_device(call(arrs, False)[1].data, "cpu") * upstream).sum())
 
     errors = {}
     for i, (t, on) in enumerate(zip(tensors, checked)):
@@ -104,7 +112,7 @@ def gradcheck(fn, inputs, *, eps: float = 1e-6, tol: float = 1e-7, seed: int = 0
             continue
         analytic = np.zeros_like(arrays[i]) if t.grad is None else backend.to_device(t.grad.data, "cpu")
         numeric = np.zeros_like(arrays[i])
-        work = [a.copy() for a in arrays]
+        work = [a.copy() if on_ else a for a, on_ in zip(arrays, checked)]
         flat, nflat = work[i].reshape(-1), numeric.reshape(-1)
         for j in range(flat.size):
             old = flat[j]

@@ -329,7 +329,7 @@ class SGD(Optimizer):
         from .kernels import _cpu  # noqa: PLC0415
 
         t = p.data.dtype.type
-        buf, first = p.data[:0], False  # momentum 0: no buffer
+        buf, first = np.empty(0, p.data.dtype), False  # momentum 0: no buffer
         if momentum != 0:
             state = self.state.setdefault(p, {})
             buf = state.get("momentum_buffer")
@@ -422,13 +422,16 @@ class RMSprop(Optimizer):
 
             if weight_decay != 0:
                 g = g + weight_decay * p.data
+            # the same roundings as torch: v * alpha + ((1 - alpha) * g) * g, and m moved toward g
             v = state["square_avg"]
             v *= alpha
-            v += (1.0 - alpha) * (g * g)
+            v += ((1.0 - alpha) * g) * g
             if centered:
                 m = state["grad_avg"]
-                m *= alpha
-                m += (1.0 - alpha) * g
+                if 1.0 - alpha < 0.5:  # torch's lerp: m + w * (g - m) for w < 0.5, else g - (1 - w) * (g - m)
+                    m += (1.0 - alpha) * (g - m)
+                else:
+                    m[...] = g - alpha * (g - m)
                 r = v - m * m
                 xp.sqrt(r, out=r)
             else:
