@@ -447,19 +447,12 @@ SGD_CASES = [dict(lr=0.1), dict(lr=0.05, momentum=0.9), dict(lr=0.05, momentum=0
              dict(lr=0.03, l2_lambda=0.1, n_train=5000)]
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kwargs", SGD_CASES, ids=[str(k) for k in SGD_CASES])
-def test_compiled_sgd_step_equals_the_numpy_expression_bit_for_bit(kwargs, dtype, split, monkeypatch):
-    """The one-pass numba update against the NumPy path (the definition, tested against torch above);
-    ``split``: every parameter updated in three ranges at once, as large ones are."""
+def test_compiled_sgd_step_equals_the_numpy_expression_bit_for_bit(kwargs, dtype):
+    """The one-pass numba update against the NumPy path (the definition, tested against torch above)."""
     from cnnlab import kernels
 
-    if split:
-        monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 0)
-        monkeypatch.setattr(kernels, "WORKERS", 3)
-        monkeypatch.setattr(kernels, "_executor", None)  # a pool of three, dropped afterwards
-        assert len(kernels._flat_chunks(4 * 3 * 3 * 3)) == 3
     inits, stream = _inits(dtype), _grad_stream(dtype, 6)
     fused, plain = _params(inits), _params(inits)
     opt_fused, opt_plain = optim.SGD(fused, **kwargs), optim.SGD(plain, **kwargs)

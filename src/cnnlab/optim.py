@@ -325,7 +325,6 @@ class SGD(Optimizer):
     def _fused_update(self, p, g, lr, decay, momentum, dampening, nesterov):
         """The update above in one compiled pass: no temporaries, the parameter read and written once
         (2.4x faster than the NumPy expression for a 1000x1000 weight; bit for bit the same)."""
-        from . import kernels  # noqa: PLC0415
         from .kernels import _cpu  # noqa: PLC0415
 
         t = p.data.dtype.type
@@ -338,12 +337,10 @@ class SGD(Optimizer):
                 buf = state["momentum_buffer"] = np.empty_like(p.data)
             elif not (isinstance(buf, np.ndarray) and buf.flags.c_contiguous and buf.dtype == p.data.dtype):
                 buf = state["momentum_buffer"] = np.ascontiguousarray(backend.to_device(buf, "cpu"), p.data.dtype)
-        # a large parameter is updated by all cores, each on its own range of values (the same
-        # values as one pass: the update is elementwise)
-        pf, gf, bf = p.data.reshape(-1), np.ascontiguousarray(g).reshape(-1), buf.reshape(-1)
-        args = (t(lr), t(decay), t(momentum), t(1.0 - dampening), nesterov, first)
-        kernels.run_chunks(lambda lo, hi: _cpu().sgd_update(pf[lo:hi], gf[lo:hi], bf[lo:hi], *args),
-                           kernels._flat_chunks(pf.size, pf.itemsize))  # bf is empty without momentum
+        # one core: splitting a large parameter over both cores made nielsen-dropout's batch-10 step
+        # slower (0.93x; benchmarks/README.md)
+        _cpu().sgd_update(p.data, np.ascontiguousarray(g), buf, t(lr), t(decay), t(momentum), t(1.0 - dampening),
+                          nesterov, first)
 
 
 def _fused_sgd_applies(data, g) -> bool:
