@@ -147,6 +147,14 @@ def _graph_ops(out):
     return names
 
 
+def _step(model, x, y):
+    """The model's output and every parameter's gradient for one cross-entropy step."""
+    model.zero_grad()
+    out = model(cnnlab.tensor(x))
+    F.cross_entropy(out, cnnlab.tensor(y)).backward()
+    return out, [p.grad.numpy().copy() for p in model.parameters()]
+
+
 def test_sequential_fuses_conv_pool_activation_and_matches_unfused():
     cnnlab.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),  # act before pool: fused too
@@ -154,19 +162,12 @@ def test_sequential_fuses_conv_pool_activation_and_matches_unfused():
                           nn.Flatten(), nn.Linear(12 * 5 * 5, 10))
     x = np.random.default_rng(5).standard_normal((40, 1, 28, 28)).astype(np.float32)
     y = np.arange(40) % 10
-
-    def run():
-        model.zero_grad()
-        out = model(cnnlab.tensor(x))
-        F.cross_entropy(out, cnnlab.tensor(y)).backward()
-        return out, [p.grad.numpy().copy() for p in model.parameters()]
-
-    out, grads = run()
+    out, grads = _step(model, x, y)
     # the graph holds the fused operator, not the separate layers
     kinds = _graph_ops(model(cnnlab.tensor(x)))
     assert kinds.count("ConvMaxPoolAct") == 2 and "MaxPoolNd" not in kinds and "ConvNd" not in kinds
     with kernels.compiled(False):  # no numba kernels: the layers run one by one
-        ref_out, ref_grads = run()
+        ref_out, ref_grads = _step(model, x, y)
     np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)
     for a, b in zip(grads, ref_grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
@@ -183,19 +184,12 @@ def test_sequential_fuses_lenet5_and_matches_unfused():
                                                   nn.Linear(4 * 13 * 13, 10)), 1, "ReLU")):
         x = np.random.default_rng(7).standard_normal((24, 1, 28, 28)).astype(np.float32)
         y = np.arange(24) % 10
-
-        def run():
-            model.zero_grad()
-            out = model(cnnlab.tensor(x))
-            F.cross_entropy(out, cnnlab.tensor(y)).backward()
-            return out, [p.grad.numpy().copy() for p in model.parameters()]
-
-        out, grads = run()
+        out, grads = _step(model, x, y)
         kinds = _graph_ops(model(cnnlab.tensor(x)))
         assert kinds.count("ConvActAvgPool") == fused and "SumPoolNd" not in kinds and "ConvNd" not in kinds
         assert separate in kinds
         with kernels.compiled(False):  # no numba kernels: the layers run one by one
-            ref_out, ref_grads = run()
+            ref_out, ref_grads = _step(model, x, y)
         np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)
         for a, b in zip(grads, ref_grads):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))

@@ -196,10 +196,14 @@ def _unique_dir(base: Path) -> Path:
     return Path(f"{base}-{i}")
 
 
+# the optimizers that are optim.SGD: the only ones with a recipe's momentum and Nielsen's L2
+SGD_NAMES = ("sgd", "nesterov")
+
+
 def _momentum(optimizer, recipe, momentum):
     """The momentum a run uses: the recipe's goes with its SGD; another optimizer gets only one
     given explicitly (RMSprop takes it; Adam has betas instead, so it is refused there)."""
-    if optimizer in ("sgd", "nesterov"):
+    if optimizer in SGD_NAMES:
         return recipe.momentum if momentum is None else momentum
     if momentum and optimizer in ("adam", "adamw"):
         raise ValueError(f"{optimizer} has no momentum setting (its betas play that part), got momentum {momentum}")
@@ -209,7 +213,7 @@ def _momentum(optimizer, recipe, momentum):
 def make_optimizer(name, params, lr, momentum, weight_decay, l2_lambda, n_train):
     from . import optim  # noqa: PLC0415
 
-    if name in ("sgd", "nesterov"):
+    if name in SGD_NAMES:
         return optim.SGD(params, lr=lr, momentum=momentum if name == "sgd" else (momentum or 0.9),
                          nesterov=name == "nesterov", weight_decay=weight_decay, l2_lambda=l2_lambda,
                          n_train=n_train if l2_lambda else None)
@@ -298,7 +302,7 @@ def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, 
                          "accuracy stops improving")
     if not cfg["lr"] > 0:
         raise ValueError(f"--lr must be positive, got {cfg['lr']}")
-    if cfg["l2_lambda"] and cfg["optimizer"] not in ("sgd", "nesterov"):
+    if cfg["l2_lambda"] and cfg["optimizer"] not in SGD_NAMES:
         raise ValueError(f"Nielsen's L2 regularisation (lambda {cfg['l2_lambda']:g}"
                          f"{'' if l2 is not None else ', from the recipe'}) is applied by SGD only (sgd, nesterov); "
                          f"--optimizer {cfg['optimizer']} does not take it: add --l2 0")
@@ -381,7 +385,7 @@ def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, 
             f"{' [dry run]' if dry_run else ''}")
         log(f"  {cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}, batch {cfg['batch_size']}, "
             f"{cfg['optimizer']} lr {cfg['lr']} ({cfg['schedule']})" +
-            (f", momentum {cfg['momentum']:g}" if cfg["momentum"] and cfg["optimizer"] in ("sgd", "nesterov") else "") +
+            (f", momentum {cfg['momentum']:g}" if cfg["momentum"] and cfg["optimizer"] in SGD_NAMES else "") +
             (f", weight decay {cfg['weight_decay']:g}" if cfg["weight_decay"] else "") +
             (f", L2 lambda {cfg['l2_lambda']:g}" if cfg["l2_lambda"] else "") +
             f", augment {cfg['augment']}px" + (f", rotate {cfg['rotate']} deg" if cfg['rotate'] else "") +

@@ -32,7 +32,7 @@ def relative_error(a, b) -> float:
     return float(np.linalg.norm(a - b) / den) if den > 0 else 0.0
 
 
-def _as_float64(i, x):
+def _prepare(i, x):
     """Input ``i`` as (value, checked): a float64 NumPy copy if its gradient is checked (arrays, and
     Tensors with requires_grad), else the value as given (a constant, e.g. integer labels)."""
     if isinstance(x, Tensor) and not x.requires_grad:
@@ -82,7 +82,7 @@ def gradcheck(fn, inputs, *, eps: float = 1e-6, tol: float = 1e-7, seed: int = 0
         raise ValueError("gradcheck: no inputs given")
     _positive("eps", eps)
     _positive("tol", tol)
-    arrays, checked = zip(*(_as_float64(i, x) for i, x in enumerate(inputs)))
+    arrays, checked = zip(*(_prepare(i, x) for i, x in enumerate(inputs)))
     arrays = list(arrays)
     if not any(checked):
         raise ValueError("gradcheck: no input to check (every Tensor given has requires_grad=False)")
