@@ -9,7 +9,7 @@ import pytest
 from cnnlab import checkpoint
 from cnnlab.cli import _report_ensemble, main
 from cnnlab.data.augment import shift_images
-from cnnlab.reproduce import _vote
+from cnnlab.ensemble import METHODS
 from cnnlab.train import evaluate, tta_views
 
 
@@ -53,7 +53,7 @@ def test_report_ensemble_chooses_on_validation_and_breaks_ties_toward_the_simple
     # The vote follows the two (3/4 right); the average follows the confident one (4/4 right).
     plain = [onehot([0, 1, 2, 1], 0.4), onehot([0, 1, 2, 1], 0.4), onehot([0, 1, 2, 0], 0.99)]
     probabilities = {("plain", "validation"): plain, ("plain", "test"): plain}
-    _report_ensemble(3, ["plain"], splits, probabilities, _vote)
+    _report_ensemble(3, ["plain"], splits, probabilities, METHODS)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "ensemble of 3: validation accuracy 75.00% by plurality vote, 100.00% by averaged probabilities"
     assert lines[-1] == "chosen on validation: averaged probabilities; its test accuracy 100.00%"
@@ -62,7 +62,7 @@ def test_report_ensemble_chooses_on_validation_and_breaks_ties_toward_the_simple
     test_set = [onehot([0, 1, 2, 0], 0.4), onehot([0, 1, 2, 0], 0.4), onehot([0, 1, 2, 1], 0.99)]
     probabilities = {("plain", "validation"): plain, ("plain", "test"): test_set,
                      ("shift", "validation"): plain, ("shift", "test"): plain}
-    _report_ensemble(3, ["plain", "shift"], splits, probabilities, _vote)
+    _report_ensemble(3, ["plain", "shift"], splits, probabilities, METHODS)
     lines = capsys.readouterr().out.strip().splitlines()
     # plain-average and shift-average tie on validation (100%): the first, plain, wins; its test score is 75%
     assert lines[-1] == "chosen on validation: averaged probabilities; its test accuracy 75.00%"

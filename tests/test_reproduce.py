@@ -7,7 +7,8 @@ import pytest
 
 from cnnlab import models
 from cnnlab.cli import main
-from cnnlab.reproduce import ROWS, _vote, markdown_table, pooling_experiment, reproduce_nielsen
+from cnnlab.ensemble import vote
+from cnnlab.reproduce import ROWS, markdown_table, pooling_experiment, reproduce_nielsen
 
 
 def test_book_table_is_the_published_one():
@@ -21,9 +22,9 @@ def test_vote_is_a_plurality_with_probability_tiebreak():
     a = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]])
     b = np.array([[0.6, 0.4, 0.0], [0.1, 0.0, 0.9]])
     c = np.array([[0.1, 0.8, 0.1], [0.3, 0.6, 0.1]])
-    np.testing.assert_array_equal(_vote([a, b, c]), [0, 1])
+    np.testing.assert_array_equal(vote([a, b, c]), [0, 1])
     # one vote each for classes 1 and 2: the larger summed probability (class 1: 0.8+0.0) wins
-    np.testing.assert_array_equal(_vote([a[1:], b[1:]]), [2])
+    np.testing.assert_array_equal(vote([a[1:], b[1:]]), [2])
 
 
 def test_short_reproduction_writes_results(tmp_path):

@@ -49,7 +49,9 @@ def check_output_path(path, folder: bool = False) -> Path:
     return path
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Write ``path`` all at once or not at all: ``write(tmp)`` fills a temporary file in the same
+    folder, which then replaces ``path`` (a rename); on any error the temporary file is removed."""
     path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -71,7 +73,7 @@ def write_json(path, obj) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, default=_json_default)
             f.write("\n")
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def _json_default(o):
@@ -97,7 +99,7 @@ def save_weights(model, path) -> None:
     from safetensors.numpy import save_file  # noqa: PLC0415
 
     tensors = {name: np.ascontiguousarray(t.numpy()) for name, t in model.state_dict().items()}
-    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": "cnnlab"}))
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": "cnnlab"}))
 
 
 def load_weights(path) -> dict:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import nn
+from .autograd import Tensor, no_grad
 from .nn import init
 
 
@@ -306,3 +309,19 @@ def recipe(name: str) -> Recipe:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     return MODELS[name].recipe
+
+
+def summarize(model, input_shape=(1, 1, 28, 28)) -> list[tuple[str, str, tuple, int]]:
+    """(index, layer, output shape, parameters) for every layer of a Sequential model, as it runs:
+    a fused model (``nn.fuse``) shows its fused blocks."""
+    rows = []
+    x = Tensor(np.zeros(input_shape, dtype=np.float32))
+    was = model.training
+    model.eval()
+    with no_grad():
+        for i, layer in enumerate(model.layers):
+            x = layer(x)
+            params = sum(p.size for p in layer.parameters())
+            rows.append((str(i), repr(layer).split("\n")[0], tuple(x.shape[1:]), params))
+    model.train(was)
+    return rows

@@ -55,15 +55,6 @@ def _probabilities(res, test) -> np.ndarray:
     return evaluate(res["model"], *test, mean=cfg["mean"], std=cfg["std"], return_predictions=True)["probabilities"]
 
 
-def _vote(probabilities: list[np.ndarray]) -> np.ndarray:
-    """Plurality vote of the members' predicted labels; ties go to the higher summed probability."""
-    votes = np.zeros_like(probabilities[0])
-    for p in probabilities:
-        votes[np.arange(len(p)), p.argmax(1)] += 1.0
-    total = sum(probabilities)
-    return (votes + 1e-6 * total / len(probabilities)).argmax(1)
-
-
 def _net_dir(runs_dir, row_key, member_seed, epochs, train_size) -> Path:
     """Where one trained net of the table is kept: shortened runs get their own names."""
     name = f"{row_key}-seed{member_seed}" + (f"-epochs{epochs}" if epochs else "") + \
@@ -179,7 +170,7 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
             probs, _, _, secs, reused = train(row, seed + k)
             dropout_probs.append(probs)
             total, any_reused = total + secs, any_reused or reused
-        pred = _vote(dropout_probs)
+        pred = vote(dropout_probs)
         acc = float((pred == test[1]).mean())
         results.append(_row_result("ensemble", f"vote of {ensemble_size} dropout nets", ENSEMBLE_BOOK, acc,
                                    total, epochs or row.epochs, None, any_reused))
@@ -264,11 +255,11 @@ def markdown_table(report) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from .checkpoint import _atomic_write  # noqa: PLC0415
+    from .checkpoint import atomic_write  # noqa: PLC0415
 
     def write(tmp):
         Path(tmp).write_text(text, encoding="utf-8")
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), seeds=(0,), epochs=3,

@@ -34,7 +34,7 @@ from matplotlib.ticker import MaxNLocator
 
 from . import backend, checkpoint, models, nn
 from .autograd import Tensor, no_grad
-from .data import MNIST_MEAN, MNIST_STD, Augment, form_for, load_dataset, standardize
+from .data import MNIST_MEAN, MNIST_STD, Augment, class_names, form_for, load_dataset, standardize
 from .train import evaluate
 
 __all__ = [
@@ -93,7 +93,7 @@ def _png_bytes(fig: Figure) -> bytes:
 
 def _atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same directory + rename."""
-    checkpoint._atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return Path(path)
 
 
@@ -698,13 +698,6 @@ def _train_sample(cfg, metrics, count=6):
     return images[:count], labels[:count]
 
 
-def _class_names(dataset):
-    # cli imports this module lazily, so importing it here (at call time) makes no cycle.
-    from .cli import _class_names as names  # noqa: PLC0415
-
-    return names(dataset)
-
-
 def _norm(cfg, run_dir) -> tuple[float, float]:
     """The run's recorded input normalisation (MNIST's for runs saved before it was recorded)."""
     return checkpoint.normalization(cfg, Path(run_dir) / checkpoint.CONFIG)
@@ -730,7 +723,7 @@ def _input_image(image, cfg, metrics):
         if not 0 <= n < len(images):
             raise ValueError(f"image {spec!r}: the {_dataset(cfg, metrics)} test set has {len(images):,} "
                              f"images, test:0 to test:{len(images) - 1}")
-        names = _class_names(_dataset(cfg, metrics))
+        names = class_names(_dataset(cfg, metrics))
         return images[n], f"test image {n} (label {names[int(labels[n])]})"
     path = Path(spec)
     if not path.is_file():
@@ -834,14 +827,12 @@ def build_report(run_dir, out=None) -> Path:
         checkpoint.RunError: the run directory is missing or broken.
         DataError: the run's data set cannot be loaded.
     """
-    from .cli import summarize  # noqa: PLC0415  (see _class_names)
-
     run_dir = Path(run_dir)
     model, spec, cfg, metrics = checkpoint.load_run(run_dir)
     out = Path(out) if out is not None else run_dir / "report.html"
     name = spec.get("name", "model")
     dataset = _dataset(cfg, metrics)
-    names = _class_names(dataset)
+    names = class_names(dataset)
     mean, std = _norm(cfg, run_dir)
     images, labels = _test_set(cfg, metrics)
     res = _evaluate(model, images, labels, mean, std)
@@ -872,7 +863,7 @@ def build_report(run_dir, out=None) -> Path:
 
     # Model summary.
     rows = [("", "input", str((1, 28, 28)), "")]
-    rows += [(idx, layer, str(shape), f"{params:,}") for idx, layer, shape, params in summarize(model)]
+    rows += [(idx, layer, str(shape), f"{params:,}") for idx, layer, shape, params in models.summarize(model)]
     rows.append(("", "total", "", f"{model.num_parameters():,}"))
     parts += ["<h2>Model</h2>",
               _table(["#", "layer", "output shape", "parameters"], rows, text_columns=(1, 2)),
@@ -972,15 +963,15 @@ def cli_show(args) -> int:
     elif what == "featuremaps":
         image, description = _input_image(args.image, cfg, metrics)
         path = plot_feature_maps(model, image, out, title=f"{run_title}: feature maps of {description}",
-                                 class_names=_class_names(_dataset(cfg, metrics)), mean=mean, std=std)
+                                 class_names=class_names(_dataset(cfg, metrics)), mean=mean, std=std)
     elif what == "curves":
         path = plot_curves(metrics, out, title=f"{run_title}: training curves")
     elif what == "augment":
         aug = _run_augment(cfg, args.run)
-        path = plot_augmentation(*_train_sample(cfg, metrics), aug, out, _class_names(_dataset(cfg, metrics)),
+        path = plot_augmentation(*_train_sample(cfg, metrics), aug, out, class_names(_dataset(cfg, metrics)),
                                  title=run_title)
     else:
-        names = _class_names(_dataset(cfg, metrics))
+        names = class_names(_dataset(cfg, metrics))
         images, labels = _test_set(cfg, metrics)
         res = _evaluate(model, images, labels, mean, std)
         if what == "confusion":

@@ -379,3 +379,14 @@ def expand_shifts(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     out_images = stacked.reshape((5 * n,) + images.shape[1:])
     out_labels = np.repeat(labels.astype(np.int64), len(_EXPAND_SHIFTS))
     return out_images, out_labels
+
+
+def class_names(dataset: str) -> list[str]:
+    """The names of a data set's classes, in label order: digits, Fashion-MNIST's clothes, or a
+    folder's sub-folder names (sorted, as ImageFolder numbers them)."""
+    if dataset not in ("mnist", "fashion-mnist") and Path(dataset).is_dir():
+        return sorted(p.name for p in Path(dataset).iterdir() if p.is_dir() and not p.name.startswith("."))
+    if dataset == "fashion-mnist":
+        return ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                "Ankle boot"]
+    return [str(i) for i in range(10)]

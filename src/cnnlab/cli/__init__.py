@@ -31,7 +31,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from . import models  # noqa: PLC0415
+    from .. import models  # noqa: PLC0415
 
     p.add_argument("--model", default="default", choices=models.names(), help="architecture from the zoo")
     p.add_argument("--dataset", default=None,
@@ -181,7 +181,7 @@ def _lazy(module, name):
 
 
 def _version() -> str:
-    from . import __version__  # noqa: PLC0415
+    from .. import __version__  # noqa: PLC0415
 
     return f"cnnlab {__version__}"
 
@@ -211,7 +211,7 @@ def _momentum(optimizer, recipe, momentum):
 
 
 def make_optimizer(name, params, lr, momentum, weight_decay, l2_lambda, n_train):
-    from . import optim  # noqa: PLC0415
+    from .. import optim  # noqa: PLC0415
 
     if name in SGD_NAMES:
         return optim.SGD(params, lr=lr, momentum=momentum if name == "sgd" else (momentum or 0.9),
@@ -227,7 +227,7 @@ def make_optimizer(name, params, lr, momentum, weight_decay, l2_lambda, n_train)
 
 
 def make_scheduler(name, optimizer, lr, epochs, steps_per_epoch):
-    from . import optim  # noqa: PLC0415
+    from .. import optim  # noqa: PLC0415
 
     if name == "constant":
         return None, True
@@ -257,16 +257,17 @@ def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, 
     """
     import cnnlab  # noqa: PLC0415
 
-    from . import backend, checkpoint, models  # noqa: PLC0415
-    from .data import (  # noqa: PLC0415
+    from .. import backend, checkpoint, models  # noqa: PLC0415
+    from ..data import (  # noqa: PLC0415
         Augment,
         DataLoader,
+        class_names,
         DeviceLoader,
         expand_shifts,
         load_dataset,
         norm_stats,
     )
-    from .train import fit  # noqa: PLC0415
+    from ..train import fit  # noqa: PLC0415
 
     recipe = models.recipe(model_name)
     dataset = dataset if dataset is not None else recipe.dataset
@@ -328,7 +329,7 @@ def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, 
     # the training split of a folder; recorded so evaluate / predict / show feed inputs the same way
     mean, std = norm_stats(split)
     cfg["mean"], cfg["std"] = float(mean), float(std)
-    classes = _class_names(dataset)
+    classes = class_names(dataset)
     if len(classes) != 10:
         cfg["model_kwargs"]["classes"] = len(classes)
     train_x, train_y = split.train
@@ -405,7 +406,7 @@ def train_run(model_name="default", dataset=None, epochs=None, batch_size=None, 
 
 
 def cmd_train(args) -> int:
-    from .checkpoint import WEIGHTS  # noqa: PLC0415
+    from ..checkpoint import WEIGHTS  # noqa: PLC0415
 
     if args.out and not args.dry_run and (Path(args.out) / WEIGHTS).exists():
         raise ValueError(f"--out {args.out} already holds a trained run; choose another folder (or leave out "
@@ -438,10 +439,10 @@ def cmd_evaluate(args) -> int:
     ensemble's method (plurality vote or averaged probabilities) is chosen there, as the article
     chooses pooling: on validation accuracy, never on the test set.
     """
-    from . import checkpoint  # noqa: PLC0415
-    from .data import load_dataset  # noqa: PLC0415
-    from .reproduce import _vote  # noqa: PLC0415
-    from .train import Progress, evaluate, tta_views  # noqa: PLC0415
+    from .. import checkpoint  # noqa: PLC0415
+    from ..data import load_dataset  # noqa: PLC0415
+    from ..ensemble import METHODS  # noqa: PLC0415
+    from ..train import Progress, evaluate, tta_views  # noqa: PLC0415
 
     tta = _tta_name(args.mirror_tta, args.shift_tta)
     variants = ["plain"] + ([tta] if tta else [])
@@ -513,7 +514,7 @@ def cmd_evaluate(args) -> int:
             line += f"; recorded at training: {100 * metrics['test_accuracy']:.2f}%"
         print(line)
     if len(args.runs) > 1:
-        _report_ensemble(len(args.runs), variants, splits, probabilities, _vote)
+        _report_ensemble(len(args.runs), variants, splits, probabilities, METHODS)
     elif tta and "validation" in splits:
         scores = {v: float((probabilities[(v, "validation")][0].argmax(1) == splits["validation"][1]).mean())
                   for v in variants}
@@ -524,9 +525,8 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _report_ensemble(n_runs, variants, splits, probabilities, vote) -> None:
+def _report_ensemble(n_runs, variants, splits, probabilities, methods) -> None:
     """Print the ensemble's accuracies and the (variant, method) chosen on validation, if there is one."""
-    methods = {"plurality vote": vote, "averaged probabilities": lambda ps: np.mean(ps, axis=0).argmax(1)}
     scores = {(v, m, name): float((f(probabilities[(v, name)]) == splits[name][1]).mean())
               for v in variants for m, f in methods.items() for name in splits}
     for v in variants:
@@ -545,14 +545,14 @@ def _report_ensemble(n_runs, variants, splits, probabilities, vote) -> None:
 
 # ----------------------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
-    from . import checkpoint  # noqa: PLC0415
-    from . import functional as F  # noqa: PLC0415
-    from .autograd import Tensor, no_grad  # noqa: PLC0415
-    from .data import form_for, standardize  # noqa: PLC0415
+    from .. import checkpoint  # noqa: PLC0415
+    from .. import functional as F  # noqa: PLC0415
+    from ..autograd import Tensor, no_grad  # noqa: PLC0415
+    from ..data import class_names, form_for, standardize  # noqa: PLC0415
 
     model, spec, cfg, _ = checkpoint.load_run(args.run)
     mean, std = checkpoint.normalization(cfg, Path(args.run) / checkpoint.CONFIG)
-    classes = _class_names(cfg.get("dataset", "mnist"))
+    classes = class_names(cfg.get("dataset", "mnist"))
     convert, _ = form_for(cfg.get("dataset", "mnist"))
     status = 0
     for path in args.images:
@@ -571,35 +571,9 @@ def cmd_predict(args) -> int:
     return status
 
 
-def _class_names(dataset):
-    if dataset not in ("mnist", "fashion-mnist") and Path(dataset).is_dir():
-        return sorted(p.name for p in Path(dataset).iterdir() if p.is_dir() and not p.name.startswith("."))
-    if dataset == "fashion-mnist":
-        return ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                "Ankle boot"]
-    return [str(i) for i in range(10)]
-
-
 # ----------------------------------------------------------------------------------- summary
-def summarize(model, input_shape=(1, 1, 28, 28)) -> list[tuple[str, str, tuple, int]]:
-    """(index, layer, output shape, parameters) for every layer of a Sequential model."""
-    from .autograd import Tensor, no_grad  # noqa: PLC0415
-
-    rows = []
-    x = Tensor(np.zeros(input_shape, dtype=np.float32))
-    was = model.training
-    model.eval()
-    with no_grad():
-        for i, layer in enumerate(model.layers):
-            x = layer(x)
-            params = sum(p.size for p in layer.parameters())
-            rows.append((str(i), repr(layer).split("\n")[0], tuple(x.shape[1:]), params))
-    model.train(was)
-    return rows
-
-
 def cmd_summary(args) -> int:
-    from . import checkpoint, models  # noqa: PLC0415
+    from .. import checkpoint, models  # noqa: PLC0415
 
     if Path(args.model).is_dir():
         model, spec, _, _ = checkpoint.load_run(args.model)
@@ -607,7 +581,7 @@ def cmd_summary(args) -> int:
     else:
         name = args.model
         model = models.build(name)
-    rows = summarize(model)
+    rows = models.summarize(model)
     w = max(len(r[1]) for r in rows)
     print(f"{name}: {models.MODELS[name].description}")
     print(f"{'#':>3}  {'layer':<{w}}  {'output shape':<16} {'parameters':>10}")
@@ -625,7 +599,7 @@ def _shared_weights_line(model, rows) -> str | None:
     """What weight sharing saves in the model's first convolution: its parameters against those of
     a fully connected layer from the same input to the same number of neurons (the article's
     argument), or None for a model without convolutions."""
-    from . import nn  # noqa: PLC0415
+    from .. import nn  # noqa: PLC0415
 
     for (_, _, shape, params), layer in zip(rows, model.layers):
         if isinstance(layer, nn.Conv2d):
@@ -642,7 +616,7 @@ def _shared_weights_line(model, rows) -> str | None:
 
 
 def cmd_models(args) -> int:
-    from . import models  # noqa: PLC0415
+    from .. import models  # noqa: PLC0415
 
     print(f"{'name':<20} {'params':>9} {'book':>7}  description")
     for name, info in models.MODELS.items():
@@ -655,8 +629,8 @@ def cmd_models(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .checkpoint import RunError  # noqa: PLC0415
-    from .data import DataError  # noqa: PLC0415
+    from ..checkpoint import RunError  # noqa: PLC0415
+    from ..data import DataError  # noqa: PLC0415
 
     try:
         return args.func(args) or 0
