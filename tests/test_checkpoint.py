@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 import cnnlab
-from cnnlab import checkpoint, models
+from cnnlab import checkpoint, models, runs
 
 
 def test_save_and_load_run_round_trip(tmp_path):
     model = models.build("article")
     checkpoint.save_run(tmp_path / "r", model, models.spec("article"), {"dataset": "mnist"}, {"test_accuracy": 0.5})
-    loaded, spec, cfg, metrics = checkpoint.load_run(tmp_path / "r")
-    assert spec["name"] == "article" and cfg["dataset"] == "mnist" and metrics["test_accuracy"] == 0.5
+    run = runs.load(tmp_path / "r")
+    loaded = run.model
+    assert run.spec["name"] == "article" and run.config.dataset == "mnist" and run.metrics["test_accuracy"] == 0.5
     x = cnnlab.tensor(np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32))
     np.testing.assert_array_equal(loaded(x).numpy(), model.eval()(x).numpy())
     assert not [p for p in (tmp_path / "r").iterdir() if p.name.endswith(".tmp")]
@@ -23,7 +24,7 @@ def test_mismatched_weights_say_what_differs(tmp_path):
     checkpoint.save_run(tmp_path / "r", models.build("article"), models.spec("article"))
     checkpoint.write_json(tmp_path / "r" / checkpoint.SPEC, models.spec("lenet5"))
     with pytest.raises(checkpoint.RunError, match="does not match") as e:
-        checkpoint.load_run(tmp_path / "r")
+        runs.load(tmp_path / "r")
     assert "missing" in str(e.value) and "lenet5" in str(e.value)
 
 
@@ -37,7 +38,7 @@ def test_damaged_runs_raise_run_error(tmp_path, damage, match):
     checkpoint.save_run(tmp_path / "r", models.build("article"), models.spec("article"))
     damage(tmp_path / "r")
     with pytest.raises(checkpoint.RunError, match=match):
-        checkpoint.load_run(tmp_path / "r")
+        runs.load(tmp_path / "r")
 
 
 def test_failed_write_leaves_previous_file_intact(tmp_path):
@@ -55,8 +56,8 @@ def test_normalization_recorded_or_mnist_for_old_runs(tmp_path):
     assert checkpoint.normalization({"dataset": "fashion-mnist", "validation": 10000}) == (0.1307, 0.3081)
     assert checkpoint.normalization({"dataset": "fashion-mnist", "mean": 0.286, "std": 0.353}) == (0.286, 0.353)
     checkpoint.save_run(tmp_path / "old", models.build("article"), models.spec("article"), {"dataset": "mnist"})
-    _, _, cfg, _ = checkpoint.load_run(tmp_path / "old")  # an old config still loads
-    assert checkpoint.normalization(cfg) == (0.1307, 0.3081)
+    cfg = runs.load(tmp_path / "old").config  # an old config still loads
+    assert (cfg.mean, cfg.std) == (0.1307, 0.3081)
 
 
 @pytest.mark.parametrize("cfg,match", [

@@ -10,10 +10,15 @@ import pytest
 from PIL import Image, ImageDraw
 
 import cnnlab
-from cnnlab import checkpoint, models, optim
-from cnnlab.cli import main, train_run
+from cnnlab import checkpoint, models, optim, recipes, runs
+from cnnlab.cli import main
 from cnnlab.data import DataLoader, load_dataset
-from cnnlab.train import evaluate, fit
+from cnnlab.train import eval_loader, evaluate, fit
+
+
+def train_run(recipe, dry_run=True, progress=False, log=None, **changes):
+    """A dry run of a recipe with some settings changed, as `cnnlab train --model RECIPE --dry-run`."""
+    return runs.train(recipes.get(recipe).replace(**changes), dry_run=dry_run, progress=progress, log=log)
 
 
 def test_help_shows_defaults(capsys):
@@ -37,8 +42,8 @@ def test_help_states_each_default_once(capsys):
 
 
 def test_the_clothing_recipes_train_on_clothes_by_default(monkeypatch):
-    assert models.recipe("fashion").dataset == models.recipe("fashion-best").dataset == "fashion-mnist"
-    assert {models.recipe(n).dataset for n in models.names() if not n.startswith("fashion")} == {"mnist"}
+    assert recipes.get("fashion").dataset == recipes.get("fashion-best").dataset == "fashion-mnist"
+    assert {recipes.get(n).dataset for n in recipes.names() if not n.startswith("fashion")} == {"mnist"}
     # --dataset unset means the recipe's
     seen = []
 
@@ -46,11 +51,11 @@ def test_the_clothing_recipes_train_on_clothes_by_default(monkeypatch):
         seen.append(name)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("cnnlab.data.load_dataset", load)
+    monkeypatch.setattr("cnnlab.runs.load_dataset", load)
     with pytest.raises(KeyboardInterrupt):
         train_run("fashion", dry_run=True, progress=False, log=None)
     with pytest.raises(KeyboardInterrupt):
-        train_run("fashion", "mnist", dry_run=True, progress=False, log=None)  # an explicit choice wins
+        train_run("fashion", dataset="mnist")  # an explicit choice wins
     assert seen == ["fashion-mnist", "mnist"]
 
 
@@ -70,12 +75,12 @@ def test_no_validation_set_keeps_the_last_epoch(capsys):
             for p in model.parameters():
                 p.data[...] = rng.standard_normal(p.shape)
 
-    h = fit(model, opt, loader, 3, validation=None, test=(split.test[0][:500], split.test[1][:500]),
-            progress=False, log=None, on_epoch_end=scramble)
+    test = eval_loader(split.test[0][:500], split.test[1][:500], 0.1307, 0.3081)
+    h = fit(model, opt, loader, 3, validation=None, test=test, progress=False, log=None, on_epoch_end=scramble)
     assert h.epochs[2]["train_accuracy"] < h.epochs[1]["train_accuracy"]
     assert h.best_validation_accuracy is None  # training accuracy is not passed off as validation
     assert h.best_epoch == 3 and h.test_accuracy == h.epochs[-1]["test_accuracy"]
-    assert evaluate(model, split.test[0][:500], split.test[1][:500])["accuracy"] == h.test_accuracy
+    assert evaluate(model, test)["accuracy"] == h.test_accuracy
     assert main(["train", "--validation", "0", "--dry-run", "--no-progress"]) == 0
     assert "the last epoch: no validation set to choose on" in capsys.readouterr().out
 
@@ -121,11 +126,10 @@ def test_help_lists_hflip(capsys):
 
 
 def test_mnist_run_records_the_published_normalisation():
-    res = train_run("article", dry_run=True, progress=False, log=None)
-    cfg = res["config"]
-    assert (cfg["mean"], cfg["std"]) == (0.1307, 0.3081)  # MNIST results stay bit-identical
-    assert cfg["hflip"] is False  # the recipe's default: digits are not mirrored
-    assert models.recipe("article").hflip is False
+    cfg = train_run("article").config
+    assert (cfg.mean, cfg.std) == (0.1307, 0.3081)  # MNIST results stay bit-identical
+    assert cfg.augment.hflip is False  # the recipe's default: digits are not mirrored
+    assert recipes.get("article").augment.hflip is False
 
 
 def test_train_dry_run_saves_nothing(tmp_path, monkeypatch):
@@ -137,7 +141,7 @@ def test_train_dry_run_saves_nothing(tmp_path, monkeypatch):
 def test_models_and_summary(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in models.names():
+    for name in recipes.names() + models.names():
         assert name in out
     assert main(["summary", "nielsen-conv1"]) == 0
     out = capsys.readouterr().out
@@ -277,9 +281,9 @@ def test_zoom_and_erase_flags(capsys):
     assert main(["train", "--model", "article", "--scale", "0.1", "--erase", "0.5", "--dry-run", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "zoom +-0.1" in out and "erase p=0.5" in out
-    res = train_run("article", dry_run=True, progress=False, log=None, scale=0.1, erase=0.25)
-    assert (res["config"]["scale"], res["config"]["erase"]) == (0.1, 0.25)
-    assert models.recipe("best-vgg").scale == 0.1
+    res = train_run("article", max_scale=0.1, erase=0.25)
+    assert (res.config.augment.max_scale, res.config.augment.erase) == (0.1, 0.25)
+    assert recipes.get("best-vgg").augment.max_scale == 0.1
     for flag, value, msg in (("--scale", "1.2", "--scale must be in"), ("--erase", "2", "--erase must be a probability")):
         assert main(["train", "--model", "article", flag, value, "--dry-run", "--no-progress"]) != 0
         assert msg in capsys.readouterr().err
@@ -287,32 +291,31 @@ def test_zoom_and_erase_flags(capsys):
 
 def test_every_optimizer_trains_and_nielsens_l2_is_refused_where_it_would_be_ignored(capsys):
     for name in ("sgd", "nesterov", "rmsprop", "adam", "adamw"):
-        res = train_run("article", dry_run=True, progress=False, log=None, optimizer=name, lr=1e-3)
-        assert res["config"]["optimizer"] == name
-        assert np.isfinite(res["history"].epochs[-1]["train_loss"])
+        res = train_run("article", optimizer=name, lr=1e-3)
+        assert res.config.optimizer.name == name
+        assert np.isfinite(res.history.epochs[-1]["train_loss"])
     # the recipe's lambda (nielsen-conv2-relu: 0.1) and an explicit one, with an optimizer that has no such term
     for argv in (["--model", "nielsen-conv2-relu", "--optimizer", "adam"],
                  ["--model", "article", "--optimizer", "rmsprop", "--l2", "0.5"]):
         assert main(["train", *argv, "--dry-run", "--no-progress"]) == 2
         err = capsys.readouterr().err
-        assert "applied by SGD only" in err and "--l2 0" in err and "Traceback" not in err
+        assert "--l2" in err and "applied by SGD only" in err and "set it to 0" in err and "Traceback" not in err
     assert main(["train", "--model", "nielsen-conv2-relu", "--optimizer", "adam", "--l2", "0", "--dry-run",
                  "--no-progress"]) == 0
     # the recipe's SGD momentum (alexnet: 0.9) is not carried over to another optimizer, nor recorded
-    assert train_run("alexnet", dry_run=True, progress=False, log=None, optimizer="rmsprop")["config"]["momentum"] == 0
-    res = train_run("article", dry_run=True, progress=False, log=None, optimizer="rmsprop", momentum=0.5)
-    assert res["config"]["momentum"] == 0.5
+    assert train_run("alexnet", optimizer="rmsprop").config.optimizer.momentum == 0
+    assert train_run("article", optimizer="rmsprop", momentum=0.5).config.optimizer.momentum == 0.5
     with pytest.raises(ValueError, match="adam has no momentum"):
-        train_run("article", dry_run=True, progress=False, log=None, optimizer="adam", momentum=0.5)
+        recipes.get("article").replace(optimizer="adam", momentum=0.5)
 
 
 def test_elastic_flags(capsys):
     assert main(["train", "--model", "article", "--elastic", "30", "--elastic-sigma", "5", "--dry-run",
                  "--no-progress"]) == 0
     assert "elastic alpha 30 sigma 5" in capsys.readouterr().out
-    res = train_run("best-vgg-elastic", dry_run=True, progress=False, log=None, epochs=1, train_size=200)
-    assert (res["config"]["elastic"], res["config"]["elastic_sigma"]) == (20.0, 4.0)  # the recipe's
-    assert train_run("article", dry_run=True, progress=False, log=None)["config"]["elastic"] == 0.0
+    res = train_run("best-vgg-elastic", epochs=1, train_size=200)
+    assert (res.config.augment.elastic, res.config.augment.elastic_sigma) == (20.0, 4.0)  # the recipe's
+    assert train_run("article").config.augment.elastic == 0.0
     for flag, value, msg in (("--elastic", "-1", "--elastic must be >= 0"),
                              ("--elastic-sigma", "0", "--elastic-sigma must be > 0")):
         assert main(["train", "--model", "article", flag, value, "--dry-run", "--no-progress"]) != 0
@@ -353,10 +356,12 @@ def test_evaluate_mirror_tta(trained_run, tmp_path, capsys):
     assert main(["evaluate", "--mirror-tta", str(run), str(run)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     tta = float(lines[0].split("with mirror averaging ")[1].split("%")[0])
-    model, _, _, _ = checkpoint.load_run(run)
+    model = runs.load(run).model
     x, y = load_dataset("mnist").test
-    p = (evaluate(model, x, y, return_predictions=True)["probabilities"]
-         + evaluate(model, np.ascontiguousarray(x[:, :, ::-1]), y, return_predictions=True)["probabilities"]) / 2
+
+    def probabilities(images):
+        return evaluate(model, eval_loader(images, y, 0.1307, 0.3081), return_predictions=True)["probabilities"]
+    p = (probabilities(x) + probabilities(np.ascontiguousarray(x[:, :, ::-1]))) / 2
     assert tta == pytest.approx(100 * float((p.argmax(1) == y).mean()), abs=0.005)
     assert lines[4].startswith("ensemble of 2 (each with mirror averaging): validation accuracy")
     assert lines[-1].startswith("chosen on validation: ")

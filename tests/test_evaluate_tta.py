@@ -6,11 +6,13 @@ import shutil
 import numpy as np
 import pytest
 
-from cnnlab import checkpoint
-from cnnlab.cli import _report_ensemble, main
+from cnnlab import checkpoint, runs
+from cnnlab.cli import main
+from cnnlab.cli.evaluate import report_ensemble
+from cnnlab.data import MNIST_MEAN, MNIST_STD
 from cnnlab.data.augment import shift_images
 from cnnlab.ensemble import METHODS
-from cnnlab.train import evaluate, tta_views
+from cnnlab.train import eval_loader, evaluate, tta_views
 
 
 def _naive_shift(img, dy, dx):
@@ -53,7 +55,7 @@ def test_report_ensemble_chooses_on_validation_and_breaks_ties_toward_the_simple
     # The vote follows the two (3/4 right); the average follows the confident one (4/4 right).
     plain = [onehot([0, 1, 2, 1], 0.4), onehot([0, 1, 2, 1], 0.4), onehot([0, 1, 2, 0], 0.99)]
     probabilities = {("plain", "validation"): plain, ("plain", "test"): plain}
-    _report_ensemble(3, ["plain"], splits, probabilities, METHODS)
+    report_ensemble(3, ["plain"], splits, probabilities, METHODS)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "ensemble of 3: validation accuracy 75.00% by plurality vote, 100.00% by averaged probabilities"
     assert lines[-1] == "chosen on validation: averaged probabilities; its test accuracy 100.00%"
@@ -62,7 +64,7 @@ def test_report_ensemble_chooses_on_validation_and_breaks_ties_toward_the_simple
     test_set = [onehot([0, 1, 2, 0], 0.4), onehot([0, 1, 2, 0], 0.4), onehot([0, 1, 2, 1], 0.99)]
     probabilities = {("plain", "validation"): plain, ("plain", "test"): test_set,
                      ("shift", "validation"): plain, ("shift", "test"): plain}
-    _report_ensemble(3, ["plain", "shift"], splits, probabilities, METHODS)
+    report_ensemble(3, ["plain", "shift"], splits, probabilities, METHODS)
     lines = capsys.readouterr().out.strip().splitlines()
     # plain-average and shift-average tie on validation (100%): the first, plain, wins; its test score is 75%
     assert lines[-1] == "chosen on validation: averaged probabilities; its test accuracy 75.00%"
@@ -82,12 +84,12 @@ def test_shift_tta_matches_a_hand_computed_average(small_run, capsys):
     assert main(["evaluate", "--shift-tta", str(small_run)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     split = load_dataset("mnist")
-    model, _, _, _ = checkpoint.load_run(small_run)
+    model = runs.load(small_run).model
     reported = {}
     for name, part in (("test", lines[0].split("; validation")[0]), ("validation", lines[0].split("; validation")[1])):
         reported[name] = float(part.split("with 1-px shift averaging ")[1].split("%")[0])
         x, y = getattr(split, name)
-        p = sum(evaluate(model, shift_images(x, dy, dx), y, return_predictions=True)["probabilities"]
+        p = sum(evaluate(model, eval_loader(shift_images(x, dy, dx), y, MNIST_MEAN, MNIST_STD), return_predictions=True)["probabilities"]
                 for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))) / 5
         assert reported[name] == pytest.approx(100 * float((p.argmax(1) == y).mean()), abs=0.005)
     plain_val = float(lines[0].split("validation ")[1].split("%")[0])
@@ -111,10 +113,10 @@ def test_runs_with_other_validation_splits_are_measured_on_test_only(small_run, 
 def test_evaluate_batch_size_does_not_change_the_result(small_run):
     from cnnlab.data import load_dataset
 
-    model, _, _, _ = checkpoint.load_run(small_run)
+    model = runs.load(small_run).model
     x, y = load_dataset("mnist").test
     x, y = x[:700], y[:700]
-    a = evaluate(model, x, y, return_predictions=True)
-    b = evaluate(model, x, y, batch_size=1000, return_predictions=True)
+    a = evaluate(model, eval_loader(x, y, MNIST_MEAN, MNIST_STD), return_predictions=True)
+    b = evaluate(model, eval_loader(x, y, MNIST_MEAN, MNIST_STD, batch_size=1000), return_predictions=True)
     assert a["accuracy"] == b["accuracy"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=1e-5, atol=1e-6)

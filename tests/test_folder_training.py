@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from cnnlab import checkpoint
-from cnnlab.cli import main, train_run
+from cnnlab import recipes, runs
+from cnnlab.cli import main
 from cnnlab.data import MNIST_MEAN, MNIST_STD, load_dataset, pixel_stats
-from cnnlab.train import evaluate
+from cnnlab.train import eval_loader, evaluate
 
 
 def _draw(kind, rng, path):
@@ -58,12 +58,13 @@ def test_a_run_records_its_own_normalisation_and_evaluate_uses_it(shapes, tmp_pa
     assert main(["train", "--dataset", str(shapes), "--model", "article", "--epochs", "3", "--batch-size", "8",
                  "--hflip", "--out", str(run), "--no-progress"]) == 0
     capsys.readouterr()
-    model, _, cfg, metrics = checkpoint.load_run(run)
+    saved = runs.load(run)
+    model, cfg, metrics = saved.model, saved.config, saved.metrics
     split = load_dataset(str(shapes))
     # measured on the folder's training split, and different from MNIST's constants
-    assert (cfg["mean"], cfg["std"]) == pixel_stats(split.train_images)
-    assert abs(cfg["mean"] - MNIST_MEAN) > 0.01 and abs(cfg["std"] - MNIST_STD) > 0.01
-    assert cfg["hflip"] is True
+    assert (cfg.mean, cfg.std) == pixel_stats(split.train_images)
+    assert abs(cfg.mean - MNIST_MEAN) > 0.01 and abs(cfg.std - MNIST_STD) > 0.01
+    assert cfg.augment.hflip is True
     best = metrics["epochs"][metrics["best_epoch"] - 1]
     # evaluate re-measures exactly what training reported at the saved (best) epoch
     assert main(["evaluate", str(run)]) == 0
@@ -71,12 +72,12 @@ def test_a_run_records_its_own_normalisation_and_evaluate_uses_it(shapes, tmp_pa
     assert f"accuracy {100 * best['test_accuracy']:.2f}%" in out, out
     assert f"loss {best['test_loss']:.4f}" in out, out
     # ... which MNIST's constants would not have given
-    assert f"{evaluate(model, *split.test)['loss']:.4f}" != f"{best['test_loss']:.4f}"
+    assert f"{evaluate(model, eval_loader(*split.test, MNIST_MEAN, MNIST_STD))['loss']:.4f}" != f"{best['test_loss']:.4f}"
 
 
 def test_hflip_changes_training_and_defaults_to_the_recipe(shapes):
-    kw = {"dataset": str(shapes), "epochs": 1, "batch_size": 8, "save": False, "progress": False, "log": None}
-    plain = train_run("article", **kw)
-    flipped = train_run("article", hflip=True, **kw)
-    assert plain["config"]["hflip"] is False and flipped["config"]["hflip"] is True
-    assert plain["history"].epochs[0]["train_loss"] != flipped["history"].epochs[0]["train_loss"]
+    config = recipes.get("article").replace(dataset=str(shapes), epochs=1, batch_size=8)
+    plain = runs.train(config, save=False, progress=False, log=None)
+    flipped = runs.train(config.replace(hflip=True), save=False, progress=False, log=None)
+    assert plain.config.augment.hflip is False and flipped.config.augment.hflip is True
+    assert plain.history.epochs[0]["train_loss"] != flipped.history.epochs[0]["train_loss"]

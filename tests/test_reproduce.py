@@ -5,17 +5,22 @@ import json
 import numpy as np
 import pytest
 
-from cnnlab import models
+import cnnlab.runs
+from cnnlab import models, recipes
 from cnnlab.cli import main
 from cnnlab.ensemble import vote
-from cnnlab.reproduce import ROWS, markdown_table, pooling_experiment, reproduce_nielsen
+from cnnlab.reproduce import ROWS, markdown_table, member_config, pooling_experiment, reproduce_nielsen
 
 
 def test_book_table_is_the_published_one():
     assert [round(100 * r.book, 2) for r in ROWS] == [97.80, 98.78, 99.06, 99.23, 99.37, 99.60]
     assert all(r.epochs == 60 for r in ROWS[:5]) and ROWS[5].epochs == 40
-    assert [r.lr for r in ROWS] == [0.1, 0.1, 0.1, 0.03, 0.03, 0.03]
-    assert [r.l2 for r in ROWS] == [0, 0, 0, 0.1, 0.1, 0]
+    assert [r.config.optimizer.lr for r in ROWS] == [0.1, 0.1, 0.1, 0.03, 0.03, 0.03]
+    assert [r.config.optimizer.l2_lambda for r in ROWS] == [0, 0, 0, 0.1, 0.1, 0]
+    assert [r.config.expand for r in ROWS] == [False] * 4 + [True] * 2
+    # the book's plain SGD at mini-batch 10, no augmentation beyond the expanded data
+    assert {(r.config.optimizer.name, r.config.optimizer.momentum, r.config.batch_size, r.config.schedule,
+             r.config.augment.max_shift) for r in ROWS} == {("sgd", 0.0, 10, "constant", 0)}
 
 
 def test_vote_is_a_plurality_with_probability_tiebreak():
@@ -105,8 +110,6 @@ def test_full_runs_of_some_rows_add_to_the_saved_table(tmp_path):
 
 
 def test_trained_nets_are_saved_and_reused_not_retrained(tmp_path, monkeypatch):
-    import cnnlab.cli
-
     runs = tmp_path / "nets"
     first = reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False, log=None,
                               runs_dir=runs)
@@ -116,7 +119,7 @@ def test_trained_nets_are_saved_and_reused_not_retrained(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished net with the same settings was trained again")
 
-    monkeypatch.setattr(cnnlab.cli, "train_run", no_training)
+    monkeypatch.setattr(cnnlab.runs, "train", no_training)
     lines = []
     again = reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False,
                               log=lines.append, runs_dir=runs)
@@ -131,26 +134,24 @@ def test_trained_nets_are_saved_and_reused_not_retrained(tmp_path, monkeypatch):
 
 
 def test_unfinished_or_different_nets_are_trained_again(tmp_path, monkeypatch):
-    import cnnlab.cli
-
     runs = tmp_path / "nets"
     reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False, log=None, runs_dir=runs)
     net = runs / "fc-seed0-epochs1-train1000"
     calls = []
-    real = cnnlab.cli.train_run
+    real = cnnlab.runs.train
 
     def counting(*args, **kwargs):
         calls.append(kwargs["out"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cnnlab.cli, "train_run", counting)
+    monkeypatch.setattr(cnnlab.runs, "train", counting)
     metrics = json.loads((net / "metrics.json").read_text())
     for broken in ({**metrics, "interrupted": True}, {**metrics, "epochs": []}):
         (net / "metrics.json").write_text(json.dumps(broken))
         reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False, log=None,
                           runs_dir=runs)
     config = json.loads((net / "config.json").read_text())
-    (net / "config.json").write_text(json.dumps({**config, "lr": 0.5}))
+    (net / "config.json").write_text(json.dumps({**config, "optimizer": {**config["optimizer"], "lr": 0.5}}))
     reproduce_nielsen(rows=["fc"], epochs=1, train_size=1000, out_dir=None, progress=False, log=None, runs_dir=runs)
     assert calls == [net, net, net]
     # a shortened run never stands in for the book's: other settings, another directory
@@ -158,38 +159,37 @@ def test_unfinished_or_different_nets_are_trained_again(tmp_path, monkeypatch):
     assert calls[-1] == runs / "fc-seed0-epochs1-train900"
 
 
-def test_nets_saved_before_the_elastic_option_are_reused(tmp_path, monkeypatch):
-    import cnnlab.cli
-
+def test_nets_saved_before_trainconfig_are_reused(tmp_path, monkeypatch):
+    """A net of the table saved by an older cnnlab (a flat config.json, no "elastic" key: written
+    before that option existed) still counts as the book's net; changed, it does not."""
     runs = tmp_path / "nets"
     reproduce_nielsen(rows=["fc"], epochs=1, train_size=500, out_dir=None, progress=False, log=None, runs_dir=runs)
     net = runs / "fc-seed0-epochs1-train500"
-    config = json.loads((net / "config.json").read_text())
-    assert config.pop("elastic") == 0.0
-    (net / "config.json").write_text(json.dumps(config))  # as written before the option existed
+    old = {"model": "nielsen-fc", "dataset": "mnist", "epochs": 1, "batch_size": 10, "lr": 0.1, "optimizer": "sgd",
+           "model_kwargs": {}, "train_size": 500, "momentum": 0.0, "weight_decay": 0.0, "l2_lambda": 0.0,
+           "schedule": "constant", "augment": 0, "rotate": 0.0, "hflip": False, "scale": 0.0, "erase": 0.0,
+           "label_smoothing": 0.0, "expand": False, "validation": 10000, "early_stopping": None, "seed": 0,
+           "device": "cpu", "mean": 0.1307, "std": 0.3081}
+    (net / "config.json").write_text(json.dumps(old))
     calls = []
-    real = cnnlab.cli.train_run
-    monkeypatch.setattr(cnnlab.cli, "train_run", lambda *a, **k: calls.append(k["out"]) or real(*a, **k))
+    real = cnnlab.runs.train
+    monkeypatch.setattr(cnnlab.runs, "train", lambda *a, **k: calls.append(k["out"]) or real(*a, **k))
     reproduce_nielsen(rows=["fc"], epochs=1, train_size=500, out_dir=None, progress=False, log=None, runs_dir=runs)
     assert calls == []
-    (net / "config.json").write_text(json.dumps({**config, "elastic": 34.0}))  # not the book's net
+    (net / "config.json").write_text(json.dumps({**old, "elastic": 34.0}))  # not the book's net
     reproduce_nielsen(rows=["fc"], epochs=1, train_size=500, out_dir=None, progress=False, log=None, runs_dir=runs)
     assert calls == [net]
 
 
 def test_an_ensemble_member_trained_by_the_cli_counts_as_one_of_the_table():
-    from cnnlab.cli import build_parser, train_run
-    from cnnlab.reproduce import _book_settings
+    from cnnlab.cli import build_parser
+    from cnnlab.cli.train import config_from_args
 
     args = build_parser().parse_args(["train", "--model", "nielsen-dropout", "--expand", "--augment", "0",
-                                      "--seed", "3", "--dry-run", "--no-progress"])
-    res = train_run(args.model, args.dataset, args.epochs, args.batch_size, args.lr, args.optimizer, args.schedule,
-                    args.l2, args.augment, args.rotate, args.expand, args.validation, args.early_stopping,
-                    args.seed, args.out, args.device, args.dry_run, progress=False, log=None, hflip=args.hflip,
-                    scale=args.scale, erase=args.erase, elastic=args.elastic, elastic_sigma=args.elastic_sigma)
-    expected = _book_settings(next(r for r in ROWS if r.key == "dropout"), 3)
-    assert expected.pop("epochs") == models.recipe("nielsen-dropout").epochs == 40  # a dry run trains 1 epoch
-    assert {k: res["config"][k] for k in expected} == expected
+                                      "--seed", "3", "--no-progress"])
+    dropout = next(r for r in ROWS if r.key == "dropout")
+    assert config_from_args(args) == member_config(dropout, 3)
+    assert member_config(dropout, 3).epochs == recipes.get("nielsen-dropout").epochs == 40
 
 
 def test_cli_reproduce_keeps_its_nets_where_told(tmp_path, capsys):

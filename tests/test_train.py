@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import cnnlab
-from cnnlab import models, nn, optim
+from cnnlab import models, nn, optim, recipes
 from cnnlab.data import Augment, DataLoader, load_dataset
-from cnnlab.train import evaluate, fit
+from cnnlab.train import eval_loader, evaluate, fit
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +21,15 @@ def test_short_mnist_run_learns(mnist):
     x, y = mnist.train
     loader = DataLoader(x[:4000], y[:4000], batch_size=32, seed=0)
     opt = optim.Adam(model.parameters(), lr=3e-3)
-    val = (mnist.validation[0][:1000], mnist.validation[1][:1000])
-    test = (mnist.test[0][:2000], mnist.test[1][:2000])
+    val = eval_loader(mnist.validation[0][:1000], mnist.validation[1][:1000], 0.1307, 0.3081)
+    test = eval_loader(mnist.test[0][:2000], mnist.test[1][:2000], 0.1307, 0.3081)
     h = fit(model, opt, loader, epochs=2, validation=val, test=test, progress=False, log=None)
     assert len(h.epochs) == 2
     assert h.test_accuracy > 0.90, h.test_accuracy
     assert h.epochs[-1]["train_loss"] < h.epochs[0]["train_loss"]
     # the model holds the best-validation weights, so evaluating it reproduces the reported number
     best = h.epochs[h.best_epoch - 1]
-    assert evaluate(model, *test)["accuracy"] == pytest.approx(best["test_accuracy"])
+    assert evaluate(model, test)["accuracy"] == pytest.approx(best["test_accuracy"])
     assert h.test_accuracy == best["test_accuracy"]
     assert h.best_validation_accuracy == max(e["validation_accuracy"] for e in h.epochs)
 
@@ -55,7 +55,7 @@ def test_early_stopping_and_history_fields(mnist):
     x, y = mnist.train
     loader = DataLoader(x[:500], y[:500], batch_size=50, seed=0)
     opt = optim.SGD(model.parameters(), lr=0.0)  # lr 0: never improves after epoch 1
-    val = (mnist.validation[0][:200], mnist.validation[1][:200])
+    val = eval_loader(mnist.validation[0][:200], mnist.validation[1][:200], 0.1307, 0.3081)
     h = fit(model, opt, loader, epochs=10, validation=val, early_stopping=2, progress=False, log=None)
     assert h.stopped_early and len(h.epochs) == 3 and h.best_epoch == 1
     rec = h.epochs[0]
@@ -119,6 +119,6 @@ def test_vgg_small_parameter_count_and_shapes():
     # 3x3 convs without bias (batch norm follows): 1->32, 32->32, 32->64, 64->64; BN 2 per map; FC 3136->256->10
     convs = 9 * (1 * 32 + 32 * 32 + 32 * 64 + 64 * 64)
     bn = 2 * (32 + 32 + 64 + 64)
-    assert models.build("fashion-best").num_parameters() == convs + bn + 64 * 7 * 7 * 256 + 256 + 2570
-    assert models.recipe("fashion-best").hflip and models.recipe("fashion").hflip
-    assert not models.recipe("default").hflip and not models.recipe("best").hflip
+    assert models.build("vgg-small").num_parameters() == convs + bn + 64 * 7 * 7 * 256 + 256 + 2570
+    assert recipes.get("fashion-best").augment.hflip and recipes.get("fashion").augment.hflip
+    assert not recipes.get("default").augment.hflip and not recipes.get("best").augment.hflip

@@ -4,12 +4,13 @@ from . import backend
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .backend import manual_seed
 from . import data, functional, models, nn, optim  # noqa: E402
+from . import recipes, runs  # noqa: E402
 from .numerical import GradcheckError, gradcheck  # noqa: E402
+from .runs import TrainConfig  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "backend", "data", "enable_grad", "functional", "gradcheck",
-    "is_grad_enabled", "manual_seed",
-    "models", "nn", "no_grad", "optim", "tensor",
+    "Function", "GradcheckError", "Tensor", "TrainConfig", "backend", "data", "enable_grad", "functional",
+    "gradcheck", "is_grad_enabled", "manual_seed", "models", "nn", "no_grad", "optim", "recipes", "runs", "tensor",
 ]

@@ -3,13 +3,13 @@
     runs/<name>/
       model.safetensors   every parameter and buffer by its state-dict name
       spec.json           {"name": ..., "kwargs": {...}}: rebuilds the architecture
-      config.json         how it was trained (dataset, epochs, lr, seed, the input normalisation
-                          "mean" and "std", ...)
+      config.json         how it was trained: a ``runs.TrainConfig`` as JSON (data set, epochs,
+                          optimizer, augmentation, seed, the input normalisation "mean" and "std", ...)
       metrics.json        per-epoch history and the final test_accuracy (a fraction)
 
 Every file is written to a temporary file in the same directory and renamed over the target,
 so a crash or Ctrl-C never leaves a half-written file. Nothing is pickled: loading a run
-executes no code from it.
+executes no code from it. ``cnnlab.runs.load`` reads a whole run; this module handles its files.
 """
 
 from __future__ import annotations
@@ -159,18 +159,16 @@ def save_run(run_dir, model, model_spec, config=None, metrics=None) -> Path:
     return run_dir
 
 
-def load_run(run_dir):
-    """Rebuild the model of a run and load its weights.
+def load_model(run_dir):
+    """Rebuild the model of a run directory from its spec.json and load its weights.
 
-    Returns (model in eval mode, spec, config, metrics). Raises RunError naming what is
-    missing or what differs between the saved tensors and the model the spec describes.
+    Returns (model in eval mode, spec). Raises RunError naming what is missing, or what differs
+    between the saved tensors and the model the spec describes.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     model_spec = read_json(run_dir / SPEC)
-    config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
-    metrics = read_json(run_dir / METRICS) if (run_dir / METRICS).exists() else {}
     try:
         model = models.build(model_spec)
     except ValueError as exc:
@@ -181,4 +179,4 @@ def load_run(run_dir):
     except ValueError as exc:
         raise RunError(f"{run_dir / WEIGHTS} does not match the model in {SPEC} "
                        f"({model_spec.get('name')}): {exc}") from None
-    return model.eval(), model_spec, config, metrics
+    return model.eval(), models.spec(model_spec["name"], **model_spec.get("kwargs", {}))

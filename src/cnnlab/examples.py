@@ -15,8 +15,8 @@ In both tasks *where* the pattern is carries no information and *what* it is car
 which is exactly the translation invariance that shared weights (the same detector at every
 position) and max-pooling (keep the strongest response, wherever it was) provide.
 
-The training loop is written out here (seeded shuffling, mini-batches, Adam, model selection on
-validation data) rather than taken from ``cnnlab.train``, whose loader expects 28x28 images.
+Training is ``cnnlab.train.fit`` over ``DataLoader``s of the generated arrays (seeded shuffling,
+mini-batches, Adam, model selection on validation data), as for images.
 Usage: ``cnnlab example seq1d`` or ``run_example("vol3d", epochs=3)``.
 """
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import cnnlab
-import cnnlab.functional as F
-from cnnlab import nn, optim
+from . import backend, nn, optim
+from .data import DataLoader
+from .train import evaluate, fit
 
 SEQ_CLASSES = ("sine burst", "square pulse", "sawtooth", "chirp")
 VOL_CLASSES = ("ball", "shell", "cube", "rod")
@@ -176,57 +176,27 @@ EXAMPLES = {
 }
 
 
-def evaluate_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:
-    """Fraction of ``x`` that ``model`` classifies as ``y`` (eval mode, no gradients)."""
-    model.eval()
-    correct = 0
-    with cnnlab.no_grad():
-        for i in range(0, len(x), batch_size):
-            logits = model(cnnlab.Tensor(x[i:i + batch_size])).numpy()
-            correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
-    return correct / max(len(x), 1)
-
-
 def train_classifier(model, train, validation, test, epochs, batch_size, lr, seed=0, log=print,
                      name="model") -> dict:
-    """Train with Adam on mini-batches; report the test accuracy of the best-validation epoch.
+    """Train with Adam on mini-batches (``cnnlab.train.fit``); report the test accuracy of the
+    best-validation epoch.
 
-    ``train``, ``validation`` and ``test`` are (x, y) pairs. The test set is used once, at the
-    end, on the weights of the epoch with the best validation accuracy (restored into ``model``),
-    so it never influences which model is chosen.
+    ``train``, ``validation`` and ``test`` are (x float (N, C, *S), y) pairs. The test set is used
+    once, at the end, on the weights of the epoch with the best validation accuracy (``fit`` restores
+    them into ``model``), so it never influences which model is chosen.
     """
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, validation, test
-    optimizer = optim.Adam(model.parameters(), lr=lr)
-    shuffle = np.random.default_rng([seed, _SHUFFLE])
-    best = {"validation_accuracy": -1.0}
+    def loader(pair, shuffle):
+        # the data is generated already scaled: no normalisation (mean 0, std 1 leave it as it is)
+        return DataLoader(*pair, batch_size, shuffle=shuffle, seed=shuffle_seed, mean=0.0, std=1.0, channels=True)
+
+    shuffle_seed = int(np.random.SeedSequence([seed, _SHUFFLE]).generate_state(1)[0])
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = shuffle.permutation(len(x_train))
-        loss_sum, correct = 0.0, 0
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            logits = model(cnnlab.Tensor(x_train[idx]))
-            loss = F.cross_entropy(logits, y_train[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.numpy().argmax(1) == y_train[idx]).sum())
-        # Training accuracy is counted on the batches as they were trained (no extra pass).
-        train_acc = correct / len(x_train)
-        val_acc = evaluate_accuracy(model, x_val, y_val)
-        log(f"{name} epoch {epoch}/{epochs}: loss {loss_sum / len(x_train):.4f}, "
-            f"train {100 * train_acc:.2f}%, validation {100 * val_acc:.2f}% "
-            f"({time.perf_counter() - start:.1f} s)")
-        if val_acc > best["validation_accuracy"]:
-            # Copies, because the state dict shares memory with the parameters being trained.
-            best = {"epoch": epoch, "train_accuracy": train_acc, "validation_accuracy": val_acc,
-                    "state": {k: v.numpy().copy() for k, v in model.state_dict().items()}}
-    model.load_state_dict(best.pop("state"))
-    best["test_accuracy"] = evaluate_accuracy(model, x_test, y_test)
-    best["seconds"] = time.perf_counter() - start
-    return best
+    history = fit(model, optim.Adam(model.parameters(), lr=lr), loader(train, True), epochs,
+                  validation=loader(validation, False), progress=False, log=lambda line: log(f"{name} {line}"))
+    best = history.epochs[history.best_epoch - 1]
+    return {"epoch": history.best_epoch, "train_accuracy": best["train_accuracy"],
+            "validation_accuracy": best["validation_accuracy"],
+            "test_accuracy": evaluate(model, loader(test, False))["accuracy"], "seconds": time.perf_counter() - start}
 
 
 def run_example(name: str, epochs: int | None = None, seed: int = 0, log=print, n_train: int | None = None,
@@ -248,7 +218,7 @@ def run_example(name: str, epochs: int | None = None, seed: int = 0, log=print, 
     sizes = (n_train or spec.n_train, n_validation or spec.n_validation, n_test or spec.n_test)
     train, validation, test = (spec.make_data(n, seed=[seed, split])
                                for n, split in zip(sizes, (_TRAIN, _VALIDATION, _TEST)))
-    cnnlab.manual_seed(seed)  # the weights' initialisation
+    backend.manual_seed(seed)  # the weights' initialisation
     model = spec.make_model()
     best = train_classifier(model, train, validation, test, epochs, spec.batch_size, spec.lr,
                             seed=seed, log=log, name=name)
@@ -271,9 +241,3 @@ def _summary_line(r: dict) -> str:
             f"(validation {100 * r['validation_accuracy']:.2f}%, train {100 * r['train_accuracy']:.2f}%, "
             f"best of {r['epochs']} epochs: {r['best_epoch']}), {r['parameters']:,} parameters, "
             f"{r['seconds']:.1f} s")
-
-
-def cli_example(args) -> int:
-    """``cnnlab example {seq1d,vol3d} [--epochs N] [--seed S]``: train one example, print the result."""
-    run_example(args.which, args.epochs, args.seed)
-    return 0

@@ -12,8 +12,10 @@ conv-pool blocks below are Conv -> Pool -> activation.
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -101,10 +103,6 @@ def nielsen_conv2(activation="sigmoid", pool="max", classes=10):
         *_conv_block(nn.Conv2d(1, 20, 5), pool, activation),
         *_conv_block(nn.Conv2d(20, 40, 5), pool, activation),
         nn.Flatten(), nn.Linear(40 * 4 * 4, 100), _act(activation), nn.Linear(100, classes)))
-
-
-def nielsen_conv2_relu(pool="max", classes=10):
-    return nielsen_conv2("relu", pool, classes)
 
 
 def nielsen_dropout(hidden=1000, p=0.5, classes=10):
@@ -199,96 +197,58 @@ def vgg_small(c1=32, c2=64, hidden=256, p=0.3, classes=10):
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """How a model is trained by default (each value can be overridden on the command line)."""
+class Architecture:
+    """A zoo entry: how to build the network, in words and in code."""
 
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str = "sgd"  # sgd | nesterov | rmsprop | adam | adamw
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    l2_lambda: float = 0.0  # Nielsen's lambda (cost + lambda/(2n) * sum w^2)
-    schedule: str = "constant"  # constant | step | cosine | onecycle
-    augment: int = 0  # random translation, pixels
-    rotate: float = 0.0  # random rotation, degrees
-    scale: float = 0.0  # random zoom by a factor in [1 - scale, 1 + scale]
-    erase: float = 0.0  # probability of random erasing per image
-    elastic: float = 0.0  # elastic distortion strength alpha (Simard et al. 2003), 0 for none
-    elastic_sigma: float = 4.0  # its smoothness in pixels
-    label_smoothing: float = 0.0
-    hflip: bool = False  # random left-right mirroring (clothes, not digits: a mirrored 2 is no 2)
-    dataset: str = "mnist"  # what `cnnlab train --model NAME` trains on without --dataset
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    builder: object
+    builder: Callable[..., nn.Module]
     description: str
-    recipe: Recipe
-    book_accuracy: float | None = None
-    kwargs: dict = field(default_factory=dict)
 
 
-MODELS: dict[str, ModelInfo] = {
-    "default": ModelInfo(fast, "fast CNN: 2x(conv5x5-pool-BN-ReLU) 32/64 maps, FC 256, dropout",
-                         Recipe(epochs=6, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
-                                weight_decay=5e-4, schedule="onecycle", augment=2)),
-    "best": ModelInfo(fast, "the default net trained longer on shifted and rotated digits (accuracy frontier)",
-                      Recipe(epochs=20, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
-                             weight_decay=5e-4, schedule="onecycle", augment=2, rotate=10.0)),
-    "best-vgg": ModelInfo(vgg_small, "VGG-style 2x(conv3x3-conv3x3-pool) 32/64 maps on shifted, rotated and "
-                          "zoomed digits (accuracy frontier)",
-                          Recipe(epochs=15, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
-                                 weight_decay=5e-4, schedule="onecycle", augment=2, rotate=10.0, scale=0.1)),
-    "best-vgg-elastic": ModelInfo(vgg_small, "best-vgg with elastic distortions (alpha 20, sigma 4) added to its "
-                                  "shifts, rotations and zooms: a different ensemble member",
-                                  Recipe(epochs=15, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
-                                         weight_decay=5e-4, schedule="onecycle", augment=2, rotate=10.0, scale=0.1,
-                                         elastic=20.0, elastic_sigma=4.0)),
-    "fashion": ModelInfo(fast, "the default net with a clothing recipe: mirrored and shifted images, 30 epochs",
-                         Recipe(epochs=30, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
-                                weight_decay=5e-4, schedule="onecycle", augment=2, hflip=True,
-                                dataset="fashion-mnist")),
-    "fashion-best": ModelInfo(vgg_small, "VGG-style 2x(conv3x3-conv3x3-pool) 32/64 maps, FC 256, dropout, for "
-                              "Fashion-MNIST, with random erasing (accuracy frontier)",
-                              Recipe(epochs=30, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
-                                     weight_decay=5e-4, schedule="onecycle", augment=1, hflip=True, erase=0.5,
-                                     dataset="fashion-mnist")),
-    "article": ModelInfo(article, "the article's net: 3 maps 5x5, 2x2 max-pool, FC -> 10",
-                         Recipe(epochs=12, batch_size=32, lr=0.003, optimizer="adam", schedule="onecycle",
-                                augment=1)),
-    "cs231n": ModelInfo(cs231n, "cs231n's ThreeLayerConvNet: conv 32x7x7, ReLU, 2x2 max-pool, FC 100, FC -> 10",
-                        Recipe(epochs=5, batch_size=50, lr=1e-3, optimizer="adam")),
-    "nielsen-fc": ModelInfo(nielsen_fc, "Nielsen ch.6: FC 100 sigmoid + softmax",
-                            Recipe(epochs=60, batch_size=10, lr=0.1), book_accuracy=0.9780),
-    "nielsen-conv1": ModelInfo(nielsen_conv1, "Nielsen ch.6: conv 20x5x5 + max-pool, FC 100 sigmoid",
-                               Recipe(epochs=60, batch_size=10, lr=0.1), book_accuracy=0.9878),
-    "nielsen-conv2": ModelInfo(nielsen_conv2, "Nielsen ch.6: two conv-pool (20, 40), FC 100, sigmoid",
-                               Recipe(epochs=60, batch_size=10, lr=0.1), book_accuracy=0.9906),
-    "nielsen-conv2-relu": ModelInfo(nielsen_conv2_relu, "Nielsen ch.6: two conv-pool, FC 100, ReLU, L2 0.1",
-                                    Recipe(epochs=60, batch_size=10, lr=0.03, l2_lambda=0.1),
-                                    book_accuracy=0.9923),
-    "nielsen-dropout": ModelInfo(nielsen_dropout, "Nielsen ch.6: two conv-pool, 2x FC 1000 ReLU, dropout 0.5",
-                                 Recipe(epochs=40, batch_size=10, lr=0.03, augment=1), book_accuracy=0.9960),
-    "lenet5": ModelInfo(lenet5, "LeNet-5: 6/16 maps 5x5, tanh, avg-pool, 120-84-10",
-                        Recipe(epochs=10, batch_size=64, lr=0.05, optimizer="nesterov", momentum=0.9,
-                               schedule="onecycle", augment=1)),
-    "alexnet": ModelInfo(alexnet, "AlexNet-style: 5 conv (32/64/128/128/128, local response norm, overlapping "
-                         "3x3/2 max-pool) + FC 1024-1024-10 with dropout",
-                         Recipe(epochs=12, batch_size=64, lr=0.01, optimizer="nesterov", momentum=0.9,
-                                weight_decay=5e-4, schedule="onecycle", augment=2)),
+MODELS: dict[str, Architecture] = {
+    "fast": Architecture(fast, "2x(conv5x5-pool-BN-ReLU) 32/64 maps, FC 256, dropout"),
+    "vgg-small": Architecture(vgg_small, "VGG-style 2x(conv3x3-conv3x3-pool) 32/64 maps, BN, FC 256, dropout"),
+    "article": Architecture(article, "the article's net: 3 maps 5x5, 2x2 max-pool, FC -> 10"),
+    "cs231n": Architecture(cs231n, "cs231n's ThreeLayerConvNet: conv 32x7x7, ReLU, 2x2 max-pool, FC 100, FC -> 10"),
+    "nielsen-fc": Architecture(nielsen_fc, "Nielsen ch.6: FC 100 sigmoid + softmax"),
+    "nielsen-conv1": Architecture(nielsen_conv1, "Nielsen ch.6: conv 20x5x5 + max-pool, FC 100"),
+    "nielsen-conv2": Architecture(nielsen_conv2, "Nielsen ch.6: two conv-pool (20, 40), FC 100"),
+    "nielsen-dropout": Architecture(nielsen_dropout, "Nielsen ch.6: two conv-pool, 2x FC 1000 ReLU, dropout 0.5"),
+    "lenet5": Architecture(lenet5, "LeNet-5: 6/16 maps 5x5, tanh, avg-pool, 120-84-10"),
+    "alexnet": Architecture(alexnet, "AlexNet-style: 5 conv (32/64/128/128/128, local response norm, overlapping "
+                                     "3x3/2 max-pool) + FC 1024-1024-10 with dropout"),
+}
+
+# Run directories saved before the zoo held architectures only name a recipe in spec.json; each
+# such name stands for an architecture with these arguments.
+LEGACY_NAMES: dict[str, tuple[str, dict]] = {
+    "default": ("fast", {}), "best": ("fast", {}), "fashion": ("fast", {}),
+    "best-vgg": ("vgg-small", {}), "best-vgg-elastic": ("vgg-small", {}), "fashion-best": ("vgg-small", {}),
+    "nielsen-conv2-relu": ("nielsen-conv2", {"activation": "relu"}),
 }
 
 
 def names() -> list[str]:
+    """The architectures of the zoo."""
     return list(MODELS)
 
 
 def spec(name: str, **kwargs) -> dict:
-    """A JSON-able description from which ``build`` makes the model again."""
+    """A JSON-able description from which ``build`` makes the model again: {"name", "kwargs"}.
+
+    A name from before the zoo held architectures only (``LEGACY_NAMES``) is mapped to its
+    architecture and arguments.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"a model name must be a string, got {name!r}")
+    if name in LEGACY_NAMES and name not in MODELS:
+        name, fixed = LEGACY_NAMES[name]
+        kwargs = {**fixed, **kwargs}
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    try:
+        inspect.signature(MODELS[name].builder).bind(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"model {name!r}: bad arguments {kwargs}: {exc}") from None
     return {"name": name, "kwargs": dict(kwargs)}
 
 
@@ -296,19 +256,14 @@ def build(model_spec) -> nn.Module:
     """Build a fresh model from a name or a spec dict (weights from cnnlab's seeded generator)."""
     if isinstance(model_spec, str):
         model_spec = spec(model_spec)
-    name = model_spec.get("name") if isinstance(model_spec, dict) else None
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    if not isinstance(model_spec, dict) or not isinstance(model_spec.get("kwargs", {}), dict):
+        raise ValueError(f"a model spec is {{'name': ..., 'kwargs': {{...}}}}, got {model_spec!r}")
+    model_spec = spec(model_spec.get("name"), **model_spec.get("kwargs", {}))
+    name = model_spec["name"]
     try:
-        return MODELS[name].builder(**model_spec.get("kwargs", {}))
+        return MODELS[name].builder(**model_spec["kwargs"])
     except TypeError as exc:
-        raise ValueError(f"model {name!r}: bad arguments {model_spec.get('kwargs')}: {exc}") from exc
-
-
-def recipe(name: str) -> Recipe:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-    return MODELS[name].recipe
+        raise ValueError(f"model {name!r}: bad arguments {model_spec['kwargs']}: {exc}") from exc
 
 
 def summarize(model, input_shape=(1, 1, 28, 28)) -> list[tuple[str, str, tuple, int]]:

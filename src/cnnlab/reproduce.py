@@ -21,38 +21,47 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checkpoint, recipes, runs
+from .data import load_dataset
+from .ensemble import vote
+from .models import POOLS
+from .train import eval_loader, evaluate
+
 
 @dataclass(frozen=True)
 class Row:
+    """One row of the book's table: its key, the network in words, how it is trained, the book's number."""
+
     key: str
     label: str
-    model: str
-    epochs: int
-    lr: float
-    l2: float
-    expand: bool
+    config: runs.TrainConfig
     book: float
 
+    @property
+    def epochs(self) -> int:
+        return self.config.epochs
 
-# Nielsen, "Neural Networks and Deep Learning", chapter 6 (mini-batch 10 throughout).
+
+_RELU = recipes.get("nielsen-conv2-relu")
+# Nielsen, "Neural Networks and Deep Learning", chapter 6 (plain SGD, mini-batch 10 throughout):
+# the zoo's nielsen-* recipes are the book's settings; the last rows add the expanded data.
 ROWS = [
-    Row("fc", "FC 100 sigmoid + softmax", "nielsen-fc", 60, 0.1, 0.0, False, 0.9780),
-    Row("conv1", "conv 20x5x5 + max-pool, FC 100 (sigmoid)", "nielsen-conv1", 60, 0.1, 0.0, False, 0.9878),
-    Row("conv2", "+ second conv-pool 40x20x5x5", "nielsen-conv2", 60, 0.1, 0.0, False, 0.9906),
-    Row("relu", "same, ReLU, lambda 0.1", "nielsen-conv2-relu", 60, 0.03, 0.1, False, 0.9923),
-    Row("expanded", "+ expanded data (250k)", "nielsen-conv2-relu", 60, 0.03, 0.1, True, 0.9937),
-    Row("dropout", "+ 2x FC 1000 ReLU, dropout 0.5", "nielsen-dropout", 40, 0.03, 0.0, True, 0.9960),
+    Row("fc", "FC 100 sigmoid + softmax", recipes.get("nielsen-fc"), 0.9780),
+    Row("conv1", "conv 20x5x5 + max-pool, FC 100 (sigmoid)", recipes.get("nielsen-conv1"), 0.9878),
+    Row("conv2", "+ second conv-pool 40x20x5x5", recipes.get("nielsen-conv2"), 0.9906),
+    Row("relu", "same, ReLU, lambda 0.1", _RELU, 0.9923),
+    Row("expanded", "+ expanded data (250k)", _RELU.replace(expand=True), 0.9937),
+    Row("dropout", "+ 2x FC 1000 ReLU, dropout 0.5",
+        recipes.get("nielsen-dropout").replace(expand=True, max_shift=0), 0.9960),
 ]
 ENSEMBLE_BOOK = 0.9967
 ROW_KEYS = [r.key for r in ROWS] + ["ensemble"]
 
 
-def _probabilities(res, test) -> np.ndarray:
-    """Class probabilities of a train_run result's model on ``test``, normalised as it was trained."""
-    from .train import evaluate  # noqa: PLC0415
-
-    cfg = res["config"]
-    return evaluate(res["model"], *test, mean=cfg["mean"], std=cfg["std"], return_predictions=True)["probabilities"]
+def _probabilities(model, config: runs.TrainConfig, test) -> np.ndarray:
+    """Class probabilities of ``model`` on ``test``, normalised as it was trained."""
+    loader = eval_loader(*test, config.mean, config.std)
+    return evaluate(model, loader, return_predictions=True)["probabilities"]
 
 
 def _net_dir(runs_dir, row_key, member_seed, epochs, train_size) -> Path:
@@ -62,36 +71,28 @@ def _net_dir(runs_dir, row_key, member_seed, epochs, train_size) -> Path:
     return Path(runs_dir) / name
 
 
-def _book_settings(row: Row, member_seed: int, epochs=None, train_size=None) -> dict:
-    """The run config entries that make a net one of the table's: the book's settings for ``row``."""
-    return {"model": row.model, "dataset": "mnist", "epochs": epochs or row.epochs, "batch_size": 10, "lr": row.lr,
-            "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant", "l2_lambda": row.l2,
-            "augment": 0, "rotate": 0.0, "scale": 0.0, "erase": 0.0, "elastic": 0.0, "hflip": False, "label_smoothing": 0.0,
-            "expand": row.expand, "train_size": train_size, "seed": member_seed, "validation": 10000}
+def member_config(row: Row, member_seed: int, epochs=None, train_size=None) -> runs.TrainConfig:
+    """The config that makes a net one of the table's: the book's settings for ``row``."""
+    return row.config.replace(seed=member_seed, epochs=epochs or row.epochs, train_size=train_size)
 
 
-_ABSENT_MEANS = {"elastic": 0.0}
-
-
-def _finished_net(run_dir: Path, expected: dict):
-    """(model, config, metrics) of a net trained earlier with exactly the ``expected`` settings, else None.
+def _finished_net(run_dir: Path, expected: runs.TrainConfig):
+    """The Run of a net trained earlier exactly as ``expected`` says, else None.
 
     A run cut off part-way (fewer epochs recorded, interrupted) or trained with other settings is not
-    reused: it is trained again.
+    reused: it is trained again. Runs saved before TrainConfig load through its mapping of their
+    flat config.json, so they compare too.
     """
-    from . import checkpoint  # noqa: PLC0415
-
     if not (run_dir / checkpoint.METRICS).exists():
         return None
     try:
-        model, _, cfg, metrics = checkpoint.load_run(run_dir)
+        run = runs.load(run_dir)
     except (checkpoint.RunError, OSError, ValueError):
         return None
+    metrics = run.metrics
     finished = (not metrics.get("interrupted") and metrics.get("test_accuracy") is not None
-                and (len(metrics.get("epochs", [])) == expected["epochs"] or metrics.get("stopped_early")))
-    # runs saved before an option existed lack its key: they were trained with it off
-    same = all(cfg.get(k, _ABSENT_MEANS.get(k)) == v for k, v in expected.items())
-    return (model, cfg, metrics) if finished and same else None
+                and (len(metrics.get("epochs", [])) == expected.epochs or metrics.get("stopped_early")))
+    return run if finished and run.config.comparable() == expected.comparable() else None
 
 
 def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, seed=0, out_dir="results",
@@ -113,10 +114,6 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
             None: save nothing).
         runs_dir: where the trained nets go (None: keep none, reuse none).
     """
-    from .checkpoint import write_json  # noqa: PLC0415
-    from .cli import train_run  # noqa: PLC0415
-    from .data import load_dataset  # noqa: PLC0415
-
     wanted = list(rows) if rows else list(ROW_KEYS)
     for k in wanted:
         if k not in ROW_KEYS:
@@ -127,34 +124,33 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
 
     def train(row, member_seed):
         """(test probabilities, test accuracy, best epoch, seconds, reused) of one net: trained now or earlier."""
-        n_epochs = epochs or row.epochs
-        expected = _book_settings(row, member_seed, epochs, train_size)
+        expected = member_config(row, member_seed, epochs, train_size)
         run_dir = None if runs_dir is None else _net_dir(runs_dir, row.key, member_seed, epochs, train_size)
         earlier = None if run_dir is None else _finished_net(run_dir, expected)
         if earlier is not None:
-            model, cfg, metrics = earlier
+            metrics = earlier.metrics
             if log:
                 log(f"  [{row.key}] reusing {run_dir} (seed {member_seed}, trained {metrics.get('started', '?')}, "
                     f"{metrics['seconds']:.0f}s): test {100 * metrics['test_accuracy']:.2f}% at epoch "
                     f"{metrics['best_epoch']}")
-            probs = _probabilities({"model": model, "config": cfg}, test)
+            probs = _probabilities(earlier.model, earlier.config, test)
             return probs, metrics["test_accuracy"], metrics["best_epoch"], metrics["seconds"], True
         # one line per epoch, tagged with the row, so a multi-hour row shows where it is
         epoch_log = (lambda line: log(f"  [{row.key}] {line}")) if log else None
         t0 = time.perf_counter()
-        res = train_run(row.model, epochs=n_epochs, batch_size=10, lr=row.lr, optimizer="sgd",
-                        momentum=0.0, schedule="constant", l2=row.l2, augment=0, rotate=0.0, expand=row.expand,
-                        seed=member_seed, out=run_dir, save=run_dir is not None, dry_run=False,
-                        progress=progress, log=epoch_log, train_size=train_size)
-        h = res["history"]
-        return _probabilities(res, test), h.test_accuracy, h.best_epoch, time.perf_counter() - t0, False
+        res = runs.train(expected, out=run_dir, save=run_dir is not None, progress=progress, log=epoch_log,
+                         overwrite=True)
+        h = res.history
+        return _probabilities(res.model, res.config, test), h.test_accuracy, h.best_epoch, time.perf_counter() - t0, \
+            False
 
     for row in ROWS:
         if row.key not in wanted and not (row.key == "dropout" and "ensemble" in wanted):
             continue
         if log:
-            log(f"[{row.key}] {row.label}: {epochs or row.epochs} epochs, eta {row.lr}, lambda {row.l2}, "
-                f"mini-batch 10{', expanded data' if row.expand else ''}")
+            o = row.config.optimizer
+            log(f"[{row.key}] {row.label}: {epochs or row.epochs} epochs, eta {o.lr:g}, lambda {o.l2_lambda:g}, "
+                f"mini-batch {row.config.batch_size}{', expanded data' if row.config.expand else ''}")
         probs, acc, best_epoch, secs, reused = train(row, seed)
         if row.key == "dropout":
             dropout_probs.append(probs)
@@ -184,7 +180,7 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
     if out_dir is not None:
         json_path, md_path = report_paths(out_dir, report["full_run"])
         report = _merge_previous(report, json_path, log)
-        write_json(json_path, report)
+        checkpoint.write_json(json_path, report)
         _write_text(md_path, markdown_table(report))
     return report
 
@@ -255,72 +251,43 @@ def markdown_table(report) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from .checkpoint import atomic_write  # noqa: PLC0415
-
-    def write(tmp):
-        Path(tmp).write_text(text, encoding="utf-8")
-    atomic_write(path, write)
+    checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), seeds=(0,), epochs=3,
                        batch_size=64, lr=0.01, train_size=None, progress=True, log=print) -> dict:
-    """Train ``model`` with each pooling from the same seeds; choose by mean validation accuracy.
+    """Train recipe ``model``'s net with each pooling from the same seeds; choose by mean validation accuracy.
 
-    The default learning rate is one all three train stably at: L2 pooling sums squares and so
-    grows activations layer after layer; at lr 0.05 the two-conv ReLU net with L2 pooling stayed
-    at chance (10.6% validation after 2 epochs on 10,000 images) while max pooling reached 97.5%.
+    Every pooling gets the same training: one-cycle SGD with Nesterov momentum 0.9 at peak ``lr``,
+    no L2, no augmentation. The default learning rate is one all three train stably at: L2 pooling
+    sums squares and so grows activations layer after layer (results/README.md, "pooling").
 
     Returns {"runs": [...], "choice": pooling, "by_pool": {pool: {"validation", "test"}}}.
     """
-    from .cli import train_run  # noqa: PLC0415
-    from .models import POOLS  # noqa: PLC0415
-
     for p in pools:
         if p not in POOLS:
             raise ValueError(f"unknown pooling {p!r}: expected some of {', '.join(POOLS)}")
-    runs = []
+    base = recipes.get(model).replace(epochs=epochs, batch_size=batch_size, optimizer="nesterov", lr=lr, momentum=0.9,
+                                      schedule="onecycle", l2_lambda=0.0, augment=runs.TrainConfig().augment,
+                                      train_size=train_size)
+    trained = []
     for pool in pools:
         for seed in seeds:
             t0 = time.perf_counter()
-            res = train_run(model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer="nesterov", momentum=0.9,
-                            schedule="onecycle", l2=0.0, augment=0, seed=seed, save=False, progress=progress, log=None,
-                            model_kwargs={"pool": pool}, train_size=train_size)
-            h = res["history"]
-            runs.append({"pool": pool, "seed": seed, "validation": h.best_validation_accuracy,
-                         "test": h.test_accuracy, "seconds": round(time.perf_counter() - t0, 1)})
+            config = base.replace(seed=seed, model_kwargs={**base.model_kwargs, "pool": pool})
+            h = runs.train(config, save=False, progress=progress, log=None).history
+            trained.append({"pool": pool, "seed": seed, "validation": h.best_validation_accuracy,
+                            "test": h.test_accuracy, "seconds": round(time.perf_counter() - t0, 1)})
             if log:
                 log(f"{pool:>4} pooling, seed {seed}: validation {100 * h.best_validation_accuracy:.2f}%  "
-                    f"test {100 * h.test_accuracy:.2f}%  ({runs[-1]['seconds']:.0f}s)")
-    by_pool = {p: {"validation": float(np.mean([r["validation"] for r in runs if r["pool"] == p])),
-                   "test": float(np.mean([r["test"] for r in runs if r["pool"] == p]))} for p in pools}
+                    f"test {100 * h.test_accuracy:.2f}%  ({trained[-1]['seconds']:.0f}s)")
+    by_pool = {p: {"validation": float(np.mean([r["validation"] for r in trained if r["pool"] == p])),
+                   "test": float(np.mean([r["test"] for r in trained if r["pool"] == p]))} for p in pools}
     choice = max(pools, key=lambda p: by_pool[p]["validation"])
     if log:
         log(f"chosen on validation accuracy: {choice} pooling "
             f"(validation {100 * by_pool[choice]['validation']:.2f}%, test {100 * by_pool[choice]['test']:.2f}%)")
         for p in pools:
             log(f"  {p:>4}: validation {100 * by_pool[p]['validation']:.2f}%  test {100 * by_pool[p]['test']:.2f}%")
-    return {"model": model, "epochs": epochs, "seeds": list(seeds), "runs": runs, "by_pool": by_pool, "choice": choice}
-
-
-def cli_reproduce(args) -> int:
-    rows = args.rows.split(",") if args.rows else None
-    rep = reproduce_nielsen(rows=rows, epochs=args.epochs, train_size=args.train_size,
-                            ensemble_size=args.ensemble_size, seed=args.seed,
-                            out_dir=None if args.no_save else args.out, progress=not args.no_progress,
-                            runs_dir=None if args.no_save else args.runs_dir)
-    print()
-    print(markdown_table(rep))
-    if not args.no_save:
-        print("saved {} and {}".format(*report_paths(args.out, rep["full_run"])))
-    return 0
-
-
-def cli_experiment(args) -> int:
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise ValueError(f"--seeds {args.seeds!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
-    pools = args.pools.split(",")
-    pooling_experiment(args.model, pools, seeds, args.epochs, lr=args.lr, train_size=args.train_size,
-                       progress=not args.no_progress)
-    return 0
+    return {"model": model, "epochs": epochs, "seeds": list(seeds), "runs": trained, "by_pool": by_pool,
+            "choice": choice}

@@ -18,7 +18,7 @@ import numpy as np
 from . import backend
 from . import functional as F
 from .autograd import Tensor, no_grad
-from .data.loader import MNIST_MEAN, MNIST_STD, DataLoader
+from .data.loader import DataLoader
 from .data.augment import shift_images
 
 
@@ -92,17 +92,20 @@ def _batches_to_device(x, y, device):
     return backend.to_device(x, device), backend.to_device(y, device)
 
 
-def evaluate(model, images, labels, batch_size: int | None = None, mean=MNIST_MEAN, std=MNIST_STD,
-             device: str = "cpu", return_predictions: bool = False) -> dict:
-    """Mean cross-entropy and accuracy (a fraction) of ``model`` on uint8 images (N, H, W).
+def evaluate(model, loader, device: str = "cpu", return_predictions: bool = False) -> dict:
+    """Mean cross-entropy and accuracy (a fraction) of ``model`` over the batches of ``loader``.
 
-    ``batch_size`` defaults to 256 on the CPU, where larger batches spill the caches (the VGG-style
-    net's forward pass ran 1.6x faster at 256 than at 1000), and to 1000 on a GPU.
-    Returns {"loss", "accuracy", "n"} and, if asked, "predictions" (N,) and "probabilities" (N, 10).
+    Args:
+        model: an nn.Module returning (B, classes) logits for a batch (B, C, *S); any input size,
+            channel count and number of classes.
+        loader: an iterable of (x, y) batches, e.g. ``DataLoader(images, labels, 256, shuffle=False,
+            mean=..., std=...)``: the normalisation is the loader's.
+        device: 'cpu' or 'cuda' (batches are moved there).
+        return_predictions: also return "predictions" (N,) and "probabilities" (N, classes).
+
+    Returns:
+        {"loss", "accuracy", "n"} and, if asked, "predictions" and "probabilities".
     """
-    if batch_size is None:
-        batch_size = 256 if device == "cpu" else 1000
-    loader = DataLoader(images, labels, batch_size, shuffle=False, mean=mean, std=std)
     was_training = model.training
     model.eval()
     total_loss, correct, n = 0.0, 0, 0
@@ -115,7 +118,7 @@ def evaluate(model, images, labels, batch_size: int | None = None, mean=MNIST_ME
                 loss = F.cross_entropy(logits, yd, reduction="sum")
                 total_loss += float(loss.item())
                 p = backend.to_device(logits.data.argmax(axis=1), "cpu")
-                correct += int((p == y).sum())
+                correct += int((p == backend.to_device(y, "cpu")).sum())
                 n += len(y)
                 if return_predictions:
                     preds.append(p)
@@ -125,8 +128,19 @@ def evaluate(model, images, labels, batch_size: int | None = None, mean=MNIST_ME
     out = {"loss": total_loss / max(n, 1), "accuracy": correct / max(n, 1), "n": n}
     if return_predictions:
         out["predictions"] = np.concatenate(preds) if preds else np.zeros(0, np.int64)
-        out["probabilities"] = np.concatenate(probs) if probs else np.zeros((0, 10), np.float32)
+        out["probabilities"] = np.concatenate(probs) if probs else np.zeros((0, 0), np.float32)
     return out
+
+
+def eval_loader(images, labels, mean, std, batch_size: int | None = None, device: str = "cpu") -> DataLoader:
+    """A loader over a whole evaluation set in order, normalised with ``mean`` and ``std``.
+
+    ``batch_size`` defaults to 256 on the CPU, where larger batches spill the caches (see
+    benchmarks/README.md, "evaluation batch"), and to 1000 on a GPU.
+    """
+    if batch_size is None:
+        batch_size = 256 if device == "cpu" else 1000
+    return DataLoader(images, labels, batch_size, shuffle=False, mean=mean, std=std)
 
 
 def tta_views(images: np.ndarray, mirror: bool = False, shift: bool = False) -> list[np.ndarray]:
@@ -146,15 +160,16 @@ def tta_views(images: np.ndarray, mirror: bool = False, shift: bool = False) -> 
 def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None, scheduler=None,
         scheduler_per_batch: bool = True, label_smoothing: float = 0.0, early_stopping: int | None = None,
         device: str = "cpu", progress: bool = True, max_batches: int | None = None, on_epoch_end=None,
-        log=print, eval_batch_size: int | None = None, mean=MNIST_MEAN, std=MNIST_STD) -> History:
+        log=print) -> History:
     """Train ``model`` and evaluate it after every epoch.
 
     Args:
         model: an nn.Module returning (N, classes) logits.
         optimizer: a cnnlab.optim optimizer over the model's parameters.
-        train_loader: a DataLoader of (x float (B, C, H, W), y int (B,)) batches.
+        train_loader: an iterable with a length of (x float (B, C, *S), y int (B,)) batches, e.g. a
+            DataLoader; a new pass over it each epoch.
         epochs: number of passes over the training data.
-        validation, test: (uint8 images, labels) pairs, or None.
+        validation, test: loaders of evaluation batches (e.g. ``eval_loader``), or None.
         scheduler: a learning-rate scheduler, stepped after every batch (or every epoch when
             ``scheduler_per_batch`` is False).
         label_smoothing: passed to cross_entropy.
@@ -164,7 +179,6 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
         max_batches: stop each epoch after this many batches (dry runs).
         on_epoch_end: callback(history, is_best) after each epoch, e.g. to save the run.
         log: where the one-line epoch summaries go (None for silence).
-        mean, std: the normalisation the evaluation sets get (the training loader's own).
 
     Returns:
         History with per-epoch records and the test accuracy at the best-validation epoch (without
@@ -214,10 +228,8 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
             if scheduler is not None and not scheduler_per_batch:
                 scheduler.step()
             train_seconds = time.perf_counter() - t0
-            val = evaluate(model, *validation, batch_size=eval_batch_size, mean=mean, std=std, device=device) \
-                if validation is not None else None
-            tst = evaluate(model, *test, batch_size=eval_batch_size, mean=mean, std=std, device=device) \
-                if test is not None else None
+            val = evaluate(model, validation, device) if validation is not None else None
+            tst = evaluate(model, test, device) if test is not None else None
             rec = EpochRecord(
                 epoch=epoch, train_loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
                 validation_loss=val and val["loss"], validation_accuracy=val and val["accuracy"],

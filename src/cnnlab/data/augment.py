@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import SettingError
+
 __all__ = [
     "Augment", "affine_images", "elastic_images", "erase_images", "flip_images", "gaussian_matrix", "random_affine",
     "random_elastic", "random_erase", "random_hflip", "random_rotate", "random_translate", "rotate_images",
@@ -428,20 +430,23 @@ class Augment:
     elastic_sigma: float = 4.0
 
     def __post_init__(self) -> None:
+        def bad(setting, problem):
+            return SettingError("Augment", setting, problem)
+
         if int(self.max_shift) < 0:
-            raise ValueError(f"Augment: max_shift must be >= 0, got {self.max_shift}")
+            raise bad("max_shift", f"must be >= 0, got {self.max_shift}")
         if not self.max_degrees >= 0:
-            raise ValueError(f"Augment: max_degrees must be >= 0, got {self.max_degrees}")
+            raise bad("max_degrees", f"must be >= 0, got {self.max_degrees}")
         if not isinstance(self.hflip, (bool, np.bool_)):
             raise TypeError(f"Augment: hflip must be True or False, got {self.hflip!r}")
         if not 0 <= self.max_scale < 1:
-            raise ValueError(f"Augment: max_scale must be in [0, 1), got {self.max_scale}")
+            raise bad("max_scale", f"must be in [0, 1), got {self.max_scale}")
         if not 0 <= self.erase <= 1:
-            raise ValueError(f"Augment: erase must be a probability in [0, 1], got {self.erase}")
+            raise bad("erase", f"must be a probability in [0, 1], got {self.erase}")
         if not self.elastic >= 0:
-            raise ValueError(f"Augment: elastic must be >= 0, got {self.elastic}")
+            raise bad("elastic", f"must be >= 0, got {self.elastic}")
         if not self.elastic_sigma > 0:
-            raise ValueError(f"Augment: elastic_sigma must be > 0, got {self.elastic_sigma}")
+            raise bad("elastic_sigma", f"must be > 0, got {self.elastic_sigma}")
 
     @classmethod
     def from_config(cls, cfg: dict) -> Augment | None:

@@ -19,9 +19,10 @@ MNIST_STD = 0.3081
 class DataLoader:
     """Iterate over ``(x, y)`` mini-batches of NumPy arrays.
 
-    ``x`` is ``dtype`` shaped (B, C, H, W) (a channel axis is added to (N, H, W) input) holding
-    ``(pixel/255 - mean) / std`` for uint8 images (float images are taken as already in [0, 1]);
-    ``y`` is int64 (B,).
+    ``x`` is ``dtype`` shaped (B, C, *S) (a channel axis is added to (N, H, W) images) holding
+    ``(pixel/255 - mean) / std`` for uint8 images (float data is taken as already scaled, e.g. to
+    [0, 1]); ``y`` is int64 (B,). Any number of spatial dimensions S works: sequences (N, C, L),
+    images (N, C, H, W), volumes (N, C, D, H, W).
 
     Epoch ``k`` uses the generator ``PCG64(seed)`` jumped ``k`` times (epoch 0 is exactly
     ``np.random.default_rng(seed)``), for both the shuffle order and the augmentation. So the
@@ -30,7 +31,8 @@ class DataLoader:
     Each ``iter(loader)`` uses the current epoch and then advances it by one.
 
     Args:
-        images: (N, H, W) or (N, C, H, W) uint8 (or float in [0, 1]) images.
+        images: (N, H, W) images, or (N, C, *S) data with a channel axis (set ``channels``), uint8
+            (or float, already scaled).
         labels: (N,) integer labels.
         batch_size: samples per batch.
         shuffle: permute the samples every epoch; otherwise keep their order.
@@ -43,6 +45,8 @@ class DataLoader:
         std: scalar or per-channel standard deviation divided by.
         drop_last: drop a final batch smaller than ``batch_size``.
         dtype: floating dtype of ``x``.
+        channels: whether ``images`` has a channel axis after N; by default it has one unless it
+            is 3-D (N, H, W). Give True for sequences (N, C, L).
     """
 
     def __init__(
@@ -57,11 +61,14 @@ class DataLoader:
         std: float | Sequence[float] = MNIST_STD,
         drop_last: bool = False,
         dtype=np.float32,
+        channels: bool | None = None,
     ) -> None:
         images = np.asarray(images)
         labels = np.asarray(labels)
-        if images.ndim not in (3, 4):
-            raise ValueError(f"DataLoader: expected images (N,H,W) or (N,C,H,W), got shape {images.shape}")
+        self.channels = images.ndim != 3 if channels is None else bool(channels)
+        if not (3 <= images.ndim + (not self.channels) <= 5):
+            raise ValueError(f"DataLoader: expected images (N,H,W) or (N,C,*S) with 1-3 spatial dimensions, got "
+                             f"shape {images.shape}{'' if self.channels else ' without a channel axis'}")
         if labels.ndim != 1:
             raise ValueError(f"DataLoader: expected labels (N,), got shape {labels.shape}")
         if images.shape[0] != labels.shape[0]:
@@ -82,21 +89,22 @@ class DataLoader:
         self.seed = int(seed)
         self.augment = augment
         self.drop_last = bool(drop_last)
-        channels = 1 if images.ndim == 3 else images.shape[1]
-        # (1, C, 1, 1) so scalar or per-channel statistics broadcast over the batch.
-        self._mean = self._channel_stat(mean, channels, "mean")
-        self._std = self._channel_stat(std, channels, "std")
+        n_channels = images.shape[1] if self.channels else 1
+        ndim = images.ndim + (not self.channels)  # of a batch
+        # (1, C, 1, ...) so scalar or per-channel statistics broadcast over the batch.
+        self._mean = self._channel_stat(mean, n_channels, "mean", ndim)
+        self._std = self._channel_stat(std, n_channels, "std", ndim)
         if np.any(self._std == 0):
             raise ValueError("DataLoader: std must be non-zero")
         # uint8 pixels map to [0, 1]; float images are assumed to be there already.
         self._scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
         self._epoch = 0
 
-    def _channel_stat(self, value, channels: int, what: str) -> np.ndarray:
+    def _channel_stat(self, value, channels: int, what: str, ndim: int) -> np.ndarray:
         arr = np.asarray(value, dtype=self.dtype).reshape(-1)
         if arr.size not in (1, channels):
             raise ValueError(f"DataLoader: {what} needs 1 or {channels} values, got {arr.size}")
-        return np.broadcast_to(arr, (channels,)).reshape(1, channels, 1, 1).copy()
+        return np.broadcast_to(arr, (channels,)).reshape((1, channels) + (1,) * (ndim - 2)).copy()
 
     @property
     def epoch(self) -> int:
@@ -150,7 +158,7 @@ class DataLoader:
 
     def _make_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         raw = self.images[idx]
-        if raw.ndim == 3:
+        if not self.channels:
             raw = raw[:, None]  # (B, H, W) -> (B, 1, H, W)
         x = raw.astype(self.dtype)
         x *= self.dtype.type(self._scale)

@@ -1,0 +1,42 @@
+"""`cnnlab predict RUN IMAGE...`: classify your own pictures with a saved run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from .. import functional as F
+from .. import runs
+from ..autograd import Tensor, no_grad
+from ..data import class_names, form_for, standardize
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `cnnlab train`")
+    p.add_argument("images", nargs="+",
+                   help="PNG/JPEG files, any size, dark on light or light on dark: a digit, or for a Fashion-MNIST "
+                        "run one piece of clothing")
+    p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
+
+
+def run(args) -> int:
+    r = runs.load(args.run)
+    classes = class_names(r.config.dataset)
+    convert, _ = form_for(r.config.dataset)
+    status = 0
+    for path in args.images:
+        try:
+            img = convert(path)
+        except ValueError as exc:  # the message names the file
+            print(f"cnnlab predict: error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        x = standardize(img, r.config.mean, r.config.std).reshape(1, 1, 28, 28)
+        with no_grad():
+            prob = F.softmax(r.model(Tensor(x)), 1).numpy()[0]
+        order = np.argsort(-prob)[: max(1, args.top)]
+        tops = ", ".join(f"{classes[i]} ({100 * prob[i]:.1f}%)" for i in order)
+        print(f"{path}: {classes[order[0]]}    top: {tops}")
+    return status

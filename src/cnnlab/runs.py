@@ -1,0 +1,519 @@
+"""A training run, the library's unit of work: one configuration in, one run directory out.
+
+    >>> from cnnlab import recipes, runs
+    >>> config = recipes.get("default").replace(epochs=2)   # a frozen TrainConfig
+    >>> run = runs.train(config, out="runs/mine")            # train, evaluate each epoch, save
+    >>> run.history.test_accuracy
+    >>> runs.load("runs/mine").config == run.config          # config.json is the config
+    True
+
+``TrainConfig`` is the only shape a training configuration has: what ``cnnlab train`` builds from
+its flags, what a recipe is (``cnnlab.recipes``), and what a run's config.json holds (its JSON
+round trip). It is checked once, when it is made; everything downstream trusts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import backend, checkpoint, models, nn, optim
+from .data import (
+    Augment,
+    DataLoader,
+    DeviceLoader,
+    class_names,
+    expand_shifts,
+    load_dataset,
+    norm_stats,
+)
+from .errors import SettingError
+from .train import History, eval_loader, fit
+
+__all__ = [
+    "CONFIG_FORMAT", "OPTIMIZERS", "SCHEDULES", "SGD_NAMES", "OptimizerConfig", "Run", "TrainConfig", "load",
+    "load_config", "make_optimizer", "make_scheduler", "train",
+]
+
+OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
+SGD_NAMES = ("sgd", "nesterov")  # the optimizers that are optim.SGD: the only ones with Nielsen's L2
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+CONFIG_FORMAT = 2  # config.json's "format"; files without it are from before TrainConfig (format 1)
+_NO_AUGMENT = Augment(max_shift=0)
+
+
+def _bad(setting: str, problem: str) -> SettingError:
+    return SettingError("TrainConfig", setting, problem)
+
+
+def _whole(value, setting: str, low: int, unit: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(setting, f"must be a whole number, got {value!r}")
+    if value < low:
+        raise _bad(setting, f"must be at least {low}{unit}, got {value}")
+
+
+def _number(value, setting: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _bad(setting, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Which optimizer, and its settings.
+
+    Attributes:
+        name: sgd | nesterov | rmsprop | adam | adamw.
+        lr: the learning rate (the peak of a one-cycle schedule).
+        momentum: SGD's and RMSprop's momentum (nesterov with 0 uses 0.9); adam has none.
+        weight_decay: L2 penalty as weight decay (adamw with 0 uses 1e-2).
+        l2_lambda: Nielsen's lambda (cost + lambda/(2n) sum w^2), SGD only.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    l2_lambda: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise _bad("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
+        for key in ("lr", "momentum", "weight_decay", "l2_lambda"):
+            object.__setattr__(self, key, _number(getattr(self, key), key))
+        if not self.lr > 0:
+            raise _bad("lr", f"must be positive, got {self.lr}")
+        for key in ("momentum", "weight_decay", "l2_lambda"):
+            if getattr(self, key) < 0:
+                raise _bad(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.l2_lambda and self.name not in SGD_NAMES:
+            raise _bad("l2_lambda", f"(Nielsen's L2, lambda {self.l2_lambda:g}) is applied by SGD only (sgd, "
+                                    f"nesterov); optimizer {self.name} does not take it: set it to 0")
+        if self.momentum and self.name in ("adam", "adamw"):
+            raise _bad("momentum", f"must be 0: {self.name} has no momentum setting (its betas play that part), "
+                                   f"got momentum {self.momentum:g}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Frozen; make variants with ``replace``.
+
+    Attributes:
+        model: an architecture of the zoo (``cnnlab.models.MODELS``), e.g. "fast".
+        model_kwargs: its arguments, e.g. {"pool": "l2"}.
+        dataset: "mnist", "fashion-mnist", or a folder with one sub-folder of images per class.
+        epochs, batch_size: passes over the training data; images per step.
+        optimizer: an OptimizerConfig.
+        schedule: the learning rate over training: constant | step | cosine | onecycle.
+        augment: the training images' random augmentation, a ``cnnlab.data.Augment``.
+        label_smoothing: of the cross-entropy's targets, in [0, 1).
+        expand: Nielsen's expanded data (every training image also shifted by one pixel four ways).
+        validation: images held out from the end of the training set to choose the epoch on.
+        train_size: train on only the first N training images (None: all).
+        early_stopping: stop after this many epochs without a better validation accuracy.
+        seed: initialisation, shuffling, dropout and augmentation.
+        device: "cpu" or "cuda".
+        mean, std: the inputs' normalisation, ``(pixel/255 - mean) / std``; None before training
+            means the data set's own statistics, which the saved config then records.
+        recipe: the name of the preset this config was made from, if any (names runs and logs).
+    """
+
+    model: str = "fast"
+    model_kwargs: dict = field(default_factory=dict)
+    dataset: str = "mnist"
+    epochs: int = 6
+    batch_size: int = 64
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: str = "constant"
+    augment: Augment = _NO_AUGMENT
+    label_smoothing: float = 0.0
+    expand: bool = False
+    validation: int = 10000
+    train_size: int | None = None
+    early_stopping: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    mean: float | None = None
+    std: float | None = None
+    recipe: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            models.spec(self.model, **_mapping(self.model_kwargs, "model_kwargs"))
+        except ValueError as exc:
+            raise _bad("model", str(exc).removeprefix("unknown model ")) from None
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise _bad("dataset", f"must be a data set name or a folder, got {self.dataset!r}")
+        _whole(self.epochs, "epochs", 1)
+        _whole(self.batch_size, "batch_size", 1)
+        if not isinstance(self.optimizer, OptimizerConfig):
+            raise _bad("optimizer", f"must be an OptimizerConfig, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise _bad("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not isinstance(self.augment, Augment):
+            raise _bad("augment", f"must be a cnnlab.data.Augment, got {self.augment!r}")
+        if not 0 <= _number(self.label_smoothing, "label_smoothing") < 1:
+            raise _bad("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        if not isinstance(self.expand, bool):
+            raise _bad("expand", f"must be True or False, got {self.expand!r}")
+        _whole(self.validation, "validation", 0)
+        if self.train_size is not None:
+            _whole(self.train_size, "train_size", 1)
+        if self.early_stopping is not None:
+            _whole(self.early_stopping, "early_stopping", 1, " epoch")
+            if not self.validation:
+                raise _bad("early_stopping", "needs a validation set (validation > 0): it stops when validation "
+                                             "accuracy stops improving")
+        _whole(self.seed, "seed", 0)
+        try:
+            object.__setattr__(self, "device", backend.normalize_device(self.device))
+        except ValueError as exc:
+            raise _bad("device", str(exc)) from None
+        if (self.mean is None) != (self.std is None):
+            raise _bad("std" if self.std is None else "mean", "must be given with the other of mean and std")
+        if self.mean is not None:
+            object.__setattr__(self, "mean", _number(self.mean, "mean"))
+            if not _number(self.std, "std") > 0:
+                raise _bad("std", f"must be positive, got {self.std}")
+            object.__setattr__(self, "std", float(self.std))
+        if self.recipe is not None and not isinstance(self.recipe, str):
+            raise _bad("recipe", f"must be a name, got {self.recipe!r}")
+
+    # ------------------------------------------------------------------ variants
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with some settings changed, checked like a new config.
+
+        Besides the fields, the optimizer's settings (lr, momentum, weight_decay, l2_lambda) and
+        the augmentation's (max_shift, max_degrees, hflip, max_scale, erase, elastic, elastic_sigma)
+        can be named directly. ``optimizer`` may be a name: an SGD recipe's momentum then goes
+        only to SGD (and RMSprop gets only a momentum given here); the other settings carry over.
+        """
+        opt_changes = {k: changes.pop(k) for k in _OPTIMIZER_KEYS if k in changes}
+        aug_changes = {k: changes.pop(k) for k in _AUGMENT_KEYS if k in changes}
+        unknown = sorted(set(changes) - _FIELDS)
+        if unknown:
+            raise _bad(unknown[0], f"is not a setting; settings are: {', '.join(sorted(_FIELDS | _OPTIMIZER_KEYS | _AUGMENT_KEYS))}")
+        optimizer = changes.pop("optimizer", self.optimizer)
+        if isinstance(optimizer, str):
+            keep = optimizer in SGD_NAMES and self.optimizer.name in SGD_NAMES
+            opt_changes = {"name": optimizer, "momentum": self.optimizer.momentum if keep else 0.0, **opt_changes}
+            optimizer = self.optimizer
+        if opt_changes:  # all at once: each intermediate need not be a valid optimizer
+            optimizer = dataclasses.replace(optimizer, **opt_changes)
+        augment = changes.pop("augment", self.augment)
+        if aug_changes:
+            augment = dataclasses.replace(augment, **aug_changes)
+        return dataclasses.replace(self, optimizer=optimizer, augment=augment, **changes)
+
+    def comparable(self) -> TrainConfig:
+        """The config with what is only recorded, not chosen, cleared: the recipe's name and the
+        normalisation (the data set's own), so two runs trained alike compare equal."""
+        return dataclasses.replace(self, recipe=None, mean=None, std=None)
+
+    @property
+    def name(self) -> str:
+        """The recipe's name, or the architecture's for a config made by hand."""
+        return self.recipe or self.model
+
+    # ------------------------------------------------------------------- JSON
+    def to_dict(self) -> dict:
+        """The JSON form: what a run's config.json holds."""
+        out = {"format": CONFIG_FORMAT}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """The config a dict from ``to_dict`` (or an older run's flat config.json) describes.
+
+        Raises:
+            SettingError: a missing, unknown or wrongly typed setting (the message names it).
+        """
+        data = _mapping(data, "config")
+        if "format" not in data:
+            data = _from_format_1(data)
+        elif data["format"] != CONFIG_FORMAT:
+            raise _bad("format", f"must be {CONFIG_FORMAT} (this cnnlab's), got {data['format']!r}")
+        unknown = sorted(set(data) - _FIELDS - {"format"})
+        if unknown:
+            raise _bad(unknown[0], "is not a setting of this cnnlab's TrainConfig")
+        values = {k: v for k, v in data.items() if k != "format"}
+        for key, kind in (("optimizer", OptimizerConfig), ("augment", Augment)):
+            if key in values:
+                sub = _mapping(values[key], key)
+                names = {f.name for f in dataclasses.fields(kind)}
+                if set(sub) - names:
+                    raise _bad(f"{key}.{sorted(set(sub) - names)[0]}", "is not a setting")
+                try:
+                    values[key] = kind(**sub)
+                except TypeError as exc:
+                    raise _bad(key, f"has a setting of the wrong type ({exc})") from None
+        return cls(**values)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_OPTIMIZER_KEYS = {"lr", "momentum", "weight_decay", "l2_lambda"}
+_AUGMENT_KEYS = {f.name for f in dataclasses.fields(Augment)}
+
+
+def _mapping(value, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise _bad(what, f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _from_format_1(old: dict) -> dict:
+    """An older run's flat config.json (before TrainConfig) as ``to_dict`` would write it.
+
+    Its "model" named a recipe that stood for an architecture (``models.LEGACY_NAMES``); the
+    optimizer's and the augmentation's settings were flat keys; keys it lacks were off.
+    """
+    if "model" not in old:
+        raise _bad("model", "is missing")
+    name = old["model"]
+    arch, fixed = models.LEGACY_NAMES.get(name, (name, {}))
+    aug = Augment.from_config(old) or _NO_AUGMENT
+    plain = ("dataset", "epochs", "batch_size", "schedule", "label_smoothing", "expand", "validation", "train_size",
+             "early_stopping", "seed", "device", "mean", "std")
+    return {"format": CONFIG_FORMAT, "model": arch, "recipe": name, "model_kwargs": {**fixed, **_mapping(old.get("model_kwargs") or {}, "model_kwargs")},
+            "optimizer": {"name": old.get("optimizer", "sgd"), "lr": old.get("lr", 0.1),
+                          "momentum": old.get("momentum") or 0.0, "weight_decay": old.get("weight_decay") or 0.0,
+                          "l2_lambda": old.get("l2_lambda") or 0.0},
+            "augment": dataclasses.asdict(aug), **{k: old[k] for k in plain if k in old}}
+
+
+# -------------------------------------------------------------------- the parts of a run
+def make_optimizer(config: OptimizerConfig, params, n_train: int):
+    """The optimizer ``config`` names, over ``params``.
+
+    ``n_train`` (training images per epoch) scales Nielsen's L2: network3.py adds
+    0.5 * lambda * sum(w^2) / (number of mini-batches) to each mini-batch's cost, so its lambda acts
+    as weight decay lambda / n per image.
+    """
+    c = config
+    if c.name in SGD_NAMES:
+        return optim.SGD(params, lr=c.lr, momentum=c.momentum if c.name == "sgd" else (c.momentum or 0.9),
+                         nesterov=c.name == "nesterov", weight_decay=c.weight_decay, l2_lambda=c.l2_lambda,
+                         n_train=n_train if c.l2_lambda else None)
+    if c.name == "rmsprop":
+        return optim.RMSprop(params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum)
+    if c.name == "adam":
+        return optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+    return optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay or 1e-2)
+
+
+def make_scheduler(name: str, optimizer, lr: float, epochs: int, steps_per_epoch: int):
+    """(scheduler or None, whether it steps after every batch rather than every epoch)."""
+    total = max(epochs * steps_per_epoch, 1)
+    if name == "constant":
+        return None, True
+    if name == "onecycle":
+        return optim.OneCycleLR(optimizer, max_lr=lr, total_steps=total), True
+    if name == "cosine":
+        return optim.CosineAnnealingLR(optimizer, T_max=total), True
+    if name == "step":
+        return optim.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.1), False
+    raise _bad("schedule", f"must be one of {', '.join(SCHEDULES)}, got {name!r}")
+
+
+@dataclass
+class Run:
+    """A trained (or loaded) run.
+
+    Attributes:
+        dir: its run directory (None when nothing was saved).
+        config: how it was trained, normalisation filled in.
+        spec: the model's {"name", "kwargs"} (``models.build(spec)`` makes it again).
+        model: the trained model, with the best-validation epoch's weights (eval mode when loaded).
+        metrics: what metrics.json holds: the per-epoch history, the test accuracy, the machine.
+        history: the History of a run trained now (None for a loaded one).
+    """
+
+    dir: Path | None
+    config: TrainConfig
+    spec: dict
+    model: nn.Module
+    metrics: dict
+    history: History | None = None
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.metrics.get("test_accuracy")
+
+
+def _unique_dir(base: Path) -> Path:
+    if not base.exists():
+        return base
+    i = 2
+    while Path(f"{base}-{i}").exists():
+        i += 1
+    return Path(f"{base}-{i}")
+
+
+def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = False, progress: bool = True,
+          log=print, overwrite: bool = False) -> Run:
+    """Train one model as ``config`` says, evaluating after every epoch; save and return the run.
+
+    Nielsen's protocol: the model kept (and saved, and reported) is the one of the epoch with the
+    best validation accuracy, and its test accuracy is the run's. Inputs are normalised with the
+    data set's own statistics (recorded in the saved config).
+
+    Args:
+        config: the TrainConfig.
+        out: the run directory (default: runs/<recipe>-<dataset>, numbered if taken); a folder that
+            already holds a trained run is refused before any work, unless ``overwrite``.
+        save: write the run directory (after every best epoch, and at the end).
+        dry_run: a few batches of one epoch, small evaluation sets, nothing saved.
+        progress: a progress bar (plain lines when not on a terminal).
+        log: where the log lines go (None for silence).
+        overwrite: replace a run already in ``out`` (as a stopped reproduction retrains its nets).
+
+    Returns:
+        The Run (``run.history`` has the per-epoch records; ``run.dir`` is None if nothing was saved).
+    """
+    if config.device == "cuda":
+        backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
+    run_dir = None
+    if save and not dry_run:
+        run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{config.name}-{Path(config.dataset).name}")
+        if (run_dir / checkpoint.WEIGHTS).exists() and not overwrite:
+            raise ValueError(f"{run_dir} already holds a trained run; choose another folder, or delete it first")
+        checkpoint.check_output_path(run_dir, folder=True)  # before any work, not after the first epoch
+
+    t_load = time.perf_counter()
+    split = load_dataset(config.dataset, validation=config.validation)
+    if config.mean is None:
+        # the data set's own (pixel/255) statistics: constants for mnist / fashion-mnist, measured on
+        # the training split of a folder; recorded so evaluate / predict / show feed inputs the same way
+        mean, std = norm_stats(split)
+        config = config.replace(mean=float(mean), std=float(std))
+    classes = class_names(config.dataset)
+    if len(classes) != 10:
+        config = config.replace(model_kwargs={**config.model_kwargs, "classes": len(classes)})
+    train_x, train_y = split.train
+    if config.train_size is not None:
+        train_x, train_y = train_x[:config.train_size], train_y[:config.train_size]
+    if config.expand:
+        train_x, train_y = expand_shifts(train_x, train_y)
+    val = split.validation if config.validation > 0 else None
+    test = split.test
+    if dry_run:
+        config = config.replace(epochs=1)
+        val = (val[0][:500], val[1][:500]) if val is not None else None
+        test = (test[0][:500], test[1][:500])
+    load_seconds = time.perf_counter() - t_load
+
+    spec = models.spec(config.model, **config.model_kwargs)
+    backend.manual_seed(config.seed)
+    model = models.build(spec)
+    device = config.device
+    if device != "cpu":
+        model.to(device)
+    aug = config.augment
+    if device == "cuda" and not (aug.max_degrees or aug.max_scale or aug.erase or aug.elastic):
+        # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
+        loader = DeviceLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
+                              max_shift=aug.max_shift, hflip=aug.hflip, mean=config.mean, std=config.std,
+                              device=device)
+    else:
+        loader = DataLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
+                            augment=None if aug == _NO_AUGMENT else aug, mean=config.mean, std=config.std)
+    opt = make_optimizer(config.optimizer, model.parameters(), max(1, -(-len(train_y) // config.batch_size)))
+    max_batches = 5 if dry_run else None
+    steps = min(len(loader), max_batches) if max_batches else len(loader)
+    sched, per_batch = make_scheduler(config.schedule, opt, config.optimizer.lr, config.epochs, steps)
+
+    meta = {"machine": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def metrics_of(history):
+        return {**history.to_dict(), "data_seconds": load_seconds, "model": config.name, "dataset": config.dataset,
+                "parameters": model.num_parameters(), **meta}
+
+    def save_epoch(history, is_best):
+        if run_dir is not None and is_best:
+            checkpoint.save_run(run_dir, model, spec, config.to_dict(), metrics_of(history))
+        elif run_dir is not None:
+            checkpoint.write_json(run_dir / checkpoint.METRICS, metrics_of(history))
+
+    if log:
+        log(_describe(config, model, len(train_y), val, test, dry_run, load_seconds))
+    evaluation = {name: eval_loader(*pair, config.mean, config.std, device=device) if pair is not None else None
+                  for name, pair in (("validation", val), ("test", test))}
+    history = fit(model, opt, loader, config.epochs, validation=evaluation["validation"], test=evaluation["test"],
+                  scheduler=sched, scheduler_per_batch=per_batch, label_smoothing=config.label_smoothing,
+                  early_stopping=config.early_stopping, device=device, progress=progress, max_batches=max_batches,
+                  on_epoch_end=save_epoch, log=log)
+    metrics = metrics_of(history)
+    if run_dir is not None:
+        # The best-validation weights are back in the model: save them with the final metrics.
+        checkpoint.save_run(run_dir, model, spec, config.to_dict(), metrics)
+    return Run(run_dir, config, spec, model, metrics, history)
+
+
+def _describe(config: TrainConfig, model, n_train: int, val, test, dry_run: bool, load_seconds: float) -> str:
+    """The two lines ``train`` logs before the first epoch: what is trained on what, and how."""
+    o, a = config.optimizer, config.augment
+    return (f"cnnlab: training {config.name} ({model.num_parameters():,} parameters) on {config.dataset}: "
+            f"{n_train:,} train / {0 if val is None else len(val[1]):,} validation / {len(test[1]):,} test images"
+            f"{' [dry run]' if dry_run else ''}\n"
+            f"  {config.epochs} epoch{'s' if config.epochs != 1 else ''}, batch {config.batch_size}, "
+            f"{o.name} lr {o.lr:g} ({config.schedule})"
+            + (f", momentum {o.momentum:g}" if o.momentum and o.name in SGD_NAMES else "")
+            + (f", weight decay {o.weight_decay:g}" if o.weight_decay else "")
+            + (f", L2 lambda {o.l2_lambda:g}" if o.l2_lambda else "")
+            + f", augment {a.max_shift}px" + (f", rotate {a.max_degrees:g} deg" if a.max_degrees else "")
+            + (f", zoom +-{a.max_scale:g}" if a.max_scale else "")
+            + (f", elastic alpha {a.elastic:g} sigma {a.elastic_sigma:g}" if a.elastic else "")
+            + (", hflip" if a.hflip else "") + (f", erase p={a.erase:g}" if a.erase else "")
+            + f", normalised with mean {config.mean:.4f} std {config.std:.4f}"
+            + f", seed {config.seed}, device {config.device}; data loaded in {load_seconds:.1f}s")
+
+
+# ------------------------------------------------------------------------------ loading
+def load_config(run_dir) -> TrainConfig:
+    """The TrainConfig of a saved run (an older run's flat config.json mapped; a run without one is
+    taken as an MNIST run of its model with MNIST's normalisation).
+
+    Raises:
+        checkpoint.RunError: one line naming the file and the setting that is wrong.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / checkpoint.CONFIG
+    raw = checkpoint.read_json(path) if path.exists() else {}
+    if not isinstance(raw, dict):
+        raise checkpoint.RunError(f"{path}: must hold a JSON object, got {type(raw).__name__}")
+    mean, std = checkpoint.normalization(raw, path)
+    if "format" not in raw and "model" not in raw:  # an early run: its spec.json names the model
+        spec = checkpoint.read_json(run_dir / checkpoint.SPEC)
+        raw = {**raw, "model": spec.get("name") if isinstance(spec, dict) else spec}
+    try:
+        return TrainConfig.from_dict({**raw, "mean": mean, "std": std})
+    except SettingError as exc:
+        raise checkpoint.RunError(f"{path}: {exc.setting} {exc.problem}") from None
+    except (TypeError, ValueError) as exc:
+        raise checkpoint.RunError(f"{path}: {exc}") from None
+
+
+def load(run_dir) -> Run:
+    """A saved run: its model rebuilt with the saved weights (in eval mode), config and metrics.
+
+    Raises:
+        checkpoint.RunError: naming what is missing, or what differs between the saved tensors and
+            the model the spec describes.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise checkpoint.RunError(f"{run_dir}: no such run directory")
+    model, spec = checkpoint.load_model(run_dir)
+    config = load_config(run_dir)
+    metrics = checkpoint.read_json(run_dir / checkpoint.METRICS) if (run_dir / checkpoint.METRICS).exists() else {}
+    return Run(run_dir, config, spec, model, metrics if isinstance(metrics, dict) else {})
