@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 $PY -c "import cupy, torch, numba; print('cupy', cupy.__version__, '| torch', torch.__version__, '| numba', numba.__version__)"
 
 echo "== GPU operator tests (CuPy vs the CPU path and PyTorch on the GPU)"
-timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_device_loader.py 2>&1 | tee "$OUT/tests.log" | tail -15
+timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/data/test_device_loader.py 2>&1 | tee "$OUT/tests.log" | tail -15
 tests_rc=${PIPESTATUS[0]}
 
 echo "== training throughput, cnnlab vs PyTorch eager, same GPU"
