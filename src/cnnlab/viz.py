@@ -5,6 +5,8 @@
     plot_curves         loss and accuracy per epoch, best-validation epoch marked
     plot_confusion      10x10 confusion matrix with counts
     plot_mistakes       misclassified images, "true X / pred Y (p%)"
+    plot_augmentation   training images next to random draws of their augmentation
+    plot_run            any one of these for a saved run directory (what ``cnnlab show`` draws)
     build_report        all of the above plus tables, in one self-contained HTML file
 
 Every picture has a fixed size (``FIGSIZE[kind]`` inches at ``DPI``), so its pixel size is known in
@@ -38,8 +40,8 @@ from .data import MNIST_MEAN, MNIST_STD, Augment, class_names, form_for, load_da
 from .train import evaluate
 
 __all__ = [
-    "DPI", "FIGSIZE", "augmentation_grid", "build_report", "cli_report", "cli_show", "plot_augmentation",
-    "plot_confusion", "plot_curves", "plot_feature_maps", "plot_filters", "plot_mistakes", "png_size",
+    "DPI", "FIGSIZE", "augmentation_grid", "build_report", "plot_augmentation", "plot_confusion", "plot_curves",
+    "plot_feature_maps", "plot_filters", "plot_mistakes", "plot_run", "png_size",
 ]
 
 DPI = 100
@@ -935,70 +937,52 @@ def build_report(run_dir, out=None) -> Path:
     return _atomic_write_bytes(out, "\n".join(parts).encode("utf-8"))
 
 
-# ------------------------------------------------------------------------------------------ CLI
-def cli_show(args) -> int:
-    """``cnnlab show WHAT RUN [IMAGE] [--layer N] [--out FILE]``: write one picture, print its path.
+# ------------------------------------------------------------------------------ one picture of a run
+def plot_run(what: str, run_dir, out=None, image=None, layer=None) -> Path:
+    """Draw one picture of a saved run as a PNG file.
+
+    Confusion and mistakes evaluate the model again on the run's test set; feature maps and the
+    evaluation use the input normalisation the run recorded.
 
     Args:
-        args: argparse namespace with what, run, image, layer, out.
+        what: one of ``FIGSIZE``: "filters", "featuremaps", "curves", "confusion", "mistakes",
+            "augment".
+        run_dir: run directory written by ``cnnlab train``.
+        out: PNG file to write; RUN/<what>.png if None.
+        image: for "featuremaps" only: None or "test:N" (test image N; None is test:0), or the path
+            of a PNG/JPEG file, converted to the run's data-set form.
+        layer: for "filters" only: index of a Conv2d in the model; None for the first.
 
     Returns:
-        0 on success (errors are raised as ValueError subclasses with a one-line message).
+        The path written.
+
+    Raises:
+        ValueError: unknown ``what``, a bad ``image`` or ``layer``, a run without history (curves)
+            or without augmentation (augment); the message is one line.
+        checkpoint.RunError: the run directory is missing or broken.
     """
-    what = args.what
     if what not in FIGSIZE:
         raise ValueError(f"unknown picture {what!r}; choose one of {', '.join(FIGSIZE)}")
-    if args.image is not None and what != "featuremaps":
-        raise ValueError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
-    if args.layer is not None and what != "filters":
-        raise ValueError(f"--layer is only used by `show filters`, not `show {what}`")
-    _check_suffix(args.out, ".png")
-    model, spec, cfg, metrics = checkpoint.load_run(args.run)
-    mean, std = _norm(cfg, args.run)
-    out = Path(args.out) if args.out is not None else Path(args.run) / f"{what}.png"
+    model, spec, cfg, metrics = checkpoint.load_run(run_dir)
+    mean, std = _norm(cfg, run_dir)
+    out = Path(out) if out is not None else Path(run_dir) / f"{what}.png"
     run_title = _run_title(spec, cfg, metrics)
     if what == "filters":
-        _conv_layer(model, args.layer)  # check before anything else is done
-        path = plot_filters(model, out, layer=args.layer)
-    elif what == "featuremaps":
-        image, description = _input_image(args.image, cfg, metrics)
-        path = plot_feature_maps(model, image, out, title=f"{run_title}: feature maps of {description}",
+        return plot_filters(model, out, layer=layer)
+    if what == "featuremaps":
+        picture, description = _input_image(image, cfg, metrics)
+        return plot_feature_maps(model, picture, out, title=f"{run_title}: feature maps of {description}",
                                  class_names=class_names(_dataset(cfg, metrics)), mean=mean, std=std)
-    elif what == "curves":
-        path = plot_curves(metrics, out, title=f"{run_title}: training curves")
-    elif what == "augment":
-        aug = _run_augment(cfg, args.run)
-        path = plot_augmentation(*_train_sample(cfg, metrics), aug, out, class_names(_dataset(cfg, metrics)),
+    if what == "curves":
+        return plot_curves(metrics, out, title=f"{run_title}: training curves")
+    if what == "augment":
+        aug = _run_augment(cfg, run_dir)
+        return plot_augmentation(*_train_sample(cfg, metrics), aug, out, class_names(_dataset(cfg, metrics)),
                                  title=run_title)
-    else:
-        names = class_names(_dataset(cfg, metrics))
-        images, labels = _test_set(cfg, metrics)
-        res = _evaluate(model, images, labels, mean, std)
-        if what == "confusion":
-            path = plot_confusion(labels, res["predictions"], out, names, title=f"{run_title}, test set")
-        else:
-            path = plot_mistakes(images, labels, res["predictions"], out, names, res["probabilities"],
-                                 title=f"{run_title}, test set")
-    print(path)
-    return 0
-
-
-def cli_report(args) -> int:
-    """``cnnlab report RUN [--out FILE]``: write the HTML report and print its path.
-
-    Args:
-        args: argparse namespace with run and out.
-
-    Returns:
-        0 on success.
-    """
-    _check_suffix(args.out, ".html", ".htm")
-    print(build_report(args.run, args.out))
-    return 0
-
-
-def _check_suffix(out, *suffixes) -> None:
-    """--out must name the kind of file written: no PNG where notes.txt was."""
-    if out is not None and Path(out).suffix.lower() not in suffixes:
-        raise ValueError(f"--out {out}: the file written is {suffixes[0][1:].upper()}, so its name must end in "
-                         f"{' or '.join(suffixes)}")
+    names = class_names(_dataset(cfg, metrics))
+    images, labels = _test_set(cfg, metrics)
+    res = _evaluate(model, images, labels, mean, std)
+    if what == "confusion":
+        return plot_confusion(labels, res["predictions"], out, names, title=f"{run_title}, test set")
+    return plot_mistakes(images, labels, res["predictions"], out, names, res["probabilities"],
+                         title=f"{run_title}, test set")
