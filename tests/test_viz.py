@@ -104,12 +104,13 @@ def test_plot_feature_maps(model, tmp_path):
 
 def test_feature_map_rows_name_layers_briefly(tmp_path):
     """Row labels of a deep net stay short: kernel, stride and padding in a few words."""
-    assert viz._short_name(nn.Conv2d(1, 32, 5, padding=2)) == "Conv2d 1->32 5x5 pad 2"
-    assert viz._short_name(nn.Conv2d(8, 16, (3, 1), stride=(2, 1), groups=2)) == "Conv2d 8->16 3x1 stride 2x1 groups 2"
-    assert viz._short_name(nn.MaxPool2d(3, 2)) == "MaxPool2d 3x3 stride 2"
-    assert viz._short_name(nn.MaxPool2d(2)) == "MaxPool2d 2x2"
-    assert viz._short_name(nn.LPPool2d(2, 2)) == "LPPool2d L2 2x2"
-    assert viz._short_name(nn.ReLU()) == "ReLU()"
+    short_name = viz.featuremaps.short_name
+    assert short_name(nn.Conv2d(1, 32, 5, padding=2)) == "Conv2d 1->32 5x5 pad 2"
+    assert short_name(nn.Conv2d(8, 16, (3, 1), stride=(2, 1), groups=2)) == "Conv2d 8->16 3x1 stride 2x1 groups 2"
+    assert short_name(nn.MaxPool2d(3, 2)) == "MaxPool2d 3x3 stride 2"
+    assert short_name(nn.MaxPool2d(2)) == "MaxPool2d 2x2"
+    assert short_name(nn.LPPool2d(2, 2)) == "LPPool2d L2 2x2"
+    assert short_name(nn.ReLU()) == "ReLU()"
     # the AlexNet-style net: overlapping pools and a local response norm between ReLU and pool
     _check_png(viz.plot_feature_maps(models.build("alexnet"), _digit(), tmp_path / "fm.png"), "featuremaps")
 
@@ -230,7 +231,7 @@ def test_show_augment_and_the_report_of_an_augmented_run(augmented_run, capsys):
 def test_report_leaves_the_seeded_generator_alone():
     cnnlab.manual_seed(5)
     before = backend.rng().bit_generator.state
-    viz._shared_weights_line()
+    viz.report.shared_weights_line()
     assert backend.rng().bit_generator.state == before
 
 
@@ -246,7 +247,7 @@ def run_with_normalisation(tmp_path_factory):
 def _spy_normalisation(monkeypatch):
     """Record the mean/std every evaluation and every feature-map input is normalised with."""
     seen = []
-    evaluate, normalise = viz.evaluate, viz._normalise
+    evaluate, normalise = viz.common.evaluate, viz.featuremaps.normalise_image
 
     def spy_evaluate(*args, **kwargs):
         seen.append(("evaluate", kwargs.get("mean"), kwargs.get("std")))
@@ -256,8 +257,8 @@ def _spy_normalisation(monkeypatch):
         seen.append(("featuremaps", mean, std))
         return normalise(image, mean, std)
 
-    monkeypatch.setattr(viz, "evaluate", spy_evaluate)
-    monkeypatch.setattr(viz, "_normalise", spy_normalise)
+    monkeypatch.setattr(viz.common, "evaluate", spy_evaluate)
+    monkeypatch.setattr(viz.featuremaps, "normalise_image", spy_normalise)
     return seen
 
 
@@ -306,3 +307,4 @@ def test_bad_input_is_one_clear_line(run, run_without_history, tmp_path, capsys,
         assert w in err
     assert not list(tmp_path.glob("*.html")) and not [p for p in tmp_path.iterdir() if p.suffix == ".png"
                                                        and p.name != "garbage.png"]
+
