@@ -6,6 +6,9 @@ file fast. Confusion, mistakes and the report still evaluate on the real bundled
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,12 +107,13 @@ def test_plot_feature_maps(model, tmp_path):
 
 def test_feature_map_rows_name_layers_briefly(tmp_path):
     """Row labels of a deep net stay short: kernel, stride and padding in a few words."""
-    assert viz._short_name(nn.Conv2d(1, 32, 5, padding=2)) == "Conv2d 1->32 5x5 pad 2"
-    assert viz._short_name(nn.Conv2d(8, 16, (3, 1), stride=(2, 1), groups=2)) == "Conv2d 8->16 3x1 stride 2x1 groups 2"
-    assert viz._short_name(nn.MaxPool2d(3, 2)) == "MaxPool2d 3x3 stride 2"
-    assert viz._short_name(nn.MaxPool2d(2)) == "MaxPool2d 2x2"
-    assert viz._short_name(nn.LPPool2d(2, 2)) == "LPPool2d L2 2x2"
-    assert viz._short_name(nn.ReLU()) == "ReLU()"
+    short_name = viz.featuremaps.short_name
+    assert short_name(nn.Conv2d(1, 32, 5, padding=2)) == "Conv2d 1->32 5x5 pad 2"
+    assert short_name(nn.Conv2d(8, 16, (3, 1), stride=(2, 1), groups=2)) == "Conv2d 8->16 3x1 stride 2x1 groups 2"
+    assert short_name(nn.MaxPool2d(3, 2)) == "MaxPool2d 3x3 stride 2"
+    assert short_name(nn.MaxPool2d(2)) == "MaxPool2d 2x2"
+    assert short_name(nn.LPPool2d(2, 2)) == "LPPool2d L2 2x2"
+    assert short_name(nn.ReLU()) == "ReLU()"
     # the AlexNet-style net: overlapping pools and a local response norm between ReLU and pool
     _check_png(viz.plot_feature_maps(models.build("alexnet"), _digit(), tmp_path / "fm.png"), "featuremaps")
 
@@ -230,7 +234,7 @@ def test_show_augment_and_the_report_of_an_augmented_run(augmented_run, capsys):
 def test_report_leaves_the_seeded_generator_alone():
     cnnlab.manual_seed(5)
     before = backend.rng().bit_generator.state
-    viz._shared_weights_line()
+    viz.report.shared_weights_line()
     assert backend.rng().bit_generator.state == before
 
 
@@ -246,7 +250,7 @@ def run_with_normalisation(tmp_path_factory):
 def _spy_normalisation(monkeypatch):
     """Record the mean/std every evaluation and every feature-map input is normalised with."""
     seen = []
-    evaluate, normalise = viz.evaluate, viz._normalise
+    evaluate, normalise = viz.common.evaluate, viz.featuremaps.normalise_image
 
     def spy_evaluate(*args, **kwargs):
         seen.append(("evaluate", kwargs.get("mean"), kwargs.get("std")))
@@ -256,8 +260,8 @@ def _spy_normalisation(monkeypatch):
         seen.append(("featuremaps", mean, std))
         return normalise(image, mean, std)
 
-    monkeypatch.setattr(viz, "evaluate", spy_evaluate)
-    monkeypatch.setattr(viz, "_normalise", spy_normalise)
+    monkeypatch.setattr(viz.common, "evaluate", spy_evaluate)
+    monkeypatch.setattr(viz.featuremaps, "normalise_image", spy_normalise)
     return seen
 
 
@@ -306,3 +310,31 @@ def test_bad_input_is_one_clear_line(run, run_without_history, tmp_path, capsys,
         assert w in err
     assert not list(tmp_path.glob("*.html")) and not [p for p in tmp_path.iterdir() if p.suffix == ".png"
                                                        and p.name != "garbage.png"]
+
+
+# ------------------------------------------------------------------------------------ the package
+VIZ_MODULES = ["common", "filters", "featuremaps", "curves", "confusion", "mistakes", "augment", "report", "show"]
+
+
+def test_each_viz_module_imports_on_its_own():
+    """Each module imports with no other cnnlab module loaded before it, so none leans on another
+    having been imported first. One child interpreter for all of them: cnnlab's modules are dropped
+    from sys.modules between imports, while NumPy and matplotlib stay loaded."""
+    code = ("import importlib, sys\n"
+            f"for name in {VIZ_MODULES!r}:\n"
+            "    for loaded in [m for m in sys.modules if m == 'cnnlab' or m.startswith('cnnlab.')]:\n"
+            "        del sys.modules[loaded]\n"
+            "    importlib.import_module('cnnlab.viz.' + name)\n")
+    src = str(Path(cnnlab.__file__).resolve().parents[1])  # the cnnlab under test, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def test_viz_all_names_resolve():
+    from cnnlab.viz import plot_filters  # noqa: F401  (the old single-module imports keep working)
+
+    assert all(hasattr(viz, name) for name in viz.__all__), [n for n in viz.__all__ if not hasattr(viz, n)]
+    old = {"DPI", "FIGSIZE", "augmentation_grid", "build_report", "plot_augmentation", "plot_confusion",
+           "plot_curves", "plot_feature_maps", "plot_filters", "plot_mistakes", "png_size"}
+    assert old <= set(viz.__all__)

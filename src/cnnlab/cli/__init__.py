@@ -71,12 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, default=None,
                    help="for filters: index of the conv layer in the model (default: the first conv layer)")
     p.add_argument("--out", default=None, help="PNG file to write (default: RUN/<what>.png)")
-    p.set_defaults(func=lambda a: _lazy("viz", "cli_show")(a))
+    p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_show")(a))
 
     p = sub.add_parser("report", help="one self-contained HTML page about a run", formatter_class=_Formatter)
     p.add_argument("run", help="run directory written by `cnnlab train`")
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
-    p.set_defaults(func=lambda a: _lazy("viz", "cli_report")(a))
+    p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_report")(a))
 
 
     command("example", "small 1-D and 3-D convolution examples beyond images", example.add_arguments, example.run)

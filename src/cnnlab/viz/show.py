@@ -1,0 +1,97 @@
+"""One picture of a saved run, everything it needs read from the run directory: what ``cnnlab show``
+draws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import checkpoint
+from ..data import Augment, form_for
+from .augment import plot_augmentation
+from .common import (FIGSIZE, run_class_names, run_dataset, run_normalisation, run_predictions, run_test_set,
+                     run_title, run_train_sample)
+from .confusion import plot_confusion
+from .curves import plot_curves
+from .featuremaps import plot_feature_maps
+from .filters import plot_filters
+from .mistakes import plot_mistakes
+
+
+def plot_run(what: str, run_dir, out=None, image=None, layer=None) -> Path:
+    """Draw one picture of a saved run as a PNG file.
+
+    Confusion and mistakes evaluate the model again on the run's test set; feature maps and the
+    evaluation use the input normalisation the run recorded.
+
+    Args:
+        what: one of ``FIGSIZE``: "filters", "featuremaps", "curves", "confusion", "mistakes",
+            "augment".
+        run_dir: run directory written by ``cnnlab train``.
+        out: PNG file to write; RUN/<what>.png if None.
+        image: for "featuremaps" only: None or "test:N" (test image N; None is test:0), or the path
+            of a PNG/JPEG file, converted to the run's data-set form.
+        layer: for "filters" only: index of a Conv2d in the model; None for the first.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: unknown ``what``, a bad ``image`` or ``layer``, a run without history (curves)
+            or without augmentation (augment); the message is one line.
+        checkpoint.RunError: the run directory is missing or broken.
+    """
+    if what not in FIGSIZE:
+        raise ValueError(f"unknown picture {what!r}; choose one of {', '.join(FIGSIZE)}")
+    model, spec, cfg, metrics = checkpoint.load_run(run_dir)
+    mean, std = run_normalisation(cfg, run_dir)
+    out = Path(out) if out is not None else Path(run_dir) / f"{what}.png"
+    heading = run_title(spec, cfg, metrics)
+    if what == "filters":
+        return plot_filters(model, out, layer=layer)
+    if what == "featuremaps":
+        picture, description = _input_image(image, cfg, metrics)
+        return plot_feature_maps(model, picture, out, title=f"{heading}: feature maps of {description}",
+                                 class_names=run_class_names(cfg, metrics), mean=mean, std=std)
+    if what == "curves":
+        return plot_curves(metrics, out, title=f"{heading}: training curves")
+    if what == "augment":
+        aug = _run_augment(cfg, run_dir)
+        return plot_augmentation(*run_train_sample(cfg, metrics), aug, out, run_class_names(cfg, metrics),
+                                 title=heading)
+    names = run_class_names(cfg, metrics)
+    images, labels = run_test_set(cfg, metrics)
+    res = run_predictions(model, images, labels, mean, std)
+    if what == "confusion":
+        return plot_confusion(labels, res["predictions"], out, names, title=f"{heading}, test set")
+    return plot_mistakes(images, labels, res["predictions"], out, names, res["probabilities"],
+                         title=f"{heading}, test set")
+
+
+def _input_image(image, cfg, metrics):
+    """(28x28 uint8 image, description) for IMAGE: None or "test:N" (test set) or a file path."""
+    spec = "test:0" if image is None else str(image)
+    if spec.startswith("test:"):
+        try:
+            n = int(spec[len("test:"):])
+        except ValueError:
+            raise ValueError(f"image {spec!r}: expected test:N with N a test-image index, e.g. test:0") from None
+        images, labels = run_test_set(cfg, metrics)
+        if not 0 <= n < len(images):
+            raise ValueError(f"image {spec!r}: the {run_dataset(cfg, metrics)} test set has {len(images):,} "
+                             f"images, test:0 to test:{len(images) - 1}")
+        names = run_class_names(cfg, metrics)
+        return images[n], f"test image {n} (label {names[int(labels[n])]})"
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"image {spec}: no such file (give a PNG/JPEG file or test:N)")
+    convert, form = form_for(run_dataset(cfg, metrics))
+    return convert(path), f"{path.name} (converted to {form})"
+
+
+def _run_augment(cfg, run_dir):
+    """The run's recorded training augmentation; a clear error if it used none."""
+    aug = Augment.from_config(cfg)
+    if aug is None:
+        raise ValueError(f"run {run_dir} was trained without augmentation (its config records none): "
+                         f"nothing to show")
+    return aug
