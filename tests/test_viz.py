@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import cnnlab
-from cnnlab import backend, checkpoint, models, nn, viz
+from cnnlab import backend, checkpoint, models, nn, runs, viz
 from cnnlab.cli import main
 
 # The promised pixel sizes (figsize in inches x 100 dpi); pinned here so a change is deliberate.
@@ -47,7 +47,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(run):
-    return checkpoint.load_run(run)[0]
+    return runs.load(run).model
 
 
 def _check_png(path, kind):
@@ -250,17 +250,17 @@ def run_with_normalisation(tmp_path_factory):
 def _spy_normalisation(monkeypatch):
     """Record the mean/std every evaluation and every feature-map input is normalised with."""
     seen = []
-    evaluate, normalise = viz.common.evaluate, viz.featuremaps.normalise_image
+    eval_loader, normalise = viz.common.eval_loader, viz.featuremaps.normalise_image
 
-    def spy_evaluate(*args, **kwargs):
-        seen.append(("evaluate", kwargs.get("mean"), kwargs.get("std")))
-        return evaluate(*args, **kwargs)
+    def spy_eval_loader(images, labels, mean, std, **kwargs):
+        seen.append(("evaluate", mean, std))
+        return eval_loader(images, labels, mean, std, **kwargs)
 
     def spy_normalise(image, mean=None, std=None):
         seen.append(("featuremaps", mean, std))
         return normalise(image, mean, std)
 
-    monkeypatch.setattr(viz.common, "evaluate", spy_evaluate)
+    monkeypatch.setattr(viz.common, "eval_loader", spy_eval_loader)
     monkeypatch.setattr(viz.featuremaps, "normalise_image", spy_normalise)
     return seen
 

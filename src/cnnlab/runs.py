@@ -425,7 +425,7 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
                               device=device)
     else:
         loader = DataLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
-                            augment=None if aug == _NO_AUGMENT else aug, mean=config.mean, std=config.std)
+                            augment=aug if aug.active else None, mean=config.mean, std=config.std)
     opt = make_optimizer(config.optimizer, model.parameters(), max(1, -(-len(train_y) // config.batch_size)))
     max_batches = 5 if dry_run else None
     steps = min(len(loader), max_batches) if max_batches else len(loader)

@@ -448,6 +448,11 @@ class Augment:
         if not self.elastic_sigma > 0:
             raise bad("elastic_sigma", f"must be > 0, got {self.elastic_sigma}")
 
+    @property
+    def active(self) -> bool:
+        """Whether any option is on (an Augment with none leaves every image as it is)."""
+        return bool(self.max_shift or self.max_degrees or self.hflip or self.max_scale or self.erase or self.elastic)
+
     @classmethod
     def from_config(cls, cfg: dict) -> Augment | None:
         """The augmentation a run's config records ("augment", "rotate", "hflip", "scale", "erase",

@@ -1,6 +1,6 @@
 """What every picture module shares: figures of a known size, atomic PNG/HTML writes, the model and
-label checks more than one picture needs, and reading what a saved run needs (data set, input
-normalisation, class names, the model's predictions).
+label checks more than one picture needs, and reading what a saved run (``runs.Run``) needs: its
+data, class names and the model's predictions.
 
 Figures are drawn with matplotlib's object API on an explicit Agg canvas rather than through
 pyplot: no screen is needed, nothing is registered in pyplot's global figure list (so nothing
@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from .. import checkpoint, nn
 from ..data import class_names, load_dataset
-from ..train import evaluate
+from ..train import eval_loader, evaluate
 
 DPI = 100
 # Inches per picture kind; with DPI these give the exact pixel size of every PNG.
@@ -240,87 +240,37 @@ def epoch_series(epochs, key) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ reading a run
-def run_dataset(cfg, metrics) -> str:
-    """The data set a run was trained on ("mnist" for runs that did not record it).
-
-    Args:
-        cfg: the run's config dict; metrics: its metrics dict (both as ``checkpoint.load_run`` gives).
-
-    Returns:
-        The data set's name.
-    """
-    return cfg.get("dataset") or metrics.get("dataset") or "mnist"
+def run_class_names(run) -> list[str]:
+    """The class names of a run's data set (``cnnlab.data.class_names``), for a ``runs.Run``."""
+    return class_names(run.config.dataset)
 
 
-def run_class_names(cfg, metrics) -> list[str]:
-    """The class names of a run's data set (``cnnlab.data.class_names``).
-
-    Args:
-        cfg, metrics: the run's config and metrics dicts.
-
-    Returns:
-        One name per class.
-    """
-    return class_names(run_dataset(cfg, metrics))
+def run_test_set(run):
+    """The test images of a run's data set: (images (N, H, W) uint8, labels (N,))."""
+    return load_dataset(run.config.dataset, validation=run.config.validation).test
 
 
-def run_test_set(cfg, metrics):
-    """The test images of a run's data set.
-
-    Args:
-        cfg, metrics: the run's config and metrics dicts.
-
-    Returns:
-        (images (N, H, W) uint8, labels (N,)).
-    """
-    return load_dataset(run_dataset(cfg, metrics), validation=cfg.get("validation", 10000)).test
-
-
-def run_train_sample(cfg, metrics, count=6):
-    """The first ``count`` training images of the run's data set and split, with their labels.
-
-    Args:
-        cfg, metrics: the run's config and metrics dicts.
-        count: how many images.
-
-    Returns:
-        (images (count, H, W) uint8, labels (count,)).
-    """
-    images, labels = load_dataset(run_dataset(cfg, metrics), validation=cfg.get("validation", 10000)).train
+def run_train_sample(run, count=6):
+    """The first ``count`` training images of the run's data set and split, with their labels."""
+    images, labels = load_dataset(run.config.dataset, validation=run.config.validation).train
     return images[:count], labels[:count]
 
 
-def run_normalisation(cfg, run_dir) -> tuple[float, float]:
-    """The run's recorded input normalisation (MNIST's for runs saved before it was recorded).
+def run_title(run) -> str:
+    """The heading of a run's pictures: "<recipe> on <data set>"."""
+    return f"{run.config.name} on {run.config.dataset}"
+
+
+def run_predictions(run, images, labels) -> dict:
+    """Evaluate a run's model again on labelled images, normalised as it was trained, keeping every
+    prediction.
 
     Args:
-        cfg: the run's config dict.
-        run_dir: the run directory (names the config in error messages).
-
-    Returns:
-        (mean, std).
-    """
-    return checkpoint.normalization(cfg, Path(run_dir) / checkpoint.CONFIG)
-
-
-def run_title(spec, cfg, metrics) -> str:
-    """The heading of a run's pictures: "<model> on <data set>"."""
-    return f"{spec.get('name', 'model')} on {run_dataset(cfg, metrics)}"
-
-
-def run_predictions(model, images, labels, mean, std) -> dict:
-    """Evaluate a model again on labelled images, keeping every prediction.
-
-    Every re-evaluation in viz goes through here, so a change to ``cnnlab.train.evaluate``'s
-    signature is made in one place.
-
-    Args:
-        model: the run's model.
+        run: a ``runs.Run``.
         images: (N, H, W) uint8 images.
         labels: (N,) class indices.
-        mean, std: the normalisation the model was trained with (``run_normalisation``).
 
     Returns:
         {"loss", "accuracy", "n", "predictions" (N,), "probabilities" (N, classes)}.
     """
-    return evaluate(model, images, labels, mean=mean, std=std, return_predictions=True)
+    return evaluate(run.model, eval_loader(images, labels, run.config.mean, run.config.std), return_predictions=True)

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .. import backend, checkpoint, models, nn
-from ..data import Augment, class_names
+from .. import backend, checkpoint, models, nn, runs
 from .augment import draw_augmentation
-from .common import (conv_layer, epoch_series, png_bytes, run_dataset, run_normalisation, run_predictions,
-                     run_test_set, run_title, run_train_sample, write_bytes)
+from .common import (conv_layer, epoch_series, png_bytes, run_class_names, run_predictions, run_test_set, run_title,
+                     run_train_sample, write_bytes)
 from .confusion import draw_confusion
 from .curves import draw_curves
 from .featuremaps import draw_feature_maps
@@ -99,6 +98,18 @@ def shared_weights_line() -> str:
             f"{fc.out_features} biases): {f / c:.0f} times as many.")
 
 
+def _settings(config) -> list[tuple[str, object]]:
+    """A TrainConfig as (name, value) rows; the optimizer's and the augmentation's settings as
+    "optimizer.lr", "augment.max_shift", ..."""
+    rows = []
+    for key, value in config.to_dict().items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", v) for k, v in value.items()]
+        elif key != "format":
+            rows.append((key, value))
+    return rows
+
+
 def build_report(run_dir, out=None) -> Path:
     """Write one self-contained HTML page about a run: tables and all the pictures embedded
     (the five of every run, and the training augmentation where the run used one).
@@ -119,17 +130,18 @@ def build_report(run_dir, out=None) -> Path:
         DataError: the run's data set cannot be loaded.
     """
     run_dir = Path(run_dir)
-    model, spec, cfg, metrics = checkpoint.load_run(run_dir)
+    run = runs.load(run_dir)
+    model, spec, config, metrics = run.model, run.spec, run.config, run.metrics
     out = Path(out) if out is not None else run_dir / "report.html"
-    name = spec.get("name", "model")
-    dataset = run_dataset(cfg, metrics)
-    names = class_names(dataset)
-    mean, std = run_normalisation(cfg, run_dir)
-    images, labels = run_test_set(cfg, metrics)
-    res = run_predictions(model, images, labels, mean, std)
-    recorded = metrics.get("test_accuracy")
+    name = spec["name"]
+    dataset = config.dataset
+    names = run_class_names(run)
+    mean, std = config.mean, config.std
+    images, labels = run_test_set(run)
+    res = run_predictions(run, images, labels)
+    recorded = run.test_accuracy
     headline = recorded if recorded is not None else res["accuracy"]
-    heading = run_title(spec, cfg, metrics)
+    heading = run_title(run)
     esc = html.escape
 
     parts = [
@@ -162,10 +174,10 @@ def build_report(run_dir, out=None) -> Path:
 
     # Training configuration and run facts.
     parts.append("<h2>Training configuration</h2>")
-    if cfg:
-        parts.append(_table(["setting", "value"], [(k, _fmt(k, v)) for k, v in cfg.items()], text_columns=(0, 1)))
-    else:
-        parts.append('<p class="note">no config.json in this run.</p>')
+    parts.append(_table(["setting", "value"], [(k, _fmt(k, v)) for k, v in _settings(config)], text_columns=(0, 1)))
+    if not (run_dir / checkpoint.CONFIG).exists():
+        parts.append('<p class="note">no config.json in this run: taken as an MNIST run with MNIST\'s '
+                     'normalisation.</p>')
     facts = [(k, _fmt(k, v)) for k, v in metrics.items() if k != "epochs" and not isinstance(v, (dict, list))]
     if facts:
         parts += ["<h2>Run</h2>", _table(["fact", "value"], facts, text_columns=(0, 1))]
@@ -211,10 +223,10 @@ def build_report(run_dir, out=None) -> Path:
     if epochs:
         parts.append(_figure_html(draw_curves(metrics, f"{heading}: training curves"), "training curves",
                                   "Loss and accuracy per epoch; the dashed line marks the best validation epoch."))
-    aug = Augment.from_config(cfg)
-    if aug is not None:
+    aug = config.augment
+    if aug.active:
         parts.append(_figure_html(
-            draw_augmentation(*run_train_sample(cfg, metrics), aug, names, title=heading),
+            draw_augmentation(*run_train_sample(run), aug, names, title=heading),
             "training augmentation", f"The first training images and random draws of the run's augmentation "
                                      f"({aug.describe()})."))
     parts.append(_figure_html(draw_confusion(labels, res["predictions"], names, heading),

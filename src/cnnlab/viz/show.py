@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import checkpoint
-from ..data import Augment, form_for
+from .. import runs
+from ..data import form_for
 from .augment import plot_augmentation
-from .common import (FIGSIZE, run_class_names, run_dataset, run_normalisation, run_predictions, run_test_set,
-                     run_title, run_train_sample)
+from .common import FIGSIZE, run_class_names, run_predictions, run_test_set, run_title, run_train_sample
 from .confusion import plot_confusion
 from .curves import plot_curves
 from .featuremaps import plot_feature_maps
@@ -42,32 +41,33 @@ def plot_run(what: str, run_dir, out=None, image=None, layer=None) -> Path:
     """
     if what not in FIGSIZE:
         raise ValueError(f"unknown picture {what!r}; choose one of {', '.join(FIGSIZE)}")
-    model, spec, cfg, metrics = checkpoint.load_run(run_dir)
-    mean, std = run_normalisation(cfg, run_dir)
+    run = runs.load(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / f"{what}.png"
-    heading = run_title(spec, cfg, metrics)
+    heading = run_title(run)
     if what == "filters":
-        return plot_filters(model, out, layer=layer)
+        return plot_filters(run.model, out, layer=layer)
     if what == "featuremaps":
-        picture, description = _input_image(image, cfg, metrics)
-        return plot_feature_maps(model, picture, out, title=f"{heading}: feature maps of {description}",
-                                 class_names=run_class_names(cfg, metrics), mean=mean, std=std)
+        picture, description = _input_image(image, run)
+        return plot_feature_maps(run.model, picture, out, title=f"{heading}: feature maps of {description}",
+                                 class_names=run_class_names(run), mean=run.config.mean, std=run.config.std)
     if what == "curves":
-        return plot_curves(metrics, out, title=f"{heading}: training curves")
+        return plot_curves(run.metrics, out, title=f"{heading}: training curves")
     if what == "augment":
-        aug = _run_augment(cfg, run_dir)
-        return plot_augmentation(*run_train_sample(cfg, metrics), aug, out, run_class_names(cfg, metrics),
+        if not run.config.augment.active:
+            raise ValueError(f"run {run_dir} was trained without augmentation (its config records none): "
+                             f"nothing to show")
+        return plot_augmentation(*run_train_sample(run), run.config.augment, out, run_class_names(run),
                                  title=heading)
-    names = run_class_names(cfg, metrics)
-    images, labels = run_test_set(cfg, metrics)
-    res = run_predictions(model, images, labels, mean, std)
+    names = run_class_names(run)
+    images, labels = run_test_set(run)
+    res = run_predictions(run, images, labels)
     if what == "confusion":
         return plot_confusion(labels, res["predictions"], out, names, title=f"{heading}, test set")
     return plot_mistakes(images, labels, res["predictions"], out, names, res["probabilities"],
                          title=f"{heading}, test set")
 
 
-def _input_image(image, cfg, metrics):
+def _input_image(image, run):
     """(28x28 uint8 image, description) for IMAGE: None or "test:N" (test set) or a file path."""
     spec = "test:0" if image is None else str(image)
     if spec.startswith("test:"):
@@ -75,23 +75,14 @@ def _input_image(image, cfg, metrics):
             n = int(spec[len("test:"):])
         except ValueError:
             raise ValueError(f"image {spec!r}: expected test:N with N a test-image index, e.g. test:0") from None
-        images, labels = run_test_set(cfg, metrics)
+        images, labels = run_test_set(run)
         if not 0 <= n < len(images):
-            raise ValueError(f"image {spec!r}: the {run_dataset(cfg, metrics)} test set has {len(images):,} "
+            raise ValueError(f"image {spec!r}: the {run.config.dataset} test set has {len(images):,} "
                              f"images, test:0 to test:{len(images) - 1}")
-        names = run_class_names(cfg, metrics)
+        names = run_class_names(run)
         return images[n], f"test image {n} (label {names[int(labels[n])]})"
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"image {spec}: no such file (give a PNG/JPEG file or test:N)")
-    convert, form = form_for(run_dataset(cfg, metrics))
+    convert, form = form_for(run.config.dataset)
     return convert(path), f"{path.name} (converted to {form})"
-
-
-def _run_augment(cfg, run_dir):
-    """The run's recorded training augmentation; a clear error if it used none."""
-    aug = Augment.from_config(cfg)
-    if aug is None:
-        raise ValueError(f"run {run_dir} was trained without augmentation (its config records none): "
-                         f"nothing to show")
-    return aug
