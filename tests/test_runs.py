@@ -135,7 +135,7 @@ def test_train_saves_what_load_gives_back(tmp_path):
     assert back.test_accuracy == run.history.test_accuracy == run.metrics["test_accuracy"]
     for (k, a), (_, b) in zip(sorted(run.model.state_dict().items()), sorted(back.model.state_dict().items())):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
-    with pytest.raises(ValueError, match="already holds a trained run"):
+    with pytest.raises(ValueError, match="already holds a run"):
         runs.train(config, out=run.dir, progress=False, log=None)
 
 

@@ -14,6 +14,7 @@ executes no code from it. ``cnnlab.runs.load`` reads a whole run; this module ha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +26,8 @@ from . import models
 from .data.loader import MNIST_MEAN, MNIST_STD
 
 WEIGHTS, SPEC, CONFIG, METRICS = "model.safetensors", "spec.json", "config.json", "metrics.json"
+MANIFEST = "manifest.json"  # written last: which files make the run, with their checksums
+STATE_DIR = "checkpoint"  # what `cnnlab train --resume` continues from
 
 
 class RunError(ValueError):
@@ -96,10 +99,21 @@ def read_json(path) -> dict:
 
 
 def save_weights(model, path) -> None:
+    """Write every parameter and buffer of ``model`` by its state-dict name (safetensors, atomic)."""
+    save_arrays(path, {name: t.numpy() for name, t in model.state_dict().items()})
+
+
+def save_arrays(path, arrays: dict) -> None:
+    """Write named NumPy arrays as one safetensors file, atomically; a failed write (a full disk)
+    is an OSError naming the file, and leaves the previous file as it was."""
+    from safetensors import SafetensorError  # noqa: PLC0415
     from safetensors.numpy import save_file  # noqa: PLC0415
 
-    tensors = {name: np.ascontiguousarray(t.numpy()) for name, t in model.state_dict().items()}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": "cnnlab"}))
+    tensors = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    try:
+        atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": "cnnlab"}))
+    except SafetensorError as exc:
+        raise OSError(f"cannot write {path}: {exc}") from None
 
 
 def load_weights(path) -> dict:
@@ -180,3 +194,51 @@ def load_model(run_dir):
         raise RunError(f"{run_dir / WEIGHTS} does not match the model in {SPEC} "
                        f"({model_spec.get('name')}): {exc}") from None
     return model.eval(), models.spec(model_spec["name"], **model_spec.get("kwargs", {}))
+
+
+# ------------------------------------------------------------------------------- the manifest
+def sha256(path) -> str:
+    """The SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir, status: str, files=(), **facts) -> dict:
+    """Write RUN/manifest.json, the last file of every save: the run's ``status`` ("started",
+    "training", "finished", "interrupted", "diverged"), the checksum of each of ``files`` (paths
+    relative to the run) as they are now, and ``facts``. A run is whole when its files match it."""
+    run_dir = Path(run_dir)
+    manifest = {"format": 1, "status": status, **facts, "files": {f: sha256(run_dir / f) for f in files}}
+    write_json(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(run_dir) -> dict | None:
+    """RUN/manifest.json, or None for a run saved before cnnlab wrote manifests."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        return None
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
+            or not isinstance(manifest.get("status"), str):
+        raise RunError(f"{path}: not a cnnlab manifest (needs \"status\" and \"files\")")
+    return manifest
+
+
+def check_files(run_dir, manifest: dict, names) -> None:
+    """Raise RunError unless each of ``names`` is listed in ``manifest`` and matches its checksum."""
+    run_dir = Path(run_dir)
+    resume = f"resume it with `cnnlab train --resume {run_dir}`, or train it again"
+    for name in names:
+        expected = manifest["files"].get(name)
+        path = run_dir / name
+        if expected is None or not path.is_file():
+            what = "missing" if not path.is_file() else "not in its manifest"
+            raise RunError(f"{run_dir} is incomplete: {name} is {what} ({manifest['status']}, "
+                           f"{manifest.get('epochs_done', 0)} epochs done); {resume}")
+        if sha256(path) != expected:
+            raise RunError(f"{path} does not match {run_dir / MANIFEST}: the run is incomplete or was changed "
+                           f"after it was saved; {resume}")

@@ -14,6 +14,7 @@ round trip). It is checked once, when it is made; everything downstream trusts i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -21,6 +22,8 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import filelock
 
 from . import backend, checkpoint, models, nn, optim
 from .data import (
@@ -37,7 +40,7 @@ from .train import History, eval_loader, fit
 
 __all__ = [
     "CONFIG_FORMAT", "OPTIMIZERS", "SCHEDULES", "SGD_NAMES", "OptimizerConfig", "Run", "TrainConfig", "load",
-    "load_config", "make_optimizer", "make_scheduler", "train",
+    "load_config", "make_optimizer", "make_scheduler", "resume", "train",
 ]
 
 OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
@@ -366,11 +369,16 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
     best validation accuracy, and its test accuracy is the run's. Inputs are normalised with the
     data set's own statistics (recorded in the saved config).
 
+    The run directory is locked for the whole training (a second ``train`` into it stops at once),
+    and after every epoch it holds what ``resume`` needs to go on from there; its manifest, written
+    last, says which files make the run. Ctrl-C keeps the best epoch so far (nothing loadable if no
+    epoch finished); divergence stops the run with the last good epoch kept.
+
     Args:
         config: the TrainConfig.
         out: the run directory (default: runs/<recipe>-<dataset>, numbered if taken); a folder that
-            already holds a trained run is refused before any work, unless ``overwrite``.
-        save: write the run directory (after every best epoch, and at the end).
+            already holds a run is refused before any work, unless ``overwrite``.
+        save: write the run directory (after every epoch, and at the end).
         dry_run: a few batches of one epoch, small evaluation sets, nothing saved.
         progress: a progress bar (plain lines when not on a terminal).
         log: where the log lines go (None for silence).
@@ -378,85 +386,217 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
 
     Returns:
         The Run (``run.history`` has the per-epoch records; ``run.dir`` is None if nothing was saved).
+
+    Raises:
+        FloatingPointError: training diverged (the run directory keeps the last good epoch).
     """
     if config.device == "cuda":
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
-    run_dir = None
-    if save and not dry_run:
-        run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{config.name}-{Path(config.dataset).name}")
-        if (run_dir / checkpoint.WEIGHTS).exists() and not overwrite:
-            raise ValueError(f"{run_dir} already holds a trained run; choose another folder, or delete it first")
-        checkpoint.check_output_path(run_dir, folder=True)  # before any work, not after the first epoch
+    if not save or dry_run:
+        return _Training(config, None, dry_run, progress, log).run()
+    run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{config.name}-{Path(config.dataset).name}")
+    checkpoint.check_output_path(run_dir, folder=True)  # before any work, not after the first epoch
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir):
+        if not overwrite and ((run_dir / checkpoint.WEIGHTS).exists() or (run_dir / checkpoint.MANIFEST).exists()):
+            raise ValueError(f"{run_dir} already holds a run; continue it with `cnnlab train --resume {run_dir}` "
+                             f"(runs.resume), choose another folder, or delete it first")
+        for stale in (checkpoint.MANIFEST, checkpoint.WEIGHTS, checkpoint.METRICS):
+            (run_dir / stale).unlink(missing_ok=True)  # an overwritten run's: nothing of it stays loadable
+        return _Training(config, run_dir, False, progress, log).run()
 
-    t_load = time.perf_counter()
-    split = load_dataset(config.dataset, validation=config.validation)
-    if config.mean is None:
-        # the data set's own (pixel/255) statistics: constants for mnist / fashion-mnist, measured on
-        # the training split of a folder; recorded so evaluate / predict / show feed inputs the same way
-        mean, std = norm_stats(split)
-        config = config.replace(mean=float(mean), std=float(std))
-    classes = class_names(config.dataset)
-    if len(classes) != 10:
-        config = config.replace(model_kwargs={**config.model_kwargs, "classes": len(classes)})
-    train_x, train_y = split.train
-    if config.train_size is not None:
-        train_x, train_y = train_x[:config.train_size], train_y[:config.train_size]
-    if config.expand:
-        train_x, train_y = expand_shifts(train_x, train_y)
-    val = split.validation if config.validation > 0 else None
-    test = split.test
-    if dry_run:
-        config = config.replace(epochs=1)
-        val = (val[0][:500], val[1][:500]) if val is not None else None
-        test = (test[0][:500], test[1][:500])
-    load_seconds = time.perf_counter() - t_load
 
-    spec = models.spec(config.model, **config.model_kwargs)
-    backend.manual_seed(config.seed)
-    model = models.build(spec)
-    device = config.device
-    if device != "cpu":
-        model.to(device)
-    aug = config.augment
-    if device == "cuda" and not (aug.max_degrees or aug.max_scale or aug.erase or aug.elastic):
-        # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
-        loader = DeviceLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
-                              max_shift=aug.max_shift, hflip=aug.hflip, mean=config.mean, std=config.std,
-                              device=device)
-    else:
-        loader = DataLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
-                            augment=aug if aug.active else None, mean=config.mean, std=config.std)
-    opt = make_optimizer(config.optimizer, model.parameters(), max(1, -(-len(train_y) // config.batch_size)))
-    max_batches = 5 if dry_run else None
-    steps = min(len(loader), max_batches) if max_batches else len(loader)
-    sched, per_batch = make_scheduler(config.schedule, opt, config.optimizer.lr, config.epochs, steps)
+def resume(run_dir, *, progress: bool = True, log=print) -> Run:
+    """Go on training a run from its last complete epoch, as if it had never stopped.
 
-    meta = {"machine": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    On the CPU the final weights are bitwise those of an uninterrupted run with the same config.
 
-    def metrics_of(history):
-        return {**history.to_dict(), "data_seconds": load_seconds, "model": config.name, "dataset": config.dataset,
-                "parameters": model.num_parameters(), **meta}
+    Raises:
+        checkpoint.RunError: no such run, a finished one, or one whose files are not whole.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise checkpoint.RunError(f"{run_dir}: no such run directory")
+    with _locked(run_dir):
+        manifest = checkpoint.read_manifest(run_dir)
+        if manifest is None:
+            raise checkpoint.RunError(f"{run_dir} has no {checkpoint.MANIFEST}: it was saved by an older cnnlab "
+                                      f"and cannot be resumed")
+        if manifest["status"] == "finished":
+            raise checkpoint.RunError(f"{run_dir} is finished ({manifest.get('epochs_done')} epochs): nothing to "
+                                      f"resume")
+        if manifest["status"] == "diverged":
+            raise checkpoint.RunError(f"{run_dir} diverged ({manifest.get('message')}); resuming would diverge "
+                                      f"again: train it again with a smaller learning rate")
+        state = manifest.get("state")
+        checkpoint.check_files(run_dir, manifest, [checkpoint.CONFIG] + ([state + ".safetensors", state + ".json"]
+                                                                          if state else []))
+        config = load_config(run_dir)
+        if log:
+            log(f"resuming {run_dir} after epoch {manifest.get('epochs_done', 0)} of {config.epochs}")
+        return _Training(config, run_dir, False, progress, log).run(state and run_dir / state)
 
-    def save_epoch(history, is_best):
-        if run_dir is not None and is_best:
-            checkpoint.save_run(run_dir, model, spec, config.to_dict(), metrics_of(history))
-        elif run_dir is not None:
-            checkpoint.write_json(run_dir / checkpoint.METRICS, metrics_of(history))
 
-    if log:
-        log(_describe(config, model, len(train_y), val, test, dry_run, load_seconds))
-    evaluation = {name: eval_loader(*pair, config.mean, config.std, device=device) if pair is not None else None
-                  for name, pair in (("validation", val), ("test", test))}
-    history = fit(model, opt, loader, config.epochs, validation=evaluation["validation"], test=evaluation["test"],
-                  scheduler=sched, scheduler_per_batch=per_batch, label_smoothing=config.label_smoothing,
-                  early_stopping=config.early_stopping, device=device, progress=progress, max_batches=max_batches,
-                  on_epoch_end=save_epoch, log=log)
-    metrics = metrics_of(history)
-    if run_dir is not None:
-        # The best-validation weights are back in the model: save them with the final metrics.
-        checkpoint.save_run(run_dir, model, spec, config.to_dict(), metrics)
-    return Run(run_dir, config, spec, model, metrics, history)
+@contextlib.contextmanager
+def _locked(run_dir: Path):
+    """Hold RUN/.lock: one training per run directory at a time."""
+    lock = filelock.FileLock(run_dir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise checkpoint.RunError(f"{run_dir} is being trained by another process: wait for it to finish, or "
+                                  f"choose another folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class _Training:
+    """One training run's parts (data, model, loader, optimizer, schedule) and its saving."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path | None, dry_run: bool, progress: bool, log):
+        self.run_dir, self.dry_run, self.progress, self.log = run_dir, dry_run, progress, log
+        t_load = time.perf_counter()
+        split = load_dataset(config.dataset, validation=config.validation)
+        if config.mean is None:
+            # the data set's own (pixel/255) statistics: constants for mnist / fashion-mnist, measured on
+            # the training split of a folder; recorded so evaluate / predict / show feed inputs the same way
+            mean, std = norm_stats(split)
+            config = config.replace(mean=float(mean), std=float(std))
+        classes = class_names(config.dataset)
+        if len(classes) != 10 and "classes" not in config.model_kwargs:
+            config = config.replace(model_kwargs={**config.model_kwargs, "classes": len(classes)})
+        train_x, train_y = split.train
+        if config.train_size is not None:
+            train_x, train_y = train_x[:config.train_size], train_y[:config.train_size]
+        if config.expand:
+            train_x, train_y = expand_shifts(train_x, train_y)
+        val = split.validation if config.validation > 0 else None
+        test = split.test
+        if dry_run:
+            config = config.replace(epochs=1)
+            val = (val[0][:500], val[1][:500]) if val is not None else None
+            test = (test[0][:500], test[1][:500])
+        self.load_seconds = time.perf_counter() - t_load
+        self.config = config
+        self.spec = models.spec(config.model, **config.model_kwargs)
+        backend.manual_seed(config.seed)
+        self.model = models.build(self.spec)
+        device = config.device
+        if device != "cpu":
+            self.model.to(device)
+        aug = config.augment
+        if device == "cuda" and not (aug.max_degrees or aug.max_scale or aug.erase or aug.elastic):
+            # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
+            self.loader = DeviceLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
+                                       max_shift=aug.max_shift, hflip=aug.hflip, mean=config.mean, std=config.std,
+                                       device=device)
+        else:
+            self.loader = DataLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
+                                     augment=aug if aug.active else None, mean=config.mean, std=config.std)
+        self.optimizer = make_optimizer(config.optimizer, self.model.parameters(),
+                                        max(1, -(-len(train_y) // config.batch_size)))
+        self.max_batches = 5 if dry_run else None
+        steps = min(len(self.loader), self.max_batches) if self.max_batches else len(self.loader)
+        self.scheduler, self.per_batch = make_scheduler(config.schedule, self.optimizer, config.optimizer.lr,
+                                                        config.epochs, steps)
+        self.evaluation = {name: eval_loader(*pair, config.mean, config.std, device=device) if pair else None
+                           for name, pair in (("validation", val), ("test", test))}
+        self.sizes = (len(train_y), val, test)
+        self.meta = {"machine": platform.node(), "python": platform.python_version(),
+                     "platform": platform.platform(), "cpu_count": os.cpu_count(),
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def metrics(self, history: History) -> dict:
+        return {**history.to_dict(), "data_seconds": self.load_seconds, "model": self.config.name,
+                "dataset": self.config.dataset, "parameters": self.model.num_parameters(), **self.meta}
+
+    def run(self, state_path: Path | None = None) -> Run:
+        """Train (from ``state_path``'s epoch, if given); save as it goes; the Run."""
+        config, run_dir, log = self.config, self.run_dir, self.log
+        resumed = self._restore(state_path) if state_path else None
+        if run_dir is not None and resumed is None:
+            checkpoint.write_json(run_dir / checkpoint.SPEC, self.spec)
+            checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_dict())
+            checkpoint.write_manifest(run_dir, "started", [checkpoint.SPEC, checkpoint.CONFIG], epochs_done=0,
+                                      state=None)
+        if log and resumed is None:
+            log(_describe(config, self.model, *self.sizes, self.dry_run, self.load_seconds))
+        try:
+            history = fit(self.model, self.optimizer, self.loader, config.epochs,
+                          validation=self.evaluation["validation"], test=self.evaluation["test"],
+                          scheduler=self.scheduler, scheduler_per_batch=self.per_batch,
+                          label_smoothing=config.label_smoothing, early_stopping=config.early_stopping,
+                          device=config.device, progress=self.progress, max_batches=self.max_batches,
+                          on_epoch_end=self._save_epoch if run_dir is not None else None, log=log, resume=resumed)
+        except FloatingPointError as exc:
+            if run_dir is not None:
+                self._mark("diverged", message=str(exc))
+            raise
+        if run_dir is not None and history.best_epoch is not None:
+            # The best epoch's weights are in model.safetensors already; the final status and metrics.
+            checkpoint.write_json(run_dir / checkpoint.METRICS, self.metrics(history))
+            self._mark("interrupted" if history.interrupted else "finished")
+        return Run(run_dir, config, self.spec, self.model, self.metrics(history), history)
+
+    # -------------------------------------------------------------- saving and resuming
+    def _save_epoch(self, history: History, is_best: bool) -> None:
+        """After each epoch: the best weights (if this epoch is the best), the state to resume from,
+        the metrics, then the manifest."""
+        run_dir, epoch = self.run_dir, len(history.epochs)
+        if is_best:
+            checkpoint.save_weights(self.model, run_dir / checkpoint.WEIGHTS)
+        state = f"{checkpoint.STATE_DIR}/epoch-{epoch}"
+        best = checkpoint.load_weights(run_dir / checkpoint.WEIGHTS)
+        opt = self.optimizer.state_dict()
+        arrays = {f"model/{k}": v.numpy() for k, v in self.model.state_dict().items()}
+        arrays |= {f"best/{k}": v for k, v in best.items()}
+        arrays |= {f"optimizer/{i}/{k}": v for i, st in opt["state"].items() for k, v in st.items()
+                   if hasattr(v, "shape")}
+        scalars = {str(i): {k: v for k, v in st.items() if not hasattr(v, "shape")} for i, st in opt["state"].items()}
+        (run_dir / checkpoint.STATE_DIR).mkdir(exist_ok=True)
+        checkpoint.save_arrays(run_dir / f"{state}.safetensors", arrays)
+        checkpoint.write_json(run_dir / f"{state}.json", {
+            "history": history.to_dict(), "param_groups": opt["param_groups"], "optimizer_scalars": scalars,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": backend.rng().bit_generator.state, "loader_epoch": self.loader.epoch})
+        checkpoint.write_json(run_dir / checkpoint.METRICS, self.metrics(history))
+        self._mark("training", epochs_done=epoch, state=state)
+        for old in (run_dir / checkpoint.STATE_DIR).glob("epoch-*"):
+            if old.name not in (f"epoch-{epoch}.safetensors", f"epoch-{epoch}.json"):
+                old.unlink(missing_ok=True)  # after the manifest moved on: a kill here loses nothing
+
+    def _mark(self, status: str, **facts) -> None:
+        """Rewrite the manifest with ``status``: the run's files as they are now."""
+        old = checkpoint.read_manifest(self.run_dir) or {}
+        facts = {"epochs_done": old.get("epochs_done", 0), "state": old.get("state"), **facts}
+        names = [checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.WEIGHTS]
+        if facts["state"]:
+            names += [facts["state"] + ".safetensors", facts["state"] + ".json"]
+        checkpoint.write_manifest(self.run_dir, status, [n for n in names if (self.run_dir / n).exists()], **facts)
+
+    def _restore(self, state_path: Path) -> tuple[History, dict]:
+        """Put the model, optimizer, schedule, loader and random generator back as they were after
+        the saved epoch; (history, best-epoch weights) for ``fit``."""
+        arrays = checkpoint.load_weights(state_path.with_suffix(".safetensors"))
+        saved = checkpoint.read_json(state_path.with_suffix(".json"))
+        self.model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+        best = {k[len("best/"):]: v for k, v in arrays.items() if k.startswith("best/")}
+        state = {}
+        for key, value in arrays.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/", 2)
+                state.setdefault(int(index), {})[name] = value
+        for index, values in saved["optimizer_scalars"].items():
+            state.setdefault(int(index), {}).update(values)
+        self.optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        backend.rng().bit_generator.state = saved["rng"]
+        self.loader.set_epoch(saved["loader_epoch"])
+        history = History(**{k: v for k, v in saved["history"].items()})
+        return history, best
 
 
 def _describe(config: TrainConfig, model, n_train: int, val, test, dry_run: bool, load_seconds: float) -> str:

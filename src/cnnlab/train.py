@@ -160,7 +160,7 @@ def tta_views(images: np.ndarray, mirror: bool = False, shift: bool = False) -> 
 def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None, scheduler=None,
         scheduler_per_batch: bool = True, label_smoothing: float = 0.0, early_stopping: int | None = None,
         device: str = "cpu", progress: bool = True, max_batches: int | None = None, on_epoch_end=None,
-        log=print) -> History:
+        log=print, resume: tuple[History, dict] | None = None) -> History:
     """Train ``model`` and evaluate it after every epoch.
 
     Args:
@@ -179,22 +179,28 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
         max_batches: stop each epoch after this many batches (dry runs).
         on_epoch_end: callback(history, is_best) after each epoch, e.g. to save the run.
         log: where the one-line epoch summaries go (None for silence).
+        resume: (History, best-epoch state dict) of epochs already trained: training goes on at the
+            next epoch. The caller restores the model, optimizer, scheduler, loader position and
+            random generators as they were after that epoch.
 
     Returns:
         History with per-epoch records and the test accuracy at the best-validation epoch (without
         a validation set: the last epoch, whose weights are kept; best_validation_accuracy None).
         Ctrl-C ends training cleanly: the history so far is returned with ``interrupted=True``.
+
+    Raises:
+        FloatingPointError: training diverged: a non-finite loss (naming epoch and batch), parameters
+            or evaluation loss (naming the epoch). The best epoch's weights are restored first.
     """
     if early_stopping is not None and (isinstance(early_stopping, bool) or early_stopping < 1):
         raise ValueError(f"early stopping must wait at least 1 epoch, got {early_stopping!r}")
     if early_stopping is not None and validation is None:
         raise ValueError("early stopping needs a validation set: it stops when validation accuracy stops improving")
-    history = History()
-    best_state = None
-    since_best = 0
-    t_start = time.perf_counter()
+    history, best_state = resume if resume is not None else (History(), None)
+    since_best = len(history.epochs) - history.best_epoch if history.best_epoch else 0
+    t_start = time.perf_counter() - history.seconds
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(len(history.epochs) + 1, epochs + 1):
             model.train()
             n_batches = len(train_loader) if max_batches is None else min(len(train_loader), max_batches)
             bar = Progress(n_batches, f"epoch {epoch}/{epochs}", enabled=progress)
@@ -228,8 +234,13 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
             if scheduler is not None and not scheduler_per_batch:
                 scheduler.step()
             train_seconds = time.perf_counter() - t0
+            _check_finite_parameters(model, epoch, n_batches)
             val = evaluate(model, validation, device) if validation is not None else None
             tst = evaluate(model, test, device) if test is not None else None
+            for name, res in (("validation", val), ("test", tst)):
+                if res is not None and not math.isfinite(res["loss"]):
+                    raise FloatingPointError(f"training diverged: the {name} loss is {res['loss']} after epoch "
+                                             f"{epoch} (the weights grew too large); try a smaller learning rate")
             rec = EpochRecord(
                 epoch=epoch, train_loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
                 validation_loss=val and val["loss"], validation_accuracy=val and val["accuracy"],
@@ -272,8 +283,24 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
         history.interrupted = True
         if log is not None:
             log("interrupted: keeping the best epoch so far")
-    if best_state is not None:
-        for k, v in model.state_dict().items():
-            v.data[...] = best_state[k]
+    except FloatingPointError:
+        _restore(model, best_state)  # the last good epoch, not the diverged weights
+        raise
+    _restore(model, best_state)
     history.seconds = time.perf_counter() - t_start
     return history
+
+
+def _restore(model, state) -> None:
+    if state is not None:
+        for k, v in model.state_dict().items():
+            v.data[...] = state[k]
+
+
+def _check_finite_parameters(model, epoch: int, batches: int) -> None:
+    """Raise FloatingPointError naming the first parameter with a NaN or infinity."""
+    for name, p in model.state_dict().items():
+        xp = backend.get_array_module(p.data)
+        if xp.issubdtype(p.data.dtype, xp.floating) and not bool(xp.isfinite(p.data).all()):
+            raise FloatingPointError(f"training diverged: parameter {name} is not finite after epoch {epoch}, "
+                                     f"batch {batches}; try a smaller learning rate")

@@ -101,7 +101,7 @@ def test_output_paths_that_cannot_be_written_are_named_before_any_work(tmp_path,
     run = tmp_path / "run"
     run.mkdir()
     (run / checkpoint.WEIGHTS).write_bytes(b"")
-    cases = [(["train", "--out", str(run)], "already holds a trained run"),
+    cases = [(["train", "--out", str(run)], "already holds a run"),
              (["train", "--out", str(tmp_path / "afile" / "x")], "afile is a file, not a folder"),
              (["train", "--out", str(tmp_path / "afile")], "is a file; give a folder name")]
     for argv, message in cases:
