@@ -7,7 +7,7 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
-from ..functional.conv import _tuple
+from ..functional.utils import as_tuple
 from ..functional.layers import check_lrn_args
 from . import init
 from .module import Module, Parameter
@@ -32,12 +32,12 @@ class _ConvNd(Module):
             raise ValueError(f"{type(self).__name__}: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _tuple(kernel_size, d, "kernel_size")
+        self.kernel_size = as_tuple(kernel_size, d, "kernel_size")
         if any(k <= 0 for k in self.kernel_size):
             raise ValueError(f"{type(self).__name__}: kernel_size must be positive, got {self.kernel_size}")
-        self.stride = _tuple(stride, d, "stride")
-        self.padding = padding if isinstance(padding, str) else _tuple(padding, d, "padding")
-        self.dilation = _tuple(dilation, d, "dilation")
+        self.stride = as_tuple(stride, d, "stride")
+        self.padding = padding if isinstance(padding, str) else as_tuple(padding, d, "padding")
+        self.dilation = as_tuple(dilation, d, "dilation")
         self.groups = int(groups)
         self.weight = Parameter(_empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = Parameter(_empty(out_channels)) if bias else None
@@ -83,9 +83,9 @@ class _PoolNd(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = _tuple(kernel_size, self._d, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _tuple(stride, self._d, "stride")
-        self.padding = _tuple(padding, self._d, "padding")
+        self.kernel_size = as_tuple(kernel_size, self._d, "kernel_size")
+        self.stride = self.kernel_size if stride is None else as_tuple(stride, self._d, "stride")
+        self.padding = as_tuple(padding, self._d, "padding")
 
     def forward(self, x):
         return type(self)._fn(x, self.kernel_size, self.stride, self.padding)
@@ -130,8 +130,8 @@ class _LPPoolNd(Module):
     def __init__(self, norm_type, kernel_size, stride=None):
         super().__init__()
         self.norm_type = norm_type
-        self.kernel_size = _tuple(kernel_size, self._d, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _tuple(stride, self._d, "stride")
+        self.kernel_size = as_tuple(kernel_size, self._d, "kernel_size")
+        self.stride = self.kernel_size if stride is None else as_tuple(stride, self._d, "stride")
 
     def forward(self, x):
         return type(self)._fn(x, self.norm_type, self.kernel_size, self.stride)
