@@ -87,7 +87,7 @@ def layers(rounds):
         def ours(on, dw=None):
             def run():
                 xt, wt = cnnlab.tensor(x, requires_grad=True), cnnlab.tensor(w, requires_grad=True)
-                with kernels.winograd(on, dw):
+                with kernels.allow_winograd(on, dw):
                     F.conv2d(xt, wt, None, 1, 1).backward(cnnlab.tensor(g))
             return run
 
@@ -113,7 +113,7 @@ def training_step(rounds, batch=64, steps=4):
         def go():
             nn.BatchNorm2d.relu_fusable = fuse
             try:
-                with kernels.winograd(winograd, dw):
+                with kernels.allow_winograd(winograd, dw):
                     for x, y in data:
                         step(x, y)
             finally:
@@ -134,7 +134,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cnnlab workers {kernels.WORKERS}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cnnlab workers {kernels.policy.WORKERS}")
     operator(args.rounds)
     print()
     layers(args.rounds)

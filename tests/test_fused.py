@@ -35,7 +35,7 @@ AVG_CASES = [
 @pytest.fixture(autouse=True)
 def _winograd_too(monkeypatch):
     """Let the small 3x3 case above take the Winograd path (its 10x9 maps are below the size rule)."""
-    monkeypatch.setattr(kernels, "WINOGRAD_MIN_OUT", 1)
+    monkeypatch.setattr(kernels.policy, "WINOGRAD_MIN_OUT", 1)
 
 
 def _call(case, fused, kind="max"):
@@ -99,8 +99,8 @@ def test_fused_against_torch(kind, case, dtype):
 def test_fused_equals_layer_by_layer_on_a_split_batch(kind, case, dtype, monkeypatch):
     """A batch cut into chunks and spread over the cores gives the values and gradients of the
     layers run one by one."""
-    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 1 << 16)
-    monkeypatch.setattr(kernels, "CPU_CHUNK_BYTES", 1 << 18)
+    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_BYTES", 1 << 16)
+    monkeypatch.setattr(kernels.policy, "CPU_CHUNK_BYTES", 1 << 18)
     case = ((160,) + case[0][1:],) + case[1:]
     arrays = _arrays(case, 3, dtype)
 

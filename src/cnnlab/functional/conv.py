@@ -73,7 +73,7 @@ class ConvPlan:
         else:
             self.wk = w.reshape(groups, F // groups, Cg * K)  # (G, F/G, Cg*K)
         if self.winograd:
-            self.chunks = kernels.conv_chunks(x, 16 * Cg, self.L // 4, target=kernels.WINOGRAD_CHUNK_BYTES)
+            self.chunks = kernels.winograd_chunks(x, Cg, self.L)
         else:
             self.chunks = kernels.conv_chunks(x, Cg * groups * K, self.L)
 
