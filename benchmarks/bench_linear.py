@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cnnlab  # noqa: E402
 import cnnlab.functional as F  # noqa: E402
-from cnnlab import models, optim  # noqa: E402
+from cnnlab import models, nn, optim  # noqa: E402
 from cnnlab.autograd import Tensor  # noqa: E402
 from cnnlab.kernels import policy  # noqa: E402
 
@@ -73,6 +73,7 @@ def dropout_step(rounds):
     cnnlab.manual_seed(0)
     net = models.build("nielsen-dropout")
     net.train()
+    run = nn.fuse(net)  # the fused conv blocks, as cnnlab trains it on the CPU
     opt = optim.SGD(net.parameters(), lr=0.03)
     torch.manual_seed(0)
     tnet = torch.nn.Sequential(
@@ -87,7 +88,7 @@ def dropout_step(rounds):
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
     def step():
-        loss = F.cross_entropy(net(Tensor(x)), y)
+        loss = F.cross_entropy(run(Tensor(x)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -9,12 +9,12 @@ pooled and activated while it sits in the CPU cache, and only the pooled maps (4
 2x2 windows) and the arg-max of each window leave it. The backward pass rebuilds the chunk's
 convolution gradient in cache from those.
 
-``nn.Sequential`` uses it for [Conv2d, MaxPool2d, activation] (in either order of the last two,
-see Sequential.forward) and for [Conv2d, MaxPool2d] on the CPU. Average pooling does not commute
-with the activation, so its block is conv -> activation -> average pool (LeNet-5's tanh and
-subsampling), ConvActAvgPool, which keeps the activations for the backward pass; Sequential uses
-it for [Conv2d, activation, AvgPool2d] and [Conv2d, AvgPool2d]. Everything else runs layer by
-layer.
+``nn.fuse`` (nn/fuse.py) runs [Conv2d, MaxPool2d, activation] (in either order of the last two)
+and [Conv2d, MaxPool2d] with it. Average pooling does not commute with the activation, so its
+block is conv -> activation -> average pool (LeNet-5's tanh and subsampling), ConvActAvgPool,
+which keeps the activations for the backward pass; nn.fuse runs [Conv2d, activation, AvgPool2d]
+and [Conv2d, AvgPool2d] with it. Both fall back to the separate operators where the fused path
+does not apply (fusable below).
 """
 
 from __future__ import annotations

@@ -96,18 +96,15 @@ class _PoolNd(Module):
 
 
 class MaxPool1d(_PoolNd):
-    is_max_pool = True
     _d, _fn = 1, staticmethod(F.max_pool1d)
 
 
 class MaxPool2d(_PoolNd):
     """2x2 max-pooling turns each 24x24 feature map into 12x12, keeping the strongest response."""
-    is_max_pool = True
     _d, _fn = 2, staticmethod(F.max_pool2d)
 
 
 class MaxPool3d(_PoolNd):
-    is_max_pool = True
     _d, _fn = 3, staticmethod(F.max_pool3d)
 
 
@@ -207,7 +204,7 @@ class _BatchNorm(Module):
         return self._apply(F.batch_norm, x)
 
     def forward_relu(self, x):
-        """relu(self(x)) as one operator (F.batch_norm_relu); Sequential uses it for [BatchNorm, ReLU]."""
+        """relu(self(x)) as one operator (F.batch_norm_relu); nn.fuse's BatchNormReLU runs it."""
         return self._apply(F.batch_norm_relu, x)
 
     def _apply(self, fn, x):
@@ -226,12 +223,10 @@ class _BatchNorm(Module):
 
 class BatchNorm1d(_BatchNorm):
     _ndims = (2, 3)
-    relu_fusable = True  # Sequential runs [BatchNorm1d, ReLU] as forward_relu
 
 
 class BatchNorm2d(_BatchNorm):
     _ndims = (4,)
-    relu_fusable = True  # Sequential runs [BatchNorm2d, ReLU] as forward_relu
 
 
 class LocalResponseNorm(Module):
@@ -250,24 +245,18 @@ class LocalResponseNorm(Module):
 
 
 class ReLU(Module):
-    monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
-    fused_name = "relu"  # what F.conv2d_maxpool_act calls it
 
     def forward(self, x):
         return F.relu(x)
 
 
 class Sigmoid(Module):
-    monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
-    fused_name = "sigmoid"  # what F.conv2d_maxpool_act calls it
 
     def forward(self, x):
         return F.sigmoid(x)
 
 
 class Tanh(Module):
-    monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
-    fused_name = "tanh"  # what F.conv2d_maxpool_act calls it
 
     def forward(self, x):
         return F.tanh(x)
