@@ -70,7 +70,7 @@ def im2col(x, kernel, stride, padding, dilation, out_shape):
     """(N, C, *S) -> (N, C*K, L): per image, every receptive field as one column (zeros where padded).
 
     One strided copy of the (padded) input on every device: on the CPU it beat a numba loop
-    (benchmarks/README.md, step 6).
+    (benchmarks/README.md, "Compiled loops").
     """
     return generic.im2col(_pad(x, padding), kernel, stride, dilation, out_shape)
 
@@ -291,7 +291,8 @@ def scale_shift_relu(x, scale, shift):
 
 def lrn_forward(x, size, alpha, beta, k):
     """Local response normalisation across the channels of a NumPy float (N, C, ...) array, the
-    batch split over the cores (NumPy's array expressions on each part: a numba loop was slower).
+    batch split over the cores (NumPy's array expressions on each part: a numba loop was slower;
+    benchmarks/README.md, "Compiled loops").
     Returns (out, d, scale) shaped like x: d = k + alpha / size * window sum of squares and
     scale = d ** -beta, for lrn_backward."""
     def part(n0, n1):

@@ -160,7 +160,8 @@ def use_nhwc(x, w_shape, groups) -> bool:
 # that the chunk's transforms and its 16 matrix products stay in cache (benchmarks/README.md,
 # "WINOGRAD_CHUNK_BYTES").
 WINOGRAD_CHUNK_BYTES = 768 << 10
-# Fewer channels than this in or out and the 16 products are too thin for BLAS to gain.
+# Fewer channels than this in or out and the 16 products are too thin for BLAS to gain
+# (benchmarks/README.md, "WINOGRAD_MIN_CHANNELS").
 WINOGRAD_MIN_CHANNELS = 8
 # Smaller output maps and more channels take im2col instead: with few 2x2 tiles per image, or
 # chunks of one or two images, the transforms cost more than the multiplications saved
