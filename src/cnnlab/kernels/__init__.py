@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from . import generic, policy, threads
 from .policy import (
     allow_winograd, compiled, conv_chunks, use_compiled, use_compiled_lrn, use_compiled_sgd, use_fused_conv,
@@ -51,7 +52,7 @@ def _cpu():
 def _pad(x, padding, value=0.0):
     if not any(padding):
         return x
-    xp = generic.backend.get_array_module(x)
+    xp = backend.get_array_module(x)
     return xp.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in padding), constant_values=value)
 
 
@@ -156,7 +157,7 @@ def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
 def relu_forward(x):
     """max(x, 0), elementwise."""
     if not policy.use_compiled(x):
-        return generic.backend.get_array_module(x).maximum(x, 0)
+        return backend.get_array_module(x).maximum(x, 0)
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)
     xf, of = x.reshape(-1), out.reshape(-1)
