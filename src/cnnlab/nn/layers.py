@@ -245,18 +245,21 @@ class LocalResponseNorm(Module):
 
 
 class ReLU(Module):
+    """max(x, 0), elementwise."""
 
     def forward(self, x):
         return F.relu(x)
 
 
 class Sigmoid(Module):
+    """1 / (1 + exp(-x)), elementwise."""
 
     def forward(self, x):
         return F.sigmoid(x)
 
 
 class Tanh(Module):
+    """tanh(x), elementwise."""
 
     def forward(self, x):
         return F.tanh(x)
