@@ -308,6 +308,10 @@ def main():
     import numba  # noqa: PLC0415
     from threadpoolctl import threadpool_info  # noqa: PLC0415
 
+    from cnnlab import kernels  # noqa: PLC0415
+
+    kernels.threads.configure_blas()  # what cnnlab's first CPU kernel call does, so the header shows it
+
     info = {
         "machine": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
