@@ -118,11 +118,14 @@ def batches(batch, count, seed=0):
 
 
 # ------------------------------------------------------------------------------ steps
-def cnn_trainer(model, lr=0.01):
+def cnn_trainer(model, lr=0.01, patterns=None):
+    """One SGD step of ``nn.fuse(model)`` (the fused blocks: what cnnlab trains with on the CPU); the
+    fused model shares the model's parameters. ``patterns``: nn.fuse's, all by default."""
+    run = nn.fuse(model, patterns)
     opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
     def step(x, y):
-        loss = F.cross_entropy(model(cnnlab.Tensor(x)), y)
+        loss = F.cross_entropy(run(cnnlab.Tensor(x)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -174,11 +177,12 @@ def inference_throughput(name, batch, rounds, steps):
     c, t = make_pair(name)
     c.eval()
     t.eval()
+    fc = nn.fuse(c)
     data = batches(batch, steps)
 
     def cf(x, y):
         with cnnlab.no_grad():
-            return c(cnnlab.Tensor(x)).data.argmax(1)
+            return fc(cnnlab.Tensor(x)).data.argmax(1)
 
     def tf(x, y):
         with torch.no_grad():
@@ -303,6 +307,10 @@ def main():
     only = set(args.only.split(",")) if args.only else {"train", "infer", "ops", "memory", "agree"}
     import numba  # noqa: PLC0415
     from threadpoolctl import threadpool_info  # noqa: PLC0415
+
+    from cnnlab import kernels  # noqa: PLC0415
+
+    kernels.threads.configure_blas()  # what cnnlab's first CPU kernel call does, so the header shows it
 
     info = {
         "machine": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),

@@ -1,12 +1,12 @@
 """Small-batch training of big fully connected layers: the FC product and the SGD step.
 
 cnnlab's ``Linear`` computes x @ W.T (W stored (out, in), as PyTorch does). For a few rows OpenBLAS
-runs the same product faster as (W @ x.T).T, so ``functional.layers.SMALL_BATCH`` switches to that
+runs the same product faster as (W @ x.T).T, so ``kernels.policy.LINEAR_SMALL_BATCH`` switches to that
 form up to 64 rows. This script shows why, side by side in one process, alternating, medians:
 
 1. the forward product both ways, and PyTorch's F.linear, for Nielsen's and the zoo's FC shapes;
 2. a whole training step of Nielsen's dropout net (batch 10, the book's mini-batch) with the
-   switch off (SMALL_BATCH = 0) and on, and PyTorch's step of the same net;
+   switch off (LINEAR_SMALL_BATCH = 0) and on, and PyTorch's step of the same net;
 3. the SGD update of that net's 1.67M parameters: the NumPy expression against the compiled
    one-pass kernel (kernels/cpu.py: sgd_update), plain and with Nesterov momentum.
 
@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cnnlab  # noqa: E402
 import cnnlab.functional as F  # noqa: E402
-from cnnlab import models, optim  # noqa: E402
+from cnnlab import models, nn, optim  # noqa: E402
 from cnnlab.autograd import Tensor  # noqa: E402
-from cnnlab.functional import layers  # noqa: E402
+from cnnlab.kernels import policy  # noqa: E402
 
 try:
     import torch
@@ -73,6 +73,7 @@ def dropout_step(rounds):
     cnnlab.manual_seed(0)
     net = models.build("nielsen-dropout")
     net.train()
+    run = nn.fuse(net)  # the fused conv blocks, as cnnlab trains it on the CPU
     opt = optim.SGD(net.parameters(), lr=0.03)
     torch.manual_seed(0)
     tnet = torch.nn.Sequential(
@@ -87,7 +88,7 @@ def dropout_step(rounds):
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
     def step():
-        loss = F.cross_entropy(net(Tensor(x)), y)
+        loss = F.cross_entropy(run(Tensor(x)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -100,15 +101,15 @@ def dropout_step(rounds):
 
     def with_switch(value):
         def run():
-            layers.SMALL_BATCH = value
+            policy.LINEAR_SMALL_BATCH = value
             step()
         return run
 
-    keep = layers.SMALL_BATCH
+    keep = policy.LINEAR_SMALL_BATCH
     try:
         t = alternate({"off": with_switch(0), "on": with_switch(keep), "torch": tstep}, rounds, 100)
     finally:
-        layers.SMALL_BATCH = keep
+        policy.LINEAR_SMALL_BATCH = keep
     print()
     print("Nielsen's dropout net, one training step at batch 10 (ms, median):")
     print(f"  cnnlab, x @ W.T always        {1e3 * t['off']:7.2f}  ({t['torch'] / t['off']:.2f}x PyTorch's speed)")

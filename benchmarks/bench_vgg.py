@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cnnlab  # noqa: E402
 import cnnlab.functional as F  # noqa: E402
 from cnnlab import kernels, nn  # noqa: E402
+from cnnlab.nn.fuse import PATTERNS  # noqa: E402
 
 try:
     import torch
@@ -87,7 +88,7 @@ def layers(rounds):
         def ours(on, dw=None):
             def run():
                 xt, wt = cnnlab.tensor(x, requires_grad=True), cnnlab.tensor(w, requires_grad=True)
-                with kernels.winograd(on, dw):
+                with kernels.allow_winograd(on, dw):
                     F.conv2d(xt, wt, None, 1, 1).backward(cnnlab.tensor(g))
             return run
 
@@ -107,21 +108,19 @@ def layers(rounds):
 def training_step(rounds, batch=64, steps=4):
     c, t = make_pair("vgg")
     data = batches(batch, steps)
-    cs, ts = cnn_trainer(c), torch_trainer(t)
+    # nn.fuse with every pattern, and without the batch norm + ReLU row
+    no_bn_relu = [p for p in PATTERNS if p.module is not nn.BatchNormReLU]
+    cs, cs_separate, ts = cnn_trainer(c), cnn_trainer(c, patterns=no_bn_relu), torch_trainer(t)
 
-    def run(step, winograd=True, fuse=True, dw=None):
+    def run(step, winograd=True, dw=None):
         def go():
-            nn.BatchNorm2d.relu_fusable = fuse
-            try:
-                with kernels.winograd(winograd, dw):
-                    for x, y in data:
-                        step(x, y)
-            finally:
-                nn.BatchNorm2d.relu_fusable = True
+            with kernels.allow_winograd(winograd, dw):
+                for x, y in data:
+                    step(x, y)
         return go
 
     times = alternate({"both": run(cs), "dW im2col": run(cs, dw=False), "no winograd": run(cs, winograd=False),
-                       "no fusion": run(cs, fuse=False), "neither": run(cs, False, False), "torch": run(ts)}, rounds, 1)
+                       "no fusion": run(cs_separate), "neither": run(cs_separate, False), "torch": run(ts)}, rounds, 1)
     ms = {k: 1e3 * v / steps for k, v in times.items()}
     print(f"\nvgg_small training step, batch {batch}, ms (median of {rounds} rounds of {steps} steps)")
     for k in ("both", "dW im2col", "no winograd", "no fusion", "neither"):
@@ -134,7 +133,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cnnlab workers {kernels.WORKERS}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cnnlab workers {kernels.policy.WORKERS}")
     operator(args.rounds)
     print()
     layers(args.rounds)

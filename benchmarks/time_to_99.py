@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cnnlab  # noqa: E402
 import cnnlab.functional as F  # noqa: E402
-from cnnlab import backend, models, optim  # noqa: E402
+from cnnlab import backend, models, nn, optim  # noqa: E402
 from cnnlab.data import DeviceLoader, load_dataset  # noqa: E402
 from cnnlab.train import evaluate  # noqa: E402
 
@@ -42,7 +42,9 @@ def main():
             xp.cuda.Device().synchronize()
 
     t0 = time.perf_counter()
-    warm = models.build("default").to(args.device)  # compile every kernel once, on a throw-away model
+    # compile every kernel once, on a throw-away model; nn.fuse: the fused blocks (on a GPU they run
+    # their layers one by one)
+    warm = nn.fuse(models.build("default").to(args.device))
     x, y = next(iter(loader))
     F.cross_entropy(warm(cnnlab.Tensor(x)), y).backward()
     evaluate(warm, split.test[0][:1000], split.test[1][:1000], device=args.device)
@@ -51,20 +53,21 @@ def main():
 
     cnnlab.manual_seed(0)
     model = models.build("default").to(args.device)
+    run = nn.fuse(model)
     opt = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = optim.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * len(loader))
     loader.set_epoch(0)
     t0 = time.perf_counter()
     reached = None
     for epoch in range(1, args.epochs + 1):
-        model.train()
+        run.train()
         for x, y in loader:
-            loss = F.cross_entropy(model(cnnlab.Tensor(x)), y)
+            loss = F.cross_entropy(run(cnnlab.Tensor(x)), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-        acc = evaluate(model, *split.test, device=args.device)["accuracy"]
+        acc = evaluate(run, *split.test, device=args.device)["accuracy"]
         sync()
         elapsed = time.perf_counter() - t0
         print(f"epoch {epoch}: test accuracy {100 * acc:.2f}% at {elapsed:.2f} s", flush=True)

@@ -456,13 +456,13 @@ def test_compiled_sgd_step_equals_the_numpy_expression_bit_for_bit(kwargs, dtype
     inits, stream = _inits(dtype), _grad_stream(dtype, 6)
     fused, plain = _params(inits), _params(inits)
     opt_fused, opt_plain = optim.SGD(fused, **kwargs), optim.SGD(plain, **kwargs)
-    assert all(optim._fused_sgd_applies(p.data, p.data) for p in fused)
+    assert all(kernels.use_compiled_sgd(p.data, p.data) for p in fused)
     for grads in stream:
         _feed(fused, grads)
         _feed(plain, grads)
         opt_fused.step()
         with kernels.compiled(False):
-            assert not optim._fused_sgd_applies(plain[0].data, plain[0].data)
+            assert not kernels.use_compiled_sgd(plain[0].data, plain[0].data)
             opt_plain.step()
         for a, b in zip(fused, plain):
             assert a.data.dtype == dtype

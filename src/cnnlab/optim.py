@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from . import backend
+from . import backend, kernels
 from .autograd import Tensor, enable_grad
 
 __all__ = [
@@ -306,7 +306,7 @@ class SGD(Optimizer):
             if g is None:
                 continue
             decay = weight_decay + (l2 if p.data.ndim >= 2 else 0.0)
-            if _fused_sgd_applies(p.data, g):
+            if kernels.use_compiled_sgd(p.data, g):
                 self._fused_update(p, g, lr, decay, momentum, dampening, nesterov)
                 continue
             d = g + decay * p.data if decay != 0 else g
@@ -323,10 +323,8 @@ class SGD(Optimizer):
             p.data -= lr * d
 
     def _fused_update(self, p, g, lr, decay, momentum, dampening, nesterov):
-        """The update above in one compiled pass: no temporaries, the parameter read and written once
-        (2.4x faster than the NumPy expression for a 1000x1000 weight; bit for bit the same)."""
-        from .kernels import _cpu  # noqa: PLC0415
-
+        """The update above in one compiled pass: no temporaries, the parameter read and written once,
+        bit for bit the same (benchmarks/README.md, "SGD update")."""
         t = p.data.dtype.type
         buf, first = np.empty(0, p.data.dtype), False  # momentum 0: no buffer
         if momentum != 0:
@@ -337,17 +335,8 @@ class SGD(Optimizer):
                 buf = state["momentum_buffer"] = np.empty_like(p.data)
             elif not (isinstance(buf, np.ndarray) and buf.flags.c_contiguous and buf.dtype == p.data.dtype):
                 buf = state["momentum_buffer"] = np.ascontiguousarray(backend.to_device(buf, "cpu"), p.data.dtype)
-        # one core: splitting a large parameter over both cores made nielsen-dropout's batch-10 step
-        # slower (0.93x; benchmarks/README.md)
-        _cpu().sgd_update(p.data, np.ascontiguousarray(g), buf, t(lr), t(decay), t(momentum), t(1.0 - dampening),
-                          nesterov, first)
-
-
-def _fused_sgd_applies(data, g) -> bool:
-    """The compiled SGD step applies: C-contiguous float NumPy parameter and gradient (not CuPy)."""
-    from .kernels import _use_cpu_flat  # noqa: PLC0415
-
-    return _use_cpu_flat(data) and data.flags.c_contiguous and isinstance(g, np.ndarray) and data.size > 0
+        kernels.sgd_update(p.data, np.ascontiguousarray(g), buf, t(lr), t(decay), t(momentum), t(1.0 - dampening),
+                           nesterov, first)
 
 
 class RMSprop(Optimizer):

@@ -87,7 +87,7 @@ def _nhwc_config(seed):
 def test_channels_last_conv2d_path(seed, monkeypatch):
     """The channels-last CPU layout (used for many-channel 2-D layers): the definition, float64
     finite differences and PyTorch, on random strides, paddings and dilations."""
-    monkeypatch.setattr(kernels, "NHWC_MIN_RUN", 1)
+    monkeypatch.setattr(kernels.policy, "NHWC_MIN_RUN", 1)
     x, w, b, stride, padding, dilation = _nhwc_config(seed)
     assert kernels.use_nhwc(x, w.shape, 1)
     args = [x, w] + ([b] if b is not None else [])

@@ -1,6 +1,6 @@
 """conv -> max-pool -> activation and conv -> activation -> average pool as one operator each
-(functional/fused.py) and their use by Sequential: against the naive definitions, by float64
-finite differences, against PyTorch, and against the same layers run one by one."""
+(functional/fused.py) and their use by nn.fuse: against the naive definitions, by float64 finite
+differences, against PyTorch, and against the same layers run one by one."""
 
 import numpy as np
 import pytest
@@ -35,7 +35,7 @@ AVG_CASES = [
 @pytest.fixture(autouse=True)
 def _winograd_too(monkeypatch):
     """Let the small 3x3 case above take the Winograd path (its 10x9 maps are below the size rule)."""
-    monkeypatch.setattr(kernels, "WINOGRAD_MIN_OUT", 1)
+    monkeypatch.setattr(kernels.policy, "WINOGRAD_MIN_OUT", 1)
 
 
 def _call(case, fused, kind="max"):
@@ -99,8 +99,8 @@ def test_fused_against_torch(kind, case, dtype):
 def test_fused_equals_layer_by_layer_on_a_split_batch(kind, case, dtype, monkeypatch):
     """A batch cut into chunks and spread over the cores gives the values and gradients of the
     layers run one by one."""
-    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 1 << 16)
-    monkeypatch.setattr(kernels, "CPU_CHUNK_BYTES", 1 << 18)
+    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_BYTES", 1 << 16)
+    monkeypatch.setattr(kernels.policy, "CPU_CHUNK_BYTES", 1 << 18)
     case = ((160,) + case[0][1:],) + case[1:]
     arrays = _arrays(case, 3, dtype)
 
@@ -155,25 +155,32 @@ def _step(model, x, y):
     return out, [p.grad.numpy().copy() for p in model.parameters()]
 
 
-def test_sequential_fuses_conv_pool_activation_and_matches_unfused():
+def test_fuse_fuses_conv_pool_activation_and_matches_unfused():
     cnnlab.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),  # act before pool: fused too
                           nn.Conv2d(6, 12, 3), nn.MaxPool2d(2), nn.Tanh(),
                           nn.Flatten(), nn.Linear(12 * 5 * 5, 10))
+    fused = nn.fuse(model)
     x = np.random.default_rng(5).standard_normal((40, 1, 28, 28)).astype(np.float32)
     y = np.arange(40) % 10
-    out, grads = _step(model, x, y)
-    # the graph holds the fused operator, not the separate layers
-    kinds = _graph_ops(model(cnnlab.tensor(x)))
+    out, grads = _step(fused, x, y)
+    # the graph holds the fused operator, not the separate layers; the unfused model's the layers
+    kinds = _graph_ops(fused(cnnlab.tensor(x)))
     assert kinds.count("ConvMaxPoolAct") == 2 and "MaxPoolNd" not in kinds and "ConvNd" not in kinds
+    kinds = _graph_ops(model(cnnlab.tensor(x)))
+    assert "ConvMaxPoolAct" not in kinds and kinds.count("ConvNd") == 2 and kinds.count("MaxPoolNd") == 2
+    plain_out, plain_grads = _step(model, x, y)  # the layers one by one: the same bits
+    np.testing.assert_array_equal(out.numpy(), plain_out.numpy())
+    for a, b in zip(grads, plain_grads):
+        np.testing.assert_array_equal(a, b)
     with kernels.compiled(False):  # no numba kernels: the layers run one by one
-        ref_out, ref_grads = _step(model, x, y)
+        ref_out, ref_grads = _step(fused, x, y)
     np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)
     for a, b in zip(grads, ref_grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
 
 
-def test_sequential_fuses_lenet5_and_matches_unfused():
+def test_fuse_fuses_lenet5_and_matches_unfused():
     """LeNet-5's [Conv2d, Tanh, AvgPool2d] blocks run as ConvActAvgPool; [Conv2d, AvgPool2d, ReLU]
     fuses the convolution and the pool only (the activation after an average pool runs on its own)."""
     from cnnlab import models  # noqa: PLC0415
@@ -184,12 +191,17 @@ def test_sequential_fuses_lenet5_and_matches_unfused():
                                                   nn.Linear(4 * 13 * 13, 10)), 1, "ReLU")):
         x = np.random.default_rng(7).standard_normal((24, 1, 28, 28)).astype(np.float32)
         y = np.arange(24) % 10
-        out, grads = _step(model, x, y)
-        kinds = _graph_ops(model(cnnlab.tensor(x)))
+        run = nn.fuse(model)
+        out, grads = _step(run, x, y)
+        kinds = _graph_ops(run(cnnlab.tensor(x)))
         assert kinds.count("ConvActAvgPool") == fused and "SumPoolNd" not in kinds and "ConvNd" not in kinds
         assert separate in kinds
+        plain_out, plain_grads = _step(model, x, y)  # the layers one by one: the same bits
+        np.testing.assert_array_equal(out.numpy(), plain_out.numpy())
+        for a, b in zip(grads, plain_grads):
+            np.testing.assert_array_equal(a, b)
         with kernels.compiled(False):  # no numba kernels: the layers run one by one
-            ref_out, ref_grads = _step(model, x, y)
+            ref_out, ref_grads = _step(run, x, y)
         np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)
         for a, b in zip(grads, ref_grads):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
@@ -204,8 +216,8 @@ def test_fused_rejects_unknown_activation():
         F.conv2d_act_avgpool(x, w, act="gelu")
 
 
-def test_sequential_does_not_fuse_a_subclassed_activation_or_a_plain_array():
-    class Leaky(nn.ReLU):  # not monotone-declared, not fusable: its own forward must run
+def test_fuse_does_not_fuse_a_subclassed_activation_and_takes_a_plain_array():
+    class Leaky(nn.ReLU):  # a subclass is never fused or reordered: its own forward must run
         def forward(self, x):
             return F.relu(x) - 0.1 * F.relu(-x)
 
@@ -213,7 +225,7 @@ def test_sequential_does_not_fuse_a_subclassed_activation_or_a_plain_array():
     conv = nn.Conv2d(1, 3, 3)
     x = np.random.default_rng(6).standard_normal((4, 1, 10, 10)).astype(np.float32)
     for layers in ([conv, nn.MaxPool2d(2), Leaky()], [conv, Leaky(), nn.MaxPool2d(2)]):
-        out = nn.Sequential(*layers)(cnnlab.tensor(x))
+        out = nn.fuse(nn.Sequential(*layers))(cnnlab.tensor(x))
         # conv + max-pool may still be fused, but never with this activation
         assert _graph_ops(out).count("ReLU") == 2
         ref = layers[2](layers[1](conv(cnnlab.tensor(x))))
@@ -223,9 +235,9 @@ def test_sequential_does_not_fuse_a_subclassed_activation_or_a_plain_array():
         def forward(self, x):
             return super().forward(x) * 2.0
 
-    out = nn.Sequential(conv, nn.Tanh(), Blur(2))(cnnlab.tensor(x))
+    out = nn.fuse(nn.Sequential(conv, nn.Tanh(), Blur(2)))(cnnlab.tensor(x))
     assert "ConvActAvgPool" not in _graph_ops(out)
     np.testing.assert_array_equal(out.numpy(), (F.avg_pool2d(F.tanh(conv(cnnlab.tensor(x))), 2) * 2.0).numpy())
     # a NumPy array (not a Tensor) still goes through the layers
-    out = nn.Sequential(conv, nn.MaxPool2d(2), nn.ReLU())(x)
+    out = nn.fuse(nn.Sequential(conv, nn.MaxPool2d(2), nn.ReLU()))(x)
     np.testing.assert_allclose(out.numpy(), F.relu(F.max_pool2d(conv(cnnlab.tensor(x)), 2)).numpy())

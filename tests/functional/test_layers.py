@@ -55,8 +55,9 @@ def test_linear():
 
 @pytest.mark.parametrize("shape", [(3, 7), (64, 7), (65, 7), (200, 7), (2, 5, 7), (40, 3, 7)])
 def test_linear_both_product_orders_match_the_definition(shape, monkeypatch):
-    """Up to SMALL_BATCH rows the forward multiplies w @ x.T; more rows, x @ w.T. Both are the definition."""
-    from cnnlab.functional import layers
+    """Up to LINEAR_SMALL_BATCH rows the forward multiplies w @ x.T; more rows, x @ w.T. Both are the
+    definition."""
+    from cnnlab.kernels import policy
 
     x = rng.standard_normal(shape).astype(np.float32)
     w, b = rng.standard_normal((4, 7)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
@@ -65,8 +66,8 @@ def test_linear_both_product_orders_match_the_definition(shape, monkeypatch):
         for o in range(4):
             naive[idx + (o,)] = b[o] + sum(float(x[idx + (i,)]) * float(w[o, i]) for i in range(7))
     outs = []
-    for small in (0, layers.SMALL_BATCH):
-        monkeypatch.setattr(layers, "SMALL_BATCH", small)
+    for small in (0, policy.LINEAR_SMALL_BATCH):
+        monkeypatch.setattr(policy, "LINEAR_SMALL_BATCH", small)
         out = F.linear(cnnlab.tensor(x), cnnlab.tensor(w), cnnlab.tensor(b)).numpy()
         assert out.shape == naive.shape and out.dtype == np.float32 and out.flags.c_contiguous
         np.testing.assert_allclose(out, naive, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Batch norm followed by ReLU as one operator (F.batch_norm_relu) and its use by Sequential:
+"""Batch norm followed by ReLU as one operator (F.batch_norm_relu) and its use by nn.fuse:
 against a naive per-channel loop of the definition, by float64 finite differences, against
 PyTorch, against the separate operators, and in the zoo's batch-norm nets."""
 
@@ -113,16 +113,11 @@ def test_equals_the_separate_operators(dtype):
         assert rel_error(fused, separate) < tol
 
 
-def _layer_by_layer(model, x):
-    for layer in model.layers:
-        x = layer(x)
-    return x
-
-
 @pytest.mark.parametrize("name", ["best-vgg", "default"])
-def test_sequential_fuses_batch_norm_and_relu(name, monkeypatch):
+def test_fuse_fuses_batch_norm_and_relu(name, monkeypatch):
     cnnlab.manual_seed(0)
     model = models.build(name)
+    fused_model = nn.fuse(model)
     x = np.random.default_rng(9).standard_normal((6, 1, 28, 28)).astype(np.float32)
     calls = []
     real = F.batch_norm_relu
@@ -130,9 +125,11 @@ def test_sequential_fuses_batch_norm_and_relu(name, monkeypatch):
     for training in (True, False):
         model.train(training)
         cnnlab.manual_seed(1)  # the same dropout masks for both ways of running the layers
-        fused = model(cnnlab.tensor(x))
+        fused = fused_model(cnnlab.tensor(x))
         cnnlab.manual_seed(1)
-        separate = _layer_by_layer(model, cnnlab.tensor(x))
+        n = len(calls)
+        separate = model(cnnlab.tensor(x))  # the unfused model: its layers one by one
+        assert len(calls) == n
         assert rel_error(fused.numpy(), separate.numpy()) < 1e-5
     bns = sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.layers)
     assert len(calls) == 2 * bns > 0  # every batch norm here is followed by a ReLU
@@ -146,5 +143,6 @@ def test_errors_name_the_problem():
         F.batch_norm_relu(cnnlab.tensor(np.ones((1, 3))), None, None, training=True)
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         F.batch_norm_relu(cnnlab.tensor(np.ones(3)), None, None, training=True)
-    with pytest.raises(ValueError, match=r"BatchNorm2d\(4\): input has 3 channels"):
-        nn.Sequential(nn.BatchNorm2d(4), nn.ReLU())(x)
+    for model in (nn.Sequential(nn.BatchNorm2d(4), nn.ReLU()), nn.fuse(nn.Sequential(nn.BatchNorm2d(4), nn.ReLU()))):
+        with pytest.raises(ValueError, match=r"BatchNorm2d\(4\): input has 3 channels"):
+            model(x)

@@ -63,9 +63,8 @@ def test_matches_torch(shape, setting, dtype):
 def test_compiled_loop_equals_the_array_expressions(shape, setting, dtype, monkeypatch):
     """NumPy floats take one compiled pass per image (the batch split over the cores); other
     arrays (CuPy) the vectorised expressions. Both, forward and backward, agree."""
-    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 0)  # split even these small batches,
-    monkeypatch.setattr(kernels, "WORKERS", 3)  # in three parts, on any machine
-    monkeypatch.setattr(kernels, "_executor", None)
+    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_BYTES", 0)  # split even these small batches,
+    monkeypatch.setattr(kernels.policy, "WORKERS", 3)  # in three parts, on any machine (a pool of three)
     x = _x(shape, 4).astype(dtype)
     g = np.random.default_rng(5).standard_normal(shape).astype(dtype)
     results = []

@@ -37,9 +37,9 @@ def _run(fn, arrays, g_seed=1):
 @pytest.mark.parametrize("name,fn,xs,ws", CASES, ids=[c[0] for c in CASES])
 def test_compiled_multicore_path_matches_numpy_path(name, fn, xs, ws, dtype, monkeypatch):
     # small thresholds, whatever the tuned values: every operator here is cut into several chunks
-    monkeypatch.setattr(kernels, "_SPLIT_MIN_BYTES", 1 << 16)
-    monkeypatch.setattr(kernels, "CPU_CHUNK_BYTES", 1 << 18)
-    assert np.prod(xs) * np.dtype(dtype).itemsize >= kernels._SPLIT_MIN_BYTES  # really split
+    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_BYTES", 1 << 16)
+    monkeypatch.setattr(kernels.policy, "CPU_CHUNK_BYTES", 1 << 18)
+    assert np.prod(xs) * np.dtype(dtype).itemsize >= kernels.policy.SPLIT_MIN_BYTES  # really split
     x = (rng.permutation(int(np.prod(xs))).reshape(xs) / np.prod(xs) - 0.5).astype(dtype)  # no ties
     arrays = [x] + ([rng.standard_normal(ws).astype(dtype)] if ws else [])
     out, grads = _run(fn, arrays)
@@ -66,7 +66,7 @@ def test_chunks_cover_the_batch_once_in_balanced_pieces(N):
     sizes = [b - a for a, b in chunks]
     assert max(sizes) - min(sizes) <= 1
     per_image = 500 * 64 * 4
-    assert max(sizes) * per_image <= max(kernels.CPU_CHUNK_BYTES, per_image)
-    if N * per_image >= kernels._SPLIT_MIN_BYTES and N >= kernels.WORKERS:
-        assert len(chunks) % kernels.WORKERS == 0  # every core gets as many chunks
+    assert max(sizes) * per_image <= max(kernels.policy.CPU_CHUNK_BYTES, per_image)
+    if N * per_image >= kernels.policy.SPLIT_MIN_BYTES and N >= kernels.policy.WORKERS:
+        assert len(chunks) % kernels.policy.WORKERS == 0  # every core gets as many chunks
     assert kernels.conv_chunks(np.zeros((2, 1, 8, 8), np.float32), 9, 36) == [(0, 2)]  # small: one chunk

@@ -19,7 +19,7 @@ def _small_maps_too(monkeypatch, request):
     """The cases below are small, for the loop references; let them take the path (the size rule
     itself is tested in test_which_layers_take_it)."""
     if request.node.originalname != "test_which_layers_take_it":
-        monkeypatch.setattr(kernels, "WINOGRAD_MIN_OUT", 1)
+        monkeypatch.setattr(kernels.policy, "WINOGRAD_MIN_OUT", 1)
 
 
 # (N, C, H, W), F, padding: even and ragged (odd) output sizes, paddings 0-2
@@ -102,7 +102,7 @@ def test_equals_the_im2col_path(dtype):
     results = []
     for on in (True, False):
         ts = [cnnlab.tensor(a, requires_grad=True) for a in (x, w, b)]
-        with kernels.winograd(on):
+        with kernels.allow_winograd(on):
             assert ConvPlan(x, w, b, (1, 1), (1, 1), (1, 1), 1).winograd is on
             out = _conv(1)(*ts)
             out.backward(cnnlab.tensor(up))

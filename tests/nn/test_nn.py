@@ -119,25 +119,29 @@ def test_layer_argument_errors():
         nn.Sequential(nn.ReLU(), 3)
 
 
+@pytest.mark.parametrize("conv_first", [True, False])
 @pytest.mark.parametrize("act", [nn.ReLU, nn.Sigmoid, nn.Tanh])
-def test_sequential_pools_before_a_monotone_activation_exactly(act):
-    """Sequential runs act -> max-pool as max-pool -> act: same values and gradients."""
+def test_fuse_pools_before_a_monotone_activation_exactly(act, conv_first):
+    """nn.fuse runs act -> max-pool as max-pool -> act (ConvMaxPoolAct after a convolution,
+    MaxPoolAct elsewhere): same values and gradients."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 2, 8, 8))
     x[0, 0, :2, :2] = 0.0  # a window of ties at the ReLU's kink
     x[1, 1, 2:4, 2:4] = -1.0  # a window with every element negative
-    conv = nn.Conv2d(2, 3, 3).double()
-    seq = nn.Sequential(conv, act(), nn.MaxPool2d(2))
+    conv = nn.Conv2d(2, 3, 3).double() if conv_first else nn.Identity()
+    seq = nn.fuse(nn.Sequential(conv, act(), nn.MaxPool2d(2)))
+    assert type(seq.layers[-1]) is (nn.ConvMaxPoolAct if conv_first else nn.MaxPoolAct)
     xs = cnnlab.tensor(x, requires_grad=True)
     out = seq(xs)
     g = rng.standard_normal(out.shape)
     out.backward(g)
-    grads = [xs.grad.numpy().copy(), conv.weight.grad.numpy().copy()]
+    grads = [xs.grad.numpy().copy()] + [p.grad.numpy().copy() for p in conv.parameters()]
     # the same layers called one by one, in the written order
     conv.zero_grad()
     xl = cnnlab.tensor(x, requires_grad=True)
     ref = nn.MaxPool2d(2)(act()(conv(xl)))
     ref.backward(g)
     np.testing.assert_array_equal(out.numpy(), ref.numpy())
-    np.testing.assert_allclose(grads[0], xl.grad.numpy(), rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(grads[1], conv.weight.grad.numpy(), rtol=1e-12, atol=1e-15)
+    for a, b in zip(grads, [xl.grad.numpy()] + [p.grad.numpy() for p in conv.parameters()]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    assert len(grads) == (3 if conv_first else 1)

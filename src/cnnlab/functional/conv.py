@@ -20,15 +20,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..autograd import Function, Tensor
-
-
-def _tuple(value, d, name):
-    if isinstance(value, (int, np.integer)):
-        return (int(value),) * d
-    value = tuple(int(v) for v in value)
-    if len(value) != d:
-        raise ValueError(f"{name} must be an int or a tuple of {d} ints, got {value}")
-    return value
+from .utils import LAYOUTS, as_tuple
 
 
 def conv_output_shape(size, kernel, stride, padding, dilation):
@@ -81,7 +73,7 @@ class ConvPlan:
         else:
             self.wk = w.reshape(groups, F // groups, Cg * K)  # (G, F/G, Cg*K)
         if self.winograd:
-            self.chunks = kernels.conv_chunks(x, 16 * Cg, self.L // 4, target=kernels.WINOGRAD_CHUNK_BYTES)
+            self.chunks = kernels.winograd_chunks(x, Cg, self.L)
         else:
             self.chunks = kernels.conv_chunks(x, Cg * groups * K, self.L)
 
@@ -200,15 +192,12 @@ def _sum_parts(parts):
     return total
 
 
-_LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
-
-
 def _check_conv(name, d, x, weight, bias, stride, padding, dilation, groups):
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
     if x.ndim != d + 2:
         raise ValueError(
-            f"{name}: expected a {d + 2}-D input {_LAYOUT[d]} (or {d + 1}-D without the batch), "
+            f"{name}: expected a {d + 2}-D input {LAYOUTS[d]} (or {d + 1}-D without the batch), "
             f"got shape {x.shape}")
     if weight.ndim != d + 2:
         raise ValueError(f"{name}: expected a {d + 2}-D weight (out_channels, in_channels/groups, *kernel), "
@@ -256,8 +245,8 @@ def _conv(name, d, x, weight, bias, stride, padding, dilation, groups):
 
 def conv_params(name, d, x, weight, bias, stride, padding, dilation, groups):
     """Checked (stride, padding, dilation) tuples for a batched input x; 'same'/'valid' resolved."""
-    stride = _tuple(stride, d, "stride")
-    dilation = _tuple(dilation, d, "dilation")
+    stride = as_tuple(stride, d, "stride")
+    dilation = as_tuple(dilation, d, "dilation")
     if isinstance(padding, str):
         if padding == "valid":
             padding = (0,) * d
@@ -271,7 +260,7 @@ def conv_params(name, d, x, weight, bias, stride, padding, dilation, groups):
             padding = tuple(t // 2 for t in total)
         else:
             raise ValueError(f"{name}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
-    padding = _tuple(padding, d, "padding")
+    padding = as_tuple(padding, d, "padding")
     _check_conv(name, d, x, weight, bias, stride, padding, dilation, groups)
     return stride, padding, dilation
 

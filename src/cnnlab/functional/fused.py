@@ -9,12 +9,12 @@ pooled and activated while it sits in the CPU cache, and only the pooled maps (4
 2x2 windows) and the arg-max of each window leave it. The backward pass rebuilds the chunk's
 convolution gradient in cache from those.
 
-``nn.Sequential`` uses it for [Conv2d, MaxPool2d, activation] (in either order of the last two,
-see Sequential.forward) and for [Conv2d, MaxPool2d] on the CPU. Average pooling does not commute
-with the activation, so its block is conv -> activation -> average pool (LeNet-5's tanh and
-subsampling), ConvActAvgPool, which keeps the activations for the backward pass; Sequential uses
-it for [Conv2d, activation, AvgPool2d] and [Conv2d, AvgPool2d]. Everything else runs layer by
-layer.
+``nn.fuse`` (nn/fuse.py) runs [Conv2d, MaxPool2d, activation] (in either order of the last two)
+and [Conv2d, MaxPool2d] with it. Average pooling does not commute with the activation, so its
+block is conv -> activation -> average pool (LeNet-5's tanh and subsampling), ConvActAvgPool,
+which keeps the activations for the backward pass; nn.fuse runs [Conv2d, activation, AvgPool2d]
+and [Conv2d, AvgPool2d] with it. Both fall back to the separate operators where the fused path
+does not apply (fusable below).
 """
 
 from __future__ import annotations
@@ -30,34 +30,9 @@ ACTIVATIONS = (None, "relu", "tanh", "sigmoid")
 
 
 def fusable(x) -> bool:
-    """The fused CPU path applies to x: a float NumPy array of 2-D images with the kernels on."""
-    return x.ndim == 4 and kernels._use_cpu(x, 2)
-
-
-def _act_forward(act, a):
-    """a = act(a) in place, computed exactly as F.relu / F.tanh / F.sigmoid compute it."""
-    if act == "relu":
-        flat = a.reshape(-1)
-        kernels._cpu().relu_forward_range(flat, flat, 0, flat.size)
-    elif act == "tanh":
-        np.tanh(a, out=a)
-    elif act == "sigmoid":  # 0.5 * (1 + tanh(a / 2)), as F.sigmoid computes it
-        a *= 0.5
-        np.tanh(a, out=a)
-        a += 1
-        a *= 0.5
-
-
-def _act_backward(act, g, out):
-    """The activation's backward pass on one chunk, with the same compiled loops (and so the same
-    rounding) as F.relu / F.tanh / F.sigmoid use; not kernels.*_backward, whose own splitting
-    over the thread pool must not run inside a chunk."""
-    if act is None:
-        return np.ascontiguousarray(g)
-    g, out = np.ascontiguousarray(g), np.ascontiguousarray(out)
-    dx = np.empty_like(g)
-    getattr(kernels._cpu(), f"{act}_backward_range")(g.reshape(-1), out.reshape(-1), dx.reshape(-1), 0, g.size)
-    return dx
+    """The fused CPU path applies to the array x (kernels.use_fused_conv): a float NumPy array of
+    2-D images, the compiled kernels on. Elsewhere the fused operators run layer by layer."""
+    return kernels.use_fused_conv(x)
 
 
 def _plan(x, w, maybe_bias, stride, padding, dilation, groups, pool_kernel, pool_stride, pool_padding):
@@ -74,17 +49,16 @@ class ConvMaxPoolAct(Function):
                 pool_padding, act):
         plan, (OH, OW), (PH, PW) = _plan(x, w, maybe_bias, stride, padding, dilation, groups, pool_kernel,
                                          pool_stride, pool_padding)
-        cpu = kernels._cpu()
         N, F = x.shape[0], plan.F
         out = np.empty((N, F, PH, PW), dtype=x.dtype)
         arg = np.empty((N, F, PH, PW), dtype=np.int32)
-        pool = (*pool_kernel, *pool_stride, *pool_padding, PH, PW)
 
         def chunk(n0, n1):
             y = np.empty((n1 - n0, F, plan.L), dtype=x.dtype)
             plan.forward_chunk(x[n0:n1], y)
-            o, a = cpu.max_pool2d_forward(y.reshape(n1 - n0, F, OH, OW), *pool)
-            _act_forward(act, o)
+            o, a = kernels.max_pool2d_chunk(y.reshape(n1 - n0, F, OH, OW), pool_kernel, pool_stride, pool_padding,
+                                            (PH, PW))
+            kernels.act_forward_chunk(act, o)
             out[n0:n1] = o
             arg[n0:n1] = a
 
@@ -95,13 +69,11 @@ class ConvMaxPoolAct(Function):
 
     def backward(self, g):
         x, plan, arg, out, act = self.x, self.plan, self.arg, self.out, self.act
-        cpu = kernels._cpu()
-        OH, OW = plan.out_shape
         g = np.ascontiguousarray(g)
 
         def conv_grad(n0, n1):  # back through the activation and the pooling, in cache
-            gp = _act_backward(act, g[n0:n1], out[n0:n1])
-            return cpu.max_pool2d_backward(gp, arg[n0:n1], OH, OW).reshape(n1 - n0, plan.F, plan.L)
+            gp = kernels.act_backward_chunk(act, g[n0:n1], out[n0:n1])
+            return kernels.max_pool2d_backward_chunk(gp, arg[n0:n1], plan.out_shape).reshape(n1 - n0, plan.F, plan.L)
 
         return plan.backward(x, conv_grad, self.needs_input_grad, self.has_bias)
 
@@ -116,21 +88,20 @@ class ConvActAvgPool(Function):
                 pool_padding, act):
         plan, (OH, OW), (PH, PW) = _plan(x, w, maybe_bias, stride, padding, dilation, groups, pool_kernel,
                                          pool_stride, pool_padding)
-        cpu = kernels._cpu()
         N, F = x.shape[0], plan.F
         # the activations are kept only where the backward pass reads them
         keep = act is not None and any(self.needs_input_grad)
         acts = np.empty((N, F, OH, OW), dtype=x.dtype) if keep else None
         out = np.empty((N, F, PH, PW), dtype=x.dtype)
-        pool = (*pool_kernel, *pool_stride, *pool_padding)
+        pool = (pool_kernel, pool_stride, pool_padding)
         # F.avg_pool2d multiplies the window sums by 1/size in the input's dtype: the same here
         inv = np.asarray(1.0 / (pool_kernel[0] * pool_kernel[1]), dtype=x.dtype)
 
         def chunk(n0, n1):
             a = acts[n0:n1] if keep else np.empty((n1 - n0, F, OH, OW), dtype=x.dtype)
             plan.forward_chunk(x[n0:n1], a.reshape(n1 - n0, F, plan.L))
-            _act_forward(act, a)
-            np.multiply(cpu.sum_pool2d_forward(a, *pool, PH, PW), inv, out=out[n0:n1])
+            kernels.act_forward_chunk(act, a)
+            np.multiply(kernels.sum_pool2d_chunk(a, *pool, (PH, PW)), inv, out=out[n0:n1])
 
         kernels.run_chunks(chunk, plan.chunks)
         self.x, self.plan, self.acts, self.act, self.pool, self.inv = x, plan, acts, act, pool, inv
@@ -139,13 +110,12 @@ class ConvActAvgPool(Function):
 
     def backward(self, g):
         x, plan, acts, act, pool, inv = self.x, self.plan, self.acts, self.act, self.pool, self.inv
-        cpu = kernels._cpu()
-        OH, OW = plan.out_shape
         g = np.ascontiguousarray(g)
 
         def conv_grad(n0, n1):  # back through the pooling and the activation, in cache
-            ga = cpu.sum_pool2d_backward(g[n0:n1] * inv, OH, OW, *pool)
-            return _act_backward(act, ga, None if acts is None else acts[n0:n1]).reshape(n1 - n0, plan.F, plan.L)
+            ga = kernels.sum_pool2d_backward_chunk(g[n0:n1] * inv, plan.out_shape, *pool)
+            return kernels.act_backward_chunk(act, ga, None if acts is None else acts[n0:n1]).reshape(
+                n1 - n0, plan.F, plan.L)
 
         return plan.backward(x, conv_grad, self.needs_input_grad, self.has_bias)
 

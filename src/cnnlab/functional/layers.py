@@ -9,22 +9,13 @@ from ..autograd import Function, Tensor
 from . import ops
 
 
-# Up to this many rows, Linear's forward multiplies weight @ x.T (see Linear.forward).
-SMALL_BATCH = 64
-
-
 class Linear(Function):
     """y = x @ weight.T + bias, for x of shape (..., in_features)."""
 
     def forward(self, x, w, *maybe_bias):
         self.x, self.w, self.has_bias = x, w, bool(maybe_bias)
         x2 = x.reshape(-1, x.shape[-1])
-        if x2.shape[0] <= SMALL_BATCH and isinstance(x2, np.ndarray):
-            # The same product as (w @ x.T).T: for a few rows OpenBLAS is 1.2-1.6x faster this way
-            # round than with the transposed weight as the right operand (benchmarks/bench_linear.py).
-            out = np.ascontiguousarray((w @ x2.T).T)
-        else:
-            out = x2 @ w.T  # (M, in) @ (in, out) -> (M, out)
+        out = kernels.linear_forward(x2, w)  # (M, in) @ (in, out) -> (M, out); a few rows: (w @ x2.T).T
         if maybe_bias:
             out += maybe_bias[0]
         return out.reshape(x.shape[:-1] + (w.shape[0],))
@@ -194,7 +185,7 @@ def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, traini
     taken in float64). Elsewhere (CuPy) it is the composition.
     """
     weight, bias = _bn_params("batch_norm_relu", x, running_mean, running_var, weight, bias)
-    if not (isinstance(x, Tensor) and kernels._use_cpu_flat(x.data)):
+    if not (isinstance(x, Tensor) and kernels.use_compiled(x.data)):
         return ops.relu(batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps))
     if training:
         return _train_mode("batch_norm_relu", BatchNormReLUTrain, x, running_mean, running_var, weight, bias,
@@ -215,7 +206,7 @@ class LocalResponseNorm(Function):
 
     def forward(self, x, size, alpha, beta, k):
         # NumPy floats: the batch split over the cores, and a compiled backward pass
-        self.compiled = kernels._use_cpu_flat(x) and x.size > 0
+        self.compiled = kernels.use_compiled_lrn(x)
         lrn = kernels.lrn_forward if self.compiled else kernels.generic.lrn_forward
         out, self.d, self.scale = lrn(x, size, alpha, beta, k)
         self.x, self.size, self.alpha, self.beta = x, size, alpha, beta

@@ -14,7 +14,8 @@ import numpy as np
 
 from .. import backend, kernels
 from ..autograd import Function, Tensor
-from .conv import _LAYOUT, _tuple, conv_output_shape
+from .conv import conv_output_shape
+from .utils import LAYOUTS, as_tuple
 
 
 class MaxPoolNd(Function):
@@ -78,11 +79,11 @@ def _pool_args(name, d, x, kernel_size, stride, padding):
 def pool_geometry(name, d, shape, kernel_size, stride, padding):
     """Checked (kernel, stride, padding) tuples for pooling an input of this shape."""
     if len(shape) not in (d + 1, d + 2):
-        raise ValueError(f"{name}: expected a {d + 2}-D input {_LAYOUT[d]} (or {d + 1}-D without the batch), "
+        raise ValueError(f"{name}: expected a {d + 2}-D input {LAYOUTS[d]} (or {d + 1}-D without the batch), "
                          f"got shape {shape}")
-    kernel = _tuple(kernel_size, d, "kernel_size")
-    stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _tuple(stride, d, "stride")
-    padding = _tuple(padding, d, "padding")
+    kernel = as_tuple(kernel_size, d, "kernel_size")
+    stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else as_tuple(stride, d, "stride")
+    padding = as_tuple(padding, d, "padding")
     if any(k <= 0 for k in kernel):
         raise ValueError(f"{name}: kernel_size must be positive, got kernel_size={kernel}")
     if any(s <= 0 for s in stride):

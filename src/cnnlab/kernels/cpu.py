@@ -1,13 +1,13 @@
 """numba-compiled loops for 2-D col2im (column and channels-last layouts), pooling, the
 activations' backward passes and local response normalisation's backward pass on NumPy arrays.
 
-im2col itself is left to NumPy's strided copy (kernels/generic.py): measured here it copied
-receptive fields about 2x faster than a numba loop did (0.29 vs 0.55 ms for 8 images of
-20x12x12 with 5x5 kernels), while numba wins for the scatter-add of col2im (0.30 vs 0.56 ms).
+im2col itself is left to NumPy's strided copy (kernels/generic.py), which copied receptive fields
+faster than a numba loop did, while numba wins for the scatter-add of col2im (benchmarks/README.md,
+"Compiled loops").
 
 Every loop here is compiled serial (numba's own threads would contend with BLAS); both cores
-are used by running them on separate chunks of the batch from kernels.run_chunks, with BLAS held
-to one thread per call. Padding is handled by bounds checks instead of a padded copy of the
+are used by running them on separate chunks of the batch from kernels/threads.py: run_chunks,
+with BLAS held to one thread per call. Padding is handled by bounds checks instead of a padded copy of the
 input (except in the channels-last col2im, which accumulates into a padded buffer). Compilation is lazy (only the dtypes actually used are compiled) and cached on disk, so a
 second run does not compile again.
 
@@ -376,8 +376,7 @@ def sgd_update(p, g, buf, lr, decay, momentum, damp1, nesterov, first):
 # x, out, g, dx are (N, C, S) views of (N, C, *spatial) arrays; each call handles channels
 # [c0, c1), so kernels.run_chunks can give each core its own channels. Sums are in float64, and
 # may be reassociated (fastmath "reassoc" only: NaN and infinity keep their meaning), which lets
-# LLVM vectorise them: the backward pass's two masked sums ran 0.12 ms instead of 6.4 ms for
-# 64x32x14x14 float32 values.
+# LLVM vectorise them (benchmarks/README.md, "Compiled loops").
 _SUMS = dict(_OPTS, fastmath={"reassoc"})
 
 @njit(**_SUMS)

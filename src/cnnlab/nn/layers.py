@@ -7,7 +7,7 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
-from ..functional.conv import _tuple
+from ..functional.utils import as_tuple
 from ..functional.layers import check_lrn_args
 from . import init
 from .module import Module, Parameter
@@ -32,12 +32,12 @@ class _ConvNd(Module):
             raise ValueError(f"{type(self).__name__}: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _tuple(kernel_size, d, "kernel_size")
+        self.kernel_size = as_tuple(kernel_size, d, "kernel_size")
         if any(k <= 0 for k in self.kernel_size):
             raise ValueError(f"{type(self).__name__}: kernel_size must be positive, got {self.kernel_size}")
-        self.stride = _tuple(stride, d, "stride")
-        self.padding = padding if isinstance(padding, str) else _tuple(padding, d, "padding")
-        self.dilation = _tuple(dilation, d, "dilation")
+        self.stride = as_tuple(stride, d, "stride")
+        self.padding = padding if isinstance(padding, str) else as_tuple(padding, d, "padding")
+        self.dilation = as_tuple(dilation, d, "dilation")
         self.groups = int(groups)
         self.weight = Parameter(_empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = Parameter(_empty(out_channels)) if bias else None
@@ -83,9 +83,9 @@ class _PoolNd(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = _tuple(kernel_size, self._d, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _tuple(stride, self._d, "stride")
-        self.padding = _tuple(padding, self._d, "padding")
+        self.kernel_size = as_tuple(kernel_size, self._d, "kernel_size")
+        self.stride = self.kernel_size if stride is None else as_tuple(stride, self._d, "stride")
+        self.padding = as_tuple(padding, self._d, "padding")
 
     def forward(self, x):
         return type(self)._fn(x, self.kernel_size, self.stride, self.padding)
@@ -96,18 +96,15 @@ class _PoolNd(Module):
 
 
 class MaxPool1d(_PoolNd):
-    is_max_pool = True
     _d, _fn = 1, staticmethod(F.max_pool1d)
 
 
 class MaxPool2d(_PoolNd):
     """2x2 max-pooling turns each 24x24 feature map into 12x12, keeping the strongest response."""
-    is_max_pool = True
     _d, _fn = 2, staticmethod(F.max_pool2d)
 
 
 class MaxPool3d(_PoolNd):
-    is_max_pool = True
     _d, _fn = 3, staticmethod(F.max_pool3d)
 
 
@@ -130,8 +127,8 @@ class _LPPoolNd(Module):
     def __init__(self, norm_type, kernel_size, stride=None):
         super().__init__()
         self.norm_type = norm_type
-        self.kernel_size = _tuple(kernel_size, self._d, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _tuple(stride, self._d, "stride")
+        self.kernel_size = as_tuple(kernel_size, self._d, "kernel_size")
+        self.stride = self.kernel_size if stride is None else as_tuple(stride, self._d, "stride")
 
     def forward(self, x):
         return type(self)._fn(x, self.norm_type, self.kernel_size, self.stride)
@@ -207,7 +204,7 @@ class _BatchNorm(Module):
         return self._apply(F.batch_norm, x)
 
     def forward_relu(self, x):
-        """relu(self(x)) as one operator (F.batch_norm_relu); Sequential uses it for [BatchNorm, ReLU]."""
+        """relu(self(x)) as one operator (F.batch_norm_relu); nn.fuse's BatchNormReLU runs it."""
         return self._apply(F.batch_norm_relu, x)
 
     def _apply(self, fn, x):
@@ -226,12 +223,10 @@ class _BatchNorm(Module):
 
 class BatchNorm1d(_BatchNorm):
     _ndims = (2, 3)
-    relu_fusable = True  # Sequential runs [BatchNorm1d, ReLU] as forward_relu
 
 
 class BatchNorm2d(_BatchNorm):
     _ndims = (4,)
-    relu_fusable = True  # Sequential runs [BatchNorm2d, ReLU] as forward_relu
 
 
 class LocalResponseNorm(Module):
@@ -250,24 +245,21 @@ class LocalResponseNorm(Module):
 
 
 class ReLU(Module):
-    monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
-    fused_name = "relu"  # what F.conv2d_maxpool_act calls it
+    """max(x, 0), elementwise."""
 
     def forward(self, x):
         return F.relu(x)
 
 
 class Sigmoid(Module):
-    monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
-    fused_name = "sigmoid"  # what F.conv2d_maxpool_act calls it
+    """1 / (1 + exp(-x)), elementwise."""
 
     def forward(self, x):
         return F.sigmoid(x)
 
 
 class Tanh(Module):
-    monotone = True  # non-decreasing: commutes with max pooling (see Sequential.forward)
-    fused_name = "tanh"  # what F.conv2d_maxpool_act calls it
+    """tanh(x), elementwise."""
 
     def forward(self, x):
         return F.tanh(x)

@@ -13,7 +13,6 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import backend
-from .. import functional as F
 from ..autograd import Tensor
 
 
@@ -181,7 +180,11 @@ class Module:
 
 
 class Sequential(Module):
-    """Applies its modules in order: Sequential(Conv2d(1, 20, 5), ReLU(), ...)."""
+    """Applies its modules in order: Sequential(Conv2d(1, 20, 5), ReLU(), ...).
+
+    Nothing is fused or reordered here; ``nn.fuse(model)`` makes a model that runs blocks such as
+    conv -> max-pool -> ReLU as one operator (nn/fuse.py).
+    """
 
     def __init__(self, *layers):
         super().__init__()
@@ -197,36 +200,8 @@ class Sequential(Module):
             yield str(i), layer
 
     def forward(self, x):
-        layers = self.layers
-        i, n = 0, len(layers)
-        while i < n:
-            layer = layers[i]
-            nxt = layers[i + 1] if i + 1 < n else None
-            fused = _fused_block(layers, i, x)
-            if fused is not None:
-                # [Conv2d, MaxPool2d, activation], [Conv2d, activation, MaxPool2d] or
-                # [Conv2d, MaxPool2d] in one operator that keeps each chunk of the batch in cache,
-                # and [Conv2d, activation, AvgPool2d] or [Conv2d, AvgPool2d] likewise: see
-                # functional/fused.py.
-                op, conv, pool, act, used = fused
-                x = op(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups,
-                       pool.kernel_size, pool.stride, pool.padding, act)
-                i += used
-            elif _declares(layer, "relu_fusable") and _fused_name(nxt) == "relu":
-                # batch norm then ReLU as one operator (F.batch_norm_relu)
-                x = layer.forward_relu(x)
-                i += 2
-            elif _declares(layer, "monotone") and getattr(nxt, "is_max_pool", False):
-                # act -> max-pool equals max-pool -> act for a non-decreasing act in value, and in
-                # gradient wherever the act keeps distinct inputs distinct (the same element wins
-                # each window; where the act rounds two inputs to one float, the gradient may go
-                # to the other of the tied elements). Pooling first applies the act to 4x fewer
-                # numbers after a 2x2 pool.
-                x = layer(nxt(x))
-                i += 2
-            else:
-                x = layer(x)
-                i += 1
+        for layer in self.layers:
+            x = layer(x)
         return x
 
     def __getitem__(self, i):
@@ -244,36 +219,3 @@ class Sequential(Module):
         self.layers.append(layer)
         return self
 
-
-def _fused_block(layers, i, x):
-    """(fused operator, conv, pool, activation name, number of layers) if layers[i:] start a block
-    that F.conv2d_maxpool_act or F.conv2d_act_avgpool computes in one pass on this input, else None."""
-    from .layers import AvgPool2d, Conv2d, MaxPool2d  # noqa: PLC0415
-
-    conv = layers[i]
-    if (type(conv) is not Conv2d or i + 1 >= len(layers) or not isinstance(x, Tensor)
-            or not F.fused.fusable(x.data)):
-        return None
-    a, b = layers[i + 1], layers[i + 2] if i + 2 < len(layers) else None
-    if type(a) is MaxPool2d:
-        act = _fused_name(b)
-        return F.conv2d_maxpool_act, conv, a, act, 3 if act else 2
-    if _fused_name(a) and type(b) is MaxPool2d:  # monotone act and max-pool commute
-        return F.conv2d_maxpool_act, conv, b, _fused_name(a), 3
-    if _fused_name(a) and type(b) is AvgPool2d:  # conv -> act -> average pool, in that order only
-        return F.conv2d_act_avgpool, conv, b, _fused_name(a), 3
-    if type(a) is AvgPool2d:  # conv -> average pool; an activation after it runs on its own
-        return F.conv2d_act_avgpool, conv, a, None, 2
-    return None
-
-
-def _declares(layer, attr) -> bool:
-    """The layer's own class (not merely a base class) sets ``attr``: a subclass that overrides
-    forward must declare it again to be reordered or fused."""
-    return bool(type(layer).__dict__.get(attr, False))
-
-
-def _fused_name(layer):
-    """The activation's name for F.conv2d_maxpool_act and F.conv2d_act_avgpool, only for the
-    built-in ReLU, Sigmoid, Tanh."""
-    return type(layer).__dict__.get("fused_name") if layer is not None else None

@@ -1,0 +1,203 @@
+"""When each fast path applies: every threshold and rule of kernels/, on one page.
+
+The operators (functional/) and the kernels' own functions (kernels/__init__.py) ask the
+questions below and nothing else decides between paths. Each constant says in one sentence why
+it has its value; the measurements behind it are in benchmarks/README.md, section "The
+thresholds of kernels/policy.py". Every rule reads the constants at call time, so a test or a
+benchmark that wants another value patches it here: ``monkeypatch.setattr(policy, NAME, value)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+# ------------------------------------------------------------------ switches (tests and benchmarks)
+_compiled_enabled = True
+_winograd_enabled = True
+_winograd_weight_grad_enabled = True
+
+
+@contextlib.contextmanager
+def compiled(enabled: bool):
+    """Temporarily switch the numba kernels (and the thread pool) on or off: off, every operator
+    takes its portable NumPy/CuPy path (tests compare both paths)."""
+    global _compiled_enabled
+    prev = _compiled_enabled
+    _compiled_enabled = enabled
+    try:
+        yield
+    finally:
+        _compiled_enabled = prev
+
+
+@contextlib.contextmanager
+def allow_winograd(enabled: bool, weight_grad: bool | None = None):
+    """Temporarily allow or forbid the Winograd path for 3x3 convolutions (tests and benchmarks
+    compare both); ``weight_grad`` (default: ``enabled``) alone switches the weight gradient's."""
+    global _winograd_enabled, _winograd_weight_grad_enabled
+    prev = _winograd_enabled, _winograd_weight_grad_enabled
+    _winograd_enabled = enabled
+    _winograd_weight_grad_enabled = enabled if weight_grad is None else weight_grad
+    try:
+        yield
+    finally:
+        _winograd_enabled, _winograd_weight_grad_enabled = prev
+
+
+# ------------------------------------------------------------------ when the compiled kernels apply
+def use_compiled(a) -> bool:
+    """The compiled (numba) kernels apply to ``a``: a float32 or float64 NumPy array, kernels on.
+    CuPy arrays and other dtypes take the portable path (kernels/generic.py)."""
+    return _compiled_enabled and isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)
+
+
+def use_compiled_2d(a, d) -> bool:
+    """The compiled 2-D loops (col2im, pooling) apply: ``use_compiled(a)`` and d == 2 spatial axes."""
+    return d == 2 and use_compiled(a)
+
+
+def use_fused_conv(x) -> bool:
+    """F.conv2d_maxpool_act / F.conv2d_act_avgpool run as one pass per chunk: a batch of 2-D
+    images (N, C, H, W) that the compiled kernels apply to; elsewhere they run layer by layer."""
+    return x.ndim == 4 and use_compiled_2d(x, 2)
+
+
+def use_compiled_sgd(data, g) -> bool:
+    """optim.SGD's one-pass compiled update applies: C-contiguous float NumPy parameter and
+    gradient, not empty. It runs on the calling thread: split over the cores it was slower
+    (benchmarks/README.md, "SGD update")."""
+    return use_compiled(data) and data.flags.c_contiguous and isinstance(g, np.ndarray) and data.size > 0
+
+
+def use_compiled_lrn(x) -> bool:
+    """Local response normalisation splits the batch over the cores and has a compiled backward
+    pass: NumPy floats, not empty (an empty batch takes the array expressions)."""
+    return use_compiled(x) and x.size > 0
+
+
+# ------------------------------------------------------------------ threads
+# One worker per core this process may use, capped at 8 (the cap is not measured: the reference
+# machine has two cores).
+WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
+
+# Work smaller than this (bytes touched) runs on one core: a thread hand-off costs more than it
+# saves (benchmarks/README.md, "SPLIT_MIN_BYTES").
+SPLIT_MIN_BYTES = 2 << 20
+
+# Threads per BLAS call: cnnlab spreads each batch over the cores itself, and a multi-threaded
+# OpenBLAS busy-waits after every call, starving the other cores' chunks (benchmarks/README.md,
+# "BLAS_THREADS"). Set CNNLAB_BLAS_THREADS to keep another count. Applied on the first CPU kernel
+# use (kernels/threads.py: configure_blas), not at import.
+BLAS_THREADS = int(os.environ.get("CNNLAB_BLAS_THREADS", "1"))
+
+
+def use_threads(chunks, on_cpu=True) -> bool:
+    """``chunks`` are spread over the thread pool: NumPy work of two chunks or more, two workers
+    or more, and the compiled kernels on (off, everything runs serially on the calling thread)."""
+    return on_cpu and len(chunks) >= 2 and WORKERS >= 2 and _compiled_enabled
+
+
+# ------------------------------------------------------------------ how a batch is split
+# Bytes of one chunk's receptive fields: small enough to stay in the CPU's shared L3 cache while
+# its GEMMs, pooling and activation use it, large enough that per-chunk overheads stay small
+# (benchmarks/README.md, "CPU_CHUNK_BYTES").
+CPU_CHUNK_BYTES = 4 << 20
+
+
+def conv_chunks(x, CK, L, target=None):
+    """(start, stop) ranges over the batch of ``x``: cache-sized chunks on the CPU (at least one
+    per core when the batch allows; ``target`` bytes of CK*L values per chunk, CPU_CHUNK_BYTES by
+    default), a single chunk on a GPU."""
+    N = x.shape[0]
+    if not isinstance(x, np.ndarray) or N <= 1:
+        return [(0, N)]
+    per_image = max(CK * L * x.dtype.itemsize, 1)
+    # small layers are not split across cores: a thread hand-off costs more than it saves
+    cores = WORKERS if N * per_image >= SPLIT_MIN_BYTES else 1
+    count = -(-N // max(1, (target or CPU_CHUNK_BYTES) // per_image))  # chunks of at most the target
+    count = min(N, -(-count // cores) * cores)  # a multiple of the cores, so none idles at the end
+    bounds = [N * i // count for i in range(count + 1)]  # equal sizes, to within one image
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def batch_ranges(N, nbytes):
+    """(n0, n1) slices of a batch of N: one per core when the work (``nbytes``) is large enough."""
+    step = max(1, -(-N // (WORKERS if nbytes >= SPLIT_MIN_BYTES else 1)))
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
+def flat_chunks(size, itemsize=4):
+    """(lo, hi) ranges of a flat array of ``size`` elements: one per core, none under SPLIT_MIN_BYTES."""
+    step = max(SPLIT_MIN_BYTES // itemsize, -(-size // WORKERS))
+    return [(lo, min(size, lo + step)) for lo in range(0, size, step)]
+
+
+def channel_chunks(x):
+    """(c0, c1) channel ranges of an (N, C, ...) array: one per core when the work is large enough."""
+    C = x.shape[1]
+    parts = min(C, WORKERS if x.nbytes >= SPLIT_MIN_BYTES else 1)
+    bounds = [C * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+# ------------------------------------------------------------------ convolution layouts
+# Channels-last im2col copies each kernel row as one run of KW*C values; below this many values
+# per run the column layout's runs along an output row are longer, and it wins (e.g. C = 1;
+# benchmarks/README.md, "NHWC_MIN_RUN").
+NHWC_MIN_RUN = 16
+
+
+def use_nhwc(x, w_shape, groups) -> bool:
+    """The channels-last 2-D convolution path applies: NumPy floats, one group, long kernel rows."""
+    return (groups == 1 and len(w_shape) == 4 and use_compiled_2d(x, 2)
+            and w_shape[1] * w_shape[3] >= NHWC_MIN_RUN)
+
+
+# Bytes of one Winograd chunk's transformed input (16 values per 2x2 output tile and channel), so
+# that the chunk's transforms and its 16 matrix products stay in cache (benchmarks/README.md,
+# "WINOGRAD_CHUNK_BYTES").
+WINOGRAD_CHUNK_BYTES = 768 << 10
+# Fewer channels than this in or out and the 16 products are too thin for BLAS to gain
+# (benchmarks/README.md, "WINOGRAD_MIN_CHANNELS").
+WINOGRAD_MIN_CHANNELS = 8
+# Smaller output maps and more channels take im2col instead: with few 2x2 tiles per image, or
+# chunks of one or two images, the transforms cost more than the multiplications saved
+# (benchmarks/README.md, "WINOGRAD_MIN_OUT and WINOGRAD_MAX_CHANNELS").
+WINOGRAD_MIN_OUT = 10
+WINOGRAD_MAX_CHANNELS = 64
+
+
+def use_winograd(x, w_shape, stride, padding, dilation, groups) -> bool:
+    """The Winograd F(2x2, 3x3) path applies: a 3x3, stride-1, undilated, ungrouped 2-D
+    convolution of NumPy floats with padding at most 2, output maps of at least WINOGRAD_MIN_OUT
+    on each side, and WINOGRAD_MIN_CHANNELS to WINOGRAD_MAX_CHANNELS channels in and out."""
+    return (_winograd_enabled and use_nhwc(x, w_shape, groups) and tuple(w_shape[2:]) == (3, 3)
+            and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and max(padding) <= 2
+            and WINOGRAD_MIN_CHANNELS <= min(w_shape[0], w_shape[1])
+            and max(w_shape[0], w_shape[1]) <= WINOGRAD_MAX_CHANNELS
+            and min(s + 2 * p - 2 for s, p in zip(x.shape[2:], padding)) >= WINOGRAD_MIN_OUT)
+
+
+def use_winograd_weight_grad() -> bool:
+    """Where use_winograd holds, the weight gradient takes the Winograd path too (else im2col)."""
+    return _winograd_weight_grad_enabled
+
+
+def winograd_chunks(x, C, L):
+    """conv_chunks for a Winograd layer with C input channels and L outputs per image: chunks of
+    WINOGRAD_CHUNK_BYTES of transformed input (16 values per channel and 2x2 tile, L/4 tiles)."""
+    return conv_chunks(x, 16 * C, L // 4, target=WINOGRAD_CHUNK_BYTES)
+
+
+# ------------------------------------------------------------------ small batches
+# Up to this many rows Linear's forward multiplies (w @ x.T).T rather than x @ w.T: for a few rows
+# OpenBLAS is faster that way round (benchmarks/README.md, "LINEAR_SMALL_BATCH").
+LINEAR_SMALL_BATCH = 64
+
+
+def use_transposed_linear(x2) -> bool:
+    """Linear's forward computes (w @ x2.T).T: a NumPy (M, in) input of at most LINEAR_SMALL_BATCH rows."""
+    return x2.shape[0] <= LINEAR_SMALL_BATCH and isinstance(x2, np.ndarray)
