@@ -191,12 +191,13 @@ def train_classifier(model, train, validation, test, epochs, batch_size, lr, see
 
     shuffle_seed = int(np.random.SeedSequence([seed, _SHUFFLE]).generate_state(1)[0])
     start = time.perf_counter()
-    history = fit(model, optim.Adam(model.parameters(), lr=lr), loader(train, True), epochs,
+    net = nn.fuse(model)  # the same parameters; runs of layers (activation before max-pool) fused
+    history = fit(net, optim.Adam(model.parameters(), lr=lr), loader(train, True), epochs,
                   validation=loader(validation, False), progress=False, log=lambda line: log(f"{name} {line}"))
     best = history.epochs[history.best_epoch - 1]
     return {"epoch": history.best_epoch, "train_accuracy": best["train_accuracy"],
             "validation_accuracy": best["validation_accuracy"],
-            "test_accuracy": evaluate(model, loader(test, False))["accuracy"], "seconds": time.perf_counter() - start}
+            "test_accuracy": evaluate(net, loader(test, False))["accuracy"], "seconds": time.perf_counter() - start}
 
 
 def run_example(name: str, epochs: int | None = None, seed: int = 0, log=print, n_train: int | None = None,

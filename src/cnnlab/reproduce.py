@@ -61,7 +61,7 @@ ROW_KEYS = [r.key for r in ROWS] + ["ensemble"]
 def _probabilities(model, config: runs.TrainConfig, test) -> np.ndarray:
     """Class probabilities of ``model`` on ``test``, normalised as it was trained."""
     loader = eval_loader(*test, config.mean, config.std)
-    return evaluate(model, loader, return_predictions=True)["probabilities"]
+    return evaluate(runs.runnable(model), loader, return_predictions=True)["probabilities"]
 
 
 def _net_dir(runs_dir, row_key, member_seed, epochs, train_size) -> Path:

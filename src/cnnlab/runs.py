@@ -40,7 +40,7 @@ from .train import History, eval_loader, fit
 
 __all__ = [
     "CONFIG_FORMAT", "OPTIMIZERS", "SCHEDULES", "SGD_NAMES", "OptimizerConfig", "Run", "TrainConfig", "load",
-    "load_config", "make_optimizer", "make_scheduler", "resume", "train",
+    "load_config", "make_optimizer", "make_scheduler", "resume", "runnable", "train",
 ]
 
 OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
@@ -486,6 +486,9 @@ class _Training:
         device = config.device
         if device != "cpu":
             self.model.to(device)
+        # what trains: the same parameters, with runs of layers fused on the CPU (the saved run is
+        # self.model, with its own layer names)
+        self.net = runnable(self.model, device)
         aug = config.augment
         if device == "cuda" and not (aug.max_degrees or aug.max_scale or aug.erase or aug.elastic):
             # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
@@ -524,7 +527,7 @@ class _Training:
         if log and resumed is None:
             log(_describe(config, self.model, *self.sizes, self.dry_run, self.load_seconds))
         try:
-            history = fit(self.model, self.optimizer, self.loader, config.epochs,
+            history = fit(self.net, self.optimizer, self.loader, config.epochs,
                           validation=self.evaluation["validation"], test=self.evaluation["test"],
                           scheduler=self.scheduler, scheduler_per_batch=self.per_batch,
                           label_smoothing=config.label_smoothing, early_stopping=config.early_stopping,
@@ -595,8 +598,15 @@ class _Training:
             self.scheduler.load_state_dict(saved["scheduler"])
         backend.rng().bit_generator.state = saved["rng"]
         self.loader.set_epoch(saved["loader_epoch"])
-        history = History(**{k: v for k, v in saved["history"].items()})
-        return history, best
+        history = History(**saved["history"])
+        names = {id(t): k for k, t in self.net.state_dict().items()}  # fit keeps the net's names
+        return history, {names[id(t)]: best[k] for k, t in self.model.state_dict().items()}
+
+
+def runnable(model: nn.Module, device: str = "cpu") -> nn.Module:
+    """The model as it runs fastest on ``device``: ``nn.fuse(model)`` on the CPU (the same parameters
+    and results, runs of layers as fused operators), the model itself elsewhere."""
+    return nn.fuse(model) if backend.normalize_device(device) == "cpu" else model
 
 
 def _describe(config: TrainConfig, model, n_train: int, val, test, dry_run: bool, load_seconds: float) -> str:

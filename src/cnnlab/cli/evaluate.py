@@ -79,9 +79,9 @@ def run(args) -> int:
         elif config.validation != n_validation:
             # Another split: the first run's validation images may be this run's training images.
             splits.pop("validation", None)
-        model = r.model
         if args.device != "cpu":
-            model.to(args.device)
+            r.model.to(args.device)
+        model = runs.runnable(r.model, args.device)
         t0 = time.perf_counter()
         parts = []
         n_views = len(tta_views(splits["test"][0][:1], args.mirror_tta, args.shift_tta))

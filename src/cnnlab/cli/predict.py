@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     r = runs.load(args.run)
+    model = runs.runnable(r.model)
     classes = class_names(r.config.dataset)
     convert, _ = form_for(r.config.dataset)
     status = 0
@@ -35,7 +36,7 @@ def run(args) -> int:
             continue
         x = standardize(img, r.config.mean, r.config.std).reshape(1, 1, 28, 28)
         with no_grad():
-            prob = F.softmax(r.model(Tensor(x)), 1).numpy()[0]
+            prob = F.softmax(model(Tensor(x)), 1).numpy()[0]
         order = np.argsort(-prob)[: max(1, args.top)]
         tops = ", ".join(f"{classes[i]} ({100 * prob[i]:.1f}%)" for i in order)
         print(f"{path}: {classes[order[0]]}    top: {tops}")

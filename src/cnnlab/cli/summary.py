@@ -27,17 +27,30 @@ def run_summary(args) -> int:
         model = models.build(name)
         description = models.MODELS[models.spec(name)["name"]].description
     rows = models.summarize(model)
+    runs_as = fused_blocks(model)
     w = max(len(r[1]) for r in rows)
     print(f"{name}: {description}")
-    print(f"{'#':>3}  {'layer':<{w}}  {'output shape':<16} {'parameters':>10}")
-    print(f"{'':>3}  {'input':<{w}}  {str((1, 28, 28)):<16} {'':>10}")
-    for idx, layer, shape, params in rows:
-        print(f"{idx:>3}  {layer:<{w}}  {str(shape):<16} {params:>10,}")
+    print(f"{'#':>3}  {'layer':<{w}}  {'output shape':<16} {'parameters':>10}  runs on the CPU as (nn.fuse)")
+    print(f"{'':>3}  {'input':<{w}}  {str((1, 28, 28))}")
+    for (idx, layer, shape, params), module in zip(rows, model.layers):
+        print(f"{idx:>3}  {layer:<{w}}  {str(shape):<16} {params:>10,}  {runs_as.get(id(module), '')}".rstrip())
     print(f"total parameters: {model.num_parameters():,}")
     shared = shared_weights_line(model, rows)
     if shared:
         print(shared)
     return 0
+
+
+def fused_blocks(model) -> dict[int, str]:
+    """id(layer) -> "<fused module> #k" for each layer that ``nn.fuse`` runs as part of a fused
+    module (the k-th block of the fused model), so a summary shows what actually runs."""
+    out = {}
+    for k, block in enumerate(nn.fuse(model).layers):
+        if isinstance(block, nn.FusedModule):
+            note = f" ({block.note})" if block.note else ""
+            for child in block.children():
+                out[id(child)] = f"{type(block).__name__} #{k}{note}"
+    return out
 
 
 def shared_weights_line(model, rows) -> str | None:

@@ -19,7 +19,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .. import checkpoint, nn
+from .. import checkpoint, nn, runs
 from ..data import class_names, load_dataset
 from ..train import eval_loader, evaluate
 
@@ -273,4 +273,5 @@ def run_predictions(run, images, labels) -> dict:
     Returns:
         {"loss", "accuracy", "n", "predictions" (N,), "probabilities" (N, classes)}.
     """
-    return evaluate(run.model, eval_loader(images, labels, run.config.mean, run.config.std), return_predictions=True)
+    loader = eval_loader(images, labels, run.config.mean, run.config.std)
+    return evaluate(runs.runnable(run.model), loader, return_predictions=True)
