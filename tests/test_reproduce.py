@@ -171,6 +171,7 @@ def test_nets_saved_before_trainconfig_are_reused(tmp_path, monkeypatch):
            "label_smoothing": 0.0, "expand": False, "validation": 10000, "early_stopping": None, "seed": 0,
            "device": "cpu", "mean": 0.1307, "std": 0.3081}
     (net / "config.json").write_text(json.dumps(old))
+    (net / "manifest.json").unlink()  # older runs had none
     calls = []
     real = cnnlab.runs.train
     monkeypatch.setattr(cnnlab.runs, "train", lambda *a, **k: calls.append(k["out"]) or real(*a, **k))

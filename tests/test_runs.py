@@ -121,8 +121,11 @@ def test_a_damaged_config_is_one_line_naming_file_and_setting(tmp_path, edit, me
                      progress=False, log=None)
     path = run.dir / checkpoint.CONFIG
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    with pytest.raises(checkpoint.RunError, match="does not match .*manifest.json: the run is incomplete or was "
+                                                  "changed"):
+        runs.load(run.dir)  # the manifest's checksum catches any change first
     with pytest.raises(checkpoint.RunError) as e:
-        runs.load(run.dir)
+        runs.load_config(run.dir)  # and the schema says what is wrong
     assert str(e.value).startswith(str(path)) and message in str(e.value) and "\n" not in str(e.value)
 
 

@@ -95,6 +95,17 @@ def _finished_net(run_dir: Path, expected: runs.TrainConfig):
     return run if finished and run.config.comparable() == expected.comparable() else None
 
 
+def _unfinished_net(run_dir: Path, expected: runs.TrainConfig) -> bool:
+    """Whether ``run_dir`` holds a net of ``expected``'s settings that stopped part-way and can resume."""
+    try:
+        manifest = checkpoint.read_manifest(run_dir)
+        config = runs.load_config(run_dir) if manifest is not None else None
+    except (checkpoint.RunError, OSError, ValueError):
+        return False
+    return (config is not None and manifest["status"] in ("started", "training", "interrupted")
+            and config.comparable() == expected.comparable())
+
+
 def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, seed=0, out_dir="results",
                       progress=True, log=print, runs_dir="runs/nielsen") -> dict:
     """Train the chapter-6 progression; return (and save) the table.
@@ -138,8 +149,11 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         # one line per epoch, tagged with the row, so a multi-hour row shows where it is
         epoch_log = (lambda line: log(f"  [{row.key}] {line}")) if log else None
         t0 = time.perf_counter()
-        res = runs.train(expected, out=run_dir, save=run_dir is not None, progress=progress, log=epoch_log,
-                         overwrite=True)
+        if run_dir is not None and _unfinished_net(run_dir, expected):
+            res = runs.resume(run_dir, progress=progress, log=epoch_log)
+        else:
+            res = runs.train(expected, out=run_dir, save=run_dir is not None, progress=progress, log=epoch_log,
+                             overwrite=True)
         h = res.history
         return _probabilities(res.model, res.config, test), h.test_accuracy, h.best_epoch, time.perf_counter() - t0, \
             False

@@ -19,6 +19,7 @@ import dataclasses
 import math
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -420,8 +421,14 @@ def resume(run_dir, *, progress: bool = True, log=print) -> Run:
     with _locked(run_dir):
         manifest = checkpoint.read_manifest(run_dir)
         if manifest is None:
-            raise checkpoint.RunError(f"{run_dir} has no {checkpoint.MANIFEST}: it was saved by an older cnnlab "
-                                      f"and cannot be resumed")
+            config_path = run_dir / checkpoint.CONFIG
+            if (run_dir / checkpoint.WEIGHTS).exists():
+                raise checkpoint.RunError(f"{run_dir} has no {checkpoint.MANIFEST}: it was saved by an older cnnlab "
+                                          f"and cannot be resumed")
+            if not config_path.exists() or "format" not in checkpoint.read_json(config_path):
+                raise checkpoint.RunError(f"{run_dir}: nothing was saved before it stopped; train it again")
+            # stopped before its first save: start it again, as its config says
+            return _Training(load_config(run_dir), run_dir, False, progress, log).run()
         if manifest["status"] == "finished":
             raise checkpoint.RunError(f"{run_dir} is finished ({manifest.get('epochs_done')} epochs): nothing to "
                                       f"resume")
@@ -540,7 +547,11 @@ class _Training:
         if run_dir is not None and history.best_epoch is not None:
             # The best epoch's weights are in model.safetensors already; the final status and metrics.
             checkpoint.write_json(run_dir / checkpoint.METRICS, self.metrics(history))
-            self._mark("interrupted" if history.interrupted else "finished")
+            if history.interrupted:
+                self._mark("interrupted")
+            else:  # nothing left to resume: the run is its four files
+                self._mark("finished", state=None)
+                shutil.rmtree(run_dir / checkpoint.STATE_DIR, ignore_errors=True)
         return Run(run_dir, config, self.spec, self.model, self.metrics(history), history)
 
     # -------------------------------------------------------------- saving and resuming
@@ -657,12 +668,20 @@ def load(run_dir) -> Run:
     """A saved run: its model rebuilt with the saved weights (in eval mode), config and metrics.
 
     Raises:
-        checkpoint.RunError: naming what is missing, or what differs between the saved tensors and
-            the model the spec describes.
+        checkpoint.RunError: naming what is missing, what does not match the run's manifest (an
+            incomplete or changed run), or what differs between the saved tensors and the model
+            the spec describes.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise checkpoint.RunError(f"{run_dir}: no such run directory")
+    manifest = checkpoint.read_manifest(run_dir)
+    if manifest is not None:  # saved by this cnnlab: whole, or refused (older runs have none)
+        if manifest["status"] == "started":
+            raise checkpoint.RunError(f"{run_dir}: no epoch has finished yet, nothing to load; resume it with "
+                                      f"`cnnlab train --resume {run_dir}`")
+        checkpoint.check_files(run_dir, manifest, [checkpoint.WEIGHTS, checkpoint.SPEC, checkpoint.CONFIG,
+                                                   checkpoint.METRICS])
     model, spec = checkpoint.load_model(run_dir)
     config = load_config(run_dir)
     metrics = checkpoint.read_json(run_dir / checkpoint.METRICS) if (run_dir / checkpoint.METRICS).exists() else {}

@@ -45,12 +45,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mirror half the training images left-right at random, e.g. for fashion-mnist; not for "
                         "digits (default: the model's recipe)")
     p.add_argument("--expand", action="store_true", help="Nielsen's expanded data: add 1-pixel shifts (250,000 images)")
-    p.add_argument("--validation", type=int, default=10000, help="validation images taken from the end of the training set")
+    p.add_argument("--train-size", type=int, default=None, help="train on only the first N training images")
+    p.add_argument("--validation", type=int, default=None,
+                   help="validation images taken from the end of the training set (default: 10000)")
     p.add_argument("--early-stopping", type=int, default=None, help="stop after this many epochs without a better validation accuracy")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling, dropout and augmentation")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for initialisation, shuffling, dropout and augmentation (default: 0)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>, numbered if taken)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     p.add_argument("--dry-run", action="store_true", help="run a few batches of one epoch on small evaluation sets, save nothing")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="go on training RUN from its last complete epoch (its settings are in RUN/config.json, so "
+                        "give no others)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -58,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 _SETTINGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
              "lr": "lr", "schedule": "schedule", "l2": "l2_lambda", "augment": "max_shift", "rotate": "max_degrees",
              "scale": "max_scale", "erase": "erase", "elastic": "elastic", "elastic_sigma": "elastic_sigma",
-             "hflip": "hflip", "validation": "validation", "early_stopping": "early_stopping", "seed": "seed",
+             "hflip": "hflip", "train_size": "train_size", "validation": "validation", "early_stopping": "early_stopping", "seed": "seed",
              "device": "device"}
 
 
@@ -71,15 +77,24 @@ def config_from_args(args) -> runs.TrainConfig:
 
 
 def run(args) -> int:
-    config = config_from_args(args)
-    result = runs.train(config, out=args.out, dry_run=args.dry_run, progress=not args.no_progress)
+    if args.resume is not None:
+        given = [flag for flag, setting in _SETTINGS.items() if getattr(args, flag) is not None]
+        given += [name for name in ("expand", "out", "dry_run") if getattr(args, name)]
+        if given or args.model != "default":
+            named = ", ".join("--" + g.replace("_", "-") for g in given + (["model"] if args.model != "default" else []))
+            raise ValueError(f"--resume takes no other settings ({named}): {args.resume}/config.json holds the run's")
+        result = runs.resume(args.resume, progress=not args.no_progress)
+    else:
+        result = runs.train(config_from_args(args), out=args.out, dry_run=args.dry_run,
+                            progress=not args.no_progress)
     h = result.history
     if h.test_accuracy is None:
-        print("no epoch finished")
-        return 1
+        print("interrupted before the first epoch finished: nothing saved" if h.interrupted else "no epoch finished")
+        return 130 if h.interrupted else 1
     where = f"; run saved to {result.dir}" if result.dir else ""
-    note = " (interrupted)" if h.interrupted else ""
+    note = f" (interrupted; `cnnlab train --resume {result.dir}` goes on)" if h.interrupted and result.dir else (
+        " (interrupted)" if h.interrupted else "")
     chosen = (f"(best validation {100 * h.best_validation_accuracy:.2f}%)" if h.best_validation_accuracy is not None
               else "(the last epoch: no validation set to choose on)")
     print(f"test accuracy {100 * h.test_accuracy:.2f}% at epoch {h.best_epoch} {chosen}, {h.seconds:.0f}s{note}{where}")
-    return 0
+    return 130 if h.interrupted else 0
