@@ -125,6 +125,8 @@ class TrainConfig:
         device: "cpu" or "cuda".
         mean, std: the inputs' normalisation, ``(pixel/255 - mean) / std``; None before training
             means the data set's own statistics, which the saved config then records.
+        classes: the class names in label order; None before training means the data set's, which
+            the saved config then records (a folder's sub-folders may change after training).
         recipe: the name of the preset this config was made from, if any (names runs and logs).
     """
 
@@ -145,6 +147,7 @@ class TrainConfig:
     device: str = "cpu"
     mean: float | None = None
     std: float | None = None
+    classes: tuple[str, ...] | None = None
     recipe: str | None = None
 
     def __post_init__(self) -> None:
@@ -186,6 +189,11 @@ class TrainConfig:
             if not _number(self.std, "std") > 0:
                 raise _bad("std", f"must be positive, got {self.std}")
             object.__setattr__(self, "std", float(self.std))
+        if self.classes is not None:
+            if not isinstance(self.classes, (list, tuple)) or len(self.classes) < 2 \
+                    or not all(isinstance(c, str) for c in self.classes):
+                raise _bad("classes", f"must be two or more names, got {self.classes!r}")
+            object.__setattr__(self, "classes", tuple(self.classes))
         if self.recipe is not None and not isinstance(self.recipe, str):
             raise _bad("recipe", f"must be a name, got {self.recipe!r}")
 
@@ -216,9 +224,9 @@ class TrainConfig:
         return dataclasses.replace(self, optimizer=optimizer, augment=augment, **changes)
 
     def comparable(self) -> TrainConfig:
-        """The config with what is only recorded, not chosen, cleared: the recipe's name and the
-        normalisation (the data set's own), so two runs trained alike compare equal."""
-        return dataclasses.replace(self, recipe=None, mean=None, std=None)
+        """The config with what is only recorded, not chosen, cleared: the recipe's name, the
+        normalisation and the class names (the data set's own), so two runs trained alike compare equal."""
+        return dataclasses.replace(self, recipe=None, mean=None, std=None, classes=None)
 
     @property
     def name(self) -> str:
@@ -231,7 +239,8 @@ class TrainConfig:
         out = {"format": CONFIG_FORMAT}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else (
+                list(value) if isinstance(value, tuple) else value)
         return out
 
     @classmethod
@@ -471,9 +480,10 @@ class _Training:
             # the training split of a folder; recorded so evaluate / predict / show feed inputs the same way
             mean, std = norm_stats(split)
             config = config.replace(mean=float(mean), std=float(std))
-        classes = class_names(config.dataset)
-        if len(classes) != 10 and "classes" not in config.model_kwargs:
-            config = config.replace(model_kwargs={**config.model_kwargs, "classes": len(classes)})
+        if config.classes is None:
+            config = config.replace(classes=tuple(class_names(config.dataset)))
+        if len(config.classes) != 10 and "classes" not in config.model_kwargs:
+            config = config.replace(model_kwargs={**config.model_kwargs, "classes": len(config.classes)})
         train_x, train_y = split.train
         if config.train_size is not None:
             train_x, train_y = train_x[:config.train_size], train_y[:config.train_size]
@@ -526,6 +536,14 @@ class _Training:
         """Train (from ``state_path``'s epoch, if given); save as it goes; the Run."""
         config, run_dir, log = self.config, self.run_dir, self.log
         resumed = self._restore(state_path) if state_path else None
+        if run_dir is not None:
+            # best and current weights, the optimizer's state and the old state while the new one is
+            # written: about five times the parameters, and a margin
+            need = 5 * sum(p.data.nbytes for p in self.model.parameters()) + (1 << 20)
+            free = shutil.disk_usage(run_dir).free
+            if free < need:
+                raise OSError(f"{run_dir}: not enough free space to save this run ({free / 2**20:.1f} MiB free, "
+                              f"about {need / 2**20:.1f} MiB needed)")
         if run_dir is not None and resumed is None:
             checkpoint.write_json(run_dir / checkpoint.SPEC, self.spec)
             checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_dict())

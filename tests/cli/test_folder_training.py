@@ -1,5 +1,7 @@
 """People's own data: train, evaluate and predict on a folder with one sub-folder per class."""
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -81,3 +83,21 @@ def test_hflip_changes_training_and_defaults_to_the_recipe(shapes):
     flipped = runs.train(config.replace(hflip=True), save=False, progress=False, log=None)
     assert plain.config.augment.hflip is False and flipped.config.augment.hflip is True
     assert plain.history.epochs[0]["train_loss"] != flipped.history.epochs[0]["train_loss"]
+
+
+def test_a_run_keeps_its_class_names_when_the_folder_changes(shapes, tmp_path, capsys):
+    folder = tmp_path / "shapes"
+    shutil.copytree(shapes, folder)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(folder), "--model", "article", "--epochs", "2", "--batch-size", "8",
+                 "--out", str(run), "--no-progress"]) == 0
+    assert runs.load(run).config.classes == ("bar", "circle", "cross")
+    probe = tmp_path / "probe.png"
+    _draw("circle", np.random.default_rng(99), probe)
+    capsys.readouterr()
+    assert main(["predict", str(run), str(probe), "--top", "3"]) == 0
+    before = capsys.readouterr().out
+    (folder / "aaa").mkdir()  # sorts first: listing the folder again would shift every name by one
+    shutil.copy(probe, folder / "aaa" / "x.png")
+    assert main(["predict", str(run), str(probe), "--top", "3"]) == 0
+    assert capsys.readouterr().out == before and "aaa" not in before

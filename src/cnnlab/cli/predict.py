@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     r = runs.load(args.run)
     model = runs.runnable(r.model)
-    classes = class_names(r.config.dataset)
+    classes = list(r.config.classes or class_names(r.config.dataset))
     convert, _ = form_for(r.config.dataset)
     status = 0
     for path in args.images:

@@ -241,8 +241,8 @@ def epoch_series(epochs, key) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ reading a run
 def run_class_names(run) -> list[str]:
-    """The class names of a run's data set (``cnnlab.data.class_names``), for a ``runs.Run``."""
-    return class_names(run.config.dataset)
+    """The class names a run recorded (older runs: its data set's, ``cnnlab.data.class_names``)."""
+    return list(run.config.classes or class_names(run.config.dataset))
 
 
 def run_test_set(run):
