@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import cnnlab
 from cnnlab import nn, optim
@@ -34,7 +35,6 @@ def _feed(params, grads):
 
 
 def _compare_with_torch(name, kwargs, dtype, rtol, atol, steps=10):
-    torch = pytest.importorskip("torch")
     inits = _inits(dtype)
     ours = _params(inits)
     theirs = [torch.tensor(a.copy(), requires_grad=True) for a in inits]
@@ -163,7 +163,6 @@ def test_nielsen_l2_does_not_decay_biases():
 
 
 def test_nielsen_l2_equals_weight_decay_on_weights_against_torch():
-    torch = pytest.importorskip("torch")
     inits = _inits(np.float64)
     ours = _params(inits)
     theirs = [torch.tensor(a.copy(), requires_grad=True) for a in inits]
@@ -348,7 +347,6 @@ SCHED_CASES = [
 
 @pytest.mark.parametrize("name,kwargs", SCHED_CASES, ids=[f"{n}-{k}" for n, k in SCHED_CASES])
 def test_scheduler_matches_torch(name, kwargs):
-    torch = pytest.importorskip("torch")
     ours = optim.SGD([{"params": _p(), "lr": 0.1}, {"params": _p(), "lr": 0.02}], lr=0.1, momentum=0.9)
     tp = [torch.zeros(2, 2, requires_grad=True) for _ in range(2)]
     theirs = torch.optim.SGD([{"params": tp[:1], "lr": 0.1}, {"params": tp[1:], "lr": 0.02}],

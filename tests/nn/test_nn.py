@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import nn
-from helpers import torch
 
 
 def nielsen_net():
@@ -88,7 +88,6 @@ def test_seed_gives_identical_weights():
         np.testing.assert_array_equal(p.numpy(), q.numpy())
 
 
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 def test_whole_network_against_torch():
     """Nielsen's net: same weights in cnnlab and PyTorch give the same loss and gradients."""
     net = nielsen_net().double()
