@@ -65,3 +65,27 @@ def naive_pool(x, kernel, stride, padding, mode, p=2):
                     v = sum(abs(t) ** p if p % 2 else t ** p for t in window) ** (1.0 / p)
                 out[(n, c) + o] = v
     return out
+
+
+# ----------------------------------------------------------------------------- the GPU
+def cuda():
+    """(cupy, "") when CuPy is installed and sees a GPU; (None, why) when CuPy is not installed or no
+    GPU is present, for a clean skip. Anything else (CuPy installed but failing to import, a CUDA
+    error other than "no device", a driver that does not load while NVIDIA devices exist) is raised:
+    on a GPU machine a broken CuPy must fail the GPU tests loudly, not skip them."""
+    import importlib.util  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    if importlib.util.find_spec("cupy") is None:
+        return None, "CuPy is not installed"
+    import cupy  # noqa: PLC0415 - installed: an import error here is a real failure
+
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError as exc:
+        no_device = exc.status == 100  # cudaErrorNoDevice
+        no_driver = exc.status == 35 and not any(Path("/dev").glob("nvidia[0-9]*"))  # InsufficientDriver
+        if no_device or no_driver:
+            return None, f"no CUDA GPU ({exc})"
+        raise
+    return (cupy, "") if count > 0 else (None, "no CUDA GPU")

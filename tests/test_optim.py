@@ -8,6 +8,7 @@ import torch
 
 import cnnlab
 from cnnlab import nn, optim
+from helpers import cuda
 
 SHAPES = [(4, 3, 3, 3), (4,), (5, 7)]  # a conv weight, a bias, a linear weight
 
@@ -411,31 +412,62 @@ def test_scheduler_drives_the_optimizer_step():
 
 
 # ----------------------------------------------------------------------------- GPU
+GPU_CASES = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+             ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)),
+             ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=0.01)),
+             ("AdamW", dict(lr=1e-2))]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
-                                         ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)),
-                                         ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=0.01)),
-                                         ("AdamW", dict(lr=1e-2))])
-def test_gpu_matches_cpu(name, kwargs):
-    cp = pytest.importorskip("cupy")
-    try:
-        cp.cuda.runtime.getDeviceCount()
-    except Exception:  # pragma: no cover - depends on the machine
-        pytest.skip("no usable GPU")
+@pytest.mark.parametrize("name,kwargs", GPU_CASES, ids=[c[0] for c in GPU_CASES])
+def test_gpu_matches_cpu_and_its_state_moves_between_devices(name, kwargs):
+    """On CuPy: the same updates as on the CPU, state kept on the GPU in the parameter's dtype, and a
+    GPU state dict resumed by a fresh GPU optimizer (bit for bit) and by a CPU one (state moved to
+    NumPy, same values)."""
+    cp, why = cuda()
+    if cp is None:
+        pytest.skip(why)
+    stream = _grad_stream(np.float32, 5)
     cpu = _params(_inits(np.float32))
     gpu = [nn.Parameter(cp.asarray(p.data)) for p in cpu]
     opt_c, opt_g = getattr(optim, name)(cpu, **kwargs), getattr(optim, name)(gpu, **kwargs)
-    for grads in _grad_stream(np.float32, 5):
-        _feed(cpu, grads)
-        for p, g in zip(gpu, grads):
-            p.grad = cnnlab.Tensor(cp.asarray(g))
-        opt_c.step()
-        opt_g.step()
-    for pc, pg in zip(cpu, gpu):
+
+    def step(opts_params, grads):
+        for opt, params in opts_params:
+            xp = cp if isinstance(params[0].data, cp.ndarray) else np
+            for p, g in zip(params, grads):
+                p.grad = cnnlab.Tensor(xp.asarray(g))
+            opt.step()
+
+    for grads in stream[:3]:
+        step([(opt_c, cpu), (opt_g, gpu)], grads)
+    for p in gpu:
+        for v in opt_g.state[p].values():
+            if hasattr(v, "shape") and v.ndim > 0:
+                assert isinstance(v, cp.ndarray) and v.dtype == np.float32
+    sd_g, sd_c = opt_g.state_dict(), opt_c.state_dict()
+    assert sd_g["state"].keys() == sd_c["state"].keys() and sd_g["state"]
+    for k in sd_c["state"]:
+        for n, v in sd_c["state"][k].items():
+            np.testing.assert_allclose(cp.asnumpy(cp.asarray(sd_g["state"][k][n])), v, rtol=1e-5, atol=1e-6)
+
+    gpu2 = [nn.Parameter(p.data.copy()) for p in gpu]
+    cpu2 = [nn.Parameter(cp.asnumpy(p.data)) for p in gpu]
+    opt_g2 = getattr(optim, name)(gpu2, **{**kwargs, "lr": 123.0})
+    opt_c2 = getattr(optim, name)(cpu2, **{**kwargs, "lr": 123.0})
+    opt_g2.load_state_dict(sd_g)
+    opt_c2.load_state_dict(sd_g)
+    assert opt_g2.param_groups[0]["lr"] == opt_c2.param_groups[0]["lr"] == kwargs["lr"]
+    for opt, xp in ((opt_g2, cp), (opt_c2, np)):
+        for st in opt.state.values():
+            assert all(isinstance(v, xp.ndarray) for v in st.values() if hasattr(v, "shape") and v.ndim > 0)
+    for grads in stream[3:]:
+        step([(opt_c, cpu), (opt_g, gpu), (opt_g2, gpu2), (opt_c2, cpu2)], grads)
+    for pc, pg, pg2, pc2 in zip(cpu, gpu, gpu2, cpu2):
         assert isinstance(pg.data, cp.ndarray) and pg.data.dtype == np.float32
         np.testing.assert_allclose(cp.asnumpy(pg.data), pc.data, rtol=1e-5, atol=1e-6)
-    sd = opt_g.state_dict()
-    opt_g.load_state_dict(sd)
+        np.testing.assert_array_equal(cp.asnumpy(pg2.data), cp.asnumpy(pg.data))
+        np.testing.assert_allclose(pc2.data, cp.asnumpy(pg.data), rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- the compiled SGD step
