@@ -5,6 +5,7 @@ import pytest
 
 import cnnlab
 import cnnlab.functional as F
+from cnnlab import kernels
 from harness import check_op, torch
 from helpers import naive_pool
 
@@ -77,6 +78,44 @@ def test_max_pool_ties_route_to_one_winner_and_overlaps_accumulate():
     y = cnnlab.tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
     F.max_pool2d(y, 2).sum().backward()
     np.testing.assert_array_equal(y.grad.numpy(), t.grad.numpy())
+
+
+def _naive_max_pool_grad(x, kernel, stride, padding, g):
+    """Each output's gradient to the first position (C order within the window) holding its window's
+    maximum; padding never wins; overlapping windows add up."""
+    d = x.ndim - 2
+    dx = np.zeros_like(x)
+    for n, c in np.ndindex(*x.shape[:2]):
+        for o in np.ndindex(*g.shape[2:]):
+            best, where = -np.inf, None
+            for j in np.ndindex(*kernel):
+                pos = tuple(o[i] * stride[i] + j[i] - padding[i] for i in range(d))
+                if all(0 <= pos[i] < x.shape[2 + i] for i in range(d)) and x[(n, c) + pos] > best:
+                    best, where = x[(n, c) + pos], pos
+            dx[(n, c) + where] += g[(n, c) + o]
+    return dx
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_tied_windows_send_the_gradient_to_the_first_maximum_on_every_path(d, compiled):
+    """Windows of equal values (0/1 inputs), overlapping and padded: the definition, PyTorch's CPU
+    kernel, and both cnnlab paths (the compiled 2-D loops and the NumPy one) pick the first maximum."""
+    rng = np.random.default_rng(d)
+    x = rng.integers(0, 2, size=(2, 2) + (5,) * d).astype(np.float64)
+    k, s, p = (3,) * d, (1,) * d, (1,) * d
+    with kernels.compiled(compiled):
+        t = cnnlab.tensor(x, requires_grad=True)
+        out = MAX[d](t, k, s, p)
+        g = rng.standard_normal(out.shape)
+        out.backward(g)
+    tt = torch.tensor(x, requires_grad=True)
+    tout = TMAX[d](tt, k, s, p)
+    tout.backward(torch.tensor(g))
+    np.testing.assert_array_equal(out.numpy(), naive_pool(x, k, s, p, "max"))
+    np.testing.assert_array_equal(out.numpy(), tout.detach().numpy())
+    np.testing.assert_allclose(t.grad.numpy(), _naive_max_pool_grad(x, k, s, p, g), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_l2_pooling_is_the_articles_definition():
