@@ -158,6 +158,26 @@ def test_no_grad_and_detach():
         y.sum().backward()
 
 
+def test_enable_grad_inside_no_grad_and_nesting():
+    x = cnnlab.tensor(np.ones(3), requires_grad=True)
+    assert cnnlab.is_grad_enabled()
+    with cnnlab.no_grad():
+        assert not cnnlab.is_grad_enabled()
+        with cnnlab.enable_grad():
+            assert cnnlab.is_grad_enabled()
+            y = x * 2  # recorded
+        assert not cnnlab.is_grad_enabled()  # restored to the enclosing state
+        z = x * 2
+    assert cnnlab.is_grad_enabled()
+    assert y.requires_grad and not y.is_leaf and not z.requires_grad
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])
+    with pytest.raises(KeyError):  # an exception inside still restores the state
+        with cnnlab.no_grad():
+            raise KeyError
+    assert cnnlab.is_grad_enabled()
+
+
 def test_backward_errors():
     x = cnnlab.tensor(np.ones(3), requires_grad=True)
     with pytest.raises(RuntimeError, match="one-element"):

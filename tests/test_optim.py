@@ -136,6 +136,40 @@ def test_rmsprop_by_hand(momentum, centered):
             np.testing.assert_allclose(p.data.ravel(), r, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", dict(lr=0.05)),
+                                         ("RMSprop", dict(lr=0.01, centered=True))])
+def test_step_with_a_closure(name, kwargs):
+    """step(closure) evaluates the closure with gradients on (even inside no_grad, as PyTorch does),
+    updates from the gradients it made and returns its loss: three steps against torch's."""
+    rng = np.random.default_rng(0)
+    x, y, w0 = rng.standard_normal((6, 3)), rng.standard_normal(6), rng.standard_normal(3)
+    w, tw = nn.Parameter(w0.copy()), torch.tensor(w0.copy(), requires_grad=True)
+    opt, topt = getattr(optim, name)([w], **kwargs), getattr(torch.optim, name)([tw], **kwargs)
+    calls = []
+
+    def closure():
+        calls.append(cnnlab.is_grad_enabled())
+        opt.zero_grad()
+        loss = ((cnnlab.tensor(x) @ w - cnnlab.tensor(y)) ** 2).mean()
+        loss.backward()
+        return loss
+
+    def tclosure():
+        topt.zero_grad()
+        loss = ((torch.tensor(x) @ tw - torch.tensor(y)) ** 2).mean()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        with cnnlab.no_grad():
+            loss = opt.step(closure)
+        tloss = topt.step(tclosure)
+        assert isinstance(loss, cnnlab.Tensor) and loss.item() == pytest.approx(tloss.item(), rel=1e-12)
+        np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-12, atol=1e-14)
+    assert calls == [True] * 3 and cnnlab.is_grad_enabled()  # on in the closure, restored after
+    assert opt.step() is None  # without a closure: no loss
+
+
 # ----------------------------------------------------------------------------- Nielsen's L2
 def test_nielsen_l2_one_step_by_hand():
     rng = np.random.default_rng(0)
@@ -331,6 +365,59 @@ def test_bad_hyperparameters_raise(make, argname):
 def test_bad_scheduler_arguments_raise(make, argname):
     with pytest.raises(ValueError, match=argname):
         make(optim.SGD(_p(), lr=0.1))
+
+
+# ----------------------------------------------------------------------------- the base classes
+def test_an_optimizer_of_ones_own_from_the_base_class():
+    """Optimizer gives a subclass its groups, defaults, state, zero_grad and (de)serialisation;
+    the subclass writes the update (here sign descent) and may validate its settings."""
+
+    class SignSGD(optim.Optimizer):
+        def __init__(self, params, lr=0.1):
+            super().__init__(params, dict(lr=lr))
+
+        def _validate_group(self, group):
+            if group["lr"] <= 0:
+                raise ValueError("lr must be positive")
+
+        def _update_group(self, group):
+            for p in group["params"]:
+                if p.grad is not None:
+                    self.state.setdefault(p, {"steps": 0})["steps"] += 1
+                    p.data -= group["lr"] * np.sign(p.grad.data)
+
+    a, b = nn.Parameter(np.array([1.0, -1.0])), nn.Parameter(np.array([3.0]))
+    opt = SignSGD([{"params": [a]}, {"params": [b], "lr": 0.5}])
+    assert isinstance(opt, optim.Optimizer) and [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+    _feed([a, b], [np.array([2.0, -0.1]), np.array([-4.0])])
+    opt.step()
+    np.testing.assert_allclose(a.data, [0.9, -0.9])
+    np.testing.assert_allclose(b.data, [3.5])
+    assert opt.state_dict()["state"] == {0: {"steps": 1}, 1: {"steps": 1}}
+    opt.zero_grad()
+    assert a.grad is None
+    with pytest.raises(ValueError, match="positive"):
+        SignSGD([a], lr=-1.0)
+
+
+def test_a_scheduler_of_ones_own_from_the_base_class():
+    """LRScheduler writes get_lr()'s values into the groups at construction (step 0) and each step."""
+
+    class Warmup(optim.LRScheduler):
+        def get_lr(self):
+            return [base * min(1.0, (self.last_epoch + 1) / 4) for base in self.base_lrs]
+
+    opt = optim.SGD([{"params": _p(), "lr": 0.4}, {"params": _p(), "lr": 0.8}], lr=0.1)
+    sched = Warmup(opt)
+    seen = [sched.get_last_lr()]
+    for _ in range(4):
+        sched.step()
+        seen.append([g["lr"] for g in opt.param_groups])
+    np.testing.assert_allclose(seen, [[0.1, 0.2], [0.2, 0.4], [0.3, 0.6], [0.4, 0.8], [0.4, 0.8]])
+    with pytest.raises(TypeError, match="not a cnnlab Optimizer"):
+        Warmup(object())
+    with pytest.raises(TypeError, match="not a cnnlab Optimizer"):
+        optim.StepLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), step_size=1)
 
 
 # ----------------------------------------------------------------------------- schedulers

@@ -1,6 +1,7 @@
 """The command line as a new user meets it: dry runs, summaries, predictions, errors."""
 
 import json
+import math
 import re
 import shutil
 
@@ -337,6 +338,39 @@ def test_every_optimizer_trains_and_nielsens_l2_is_refused_where_it_would_be_ign
     assert res["config"]["momentum"] == 0.5
     with pytest.raises(ValueError, match="adam has no momentum"):
         train_run("article", dry_run=True, progress=False, log=None, optimizer="adam", momentum=0.5)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "constant"])
+def test_train_schedules(schedule, monkeypatch, capsys):
+    """`train --schedule`: the lr after each scheduler step of a dry run (1 epoch of 5 batches), by
+    the schedules' definitions: cosine per batch over all 5, lr (1 + cos(pi k / 5)) / 2; step per
+    epoch, gamma 0.1 every max(epochs // 3, 1) epochs; constant never steps."""
+    import cnnlab.cli
+
+    lrs, built = [], []
+    real = cnnlab.cli.make_scheduler
+
+    def recording(name, optimizer, *args):
+        sched, per_batch = real(name, optimizer, *args)
+        built.append((sched, per_batch))
+        if sched is not None:
+            step = sched.step
+            sched.step = lambda: (step(), lrs.append(optimizer.param_groups[0]["lr"]))
+        return sched, per_batch
+
+    monkeypatch.setattr(cnnlab.cli, "make_scheduler", recording)
+    assert main(["train", "--model", "article", "--schedule", schedule, "--lr", "0.2", "--dry-run",
+                 "--no-progress"]) == 0
+    assert f"lr 0.2 ({schedule})" in capsys.readouterr().out
+    (sched, per_batch), = built
+    if schedule == "cosine":
+        assert type(sched) is optim.CosineAnnealingLR and per_batch
+        assert lrs == pytest.approx([0.2 * (1 + math.cos(math.pi * k / 5)) / 2 for k in range(1, 6)], abs=1e-15)
+    elif schedule == "step":
+        assert type(sched) is optim.StepLR and not per_batch
+        assert lrs == pytest.approx([0.02], rel=1e-15)
+    else:
+        assert sched is None and lrs == []
 
 
 def test_elastic_flags(capsys):

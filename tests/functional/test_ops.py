@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import cnnlab
+import cnnlab.functional as F
 from harness import check_op
 
 # ----------------------------------------------------------------------------- the definitions
@@ -389,6 +390,31 @@ def test_elementwise(name, op, definition):
     if name.startswith("clamp"):
         x[np.min(np.abs(x[..., None] - np.array([-0.5, 0.7, 0.2, -0.1])), axis=-1) < 0.05] = 1.5
     check_op(op, [x], _vec(definition), op)
+
+
+FUNCTIONAL = [  # the cnnlab.functional spelling of elementwise operations, against torch's
+    ("abs", F.abs, torch.abs, lambda v: abs(v)),
+    ("exp", F.exp, torch.exp, math.exp),
+    ("log", F.log, torch.log, math.log),
+    ("sqrt", F.sqrt, torch.sqrt, math.sqrt),
+    ("clamp", lambda t: F.clamp(t, -0.5, 0.5), lambda t: torch.clamp(t, -0.5, 0.5), lambda v: min(max(v, -0.5), 0.5)),
+    ("clamp_min", lambda t: F.clamp(t, min=0.1), lambda t: torch.clamp(t, min=0.1), lambda v: max(v, 0.1)),
+]
+
+
+@pytest.mark.parametrize("name,fn,tfn,definition", FUNCTIONAL, ids=[f[0] for f in FUNCTIONAL])
+def test_functional_forms(name, fn, tfn, definition):
+    x = np.random.default_rng(8).uniform(0.2, 2.0, (4, 3)) * (1 if name in ("log", "sqrt") else
+                                                              np.array([1, -1, 1]))
+    x[np.abs(np.abs(x) - 0.5) < 0.05] = 1.5  # off clamp's bounds
+    x[np.abs(x - 0.1) < 0.05] = 1.5
+    check_op(fn, [x], _vec(definition), tfn)
+
+
+def test_functional_matmul():
+    check_op(F.matmul, [(2, 3, 4), (4, 5)], _naive_matmul, torch.matmul)
+    with pytest.raises(ValueError, match="do not match"):
+        F.matmul(cnnlab.tensor(np.ones((2, 3))), cnnlab.tensor(np.ones((2, 3))))
 
 
 def test_gradients_at_the_kinks_follow_pytorch():
