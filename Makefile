@@ -21,8 +21,9 @@ $(TEST): $(BASE)
 train: $(BASE)
 	$(VENV)/bin/cnnlab train
 
-## Create the environment, install cnnlab with its test extra, run the tests.
+## Create the environment, install cnnlab with its test extra, lint, run the tests.
 test: $(TEST)
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -n 2 -q
 
 ## Speed and memory against PyTorch, side by side in one process.

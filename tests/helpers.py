@@ -1,4 +1,5 @@
-"""Shared test machinery: naive references, finite differences, PyTorch comparison."""
+"""Naive references shared by several test files (convolution, pooling), written straight from
+the definitions. The checks themselves live in harness.py (re-exported here for older imports)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import itertools
 
 import numpy as np
 
-import cnnlab
-from cnnlab.numerical import relative_error as rel_error  # noqa: F401 - the tests' name for it
-
-try:  # PyTorch is an optional reference: its tests skip cleanly without it.
-    import torch
-except ImportError:  # pragma: no cover
-    torch = None
+from harness import (  # noqa: F401 - the names test files import from here
+    check_against_torch,
+    check_gradients,
+    cnn_forward_backward,
+    rel_error,
+    torch,
+)
 
 
 # ----------------------------------------------------------------------------- naive references
@@ -66,38 +67,25 @@ def naive_pool(x, kernel, stride, padding, mode, p=2):
     return out
 
 
-# ----------------------------------------------------------------------------- finite differences
-def cnn_forward_backward(fn, arrays, upstream, requires=None):
-    """Run fn on cnnlab tensors; return (output array, [grad arrays])."""
-    requires = requires or [True] * len(arrays)
-    ts = [cnnlab.tensor(a.copy(), requires_grad=r) for a, r in zip(arrays, requires)]
-    out = fn(*ts)
-    out.backward(cnnlab.tensor(upstream))
-    return out.numpy(), [t.grad.numpy() if t.grad is not None else None for t in ts]
+# ----------------------------------------------------------------------------- the GPU
+def cuda():
+    """(cupy, "") when CuPy is installed and sees a GPU; (None, why) when CuPy is not installed or no
+    GPU is present, for a clean skip. Anything else (CuPy installed but failing to import, a CUDA
+    error other than "no device", a driver that does not load while NVIDIA devices exist) is raised:
+    on a GPU machine a broken CuPy must fail the GPU tests loudly, not skip them."""
+    import importlib.util  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
 
+    if importlib.util.find_spec("cupy") is None:
+        return None, "CuPy is not installed"
+    import cupy  # noqa: PLC0415 - installed: an import error here is a real failure
 
-def check_gradients(fn, arrays, seed=0, eps=1e-6, tol=1e-7):
-    """float64 finite-difference check of every input's gradient (``cnnlab.gradcheck``, which
-    tests/test_gradcheck.py shows catching wrong backward passes); returns the worst error."""
-    errors = cnnlab.gradcheck(fn, [np.asarray(a, dtype=np.float64) for a in arrays], eps=eps, tol=tol, seed=seed)
-    return max(errors.values())
-
-
-def check_against_torch(fn, torch_fn, arrays, dtype=np.float64, seed=0, rtol=None):
-    """Forward and every input gradient of a cnnlab op against the same PyTorch op."""
-    rtol = rtol if rtol is not None else (1e-10 if dtype == np.float64 else 1e-4)
-    rng = np.random.default_rng(seed)
-    arrays = [np.asarray(a, dtype=dtype) for a in arrays]
-    tt = [torch.tensor(a, requires_grad=True) for a in arrays]
-    tout = torch_fn(*tt)
-    upstream = rng.standard_normal(tuple(tout.shape)).astype(dtype)
-    tout.backward(torch.tensor(upstream))
-    out, grads = cnn_forward_backward(fn, arrays, upstream)
-    assert out.dtype == dtype, f"output dtype {out.dtype}, expected {dtype}"
-    assert out.shape == tuple(tout.shape), f"shape {out.shape} vs torch {tuple(tout.shape)}"
-    err = rel_error(out, tout.detach().numpy())
-    assert err < rtol, f"forward relative error {err:.3g} >= {rtol}"
-    for i, (g, t) in enumerate(zip(grads, tt)):
-        err = rel_error(g, t.grad.numpy())
-        assert err < rtol, f"gradient of input {i}: relative error {err:.3g} >= {rtol}"
-        assert g.dtype == dtype
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError as exc:
+        no_device = exc.status == 100  # cudaErrorNoDevice
+        no_driver = exc.status == 35 and not any(Path("/dev").glob("nvidia[0-9]*"))  # InsufficientDriver
+        if no_device or no_driver:
+            return None, f"no CUDA GPU ({exc})"
+        raise
+    return (cupy, "") if count > 0 else (None, "no CUDA GPU")

@@ -5,7 +5,7 @@ import pytest
 
 import cnnlab
 from cnnlab import Tensor
-from helpers import check_against_torch, check_gradients, torch
+from harness import check_gradients, check_op, torch
 
 rng = np.random.default_rng(0)
 A = rng.standard_normal((3, 4))
@@ -31,20 +31,19 @@ UNARY = [
 
 
 @pytest.mark.parametrize("name,fn", BINARY, ids=[b[0] for b in BINARY])
-def test_binary_gradients_with_broadcasting(name, fn):
-    check_gradients(fn, [P, B + 3.0])
+def test_binary_with_broadcasting(name, fn):
+    """The lambdas are plain arithmetic: on NumPy arrays they are the definition, on torch tensors PyTorch."""
+    check_op(fn, [P, B + 3.0], fn, fn)
+
+
+def test_matmul_against_torch():
+    check_op(lambda a, b: a @ b, [P, B + 3.0], lambda a, b: a @ b, lambda a, b: a @ b)
 
 
 @pytest.mark.parametrize("name,fn", UNARY, ids=[u[0] for u in UNARY])
-def test_unary_gradients(name, fn):
-    check_gradients(fn, [A + 0.01 * np.arange(12).reshape(3, 4)])
-
-
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
-@pytest.mark.parametrize("name,fn", BINARY + [("matmul", lambda a, b: a @ b)], ids=[b[0] for b in BINARY] + ["matmul"])
-def test_binary_against_torch(name, fn):
-    for dtype in (np.float64, np.float32):
-        check_against_torch(fn, fn, [P, B + 3.0], dtype=dtype)
+def test_unary_graphs(name, fn):
+    """Finite differences and PyTorch (the same method calls) on graphs of one to three operators."""
+    check_op(fn, [A + 0.01 * np.arange(12).reshape(3, 4)], None, fn)
 
 
 def test_matmul_shapes():
@@ -159,6 +158,26 @@ def test_no_grad_and_detach():
         y.sum().backward()
 
 
+def test_enable_grad_inside_no_grad_and_nesting():
+    x = cnnlab.tensor(np.ones(3), requires_grad=True)
+    assert cnnlab.is_grad_enabled()
+    with cnnlab.no_grad():
+        assert not cnnlab.is_grad_enabled()
+        with cnnlab.enable_grad():
+            assert cnnlab.is_grad_enabled()
+            y = x * 2  # recorded
+        assert not cnnlab.is_grad_enabled()  # restored to the enclosing state
+        z = x * 2
+    assert cnnlab.is_grad_enabled()
+    assert y.requires_grad and not y.is_leaf and not z.requires_grad
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])
+    with pytest.raises(KeyError):  # an exception inside still restores the state
+        with cnnlab.no_grad():
+            raise KeyError
+    assert cnnlab.is_grad_enabled()
+
+
 def test_backward_errors():
     x = cnnlab.tensor(np.ones(3), requires_grad=True)
     with pytest.raises(RuntimeError, match="one-element"):
@@ -184,9 +203,9 @@ def test_max_with_dim_gives_values_and_indices():
     values, indices = t.max(1)
     assert values.tolist() == [5.0, 7.0] and indices.tolist() == [1, 0]
     assert t.min(dim=0).indices.tolist() == [0, 1, 1]
-    if torch is not None:
-        tt = torch.tensor(t.numpy())
-        assert tt.max(1).indices.tolist() == indices.tolist()
+    assert t.min(dim=0).values.tolist() == [1.0, 2.0, 3.0]
+    tt = torch.tensor(t.numpy())
+    assert tt.max(1).indices.tolist() == indices.tolist()
 
 
 def test_tensor_copies_like_torch_tensor():

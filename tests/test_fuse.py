@@ -60,7 +60,7 @@ def test_every_zoo_model_computes_the_same_bits_fused(name):
     full, partial = nn.fuse(model), nn.fuse(model, patterns=NO_BN_RELU)
     has_bn_relu = any(isinstance(m, nn.BatchNormReLU) for m in full.modules())
     assert has_bn_relu == any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
-    assert any(isinstance(m, FusedModule) for m in full.modules()) or name == "nielsen-fc"  # FC layers only
+    assert any(isinstance(m, nn.FusedModule) for m in full.modules()) or name == "nielsen-fc"  # FC layers only
     for training in (True, False):
         model.train(training)
         ref = _run(model, params, x, y)

@@ -1,7 +1,7 @@
 """cnnlab.gradcheck: it passes correct backward passes and catches wrong ones, with a clear message.
 
-Every operator's finite-difference test (tests/helpers.check_gradients) goes through it, so these
-tests show that those checks can fail.
+Every operator's finite-difference test (tests/harness.py: check_op, check_gradients) goes through
+it, so these tests show that those checks can fail.
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import cnnlab
 from cnnlab import nn, optim
+from helpers import cuda
 
 SHAPES = [(4, 3, 3, 3), (4,), (5, 7)]  # a conv weight, a bias, a linear weight
 
@@ -34,7 +36,6 @@ def _feed(params, grads):
 
 
 def _compare_with_torch(name, kwargs, dtype, rtol, atol, steps=10):
-    torch = pytest.importorskip("torch")
     inits = _inits(dtype)
     ours = _params(inits)
     theirs = [torch.tensor(a.copy(), requires_grad=True) for a in inits]
@@ -135,6 +136,40 @@ def test_rmsprop_by_hand(momentum, centered):
             np.testing.assert_allclose(p.data.ravel(), r, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", dict(lr=0.05)),
+                                         ("RMSprop", dict(lr=0.01, centered=True))])
+def test_step_with_a_closure(name, kwargs):
+    """step(closure) evaluates the closure with gradients on (even inside no_grad, as PyTorch does),
+    updates from the gradients it made and returns its loss: three steps against torch's."""
+    rng = np.random.default_rng(0)
+    x, y, w0 = rng.standard_normal((6, 3)), rng.standard_normal(6), rng.standard_normal(3)
+    w, tw = nn.Parameter(w0.copy()), torch.tensor(w0.copy(), requires_grad=True)
+    opt, topt = getattr(optim, name)([w], **kwargs), getattr(torch.optim, name)([tw], **kwargs)
+    calls = []
+
+    def closure():
+        calls.append(cnnlab.is_grad_enabled())
+        opt.zero_grad()
+        loss = ((cnnlab.tensor(x) @ w - cnnlab.tensor(y)) ** 2).mean()
+        loss.backward()
+        return loss
+
+    def tclosure():
+        topt.zero_grad()
+        loss = ((torch.tensor(x) @ tw - torch.tensor(y)) ** 2).mean()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        with cnnlab.no_grad():
+            loss = opt.step(closure)
+        tloss = topt.step(tclosure)
+        assert isinstance(loss, cnnlab.Tensor) and loss.item() == pytest.approx(tloss.item(), rel=1e-12)
+        np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-12, atol=1e-14)
+    assert calls == [True] * 3 and cnnlab.is_grad_enabled()  # on in the closure, restored after
+    assert opt.step() is None  # without a closure: no loss
+
+
 # ----------------------------------------------------------------------------- Nielsen's L2
 def test_nielsen_l2_one_step_by_hand():
     rng = np.random.default_rng(0)
@@ -163,7 +198,6 @@ def test_nielsen_l2_does_not_decay_biases():
 
 
 def test_nielsen_l2_equals_weight_decay_on_weights_against_torch():
-    torch = pytest.importorskip("torch")
     inits = _inits(np.float64)
     ours = _params(inits)
     theirs = [torch.tensor(a.copy(), requires_grad=True) for a in inits]
@@ -333,6 +367,59 @@ def test_bad_scheduler_arguments_raise(make, argname):
         make(optim.SGD(_p(), lr=0.1))
 
 
+# ----------------------------------------------------------------------------- the base classes
+def test_an_optimizer_of_ones_own_from_the_base_class():
+    """Optimizer gives a subclass its groups, defaults, state, zero_grad and (de)serialisation;
+    the subclass writes the update (here sign descent) and may validate its settings."""
+
+    class SignSGD(optim.Optimizer):
+        def __init__(self, params, lr=0.1):
+            super().__init__(params, dict(lr=lr))
+
+        def _validate_group(self, group):
+            if group["lr"] <= 0:
+                raise ValueError("lr must be positive")
+
+        def _update_group(self, group):
+            for p in group["params"]:
+                if p.grad is not None:
+                    self.state.setdefault(p, {"steps": 0})["steps"] += 1
+                    p.data -= group["lr"] * np.sign(p.grad.data)
+
+    a, b = nn.Parameter(np.array([1.0, -1.0])), nn.Parameter(np.array([3.0]))
+    opt = SignSGD([{"params": [a]}, {"params": [b], "lr": 0.5}])
+    assert isinstance(opt, optim.Optimizer) and [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+    _feed([a, b], [np.array([2.0, -0.1]), np.array([-4.0])])
+    opt.step()
+    np.testing.assert_allclose(a.data, [0.9, -0.9])
+    np.testing.assert_allclose(b.data, [3.5])
+    assert opt.state_dict()["state"] == {0: {"steps": 1}, 1: {"steps": 1}}
+    opt.zero_grad()
+    assert a.grad is None
+    with pytest.raises(ValueError, match="positive"):
+        SignSGD([a], lr=-1.0)
+
+
+def test_a_scheduler_of_ones_own_from_the_base_class():
+    """LRScheduler writes get_lr()'s values into the groups at construction (step 0) and each step."""
+
+    class Warmup(optim.LRScheduler):
+        def get_lr(self):
+            return [base * min(1.0, (self.last_epoch + 1) / 4) for base in self.base_lrs]
+
+    opt = optim.SGD([{"params": _p(), "lr": 0.4}, {"params": _p(), "lr": 0.8}], lr=0.1)
+    sched = Warmup(opt)
+    seen = [sched.get_last_lr()]
+    for _ in range(4):
+        sched.step()
+        seen.append([g["lr"] for g in opt.param_groups])
+    np.testing.assert_allclose(seen, [[0.1, 0.2], [0.2, 0.4], [0.3, 0.6], [0.4, 0.8], [0.4, 0.8]])
+    with pytest.raises(TypeError, match="not a cnnlab Optimizer"):
+        Warmup(object())
+    with pytest.raises(TypeError, match="not a cnnlab Optimizer"):
+        optim.StepLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), step_size=1)
+
+
 # ----------------------------------------------------------------------------- schedulers
 SCHED_CASES = [
     ("StepLR", dict(step_size=7, gamma=0.5)),
@@ -348,7 +435,6 @@ SCHED_CASES = [
 
 @pytest.mark.parametrize("name,kwargs", SCHED_CASES, ids=[f"{n}-{k}" for n, k in SCHED_CASES])
 def test_scheduler_matches_torch(name, kwargs):
-    torch = pytest.importorskip("torch")
     ours = optim.SGD([{"params": _p(), "lr": 0.1}, {"params": _p(), "lr": 0.02}], lr=0.1, momentum=0.9)
     tp = [torch.zeros(2, 2, requires_grad=True) for _ in range(2)]
     theirs = torch.optim.SGD([{"params": tp[:1], "lr": 0.1}, {"params": tp[1:], "lr": 0.02}],
@@ -413,31 +499,62 @@ def test_scheduler_drives_the_optimizer_step():
 
 
 # ----------------------------------------------------------------------------- GPU
+GPU_CASES = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+             ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)),
+             ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=0.01)),
+             ("AdamW", dict(lr=1e-2))]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
-                                         ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)),
-                                         ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=0.01)),
-                                         ("AdamW", dict(lr=1e-2))])
-def test_gpu_matches_cpu(name, kwargs):
-    cp = pytest.importorskip("cupy")
-    try:
-        cp.cuda.runtime.getDeviceCount()
-    except Exception:  # pragma: no cover - depends on the machine
-        pytest.skip("no usable GPU")
+@pytest.mark.parametrize("name,kwargs", GPU_CASES, ids=[c[0] for c in GPU_CASES])
+def test_gpu_matches_cpu_and_its_state_moves_between_devices(name, kwargs):
+    """On CuPy: the same updates as on the CPU, state kept on the GPU in the parameter's dtype, and a
+    GPU state dict resumed by a fresh GPU optimizer (bit for bit) and by a CPU one (state moved to
+    NumPy, same values)."""
+    cp, why = cuda()
+    if cp is None:
+        pytest.skip(why)
+    stream = _grad_stream(np.float32, 5)
     cpu = _params(_inits(np.float32))
     gpu = [nn.Parameter(cp.asarray(p.data)) for p in cpu]
     opt_c, opt_g = getattr(optim, name)(cpu, **kwargs), getattr(optim, name)(gpu, **kwargs)
-    for grads in _grad_stream(np.float32, 5):
-        _feed(cpu, grads)
-        for p, g in zip(gpu, grads):
-            p.grad = cnnlab.Tensor(cp.asarray(g))
-        opt_c.step()
-        opt_g.step()
-    for pc, pg in zip(cpu, gpu):
+
+    def step(opts_params, grads):
+        for opt, params in opts_params:
+            xp = cp if isinstance(params[0].data, cp.ndarray) else np
+            for p, g in zip(params, grads):
+                p.grad = cnnlab.Tensor(xp.asarray(g))
+            opt.step()
+
+    for grads in stream[:3]:
+        step([(opt_c, cpu), (opt_g, gpu)], grads)
+    for p in gpu:
+        for v in opt_g.state[p].values():
+            if hasattr(v, "shape") and v.ndim > 0:
+                assert isinstance(v, cp.ndarray) and v.dtype == np.float32
+    sd_g, sd_c = opt_g.state_dict(), opt_c.state_dict()
+    assert sd_g["state"].keys() == sd_c["state"].keys() and sd_g["state"]
+    for k in sd_c["state"]:
+        for n, v in sd_c["state"][k].items():
+            np.testing.assert_allclose(cp.asnumpy(cp.asarray(sd_g["state"][k][n])), v, rtol=1e-5, atol=1e-6)
+
+    gpu2 = [nn.Parameter(p.data.copy()) for p in gpu]
+    cpu2 = [nn.Parameter(cp.asnumpy(p.data)) for p in gpu]
+    opt_g2 = getattr(optim, name)(gpu2, **{**kwargs, "lr": 123.0})
+    opt_c2 = getattr(optim, name)(cpu2, **{**kwargs, "lr": 123.0})
+    opt_g2.load_state_dict(sd_g)
+    opt_c2.load_state_dict(sd_g)
+    assert opt_g2.param_groups[0]["lr"] == opt_c2.param_groups[0]["lr"] == kwargs["lr"]
+    for opt, xp in ((opt_g2, cp), (opt_c2, np)):
+        for st in opt.state.values():
+            assert all(isinstance(v, xp.ndarray) for v in st.values() if hasattr(v, "shape") and v.ndim > 0)
+    for grads in stream[3:]:
+        step([(opt_c, cpu), (opt_g, gpu), (opt_g2, gpu2), (opt_c2, cpu2)], grads)
+    for pc, pg, pg2, pc2 in zip(cpu, gpu, gpu2, cpu2):
         assert isinstance(pg.data, cp.ndarray) and pg.data.dtype == np.float32
         np.testing.assert_allclose(cp.asnumpy(pg.data), pc.data, rtol=1e-5, atol=1e-6)
-    sd = opt_g.state_dict()
-    opt_g.load_state_dict(sd)
+        np.testing.assert_array_equal(cp.asnumpy(pg2.data), cp.asnumpy(pg.data))
+        np.testing.assert_allclose(pc2.data, cp.asnumpy(pg.data), rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- the compiled SGD step

@@ -44,8 +44,12 @@ def test_short_reproduction_writes_results(tmp_path):
     assert any(line.startswith("  [fc] epoch   1/1") for line in lines)
     assert any(line.startswith("  [conv1] epoch   1/1") for line in lines)
     assert not rep["full_run"]
+    # one epoch on 2,000 images, measured on the 10,000 test images: fc 0.8230, conv1 0.5071 (its
+    # sigmoid convolutions learn slowly). +-0.02 (200 images) leaves room for other CPUs' and BLAS
+    # libraries' rounding; a row trained wrongly lands far outside (chance is 0.10)
+    measured = {"fc": 0.8230, "conv1": 0.5071}
     for r in rep["table"]:
-        assert 0.5 < r["ours"] < 1.0
+        assert r["ours"] == pytest.approx(measured[r["row"]], abs=0.02), r
         assert r["difference_points"] == pytest.approx(100 * (r["ours"] - r["book"]), abs=0.01)
     # a shortened run has its own files: the full run's table is never replaced by one
     assert not (tmp_path / "nielsen.json").exists()
@@ -66,8 +70,12 @@ def test_pooling_experiment_chooses_on_validation():
                              progress=False, log=None)
     assert set(res["by_pool"]) == {"max", "l2", "avg"}
     best = max(res["by_pool"], key=lambda p: res["by_pool"][p]["validation"])
-    assert res["choice"] == best
-    assert all(0.5 < v["test"] <= 1.0 for v in res["by_pool"].values())
+    assert res["choice"] == best == "l2"  # validation measured: l2 0.846, max 0.815, avg 0.784
+    # test accuracy measured after one epoch on 2,000 images; +-0.02 (200 of the 10,000 test images)
+    # for other machines' rounding, as above
+    measured = {"max": 0.7985, "l2": 0.8316, "avg": 0.7601}
+    for pool, v in res["by_pool"].items():
+        assert v["test"] == pytest.approx(measured[pool], abs=0.02), (pool, v)
 
 
 def test_pooling_variants_build():

@@ -148,3 +148,9 @@ def test_the_same_seed_gives_bitwise_identical_weights():
     a, b = (runs.train(config, save=False, progress=False, log=None) for _ in range(2))
     for (k, x), (_, y) in zip(sorted(a.model.state_dict().items()), sorted(b.model.state_dict().items())):
         np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=k)
+
+
+def test_the_package_names_the_config_type():
+    import cnnlab
+
+    assert cnnlab.TrainConfig is TrainConfig and isinstance(recipes.get("default"), cnnlab.TrainConfig)

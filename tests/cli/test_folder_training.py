@@ -48,11 +48,14 @@ def test_train_evaluate_predict_on_a_folder(shapes, tmp_path, capsys):
     assert acc >= 75.0, out
     assert main(["evaluate", str(run)]) == 0
     assert "accuracy" in capsys.readouterr().out
-    probe = tmp_path / "probe.png"
-    _draw("circle", np.random.default_rng(99), probe)
-    assert main(["predict", str(run), str(probe)]) == 0
-    line = capsys.readouterr().out
-    assert line.split(": ")[1].split()[0] in ("bar", "circle", "cross")
+    # one fresh drawing of each shape, named by the folder it would belong in
+    probes = []
+    for i, kind in enumerate(("bar", "circle", "cross")):
+        probes.append(tmp_path / f"probe-{kind}.png")
+        _draw(kind, np.random.default_rng(99 + i), probes[-1])
+    assert main(["predict", str(run)] + [str(p) for p in probes]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[1].split()[0] for line in lines] == ["bar", "circle", "cross"], lines
 
 
 def test_a_run_records_its_own_normalisation_and_evaluate_uses_it(shapes, tmp_path, capsys):

@@ -170,19 +170,45 @@ def _small_fs(path: Path, size: str):
 
 
 @pytest.fixture
-def full_disk(tmp_path):
-    path = _small_fs(tmp_path / "small", "40k")
+def small_disk(tmp_path):
+    path = _small_fs(tmp_path / "small", "2m")
     yield path
     subprocess.run(["umount", str(path)], check=False)
 
 
-def test_a_full_disk_is_one_line_and_keeps_the_last_whole_epoch(full_disk):
-    # 40 KB takes the run's first files but not the first epoch's weights and state (about 90 KB)
-    code, _, err = finish(cnnlab(*TRAIN, "--out", full_disk / "run"))
+def test_too_little_space_is_named_before_any_work(tmp_path):
+    path = _small_fs(tmp_path / "tiny", "40k")
+    try:
+        code, out, err = finish(cnnlab(*TRAIN, "--out", path / "run"))
+        assert code == 2 and "not enough free space" in err and "epoch" not in out, err
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def test_a_disk_that_fills_during_training_is_one_line_then_resumes(reference, small_disk):
+    """The disk fills up (another program's file) before the first epoch's save: the run stops with
+    one line, keeps no broken file, and once there is room again resumes to the uninterrupted bits."""
+    run = small_disk / "run"
+    proc = cnnlab(*TRAIN, "--out", run, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if line.startswith("cnnlab: training"):
+            break
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # everything that is left
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    code, _, err = finish(proc)
     assert code == 2 and "Traceback" not in err and ("No space left" in err or "cannot write" in err), err
+    assert not [p for p in run.rglob("*.tmp")]  # no half-written file is left
     with pytest.raises(checkpoint.RunError, match="no epoch has finished yet|incomplete"):
-        runs.load(full_disk / "run")
-    assert not [p for p in (full_disk / "run").rglob("*.tmp")]  # no half-written file is left
+        runs.load(run)
+    filler.unlink()
+    _resume_until_done(run)
+    _same(reference, run)
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import kernels
-from helpers import check_against_torch, check_gradients, naive_conv, torch
+from harness import check_op, torch
+from helpers import naive_conv
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -31,44 +32,30 @@ def random_config(rng, d):
     return x, w, b, stride, padding, dilation, groups
 
 
-CASES = [(d, seed) for d in (1, 2, 3) for seed in range(6)]
+# 54 random configurations; each goes through every check of the harness
+CASES = [(d, seed) for d in (1, 2, 3) for seed in (*range(6), *range(100, 106), *range(200, 206))]
+TCONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
 
 
-@pytest.mark.parametrize("d,seed", CASES)
-def test_conv_matches_naive_definition(d, seed):
-    x, w, b, stride, padding, dilation, groups = random_config(np.random.default_rng(seed), d)
-    out = CONV[d](cnnlab.tensor(x), cnnlab.tensor(w), None if b is None else cnnlab.tensor(b),
-                  stride, padding, dilation, groups).numpy()
-    ref = naive_conv(x, w, b, stride, padding, dilation, groups)
-    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("d,seed", CASES)
-def test_conv_gradients_finite_differences(d, seed):
-    x, w, b, stride, padding, dilation, groups = random_config(np.random.default_rng(100 + seed), d)
+def _conv_check(d, x, w, b, stride, padding, dilation, groups):
+    """The definition, float64 finite differences and PyTorch (float64 and float32) via the harness."""
     args = [x, w] + ([b] if b is not None else [])
 
     def fn(*t):
         return CONV[d](t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation, groups)
 
-    check_gradients(fn, args)
-
-
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("d,seed", CASES)
-def test_conv_against_torch(d, seed, dtype):
-    x, w, b, stride, padding, dilation, groups = random_config(np.random.default_rng(200 + seed), d)
-    tconv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[d]
-    args = [x, w] + ([b] if b is not None else [])
-
-    def fn(*t):
-        return CONV[d](t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation, groups)
+    def ref(*a):
+        return naive_conv(a[0], a[1], a[2] if len(a) > 2 else None, stride, padding, dilation, groups)
 
     def tfn(*t):
-        return tconv(t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation, groups)
+        return TCONV[d](t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation, groups)
 
-    check_against_torch(fn, tfn, args, dtype=dtype)
+    check_op(fn, args, ref, tfn)
+
+
+@pytest.mark.parametrize("d,seed", CASES)
+def test_conv(d, seed):
+    _conv_check(d, *random_config(np.random.default_rng(seed), d))
 
 
 NHWC_CASES = list(range(8))
@@ -90,20 +77,7 @@ def test_channels_last_conv2d_path(seed, monkeypatch):
     monkeypatch.setattr(kernels.policy, "NHWC_MIN_RUN", 1)
     x, w, b, stride, padding, dilation = _nhwc_config(seed)
     assert kernels.use_nhwc(x, w.shape, 1)
-    args = [x, w] + ([b] if b is not None else [])
-
-    def fn(*t):
-        return F.conv2d(t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation)
-
-    out = fn(*[cnnlab.tensor(a) for a in args]).numpy()
-    np.testing.assert_allclose(out, naive_conv(x, w, b, stride, padding, dilation, 1), rtol=1e-10, atol=1e-12)
-    check_gradients(fn, args)
-    if torch is not None:
-        def tfn(*t):
-            return torch.nn.functional.conv2d(t[0], t[1], t[2] if len(t) > 2 else None, stride, padding, dilation)
-
-        for dtype in (np.float64, np.float32):
-            check_against_torch(fn, tfn, args, dtype=dtype)
+    _conv_check(2, x, w, b, stride, padding, dilation, 1)
 
 
 @settings(max_examples=25, deadline=None)

@@ -9,7 +9,8 @@ import cnnlab
 import cnnlab.functional as F
 from cnnlab import kernels, nn
 from cnnlab.functional.fused import ConvActAvgPool, ConvMaxPoolAct
-from helpers import check_against_torch, check_gradients, naive_conv, naive_pool, torch
+from harness import check_op, torch
+from helpers import naive_conv, naive_pool
 
 ACT = {None: lambda a: a, "relu": lambda a: np.maximum(a, 0), "tanh": np.tanh,
        "sigmoid": lambda a: 1 / (1 + np.exp(-a))}
@@ -63,25 +64,20 @@ def _arrays(case, seed, dtype=np.float64):
             rng.standard_normal(ws[0]).astype(dtype)]
 
 
-@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
-def test_fused_matches_naive_definition(case):
-    x, w, b = _arrays(case, 0)
+def _naive(case, kind):
+    """The definitions one after the other: conv -> max-pool -> act, or conv -> act -> average pool."""
     _, _, (s, p, dl, g), (pk, ps, pp), act = case
-    out = _call(case, True)(*[cnnlab.tensor(a) for a in (x, w, b)])
-    assert out._ctx is not None and isinstance(out._ctx, ConvMaxPoolAct) or not out.requires_grad
-    ref = ACT[act](naive_pool(naive_conv(x, w, b, (s, s), (p, p), (dl, dl), g), (pk, pk), (ps, ps), (pp, pp), "max"))
-    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
+
+    def ref(x, w, b):
+        conv = naive_conv(x, w, b, (s, s), (p, p), (dl, dl), g)
+        if kind == "max":
+            return ACT[act](naive_pool(conv, (pk, pk), (ps, ps), (pp, pp), "max"))
+        return naive_pool(ACT[act](conv), (pk, pk), (ps, ps), (pp, pp), "avg")
+
+    return ref
 
 
-@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
-def test_fused_gradients_finite_differences(case):
-    check_gradients(_call(case, True), _arrays(case, 1))
-
-
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("kind,case", BOTH, ids=BOTH_IDS)
-def test_fused_against_torch(kind, case, dtype):
+def _torch(case, kind):
     _, _, (s, p, dl, g), (pk, ps, pp), act = case
     tf = torch.nn.functional
     tact = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[act]
@@ -91,7 +87,27 @@ def test_fused_against_torch(kind, case, dtype):
             return tact(tf.max_pool2d(tf.conv2d(x, w, b, s, p, dl, g), pk, ps, pp))
         return tf.avg_pool2d(tact(tf.conv2d(x, w, b, s, p, dl, g)), pk, ps, pp)
 
-    check_against_torch(_call(case, True, kind), tfn, _arrays(case, 2, dtype), dtype=dtype)
+    return tfn
+
+
+@pytest.mark.parametrize("kind,case", BOTH, ids=BOTH_IDS)
+def test_fused(kind, case):
+    """The definitions, float64 finite differences and PyTorch (float64, float32) via the harness;
+    the average-pool cases on a batch of 2, for the finite differences' sake."""
+    if kind == "avg":
+        case = ((2,) + case[0][1:],) + case[1:]
+    check_op(_call(case, True, kind), _arrays(case, 0), _naive(case, kind), _torch(case, kind))
+
+
+@pytest.mark.parametrize("kind,case", BOTH, ids=BOTH_IDS)
+def test_the_fused_operator_is_the_one_tested(kind, case):
+    arrays = _arrays(case, 0)
+    out = _call(case, True, kind)(*[cnnlab.tensor(a, requires_grad=True) for a in arrays])
+    assert type(out._ctx) is {"max": ConvMaxPoolAct, "avg": ConvActAvgPool}[kind]
+    with cnnlab.no_grad():  # inference keeps no activations, and gives the same values
+        again = _call(case, True, kind)(*[cnnlab.tensor(a) for a in arrays])
+    assert again._ctx is None
+    np.testing.assert_array_equal(again.numpy(), out.numpy())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -114,25 +130,6 @@ def test_fused_equals_layer_by_layer_on_a_split_batch(kind, case, dtype, monkeyp
     for a, r in zip(got, ref):  # the same chunks, kernels and roundings: the same bits
         assert a.dtype == dtype
         np.testing.assert_array_equal(a, r)
-
-
-@pytest.mark.parametrize("case", AVG_CASES, ids=range(len(AVG_CASES)))
-def test_avg_fused_matches_naive_definition(case):
-    x, w, b = _arrays(case, 0)
-    _, _, (s, p, dl, g), (pk, ps, pp), act = case
-    out = _call(case, True, "avg")(*[cnnlab.tensor(a, requires_grad=True) for a in (x, w, b)])
-    assert isinstance(out._ctx, ConvActAvgPool)
-    ref = naive_pool(ACT[act](naive_conv(x, w, b, (s, s), (p, p), (dl, dl), g)), (pk, pk), (ps, ps), (pp, pp), "avg")
-    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
-    with cnnlab.no_grad():  # inference keeps no activations, and gives the same values
-        np.testing.assert_array_equal(_call(case, True, "avg")(*[cnnlab.tensor(a) for a in (x, w, b)]).numpy(),
-                                      out.numpy())
-
-
-@pytest.mark.parametrize("case", AVG_CASES, ids=range(len(AVG_CASES)))
-def test_avg_fused_gradients_finite_differences(case):
-    small = ((2,) + case[0][1:],) + case[1:]
-    check_gradients(_call(small, True, "avg"), _arrays(small, 1))
 
 
 def _graph_ops(out):

@@ -9,7 +9,7 @@ import cnnlab
 import cnnlab.functional as F
 from cnnlab import kernels, models, nn
 from cnnlab.functional.layers import BatchNormReLUEval, BatchNormReLUTrain
-from helpers import check_against_torch, check_gradients, rel_error, torch
+from harness import check_op, rel_error, torch
 
 SHAPES = [(6, 3), (5, 4, 7), (4, 3, 5, 6)]  # (N, C), (N, C, L), (N, C, H, W)
 
@@ -39,22 +39,24 @@ def _fused_train(x, w, b):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_matches_naive_definition(shape):
-    x, w, b = _arrays(shape, 0)
-    out = _fused_train(cnnlab.tensor(x), cnnlab.tensor(w), cnnlab.tensor(b)).numpy()
-    np.testing.assert_allclose(out, _naive(x, w, b, 1e-5), rtol=1e-12, atol=1e-12)
-    mean, var = np.random.default_rng(1).standard_normal(shape[1]), np.random.default_rng(2).random(shape[1]) + 0.5
-    ev = F.batch_norm_relu(cnnlab.tensor(x), cnnlab.tensor(mean), cnnlab.tensor(var), cnnlab.tensor(w),
-                           cnnlab.tensor(b), training=False).numpy()
-    np.testing.assert_allclose(ev, _naive(x, w, b, 1e-5, mean, var), rtol=1e-12, atol=1e-12)
+def test_training_mode(shape):
+    """Batch statistics: the definition, finite differences, PyTorch in float64 and float32."""
+    check_op(_fused_train, list(_arrays(shape, 0)), lambda x, w, b: _naive(x, w, b, 1e-5),
+             lambda t, ww, bb: torch.relu(torch.nn.functional.batch_norm(t, None, None, ww, bb, training=True)),
+             ref_rtol=1e-12, ref_atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_gradients_by_finite_differences(shape):
-    x, w, b = _arrays(shape, 3)
-    check_gradients(_fused_train, [x, w, b])
-    mean, var = cnnlab.tensor(np.full(shape[1], 0.2)), cnnlab.tensor(np.full(shape[1], 1.7))
-    check_gradients(lambda t, ww, bb: F.batch_norm_relu(t, mean, var, ww, bb, training=False), [x, w, b])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_eval_mode(shape, dtype):
+    """Running statistics: the definition, finite differences, PyTorch (running statistics of the input's dtype)."""
+    C = shape[1]
+    rm, rv = np.linspace(-0.5, 0.5, C).astype(dtype), np.linspace(0.5, 2.0, C).astype(dtype)
+    check_op(lambda t, ww, bb: F.batch_norm_relu(t, cnnlab.tensor(rm), cnnlab.tensor(rv), ww, bb),
+             list(_arrays(shape, 5)),
+             lambda x, w, b: _naive(x, w, b, 1e-5, rm.astype(np.float64), rv.astype(np.float64)),
+             lambda t, ww, bb: torch.relu(torch.nn.functional.batch_norm(t, torch.tensor(rm), torch.tensor(rv), ww, bb)),
+             ref_rtol=1e-12, ref_atol=1e-12, fd=dtype == np.float64, dtypes=(dtype,))
 
 
 def test_the_fused_operators_are_the_ones_tested():
@@ -66,24 +68,6 @@ def test_the_fused_operators_are_the_ones_tested():
         assert type(_fused_train(x, w, b)._ctx).__name__ == "ReLU"
 
 
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_matches_torch(shape, dtype):
-    arrays = _arrays(shape, 5)
-    check_against_torch(_fused_train, lambda t, ww, bb: torch.relu(torch.nn.functional.batch_norm(
-        t, None, None, ww, bb, training=True)), arrays, dtype=dtype)
-    C = shape[1]
-    rm, rv = np.linspace(-0.5, 0.5, C), np.linspace(0.5, 2.0, C)
-    check_against_torch(
-        lambda t, ww, bb: F.batch_norm_relu(t, cnnlab.tensor(rm.astype(dtype)), cnnlab.tensor(rv.astype(dtype)),
-                                            ww, bb),
-        lambda t, ww, bb: torch.relu(torch.nn.functional.batch_norm(t, torch.tensor(rm.astype(dtype)),
-                                                                    torch.tensor(rv.astype(dtype)), ww, bb)),
-        arrays, dtype=dtype)
-
-
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 def test_running_statistics_match_torch():
     x = np.random.default_rng(6).standard_normal((8, 3, 4, 4)) * 2 + 0.5
     trm, trv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)

@@ -7,7 +7,7 @@ import pytest
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import kernels, models, nn
-from helpers import check_against_torch, check_gradients, torch
+from harness import check_op, torch
 
 SHAPES = [(2, 4, 5), (2, 6, 3, 4), (2, 3, 2, 3, 2)]  # 1-D, 2-D and 3-D feature maps
 # (size, alpha, beta, k): odd and even windows, a window wider than the channels, the two betas
@@ -36,25 +36,12 @@ def _x(shape, seed):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_matches_naive_definition(shape, setting):
-    x = _x(shape, 0)
-    out = F.local_response_norm(cnnlab.tensor(x), *setting).numpy()
-    np.testing.assert_allclose(out, _naive(x, *setting), rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("setting", SETTINGS[:4])
-def test_gradients_by_finite_differences(shape, setting):
-    check_gradients(lambda t: F.local_response_norm(t, *setting), [_x(shape, 1)])
-
-
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("setting", SETTINGS)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_matches_torch(shape, setting, dtype):
-    check_against_torch(lambda t: F.local_response_norm(t, *setting),
-                        lambda t: torch.nn.functional.local_response_norm(t, *setting), [_x(shape, 2)], dtype=dtype)
+def test_local_response_norm(shape, setting):
+    """The definition, finite differences (not for alpha 1e-4, whose cross-channel term is below the
+    differences' resolution) and PyTorch in float64 and float32."""
+    check_op(lambda t: F.local_response_norm(t, *setting), [_x(shape, 0)], lambda a: _naive(a, *setting),
+             lambda t: torch.nn.functional.local_response_norm(t, *setting), ref_rtol=1e-12, ref_atol=1e-14,
+             fd=setting in SETTINGS[:4])
 
 
 @pytest.mark.parametrize("shape", SHAPES + [(5, 32, 7, 7)])
@@ -133,7 +120,6 @@ def test_alexnet_parameter_count():
     assert models.build("alexnet").num_parameters() == convs + fcs
 
 
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 def test_alexnet_matches_torch():
     """The zoo's AlexNet-style net (local response norm, overlapping 3x3/2 pools, the fused last
     conv-pool-ReLU block) against the same layers in PyTorch: loss and every gradient, float64."""

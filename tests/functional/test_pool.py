@@ -5,7 +5,9 @@ import pytest
 
 import cnnlab
 import cnnlab.functional as F
-from helpers import check_against_torch, check_gradients, naive_pool, torch
+from cnnlab import kernels
+from harness import check_op, torch
+from helpers import naive_pool
 
 MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -24,26 +26,27 @@ def random_config(rng, d, allow_padding=True):
     return x, k, stride, padding
 
 
-CASES = [(d, seed) for d in (1, 2, 3) for seed in range(6)]
+# 54 random configurations; each goes through every check of the harness, for each kind of pool
+CASES = [(d, seed) for d in (1, 2, 3) for seed in (*range(6), *range(100, 106), *range(200, 206))]
+TF = torch.nn.functional
+TMAX = {1: TF.max_pool1d, 2: TF.max_pool2d, 3: TF.max_pool3d}
+TAVG = {1: TF.avg_pool1d, 2: TF.avg_pool2d, 3: TF.avg_pool3d}
+TLP = {1: TF.lp_pool1d, 2: TF.lp_pool2d, 3: TF.lp_pool3d}
 
 
 @pytest.mark.parametrize("d,seed", CASES)
-def test_pools_match_naive_definition(d, seed):
+def test_pools(d, seed):
     x, k, s, p = random_config(np.random.default_rng(seed), d)
-    t = cnnlab.tensor(x)
-    np.testing.assert_allclose(MAX[d](t, k, s, p).numpy(), naive_pool(x, k, s, p, "max"), rtol=1e-12)
-    np.testing.assert_allclose(AVG[d](t, k, s, p).numpy(), naive_pool(x, k, s, p, "avg"), rtol=1e-12)
-    np.testing.assert_allclose(LP[d](t, 2, k, s).numpy(), naive_pool(x, k, s, (0,) * d, "lp", 2), rtol=1e-12)
+    tk = k[0] if d == 1 else k  # torch.lp_pool1d wants an int
+    check_op(lambda t: MAX[d](t, k, s, p), [x], lambda a: naive_pool(a, k, s, p, "max"),
+             lambda t: TMAX[d](t, k, s, p), ref_rtol=1e-12)
+    check_op(lambda t: AVG[d](t, k, s, p), [x], lambda a: naive_pool(a, k, s, p, "avg"),
+             lambda t: TAVG[d](t, k, s, p), ref_rtol=1e-12)
+    check_op(lambda t: LP[d](t, 2, k, s), [x], lambda a: naive_pool(a, k, s, (0,) * d, "lp", 2),
+             lambda t: TLP[d](t, 2, tk, s), ref_rtol=1e-12)
+    # p = 3 on |x| (a negative window sum has no real cube root); no finite differences through the abs
     np.testing.assert_allclose(LP[d](cnnlab.tensor(np.abs(x)), 3, k, s).numpy(),
                                naive_pool(np.abs(x), k, s, (0,) * d, "lp", 3), rtol=1e-12)
-
-
-@pytest.mark.parametrize("d,seed", CASES)
-def test_pool_gradients_finite_differences(d, seed):
-    x, k, s, p = random_config(np.random.default_rng(100 + seed), d)
-    check_gradients(lambda t: MAX[d](t, k, s, p), [x])
-    check_gradients(lambda t: AVG[d](t, k, s, p), [x])
-    check_gradients(lambda t: LP[d](t, 2, k, s), [x])
 
 
 @pytest.mark.parametrize("size", [(6, 6), (5, 7), (4, 5)])
@@ -56,26 +59,8 @@ def test_the_compiled_2x2_stride_2_paths(size):
     for name, fn in (("max", F.max_pool2d), ("avg", F.avg_pool2d)):
         np.testing.assert_allclose(fn(cnnlab.tensor(x), 2).numpy(), naive_pool(x, (2, 2), (2, 2), (0, 0), name),
                                    rtol=1e-12)
-        check_gradients(lambda t, f=fn: f(t, 2), [x])
-        if torch is not None:
-            tf = {"max": torch.nn.functional.max_pool2d, "avg": torch.nn.functional.avg_pool2d}[name]
-            for dtype in (np.float64, np.float32):
-                check_against_torch(lambda t, f=fn: f(t, 2), lambda t, f=tf: f(t, 2), [x], dtype=dtype)
-
-
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("d,seed", CASES)
-def test_pools_against_torch(d, seed, dtype):
-    x, k, s, p = random_config(np.random.default_rng(200 + seed), d)
-    tf = torch.nn.functional
-    tmax = {1: tf.max_pool1d, 2: tf.max_pool2d, 3: tf.max_pool3d}[d]
-    tavg = {1: tf.avg_pool1d, 2: tf.avg_pool2d, 3: tf.avg_pool3d}[d]
-    tlp = {1: tf.lp_pool1d, 2: tf.lp_pool2d, 3: tf.lp_pool3d}[d]
-    check_against_torch(lambda t: MAX[d](t, k, s, p), lambda t: tmax(t, k, s, p), [x], dtype=dtype)
-    check_against_torch(lambda t: AVG[d](t, k, s, p), lambda t: tavg(t, k, s, p), [x], dtype=dtype)
-    tk = k[0] if d == 1 else k  # torch.lp_pool1d wants an int
-    check_against_torch(lambda t: LP[d](t, 2, k, s), lambda t: tlp(t, 2, tk, s), [x], dtype=dtype)
+        tf = {"max": TF.max_pool2d, "avg": TF.avg_pool2d}[name]
+        check_op(lambda t, f=fn: f(t, 2), [x], None, lambda t, f=tf: f(t, 2))
 
 
 def test_max_pool_ties_route_to_one_winner_and_overlaps_accumulate():
@@ -87,12 +72,50 @@ def test_max_pool_ties_route_to_one_winner_and_overlaps_accumulate():
     x = cnnlab.tensor(np.array([[[[0., 0, 0], [0, 9, 0], [0, 0, 0]]]]), requires_grad=True)
     F.max_pool2d(x, 2, stride=1).sum().backward()
     assert x.grad.numpy()[0, 0, 1, 1] == 4 and x.grad.numpy().sum() == 4
-    if torch is not None:
-        t = torch.ones((1, 1, 4, 4), dtype=torch.float64, requires_grad=True)
-        torch.nn.functional.max_pool2d(t, 2).sum().backward()
-        y = cnnlab.tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
-        F.max_pool2d(y, 2).sum().backward()
-        np.testing.assert_array_equal(y.grad.numpy(), t.grad.numpy())
+    # PyTorch also routes a tied window's gradient to its first element
+    t = torch.ones((1, 1, 4, 4), dtype=torch.float64, requires_grad=True)
+    torch.nn.functional.max_pool2d(t, 2).sum().backward()
+    y = cnnlab.tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
+    F.max_pool2d(y, 2).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), t.grad.numpy())
+
+
+def _naive_max_pool_grad(x, kernel, stride, padding, g):
+    """Each output's gradient to the first position (C order within the window) holding its window's
+    maximum; padding never wins; overlapping windows add up."""
+    d = x.ndim - 2
+    dx = np.zeros_like(x)
+    for n, c in np.ndindex(*x.shape[:2]):
+        for o in np.ndindex(*g.shape[2:]):
+            best, where = -np.inf, None
+            for j in np.ndindex(*kernel):
+                pos = tuple(o[i] * stride[i] + j[i] - padding[i] for i in range(d))
+                if all(0 <= pos[i] < x.shape[2 + i] for i in range(d)) and x[(n, c) + pos] > best:
+                    best, where = x[(n, c) + pos], pos
+            dx[(n, c) + where] += g[(n, c) + o]
+    return dx
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_tied_windows_send_the_gradient_to_the_first_maximum_on_every_path(d, compiled):
+    """Windows of equal values (0/1 inputs), overlapping and padded: the definition, PyTorch's CPU
+    kernel, and both cnnlab paths (the compiled 2-D loops and the NumPy one) pick the first maximum."""
+    rng = np.random.default_rng(d)
+    x = rng.integers(0, 2, size=(2, 2) + (5,) * d).astype(np.float64)
+    k, s, p = (3,) * d, (1,) * d, (1,) * d
+    with kernels.compiled(compiled):
+        t = cnnlab.tensor(x, requires_grad=True)
+        out = MAX[d](t, k, s, p)
+        g = rng.standard_normal(out.shape)
+        out.backward(g)
+    tt = torch.tensor(x, requires_grad=True)
+    tout = TMAX[d](tt, k, s, p)
+    tout.backward(torch.tensor(g))
+    np.testing.assert_array_equal(out.numpy(), naive_pool(x, k, s, p, "max"))
+    np.testing.assert_array_equal(out.numpy(), tout.detach().numpy())
+    np.testing.assert_allclose(t.grad.numpy(), _naive_max_pool_grad(x, k, s, p, g), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_l2_pooling_is_the_articles_definition():

@@ -10,7 +10,8 @@ import cnnlab
 import cnnlab.functional as F
 from cnnlab import kernels
 from cnnlab.functional.conv import ConvPlan
-from helpers import check_against_torch, check_gradients, naive_conv, naive_pool, rel_error, torch
+from harness import check_gradients, check_op, rel_error, torch
+from helpers import naive_conv, naive_pool
 
 
 
@@ -80,18 +81,13 @@ def test_weight_gradient_matches_its_definition(case):
     np.testing.assert_allclose(kernels.winograd_weight_grad(sum(parts), np.float64), ref, rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("case", CASES[:3])
-def test_gradients_by_finite_differences(case):
-    check_gradients(_conv(case[2]), _arrays(case, 1))
-
-
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_matches_torch(case, dtype):
+def test_finite_differences_and_torch(case):
+    """Through the harness: float64 finite differences (the first three cases: the others are the
+    same path, at more cost) and PyTorch in float64 and float32, values and every gradient."""
     p = case[2]
-    check_against_torch(_conv(p), lambda x, w, b: torch.nn.functional.conv2d(x, w, b, 1, p), _arrays(case, 2),
-                        dtype=dtype)
+    check_op(_conv(p), _arrays(case, 2), None, lambda x, w, b: torch.nn.functional.conv2d(x, w, b, 1, p),
+             fd=case in CASES[:3])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -7,6 +7,7 @@ the array module of the input, so the same operator runs on NumPy and CuPy array
 from __future__ import annotations
 
 import builtins
+import math
 import numbers
 
 import numpy as np
@@ -247,12 +248,29 @@ def clamp(a, min=None, max=None):  # noqa: A002 - PyTorch's names
 
 
 # ------------------------------------------------------------------------ reductions
+def _dim(d, ndim):
+    """A dim in [-ndim, ndim) (a 0-d tensor takes 0 and -1, as in PyTorch) as an index >= 0."""
+    n = builtins.max(ndim, 1)
+    if not -n <= d < n:
+        raise ValueError(f"dim {d} is out of range for a tensor of {ndim} dimensions (expected -{n} to {n - 1})")
+    return d % n
+
+
 def _axes(dim, ndim):
+    """The reduced axes, sorted (so that ties go to the first position in C order, whatever order the
+    dims were given in); () for a 0-d tensor, whose only dim is itself."""
     if dim is None:
         return None
     if isinstance(dim, int):
         dim = (dim,)
-    return tuple(d % ndim if ndim else 0 for d in dim)
+    axes = tuple(sorted(_dim(d, ndim) for d in dim))
+    return axes if ndim else ()
+
+
+def _inverse_count(n):
+    """1 / n, NaN for no values: a mean of nothing and a variance on n - 1 = 0 degrees of freedom are
+    NaN, as in PyTorch (not 0)."""
+    return 1.0 / n if n > 0 else math.nan
 
 
 class Sum(Function):
@@ -283,7 +301,8 @@ class Max(Function):
         else:
             # (..., reduced axes last, flattened) -> index of the first maximum -> one-hot mask
             moved = xp.moveaxis(eq, axis, tuple(range(-len(axis), 0)))
-            flat = moved.reshape(moved.shape[: moved.ndim - len(axis)] + (-1,))
+            kept = moved.ndim - len(axis)  # the reduced size spelt out: -1 cannot be inferred for empty arrays
+            flat = moved.reshape(moved.shape[:kept] + (int(np.prod(moved.shape[kept:])),))
             onehot = flat.argmax(axis=-1)[..., None] == xp.arange(flat.shape[-1])
             self.mask = xp.moveaxis(onehot.reshape(moved.shape), tuple(range(-len(axis), 0)), axis)
         return out if keepdims else (out.reshape(()) if axis is None else out.squeeze(axis))
@@ -304,14 +323,14 @@ def sum(a, dim=None, keepdim=False):  # noqa: A001 - PyTorch's name
 def mean(a, dim=None, keepdim=False):
     axes = _axes(dim, a.ndim)
     n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes]))
-    return mul(sum(a, dim, keepdim), 1.0 / builtins.max(n, 1))
+    return mul(sum(a, axes, keepdim), _inverse_count(n))
 
 
 def var(a, dim=None, keepdim=False, unbiased=True):
     axes = _axes(dim, a.ndim)
     n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes]))
     d = sub(a, mean(a, axes, keepdim=True))
-    return mul(sum(mul(d, d), axes, keepdim), 1.0 / builtins.max(n - (1 if unbiased else 0), 1))
+    return mul(sum(mul(d, d), axes, keepdim), _inverse_count(n - (1 if unbiased else 0)))
 
 
 def amax(a, dim=None, keepdim=False):
@@ -368,13 +387,13 @@ def reshape(a, shape):
 
 def flatten(a, start_dim=0, end_dim=-1):
     nd = a.ndim
-    s, e = start_dim % nd, end_dim % nd
+    s, e = _dim(start_dim, nd), _dim(end_dim, nd)
     shape = a.shape[:s] + (-1,) + a.shape[e + 1:]
     return reshape(a, shape)
 
 
 def permute(a, dims):
-    return Permute.apply(a, dims=tuple(d % a.ndim for d in dims))
+    return Permute.apply(a, dims=tuple(_dim(d, a.ndim) for d in dims))
 
 
 def transpose(a, dim0, dim1):
@@ -452,8 +471,8 @@ class Softmax(Function):
 
 
 def log_softmax(a, dim=-1):
-    return LogSoftmax.apply(a, axis=dim % a.ndim)
+    return LogSoftmax.apply(a, axis=_dim(dim, a.ndim))
 
 
 def softmax(a, dim=-1):
-    return Softmax.apply(a, axis=dim % a.ndim)
+    return Softmax.apply(a, axis=_dim(dim, a.ndim))
