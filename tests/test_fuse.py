@@ -9,7 +9,7 @@ import pytest
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import kernels, models, nn, optim
-from cnnlab.nn.fuse import PATTERNS, FusedModule, fuse_layers
+from cnnlab.nn.fuse import PATTERNS, fuse_layers
 from helpers import rel_error
 
 NO_BN_RELU = [p for p in PATTERNS if p.module is not nn.BatchNormReLU]
