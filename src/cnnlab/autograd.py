@@ -6,6 +6,18 @@ gradients of the inputs out) written next to each other. Calling ``Fn.apply(...)
 forward and, when gradients are wanted, records the Function instance as the output's creator.
 ``Tensor.backward()`` walks that record in reverse topological order, iteratively (no recursion
 limit), accumulating gradients.
+
+Two mistakes that would otherwise give silently wrong or missing gradients raise instead, as in
+PyTorch:
+
+* changing a tensor in place after an operator used it. Every tensor has a ``version``, raised by
+  each in-place change (its in-place methods ``x[i] = v``, ``add_``, ``zero_``, ...; an augmented
+  assignment to its array ``x.data -= v``; an optimizer's ``step()``). A Function records the
+  versions of its inputs, and ``backward`` raises a RuntimeError naming the operator when one has
+  changed since. Writes into the array itself (``x.data[...] = v``) cannot be seen, as with
+  PyTorch's ``.data``.
+* a second ``backward`` through a graph whose saved values the first one freed: a RuntimeError
+  naming the operator and ``retain_graph``.
 """
 
 from __future__ import annotations
@@ -98,14 +110,34 @@ class Tensor:
         requires_grad: whether ``backward`` should fill ``.grad`` for this tensor.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
     __array_priority__ = 1000  # so that ndarray + Tensor defers to Tensor.__radd__
 
     def __init__(self, data, dtype=None, requires_grad=False):
-        self.data = _as_array(data, dtype)
+        self._data = _as_array(data, dtype)
         self.grad: Tensor | None = None
         self.requires_grad = bool(requires_grad)
-        self._ctx: Function | None = None
+        self._ctx: Function | _Freed | None = None
+        self._version = 0
+
+    @property
+    def data(self):
+        """The array (NumPy or CuPy) holding the values."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        # ``t.data -= v`` reads the array, changes it in place and assigns the same array back:
+        # an in-place change that a graph which saved the array must hear of. A different array
+        # leaves what the graph saved untouched.
+        if value is self._data:
+            self._version += 1
+        self._data = value
+
+    @property
+    def version(self) -> int:
+        """How many in-place changes this tensor has seen (PyTorch's ``_version``)."""
+        return self._version
 
     # ---------------------------------------------------------------- basic properties
     @property
@@ -185,8 +217,55 @@ class Tensor:
         self.requires_grad = flag
         return self
 
+    # ---------------------------------------------------------------- in-place changes
+    # Each raises the version, so that a graph that used the old values refuses to backward. They
+    # are not recorded in the graph: on a tensor that requires grad they need no_grad() (a manual
+    # weight update), as PyTorch requires for a leaf.
+    def _inplace(self, what: str):
+        if self.requires_grad and _grad_enabled:
+            raise RuntimeError(f"{what} on a tensor that requires grad: cnnlab's autograd does not record in-place "
+                               f"changes; make it under no_grad() (e.g. a manual weight update) or compute a new "
+                               f"tensor instead (y = x + 1)")
+        self._version += 1
+        return self._data
+
+    def __setitem__(self, index, value):
+        index = tuple(_raw(i) for i in index) if isinstance(index, tuple) else _raw(index)
+        self._inplace("x[...] = value")[index] = _raw(value)
+
     def zero_(self) -> Tensor:
-        self.data[...] = 0
+        self._inplace("zero_()")[...] = 0
+        return self
+
+    def fill_(self, value) -> Tensor:
+        self._inplace("fill_()")[...] = _raw(value)
+        return self
+
+    def copy_(self, src) -> Tensor:
+        src = _raw(src)
+        if hasattr(src, "shape"):
+            src = backend.to_device(src, self.device)
+        self._inplace("copy_()")[...] = src
+        return self
+
+    def add_(self, other, alpha=1) -> Tensor:
+        data = self._inplace("add_()")
+        data += _raw(other) if alpha == 1 else alpha * _raw(other)
+        return self
+
+    def sub_(self, other, alpha=1) -> Tensor:
+        data = self._inplace("sub_()")
+        data -= _raw(other) if alpha == 1 else alpha * _raw(other)
+        return self
+
+    def mul_(self, other) -> Tensor:
+        data = self._inplace("mul_()")
+        data *= _raw(other)
+        return self
+
+    def div_(self, other) -> Tensor:
+        data = self._inplace("div_()")
+        data /= _raw(other)
         return self
 
     def __repr__(self):
@@ -240,6 +319,15 @@ class Tensor:
                     else:
                         t.grad.data = t.grad.data + gt
                 continue
+            if type(ctx) is _Freed:
+                raise RuntimeError(
+                    f"backward() through the graph a second time (at {ctx.name}): the first backward() freed the "
+                    f"values saved for it; pass retain_graph=True to the first backward() to run backward again")
+            if t._version:  # the output itself changed in place (a backward may use it)
+                raise RuntimeError(_modified_message(ctx, "its output", t, 0))
+            for i, (inp, seen) in enumerate(zip(ctx.inputs, ctx.versions)):
+                if inp._version != seen:
+                    raise RuntimeError(_modified_message(ctx, f"input {i} of {len(ctx.inputs)}", inp, seen))
             in_grads = ctx.backward(gt)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
@@ -253,7 +341,7 @@ class Tensor:
                 grads[key] = gi if prev is None else prev + gi
             in_grads = gi = None  # so that the loop's own variables do not count in _unshared
             if not retain_graph:
-                t._ctx = None  # free the saved arrays of this node
+                t._ctx = _Freed(type(ctx).__name__)  # free the saved arrays of this node
 
     # ---------------------------------------------------------------- operators
     def __add__(self, other):
@@ -425,6 +513,30 @@ def _raw(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def increment_version(t: Tensor) -> None:
+    """Record an in-place change of ``t`` made behind the Tensor's back (e.g. a compiled optimizer
+    kernel writing into ``t.data``), so that graphs that used the old values refuse to backward."""
+    t._version += 1
+
+
+class _Freed:
+    """What a non-leaf's creator becomes once backward has freed it: the operator's name, no inputs."""
+
+    __slots__ = ("name",)
+    inputs = ()
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _modified_message(ctx, which: str, t: Tensor, seen: int) -> str:
+    op = type(ctx).__name__
+    return (f"{op} needs {which} (shape {t.shape}, {t.dtype}) for its gradient, but it was changed in place after "
+            f"{op} used it (version {t._version}, {op} saw version {seen}): an in-place change (x[...] = v, "
+            f"x.add_(), x.data -= v, an optimizer's step()) between forward and backward; compute again after the "
+            f"change, or make the change out of place (x = x + v)")
+
+
 def _unbroadcast(grad, shape):
     """Sum ``grad`` over the axes that broadcasting expanded, so it takes ``shape``."""
     ndiff = grad.ndim - len(shape)
@@ -468,7 +580,9 @@ class Function:
     Subclasses implement ``forward(self, *arrays, **params) -> array`` and
     ``backward(self, grad_output) -> gradient or tuple of gradients`` (one per tensor input,
     ``None`` where an input needs none). ``self.needs_input_grad`` tells which inputs want one.
-    Anything ``forward`` stores on ``self`` is freed after the backward pass.
+    Anything ``forward`` stores on ``self`` is freed after the backward pass. ``apply`` records
+    the inputs' versions; backward refuses to run if one of them, or the output, has changed
+    in place since.
     """
 
     inputs: tuple
@@ -482,6 +596,7 @@ class Function:
         out = Tensor(ctx.forward(*(t.data for t in tensors), **params))
         if needs:
             ctx.inputs = tensors
+            ctx.versions = tuple([t._version for t in tensors])  # checked by backward
             out.requires_grad = True
             out._ctx = ctx
         return out
