@@ -142,40 +142,40 @@ class Tensor:
     # ---------------------------------------------------------------- basic properties
     @property
     def shape(self) -> tuple:
-        return tuple(self.data.shape)
+        return tuple(self._data.shape)
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def size(self) -> int:
-        return int(self.data.size)
+        return int(self._data.size)
 
     @property
     def device(self) -> str:
-        return backend.device_of(self.data)
+        return backend.device_of(self._data)
 
     @property
     def is_leaf(self) -> bool:
         return self._ctx is None
 
     def numel(self) -> int:
-        return int(self.data.size)
+        return int(self._data.size)
 
     def dim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     def __len__(self):
-        return len(self.data)
+        return len(self._data)
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied from the GPU if needed; shares memory on the CPU)."""
-        return backend.to_device(self.data, "cpu")
+        return backend.to_device(self._data, "cpu")
 
     def __array__(self, dtype=None, copy=None):
         """np.asarray(tensor) gives the data (on the CPU), as for a PyTorch CPU tensor."""
@@ -183,20 +183,20 @@ class Tensor:
         return a.astype(dtype) if dtype is not None else a
 
     def item(self):
-        return self.data.item()
+        return self._data.item()
 
     def tolist(self):
         return self.numpy().tolist()
 
     def detach(self) -> Tensor:
-        return Tensor(self.data)
+        return Tensor(self._data)
 
     def to(self, device=None, dtype=None) -> Tensor:
         """A tensor on ``device`` and/or of ``dtype``; ``self`` when nothing changes."""
-        data = self.data
+        data = self._data
         if device is not None:
             data = backend.to_device(data, device)
-        out = self if data is self.data else Tensor(data, requires_grad=self.requires_grad)
+        out = self if data is self._data else Tensor(data, requires_grad=self.requires_grad)
         if dtype is not None and data.dtype != np.dtype(dtype):
             out = _ops.Cast.apply(out, dtype=dtype)
         return out
@@ -271,8 +271,8 @@ class Tensor:
     def __repr__(self):
         body = np.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
         extra = ""
-        if self.data.dtype != backend.DEFAULT_DTYPE:
-            extra += f", dtype={self.data.dtype}"
+        if self._data.dtype != backend.DEFAULT_DTYPE:
+            extra += f", dtype={self._data.dtype}"
         if self.device != "cpu":
             extra += f", device='{self.device}'"
         if self.requires_grad:
@@ -291,13 +291,13 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward() called on a tensor that does not require grad "
                                "(did you compute it under no_grad(), or from inputs without requires_grad?)")
-        xp = backend.get_array_module(self.data)
+        xp = backend.get_array_module(self._data)
         if grad is None:
-            if self.data.size != 1:
+            if self._data.size != 1:
                 raise RuntimeError(f"backward() without a gradient needs a one-element tensor, got shape {self.shape}")
-            g = xp.ones_like(self.data)
+            g = xp.ones_like(self._data)
         else:
-            g = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.data.dtype)
+            g = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self._data.dtype)
             if tuple(g.shape) != self.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(g.shape)}, tensor has shape {self.shape}")
 
@@ -323,11 +323,8 @@ class Tensor:
                 raise RuntimeError(
                     f"backward() through the graph a second time (at {ctx.name}): the first backward() freed the "
                     f"values saved for it; pass retain_graph=True to the first backward() to run backward again")
-            if t._version:  # the output itself changed in place (a backward may use it)
-                raise RuntimeError(_modified_message(ctx, "its output", t, 0))
-            for i, (inp, seen) in enumerate(zip(ctx.inputs, ctx.versions)):
-                if inp._version != seen:
-                    raise RuntimeError(_modified_message(ctx, f"input {i} of {len(ctx.inputs)}", inp, seen))
+            if t._version or [inp._version for inp in ctx.inputs] != ctx.versions:
+                raise RuntimeError(_modified_message(ctx, t))
             in_grads = ctx.backward(gt)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
@@ -385,22 +382,22 @@ class Tensor:
 
     # Comparisons give plain (non-differentiable) tensors, as in PyTorch.
     def __eq__(self, other):  # noqa: D105
-        return Tensor(self.data == _raw(other))
+        return Tensor(self._data == _raw(other))
 
     def __ne__(self, other):
-        return Tensor(self.data != _raw(other))
+        return Tensor(self._data != _raw(other))
 
     def __lt__(self, other):
-        return Tensor(self.data < _raw(other))
+        return Tensor(self._data < _raw(other))
 
     def __le__(self, other):
-        return Tensor(self.data <= _raw(other))
+        return Tensor(self._data <= _raw(other))
 
     def __gt__(self, other):
-        return Tensor(self.data > _raw(other))
+        return Tensor(self._data > _raw(other))
 
     def __ge__(self, other):
-        return Tensor(self.data >= _raw(other))
+        return Tensor(self._data >= _raw(other))
 
     __hash__ = object.__hash__
 
@@ -439,13 +436,13 @@ class Tensor:
         """The maximum; with ``dim``, (values, indices) as in PyTorch."""
         if dim is None:
             return _ops.amax(self)
-        return MinMax(_ops.amax(self, dim, keepdim), Tensor(self.data.argmax(axis=dim, keepdims=keepdim)))
+        return MinMax(_ops.amax(self, dim, keepdim), Tensor(self._data.argmax(axis=dim, keepdims=keepdim)))
 
     def min(self, dim=None, keepdim=False):
         """The minimum; with ``dim``, (values, indices) as in PyTorch."""
         if dim is None:
             return _ops.amin(self)
-        return MinMax(_ops.amin(self, dim, keepdim), Tensor(self.data.argmin(axis=dim, keepdims=keepdim)))
+        return MinMax(_ops.amin(self, dim, keepdim), Tensor(self._data.argmin(axis=dim, keepdims=keepdim)))
 
     def amax(self, dim=None, keepdim=False):
         return _ops.amax(self, dim, keepdim)
@@ -454,7 +451,7 @@ class Tensor:
         return _ops.amin(self, dim, keepdim)
 
     def argmax(self, dim=None, keepdim=False):
-        return Tensor(self.data.argmax(axis=dim, keepdims=keepdim))
+        return Tensor(self._data.argmax(axis=dim, keepdims=keepdim))
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -510,7 +507,7 @@ class MinMax(tuple):
 
 
 def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
+    return x._data if isinstance(x, Tensor) else x
 
 
 def increment_version(t: Tensor) -> None:
@@ -529,7 +526,13 @@ class _Freed:
         self.name = name
 
 
-def _modified_message(ctx, which: str, t: Tensor, seen: int) -> str:
+def _modified_message(ctx, out: Tensor) -> str:
+    """Which tensor of ``ctx`` (its output ``out`` or an input) changed in place since it ran."""
+    which, t, seen = "its output", out, 0  # the output itself changed (a backward may use it)
+    for i, (inp, version) in enumerate(zip(ctx.inputs, ctx.versions)):
+        if inp._version != version:
+            which, t, seen = f"input {i} of {len(ctx.inputs)}", inp, version
+            break
     op = type(ctx).__name__
     return (f"{op} needs {which} (shape {t.shape}, {t.dtype}) for its gradient, but it was changed in place after "
             f"{op} used it (version {t._version}, {op} saw version {seen}): an in-place change (x[...] = v, "
@@ -593,10 +596,10 @@ class Function:
         ctx = cls()
         needs = _grad_enabled and any(t.requires_grad for t in tensors)
         ctx.needs_input_grad = tuple(t.requires_grad for t in tensors) if needs else (False,) * len(tensors)
-        out = Tensor(ctx.forward(*(t.data for t in tensors), **params))
+        out = Tensor(ctx.forward(*(t._data for t in tensors), **params))
         if needs:
             ctx.inputs = tensors
-            ctx.versions = tuple([t._version for t in tensors])  # checked by backward
+            ctx.versions = [t._version for t in tensors]  # checked by backward
             out.requires_grad = True
             out._ctx = ctx
         return out
