@@ -20,7 +20,7 @@ import numpy as np
 
 from .checksums import KNOWN_SHA256, verify_sha256
 from .errors import DataError
-from .idx import decompress_if_gzip, parse_idx, read_file_bytes
+from .idx import idx_array, read_idx_bytes
 
 __all__ = [
     "DATASET_NAMES",
@@ -184,10 +184,10 @@ def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
 
 
 def _load_idx_verified(path: Path, expected_sha: str | None) -> np.ndarray:
-    content = decompress_if_gzip(read_file_bytes(path), path)
+    content = read_idx_bytes(path)  # bounded by its header and cnnlab's limit, before any checksum
     if expected_sha is not None:
         verify_sha256(path, content, expected_sha)
-    return parse_idx(content, path)
+    return idx_array(content, path)
 
 
 def _check_pair(images: np.ndarray, labels: np.ndarray, img_path: Path, lbl_path: Path) -> np.ndarray:
