@@ -29,8 +29,8 @@ import numpy as np
 from .errors import DataError
 from .limits import check_regular_file, max_data_bytes, open_regular_file
 
-__all__ = ["IDX_DTYPES", "decompress_if_gzip", "idx_array", "parse_idx", "read_idx", "read_idx_bytes", "read_file_bytes",
-           "write_idx"]
+__all__ = ["IDX_DTYPES", "decompress_if_gzip", "idx_array", "parse_idx", "read_idx", "read_idx_bytes",
+           "read_file_bytes", "write_idx"]
 
 # Type code -> big-endian dtype as stored in the file.
 IDX_DTYPES: dict[int, np.dtype] = {

@@ -59,8 +59,8 @@ def open_image(source: str | os.PathLike | Image.Image, max_pixels: int | None =
         _check_pixels(img, source, max_pixels)
     else:
         # a path must name a regular file; an open binary file (io.BytesIO, ...) is read as it is
-        opener = open_regular_file(source, "images") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)
-        with opener as f:
+        is_path = isinstance(source, (str, os.PathLike))
+        with open_regular_file(source, "images") if is_path else contextlib.nullcontext(source) as f:
             try:
                 with warnings.catch_warnings():
                     # cnnlab's own limit (below) replaces Pillow's warning; its error still stands
