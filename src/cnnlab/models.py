@@ -300,7 +300,7 @@ MODELS: dict[str, Architecture] = {
 # have at most MAX_PARAMETERS parameters (400 MB of float32), counted by its formula above.
 MAX_WIDTH = 65536
 MAX_PARAMETERS = 100_000_000
-CHOICES = {"activation": ACTIVATIONS, "pool": POOLS}
+CHOICES = {"activation": ("activation", ACTIVATIONS), "pool": ("pooling", POOLS)}
 FLOAT_RANGES = {"p": (0.0, 1.0, "a probability in [0, 1)"), "weight_scale": (0.0, None, "a number above 0")}
 
 
@@ -333,8 +333,9 @@ def _check_argument(owner: str, key: str, value, default) -> None:
     elif isinstance(default, str):
         if not isinstance(value, str):
             raise bad(f"must be a string, got {value!r}")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise bad(f"must be one of {', '.join(CHOICES[key])}, got {value!r}")
+        if key in CHOICES and value not in CHOICES[key][1]:
+            noun, choices = CHOICES[key]
+            raise bad(f"names an unknown {noun} {value!r}: expected one of {', '.join(choices)}")
     elif isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(default):
             raise bad(f"must be a list of {len(default)} whole numbers, got {value!r}")

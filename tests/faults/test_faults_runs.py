@@ -73,7 +73,8 @@ def test_every_argument_of_every_architecture_with_every_wrong_value(tmp_path):
 def test_the_size_rule_names_key_and_limits(saved_run):
     for kwargs, needles in [({"maps": 10**7}, ["kwargs.maps", "1..65536"]),
                             ({"maps": 60000, "classes": 60000}, ["parameters", "100,000,000"]),
-                            ({"activation": "gelu"}, ["kwargs.activation", "relu, sigmoid, tanh"]),
+                            ({"activation": "gelu"}, ["kwargs.activation names an unknown activation 'gelu'",
+                                                      "relu, sigmoid, tanh"]),
                             ({"maps": 3.0}, ["kwargs.maps", "whole number"]),
                             ({"pool": "median"}, ["kwargs.pool", "max, l2, avg"])]:
         text = json.dumps({"name": "article", "kwargs": kwargs})
