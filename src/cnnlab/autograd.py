@@ -6,6 +6,18 @@ gradients of the inputs out) written next to each other. Calling ``Fn.apply(...)
 forward and, when gradients are wanted, records the Function instance as the output's creator.
 ``Tensor.backward()`` walks that record in reverse topological order, iteratively (no recursion
 limit), accumulating gradients.
+
+Two mistakes that would otherwise give silently wrong or missing gradients raise instead, as in
+PyTorch:
+
+* changing a tensor in place after an operator used it. Every tensor has a ``version``, raised by
+  each in-place change (its in-place methods ``x[i] = v``, ``add_``, ``zero_``, ...; an augmented
+  assignment to its array ``x.data -= v``; an optimizer's ``step()``). A Function records the
+  versions of its inputs, and ``backward`` raises a RuntimeError naming the operator when one has
+  changed since. Writes into the array itself (``x.data[...] = v``) cannot be seen, as with
+  PyTorch's ``.data``.
+* a second ``backward`` through a graph whose saved values the first one freed: a RuntimeError
+  naming the operator and ``retain_graph``.
 """
 
 from __future__ import annotations
@@ -98,52 +110,72 @@ class Tensor:
         requires_grad: whether ``backward`` should fill ``.grad`` for this tensor.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
     __array_priority__ = 1000  # so that ndarray + Tensor defers to Tensor.__radd__
 
     def __init__(self, data, dtype=None, requires_grad=False):
-        self.data = _as_array(data, dtype)
+        self._data = _as_array(data, dtype)
         self.grad: Tensor | None = None
         self.requires_grad = bool(requires_grad)
-        self._ctx: Function | None = None
+        self._ctx: Function | _Freed | None = None
+        self._version = 0
+
+    @property
+    def data(self):
+        """The array (NumPy or CuPy) holding the values."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        # ``t.data -= v`` reads the array, changes it in place and assigns the same array back:
+        # an in-place change that a graph which saved the array must hear of. A different array
+        # leaves what the graph saved untouched.
+        if value is self._data:
+            self._version += 1
+        self._data = value
+
+    @property
+    def version(self) -> int:
+        """How many in-place changes this tensor has seen (PyTorch's ``_version``)."""
+        return self._version
 
     # ---------------------------------------------------------------- basic properties
     @property
     def shape(self) -> tuple:
-        return tuple(self.data.shape)
+        return tuple(self._data.shape)
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def size(self) -> int:
-        return int(self.data.size)
+        return int(self._data.size)
 
     @property
     def device(self) -> str:
-        return backend.device_of(self.data)
+        return backend.device_of(self._data)
 
     @property
     def is_leaf(self) -> bool:
         return self._ctx is None
 
     def numel(self) -> int:
-        return int(self.data.size)
+        return int(self._data.size)
 
     def dim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     def __len__(self):
-        return len(self.data)
+        return len(self._data)
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied from the GPU if needed; shares memory on the CPU)."""
-        return backend.to_device(self.data, "cpu")
+        return backend.to_device(self._data, "cpu")
 
     def __array__(self, dtype=None, copy=None):
         """np.asarray(tensor) gives the data (on the CPU), as for a PyTorch CPU tensor."""
@@ -151,20 +183,20 @@ class Tensor:
         return a.astype(dtype) if dtype is not None else a
 
     def item(self):
-        return self.data.item()
+        return self._data.item()
 
     def tolist(self):
         return self.numpy().tolist()
 
     def detach(self) -> Tensor:
-        return Tensor(self.data)
+        return Tensor(self._data)
 
     def to(self, device=None, dtype=None) -> Tensor:
         """A tensor on ``device`` and/or of ``dtype``; ``self`` when nothing changes."""
-        data = self.data
+        data = self._data
         if device is not None:
             data = backend.to_device(data, device)
-        out = self if data is self.data else Tensor(data, requires_grad=self.requires_grad)
+        out = self if data is self._data else Tensor(data, requires_grad=self.requires_grad)
         if dtype is not None and data.dtype != np.dtype(dtype):
             out = _ops.Cast.apply(out, dtype=dtype)
         return out
@@ -185,15 +217,62 @@ class Tensor:
         self.requires_grad = flag
         return self
 
+    # ---------------------------------------------------------------- in-place changes
+    # Each raises the version, so that a graph that used the old values refuses to backward. They
+    # are not recorded in the graph: on a tensor that requires grad they need no_grad() (a manual
+    # weight update), as PyTorch requires for a leaf.
+    def _inplace(self, what: str):
+        if self.requires_grad and _grad_enabled:
+            raise RuntimeError(f"{what} on a tensor that requires grad: cnnlab's autograd does not record in-place "
+                               f"changes; make it under no_grad() (e.g. a manual weight update) or compute a new "
+                               f"tensor instead (y = x + 1)")
+        self._version += 1
+        return self._data
+
+    def __setitem__(self, index, value):
+        index = tuple(_raw(i) for i in index) if isinstance(index, tuple) else _raw(index)
+        self._inplace("x[...] = value")[index] = _raw(value)
+
     def zero_(self) -> Tensor:
-        self.data[...] = 0
+        self._inplace("zero_()")[...] = 0
+        return self
+
+    def fill_(self, value) -> Tensor:
+        self._inplace("fill_()")[...] = _raw(value)
+        return self
+
+    def copy_(self, src) -> Tensor:
+        src = _raw(src)
+        if hasattr(src, "shape"):
+            src = backend.to_device(src, self.device)
+        self._inplace("copy_()")[...] = src
+        return self
+
+    def add_(self, other, alpha=1) -> Tensor:
+        data = self._inplace("add_()")
+        data += _raw(other) if alpha == 1 else alpha * _raw(other)
+        return self
+
+    def sub_(self, other, alpha=1) -> Tensor:
+        data = self._inplace("sub_()")
+        data -= _raw(other) if alpha == 1 else alpha * _raw(other)
+        return self
+
+    def mul_(self, other) -> Tensor:
+        data = self._inplace("mul_()")
+        data *= _raw(other)
+        return self
+
+    def div_(self, other) -> Tensor:
+        data = self._inplace("div_()")
+        data /= _raw(other)
         return self
 
     def __repr__(self):
         body = np.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
         extra = ""
-        if self.data.dtype != backend.DEFAULT_DTYPE:
-            extra += f", dtype={self.data.dtype}"
+        if self._data.dtype != backend.DEFAULT_DTYPE:
+            extra += f", dtype={self._data.dtype}"
         if self.device != "cpu":
             extra += f", device='{self.device}'"
         if self.requires_grad:
@@ -212,13 +291,13 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward() called on a tensor that does not require grad "
                                "(did you compute it under no_grad(), or from inputs without requires_grad?)")
-        xp = backend.get_array_module(self.data)
+        xp = backend.get_array_module(self._data)
         if grad is None:
-            if self.data.size != 1:
+            if self._data.size != 1:
                 raise RuntimeError(f"backward() without a gradient needs a one-element tensor, got shape {self.shape}")
-            g = xp.ones_like(self.data)
+            g = xp.ones_like(self._data)
         else:
-            g = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.data.dtype)
+            g = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self._data.dtype)
             if tuple(g.shape) != self.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(g.shape)}, tensor has shape {self.shape}")
 
@@ -240,6 +319,12 @@ class Tensor:
                     else:
                         t.grad.data = t.grad.data + gt
                 continue
+            if type(ctx) is _Freed:
+                raise RuntimeError(
+                    f"backward() through the graph a second time (at {ctx.name}): the first backward() freed the "
+                    f"values saved for it; pass retain_graph=True to the first backward() to run backward again")
+            if t._version or [inp._version for inp in ctx.inputs] != ctx.versions:
+                raise RuntimeError(_modified_message(ctx, t))
             in_grads = ctx.backward(gt)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
@@ -253,7 +338,7 @@ class Tensor:
                 grads[key] = gi if prev is None else prev + gi
             in_grads = gi = None  # so that the loop's own variables do not count in _unshared
             if not retain_graph:
-                t._ctx = None  # free the saved arrays of this node
+                t._ctx = _Freed(type(ctx).__name__)  # free the saved arrays of this node
 
     # ---------------------------------------------------------------- operators
     def __add__(self, other):
@@ -297,22 +382,22 @@ class Tensor:
 
     # Comparisons give plain (non-differentiable) tensors, as in PyTorch.
     def __eq__(self, other):  # noqa: D105
-        return Tensor(self.data == _raw(other))
+        return Tensor(self._data == _raw(other))
 
     def __ne__(self, other):
-        return Tensor(self.data != _raw(other))
+        return Tensor(self._data != _raw(other))
 
     def __lt__(self, other):
-        return Tensor(self.data < _raw(other))
+        return Tensor(self._data < _raw(other))
 
     def __le__(self, other):
-        return Tensor(self.data <= _raw(other))
+        return Tensor(self._data <= _raw(other))
 
     def __gt__(self, other):
-        return Tensor(self.data > _raw(other))
+        return Tensor(self._data > _raw(other))
 
     def __ge__(self, other):
-        return Tensor(self.data >= _raw(other))
+        return Tensor(self._data >= _raw(other))
 
     __hash__ = object.__hash__
 
@@ -351,13 +436,13 @@ class Tensor:
         """The maximum; with ``dim``, (values, indices) as in PyTorch."""
         if dim is None:
             return _ops.amax(self)
-        return MinMax(_ops.amax(self, dim, keepdim), Tensor(self.data.argmax(axis=dim, keepdims=keepdim)))
+        return MinMax(_ops.amax(self, dim, keepdim), Tensor(self._data.argmax(axis=dim, keepdims=keepdim)))
 
     def min(self, dim=None, keepdim=False):
         """The minimum; with ``dim``, (values, indices) as in PyTorch."""
         if dim is None:
             return _ops.amin(self)
-        return MinMax(_ops.amin(self, dim, keepdim), Tensor(self.data.argmin(axis=dim, keepdims=keepdim)))
+        return MinMax(_ops.amin(self, dim, keepdim), Tensor(self._data.argmin(axis=dim, keepdims=keepdim)))
 
     def amax(self, dim=None, keepdim=False):
         return _ops.amax(self, dim, keepdim)
@@ -366,7 +451,7 @@ class Tensor:
         return _ops.amin(self, dim, keepdim)
 
     def argmax(self, dim=None, keepdim=False):
-        return Tensor(self.data.argmax(axis=dim, keepdims=keepdim))
+        return Tensor(self._data.argmax(axis=dim, keepdims=keepdim))
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -422,7 +507,37 @@ class MinMax(tuple):
 
 
 def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
+    return x._data if isinstance(x, Tensor) else x
+
+
+def increment_version(t: Tensor) -> None:
+    """Record an in-place change of ``t`` made behind the Tensor's back (e.g. a compiled optimizer
+    kernel writing into ``t.data``), so that graphs that used the old values refuse to backward."""
+    t._version += 1
+
+
+class _Freed:
+    """What a non-leaf's creator becomes once backward has freed it: the operator's name, no inputs."""
+
+    __slots__ = ("name",)
+    inputs = ()
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _modified_message(ctx, out: Tensor) -> str:
+    """Which tensor of ``ctx`` (its output ``out`` or an input) changed in place since it ran."""
+    which, t, seen = "its output", out, 0  # the output itself changed (a backward may use it)
+    for i, (inp, version) in enumerate(zip(ctx.inputs, ctx.versions)):
+        if inp._version != version:
+            which, t, seen = f"input {i} of {len(ctx.inputs)}", inp, version
+            break
+    op = type(ctx).__name__
+    return (f"{op} needs {which} (shape {t.shape}, {t.dtype}) for its gradient, but it was changed in place after "
+            f"{op} used it (version {t._version}, {op} saw version {seen}): an in-place change (x[...] = v, "
+            f"x.add_(), x.data -= v, an optimizer's step()) between forward and backward; compute again after the "
+            f"change, or make the change out of place (x = x + v)")
 
 
 def _unbroadcast(grad, shape):
@@ -468,7 +583,9 @@ class Function:
     Subclasses implement ``forward(self, *arrays, **params) -> array`` and
     ``backward(self, grad_output) -> gradient or tuple of gradients`` (one per tensor input,
     ``None`` where an input needs none). ``self.needs_input_grad`` tells which inputs want one.
-    Anything ``forward`` stores on ``self`` is freed after the backward pass.
+    Anything ``forward`` stores on ``self`` is freed after the backward pass. ``apply`` records
+    the inputs' versions; backward refuses to run if one of them, or the output, has changed
+    in place since.
     """
 
     inputs: tuple
@@ -479,9 +596,10 @@ class Function:
         ctx = cls()
         needs = _grad_enabled and any(t.requires_grad for t in tensors)
         ctx.needs_input_grad = tuple(t.requires_grad for t in tensors) if needs else (False,) * len(tensors)
-        out = Tensor(ctx.forward(*(t.data for t in tensors), **params))
+        out = Tensor(ctx.forward(*(t._data for t in tensors), **params))
         if needs:
             ctx.inputs = tensors
+            ctx.versions = [t._version for t in tensors]  # checked by backward
             out.requires_grad = True
             out._ctx = ctx
         return out

@@ -10,6 +10,12 @@
 Every file is written to a temporary file in the same directory and renamed over the target,
 so a crash or Ctrl-C never leaves a half-written file. Nothing is pickled: loading a run
 executes no code from it. ``cnnlab.runs.load`` reads a whole run; this module handles its files.
+
+What is read is checked before use, and every problem is one RunError line naming the file:
+run files must be regular files (a named pipe would hang the reader); spec.json must be
+{"name": str, "kwargs": {...}} with arguments the architecture accepts (``models.spec``: types,
+sizes, the parameter cap); a weights file may hold only floating-point tensors, all finite, and
+be no larger than ``data.limits.max_data_bytes()``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from . import models
+from .data.errors import DataError
+from .data.limits import check_regular_file, max_data_bytes, open_regular_file
 from .data.loader import MNIST_MEAN, MNIST_STD
+from .errors import SettingError
 
 WEIGHTS, SPEC, CONFIG, METRICS = "model.safetensors", "spec.json", "config.json", "metrics.json"
 MANIFEST = "manifest.json"  # written last: which files make the run, with their checksums
@@ -88,14 +97,25 @@ def _json_default(o):
 
 
 def read_json(path) -> dict:
+    """The JSON value in a run file (any JSON type: callers check the shape they need).
+
+    Raises:
+        RunError: missing, not a regular file, unreadable, or not valid UTF-8 JSON.
+    """
     path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        raise RunError(f"{path}: missing (is {path.parent} a cnnlab run directory?)")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise RunError(f"{path}: missing (is {path.parent} a cnnlab run directory?)") from None
-    except json.JSONDecodeError as exc:
+        with open_regular_file(path, "run files") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except DataError as exc:
+        raise RunError(str(exc)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RunError(f"{path}: not valid JSON (nested too deeply)") from None
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def save_weights(model, path) -> None:
@@ -116,17 +136,60 @@ def save_arrays(path, arrays: dict) -> None:
         raise OSError(f"cannot write {path}: {exc}") from None
 
 
-def load_weights(path) -> dict:
-    from safetensors import SafetensorError  # noqa: PLC0415
-    from safetensors.numpy import load_file  # noqa: PLC0415
+def load_weights(path, max_bytes: int | None = None) -> dict:
+    """The tensors of a safetensors weights file, by name, as NumPy arrays.
+
+    Args:
+        path: the file (a run's model.safetensors).
+        max_bytes: the largest file accepted (default ``data.limits.max_data_bytes()``: 1 GiB,
+            or ``$CNNLAB_MAX_DATA_BYTES``).
+
+    Raises:
+        RunError: one line naming the file (and the tensor): missing, not a regular file, over
+            ``max_bytes``, not safetensors, a tensor of a type other than floating point
+            (float16/32/64), or a tensor holding NaN or infinity.
+    """
+    from safetensors.numpy import load  # noqa: PLC0415
 
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise RunError(f"{path}: missing weights file")
+    limit = max_data_bytes(max_bytes)
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise RunError(f"{path}: not a readable safetensors file ({exc})") from None
+        size = check_regular_file(path, "weights")
+        if size > limit:
+            raise RunError(f"{path}: {size} bytes, over cnnlab's limit of {limit} bytes for a weights file (raise it "
+                           "with CNNLAB_MAX_DATA_BYTES or max_bytes=)")
+        with open_regular_file(path, "weights") as f:
+            blob = f.read()
+    except DataError as exc:
+        raise RunError(str(exc)) from None
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        tensors = load(blob)
+    except KeyError as exc:  # safetensors.numpy meets a type NumPy lacks (BF16, F8_...)
+        raise RunError(f"{path}: holds a tensor of type {exc}, which has no NumPy equivalent; cnnlab's weights "
+                       "are float16, float32 or float64") from None
+    except Exception as exc:  # SafetensorError, and whatever else a malformed header raises
+        raise RunError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
+    except BaseException as exc:  # the Rust reader's PanicException is a BaseException
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise RunError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
+    for name, array in sorted(tensors.items()):  # the first bad tensor by name, the same each time
+        if array.dtype.kind != "f":
+            raise RunError(f"{path}: tensor {name!r} is {array.dtype}, not floating point; cnnlab's weights are "
+                           "float16, float32 or float64")
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise RunError(f"{path}: tensor {name!r} holds {bad} NaN or infinite values (of {array.size}); "
+                           "the weights are unusable (did training diverge?)")
+    return tensors
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def normalization(config, where="config.json") -> tuple[float, float]:
@@ -173,6 +236,42 @@ def save_run(run_dir, model, model_spec, config=None, metrics=None) -> Path:
     return run_dir
 
 
+def read_spec(path) -> dict:
+    """A run's spec.json, checked: a JSON object with "name" (a string) and "kwargs" (an object;
+    missing in early runs, then {}), whose arguments ``models.spec`` accepts (types, sizes and the
+    parameter cap, checked before anything is built).
+
+    Returns:
+        The spec as ``models.spec`` gives it: {"name", "kwargs"}.
+
+    Raises:
+        RunError: one line naming the file and the key that is wrong.
+    """
+    path = Path(path)
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise RunError(f'{path}: must hold a JSON object {{"name": ..., "kwargs": {{...}}}}, got {_json_type(raw)}')
+    name, kwargs = raw.get("name"), raw.get("kwargs", {})
+    if not isinstance(name, str):
+        raise RunError(f'{path}: "name" must be a string (a model of the zoo), got '
+                       f'{"nothing" if "name" not in raw else _json_type(name)}')
+    if not isinstance(kwargs, dict):
+        raise RunError(f'{path}: "kwargs" must be a JSON object of the model\'s arguments, got {_json_type(kwargs)}')
+    try:
+        return models.spec(name, **kwargs)
+    except SettingError as exc:
+        raise RunError(f"{path}: kwargs.{exc.setting} {exc.problem}" if exc.setting != "kwargs"
+                       else f"{path}: kwargs {exc.problem}") from None
+    except ValueError as exc:
+        raise RunError(f"{path}: {exc}") from None
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value)[:60]})"
+
+
 def load_model(run_dir):
     """Rebuild the model of a run directory from its spec.json and load its weights.
 
@@ -182,7 +281,7 @@ def load_model(run_dir):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
-    model_spec = read_json(run_dir / SPEC)
+    model_spec = read_spec(run_dir / SPEC)
     try:
         model = models.build(model_spec)
     except ValueError as exc:
@@ -193,7 +292,7 @@ def load_model(run_dir):
     except ValueError as exc:
         raise RunError(f"{run_dir / WEIGHTS} does not match the model in {SPEC} "
                        f"({model_spec.get('name')}): {exc}") from None
-    return model.eval(), models.spec(model_spec["name"], **model_spec.get("kwargs", {}))
+    return model.eval(), model_spec
 
 
 # ------------------------------------------------------------------------------- the manifest

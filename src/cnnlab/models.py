@@ -21,10 +21,15 @@ import numpy as np
 
 from . import nn
 from .autograd import Tensor, no_grad
+from .errors import SettingError
 from .nn import init
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 
 def _act(name):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}: expected one of {', '.join(ACTIVATIONS)}")
     return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[name]()
 
 
@@ -196,27 +201,147 @@ def vgg_small(c1=32, c2=64, hidden=256, p=0.3, classes=10):
         nn.Dropout(p), nn.Linear(hidden, classes))
 
 
+# ------------------------------------------------------------------------------ parameter counts
+# Each architecture's parameter count from its arguments, so that a spec asking for a huge model
+# is refused before anything is allocated (``spec``); tests hold each against the built model.
+def _conv(cin, cout, k, bias=True):
+    return cin * cout * k * k + (cout if bias else 0)
+
+
+def _fc(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def _bn(c):
+    return 2 * c
+
+
+def _count_fast(c1, c2, hidden, classes, **_):
+    return (_conv(1, c1, 5, False) + _bn(c1) + _conv(c1, c2, 5, False) + _bn(c2)
+            + _fc(c2 * 4 * 4, hidden) + _fc(hidden, classes))
+
+
+def _count_vgg_small(c1, c2, hidden, classes, **_):
+    return (_conv(1, c1, 3, False) + _conv(c1, c1, 3, False) + _conv(c1, c2, 3, False) + _conv(c2, c2, 3, False)
+            + 2 * _bn(c1) + 2 * _bn(c2) + _fc(c2 * 7 * 7, hidden) + _fc(hidden, classes))
+
+
+def _count_article(maps, classes, **_):
+    return _conv(1, maps, 5) + _fc(maps * 12 * 12, classes)
+
+
+def _count_cs231n(filters, size, hidden, classes, **_):
+    return _conv(1, filters, size) + _fc(filters * 14 * 14, hidden) + _fc(hidden, classes)
+
+
+def _count_nielsen_fc(hidden, classes, **_):
+    return _fc(784, hidden) + _fc(hidden, classes)
+
+
+def _count_nielsen_conv1(classes, **_):
+    return _conv(1, 20, 5) + _fc(20 * 12 * 12, 100) + _fc(100, classes)
+
+
+def _count_nielsen_conv2(classes, **_):
+    return _conv(1, 20, 5) + _conv(20, 40, 5) + _fc(40 * 4 * 4, 100) + _fc(100, classes)
+
+
+def _count_nielsen_dropout(hidden, classes, **_):
+    return _conv(1, 20, 5) + _conv(20, 40, 5) + _fc(40 * 4 * 4, hidden) + _fc(hidden, hidden) + _fc(hidden, classes)
+
+
+def _count_lenet5(classes, **_):
+    return _conv(1, 6, 5) + _conv(6, 16, 5) + _fc(16 * 5 * 5, 120) + _fc(120, 84) + _fc(84, classes)
+
+
+def _count_alexnet(c, hidden, classes, **_):
+    c1, c2, c3, c4, c5 = c
+    return (_conv(1, c1, 5) + _conv(c1, c2, 5) + _conv(c2, c3, 3) + _conv(c3, c4, 3) + _conv(c4, c5, 3)
+            + _fc(c5 * 2 * 2, hidden) + _fc(hidden, hidden) + _fc(hidden, classes))
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """A zoo entry: how to build the network, in words and in code."""
+    """A zoo entry: how to build the network, in words and in code.
+
+    ``parameters`` gives the parameter count from the builder's arguments (all of them, defaults
+    filled in) without building anything; None for an architecture without one, which then gets
+    only the per-argument checks of ``spec``.
+    """
 
     builder: Callable[..., nn.Module]
     description: str
+    parameters: Callable[..., int] | None = None
 
 
 MODELS: dict[str, Architecture] = {
-    "fast": Architecture(fast, "2x(conv5x5-pool-BN-ReLU) 32/64 maps, FC 256, dropout"),
-    "vgg-small": Architecture(vgg_small, "VGG-style 2x(conv3x3-conv3x3-pool) 32/64 maps, BN, FC 256, dropout"),
-    "article": Architecture(article, "the article's net: 3 maps 5x5, 2x2 max-pool, FC -> 10"),
-    "cs231n": Architecture(cs231n, "cs231n's ThreeLayerConvNet: conv 32x7x7, ReLU, 2x2 max-pool, FC 100, FC -> 10"),
-    "nielsen-fc": Architecture(nielsen_fc, "Nielsen ch.6: FC 100 sigmoid + softmax"),
-    "nielsen-conv1": Architecture(nielsen_conv1, "Nielsen ch.6: conv 20x5x5 + max-pool, FC 100"),
-    "nielsen-conv2": Architecture(nielsen_conv2, "Nielsen ch.6: two conv-pool (20, 40), FC 100"),
-    "nielsen-dropout": Architecture(nielsen_dropout, "Nielsen ch.6: two conv-pool, 2x FC 1000 ReLU, dropout 0.5"),
-    "lenet5": Architecture(lenet5, "LeNet-5: 6/16 maps 5x5, tanh, avg-pool, 120-84-10"),
+    "fast": Architecture(fast, "2x(conv5x5-pool-BN-ReLU) 32/64 maps, FC 256, dropout", _count_fast),
+    "vgg-small": Architecture(vgg_small, "VGG-style 2x(conv3x3-conv3x3-pool) 32/64 maps, BN, FC 256, dropout",
+                              _count_vgg_small),
+    "article": Architecture(article, "the article's net: 3 maps 5x5, 2x2 max-pool, FC -> 10", _count_article),
+    "cs231n": Architecture(cs231n, "cs231n's ThreeLayerConvNet: conv 32x7x7, ReLU, 2x2 max-pool, FC 100, FC -> 10",
+                           _count_cs231n),
+    "nielsen-fc": Architecture(nielsen_fc, "Nielsen ch.6: FC 100 sigmoid + softmax", _count_nielsen_fc),
+    "nielsen-conv1": Architecture(nielsen_conv1, "Nielsen ch.6: conv 20x5x5 + max-pool, FC 100", _count_nielsen_conv1),
+    "nielsen-conv2": Architecture(nielsen_conv2, "Nielsen ch.6: two conv-pool (20, 40), FC 100", _count_nielsen_conv2),
+    "nielsen-dropout": Architecture(nielsen_dropout, "Nielsen ch.6: two conv-pool, 2x FC 1000 ReLU, dropout 0.5",
+                                    _count_nielsen_dropout),
+    "lenet5": Architecture(lenet5, "LeNet-5: 6/16 maps 5x5, tanh, avg-pool, 120-84-10", _count_lenet5),
     "alexnet": Architecture(alexnet, "AlexNet-style: 5 conv (32/64/128/128/128, local response norm, overlapping "
-                                     "3x3/2 max-pool) + FC 1024-1024-10 with dropout"),
+                                     "3x3/2 max-pool) + FC 1024-1024-10 with dropout", _count_alexnet),
 }
+
+# ------------------------------------------------------------------------------ the rule for arguments
+# A spec may come from a file (spec.json) or the command line, so ``spec`` checks its arguments
+# before anything is built: each must have its default's type (a whole number where the default
+# is one, a finite number for a float, a string, a list of whole numbers for a tuple); every whole
+# number (a width, a count of maps or classes, a kernel size) must lie in 1..MAX_WIDTH; the
+# arguments below take one of their CHOICES, or a number in their FLOAT_RANGES; and the model may
+# have at most MAX_PARAMETERS parameters (400 MB of float32), counted by its formula above.
+MAX_WIDTH = 65536
+MAX_PARAMETERS = 100_000_000
+CHOICES = {"activation": ("activation", ACTIVATIONS), "pool": ("pooling", POOLS)}
+FLOAT_RANGES = {"p": (0.0, 1.0, "a probability in [0, 1)"), "weight_scale": (0.0, None, "a number above 0")}
+
+
+def _whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_argument(owner: str, key: str, value, default) -> None:
+    """SettingError unless ``value`` may stand for an argument whose default is ``default``."""
+    def bad(problem):
+        return SettingError(owner, key, problem)
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad(f"must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if not _whole(value):
+            raise bad(f"must be a whole number, got {value!r}")
+        if not 1 <= value <= MAX_WIDTH:
+            raise bad(f"must be in 1..{MAX_WIDTH}, got {value}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise bad(f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise bad(f"must be a finite number, got {value!r}")
+        if key in FLOAT_RANGES:
+            lo, hi, what = FLOAT_RANGES[key]
+            if not (value > lo if hi is None else lo <= value < hi):
+                raise bad(f"must be {what}, got {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad(f"must be a string, got {value!r}")
+        if key in CHOICES and value not in CHOICES[key][1]:
+            noun, choices = CHOICES[key]
+            raise bad(f"names an unknown {noun} {value!r}: expected one of {', '.join(choices)}")
+    elif isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise bad(f"must be a list of {len(default)} whole numbers, got {value!r}")
+        for v in value:
+            if not _whole(v) or not 1 <= v <= MAX_WIDTH:
+                raise bad(f"must hold whole numbers in 1..{MAX_WIDTH}, got {value!r}")
 
 # Run directories saved before the zoo held architectures only name a recipe in spec.json; each
 # such name stands for an architecture with these arguments.
@@ -245,10 +370,22 @@ def spec(name: str, **kwargs) -> dict:
         kwargs = {**fixed, **kwargs}
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    arch = MODELS[name]
+    signature = inspect.signature(arch.builder)
     try:
-        inspect.signature(MODELS[name].builder).bind(**kwargs)
+        bound = signature.bind(**kwargs)
     except TypeError as exc:
         raise ValueError(f"model {name!r}: bad arguments {kwargs}: {exc}") from None
+    owner = f"model {name!r}"
+    for key, value in kwargs.items():
+        _check_argument(owner, key, value, signature.parameters[key].default)
+    if arch.parameters is not None:
+        bound.apply_defaults()
+        count = arch.parameters(**bound.arguments)
+        if count > MAX_PARAMETERS:
+            asked = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            raise SettingError(owner, "kwargs", f"ask for {count:,} parameters, over cnnlab's limit of "
+                                                f"{MAX_PARAMETERS:,} ({asked})")
     return {"name": name, "kwargs": dict(kwargs)}
 
 
@@ -262,7 +399,9 @@ def build(model_spec) -> nn.Module:
     name = model_spec["name"]
     try:
         return MODELS[name].builder(**model_spec["kwargs"])
-    except TypeError as exc:
+    except SettingError:
+        raise
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"model {name!r}: bad arguments {model_spec['kwargs']}: {exc}") from exc
 
 

@@ -32,7 +32,7 @@ import numbers
 import numpy as np
 
 from . import backend, kernels
-from .autograd import Tensor, enable_grad
+from .autograd import Tensor, enable_grad, increment_version
 
 __all__ = [
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
@@ -159,6 +159,11 @@ class Optimizer:
                 loss = closure()
         for group in self.param_groups:
             self._update_group(group)
+            for p in group["params"]:
+                if p.grad is not None:
+                    # changed in place (a compiled kernel may write p.data): a graph that used the old
+                    # values must not backward any more (autograd.py, "version")
+                    increment_version(p)
         return loss
 
     def _update_group(self, group: dict) -> None:  # pragma: no cover - abstract

@@ -481,7 +481,7 @@ class _Training:
             mean, std = norm_stats(split)
             config = config.replace(mean=float(mean), std=float(std))
         if config.classes is None:
-            config = config.replace(classes=tuple(class_names(config.dataset)))
+            config = config.replace(classes=tuple(split.classes or class_names(config.dataset)))
         if len(config.classes) != 10 and "classes" not in config.model_kwargs:
             config = config.replace(model_kwargs={**config.model_kwargs, "classes": len(config.classes)})
         train_x, train_y = split.train

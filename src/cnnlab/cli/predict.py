@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import numpy as np
 
 from .. import functional as F
 from .. import runs
 from ..autograd import Tensor, no_grad
-from ..data import class_names, form_for, standardize
+from ..data import FirstFrameWarning, class_names, form_for, standardize
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,11 +30,18 @@ def run(args) -> int:
     status = 0
     for path in args.images:
         try:
-            img = convert(path)
+            with warnings.catch_warnings(record=True) as notes:
+                warnings.simplefilter("always", FirstFrameWarning)
+                img = convert(path)
         except ValueError as exc:  # the message names the file
             print(f"cnnlab predict: error: {exc}", file=sys.stderr)
             status = 1
             continue
+        for note in notes:  # e.g. an animated GIF: which frame was used
+            if issubclass(note.category, FirstFrameWarning):
+                print(f"cnnlab predict: note: {note.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
         x = standardize(img, r.config.mean, r.config.std).reshape(1, 1, 28, 28)
         with no_grad():
             prob = F.softmax(model(Tensor(x)), 1).numpy()[0]

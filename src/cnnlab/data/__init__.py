@@ -38,14 +38,16 @@ from .datasets import (
     expand_shifts,
     load_dataset,
     load_fashion_mnist,
+    load_folder_split,
     load_mnist,
     nielsen_split,
     search_dirs,
 )
 from .errors import DataError
 from .folder import IMAGE_EXTENSIONS, ImageFolder
-from .idx import parse_idx, read_idx, write_idx
-from .images import form_for, load_image_batch, open_image, to_fashion_form, to_mnist_form
+from .idx import parse_idx, read_idx, read_idx_bytes, write_idx
+from .images import FirstFrameWarning, form_for, load_image_batch, open_image, to_8bit, to_fashion_form, to_mnist_form
+from .limits import MAX_DATA_BYTES, MAX_IMAGE_PIXELS, check_regular_file, max_data_bytes, max_image_pixels
 from .device_loader import DeviceLoader
 from .loader import MNIST_MEAN, MNIST_STD, DataLoader
 from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats, standardize
@@ -59,13 +61,17 @@ __all__ = [
     "DeviceLoader",
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
+    "FirstFrameWarning",
     "IMAGE_EXTENSIONS",
     "ImageFolder",
     "KNOWN_SHA256",
+    "MAX_DATA_BYTES",
+    "MAX_IMAGE_PIXELS",
     "MNISTData",
     "MNIST_MEAN",
     "MNIST_STD",
     "SplitData",
+    "check_regular_file",
     "class_names",
     "clear_verification_cache",
     "dataset_dir",
@@ -73,8 +79,11 @@ __all__ = [
     "flip_images",
     "load_dataset",
     "load_fashion_mnist",
+    "load_folder_split",
     "load_image_batch",
     "load_mnist",
+    "max_data_bytes",
+    "max_image_pixels",
     "nielsen_split",
     "norm_stats",
     "open_image",
@@ -91,10 +100,12 @@ __all__ = [
     "random_elastic",
     "random_translate",
     "read_idx",
+    "read_idx_bytes",
     "rotate_images",
     "search_dirs",
     "shift_images",
     "standardize",
+    "to_8bit",
     "to_mnist_form",
     "to_fashion_form",
     "form_for",

@@ -20,7 +20,7 @@ import numpy as np
 
 from .checksums import KNOWN_SHA256, verify_sha256
 from .errors import DataError
-from .idx import decompress_if_gzip, parse_idx, read_file_bytes
+from .idx import idx_array, read_idx_bytes
 
 __all__ = [
     "DATASET_NAMES",
@@ -30,6 +30,7 @@ __all__ = [
     "expand_shifts",
     "load_dataset",
     "load_fashion_mnist",
+    "load_folder_split",
     "load_mnist",
     "nielsen_split",
     "search_dirs",
@@ -88,7 +89,9 @@ class SplitData:
     """Train / validation / test split (Nielsen's 50k/10k/10k for MNIST).
 
     Images are uint8 (N, 28, 28), labels int64 (N,). ``train``, ``validation`` and ``test`` give
-    ``(images, labels)`` pairs, so ``x, y = split.train`` works.
+    ``(images, labels)`` pairs, so ``x, y = split.train`` works. ``classes`` names the classes in
+    label order (a folder's sub-folder names, as read when it was loaded; for MNIST and
+    Fashion-MNIST ``class_names(name)``), for a run to keep with its weights.
     """
 
     train_images: np.ndarray
@@ -98,6 +101,7 @@ class SplitData:
     test_images: np.ndarray
     test_labels: np.ndarray
     name: str = "mnist"
+    classes: tuple[str, ...] = ()
 
     @property
     def train(self) -> tuple[np.ndarray, np.ndarray]:
@@ -184,10 +188,10 @@ def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
 
 
 def _load_idx_verified(path: Path, expected_sha: str | None) -> np.ndarray:
-    content = decompress_if_gzip(read_file_bytes(path), path)
+    content = read_idx_bytes(path)  # bounded by its header and cnnlab's limit, before any checksum
     if expected_sha is not None:
         verify_sha256(path, content, expected_sha)
-    return parse_idx(content, path)
+    return idx_array(content, path)
 
 
 def _check_pair(images: np.ndarray, labels: np.ndarray, img_path: Path, lbl_path: Path) -> np.ndarray:
@@ -286,6 +290,7 @@ def nielsen_split(ds: MNISTData, validation: int = 10000) -> SplitData:
         ds.test_images,
         ds.test_labels.astype(np.int64, copy=False),
         ds.name,
+        tuple(class_names(ds.name)),
     )
 
 
@@ -319,11 +324,19 @@ def load_folder_split(root: str | os.PathLike, fraction: float = 0.1) -> SplitDa
     seed) puts ``fraction`` of the images in validation and as many in test, at least one each.
 
     Returns:
-        SplitData with ``name`` set to the folder's path; class names are the sorted sub-folders.
+        SplitData with ``name`` set to the folder's path and ``classes`` to the sorted sub-folder
+        names (label order).
+
+    Raises:
+        DataError: fewer than two class folders (a classifier of one class learns nothing and
+            scores 100%), fewer than 3 images, or a folder or image that cannot be read.
     """
     from .folder import ImageFolder  # noqa: PLC0415 - folder imports this module's neighbours
 
     folder = ImageFolder(root, mnist_form=True)
+    if len(folder.classes) < 2:
+        raise DataError(f"{root}: one class folder ({folder.classes[0]!r}); a classifier needs at least two, "
+                        "one sub-folder of images per class")
     n = len(folder.labels)
     if n < 3:
         raise DataError(f"{root}: {n} images; a train / validation / test split needs at least 3")
@@ -331,7 +344,7 @@ def load_folder_split(root: str | os.PathLike, fraction: float = 0.1) -> SplitDa
     order = np.random.default_rng(0).permutation(n)
     val, test, train = order[:k], order[k:2 * k], order[2 * k:]
     x, y = folder.images, folder.labels.astype(np.int64)
-    return SplitData(x[train], y[train], x[val], y[val], x[test], y[test], str(root))
+    return SplitData(x[train], y[train], x[val], y[val], x[test], y[test], str(root), tuple(folder.classes))
 
 
 def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:

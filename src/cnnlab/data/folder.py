@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import DataError
-from .images import open_image, to_mnist_form
+from .images import open_image, to_8bit, to_mnist_form
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder"]
 
@@ -86,7 +86,7 @@ class ImageFolder:
         self.labels = np.asarray(labels, dtype=np.int64)
 
     def _load(self, path: Path) -> np.ndarray:
-        img = open_image(path)  # DataError naming the file if unreadable
+        img = to_8bit(open_image(path), str(path))  # DataError naming the file if unreadable
         img = img.convert("L" if self.grayscale else "RGB")
         if self.size is not None and img.size != (self.size[1], self.size[0]):
             # PIL sizes are (width, height).

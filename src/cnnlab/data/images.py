@@ -8,53 +8,133 @@ at the centre (pixel index 14, 14). :func:`to_mnist_form` reproduces that proced
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError
+from .limits import max_image_pixels, open_regular_file
 
-__all__ = ["MNIST_BOX", "MNIST_SIZE", "load_image_batch", "form_for", "open_image", "to_fashion_form",
-           "to_mnist_form"]
+__all__ = ["MNIST_BOX", "MNIST_SIZE", "FirstFrameWarning", "load_image_batch", "form_for", "open_image",
+           "to_8bit", "to_fashion_form", "to_mnist_form"]
+
+
+class FirstFrameWarning(UserWarning):
+    """An animated or multi-page picture (GIF, APNG, TIFF) was read: only its first frame is used.
+
+    ``cnnlab predict`` prints it as a note; from Python, catch it with ``warnings.catch_warnings``.
+    """
 
 MNIST_SIZE = 28  # side of the output field
 MNIST_BOX = 20  # longest side of the digit's bounding box inside it
 _CENTRE = 14.0  # MNIST's mean centre of mass in pixel-index coordinates (measured: 14.00, 14.01)
 
 
-def open_image(source: str | os.PathLike | Image.Image) -> Image.Image:
+def open_image(source: str | os.PathLike | Image.Image, max_pixels: int | None = None) -> Image.Image:
     """Open and fully decode an image, with EXIF orientation applied (phone photos).
 
+    The file must be a regular file (a named pipe or a device is refused at once), and its size is
+    read from its header and checked against ``max_pixels`` before anything is decoded. Of an
+    animated or multi-page picture the first frame is used, with a :class:`FirstFrameWarning`.
+
     Args:
-        source: a path, or an already opened PIL image (returned after orientation fix-up).
+        source: a path, an open binary file, or an already opened PIL image (returned after
+            orientation fix-up).
+        max_pixels: the most pixels (width x height) a picture may have; default
+            ``limits.max_image_pixels()`` (50 million, or ``$CNNLAB_MAX_IMAGE_PIXELS``).
 
     Returns:
         A loaded PIL image.
 
     Raises:
-        DataError: the file is missing, unreadable or not an image Pillow understands.
+        DataError: the file is missing, not a regular file, unreadable, not an image Pillow
+            understands, or larger than ``max_pixels``.
     """
     if isinstance(source, Image.Image):
         img = source
-    elif isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
-        raise DataError(f"{source}: no such file")
+        _check_pixels(img, source, max_pixels)
     else:
-        try:
-            with Image.open(source) as opened:
-                opened.load()  # decode now, inside the try, so truncated files fail here
-                img = opened.copy()
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{source}: cannot read as an image ({exc})") from exc
+        # a path must name a regular file; an open binary file (io.BytesIO, ...) is read as it is
+        is_path = isinstance(source, (str, os.PathLike))
+        with open_regular_file(source, "images") if is_path else contextlib.nullcontext(source) as f:
+            try:
+                with warnings.catch_warnings():
+                    # cnnlab's own limit (below) replaces Pillow's warning; its error still stands
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    opened = Image.open(f)  # reads the header only
+                with opened:
+                    _check_pixels(opened, source, max_pixels)
+                    if getattr(opened, "is_animated", False) or getattr(opened, "n_frames", 1) > 1:
+                        warnings.warn(f"{source}: has {opened.n_frames} frames; the first is used", FirstFrameWarning,
+                                      stacklevel=2)
+                    opened.load()  # decode now, inside the try, so truncated files fail here
+                    img = opened.copy()
+            except DataError:
+                raise
+            except Image.DecompressionBombError as exc:
+                raise DataError(f"{source}: too many pixels for Pillow to open ({exc}); cnnlab reads at most "
+                                f"{max_image_pixels(max_pixels) / 1e6:g} megapixels per picture") from None
+            except (OSError, UnidentifiedImageError, ValueError, EOFError, SyntaxError) as exc:
+                raise DataError(f"{source}: cannot read as an image ({exc})") from exc
     try:
         return ImageOps.exif_transpose(img)
     except Exception:  # broken EXIF data should not make a readable image unusable
         return img
 
 
-def _to_gray(img: Image.Image) -> np.ndarray:
-    """Grayscale float array in [0, 255]; transparent areas become background."""
+def _check_pixels(img: Image.Image, source, max_pixels: int | None) -> None:
+    limit = max_image_pixels(max_pixels)
+    width, height = img.size
+    if width * height > limit:
+        raise DataError(f"{_name(source)}: {width} x {height} pixels ({width * height / 1e6:.1f} megapixels) is over "
+                        f"cnnlab's limit of {limit / 1e6:g} megapixels per picture; shrink it, or raise the limit "
+                        "with CNNLAB_MAX_IMAGE_PIXELS (or max_pixels=)")
+    if width * height == 0:
+        raise DataError(f"{_name(source)}: the picture is empty ({width} x {height} pixels)")
+
+
+def _deep_gray(img: Image.Image, name: str) -> np.ndarray | None:
+    """A picture deeper than 8 bits per pixel as gray floats in [0, 255]; None for other modes.
+
+    Scaled by its depth, not clipped: 16-bit ('I;16', and 'I' holding 0..65535, as Pillow opens
+    16-bit PNG and TIFF) divided by 257; floats ('F') in 0..1 or 0..255 taken as such. Values
+    beyond those depths (negative, or over 65535 or 255) are scaled by their range, min to max.
+    """
+    if not (img.mode == "I" or img.mode == "F" or img.mode.startswith("I;16")):
+        return None
+    a = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise DataError(f"{name}: the picture has pixels that are not numbers (NaN or infinity)")
+    lo, hi = float(a.min()), float(a.max())
+    if img.mode == "F" and lo >= 0 and hi <= 1:
+        return a * 255.0
+    if img.mode == "F" and lo >= 0 and hi <= 255:
+        return a
+    if img.mode != "F" and lo >= 0 and hi <= 65535:
+        return a / 257.0  # 65535 -> 255
+    return (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+
+
+def to_8bit(img: Image.Image, name: str | None = None) -> Image.Image:
+    """``img`` itself if it has 8 bits per channel, else an 8-bit grayscale ('L') picture scaled
+    by its depth, not clipped (a 16-bit scan's paper at 60000 stays light: 233, not 255 with the
+    ink clipped to 255 too). Pillow's own ``convert("L")`` clips 16-bit values."""
+    a = _deep_gray(img, name or _name(img))
+    if a is None:
+        return img
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
+def _to_gray(img: Image.Image, name: str) -> np.ndarray:
+    """Grayscale float array in [0, 255]; transparent areas become background; deeper than 8 bits
+    scaled by depth (``_deep_gray``)."""
+    deep = _deep_gray(img, name)
+    if deep is not None:
+        return deep
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0  # (H, W, 4)
         alpha = rgba[..., 3]
@@ -66,7 +146,10 @@ def _to_gray(img: Image.Image) -> np.ndarray:
             background = 1.0 if stroke < 0.5 else 0.0
             gray = gray * alpha + background * (1.0 - alpha)
         return gray * 255.0
-    return np.asarray(img.convert("L"), dtype=np.float64)
+    try:
+        return np.asarray(img.convert("L"), dtype=np.float64)
+    except ValueError as exc:  # a mode Pillow cannot turn into gray
+        raise DataError(f"{name}: cannot make a gray picture of mode {img.mode} ({exc})") from None
 
 
 def _border(a: np.ndarray) -> np.ndarray:
@@ -169,7 +252,7 @@ def to_mnist_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
     Raises:
         DataError: unreadable / non-image file, or a picture with no visible digit.
     """
-    ink = _ink_map(_to_gray(open_image(source)), _name(source))  # (H, W) in [0, 1]
+    ink = _ink_map(_to_gray(open_image(source), _name(source)), _name(source))  # (H, W) in [0, 1]
     small = _crop_and_scale(ink, MNIST_BOX)  # (new_h, new_w)
     new_h, new_w = small.shape
     # Thin strokes in a big picture fade when shrunk; restore full intensity like MNIST's 255 peaks.
@@ -205,7 +288,8 @@ def to_fashion_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
     Raises:
         DataError: unreadable / non-image file, or a picture with no visible object.
     """
-    small = _crop_and_scale(_ink_map(_to_gray(open_image(source)), _name(source), "object"), MNIST_SIZE)
+    name = _name(source)
+    small = _crop_and_scale(_ink_map(_to_gray(open_image(source), name), name, "object"), MNIST_SIZE)
     new_h, new_w = small.shape
     out = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float64)
     top, left = (MNIST_SIZE - new_h) // 2, (MNIST_SIZE - new_w) // 2

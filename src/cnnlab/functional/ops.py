@@ -248,22 +248,26 @@ def clamp(a, min=None, max=None):  # noqa: A002 - PyTorch's names
 
 
 # ------------------------------------------------------------------------ reductions
-def _dim(d, ndim):
-    """A dim in [-ndim, ndim) (a 0-d tensor takes 0 and -1, as in PyTorch) as an index >= 0."""
-    n = builtins.max(ndim, 1)
-    if not -n <= d < n:
-        raise ValueError(f"dim {d} is out of range for a tensor of {ndim} dimensions (expected -{n} to {n - 1})")
-    return d % n
+def _dim(op, dim, shape):
+    """``dim`` as an axis in 0..ndim-1, or an IndexError naming the operator and the shape (as
+    PyTorch, a 0-d tensor takes dim 0 or -1)."""
+    ndim = len(shape)
+    top = builtins.max(ndim, 1)
+    if not -top <= dim < top:
+        raise IndexError(f"{op}: dim {dim} is out of range for a tensor of shape {tuple(shape)} "
+                         f"(expected {-top}..{top - 1})")
+    return dim % top
 
 
-def _axes(dim, ndim):
+def _axes(dim, ndim, op="reduction", shape=None):
     """The reduced axes, sorted (so that ties go to the first position in C order, whatever order the
-    dims were given in); () for a 0-d tensor, whose only dim is itself."""
+    dims were given in); None for all of them; () for a 0-d tensor, whose only dim is itself."""
     if dim is None:
         return None
     if isinstance(dim, int):
         dim = (dim,)
-    axes = tuple(sorted(_dim(d, ndim) for d in dim))
+    shape = (None,) * ndim if shape is None else shape
+    axes = tuple(sorted(_dim(op, d, shape) for d in dim))
     return axes if ndim else ()
 
 
@@ -301,8 +305,8 @@ class Max(Function):
         else:
             # (..., reduced axes last, flattened) -> index of the first maximum -> one-hot mask
             moved = xp.moveaxis(eq, axis, tuple(range(-len(axis), 0)))
-            kept = moved.ndim - len(axis)  # the reduced size spelt out: -1 cannot be inferred for empty arrays
-            flat = moved.reshape(moved.shape[:kept] + (int(np.prod(moved.shape[kept:])),))
+            kept = moved.shape[: moved.ndim - len(axis)]
+            flat = moved.reshape(kept + (int(np.prod(moved.shape[len(kept):])),))  # sizes given: N may be 0
             onehot = flat.argmax(axis=-1)[..., None] == xp.arange(flat.shape[-1])
             self.mask = xp.moveaxis(onehot.reshape(moved.shape), tuple(range(-len(axis), 0)), axis)
         return out if keepdims else (out.reshape(()) if axis is None else out.squeeze(axis))
@@ -317,28 +321,37 @@ class Max(Function):
 
 
 def sum(a, dim=None, keepdim=False):  # noqa: A001 - PyTorch's name
-    return Sum.apply(a, axis=_axes(dim, a.ndim), keepdims=keepdim)
+    return Sum.apply(a, axis=_axes(dim, a.ndim, "sum", a.shape), keepdims=keepdim)
 
 
 def mean(a, dim=None, keepdim=False):
-    axes = _axes(dim, a.ndim)
+    axes = _axes(dim, a.ndim, "mean", a.shape)
     n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes]))
     return mul(sum(a, axes, keepdim), _inverse_count(n))
 
 
 def var(a, dim=None, keepdim=False, unbiased=True):
-    axes = _axes(dim, a.ndim)
+    axes = _axes(dim, a.ndim, "var", a.shape)
     n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes]))
     d = sub(a, mean(a, axes, keepdim=True))
     return mul(sum(mul(d, d), axes, keepdim), _inverse_count(n - (1 if unbiased else 0)))
 
 
+def _nonempty_reduction(op, a, axes):
+    if a.size == 0 and (axes is None or any(a.shape[d] == 0 for d in axes)):
+        raise ValueError(f"{op}: reduces an empty dimension of shape {a.shape}, which has no {op[1:]}imum "
+                         f"(give a dim whose size is not 0)")
+    return axes
+
+
 def amax(a, dim=None, keepdim=False):
-    return Max.apply(a, axis=_axes(dim, a.ndim), keepdims=keepdim)
+    axes = _nonempty_reduction("amax", a, _axes(dim, a.ndim, "amax", a.shape))
+    return Max.apply(a, axis=axes, keepdims=keepdim)
 
 
 def amin(a, dim=None, keepdim=False):
-    return Max.apply(a, axis=_axes(dim, a.ndim), keepdims=keepdim, is_min=True)
+    axes = _nonempty_reduction("amin", a, _axes(dim, a.ndim, "amin", a.shape))
+    return Max.apply(a, axis=axes, keepdims=keepdim, is_min=True)
 
 
 # ------------------------------------------------------------------------ shape operations
@@ -382,18 +395,29 @@ def _is_basic_index(index):
 
 
 def reshape(a, shape):
-    return Reshape.apply(a, shape=tuple(shape))
+    shape = tuple(shape)
+    known = int(np.prod([d for d in shape if d != -1]))
+    free = shape.count(-1)
+    if free > 1 or any(d < -1 for d in shape) or (
+            a.size != known if free == 0 else (known == 0 or a.size % known)):
+        raise ValueError(f"reshape: cannot make a tensor of shape {a.shape} ({a.size} elements) into shape {shape}"
+                         + (" (-1 is ambiguous for an empty tensor: give every size)" if free and known == 0 else ""))
+    return Reshape.apply(a, shape=shape)
 
 
 def flatten(a, start_dim=0, end_dim=-1):
-    nd = a.ndim
-    s, e = _dim(start_dim, nd), _dim(end_dim, nd)
-    shape = a.shape[:s] + (-1,) + a.shape[e + 1:]
+    if a.ndim == 0:
+        return reshape(a, (1,))  # as torch.flatten of a 0-d tensor
+    s, e = _dim("flatten", start_dim, a.shape), _dim("flatten", end_dim, a.shape)
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {a.shape}")
+    # the merged size given, not -1, so that an empty batch (N = 0) flattens too
+    shape = a.shape[:s] + (int(np.prod(a.shape[s:e + 1])),) + a.shape[e + 1:]
     return reshape(a, shape)
 
 
 def permute(a, dims):
-    return Permute.apply(a, dims=tuple(_dim(d, a.ndim) for d in dims))
+    return Permute.apply(a, dims=tuple(_dim("permute", d, a.shape) for d in dims))
 
 
 def transpose(a, dim0, dim1):
@@ -471,8 +495,14 @@ class Softmax(Function):
 
 
 def log_softmax(a, dim=-1):
-    return LogSoftmax.apply(a, axis=_dim(dim, a.ndim))
+    axis = _dim("log_softmax", dim, a.shape)
+    if a.ndim == 0:  # PyTorch: a 0-d tensor is one class, log-probability 0
+        return reshape(LogSoftmax.apply(reshape(a, (1,)), axis=0), ())
+    return LogSoftmax.apply(a, axis=axis)
 
 
 def softmax(a, dim=-1):
-    return Softmax.apply(a, axis=_dim(dim, a.ndim))
+    axis = _dim("softmax", dim, a.shape)
+    if a.ndim == 0:  # PyTorch: a 0-d tensor is one class, probability 1
+        return reshape(Softmax.apply(reshape(a, (1,)), axis=0), ())
+    return Softmax.apply(a, axis=axis)

@@ -252,7 +252,8 @@ def sum_pool2d_backward_chunk(g, in_shape, kernel, stride, padding):
 
 # ------------------------------------------------------------------ normalisation
 def _ncs(a):
-    return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
+    # (N, C, *S) -> (N, C, prod(S)), the size given: -1 cannot be inferred for an empty batch
+    return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
 
 
 def bn_relu_train_forward(x, w, b, eps):

@@ -60,7 +60,8 @@ def run_chunks(fn, chunks, on_cpu=True):
 def over_batch(fn, N, nbytes):
     """``fn(n0, n1)`` over slices of a batch of N (policy.batch_ranges: all cores when the work,
     ``nbytes``, is large enough); the results (arrays, or tuples of arrays) joined along the batch."""
-    parts = run_chunks(fn, policy.batch_ranges(N, nbytes))
+    # an empty batch (N = 0) is one empty slice: fn gives its results their shapes
+    parts = run_chunks(fn, policy.batch_ranges(N, nbytes) or [(0, 0)])
     if len(parts) == 1:
         return parts[0]
     if isinstance(parts[0], tuple):
