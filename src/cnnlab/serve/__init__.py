@@ -20,5 +20,13 @@ Example:
 from .engine import DemoRun, find_runs, receptive_fields
 from .uploads import MAX_BYTES, MAX_PIXELS, PictureError, read_picture
 
-__all__ = ["MAX_BYTES", "MAX_PIXELS", "DemoRun", "PictureError", "find_runs", "read_picture", "receptive_fields"]
+__all__ = ["MAX_BYTES", "MAX_PIXELS", "DemoRun", "PictureError", "create_app", "find_runs", "read_picture",
+           "receptive_fields"]
 
+
+def __getattr__(name):
+    if name == "create_app":  # needs Starlette: imported when asked for
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
