@@ -11,7 +11,7 @@ from cnnlab.checkpoint import RunError
 from cnnlab.serve import DemoRun
 from cnnlab.serve.app import LOOPBACK_HOSTS, create_app
 
-from conftest import drawn_png, photo_jpeg, png_bytes
+from serve_helpers import demo_runs, drawn_png, photo_jpeg, png_bytes  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from cnnlab.autograd import Tensor, no_grad
 from cnnlab.serve import DemoRun, PictureError, find_runs, read_picture, receptive_fields
 from cnnlab.serve.engine import MAX_MAPS
 
-from conftest import drawn_png, photo_jpeg, png_bytes
+from serve_helpers import demo_runs, drawn_png, photo_jpeg, png_bytes  # noqa: F401 (a fixture)
 
 
 def decode(payload) -> np.ndarray:

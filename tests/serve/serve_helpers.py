@@ -1,5 +1,10 @@
 """What the demo's tests share: two small trained runs (the default net and the article's), and
-pictures of digits: a drawn 7 and a photographed-looking digit on unevenly lit paper."""
+pictures of digits: a drawn 7 and a photographed-looking digit on unevenly lit paper.
+
+Not a conftest.py: tests/cli imports the top-level conftest by name (``from conftest import ...``),
+and a second conftest.py would take that name. Each test module imports the fixture from here;
+the runs are trained once per process however many modules ask.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ from PIL import Image, ImageDraw, ImageFilter
 SEVEN = [(0.25, 0.22), (0.75, 0.22), (0.45, 0.85)]
 
 
+TRAINED: dict = {}  # the runs trained in this process: a module importing the fixture gets its own copy of it
+
+
 @pytest.fixture(scope="session")
 def demo_runs(tmp_path_factory):
     """{"default": run dir, "article": run dir}: one epoch each on the first 4,000 and 10,000 MNIST
@@ -27,12 +35,12 @@ def demo_runs(tmp_path_factory):
     if given:
         default, article = (Path(d) for d in given.split(","))
         return {"default": default, "article": article}
-    out = tmp_path_factory.mktemp("demo-runs")
-    dirs = {}
-    for name, size in (("default", 4000), ("article", 10000)):
-        config = recipes.get(name).replace(epochs=1, train_size=size)
-        dirs[name] = runs.train(config, out=out / name, progress=False, log=None).dir
-    return dirs
+    if not TRAINED:
+        out = tmp_path_factory.mktemp("demo-runs")
+        for name, size in (("default", 4000), ("article", 10000)):
+            config = recipes.get(name).replace(epochs=1, train_size=size)
+            TRAINED[name] = runs.train(config, out=out / name, progress=False, log=None).dir
+    return dict(TRAINED)
 
 
 def stroke_points(points, steps=10):
