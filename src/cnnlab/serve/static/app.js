@@ -157,6 +157,7 @@ async function pump() {
     let j;
     try { j = await r.json(); } catch { j = {error: `the server answered ${r.status} ${r.statusText}`}; }
     if (run !== state.run || source !== state.source) state.again = true; // changed meanwhile: ask again
+    else if (!state.info || state.info.id !== run) {} // its summary is still loading; selectRun asks again
     else if (!r.ok) showError(j.error || `the server answered ${r.status}`);
     else { clearError(); show(j); }
   } catch (e) {
@@ -240,7 +241,8 @@ function showLayers(a) {
     box.replaceChildren(...a.layers.map((l, k) => {
       const prev = k === 0 ? "the input" : "the maps before";
       const before = k === 0 ? 0 : a.layers[k - 1].index + 1; // layers between two panels, not drawn
-      const hidden = state.info.layers.slice(before, l.index).map((x) => x.layer.split("(")[0]);
+      const all = state.info && state.info.id === a.run ? state.info.layers : [];
+      const hidden = all.slice(before, l.index).map((x) => x.layer.split("(")[0]);
       const note = hidden.length ? ` (after ${hidden.join(", ")}, not drawn)` : "";
       const canvas = el("canvas", {class: "mosaic", "data-layer": l.index, "aria-label": `feature maps of layer ${l.index}`});
       canvas.addEventListener("pointermove", (e) => probe(e, canvas, k));
