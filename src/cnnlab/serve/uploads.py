@@ -16,7 +16,7 @@ from ..data import open_image
 __all__ = ["FORMATS", "MAX_BYTES", "MAX_PIXELS", "WORK_SIDE", "PictureError", "check_size", "read_picture"]
 
 MAX_BYTES = 10 * 2**20  # a phone photo as JPEG is 2-6 MB
-MAX_PIXELS = 40_000_000  # a 48-megapixel phone's default 12 MP output, with room; decoding costs 4 bytes each
+MAX_PIXELS = 40_000_000  # a 12 MP phone photo with room to spare; 40 MP decoded as RGB is 120 MB
 WORK_SIDE = 1024  # longer pictures are shrunk to this side before conversion (it ends at 20x20 anyway)
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
