@@ -419,3 +419,31 @@ def summarize(model, input_shape=(1, 1, 28, 28)) -> list[tuple[str, str, tuple, 
             rows.append((str(i), repr(layer).split("\n")[0], tuple(x.shape[1:]), params))
     model.train(was)
     return rows
+
+
+def shared_weights_line(model, rows=None) -> str | None:
+    """What weight sharing saves in the model's first convolution: its parameters against those of
+    a fully connected layer from the same input to the same number of neurons (the article's
+    argument), or None for a model without convolutions.
+
+    Args:
+        model: a Sequential model taking (N, 1, 28, 28) input.
+        rows: its ``summarize(model)``, if already made.
+
+    Returns:
+        One sentence, e.g. "shared weights: the first conv layer's 1,728 neurons (3 feature maps of
+        24x24) share 78 parameters ...", or None.
+    """
+    rows = summarize(model) if rows is None else rows
+    for (_, _, shape, params), layer in zip(rows, model.layers):
+        if isinstance(layer, nn.Conv2d):
+            inputs = layer.in_channels * 28 * 28  # summarize's input
+            neurons = int(np.prod(shape))
+            kh, kw = layer.weight.shape[2:]
+            bias = layer.bias is not None
+            dense = inputs * neurons + (neurons if bias else 0)
+            return (f"shared weights: the first conv layer's {neurons:,} neurons ({shape[0]} feature maps of "
+                    f"{shape[1]}x{shape[2]}) share {params:,} parameters ({shape[0]} maps x ({kh}x{kw}x"
+                    f"{layer.in_channels} weights{' + 1 bias' if bias else ''})); fully connected to the same "
+                    f"28x28 input they would need {dense:,}, {dense / params:,.0f}x more")
+    return None

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_report")(a))
 
 
+    command("serve", "a live demo in the browser: draw a digit, watch a run classify it",
+            lambda p: _lazy("cli.serve", "add_arguments")(p), lambda a: _lazy("cli.serve", "run")(a))
     command("example", "small 1-D and 3-D convolution examples beyond images", example.add_arguments, example.run)
     command("reproduce", "reproduce Nielsen's chapter-6 table", reproduce.add_reproduce_arguments,
             reproduce.run_reproduce)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from .. import models, nn, recipes, runs
 
 
@@ -35,7 +33,7 @@ def run_summary(args) -> int:
     for (idx, layer, shape, params), module in zip(rows, model.layers):
         print(f"{idx:>3}  {layer:<{w}}  {str(shape):<16} {params:>10,}  {runs_as.get(id(module), '')}".rstrip())
     print(f"total parameters: {model.num_parameters():,}")
-    shared = shared_weights_line(model, rows)
+    shared = models.shared_weights_line(model, rows)
     if shared:
         print(shared)
     return 0
@@ -51,24 +49,6 @@ def fused_blocks(model) -> dict[int, str]:
             for child in block.children():
                 out[id(child)] = f"{type(block).__name__} #{k}{note}"
     return out
-
-
-def shared_weights_line(model, rows) -> str | None:
-    """What weight sharing saves in the model's first convolution: its parameters against those of
-    a fully connected layer from the same input to the same number of neurons (the article's
-    argument), or None for a model without convolutions."""
-    for (_, _, shape, params), layer in zip(rows, model.layers):
-        if isinstance(layer, nn.Conv2d):
-            inputs = layer.in_channels * 28 * 28  # summarize's input
-            neurons = int(np.prod(shape))
-            kh, kw = layer.weight.shape[2:]
-            bias = layer.bias is not None
-            dense = inputs * neurons + (neurons if bias else 0)
-            return (f"shared weights: the first conv layer's {neurons:,} neurons ({shape[0]} feature maps of "
-                    f"{shape[1]}x{shape[2]}) share {params:,} parameters ({shape[0]} maps x ({kh}x{kw}x"
-                    f"{layer.in_channels} weights{' + 1 bias' if bias else ''})); fully connected to the same "
-                    f"28x28 input they would need {dense:,}, {dense / params:,.0f}x more")
-    return None
 
 
 def run_models(args) -> int:

@@ -219,6 +219,11 @@ def _name(source) -> str:
     return str(source)
 
 
+def _as_uint8(a: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] as uint8 pixels 0-255 (rounded to nearest)."""
+    return np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def _crop_and_scale(ink: np.ndarray, box: int) -> np.ndarray:
     """Crop an ink map to the ink's bounding box and scale its longest side to ``box`` pixels,
     keeping the aspect ratio; values in [0, 1]."""
@@ -235,7 +240,7 @@ def _crop_and_scale(ink: np.ndarray, box: int) -> np.ndarray:
     return np.clip(np.asarray(small, dtype=np.float64), 0.0, 1.0)
 
 
-def to_mnist_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
+def to_mnist_form(source: str | os.PathLike | Image.Image, steps: list | None = None) -> np.ndarray:
     """Convert a digit picture of any size into a 28x28 MNIST-style image.
 
     Steps: grayscale; detect a light background (border median above the image mean) and invert so
@@ -245,6 +250,9 @@ def to_mnist_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
 
     Args:
         source: image file path or a PIL image.
+        steps: a list to which the pictures made on the way are appended, each as (caption,
+            uint8 array): the grayscale picture, the ink map, the cropped and scaled digit (the
+            last, the result, is what is returned); None to keep nothing.
 
     Returns:
         (28, 28) uint8 array, digit white (255) on black (0).
@@ -252,11 +260,16 @@ def to_mnist_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
     Raises:
         DataError: unreadable / non-image file, or a picture with no visible digit.
     """
-    ink = _ink_map(_to_gray(open_image(source), _name(source)), _name(source))  # (H, W) in [0, 1]
+    gray = _to_gray(open_image(source), _name(source))  # (H, W) in [0, 255]
+    ink = _ink_map(gray, _name(source))  # (H, W) in [0, 1]
     small = _crop_and_scale(ink, MNIST_BOX)  # (new_h, new_w)
     new_h, new_w = small.shape
     # Thin strokes in a big picture fade when shrunk; restore full intensity like MNIST's 255 peaks.
     small /= max(small.max(), 1e-12)
+    if steps is not None:
+        steps += [("grayscale", _as_uint8(gray / 255.0)),
+                  ("ink: light on black, contrast stretched", _as_uint8(ink)),
+                  (f"cropped to the ink, longest side {MNIST_BOX} px", _as_uint8(small))]
 
     # Integer offset putting the centre of mass at (14, 14), kept inside the field so no ink is lost.
     mass = small.sum()
@@ -266,10 +279,13 @@ def to_mnist_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
     left = _place(cx, new_w)
     out = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float64)
     out[top : top + new_h, left : left + new_w] = small
-    return np.rint(out * 255.0).astype(np.uint8)
+    result = _as_uint8(out)
+    if steps is not None:
+        steps.append((f"{MNIST_SIZE}x{MNIST_SIZE}, centred by its centre of mass", result))
+    return result
 
 
-def to_fashion_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
+def to_fashion_form(source: str | os.PathLike | Image.Image, steps: list | None = None) -> np.ndarray:
     """Convert a picture of one piece of clothing (a product photo on a plain background) into a
     28x28 Fashion-MNIST-style image.
 
@@ -281,6 +297,7 @@ def to_fashion_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
 
     Args:
         source: image file path or a PIL image.
+        steps: a list to which the pictures made on the way are appended, as for to_mnist_form.
 
     Returns:
         (28, 28) uint8 array, the object light on black (0).
@@ -288,13 +305,20 @@ def to_fashion_form(source: str | os.PathLike | Image.Image) -> np.ndarray:
     Raises:
         DataError: unreadable / non-image file, or a picture with no visible object.
     """
-    name = _name(source)
-    small = _crop_and_scale(_ink_map(_to_gray(open_image(source), name), name, "object"), MNIST_SIZE)
+    gray = _to_gray(open_image(source), _name(source))  # (H, W) in [0, 255]
+    ink = _ink_map(gray, _name(source), "object")  # (H, W) in [0, 1]
+    small = _crop_and_scale(ink, MNIST_SIZE)  # (new_h, new_w)
     new_h, new_w = small.shape
     out = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float64)
     top, left = (MNIST_SIZE - new_h) // 2, (MNIST_SIZE - new_w) // 2
     out[top : top + new_h, left : left + new_w] = small
-    return np.rint(out * 255.0).astype(np.uint8)
+    result = _as_uint8(out)
+    if steps is not None:
+        steps += [("grayscale", _as_uint8(gray / 255.0)),
+                  ("object: light on black, contrast stretched", _as_uint8(ink)),
+                  (f"cropped to the object, longest side {MNIST_SIZE} px", _as_uint8(small)),
+                  (f"{MNIST_SIZE}x{MNIST_SIZE}, centred by its box", result)]
+    return result
 
 
 def form_for(dataset: str):
