@@ -47,7 +47,7 @@ from .folder import IMAGE_EXTENSIONS, ImageFolder
 from .idx import parse_idx, read_idx, write_idx
 from .images import form_for, load_image_batch, open_image, to_fashion_form, to_mnist_form
 from .device_loader import DeviceLoader
-from .loader import MNIST_MEAN, MNIST_STD, DataLoader
+from .loader import MNIST_MEAN, MNIST_STD, DataLoader, RowsOf, shard_rows
 from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats, standardize
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "MNISTData",
     "MNIST_MEAN",
     "MNIST_STD",
+    "RowsOf",
     "SplitData",
     "class_names",
     "clear_verification_cache",
@@ -93,6 +94,7 @@ __all__ = [
     "read_idx",
     "rotate_images",
     "search_dirs",
+    "shard_rows",
     "shift_images",
     "standardize",
     "to_mnist_form",
