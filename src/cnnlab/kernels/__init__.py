@@ -72,6 +72,17 @@ WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffin
 _executor = None
 
 
+def set_workers(n: int) -> None:
+    """Use ``n`` threads for the batch-splitting loops from now on (e.g. one per core when several
+    data-parallel processes share a machine: see ``cnnlab.distributed``)."""
+    global WORKERS, _executor
+    n = max(1, int(n))
+    if n != WORKERS and _executor is not None:
+        _executor.shutdown(wait=True)
+        _executor = None
+    WORKERS = n
+
+
 def _single_threaded_blas():
     """cnnlab spreads each batch over the cores itself, so NumPy's BLAS runs one thread per call.
 
