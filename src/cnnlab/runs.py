@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import backend, checkpoint, models, nn, optim
+from . import backend, checkpoint, distributed, models, nn, optim
 from .data import (
     Augment,
     DataLoader,
@@ -31,6 +31,7 @@ from .data import (
     expand_shifts,
     load_dataset,
     norm_stats,
+    shard_rows,
 )
 from .errors import SettingError
 from .train import History, eval_loader, fit
@@ -359,7 +360,7 @@ def _unique_dir(base: Path) -> Path:
 
 
 def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = False, progress: bool = True,
-          log=print, overwrite: bool = False) -> Run:
+          log=print, overwrite: bool = False, world=None) -> Run:
     """Train one model as ``config`` says, evaluating after every epoch; save and return the run.
 
     Nielsen's protocol: the model kept (and saved, and reported) is the one of the epoch with the
@@ -375,10 +376,30 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
         progress: a progress bar (plain lines when not on a terminal).
         log: where the log lines go (None for silence).
         overwrite: replace a run already in ``out`` (as a stopped reproduction retrains its nets).
+        world: the processes to train on (``cnnlab.distributed``); by default every process of the
+            MPI job this one belongs to (``distributed.init()``), else this one alone. With several,
+            they train data-parallel the model one process would train on the same global batch
+            (``config.batch_size``), and rank 0 alone logs, shows progress and writes ``out``.
+            Give ``distributed.local()`` to train alone inside an MPI job.
 
     Returns:
-        The Run (``run.history`` has the per-epoch records; ``run.dir`` is None if nothing was saved).
+        The Run (``run.history`` has the per-epoch records; ``run.dir`` is None if nothing was saved,
+        and on every rank but 0).
     """
+    world = distributed.init() if world is None else world
+    with world.guard("training"):  # an error on one process stops them all, not only itself
+        return _train(config, out, save, dry_run, progress, log, overwrite, world)
+
+
+def _train(config: TrainConfig, out, save: bool, dry_run: bool, progress: bool, log, overwrite: bool,
+           world) -> Run:
+    """``train`` on this process of ``world``."""
+    # ---- distributed (issue 21): rank 0 alone logs and writes; rank 0's checkpoint is the only
+    # one, so a resume (issue 17) must read it and broadcast what it restores
+    if not world.lead:
+        save, progress, log = False, False, None
+    if config.device == "cuda" and world.size > 1:
+        distributed.use_local_gpu(world)  # GPU local_rank % count, before anything lands on one
     if config.device == "cuda":
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
     run_dir = None
@@ -417,15 +438,20 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
     device = config.device
     if device != "cpu":
         model.to(device)
+    # several processes: rank 0's weights everywhere, batch norm synchronised (before any nn.fuse)
+    parallel = distributed.DataParallel(model, world, device) if world.size > 1 else None
     aug = config.augment
-    if device == "cuda" and not (aug.max_degrees or aug.max_scale or aug.erase or aug.elastic):
+    if parallel is None and device == "cuda" and not (aug.max_degrees or aug.max_scale or aug.erase or aug.elastic):
         # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
         loader = DeviceLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
                               max_shift=aug.max_shift, hflip=aug.hflip, mean=config.mean, std=config.std,
                               device=device)
     else:
         loader = DataLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
-                            augment=aug if aug.active else None, mean=config.mean, std=config.std)
+                            augment=aug if aug.active else None, mean=config.mean, std=config.std,
+                            shard=(world.rank, world.size) if parallel else None)
+    if parallel is not None:
+        loader = parallel.loader(loader)  # this process's rows of every global batch
     opt = make_optimizer(config.optimizer, model.parameters(), max(1, -(-len(train_y) // config.batch_size)))
     max_batches = 5 if dry_run else None
     steps = min(len(loader), max_batches) if max_batches else len(loader)
@@ -433,6 +459,9 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
 
     meta = {"machine": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    if world.size > 1:
+        meta["processes"] = world.size
 
     def metrics_of(history):
         return {**history.to_dict(), "data_seconds": load_seconds, "model": config.name, "dataset": config.dataset,
@@ -446,17 +475,32 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
 
     if log:
         log(_describe(config, model, len(train_y), val, test, dry_run, load_seconds))
+        if parallel is not None:
+            log(f"  {parallel.describe()}" + ("; the last batch, smaller than that, is skipped"
+                                              if loader.skipped else ""))
+    if parallel is not None:  # each process evaluates its share of every set; fit sums them
+        val, test = (_share(pair, world) for pair in (val, test))
     evaluation = {name: eval_loader(*pair, config.mean, config.std, device=device) if pair is not None else None
                   for name, pair in (("validation", val), ("test", test))}
     history = fit(model, opt, loader, config.epochs, validation=evaluation["validation"], test=evaluation["test"],
                   scheduler=sched, scheduler_per_batch=per_batch, label_smoothing=config.label_smoothing,
                   early_stopping=config.early_stopping, device=device, progress=progress, max_batches=max_batches,
-                  on_epoch_end=save_epoch, log=log)
+                  on_epoch_end=save_epoch, log=log, parallel=parallel)
+    if parallel is not None:
+        parallel.close()  # plain batch norm again in the model returned
     metrics = metrics_of(history)
     if run_dir is not None:
         # The best-validation weights are back in the model: save them with the final metrics.
         checkpoint.save_run(run_dir, model, spec, config.to_dict(), metrics)
     return Run(run_dir, config, spec, model, metrics, history)
+
+
+def _share(pair, world):
+    """This process's contiguous share of an evaluation set (images, labels), or None."""
+    if pair is None:
+        return None
+    start, stop = shard_rows(len(pair[1]), world.rank, world.size)
+    return pair[0][start:stop], pair[1][start:stop]
 
 
 def _describe(config: TrainConfig, model, n_train: int, val, test, dry_run: bool, load_seconds: float) -> str:
