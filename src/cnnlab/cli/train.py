@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import recipes, runs
+from .. import distributed, recipes, runs
 
 # TrainConfig's settings by the flag that sets them (a SettingError names the setting; the
 # command line names the flag)
@@ -16,11 +16,29 @@ FLAGS = {"max_shift": "--augment", "max_degrees": "--rotate", "max_scale": "--sc
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", choices=recipes.names(),
                    help="a recipe: an architecture from the zoo and how it is trained (see `cnnlab models`)")
+    add_config_arguments(p)
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling, dropout and augmentation")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>, numbered if taken)")
+    p.add_argument("--dry-run", action="store_true", help="run a few batches of one epoch on small evaluation sets, save nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_timeout_argument(p)
+
+
+def add_timeout_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT,
+                   help="under mpiexec: seconds a process waits for the others before it names the ones that "
+                        "do not answer and stops the job")
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that change one setting of the recipe's TrainConfig (all but --model and --seed)."""
     p.add_argument("--dataset", default=None,
                    help="mnist, fashion-mnist, or a folder with one sub-folder of images per class (default: the "
                         "model's recipe: fashion-mnist for fashion and fashion-best, else mnist)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the training data (default: the model's recipe)")
-    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the model's recipe)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="mini-batch size; under mpiexec the global batch, split over the processes (default: the "
+                        "model's recipe)")
     p.add_argument("--lr", type=float, default=None, help="learning rate, the peak for one-cycle (default: the model's recipe)")
     p.add_argument("--optimizer", default=None, choices=list(runs.OPTIMIZERS),
                    help="optimizer (default: the model's recipe)")
@@ -47,11 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expand", action="store_true", help="Nielsen's expanded data: add 1-pixel shifts (250,000 images)")
     p.add_argument("--validation", type=int, default=10000, help="validation images taken from the end of the training set")
     p.add_argument("--early-stopping", type=int, default=None, help="stop after this many epochs without a better validation accuracy")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling, dropout and augmentation")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>, numbered if taken)")
+    p.add_argument("--train-size", type=int, default=None, help="train on only the first N training images (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dry-run", action="store_true", help="run a few batches of one epoch on small evaluation sets, save nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 # flag (as argparse stores it) -> the setting it replaces
@@ -59,12 +74,13 @@ _SETTINGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size
              "lr": "lr", "schedule": "schedule", "l2": "l2_lambda", "augment": "max_shift", "rotate": "max_degrees",
              "scale": "max_scale", "erase": "erase", "elastic": "elastic", "elastic_sigma": "elastic_sigma",
              "hflip": "hflip", "validation": "validation", "early_stopping": "early_stopping", "seed": "seed",
-             "device": "device"}
+             "device": "device", "train_size": "train_size"}
 
 
 def config_from_args(args) -> runs.TrainConfig:
     """The recipe ``--model`` names, with every flag that was given replacing its setting."""
-    changes = {setting: getattr(args, flag) for flag, setting in _SETTINGS.items() if getattr(args, flag) is not None}
+    changes = {setting: getattr(args, flag) for flag, setting in _SETTINGS.items()
+               if getattr(args, flag, None) is not None}
     if args.expand:
         changes["expand"] = True
     return recipes.get(args.model).replace(**changes)
@@ -72,7 +88,10 @@ def config_from_args(args) -> runs.TrainConfig:
 
 def run(args) -> int:
     config = config_from_args(args)
-    result = runs.train(config, out=args.out, dry_run=args.dry_run, progress=not args.no_progress)
+    world = distributed.init(args.dist_timeout)  # under mpiexec: every process trains, data-parallel
+    result = runs.train(config, out=args.out, dry_run=args.dry_run, progress=not args.no_progress, world=world)
+    if not world.lead:
+        return 0  # rank 0 reports
     h = result.history
     if h.test_accuracy is None:
         print("no epoch finished")

@@ -89,6 +89,13 @@ class World:
     def barrier(self, what: str = "barrier") -> None:
         """Wait until every process is here."""
 
+    def answer_pings(self) -> None:
+        """Answer the other processes' "are you there?" (a long wait elsewhere should call it)."""
+
+    def stuck(self, what: str, waited: float):
+        """Name the processes that do not answer and abort (called when a wait passed its deadline)."""
+        self.abort(f"cnnlab: {what} waited {waited:g}s; stopping")
+
     def abort(self, message: str, code: int = 1):
         """Print ``message`` and end every process of the job with exit status ``code``."""
         print(message, file=sys.stderr, flush=True)
