@@ -281,7 +281,8 @@ class MPIWorld(World):
                 self.abort(f"cnnlab: rank {self.rank} of {self.size}: {what} failed: {exc.Get_error_string().strip()}"
                            f" (a process has died); stopping all {self.size} processes")
             polls += 1
-            if polls < 2000:
+            if polls < 2000:  # about a millisecond; yielding lets a peer that shares the core run
+                os.sched_yield()
                 continue
             self.answer_pings()
             if time.monotonic() - start > limit:
