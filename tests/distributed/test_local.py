@@ -124,3 +124,25 @@ def test_parse_seeds():
     assert committee.parse_seeds("0-3,7,2") == [0, 1, 2, 3, 7]
     with pytest.raises(ValueError):
         committee.parse_seeds("a-b")
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_sync_batch_norm_relu_matches_the_fused_kernel(compiled):
+    from cnnlab import kernels
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8, 4, 5, 5)).astype(np.float32)
+    results = []
+    for sync in (False, True):
+        model = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU())
+        model.layers[0].weight.data[...] = rng.normal(size=4).astype(np.float32) if not results else results[0][3]
+        if sync:
+            distributed.convert_sync_batchnorm(model, distributed.local())
+        with kernels.compiled(compiled if sync else True):  # the reference: the one-process fused kernel
+            xt = Tensor(x.copy(), requires_grad=True)
+            out = model(xt)
+            (out * Tensor(np.linspace(-1, 1, out.size, dtype=np.float32).reshape(out.shape))).sum().backward()
+        results.append((out.data, xt.grad.data, model.layers[0].weight.grad.data,
+                        model.layers[0].weight.data.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-6)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 from .. import functional as F
 from ..autograd import Function, Tensor
 from ..nn import BatchNorm1d, BatchNorm2d, Module
@@ -32,52 +32,76 @@ PLAIN = {BatchNorm1d: (2, 3), BatchNorm2d: (4,)}
 
 
 class SyncBatchNormTrain(Function):
-    """Batch norm with the statistics of the whole batch, summed over the processes of ``comm``.
+    """Batch norm (then ReLU if ``relu``) with the statistics of the whole batch, summed over the
+    processes of ``comm``.
 
     The arithmetic is that of the one-process batch norm + ReLU kernel (``kernels.bn_relu_train_*``,
     which every zoo net's [BatchNorm, ReLU] runs through on the CPU): sums, statistics and each
-    value in float64, rounded once to the input's dtype. So a float32 value here is, but for the
-    order of the float64 sums, the one-process value: a rounding-level difference would otherwise
-    flip ReLU masks and max-pool winners now and then, and two float32 runs drift apart.
+    value in float64, rounded once to the input's dtype; on NumPy arrays the same compiled loops
+    in parts (``kernels.bn_sums``, ``bn_apply``, ``bn_grad_sums``, ``bn_grad_input``), elsewhere
+    the array module's operations. So a float32 value here is, but for the order of the float64
+    sums, the one-process value: a rounding-level difference would otherwise flip ReLU masks and
+    max-pool winners now and then, and two float32 runs would drift apart.
     """
 
-    def forward(self, x, w, b, eps, stats, comm, m, name):
+    def forward(self, x, w, b, eps, stats, comm, m, name, relu):
         xp = backend.get_array_module(x)
+        compiled = kernels.compiled_applies(x)
         axes = (0,) + tuple(range(2, x.ndim))
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        x64 = x.astype(xp.float64)
-        mean = comm.allreduce(x64.sum(axis=axes), f"batch-norm mean (layer {name})") / m
-        d = x64 - mean.reshape(shape)  # (N, C, *S) float64
-        var = comm.allreduce((d * d).sum(axis=axes), f"batch-norm variance (layer {name})") / m
+        local = kernels.bn_sums(x) if compiled else x.astype(xp.float64).sum(axis=axes)
+        mean = comm.allreduce(local, f"batch-norm mean (layer {name})") / m
+        if compiled:
+            local = kernels.bn_sums(x, mean)
+        else:
+            d = x.astype(xp.float64) - mean.reshape(shape)  # (N, C, *S) float64
+            local = (d * d).sum(axis=axes)
+        var = comm.allreduce(local, f"batch-norm variance (layer {name})") / m
         inv = 1.0 / xp.sqrt(var + eps)
         scale = w.astype(xp.float64) * inv  # normalise, scale and shift folded into x * scale + shift
         shift = b.astype(xp.float64) - mean * scale
-        self.x, self.w, self.mean, self.inv, self.axes, self.shape = x, w, mean, inv, axes, shape
-        self.comm, self.m, self.name = comm, m, name
+        if compiled:
+            out = kernels.bn_apply(x, scale, shift, relu)
+        else:
+            out = (x.astype(xp.float64) * scale.reshape(shape) + shift.reshape(shape)).astype(x.dtype)
+            if relu:
+                out = xp.maximum(out, 0)
+        self.x, self.out, self.w, self.mean, self.inv, self.axes, self.shape = x, out, w, mean, inv, axes, shape
+        self.comm, self.m, self.name, self.relu, self.compiled = comm, m, name, relu, compiled
         stats["mean"], stats["var"] = mean.astype(x.dtype), var.astype(x.dtype)
-        return (x64 * scale.reshape(shape) + shift.reshape(shape)).astype(x.dtype)
+        return out
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        shape, m, inv = self.shape, self.m, self.inv
-        g64 = g.astype(xp.float64)
-        d = self.x.astype(xp.float64) - self.mean.reshape(shape)
-        gb = g64.sum(axis=self.axes)  # this process's sum(g) and sum(g * xhat), float64
-        gw = (g64 * d).sum(axis=self.axes) * inv
+        shape, m, inv, mean = self.shape, self.m, self.inv, self.mean
+        if self.compiled:
+            gb, gw = kernels.bn_grad_sums(g, self.x, self.out, mean, self.relu)
+        else:
+            g64 = g.astype(xp.float64)
+            if self.relu:
+                g64 = g64 * (self.out > 0)
+            d = self.x.astype(xp.float64) - mean.reshape(shape)
+            gb, gw = g64.sum(axis=self.axes), (g64 * d).sum(axis=self.axes)
+        gw = gw * inv  # this process's sum(g) and sum(g * xhat), float64
         C = gb.shape[0]
         both = self.comm.allreduce(xp.concatenate([gb, gw]), f"batch-norm gradient (layer {self.name})")
         a, q = both[:C] / m, both[C:] / m
-        k = self.w.astype(xp.float64) * inv
-        # dx = w * inv * (g - sum(g) / m - xhat * sum(g * xhat) / m)
-        gx = k.reshape(shape) * (g64 - a.reshape(shape) - d * (inv * q).reshape(shape))
+        if self.compiled:
+            gx = kernels.bn_grad_input(g, self.x, self.out, self.w, mean, inv, a, q, self.relu)
+        else:
+            # dx = w * inv * (g - sum(g) / m - xhat * sum(g * xhat) / m)
+            k = self.w.astype(xp.float64) * inv
+            gx = (k.reshape(shape) * (g64 - a.reshape(shape) - d * (inv * q).reshape(shape))).astype(g.dtype)
         dtype = self.w.dtype
-        return gx.astype(g.dtype), gw.astype(dtype), gb.astype(dtype)  # the parameters': this process's parts
+        return gx, gw.astype(dtype), gb.astype(dtype)  # the parameters': this process's parts
 
 
-def sync_batch_norm(x, running_mean, running_var, weight, bias, momentum, eps, comm, total_rows, name="batch norm"):
-    """Training-mode batch norm of this process's rows ``x`` (N, C, *S) with the statistics of the
-    global batch of ``total_rows`` rows spread over ``comm``'s processes; the running statistics
-    (identical on every process) are updated with the global mean and unbiased variance."""
+def sync_batch_norm(x, running_mean, running_var, weight, bias, momentum, eps, comm, total_rows, name="batch norm",
+                    relu=False):
+    """Training-mode batch norm (then ReLU if ``relu``) of this process's rows ``x`` (N, C, *S)
+    with the statistics of the global batch of ``total_rows`` rows spread over ``comm``'s
+    processes; the running statistics (identical on every process) are updated with the global
+    mean and unbiased variance."""
     C = x.shape[1]
     m = total_rows * (x.size // max(x.shape[0] * C, 1))  # values per channel in the global batch
     if m <= 1:
@@ -87,7 +111,7 @@ def sync_batch_norm(x, running_mean, running_var, weight, bias, momentum, eps, c
     weight = weight if weight is not None else Tensor(xp.ones(C, dtype=x.dtype))
     bias = bias if bias is not None else Tensor(xp.zeros(C, dtype=x.dtype))
     stats = {}
-    out = SyncBatchNormTrain.apply(x, weight, bias, eps=eps, stats=stats, comm=comm, m=m, name=name)
+    out = SyncBatchNormTrain.apply(x, weight, bias, eps=eps, stats=stats, comm=comm, m=m, name=name, relu=relu)
     if running_mean is not None:
         rm, rv = running_mean.data, running_var.data
         rm *= 1 - momentum
@@ -120,17 +144,26 @@ class SyncBatchNorm(Module):
         self.training = plain.training
         self.comm, self.name = comm, name
 
+    relu_fusable = True  # Sequential runs [SyncBatchNorm, ReLU] as forward_relu, as for BatchNorm2d
+
     def forward(self, x):
+        return self._run(x, False)
+
+    def forward_relu(self, x):
+        """relu(self(x)) as one operator, like BatchNorm2d.forward_relu (the same arithmetic)."""
+        return self._run(x, True)
+
+    def _run(self, x, relu):
         if x.ndim not in self.ndims or x.shape[1] != self.num_features:
             raise ValueError(f"{self.name} ({self.plain_type.__name__}({self.num_features})): cannot take input of "
                              f"shape {x.shape}")
         if not (self.training or self.running_mean is None):
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False,
-                                self.momentum, self.eps)
+            fn = F.batch_norm_relu if relu else F.batch_norm
+            return fn(x, self.running_mean, self.running_var, self.weight, self.bias, False, self.momentum, self.eps)
         rows = backend.batch_rows()  # set by DataParallel's loader; else count the rows now
         total = rows[0] if rows is not None else int(self.comm.allreduce(np.array([x.shape[0]]), "batch rows")[0])
         return sync_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.momentum,
-                               self.eps, self.comm, total, self.name)
+                               self.eps, self.comm, total, self.name, relu)
 
     def to_plain(self):
         """The plain layer, holding this one's parameters and running statistics."""
