@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BASE   := $(VENV)/.installed-base
 TEST   := $(VENV)/.installed-test
 
-.PHONY: train test bench clean
+.PHONY: train test bench bench-dist clean
 
 $(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(TEST)
 ## Speed and memory against PyTorch, side by side in one process.
 bench: $(TEST)
 	$(PY) benchmarks/bench_cpu.py
+
+## Data-parallel images/s for 1 and 2 processes (mpiexec from the test extra's mpich wheel).
+bench-dist: $(TEST)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) benchmarks/bench_dist.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache runs

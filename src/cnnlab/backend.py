@@ -103,11 +103,40 @@ def rng() -> np.random.Generator:
     return _rng
 
 
+# Data-parallel training: this process holds rows [start, stop) of a global batch of ``total``.
+_batch_rows = None
+
+
+def set_batch_rows(rows) -> None:
+    """Declare that the current batch is rows ``(total, start, stop)`` of a global batch (None: the
+    whole batch). Set by ``cnnlab.distributed`` around each step so that ``random`` draws the
+    global batch's numbers: dropout masks then equal those of one process trained on the whole
+    batch, and every process's generator stays in step."""
+    global _batch_rows
+    _batch_rows = None if rows is None else tuple(int(r) for r in rows)
+
+
+def batch_rows():
+    """The ``(total, start, stop)`` given to ``set_batch_rows``, or None."""
+    return _batch_rows
+
+
 def random(shape, like, dtype=None):
-    """Uniform [0, 1) numbers of ``shape`` on the same device as array ``like``."""
+    """Uniform [0, 1) numbers of ``shape`` on the same device as array ``like``.
+
+    Under ``set_batch_rows((total, start, stop))``, a draw whose first axis has this process's
+    ``stop - start`` rows draws for all ``total`` rows and returns rows ``start:stop``.
+    """
     xp = get_array_module(like)
     dtype = dtype or like.dtype
+    rows = _batch_rows
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    part = None
+    if rows is not None and shape and shape[0] == rows[2] - rows[1] and rows[0] != shape[0]:
+        part, shape = slice(rows[1], rows[2]), (rows[0],) + shape[1:]
     if xp is np:
-        return _rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
-    seed = int(_rng.integers(2**63 - 1))
-    return xp.random.default_rng(seed).random(shape, dtype=dtype)
+        out = _rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+    else:
+        seed = int(_rng.integers(2**63 - 1))
+        out = xp.random.default_rng(seed).random(shape, dtype=dtype)
+    return out if part is None else out[part]

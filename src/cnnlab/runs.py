@@ -26,7 +26,7 @@ from pathlib import Path
 
 import filelock
 
-from . import backend, checkpoint, models, nn, optim
+from . import backend, checkpoint, distributed, models, nn, optim
 from .data import (
     Augment,
     DataLoader,
@@ -35,6 +35,7 @@ from .data import (
     expand_shifts,
     load_dataset,
     norm_stats,
+    shard_rows,
 )
 from .errors import SettingError
 from .train import History, eval_loader, fit
@@ -372,7 +373,7 @@ def _unique_dir(base: Path) -> Path:
 
 
 def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = False, progress: bool = True,
-          log=print, overwrite: bool = False) -> Run:
+          log=print, overwrite: bool = False, world=None) -> Run:
     """Train one model as ``config`` says, evaluating after every epoch; save and return the run.
 
     Nielsen's protocol: the model kept (and saved, and reported) is the one of the epoch with the
@@ -393,17 +394,34 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
         progress: a progress bar (plain lines when not on a terminal).
         log: where the log lines go (None for silence).
         overwrite: replace a run already in ``out`` (as a stopped reproduction retrains its nets).
+        world: the processes to train on (``cnnlab.distributed``); by default every process of the
+            MPI job this one belongs to (``distributed.init()``), else this one alone. With several,
+            they train data-parallel the model one process would train on the same global batch
+            (``config.batch_size``), and rank 0 alone logs, shows progress and writes ``out``.
+            Give ``distributed.local()`` to train alone inside an MPI job.
 
     Returns:
-        The Run (``run.history`` has the per-epoch records; ``run.dir`` is None if nothing was saved).
+        The Run (``run.history`` has the per-epoch records; ``run.dir`` is None if nothing was saved,
+        and on every rank but 0).
 
     Raises:
         FloatingPointError: training diverged (the run directory keeps the last good epoch).
     """
+    world = distributed.init() if world is None else world
+    with world.guard("training"):  # an error on one process stops them all, not only itself
+        if not world.lead:  # rank 0 alone logs and writes
+            save, progress, log = False, False, None
+        if config.device == "cuda" and world.size > 1:
+            distributed.use_local_gpu(world)  # GPU local_rank % count, before anything lands on one
+        return _train(config, out, save, dry_run, progress, log, overwrite, world)
+
+
+def _train(config, out, save, dry_run, progress, log, overwrite, world) -> Run:
+    """``train`` on this process of ``world``."""
     if config.device == "cuda":
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
     if not save or dry_run:
-        return _Training(config, None, dry_run, progress, log).run()
+        return _Training(config, None, dry_run, progress, log, world).run()
     run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{config.name}-{Path(config.dataset).name}")
     checkpoint.check_output_path(run_dir, folder=True)  # before any work, not after the first epoch
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -413,7 +431,7 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
                              f"(runs.resume), choose another folder, or delete it first")
         for stale in (checkpoint.MANIFEST, checkpoint.WEIGHTS, checkpoint.METRICS):
             (run_dir / stale).unlink(missing_ok=True)  # an overwritten run's: nothing of it stays loadable
-        return _Training(config, run_dir, False, progress, log).run()
+        return _Training(config, run_dir, False, progress, log, world).run()
 
 
 def resume(run_dir, *, progress: bool = True, log=print) -> Run:
@@ -427,6 +445,8 @@ def resume(run_dir, *, progress: bool = True, log=print) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise checkpoint.RunError(f"{run_dir}: no such run directory")
+    if distributed.init().size > 1:  # rank 0's checkpoint would have to be broadcast: not done yet
+        raise checkpoint.RunError(f"{run_dir}: resuming runs in one process (without mpiexec) for now")
     with _locked(run_dir):
         manifest = checkpoint.read_manifest(run_dir)
         if manifest is None:
@@ -437,7 +457,7 @@ def resume(run_dir, *, progress: bool = True, log=print) -> Run:
             if not config_path.exists() or "format" not in checkpoint.read_json(config_path):
                 raise checkpoint.RunError(f"{run_dir}: nothing was saved before it stopped; train it again")
             # stopped before its first save: start it again, as its config says
-            return _Training(load_config(run_dir), run_dir, False, progress, log).run()
+            return _Training(load_config(run_dir), run_dir, False, progress, log, distributed.local()).run()
         if manifest["status"] == "finished":
             raise checkpoint.RunError(f"{run_dir} is finished ({manifest.get('epochs_done')} epochs): nothing to "
                                       f"resume")
@@ -450,7 +470,7 @@ def resume(run_dir, *, progress: bool = True, log=print) -> Run:
         config = load_config(run_dir)
         if log:
             log(f"resuming {run_dir} after epoch {manifest.get('epochs_done', 0)} of {config.epochs}")
-        return _Training(config, run_dir, False, progress, log).run(state and run_dir / state)
+        return _Training(config, run_dir, False, progress, log, distributed.local()).run(state and run_dir / state)
 
 
 @contextlib.contextmanager
@@ -471,7 +491,7 @@ def _locked(run_dir: Path):
 class _Training:
     """One training run's parts (data, model, loader, optimizer, schedule) and its saving."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path | None, dry_run: bool, progress: bool, log):
+    def __init__(self, config: TrainConfig, run_dir: Path | None, dry_run: bool, progress: bool, log, world):
         self.run_dir, self.dry_run, self.progress, self.log = run_dir, dry_run, progress, log
         t_load = time.perf_counter()
         split = load_dataset(config.dataset, validation=config.validation)
@@ -503,30 +523,43 @@ class _Training:
         device = config.device
         if device != "cpu":
             self.model.to(device)
+        # several processes: rank 0's weights everywhere, batch norm synchronised (before nn.fuse,
+        # which leaves the synchronised batch norm as it is)
+        self.parallel = distributed.DataParallel(self.model, world, device) if world.size > 1 else None
         # what trains: the same parameters, with runs of layers fused on the CPU (the saved run is
         # self.model, with its own layer names)
         self.net = runnable(self.model, device)
         aug = config.augment
-        if device == "cuda" and not (aug.max_degrees or aug.max_scale or aug.erase or aug.elastic):
+        if self.parallel is None and device == "cuda" and not (
+                aug.max_degrees or aug.max_scale or aug.erase or aug.elastic):
             # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
             self.loader = DeviceLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
                                        max_shift=aug.max_shift, hflip=aug.hflip, mean=config.mean, std=config.std,
                                        device=device)
         else:
             self.loader = DataLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
-                                     augment=aug if aug.active else None, mean=config.mean, std=config.std)
+                                     augment=aug if aug.active else None, mean=config.mean, std=config.std,
+                                     shard=(world.rank, world.size) if self.parallel else None)
+        # the loader the epochs come from: its position is what a resume restores
+        self.epochs = self.loader
+        if self.parallel is not None:
+            self.loader = self.parallel.loader(self.loader)  # this process's rows of every global batch
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters(),
                                         max(1, -(-len(train_y) // config.batch_size)))
         self.max_batches = 5 if dry_run else None
         steps = min(len(self.loader), self.max_batches) if self.max_batches else len(self.loader)
         self.scheduler, self.per_batch = make_scheduler(config.schedule, self.optimizer, config.optimizer.lr,
                                                         config.epochs, steps)
+        if self.parallel is not None:  # each process evaluates its share of every set; fit sums them
+            val, test = (_share(pair, world) for pair in (val, test))
         self.evaluation = {name: eval_loader(*pair, config.mean, config.std, device=device) if pair else None
                            for name, pair in (("validation", val), ("test", test))}
         self.sizes = (len(train_y), val, test)
         self.meta = {"machine": platform.node(), "python": platform.python_version(),
                      "platform": platform.platform(), "cpu_count": os.cpu_count(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if world.size > 1:
+            self.meta["processes"] = world.size
 
     def metrics(self, history: History) -> dict:
         return {**history.to_dict(), "data_seconds": self.load_seconds, "model": self.config.name,
@@ -551,17 +584,24 @@ class _Training:
                                       state=None)
         if log and resumed is None:
             log(_describe(config, self.model, *self.sizes, self.dry_run, self.load_seconds))
+            if self.parallel is not None:
+                log(f"  {self.parallel.describe()}" + ("; the last batch, smaller than that, is skipped"
+                                                       if self.loader.skipped else ""))
         try:
             history = fit(self.net, self.optimizer, self.loader, config.epochs,
                           validation=self.evaluation["validation"], test=self.evaluation["test"],
                           scheduler=self.scheduler, scheduler_per_batch=self.per_batch,
                           label_smoothing=config.label_smoothing, early_stopping=config.early_stopping,
                           device=config.device, progress=self.progress, max_batches=self.max_batches,
-                          on_epoch_end=self._save_epoch if run_dir is not None else None, log=log, resume=resumed)
+                          on_epoch_end=self._save_epoch if run_dir is not None else None, log=log, resume=resumed,
+                          parallel=self.parallel)
         except FloatingPointError as exc:
             if run_dir is not None:
                 self._mark("diverged", message=str(exc))
             raise
+        finally:
+            if self.parallel is not None:
+                self.parallel.close()  # plain batch norm again in the model returned
         if run_dir is not None and history.best_epoch is not None:
             # The best epoch's weights are in model.safetensors already; the final status and metrics.
             checkpoint.write_json(run_dir / checkpoint.METRICS, self.metrics(history))
@@ -592,7 +632,7 @@ class _Training:
         checkpoint.write_json(run_dir / f"{state}.json", {
             "history": history.to_dict(), "param_groups": opt["param_groups"], "optimizer_scalars": scalars,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": backend.rng().bit_generator.state, "loader_epoch": self.loader.epoch})
+            "rng": backend.rng().bit_generator.state, "loader_epoch": self.epochs.epoch})
         checkpoint.write_json(run_dir / checkpoint.METRICS, self.metrics(history))
         self._mark("training", epochs_done=epoch, state=state)
         for old in (run_dir / checkpoint.STATE_DIR).glob("epoch-*"):
@@ -626,10 +666,18 @@ class _Training:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(saved["scheduler"])
         backend.rng().bit_generator.state = saved["rng"]
-        self.loader.set_epoch(saved["loader_epoch"])
+        self.epochs.set_epoch(saved["loader_epoch"])
         history = History(**saved["history"])
         names = {id(t): k for k, t in self.net.state_dict().items()}  # fit keeps the net's names
         return history, {names[id(t)]: best[k] for k, t in self.model.state_dict().items()}
+
+
+def _share(pair, world):
+    """This process's contiguous share of an evaluation set (images, labels), or None."""
+    if pair is None:
+        return None
+    start, stop = shard_rows(len(pair[1]), world.rank, world.size)
+    return pair[0][start:stop], pair[1][start:stop]
 
 
 def runnable(model: nn.Module, device: str = "cpu") -> nn.Module:

@@ -160,7 +160,7 @@ def tta_views(images: np.ndarray, mirror: bool = False, shift: bool = False) -> 
 def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None, scheduler=None,
         scheduler_per_batch: bool = True, label_smoothing: float = 0.0, early_stopping: int | None = None,
         device: str = "cpu", progress: bool = True, max_batches: int | None = None, on_epoch_end=None,
-        log=print, resume: tuple[History, dict] | None = None) -> History:
+        log=print, resume: tuple[History, dict] | None = None, parallel=None) -> History:
     """Train ``model`` and evaluate it after every epoch.
 
     Args:
@@ -182,6 +182,10 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
         resume: (History, best-epoch state dict) of epochs already trained: training goes on at the
             next epoch. The caller restores the model, optimizer, scheduler, loader position and
             random generators as they were after that epoch.
+        parallel: data-parallel training over several processes (a ``cnnlab.distributed.DataParallel``;
+            ``train_loader`` and the evaluation loaders then hold this process's shards):
+            ``parallel.backward(loss, logits, y)`` replaces ``loss.backward()`` (and sums the
+            gradients over the processes), ``parallel.reduce`` sums each evaluation's shards.
 
     Returns:
         History with per-epoch records and the test accuracy at the best-validation epoch (without
@@ -214,18 +218,20 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
                     logits = model(Tensor(xd))
                     loss = F.cross_entropy(logits, yd, label_smoothing=label_smoothing)
                     optimizer.zero_grad()
-                    loss.backward()
+                    if parallel is None:
+                        loss.backward()
+                        lv, hits, b = float(loss.item()), None, len(y)
+                    else:  # the global batch's: gradients and statistics summed over the processes
+                        lv, hits, b = parallel.backward(loss, logits, yd)
                     optimizer.step()
                     if scheduler is not None and scheduler_per_batch:
                         scheduler.step()
-                    lv = float(loss.item())
                     if not math.isfinite(lv):
                         raise FloatingPointError(
                             f"training diverged: loss is {lv} at epoch {epoch}, batch {i + 1}; "
                             f"try a smaller learning rate")
-                    b = len(y)
                     loss_sum += lv * b
-                    correct += int((logits.data.argmax(axis=1) == yd).sum())  # on the batch's device
+                    correct += int((logits.data.argmax(axis=1) == yd).sum()) if hits is None else hits
                     seen += b
                     rate = seen / max(time.perf_counter() - t0, 1e-9)
                     bar.update(1, loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
@@ -237,6 +243,8 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
             _check_finite_parameters(model, epoch, n_batches)
             val = evaluate(model, validation, device) if validation is not None else None
             tst = evaluate(model, test, device) if test is not None else None
+            if parallel is not None:  # each process evaluated its shard
+                val, tst = parallel.reduce(val), parallel.reduce(tst)
             for name, res in (("validation", val), ("test", tst)):
                 if res is not None and not math.isfinite(res["loss"]):
                     raise FloatingPointError(f"training diverged: the {name} loss is {res['loss']} after epoch "

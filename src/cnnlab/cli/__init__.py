@@ -3,6 +3,7 @@ imports it; each command lives in its own module here.
 
     cnnlab train [--model default] ...     train, evaluate each epoch, save a run directory
     cnnlab evaluate RUN...                 re-measure saved runs (several: also their ensemble)
+    cnnlab ensemble RECIPE --seeds 0-15    train a committee (under mpiexec: one net per process)
     cnnlab predict RUN IMAGE...            classify your own digit pictures
     cnnlab summary MODEL                   layers, output shapes, parameter counts
     cnnlab models                          the recipes and architectures of the zoo
@@ -24,7 +25,7 @@ from .. import __version__
 from ..data import DataError
 from ..errors import SettingError
 from ..checkpoint import RunError
-from . import evaluate, example, predict, reproduce, summary, train
+from . import ensemble, evaluate, example, predict, reproduce, summary, train
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("train", "train a model and report its test accuracy", train.add_arguments, train.run)
     command("evaluate", "measure saved runs on their validation and test sets (several: also their ensemble)",
             evaluate.add_arguments, evaluate.run)
+    command("ensemble", "train one net per seed (under mpiexec, in parallel) and evaluate the committee",
+            ensemble.add_arguments, ensemble.run)
     command("predict", "classify your own images with a saved run", predict.add_arguments, predict.run)
     command("summary", "layers, output shapes and parameter counts", summary.add_summary_arguments,
             summary.run_summary)

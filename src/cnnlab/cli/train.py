@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import recipes, runs
+from .. import distributed, recipes, runs
 
 # TrainConfig's settings by the flag that sets them (a SettingError names the setting; the
 # command line names the flag)
@@ -16,12 +16,37 @@ FLAGS = {"max_shift": "--augment", "max_degrees": "--rotate", "max_scale": "--sc
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", choices=recipes.names(),
                    help="a recipe: an architecture from the zoo and how it is trained (see `cnnlab models`)")
+    add_config_arguments(p)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for initialisation, shuffling, dropout and augmentation (default: 0)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>, numbered if taken)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run a few batches of one epoch on small evaluation sets, save nothing")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="go on training RUN from its last complete epoch (its settings are in RUN/config.json, so "
+                        "give no others)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_timeout_argument(p)
+
+
+def add_timeout_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT,
+                   help="under mpiexec: seconds a process waits for the others before it names the ones that "
+                        "do not answer and stops the job")
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that change one setting of the recipe's TrainConfig (all but --model and --seed)."""
     p.add_argument("--dataset", default=None,
                    help="mnist, fashion-mnist, or a folder with one sub-folder of images per class (default: the "
                         "model's recipe: fashion-mnist for fashion and fashion-best, else mnist)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the training data (default: the model's recipe)")
-    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the model's recipe)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate, the peak for one-cycle (default: the model's recipe)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training data (default: the model's recipe)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="mini-batch size; under mpiexec the global batch, split over the processes (default: the "
+                        "model's recipe)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate, the peak for one-cycle (default: the model's recipe)")
     p.add_argument("--optimizer", default=None, choices=list(runs.OPTIMIZERS),
                    help="optimizer (default: the model's recipe)")
     p.add_argument("--schedule", default=None, choices=list(runs.SCHEDULES),
@@ -30,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Nielsen's L2 lambda, scaled as network3.py does (default: the model's recipe)")
     p.add_argument("--augment", type=int, default=None,
                    help="random translation of training images by up to this many pixels (default: the model's recipe)")
-    p.add_argument("--rotate", type=float, default=None, help="random rotation up to this many degrees (default: recipe)")
+    p.add_argument("--rotate", type=float, default=None,
+                   help="random rotation up to this many degrees (default: recipe)")
     p.add_argument("--scale", type=float, default=None,
                    help="random zoom by a factor in [1 - SCALE, 1 + SCALE], e.g. 0.1 (default: recipe)")
     p.add_argument("--erase", type=float, default=None,
@@ -48,29 +74,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=None, help="train on only the first N training images")
     p.add_argument("--validation", type=int, default=None,
                    help="validation images taken from the end of the training set (default: 10000)")
-    p.add_argument("--early-stopping", type=int, default=None, help="stop after this many epochs without a better validation accuracy")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed for initialisation, shuffling, dropout and augmentation (default: 0)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>, numbered if taken)")
+    p.add_argument("--early-stopping", type=int, default=None,
+                   help="stop after this many epochs without a better validation accuracy")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
-    p.add_argument("--dry-run", action="store_true", help="run a few batches of one epoch on small evaluation sets, save nothing")
-    p.add_argument("--resume", default=None, metavar="RUN",
-                   help="go on training RUN from its last complete epoch (its settings are in RUN/config.json, so "
-                        "give no others)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 # flag (as argparse stores it) -> the setting it replaces
 _SETTINGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
              "lr": "lr", "schedule": "schedule", "l2": "l2_lambda", "augment": "max_shift", "rotate": "max_degrees",
              "scale": "max_scale", "erase": "erase", "elastic": "elastic", "elastic_sigma": "elastic_sigma",
-             "hflip": "hflip", "train_size": "train_size", "validation": "validation", "early_stopping": "early_stopping", "seed": "seed",
-             "device": "device"}
+             "hflip": "hflip", "train_size": "train_size", "validation": "validation",
+             "early_stopping": "early_stopping", "seed": "seed", "device": "device"}
 
 
 def config_from_args(args) -> runs.TrainConfig:
     """The recipe ``--model`` names, with every flag that was given replacing its setting."""
-    changes = {setting: getattr(args, flag) for flag, setting in _SETTINGS.items() if getattr(args, flag) is not None}
+    changes = {setting: getattr(args, flag) for flag, setting in _SETTINGS.items()
+               if getattr(args, flag, None) is not None}
     if args.expand:
         changes["expand"] = True
     return recipes.get(args.model).replace(**changes)
@@ -85,8 +105,11 @@ def run(args) -> int:
             raise ValueError(f"--resume takes no other settings ({named}): {args.resume}/config.json holds the run's")
         result = runs.resume(args.resume, progress=not args.no_progress)
     else:
+        world = distributed.init(args.dist_timeout)  # under mpiexec: every process trains, data-parallel
         result = runs.train(config_from_args(args), out=args.out, dry_run=args.dry_run,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, world=world)
+        if not world.lead:
+            return 0  # rank 0 reports
     h = result.history
     if h.test_accuracy is None:
         print("interrupted before the first epoch finished: nothing saved" if h.interrupted else "no epoch finished")

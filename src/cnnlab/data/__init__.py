@@ -49,7 +49,7 @@ from .idx import parse_idx, read_idx, read_idx_bytes, write_idx
 from .images import FirstFrameWarning, form_for, load_image_batch, open_image, to_8bit, to_fashion_form, to_mnist_form
 from .limits import MAX_DATA_BYTES, MAX_IMAGE_PIXELS, check_regular_file, max_data_bytes, max_image_pixels
 from .device_loader import DeviceLoader
-from .loader import MNIST_MEAN, MNIST_STD, DataLoader
+from .loader import MNIST_MEAN, MNIST_STD, DataLoader, RowsOf, shard_rows
 from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats, standardize
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "MNISTData",
     "MNIST_MEAN",
     "MNIST_STD",
+    "RowsOf",
     "SplitData",
     "check_regular_file",
     "class_names",
@@ -103,6 +104,7 @@ __all__ = [
     "read_idx_bytes",
     "rotate_images",
     "search_dirs",
+    "shard_rows",
     "shift_images",
     "standardize",
     "to_8bit",

@@ -204,7 +204,9 @@ def random_elastic(batch: np.ndarray, alpha: float, sigma: float, rng: np.random
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     angles, scales = _draw_affine(n, max_degrees, max_scale, rng)
-    field = rng.uniform(-1.0, 1.0, size=(2, n, h, w))
+    # the y field of every image, then the x field: the same numbers as one (2, N, H, W) draw, each
+    # draw with the batch first (what a data-parallel shard's generator needs: see DataLoader)
+    field = np.stack([rng.uniform(-1.0, 1.0, size=(n, h, w)) for _ in range(2)])
     field = alpha * (gaussian_matrix(h, sigma) @ field @ gaussian_matrix(w, sigma).T)  # (2, N, H, W)
     return elastic_images(batch, field[0], field[1], angles, scales)
 

@@ -9,11 +9,55 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["DataLoader", "MNIST_MEAN", "MNIST_STD"]
+__all__ = ["DataLoader", "MNIST_MEAN", "MNIST_STD", "shard_rows"]
 
 # Mean and standard deviation of MNIST training pixels scaled to [0, 1].
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
+
+
+def shard_rows(total: int, index: int, count: int) -> tuple[int, int]:
+    """The rows ``(start, stop)`` of part ``index`` of ``count`` of ``total`` rows: contiguous,
+    disjoint, covering, the sizes equal to within one (the first ``total % count`` parts one larger).
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"shard index must be in [0, {count}), got {index}")
+    base, extra = divmod(int(total), int(count))
+    start = index * base + min(index, extra)
+    return start, start + base + (index < extra)
+
+
+class RowsOf:
+    """A view of a ``numpy.random.Generator`` for rows ``start:stop`` of a batch of ``total``.
+
+    Each draw whose first axis is the shard's ``stop - start`` rows draws for all ``total`` rows and
+    returns this shard's: the numbers, and the generator's state after the draw, are those of the
+    whole batch's draw (an augmentation's per-image draws all have the batch first). A draw of
+    another shape is refused, since it could not be the whole batch's.
+    """
+
+    def __init__(self, rng: np.random.Generator, total: int, start: int, stop: int) -> None:
+        self.rng, self.total, self.rows = rng, int(total), slice(int(start), int(stop))
+
+    def _draw(self, method: str, size, *args, **kwargs):
+        shape = (size,) if np.isscalar(size) else tuple(size)
+        local = self.rows.stop - self.rows.start
+        if not shape or shape[0] != local:
+            raise ValueError(f"a sharded batch of {local} rows drew random numbers of shape {shape}: every draw "
+                             f"must have the batch first to match the whole batch's draw")
+        return getattr(self.rng, method)(*args, size=(self.total,) + shape[1:], **kwargs)[self.rows]
+
+    def random(self, size=None, dtype=np.float64):
+        return self._draw("random", size, dtype=dtype)
+
+    def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):
+        return self._draw("integers", size, low, high, dtype=dtype, endpoint=endpoint)
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return self._draw("uniform", size, low, high)
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return self._draw("normal", size, loc, scale)
 
 
 class DataLoader:
@@ -47,6 +91,10 @@ class DataLoader:
         dtype: floating dtype of ``x``.
         channels: whether ``images`` has a channel axis after N; by default it has one unless it
             is 3-D (N, H, W). Give True for sequences (N, C, L).
+        shard: ``(index, count)`` for data-parallel training: every batch holds only the rows
+            ``shard_rows(len(batch), index, count)`` of the batch one loader would give (the same
+            permutation, and the whole batch's augmentation draws, see ``RowsOf``), so the
+            ``count`` shards of a batch are exactly that batch. ``len`` stays the whole batches'.
     """
 
     def __init__(
@@ -62,6 +110,7 @@ class DataLoader:
         drop_last: bool = False,
         dtype=np.float32,
         channels: bool | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         images = np.asarray(images)
         labels = np.asarray(labels)
@@ -89,6 +138,11 @@ class DataLoader:
         self.seed = int(seed)
         self.augment = augment
         self.drop_last = bool(drop_last)
+        if shard is not None:
+            index, count = (int(v) for v in shard)
+            shard_rows(0, index, count)  # checks the index
+            shard = (index, count)
+        self.shard = shard
         n_channels = images.shape[1] if self.channels else 1
         ndim = images.ndim + (not self.channels)  # of a batch
         # (1, C, 1, ...) so scalar or per-channel statistics broadcast over the batch.
@@ -143,6 +197,12 @@ class DataLoader:
         n = self.images.shape[0]
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def batch_rows(self, b: int) -> tuple[int, int, int]:
+        """``(total, start, stop)``: the size of whole batch ``b`` and this shard's rows of it
+        (``(total, 0, total)`` without a shard)."""
+        total = min(self.batch_size, self.images.shape[0] - b * self.batch_size)
+        return (total, *shard_rows(total, *self.shard)) if self.shard else (total, 0, total)
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         epoch = self._epoch
         self._epoch += 1
@@ -154,7 +214,11 @@ class DataLoader:
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self._make_batch(idx, rng)
+            if self.shard is None:
+                yield self._make_batch(idx, rng)
+            else:
+                total, start, stop = self.batch_rows(b)
+                yield self._make_batch(idx[start:stop], RowsOf(rng, total, start, stop))
 
     def _make_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         raw = self.images[idx]

@@ -282,6 +282,58 @@ def bn_relu_train_backward(g, x, out, w, mean, inv):
     return dx.reshape(x.shape), gw, gb
 
 
+def compiled_applies(a) -> bool:
+    """Whether the compiled CPU kernels take ``a``: a float NumPy array, with the kernels on."""
+    return policy.use_compiled(a)
+
+
+def set_workers(n: int) -> None:
+    """Use ``n`` threads for the batch-splitting loops from now on (e.g. one per core when several
+    data-parallel processes share a machine: see ``cnnlab.distributed``)."""
+    policy.WORKERS = max(1, int(n))  # the pool is rebuilt at its next use (threads.py)
+
+
+def bn_sums(x, mean=None):
+    """(C,) float64: the sum of each channel of x (N, C, ...), or of its squared deviations from
+    ``mean`` (C,) float64. The parts of synchronised batch norm (cnnlab.distributed)."""
+    x3, cpu = _ncs(x), _cpu()
+    out = np.empty(x.shape[1])
+    if mean is None:
+        run_chunks(lambda c0, c1: cpu.bn_channel_sums(x3, out, c0, c1), policy.channel_chunks(x3))
+    else:
+        mean = np.ascontiguousarray(mean, dtype=np.float64)
+        run_chunks(lambda c0, c1: cpu.bn_channel_sq_dev(x3, mean, out, c0, c1), policy.channel_chunks(x3))
+    return out
+
+
+def bn_apply(x, scale, shift, relu: bool):
+    """x * scale[c] + shift[c] computed in float64 (scale, shift float64), rounded to x's dtype,
+    then ReLU'd if ``relu``: the values of bn_relu_train_forward for given statistics."""
+    x3, cpu = _ncs(x), _cpu()
+    out = np.empty_like(x3)
+    k, t = np.ascontiguousarray(scale, dtype=np.float64), np.ascontiguousarray(shift, dtype=np.float64)
+    run_chunks(lambda c0, c1: cpu.bn_scale_shift(x3, k, t, relu, out, c0, c1), policy.channel_chunks(x3))
+    return out.reshape(x.shape)
+
+
+def bn_grad_sums(g, x, out, mean, relu: bool):
+    """(sum(gm), sum(gm * (x - mean))) per channel, float64, gm = g masked by out > 0 if ``relu``."""
+    g3, x3, o3, cpu = _ncs(g), _ncs(x), _ncs(out), _cpu()
+    sb, sw = np.empty(x.shape[1]), np.empty(x.shape[1])
+    run_chunks(lambda c0, c1: cpu.bn_grad_sums(g3, x3, o3, relu, mean, sb, sw, c0, c1), policy.channel_chunks(x3))
+    return sb, sw
+
+
+def bn_grad_input(g, x, out, w, mean, inv, a, q, relu: bool):
+    """dx of batch norm (+ ReLU) given the batch's a = sum(gm) / m and q = sum(gm * xhat) / m."""
+    g3, x3, o3, cpu = _ncs(g), _ncs(x), _ncs(out), _cpu()
+    dx = np.empty_like(g3)
+    w = np.ascontiguousarray(w, dtype=x.dtype)
+    run_chunks(lambda c0, c1: cpu.bn_grad_input(g3, x3, o3, relu, w, mean, inv, a, q, dx, c0, c1),
+               policy.channel_chunks(x3))
+    return dx.reshape(x.shape)
+
+
 def scale_shift_relu(x, scale, shift):
     """max(x * scale[c] + shift[c], 0) per channel c of an (N, C, ...) NumPy float array."""
     x3, cpu = _ncs(x), _cpu()

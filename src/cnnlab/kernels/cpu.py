@@ -432,6 +432,79 @@ def bn_relu_train_backward(g, x, out, w, mean, inv, dx, gw, gb, c0, c1):
                 dx[n, c, s] = k * (gv - a - (x[n, c, s] - mu) * iv * q)
 
 
+# ---- the same batch norm in parts, for synchronised batch norm (cnnlab.distributed): the sums
+# are summed over the processes between the parts; each value is computed as above.
+@njit(**_SUMS)
+def bn_channel_sums(x, out, c0, c1):
+    """out[c] = the float64 sum of x[:, c]."""
+    N, _, S = x.shape
+    for c in range(c0, c1):
+        acc = 0.0
+        for n in range(N):
+            for s in range(S):
+                acc += x[n, c, s]
+        out[c] = acc
+
+
+@njit(**_SUMS)
+def bn_channel_sq_dev(x, mean, out, c0, c1):
+    """out[c] = the float64 sum of (x[:, c] - mean[c]) ** 2."""
+    N, _, S = x.shape
+    for c in range(c0, c1):
+        mu = mean[c]
+        acc = 0.0
+        for n in range(N):
+            for s in range(S):
+                d = x[n, c, s] - mu
+                acc += d * d
+        out[c] = acc
+
+
+@njit(**_OPTS)
+def bn_scale_shift(x, k, t, relu, out, c0, c1):
+    """out = x * k[c] + t[c] (float64 k, t), ReLU'd if ``relu``, for channels [c0, c1)."""
+    N, _, S = x.shape
+    for c in range(c0, c1):
+        if relu:
+            _scale_shift_relu_channel(x, out, c, k[c], t[c])
+        else:
+            kc, tc = k[c], t[c]
+            for n in range(N):
+                for s in range(S):
+                    out[n, c, s] = x[n, c, s] * kc + tc
+
+
+@njit(**_SUMS)
+def bn_grad_sums(g, x, out, relu, mean, sb, sw, c0, c1):
+    """sb[c] = sum(gm), sw[c] = sum(gm * (x - mean[c])) with gm = g where out > 0 (all of g
+    without ``relu``), float64."""
+    N, _, S = x.shape
+    for c in range(c0, c1):
+        mu = mean[c]
+        b = 0.0
+        w = 0.0
+        for n in range(N):
+            for s in range(S):
+                gv = g[n, c, s] if (not relu or out[n, c, s] > 0) else 0.0
+                b += gv
+                w += gv * (x[n, c, s] - mu)
+        sb[c], sw[c] = b, w
+
+
+@njit(**_OPTS)
+def bn_grad_input(g, x, out, relu, w, mean, inv, a, q, dx, c0, c1):
+    """dx = w * inv * (gm - a[c] - (x - mean) * inv * q[c]), gm as in bn_grad_sums."""
+    N, _, S = x.shape
+    for c in range(c0, c1):
+        mu, iv = mean[c], inv[c]
+        k = w[c] * iv
+        ac, qc = a[c], q[c]
+        for n in range(N):
+            for s in range(S):
+                gv = g[n, c, s] if (not relu or out[n, c, s] > 0) else 0.0
+                dx[n, c, s] = k * (gv - ac - (x[n, c, s] - mu) * iv * qc)
+
+
 @njit(**_OPTS)
 def _scale_shift_relu_channel(x, out, c, k, t):
     """out[:, c] = max(x[:, c] * k + t, 0): batch norm folded into one scale and shift, then ReLU."""

@@ -1,0 +1,97 @@
+"""Data-parallel training and parallel tasks on 2 processes, launched with the MPI wheel's mpiexec.
+
+Each test starts `mpiexec -n 2 python SCRIPT` (or `python -m cnnlab`) with a timeout; they skip only
+when mpi4py or mpiexec is missing (`pip install 'cnnlab[test]'` brings both: mpi4py and the mpich
+wheel, whose mpiexec lands next to the Python executable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mpi4py", reason="mpi4py is not installed: pip install 'cnnlab[dist]'")
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[1] / "src"
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+if MPIEXEC is None:
+    pytest.skip("no mpiexec: pip install mpich (or use the site's MPI)", allow_module_level=True)
+
+
+def mpirun(args, timeout=150, n=2, launcher_flags=(), cwd=None):
+    """(exit code, stdout + stderr, seconds) of ``mpiexec -n N python ARGS``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    t0 = time.monotonic()
+    proc = subprocess.run([MPIEXEC, *launcher_flags, "-n", str(n), sys.executable, *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - t0
+
+
+def test_two_processes_train_the_one_process_model(tmp_path):
+    code, out, _ = mpirun([HERE / "mpi_equivalence.py", tmp_path / "diff.json"])
+    assert code == 0, out
+    results = json.loads((tmp_path / "diff.json").read_text())
+    for name, r in results.items():
+        tol = 1e-12 if name.startswith("float64") else 1e-5
+        assert r["weights"] < tol, (name, r)
+        assert r["largest weight"] > 0.1, (name, r)  # the weights are not all zero: something trained
+        assert r["train loss"] < tol and r["validation loss"] < tol, (name, r)
+        assert r["validation accuracy"] == 0, (name, r)  # the same hits, summed over the shards
+        assert r["same on every rank"], (name, r)
+    print(json.dumps(results, indent=1))
+
+
+def test_cli_train_under_mpiexec_only_rank_0_writes(tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, _ = mpirun([HERE / "mpi_writes.py", tmp_path / "writes.json", "--epochs", "1", "--train-size", "256",
+                           "--validation", "500", "--batch-size", "50", "--out", out_dir, "--no-progress"])
+    assert code == 0, out
+    report = json.loads((tmp_path / "writes.json").read_text())
+    assert report["exit codes"] == [0, 0], out
+    assert report["writes"]["1"] == 0 and report["writes"]["0"] > 0, report
+    assert all(out_dir in Path(p).parents for p in report["paths"]), report  # the run and its resume state
+    assert out.count("test accuracy") == 1 and out.count("epoch   1/1") == 1, out  # rank 0 alone reports
+    assert "data-parallel on 2 processes" in out, out
+    from cnnlab import runs
+
+    run = runs.load(out_dir)
+    assert run.metrics["processes"] == 2 and run.config.batch_size == 50
+
+
+@pytest.mark.parametrize("mode", ["hang", "error", "kill"])
+def test_a_failed_rank_stops_the_run_with_its_name(mode):
+    timeout = 3
+    code, out, seconds = mpirun([HERE / "mpi_fault.py", mode, timeout], timeout=90)
+    assert code != 0 and "finished" not in out, out
+    if mode == "hang":  # rank 0 waits TIMEOUT s, asks everyone (2 s of grace), names rank 1, aborts
+        assert re.search(r"rank 0 of 2: .* waited 3s; rank 1 \(.+\) did not answer: died or hung", out), out
+    elif mode == "error":
+        assert "rank 1 of 2" in out and "OSError: disk full" in out, out
+    else:  # mpiexec ends the job at once and names the pid; the run's first line maps pids to ranks
+        pids = dict(re.findall(r"\b(\d) [^ ,()]+/(\d+)", out))  # rank -> pid
+        dead = re.search(r"PID (\d+)", out)
+        assert (dead and pids.get("1") == dead.group(1)) or "rank 1" in out, out
+    assert seconds < 60, (seconds, out)
+
+
+def test_ensemble_trains_one_member_per_process(tmp_path):
+    out_dir = tmp_path / "committee"
+    code, out, _ = mpirun(["-m", "cnnlab", "ensemble", "default", "--seeds", "0-2", "--epochs", "1", "--train-size",
+                           "200", "--validation", "500", "--out", out_dir, "--no-progress"])
+    assert code == 0, out
+    assert re.search(r"seed 1: test .*\(rank 1,", out) and re.search(r"seed 2: test .*\(rank 0,", out), out
+    assert "ensemble of 3: test accuracy" in out and "chosen on validation" in out, out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["committee.json", "seed-0", "seed-1", "seed-2"]
+    summary = json.loads((out_dir / "committee.json").read_text())
+    assert [m["rank"] for m in summary["members"]] == [0, 1, 0]
+    from cnnlab import runs
+
+    assert runs.load(out_dir / "seed-1").config.seed == 1
