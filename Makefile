@@ -23,7 +23,7 @@ train: $(BASE)
 
 ## Create the environment, install cnnlab with its test extra, lint, run the tests.
 test: $(TEST)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(PY) -m pytest -n 2 -q
 
 ## Speed and memory against PyTorch, side by side in one process.

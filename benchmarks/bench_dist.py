@@ -222,9 +222,9 @@ def main() -> None:
             both = measure(world, batch, args.steps, args.warmup, args.repeats)
             rows[batch] = (one, both)
         env = {**os.environ, "PYTHONPATH": str(SRC)}
-        proc = subprocess.run([mpiexec, "-n", "2", sys.executable, __file__, "--worker", "--steps", str(args.steps),
-                               "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--batches", *map(str, args.batches)],
-                              capture_output=True, text=True, env=env, timeout=1800)
+        command = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup),
+                  "--repeats", str(args.repeats), "--batches", *map(str, args.batches)]
+        proc = subprocess.run([mpiexec, "-n", "2", *command], capture_output=True, text=True, env=env, timeout=1800)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if not line:
             sys.exit(f"the 2-process run failed:\n{proc.stdout}\n{proc.stderr}")
@@ -243,7 +243,8 @@ def main() -> None:
                   f" ({100 * t['collective_seconds_per_step'] / t['step_seconds']:.0f}% of a step)")
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
         comm = pure["gradients"] + (pure["collectives_per_step"] - 1) * pure["small"]
-        print(f"\nIn step, the 2 processes' allreduce of the {allreduce_bytes(models.build(models.spec('fast')))[0] / 1e6:.2f} MB "
+        megabytes = allreduce_bytes(models.build(models.spec("fast")))[0] / 1e6
+        print(f"\nIn step, the 2 processes' allreduce of the {megabytes:.2f} MB "
               f"gradient buffer takes {1e3 * pure['gradients']:.2f} ms, a batch-norm one {1e6 * pure['small']:.0f} us "
               f"({pure['collectives_per_step']} collectives a step: {1e3 * comm:.2f} ms).")
         print("CPU seconds per step (robust to the other jobs' load): one process on one core at batch B, and a "

@@ -21,13 +21,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cnnlab  # noqa: E402
-import cnnlab.functional as F  # noqa: E402
-from cnnlab import optim  # noqa: E402
-
 import cupy as cp  # noqa: E402
 import torch  # noqa: E402
+
+import cnnlab  # noqa: E402
+import cnnlab.functional as F  # noqa: E402
 from bench_cpu import make_pair  # noqa: E402
+from cnnlab import optim  # noqa: E402
 
 
 def run(batch, steps, rounds):

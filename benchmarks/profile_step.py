@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cnnlab.autograd import Function  # noqa: E402
 from bench_cpu import batches, cnn_trainer, make_pair  # noqa: E402
+from cnnlab.autograd import Function  # noqa: E402
 
 
 def instrument():

@@ -83,7 +83,7 @@ for _path in sorted(TESTS.rglob("test_*.py")):
 def _expanded(used):
     """A module reached as `cnnlab.nn` also counts as the package attribute ('cnnlab', 'nn')."""
     out = set(used)
-    for module, name in used:
+    for module, _ in used:
         parts = module.split(".")
         for i in range(1, len(parts)):
             out.add((".".join(parts[:i]), parts[i]))

@@ -1,10 +1,8 @@
 """cnnlab: convolutional neural networks from first principles, with a NumPy/CuPy autograd."""
 
-from . import backend
+from . import backend, data, functional, models, nn, optim, recipes, runs  # noqa: E402  # noqa: E402
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .backend import manual_seed
-from . import data, functional, models, nn, optim  # noqa: E402
-from . import recipes, runs  # noqa: E402
 from .numerical import GradcheckError, gradcheck  # noqa: E402
 from .runs import TrainConfig  # noqa: E402
 

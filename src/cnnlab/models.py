@@ -2,8 +2,9 @@
 an AlexNet-style net and a fast default.
 
 Every model takes (N, 1, 28, 28) images and returns (N, classes) logits, 10 unless a spec says
-otherwise (softmax is applied by the loss). A model is named by a *spec*, a small JSON-able dict {"name": ..., "kwargs": {...}}, so a
-saved run can be rebuilt exactly: ``build(spec)``.
+otherwise (softmax is applied by the loss). A model is named by a *spec*, a small JSON-able dict
+{"name": ..., "kwargs": {...}}, so a saved run can be rebuilt exactly: ``build(spec)``. The zoo
+holds architectures only; how each is trained is a recipe (``cnnlab.recipes``).
 
 Nielsen's network3.py applies the activation after pooling, act(pool(conv(x)) + b); for the
 monotone activations used here that equals pool(act(conv(x))), and it is 4x cheaper, so the
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -211,7 +211,8 @@ class TrainConfig:
         aug_changes = {k: changes.pop(k) for k in _AUGMENT_KEYS if k in changes}
         unknown = sorted(set(changes) - _FIELDS)
         if unknown:
-            raise _bad(unknown[0], f"is not a setting; settings are: {', '.join(sorted(_FIELDS | _OPTIMIZER_KEYS | _AUGMENT_KEYS))}")
+            known = ", ".join(sorted(_FIELDS | _OPTIMIZER_KEYS | _AUGMENT_KEYS))
+            raise _bad(unknown[0], f"is not a setting; settings are: {known}")
         optimizer = changes.pop("optimizer", self.optimizer)
         if isinstance(optimizer, str):
             keep = optimizer in SGD_NAMES and self.optimizer.name in SGD_NAMES
@@ -297,7 +298,8 @@ def _from_format_1(old: dict) -> dict:
     aug = Augment.from_config(old) or _NO_AUGMENT
     plain = ("dataset", "epochs", "batch_size", "schedule", "label_smoothing", "expand", "validation", "train_size",
              "early_stopping", "seed", "device", "mean", "std")
-    return {"format": CONFIG_FORMAT, "model": arch, "recipe": name, "model_kwargs": {**fixed, **_mapping(old.get("model_kwargs") or {}, "model_kwargs")},
+    kwargs = {**fixed, **_mapping(old.get("model_kwargs") or {}, "model_kwargs")}
+    return {"format": CONFIG_FORMAT, "model": arch, "recipe": name, "model_kwargs": kwargs,
             "optimizer": {"name": old.get("optimizer", "sgd"), "lr": old.get("lr", 0.1),
                           "momentum": old.get("momentum") or 0.0, "weight_decay": old.get("weight_decay") or 0.0,
                           "l2_lambda": old.get("l2_lambda") or 0.0},

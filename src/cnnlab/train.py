@@ -18,8 +18,8 @@ import numpy as np
 from . import backend
 from . import functional as F
 from .autograd import Tensor, no_grad
-from .data.loader import DataLoader
 from .data.augment import shift_images
+from .data.loader import DataLoader
 
 
 @dataclass

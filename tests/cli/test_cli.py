@@ -6,7 +6,6 @@ import re
 import shutil
 
 import numpy as np
-
 import pytest
 from PIL import Image, ImageDraw
 
@@ -167,7 +166,7 @@ def _draw_digit_one(path, size=(150, 200)):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A short real training run (6,000 images, one epoch) saved as a run directory."""
-    from conftest import save_short_run
+    from helpers import save_short_run
 
     return save_short_run(tmp_path_factory.mktemp("runs") / "r", "default", 6000, nesterov=True)
 

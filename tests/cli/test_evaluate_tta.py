@@ -73,7 +73,7 @@ def test_report_ensemble_chooses_on_validation_and_breaks_ties_toward_the_simple
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """A briefly trained article net (its weights are the point, not its accuracy)."""
-    from conftest import save_short_run
+    from helpers import save_short_run
 
     return save_short_run(tmp_path_factory.mktemp("tta") / "r", "article", 2000, nesterov=False)
 
@@ -89,8 +89,9 @@ def test_shift_tta_matches_a_hand_computed_average(small_run, capsys):
     for name, part in (("test", lines[0].split("; validation")[0]), ("validation", lines[0].split("; validation")[1])):
         reported[name] = float(part.split("with 1-px shift averaging ")[1].split("%")[0])
         x, y = getattr(split, name)
-        p = sum(evaluate(model, eval_loader(shift_images(x, dy, dx), y, MNIST_MEAN, MNIST_STD), return_predictions=True)["probabilities"]
-                for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))) / 5
+        views = [eval_loader(shift_images(x, dy, dx), y, MNIST_MEAN, MNIST_STD)
+                 for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+        p = sum(evaluate(model, v, return_predictions=True)["probabilities"] for v in views) / 5
         assert reported[name] == pytest.approx(100 * float((p.argmax(1) == y).mean()), abs=0.005)
     plain_val = float(lines[0].split("validation ")[1].split("%")[0])
     chosen = "1-px shift averaging" if reported["validation"] > plain_val else "no averaging"

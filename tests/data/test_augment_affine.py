@@ -111,7 +111,7 @@ def test_random_erase_rectangles_and_reproducibility():
     zeros = out == 0
     erased = zeros.any(axis=(1, 2))
     assert 150 < erased.sum() < 250  # about half of 400
-    for img, z in zip(out[erased], zeros[erased]):
+    for z in zeros[erased]:
         rows, cols = np.flatnonzero(z.any(1)), np.flatnonzero(z.any(0))
         # one solid rectangle, within the area bounds (up to rounding of the sides)
         assert z.sum() == len(rows) * len(cols) and z[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()

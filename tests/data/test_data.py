@@ -15,16 +15,18 @@ from cnnlab.data import (
     DATASET_STATS,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
+    KNOWN_SHA256,
     MNIST_MEAN,
     MNIST_STD,
     Augment,
     DataError,
     DataLoader,
     ImageFolder,
-    KNOWN_SHA256,
     SplitData,
+    checksums,
     clear_verification_cache,
     dataset_dir,
+    datasets,
     expand_shifts,
     flip_images,
     load_dataset,
@@ -44,7 +46,6 @@ from cnnlab.data import (
     to_mnist_form,
     write_idx,
 )
-from cnnlab.data import checksums, datasets
 
 REPO_MNIST = Path(datasets.__file__).resolve().parents[3] / "data" / "mnist"
 FILES = {

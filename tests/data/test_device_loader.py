@@ -43,7 +43,7 @@ def test_reproducible_and_epochs_differ():
     x, y = _data()
     a, b = DeviceLoader(x, y, 10, seed=3, max_shift=1, device="cpu"), DeviceLoader(x, y, 10, seed=3, max_shift=1, device="cpu")
     e0a, e0b = list(a), list(b)
-    for (xa, ya), (xb, yb) in zip(e0a, e0b):
+    for (xa, _), (xb, _) in zip(e0a, e0b):
         np.testing.assert_array_equal(xa, xb)
     e1 = list(a)
     assert not np.array_equal(e0a[0][1], e1[0][1])

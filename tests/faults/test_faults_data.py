@@ -11,11 +11,24 @@ import zlib
 import numpy as np
 import pytest
 from faultkit import one_line_error, png_header, returns
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from cnnlab.data import (DataError, FirstFrameWarning, ImageFolder, load_dataset, load_folder_split, load_mnist,
-                         max_data_bytes, max_image_pixels, open_image, read_idx, to_mnist_form, write_idx)
+from cnnlab.data import (
+    DataError,
+    FirstFrameWarning,
+    ImageFolder,
+    load_dataset,
+    load_folder_split,
+    load_mnist,
+    max_data_bytes,
+    max_image_pixels,
+    open_image,
+    read_idx,
+    to_mnist_form,
+    write_idx,
+)
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

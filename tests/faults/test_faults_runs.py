@@ -9,7 +9,8 @@ import struct
 import numpy as np
 import pytest
 from faultkit import one_line_error, returns
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
 from cnnlab import checkpoint, models, runs
@@ -56,7 +57,7 @@ def test_every_argument_of_every_architecture_with_every_wrong_value(tmp_path):
     run.mkdir()
     tried = 0
     for name, arch in models.MODELS.items():
-        for key, parameter in inspect.signature(arch.builder).parameters.items():
+        for key in inspect.signature(arch.builder).parameters:
             for value in JSON_VALUES:
                 try:
                     models.spec(name, **{key: value})

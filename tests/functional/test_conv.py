@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cnnlab
 import cnnlab.functional as F
@@ -140,11 +141,13 @@ def test_padding_same_and_valid():
     (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 28, 28))), cnnlab.tensor(np.ones((2, 3, 5, 5)))), "channels"),
     (lambda: F.conv2d(cnnlab.tensor(np.ones((28, 28))), cnnlab.tensor(np.ones((2, 1, 5, 5)))), r"4-D input"),
     (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 3, 8, 8))), cnnlab.tensor(np.ones((2, 1, 3, 3))), groups=2), "divisible"),
-    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 4, 4))), cnnlab.tensor(np.ones((2, 1, 5, 5)))), "larger than the padded input"),
+    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 4, 4))), cnnlab.tensor(np.ones((2, 1, 5, 5)))),
+     "larger than the padded input"),
     (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 8, 8))), cnnlab.tensor(np.ones((2, 1, 3, 3))), stride=0), "stride"),
     (lambda: F.conv1d(cnnlab.tensor(np.ones((1, 1, 8))), cnnlab.tensor(np.ones((2, 1, 3))), padding=-1), "padding"),
     (lambda: F.conv3d(cnnlab.tensor(np.ones((1, 1, 4, 4, 4))), cnnlab.tensor(np.ones((2, 1, 3, 3, 3))), dilation=0), "dilation"),
-    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 8, 8))), cnnlab.tensor(np.ones((2, 1, 3, 3))), cnnlab.tensor(np.ones(3))), "bias"),
+    (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 8, 8))), cnnlab.tensor(np.ones((2, 1, 3, 3))),
+                      cnnlab.tensor(np.ones(3))), "bias"),
     (lambda: F.conv2d(cnnlab.tensor(np.ones((1, 1, 8, 8))), cnnlab.tensor(np.ones((2, 1, 3)))), "weight"),
 ])
 def test_conv_errors_name_the_problem(call, match):

@@ -14,7 +14,6 @@ from harness import check_gradients, check_op, rel_error, torch
 from helpers import naive_conv, naive_pool
 
 
-
 @pytest.fixture(autouse=True)
 def _small_maps_too(monkeypatch, request):
     """The cases below are small, for the loop references; let them take the path (the size rule

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
+from serve_helpers import drawn_png, photo_jpeg, png_bytes
 from starlette.testclient import TestClient
 
 from cnnlab.checkpoint import RunError
 from cnnlab.serve import DemoRun
 from cnnlab.serve.app import LOOPBACK_HOSTS, create_app
-
-from serve_helpers import demo_runs, drawn_png, photo_jpeg, png_bytes  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")

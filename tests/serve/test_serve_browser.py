@@ -21,8 +21,7 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-from serve_helpers import SEVEN, demo_runs, photo_jpeg, png_bytes, stroke_points  # noqa: E402, F401 (a fixture)
+from serve_helpers import SEVEN, photo_jpeg, png_bytes, stroke_points  # noqa: E402
 
 CHROMIUM = os.environ.get("CNNLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [

@@ -8,8 +8,6 @@ import pytest
 
 from cnnlab.cli import build_parser, main
 
-from serve_helpers import demo_runs  # noqa: F401 (a fixture)
-
 
 @pytest.fixture()
 def started(monkeypatch):

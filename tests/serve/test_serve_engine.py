@@ -11,13 +11,12 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
+from serve_helpers import drawn_png, photo_jpeg, png_bytes
 
 from cnnlab import models, nn
 from cnnlab.autograd import Tensor, no_grad
 from cnnlab.serve import DemoRun, PictureError, find_runs, read_picture, receptive_fields
 from cnnlab.serve.engine import MAX_MAPS
-
-from serve_helpers import demo_runs, drawn_png, photo_jpeg, png_bytes  # noqa: F401 (a fixture)
 
 
 def decode(payload) -> np.ndarray:
@@ -83,7 +82,7 @@ def test_a_drawn_seven_and_everything_shown_about_it(default_demo):
     assert np.array_equal(decode(a["steps"][-1]), decode(a["input"]))
     assert max(a["steps"][0]["width"], a["steps"][0]["height"]) <= 160  # shrunk for the page
     # every conv, pooling and activation layer with 4-D output, batch norm not shown
-    assert [(l["index"], l["kind"]) for l in a["layers"]] == [
+    assert [(layer["index"], layer["kind"]) for layer in a["layers"]] == [
         (0, "conv"), (1, "pool"), (3, "activation"), (4, "conv"), (5, "pool"), (7, "activation")]
     for layer in a["layers"]:
         c, h, w = layer["shape"]
@@ -166,7 +165,7 @@ def test_the_runs_summary(demo_runs):
     info = DemoRun.load(demo_runs["article"], 1).info
     assert info["id"] == 1 and info["name"] == "article" and info["dataset"] == "mnist"
     assert info["parameters"] == 4408 and info["classes"] == [str(i) for i in range(10)]
-    assert [l["shape"] for l in info["layers"]] == [[3, 24, 24], [3, 12, 12], [3, 12, 12], [432], [10]]
+    assert [layer["shape"] for layer in info["layers"]] == [[3, 24, 24], [3, 12, 12], [3, 12, 12], [432], [10]]
     assert "share 78 parameters" in info["shared_weights"]
     assert 0.5 < info["test_accuracy"] <= 1
     f = info["filters"]

@@ -22,9 +22,9 @@ import os
 import sys
 
 from .. import __version__
+from ..checkpoint import RunError
 from ..data import DataError
 from ..errors import SettingError
-from ..checkpoint import RunError
 from . import ensemble, evaluate, example, predict, reproduce, summary, train
 
 

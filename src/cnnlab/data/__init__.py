@@ -43,12 +43,12 @@ from .datasets import (
     nielsen_split,
     search_dirs,
 )
+from .device_loader import DeviceLoader
 from .errors import DataError
 from .folder import IMAGE_EXTENSIONS, ImageFolder
 from .idx import parse_idx, read_idx, read_idx_bytes, write_idx
 from .images import FirstFrameWarning, form_for, load_image_batch, open_image, to_8bit, to_fashion_form, to_mnist_form
 from .limits import MAX_DATA_BYTES, MAX_IMAGE_PIXELS, check_regular_file, max_data_bytes, max_image_pixels
-from .device_loader import DeviceLoader
 from .loader import MNIST_MEAN, MNIST_STD, DataLoader, RowsOf, shard_rows
 from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats, standardize
 

@@ -21,12 +21,25 @@ import numpy as np
 from .. import backend
 from . import generic, policy, threads
 from .policy import (
-    allow_winograd, compiled, conv_chunks, use_compiled, use_compiled_lrn, use_compiled_sgd, use_fused_conv,
-    use_nhwc, use_winograd, use_winograd_weight_grad, winograd_chunks,
+    allow_winograd,
+    compiled,
+    conv_chunks,
+    use_compiled,
+    use_compiled_lrn,
+    use_compiled_sgd,
+    use_fused_conv,
+    use_nhwc,
+    use_winograd,
+    use_winograd_weight_grad,
+    winograd_chunks,
 )
 from .threads import run_chunks
 from .winograd import (
-    winograd_conv, winograd_transposed_weights, winograd_weight_grad, winograd_weight_grad_part, winograd_weights,
+    winograd_conv,
+    winograd_transposed_weights,
+    winograd_weight_grad,
+    winograd_weight_grad_part,
+    winograd_weights,
 )
 
 __all__ = [

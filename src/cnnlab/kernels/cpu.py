@@ -7,9 +7,10 @@ faster than a numba loop did, while numba wins for the scatter-add of col2im (be
 
 Every loop here is compiled serial (numba's own threads would contend with BLAS); both cores
 are used by running them on separate chunks of the batch from kernels/threads.py: run_chunks,
-with BLAS held to one thread per call. Padding is handled by bounds checks instead of a padded copy of the
-input (except in the channels-last col2im, which accumulates into a padded buffer). Compilation is lazy (only the dtypes actually used are compiled) and cached on disk, so a
-second run does not compile again.
+with BLAS held to one thread per call. Padding is handled by bounds checks instead of a padded copy
+of the input (except in the channels-last col2im, which accumulates into a padded buffer).
+Compilation is lazy (only the dtypes actually used are compiled) and cached on disk, so a second
+run does not compile again.
 
 Shapes: x (N, C, H, W); kernel (KH, KW); output (OH, OW); L = OH*OW; K = KH*KW.
 """
@@ -23,7 +24,7 @@ _OPTS = dict(parallel=False, cache=True, nogil=True)
 
 
 @njit(**_OPTS)
-def _valid_range(O, s, p, k, d, S):
+def _valid_range(O, s, p, k, d, S):  # noqa: E741 - O, S: output and input sizes, as in the docs
     """Output positions o in [lo, hi) whose input o*s - p + k*d lies inside [0, S)."""
     off = k * d - p
     lo = 0

@@ -28,7 +28,16 @@ from typing import NamedTuple
 from .. import functional as F
 from ..autograd import Tensor
 from .layers import (
-    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, MaxPool1d, MaxPool2d, MaxPool3d, ReLU, Sigmoid, Tanh,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    MaxPool1d,
+    MaxPool2d,
+    MaxPool3d,
+    ReLU,
+    Sigmoid,
+    Tanh,
 )
 from .module import Module, Sequential
 

@@ -7,8 +7,8 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
-from ..functional.utils import as_tuple
 from ..functional.layers import check_lrn_args
+from ..functional.utils import as_tuple
 from . import init
 from .module import Module, Parameter
 

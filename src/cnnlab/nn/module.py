@@ -141,7 +141,7 @@ class Module:
     def to(self, device=None, dtype=None):
         """Move (or cast) every parameter and buffer in place; returns self."""
         for m in self.modules():
-            for name, t in list(m._own("param")) + list(m._own("buffer")):
+            for _, t in list(m._own("param")) + list(m._own("buffer")):
                 data = t.data
                 if device is not None:
                     data = backend.to_device(data, device)

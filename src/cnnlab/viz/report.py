@@ -11,8 +11,17 @@ from matplotlib.figure import Figure
 
 from .. import backend, checkpoint, models, nn, runs
 from .augment import draw_augmentation
-from .common import (conv_layer, epoch_series, png_bytes, run_class_names, run_predictions, run_test_set, run_title,
-                     run_train_sample, write_bytes)
+from .common import (
+    conv_layer,
+    epoch_series,
+    png_bytes,
+    run_class_names,
+    run_predictions,
+    run_test_set,
+    run_title,
+    run_train_sample,
+    write_bytes,
+)
 from .confusion import draw_confusion
 from .curves import draw_curves
 from .featuremaps import draw_feature_maps
