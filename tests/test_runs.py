@@ -154,3 +154,11 @@ def test_the_package_names_the_config_type():
     import cnnlab
 
     assert cnnlab.TrainConfig is TrainConfig and isinstance(recipes.get("default"), cnnlab.TrainConfig)
+
+
+def test_a_config_is_hashable_and_cannot_be_changed_through_its_kwargs():
+    relu = recipes.get("nielsen-conv2-relu")
+    assert hash(relu) == hash(relu.replace()) and {relu: 1}[recipes.get("nielsen-conv2-relu")] == 1
+    with pytest.raises(TypeError):
+        relu.model_kwargs["activation"] = "sigmoid"
+    assert recipes.get("nielsen-conv2-relu").model_kwargs == {"activation": "relu"}

@@ -322,15 +322,17 @@ def read_manifest(run_dir) -> dict | None:
         return None
     manifest = read_json(path)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
-            or not isinstance(manifest.get("status"), str):
-        raise RunError(f"{path}: not a cnnlab manifest (needs \"status\" and \"files\")")
+            or not isinstance(manifest.get("status"), str) or not isinstance(manifest.get("state"), (str, type(None))) \
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        raise RunError(f"{path}: not a cnnlab manifest (needs \"status\", \"state\" and \"files\")")
     return manifest
 
 
 def check_files(run_dir, manifest: dict, names) -> None:
     """Raise RunError unless each of ``names`` is listed in ``manifest`` and matches its checksum."""
     run_dir = Path(run_dir)
-    resume = f"resume it with `cnnlab train --resume {run_dir}`, or train it again"
+    resume = (f"resume it with `cnnlab train --resume {run_dir}`, or train it again" if manifest["status"] != "diverged"
+              else f"it diverged ({manifest.get('message', 'a non-finite loss')}): train it again")
     for name in names:
         expected = manifest["files"].get(name)
         path = run_dir / name

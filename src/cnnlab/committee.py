@@ -99,8 +99,11 @@ def _train_committee(config, seeds, out, world, save, progress, log, overwrite):
         t0 = time.perf_counter()
         run = runs.train(config.replace(seed=seed), save=False, progress=progress and world.lead, log=None,
                          world=distributed.local())
+        if run.history.interrupted:  # Ctrl-C stops the committee: no half-trained member is voted
+            raise KeyboardInterrupt
+        net = runs.runnable(run.model, config.device)
         probabilities = {
-            name: evaluate(run.model, eval_loader(x, y, run.config.mean, run.config.std, device=config.device),
+            name: evaluate(net, eval_loader(x, y, run.config.mean, run.config.std, device=config.device),
                            config.device, return_predictions=True)["probabilities"]
             for name, (x, y) in sets.items()}
         return {"seed": seed, "rank": world.rank, "spec": run.spec, "config": run.config.to_dict(),

@@ -155,6 +155,8 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
             res = runs.train(expected, out=run_dir, save=run_dir is not None, progress=progress, log=epoch_log,
                              overwrite=True)
         h = res.history
+        if h.interrupted:  # Ctrl-C stops the reproduction, not only this net (which resumes next time)
+            raise KeyboardInterrupt
         return _probabilities(res.model, res.config, test), h.test_accuracy, h.best_epoch, time.perf_counter() - t0, \
             False
 
@@ -290,6 +292,8 @@ def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), s
             t0 = time.perf_counter()
             config = base.replace(seed=seed, model_kwargs={**base.model_kwargs, "pool": pool})
             h = runs.train(config, save=False, progress=progress, log=None).history
+            if h.interrupted:  # Ctrl-C stops the experiment, not only this run
+                raise KeyboardInterrupt
             trained.append({"pool": pool, "seed": seed, "validation": h.best_validation_accuracy,
                             "test": h.test_accuracy, "seconds": round(time.perf_counter() - t0, 1)})
             if log:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -23,6 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import filelock
 
@@ -132,7 +134,7 @@ class TrainConfig:
     """
 
     model: str = "fast"
-    model_kwargs: dict = field(default_factory=dict)
+    model_kwargs: dict = field(default_factory=dict)  # stored read-only
     dataset: str = "mnist"
     epochs: int = 6
     batch_size: int = 64
@@ -152,10 +154,14 @@ class TrainConfig:
     recipe: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.model_kwargs, MappingProxyType):
+            object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         try:
             models.spec(self.model, **_mapping(self.model_kwargs, "model_kwargs"))
         except ValueError as exc:
             raise _bad("model", str(exc).removeprefix("unknown model ")) from None
+        # read-only, so that a config (a recipe's too) cannot be changed through it
+        object.__setattr__(self, "model_kwargs", MappingProxyType(dict(self.model_kwargs)))
         if not isinstance(self.dataset, str) or not self.dataset:
             raise _bad("dataset", f"must be a data set name or a folder, got {self.dataset!r}")
         _whole(self.epochs, "epochs", 1)
@@ -230,6 +236,9 @@ class TrainConfig:
         normalisation and the class names (the data set's own), so two runs trained alike compare equal."""
         return dataclasses.replace(self, recipe=None, mean=None, std=None, classes=None)
 
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
     @property
     def name(self) -> str:
         """The recipe's name, or the architecture's for a config made by hand."""
@@ -241,8 +250,11 @@ class TrainConfig:
         out = {"format": CONFIG_FORMAT}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else (
-                list(value) if isinstance(value, tuple) else value)
+            if dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, (tuple, MappingProxyType)):
+                value = list(value) if isinstance(value, tuple) else dict(value)
+            out[f.name] = value
         return out
 
     @classmethod
@@ -426,7 +438,17 @@ def _train(config, out, save, dry_run, progress, log, overwrite, world) -> Run:
         return _Training(config, None, dry_run, progress, log, world).run()
     run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{config.name}-{Path(config.dataset).name}")
     checkpoint.check_output_path(run_dir, folder=True)  # before any work, not after the first epoch
+    made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_into(config, run_dir, progress, log, overwrite, world)
+    except BaseException:
+        if made and not (run_dir / checkpoint.MANIFEST).exists():  # nothing of the run was saved: no folder
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_into(config, run_dir: Path, progress, log, overwrite, world) -> Run:
     with _locked(run_dir):
         if not overwrite and ((run_dir / checkpoint.WEIGHTS).exists() or (run_dir / checkpoint.MANIFEST).exists()):
             raise ValueError(f"{run_dir} already holds a run; continue it with `cnnlab train --resume {run_dir}` "
@@ -467,6 +489,9 @@ def resume(run_dir, *, progress: bool = True, log=print) -> Run:
             raise checkpoint.RunError(f"{run_dir} diverged ({manifest.get('message')}); resuming would diverge "
                                       f"again: train it again with a smaller learning rate")
         state = manifest.get("state")
+        if manifest.get("processes", 1) != 1:
+            raise checkpoint.RunError(f"{run_dir} was trained by {manifest['processes']} processes, whose batches "
+                                      f"one process would not repeat; resuming it is not supported yet")
         checkpoint.check_files(run_dir, manifest, [checkpoint.CONFIG] + ([state + ".safetensors", state + ".json"]
                                                                           if state else []))
         config = load_config(run_dir)
@@ -560,6 +585,7 @@ class _Training:
         self.meta = {"machine": platform.node(), "python": platform.python_version(),
                      "platform": platform.platform(), "cpu_count": os.cpu_count(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.processes = world.size
         if world.size > 1:
             self.meta["processes"] = world.size
 
@@ -583,7 +609,7 @@ class _Training:
             checkpoint.write_json(run_dir / checkpoint.SPEC, self.spec)
             checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_dict())
             checkpoint.write_manifest(run_dir, "started", [checkpoint.SPEC, checkpoint.CONFIG], epochs_done=0,
-                                      state=None)
+                                      state=None, processes=self.processes)
         if log and resumed is None:
             log(_describe(config, self.model, *self.sizes, self.dry_run, self.load_seconds))
             if self.parallel is not None:
@@ -612,6 +638,8 @@ class _Training:
             else:  # nothing left to resume: the run is its four files
                 self._mark("finished", state=None)
                 shutil.rmtree(run_dir / checkpoint.STATE_DIR, ignore_errors=True)
+                for stale in run_dir.glob(".*.tmp"):  # a killed earlier attempt's half-written files
+                    stale.unlink(missing_ok=True)
         return Run(run_dir, config, self.spec, self.model, self.metrics(history), history)
 
     # -------------------------------------------------------------- saving and resuming
@@ -626,8 +654,8 @@ class _Training:
         opt = self.optimizer.state_dict()
         arrays = {f"model/{k}": v.numpy() for k, v in self.model.state_dict().items()}
         arrays |= {f"best/{k}": v for k, v in best.items()}
-        arrays |= {f"optimizer/{i}/{k}": v for i, st in opt["state"].items() for k, v in st.items()
-                   if hasattr(v, "shape")}
+        arrays |= {f"optimizer/{i}/{k}": backend.to_device(v, "cpu") for i, st in opt["state"].items()
+                   for k, v in st.items() if hasattr(v, "shape")}
         scalars = {str(i): {k: v for k, v in st.items() if not hasattr(v, "shape")} for i, st in opt["state"].items()}
         (run_dir / checkpoint.STATE_DIR).mkdir(exist_ok=True)
         checkpoint.save_arrays(run_dir / f"{state}.safetensors", arrays)
@@ -644,7 +672,8 @@ class _Training:
     def _mark(self, status: str, **facts) -> None:
         """Rewrite the manifest with ``status``: the run's files as they are now."""
         old = checkpoint.read_manifest(self.run_dir) or {}
-        facts = {"epochs_done": old.get("epochs_done", 0), "state": old.get("state"), **facts}
+        facts = {"epochs_done": old.get("epochs_done", 0), "state": old.get("state"), "processes": self.processes,
+                 **facts}
         names = [checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.WEIGHTS]
         if facts["state"]:
             names += [facts["state"] + ".safetensors", facts["state"] + ".json"]
@@ -671,7 +700,8 @@ class _Training:
         self.epochs.set_epoch(saved["loader_epoch"])
         history = History(**saved["history"])
         names = {id(t): k for k, t in self.net.state_dict().items()}  # fit keeps the net's names
-        return history, {names[id(t)]: best[k] for k, t in self.model.state_dict().items()}
+        device = self.config.device
+        return history, {names[id(t)]: backend.to_device(best[k], device) for k, t in self.model.state_dict().items()}
 
 
 def _share(pair, world):
@@ -743,14 +773,25 @@ def load(run_dir) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise checkpoint.RunError(f"{run_dir}: no such run directory")
-    manifest = checkpoint.read_manifest(run_dir)
-    if manifest is not None:  # saved by this cnnlab: whole, or refused (older runs have none)
-        if manifest["status"] == "started":
-            raise checkpoint.RunError(f"{run_dir}: no epoch has finished yet, nothing to load; resume it with "
-                                      f"`cnnlab train --resume {run_dir}`")
-        checkpoint.check_files(run_dir, manifest, [checkpoint.WEIGHTS, checkpoint.SPEC, checkpoint.CONFIG,
-                                                   checkpoint.METRICS])
-    model, spec = checkpoint.load_model(run_dir)
-    config = load_config(run_dir)
-    metrics = checkpoint.read_json(run_dir / checkpoint.METRICS) if (run_dir / checkpoint.METRICS).exists() else {}
-    return Run(run_dir, config, spec, model, metrics if isinstance(metrics, dict) else {})
+    files = [checkpoint.WEIGHTS, checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS]
+    for _ in range(3):  # a run being trained may save between the check and the reads: read it again
+        manifest = checkpoint.read_manifest(run_dir)
+        if manifest is not None:  # saved by this cnnlab: whole, or refused (older runs have none)
+            if manifest["status"] == "started":
+                raise checkpoint.RunError(f"{run_dir}: no epoch has finished yet, nothing to load; resume it with "
+                                          f"`cnnlab train --resume {run_dir}`")
+            checkpoint.check_files(run_dir, manifest, files)
+        model, spec = checkpoint.load_model(run_dir)
+        config = load_config(run_dir)
+        metrics = checkpoint.read_json(run_dir / checkpoint.METRICS) if (run_dir / checkpoint.METRICS).exists() else {}
+        if manifest is None or (checkpoint.read_manifest(run_dir) == manifest and _still_whole(run_dir, manifest, files)):
+            return Run(run_dir, config, spec, model, metrics if isinstance(metrics, dict) else {})
+    raise checkpoint.RunError(f"{run_dir} changed while it was read (is it being trained?); try again")
+
+
+def _still_whole(run_dir, manifest, files) -> bool:
+    try:
+        checkpoint.check_files(run_dir, manifest, files)
+        return True
+    except checkpoint.RunError:
+        return False

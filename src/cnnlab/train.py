@@ -205,6 +205,12 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
     t_start = time.perf_counter() - history.seconds
     try:
         for epoch in range(len(history.epochs) + 1, epochs + 1):
+            # decided from the history before each epoch, so a resumed run stops where it would have
+            if early_stopping is not None and since_best >= early_stopping:
+                history.stopped_early = True
+                if log is not None:
+                    log(f"early stopping: no better validation accuracy for {early_stopping} epochs")
+                break
             model.train()
             n_batches = len(train_loader) if max_batches is None else min(len(train_loader), max_batches)
             bar = Progress(n_batches, f"epoch {epoch}/{epochs}", enabled=progress)
@@ -282,11 +288,6 @@ def fit(model, optimizer, train_loader, epochs: int, validation=None, test=None,
             history.seconds = time.perf_counter() - t_start
             if on_epoch_end is not None:
                 on_epoch_end(history, is_best)
-            if early_stopping is not None and since_best >= early_stopping:
-                history.stopped_early = True
-                if log is not None:
-                    log(f"early stopping: no better validation accuracy for {early_stopping} epochs")
-                break
     except KeyboardInterrupt:
         history.interrupted = True
         if log is not None:

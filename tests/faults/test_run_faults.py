@@ -277,3 +277,41 @@ def test_a_finished_run_keeps_only_what_it_needs(reference):
                             checkpoint.WEIGHTS])
     assert all((reference / n).stat().st_mode & 0o044 for n in names if n != ".lock")  # readable by others
     assert os.path.getsize(reference / checkpoint.WEIGHTS) > 0
+
+
+def test_an_early_stopped_run_killed_after_its_last_save_resumes_to_the_same_run(tmp_path, monkeypatch):
+    """Early stopping is decided from the history, so a run that died after saving the epoch that
+    ends it stops there on resume instead of training on."""
+    config = recipes.get("article").replace(epochs=8, train_size=300, validation=300, early_stopping=1)
+    whole = runs.train(config, out=tmp_path / "whole", progress=False, log=None)
+    assert whole.history.stopped_early and len(whole.history.epochs) < 8
+    real = runs._Training._mark
+
+    def die_before_finishing(self, status, **facts):
+        if status == "finished":
+            raise KeyboardInterrupt  # as a kill between the last epoch's save and the final mark
+        return real(self, status, **facts)
+
+    monkeypatch.setattr(runs._Training, "_mark", die_before_finishing)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(config, out=tmp_path / "cut", progress=False, log=None)
+    monkeypatch.setattr(runs._Training, "_mark", real)
+    again = runs.resume(tmp_path / "cut", progress=False, log=None)
+    assert len(again.history.epochs) == len(whole.history.epochs) and again.history.stopped_early
+    _same(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_a_data_parallel_run_is_not_resumed_by_one_process(tmp_path):
+    run = runs.train(CONFIG.replace(epochs=1), out=tmp_path / "run", progress=False, log=None)
+    manifest = json.loads((run.dir / checkpoint.MANIFEST).read_text())
+    assert manifest["processes"] == 1
+    checkpoint.write_json(run.dir / checkpoint.MANIFEST, {**manifest, "status": "interrupted", "processes": 2})
+    with pytest.raises(checkpoint.RunError, match="trained by 2 processes"):
+        runs.resume(run.dir)
+
+
+def test_a_failed_start_leaves_no_folder_behind(tmp_path):
+    bad = CONFIG.replace(dataset=str(tmp_path / "no-such-folder"))
+    with pytest.raises(Exception, match="no-such-folder"):
+        runs.train(bad, out=tmp_path / "run", progress=False, log=None)
+    assert not (tmp_path / "run").exists()

@@ -31,7 +31,9 @@ def run(args) -> int:
         raise ValueError(f"--port must be 1 to 65535, got {args.port}")
     local = args.host in LOOPBACK
     print(f"cnnlab serve: loading {len(dirs)} run{'s' if len(dirs) != 1 else ''} ...", flush=True)
-    app = create_app(dirs, trusted_hosts=LOOPBACK_HOSTS if local else None)
+    # the Host header checked on IPv4 loopback; Starlette's check cannot read a bracketed IPv6 host
+    # ("[::1]:8000"), so ::1, loopback too, is served without it
+    app = create_app(dirs, trusted_hosts=LOOPBACK_HOSTS if args.host in ("127.0.0.1", "localhost") else None)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"cnnlab serve: open http://{shown}:{args.port}/ in a browser (Ctrl-C stops)", flush=True)
     for i, d in enumerate(dirs):

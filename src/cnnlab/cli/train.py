@@ -112,7 +112,11 @@ def run(args) -> int:
             return 0  # rank 0 reports
     h = result.history
     if h.test_accuracy is None:
-        print("interrupted before the first epoch finished: nothing saved" if h.interrupted else "no epoch finished")
+        if h.interrupted:
+            print("interrupted before the first epoch finished" + (
+                f": `cnnlab train --resume {result.dir}` starts it again" if result.dir else ""))
+        else:
+            print("no epoch finished")
         return 130 if h.interrupted else 1
     where = f"; run saved to {result.dir}" if result.dir else ""
     note = f" (interrupted; `cnnlab train --resume {result.dir}` goes on)" if h.interrupted and result.dir else (

@@ -61,6 +61,11 @@ class DeviceLoader:
     def __len__(self):
         return math.ceil(self.n / self.batch_size)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter(loader)`` will produce."""
+        return self._epoch
+
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
 
