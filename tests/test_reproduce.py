@@ -1,6 +1,7 @@
 """`cnnlab reproduce nielsen` and `cnnlab experiment pooling`, on shortened runs."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -86,10 +87,45 @@ def test_pooling_variants_build():
         models.build(models.spec("nielsen-conv1", pool="median"))
 
 
-def test_cli_experiment_runs(capsys):
-    assert main(["experiment", "pooling", "--model", "article", "--epochs", "1", "--train-size", "1000",
-                 "--pools", "max,l2", "--no-progress"]) == 0
-    assert "chosen on validation accuracy" in capsys.readouterr().out
+def test_cli_experiment_runs_keeps_reuses_and_resumes_its_runs(tmp_path, capsys, monkeypatch):
+    argv = ["experiment", "pooling", "--model", "article", "--epochs", "2", "--train-size", "1000", "--pools", "max,l2",
+            "--runs-dir", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "chosen on validation accuracy" in first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["article-l2-seed0-epochs2-train1000",
+                                                          "article-max-seed0-epochs2-train1000"]
+    monkeypatch.setattr(cnnlab.runs, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert main(argv) == 0 and capsys.readouterr().out == first  # reused: the same table
+    # a run that stopped after its first epoch is resumed, not started over
+    stopped = tmp_path / "article-max-seed0-epochs2-train1000"
+    shutil.rmtree(stopped)
+    config = recipes.get("article").replace(epochs=2, batch_size=64, optimizer="nesterov", lr=0.01, momentum=0.9,
+                                            schedule="onecycle", max_shift=0, train_size=1000,
+                                            model_kwargs={"pool": "max"})
+    real_fit = cnnlab.runs.fit
+    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(cnnlab.runs, "fit", lambda *a, **k: _stop_after_one_epoch(real_fit, *a, **k))
+        cnnlab.runs.train(config, out=stopped, progress=False, log=None)
+    assert json.loads((stopped / "manifest.json").read_text())["status"] == "interrupted"
+    resumed = []
+    real_resume = cnnlab.runs.resume
+    monkeypatch.setattr(cnnlab.runs, "resume", lambda *a, **k: resumed.append(a[0]) or real_resume(*a, **k))
+    assert main(argv) == 0 and capsys.readouterr().out.splitlines()[-3:] == first.splitlines()[-3:]
+    assert resumed == [stopped]
+
+
+def _stop_after_one_epoch(real_fit, *args, **kwargs):
+    """fit as Ctrl-C after the first epoch's save leaves it: interrupted, one epoch done."""
+    save = kwargs["on_epoch_end"]
+
+    def stop(history, is_best):
+        save(history, is_best)
+        raise KeyboardInterrupt
+
+    kwargs["on_epoch_end"] = stop
+    return real_fit(*args, **kwargs)
 
 
 def test_full_runs_of_some_rows_add_to_the_saved_table(tmp_path):

@@ -25,7 +25,7 @@ from . import checkpoint, recipes, runs
 from .data import load_dataset
 from .ensemble import vote
 from .models import POOLS
-from .train import eval_loader, evaluate
+from .train import History, eval_loader, evaluate
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,19 @@ def _unfinished_net(run_dir: Path, expected: runs.TrainConfig) -> bool:
             and config.comparable() == expected.comparable())
 
 
+def train_or_resume(config: runs.TrainConfig, run_dir, progress=True, log=print) -> runs.Run:
+    """Train ``config`` into ``run_dir`` (None: save nothing), resuming the run there if it stopped
+    part-way with the same settings. Ctrl-C stops the caller's loop too (the run resumes next time).
+    """
+    if run_dir is not None and _unfinished_net(run_dir, config):
+        run = runs.resume(run_dir, progress=progress, log=log)
+    else:
+        run = runs.train(config, out=run_dir, save=run_dir is not None, progress=progress, log=log, overwrite=True)
+    if run.history.interrupted:
+        raise KeyboardInterrupt
+    return run
+
+
 def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, seed=0, out_dir="results",
                       progress=True, log=print, runs_dir="runs/nielsen") -> dict:
     """Train the chapter-6 progression; return (and save) the table.
@@ -149,16 +162,9 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         # one line per epoch, tagged with the row, so a multi-hour row shows where it is
         epoch_log = (lambda line: log(f"  [{row.key}] {line}")) if log else None
         t0 = time.perf_counter()
-        if run_dir is not None and _unfinished_net(run_dir, expected):
-            res = runs.resume(run_dir, progress=progress, log=epoch_log)
-        else:
-            res = runs.train(expected, out=run_dir, save=run_dir is not None, progress=progress, log=epoch_log,
-                             overwrite=True)
-        h = res.history
-        if h.interrupted:  # Ctrl-C stops the reproduction, not only this net (which resumes next time)
-            raise KeyboardInterrupt
-        return _probabilities(res.model, res.config, test), h.test_accuracy, h.best_epoch, time.perf_counter() - t0, \
-            False
+        h = train_or_resume(expected, run_dir, progress, epoch_log)
+        return _probabilities(h.model, h.config, test), h.history.test_accuracy, h.history.best_epoch, \
+            time.perf_counter() - t0, False
 
     for row in ROWS:
         if row.key not in wanted and not (row.key == "dropout" and "ensemble" in wanted):
@@ -271,12 +277,15 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), seeds=(0,), epochs=3,
-                       batch_size=64, lr=0.01, train_size=None, progress=True, log=print) -> dict:
+                       batch_size=64, lr=0.01, train_size=None, progress=True, log=print, runs_dir=None) -> dict:
     """Train recipe ``model``'s net with each pooling from the same seeds; choose by mean validation accuracy.
 
     Every pooling gets the same training: one-cycle SGD with Nesterov momentum 0.9 at peak ``lr``,
     no L2, no augmentation. The default learning rate is one all three train stably at: L2 pooling
     sums squares and so grows activations layer after layer (results/README.md, "pooling").
+
+    With ``runs_dir``, each run is kept there (``<model>-<pool>-seed<S>-epochs<E>[-train<N>]``) and, like
+    the reproduction's nets, reused when finished with the same settings or resumed when stopped.
 
     Returns {"runs": [...], "choice": pooling, "by_pool": {pool: {"validation", "test"}}}.
     """
@@ -291,9 +300,13 @@ def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), s
         for seed in seeds:
             t0 = time.perf_counter()
             config = base.replace(seed=seed, model_kwargs={**base.model_kwargs, "pool": pool})
-            h = runs.train(config, save=False, progress=progress, log=None).history
-            if h.interrupted:  # Ctrl-C stops the experiment, not only this run
-                raise KeyboardInterrupt
+            run_dir = None if runs_dir is None else Path(runs_dir) / (
+                f"{model}-{pool}-seed{seed}-epochs{epochs}" + (f"-train{train_size}" if train_size else ""))
+            earlier = None if run_dir is None else _finished_net(run_dir, config)
+            if earlier is not None:
+                h = History(**{k: v for k, v in earlier.metrics.items() if k in History.__dataclass_fields__})
+            else:
+                h = train_or_resume(config, run_dir, progress, log=None).history
             trained.append({"pool": pool, "seed": seed, "validation": h.best_validation_accuracy,
                             "test": h.test_accuracy, "seconds": round(time.perf_counter() - t0, 1)})
             if log:

@@ -46,6 +46,10 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs per run")
     p.add_argument("--lr", type=float, default=0.01, help="peak learning rate (one-cycle, SGD Nesterov, batch 64)")
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--runs-dir", default="runs/pooling",
+                   help="where each run is saved; a finished run there with the same settings is reused and a "
+                        "stopped one resumed")
+    p.add_argument("--no-save", action="store_true", help="save and reuse no runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -55,5 +59,5 @@ def run_experiment(args) -> int:
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
     pooling_experiment(args.model, args.pools.split(","), seeds, args.epochs, lr=args.lr, train_size=args.train_size,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, runs_dir=None if args.no_save else args.runs_dir)
     return 0
