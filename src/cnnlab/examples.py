@@ -84,10 +84,7 @@ def seq1d_model() -> nn.Module:
     kernels combine 16 such responses over ~25 samples, about one motif. Pooling over the whole
     remaining length (64 positions) keeps each detector's best response, wherever it was.
 
-    Measured (``cnnlab example seq1d``: 8000/1000/1000 signals, 10 epochs of Adam, 2 busy CPU
-    cores): seed 0 -> test accuracy 98.40% (best validation at epoch 6) in 12.3 s; seed 1 ->
-    97.50% in 12.6 s. Most remaining errors confuse the sine burst, sawtooth and chirp when the
-    amplitude is low; with noise 0.5 instead of 0.4 the same network stays near 94-95%.
+    Its measured accuracy, and the errors it makes: results/README.md, "Beyond images".
     """
     return nn.Sequential(
         nn.Conv1d(1, 16, 9, padding=4), nn.ReLU(), nn.MaxPool1d(2),   # (16, 64)
@@ -142,11 +139,7 @@ def vol3d_model() -> nn.Module:
     detectors can respond to a whole ball, shell, cube or rod; the global max-pool then makes
     the answer independent of where in the volume that shape was.
 
-    Measured (``cnnlab example vol3d``: 2000/500/500 volumes, 6 epochs of Adam, 2 CPU cores
-    shared with other jobs): seed 0 -> test accuracy 97.80% (best validation at epoch 5) in
-    31.0 s; seed 1 -> 95.80% in 50.9 s on a more heavily loaded machine. With two conv layers and
-    Flatten -> Linear over the 4x4x4 positions instead of the third layer and global pooling,
-    10 epochs reached 94.8%, mostly confusing small balls with cubes.
+    Its measured accuracy, and a smaller variant that did worse: results/README.md, "Beyond images".
     """
     return nn.Sequential(
         nn.Conv3d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),    # (8, 8, 8, 8)

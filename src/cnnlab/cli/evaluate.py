@@ -110,7 +110,7 @@ def run(args) -> int:
                 text += f", with {tta} averaging {100 * float((probs.argmax(1) == labels).mean()):.2f}%"
             parts.append(text)
         bar.close()
-        line = f"{path}: {r.spec['name']} on {dataset}: " + "; ".join(parts) + f"; {time.perf_counter() - t0:.1f}s"
+        line = f"{path}: {r.config.name} on {dataset}: " + "; ".join(parts) + f"; {time.perf_counter() - t0:.1f}s"
         if r.test_accuracy is not None:
             line += f"; recorded at training: {100 * r.test_accuracy:.2f}%"
         print(line)
