@@ -303,12 +303,14 @@ def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), s
             run_dir = None if runs_dir is None else Path(runs_dir) / (
                 f"{model}-{pool}-seed{seed}-epochs{epochs}" + (f"-train{train_size}" if train_size else ""))
             earlier = None if run_dir is None else _finished_net(run_dir, config)
-            if earlier is not None:
+            if earlier is not None:  # its training time as recorded then, not the moment of reading it
                 h = History(**{k: v for k, v in earlier.metrics.items() if k in History.__dataclass_fields__})
+                seconds = h.seconds
             else:
                 h = train_or_resume(config, run_dir, progress, log=None).history
+                seconds = time.perf_counter() - t0
             trained.append({"pool": pool, "seed": seed, "validation": h.best_validation_accuracy,
-                            "test": h.test_accuracy, "seconds": round(time.perf_counter() - t0, 1)})
+                            "test": h.test_accuracy, "seconds": round(seconds, 1)})
             if log:
                 log(f"{pool:>4} pooling, seed {seed}: validation {100 * h.best_validation_accuracy:.2f}%  "
                     f"test {100 * h.test_accuracy:.2f}%  ({trained[-1]['seconds']:.0f}s)")
