@@ -107,3 +107,15 @@ def save_short_run(out, model_name, n_images, nesterov):
     checkpoint.save_run(out, model, models.spec(model_name), {"dataset": "mnist", "validation": 10000},
                         {"test_accuracy": None})
     return out
+
+
+def graph_ops(out):
+    """Names of the operators in the graph that produced ``out``."""
+    seen, stack, names = set(), [out], []
+    while stack:
+        ctx = stack.pop()._ctx
+        if ctx is not None and id(ctx) not in seen:
+            seen.add(id(ctx))
+            names.append(type(ctx).__name__)
+            stack.extend(ctx.inputs)
+    return names

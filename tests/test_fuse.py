@@ -10,24 +10,12 @@ import cnnlab
 import cnnlab.functional as F
 from cnnlab import kernels, models, nn, optim
 from cnnlab.nn.fuse import PATTERNS, fuse_layers
-from helpers import rel_error
+from helpers import graph_ops, rel_error
 
 NO_BN_RELU = [p for p in PATTERNS if p.module is not nn.BatchNormReLU]
 # the operator each fused module's fast path puts in the graph (MaxPoolAct is a reorder, no operator)
 FAST_OP = {nn.ConvMaxPoolAct: "ConvMaxPoolAct", nn.ConvActAvgPool: "ConvActAvgPool",
            nn.BatchNormReLU: "BatchNormReLUTrain", nn.MaxPoolAct: None}
-
-
-def _graph_ops(out):
-    """Names of the operators in the graph that produced ``out``."""
-    seen, stack, names = set(), [out], []
-    while stack:
-        ctx = stack.pop()._ctx
-        if ctx is not None and id(ctx) not in seen:
-            seen.add(id(ctx))
-            names.append(type(ctx).__name__)
-            stack.extend(ctx.inputs)
-    return names
 
 
 def _run(model, params, x, y, seed=1):
@@ -88,9 +76,9 @@ def test_fuse_leaves_the_model_alone_and_shares_its_tensors():
     assert list(fused.state_dict())[:2] == ["0.conv.weight", "1.bn.weight"]
     # the unfused model still runs its layers one by one
     x = cnnlab.tensor(np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32))
-    ops = _graph_ops(model(x))
+    ops = graph_ops(model(x))
     assert "ConvNd" in ops and "MaxPoolNd" in ops and "ConvMaxPoolAct" not in ops and "BatchNormReLUTrain" not in ops
-    ops = _graph_ops(fused(x))
+    ops = graph_ops(fused(x))
     assert "ConvMaxPoolAct" in ops and "BatchNormReLUTrain" in ops and "ConvNd" not in ops
 
 
@@ -180,7 +168,7 @@ def test_each_fused_module_computes_what_its_layers_compute(row, make, shape, ne
             out = model(xt)
             op = FAST_OP[PATTERNS[row].module]
             if model is fused and op is not None:  # the one operator on the fast path, the layers elsewhere
-                assert (op in _graph_ops(out)) is compiled
+                assert (op in graph_ops(out)) is compiled
             g = np.random.default_rng(4).standard_normal(out.shape).astype(dtype) if g is None else g
             out.backward(cnnlab.tensor(g))
             results.append([out.numpy(), xt.grad.numpy()] + [p.grad.numpy() for p in seq.parameters()])
@@ -206,7 +194,7 @@ def test_reordered_and_fallback_inputs():
     np.testing.assert_array_equal(fused(x).numpy(), ref)  # a NumPy array, not a Tensor
     np.testing.assert_array_equal(fused(cnnlab.tensor(x[0])).numpy(), ref[0])  # no batch axis
     with kernels.compiled(False):
-        ops = _graph_ops(fused(cnnlab.tensor(x)))
+        ops = graph_ops(fused(cnnlab.tensor(x)))
     assert ops[0] == "ReLU" and "MaxPoolNd" in ops  # the pool first, then the act
     with pytest.raises(ValueError, match=r"BatchNorm2d\(4\): input has 3 channels"):
         nn.fuse(nn.Sequential(nn.BatchNorm2d(4), nn.ReLU()))(cnnlab.tensor(np.ones((4, 3, 2, 2))))

@@ -84,7 +84,7 @@ def _train_committee(config, seeds, out, world, save, progress, log, overwrite):
     run_dir = None
     if world.lead and save:
         base = Path("runs") / f"ensemble-{config.name}-{Path(config.dataset).name}"
-        run_dir = Path(out) if out else _unique_dir(base)
+        run_dir = Path(out) if out else runs.unique_dir(base)
         for s in seeds:
             if (run_dir / f"seed-{s}" / checkpoint.WEIGHTS).exists() and not overwrite:
                 raise ValueError(f"{run_dir / f'seed-{s}'} already holds a trained run; choose another folder")
@@ -145,11 +145,4 @@ def _seed_text(seeds) -> str:
     return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
 
 
-def _unique_dir(base: Path) -> Path:
-    if not base.exists():
-        return base
-    i = 2
-    while Path(f"{base}-{i}").exists():
-        i += 1
-    return Path(f"{base}-{i}")
 

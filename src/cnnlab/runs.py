@@ -44,7 +44,7 @@ from .train import History, eval_loader, fit
 
 __all__ = [
     "CONFIG_FORMAT", "OPTIMIZERS", "SCHEDULES", "SGD_NAMES", "OptimizerConfig", "Run", "TrainConfig", "load",
-    "load_config", "make_optimizer", "make_scheduler", "resume", "runnable", "train",
+    "load_config", "make_optimizer", "make_scheduler", "resume", "runnable", "train", "unique_dir",
 ]
 
 OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
@@ -377,7 +377,8 @@ class Run:
         return self.metrics.get("test_accuracy")
 
 
-def _unique_dir(base: Path) -> Path:
+def unique_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist yet."""
     if not base.exists():
         return base
     i = 2
@@ -436,7 +437,7 @@ def _train(config, out, save, dry_run, progress, log, overwrite, world) -> Run:
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
     if not save or dry_run:
         return _Training(config, None, dry_run, progress, log, world).run()
-    run_dir = Path(out) if out else _unique_dir(Path("runs") / f"{config.name}-{Path(config.dataset).name}")
+    run_dir = Path(out) if out else unique_dir(Path("runs") / f"{config.name}-{Path(config.dataset).name}")
     checkpoint.check_output_path(run_dir, folder=True)  # before any work, not after the first epoch
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import cnnlab.functional as F
 from cnnlab import kernels, nn
 from cnnlab.functional.fused import ConvActAvgPool, ConvMaxPoolAct
 from harness import check_op, torch
-from helpers import naive_conv, naive_pool
+from helpers import graph_ops, naive_conv, naive_pool
 
 ACT = {None: lambda a: a, "relu": lambda a: np.maximum(a, 0), "tanh": np.tanh,
        "sigmoid": lambda a: 1 / (1 + np.exp(-a))}
@@ -132,18 +132,6 @@ def test_fused_equals_layer_by_layer_on_a_split_batch(kind, case, dtype, monkeyp
         np.testing.assert_array_equal(a, r)
 
 
-def _graph_ops(out):
-    """Names of the operators in the graph that produced ``out``."""
-    seen, stack, names = set(), [out], []
-    while stack:
-        ctx = stack.pop()._ctx
-        if ctx is not None and id(ctx) not in seen:
-            seen.add(id(ctx))
-            names.append(type(ctx).__name__)
-            stack.extend(ctx.inputs)
-    return names
-
-
 def _step(model, x, y):
     """The model's output and every parameter's gradient for one cross-entropy step."""
     model.zero_grad()
@@ -162,9 +150,9 @@ def test_fuse_fuses_conv_pool_activation_and_matches_unfused():
     y = np.arange(40) % 10
     out, grads = _step(fused, x, y)
     # the graph holds the fused operator, not the separate layers; the unfused model's the layers
-    kinds = _graph_ops(fused(cnnlab.tensor(x)))
+    kinds = graph_ops(fused(cnnlab.tensor(x)))
     assert kinds.count("ConvMaxPoolAct") == 2 and "MaxPoolNd" not in kinds and "ConvNd" not in kinds
-    kinds = _graph_ops(model(cnnlab.tensor(x)))
+    kinds = graph_ops(model(cnnlab.tensor(x)))
     assert "ConvMaxPoolAct" not in kinds and kinds.count("ConvNd") == 2 and kinds.count("MaxPoolNd") == 2
     plain_out, plain_grads = _step(model, x, y)  # the layers one by one: the same bits
     np.testing.assert_array_equal(out.numpy(), plain_out.numpy())
@@ -190,7 +178,7 @@ def test_fuse_fuses_lenet5_and_matches_unfused():
         y = np.arange(24) % 10
         run = nn.fuse(model)
         out, grads = _step(run, x, y)
-        kinds = _graph_ops(run(cnnlab.tensor(x)))
+        kinds = graph_ops(run(cnnlab.tensor(x)))
         assert kinds.count("ConvActAvgPool") == fused and "SumPoolNd" not in kinds and "ConvNd" not in kinds
         assert separate in kinds
         plain_out, plain_grads = _step(model, x, y)  # the layers one by one: the same bits
@@ -224,7 +212,7 @@ def test_fuse_does_not_fuse_a_subclassed_activation_and_takes_a_plain_array():
     for layers in ([conv, nn.MaxPool2d(2), Leaky()], [conv, Leaky(), nn.MaxPool2d(2)]):
         out = nn.fuse(nn.Sequential(*layers))(cnnlab.tensor(x))
         # conv + max-pool may still be fused, but never with this activation
-        assert _graph_ops(out).count("ReLU") == 2
+        assert graph_ops(out).count("ReLU") == 2
         ref = layers[2](layers[1](conv(cnnlab.tensor(x))))
         np.testing.assert_array_equal(out.numpy(), ref.numpy())
         assert out.numpy().min() < 0
@@ -233,7 +221,7 @@ def test_fuse_does_not_fuse_a_subclassed_activation_and_takes_a_plain_array():
             return super().forward(x) * 2.0
 
     out = nn.fuse(nn.Sequential(conv, nn.Tanh(), Blur(2)))(cnnlab.tensor(x))
-    assert "ConvActAvgPool" not in _graph_ops(out)
+    assert "ConvActAvgPool" not in graph_ops(out)
     np.testing.assert_array_equal(out.numpy(), (F.avg_pool2d(F.tanh(conv(cnnlab.tensor(x))), 2) * 2.0).numpy())
     # a NumPy array (not a Tensor) still goes through the layers
     out = nn.fuse(nn.Sequential(conv, nn.MaxPool2d(2), nn.ReLU()))(x)
