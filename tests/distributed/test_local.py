@@ -1,5 +1,7 @@
 """cnnlab.distributed in one process: no MPI needed (tests/distributed/test_mpi.py runs two)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,19 @@ def test_sync_batch_norm_relu_matches_the_fused_kernel(compiled):
                         model.layers[0].weight.data.copy()))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-6)
+
+
+def test_messages_between_processes_round_trip_without_pickle():
+    from cnnlab.distributed.world import pack, unpack
+
+    obj = (3, {"seed": 1, "probabilities": {"test": np.arange(6, dtype=np.float32).reshape(2, 3)},
+               "state": {"0.weight": np.ones((2, 2), np.float64)}, "spec": {"name": "fast", "kwargs": {}},
+               "keys": {1: "a"}, "raw": b"\x00\xff", "n": np.int64(5), "none": None, "list": [1.5, "x"]})
+    back = unpack(pack(obj))
+    assert back[0] == 3 and back[1]["keys"] == {1: "a"} and back[1]["raw"] == b"\x00\xff"
+    np.testing.assert_array_equal(back[1]["probabilities"]["test"], obj[1]["probabilities"]["test"])
+    assert back[1]["probabilities"]["test"].dtype == np.float32 and back[1]["n"] == 5
+    assert back[1]["spec"] == {"name": "fast", "kwargs": {}} and back[1]["list"] == [1.5, "x"]
+    assert isinstance(json.loads(pack(obj)), dict)  # plain JSON: reading it runs no code
+    with pytest.raises(Exception, match="cannot send a set"):
+        pack({"bad": {1, 2}})

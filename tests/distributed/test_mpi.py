@@ -1,6 +1,6 @@
 """Data-parallel training and parallel tasks on 2 processes, launched with the MPI wheel's mpiexec.
 
-Each test starts `mpiexec -n 2 python SCRIPT` (or `python -m cnnlab`) with a timeout; they skip only
+Each test starts `mpiexec -n 2 python SCRIPT` (or `python -m cnnlab.cli`) with a timeout; they skip only
 when mpi4py or mpiexec is missing (`pip install 'cnnlab[test]'` brings both: mpi4py and the mpich
 wheel, whose mpiexec lands next to the Python executable).
 """
@@ -84,7 +84,7 @@ def test_a_failed_rank_stops_the_run_with_its_name(mode):
 
 def test_ensemble_trains_one_member_per_process(tmp_path):
     out_dir = tmp_path / "committee"
-    code, out, _ = mpirun(["-m", "cnnlab", "ensemble", "default", "--seeds", "0-2", "--epochs", "1", "--train-size",
+    code, out, _ = mpirun(["-m", "cnnlab.cli", "ensemble", "default", "--seeds", "0-2", "--epochs", "1", "--train-size",
                            "200", "--validation", "500", "--out", out_dir, "--no-progress"])
     assert code == 0, out
     assert re.search(r"seed 1: test .*\(rank 1,", out) and re.search(r"seed 2: test .*\(rank 0,", out), out

@@ -26,7 +26,7 @@ CONFIG = recipes.get("article").replace(epochs=3, train_size=1500, validation=30
 
 
 def cnnlab(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "cnnlab.cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -125,11 +125,9 @@ def test_a_second_training_into_the_same_folder_stops_at_once(tmp_path):
             if (run / checkpoint.MANIFEST).exists():
                 break
             time.sleep(0.05)
-        t0 = time.perf_counter()
-        code, _, err = finish(cnnlab(*TRAIN, "--out", run), timeout=60)
-        waited = time.perf_counter() - t0
+        # it must not wait for the first one: a hang past the timeout fails the test
+        code, _, err = finish(cnnlab(*TRAIN, "--out", run), timeout=30)
         assert code == 2 and ("being trained by another process" in err or "already holds a run" in err), err
-        assert waited < 30  # it did not wait for the first one (which takes longer than that)
     finally:
         code, _, err = finish(first)
     assert code == 0, err
@@ -220,10 +218,9 @@ def read_only(tmp_path):
 
 
 def test_a_read_only_folder_is_named_before_any_work(read_only):
-    t0 = time.perf_counter()
-    code, out, err = finish(cnnlab(*TRAIN, "--out", read_only / "run"))
+    code, out, err = finish(cnnlab(*TRAIN, "--out", read_only / "run"), timeout=60)
     assert code == 2 and "Read-only file system" in err and "Traceback" not in err, err
-    assert "epoch" not in out and time.perf_counter() - t0 < 60
+    assert "epoch" not in out  # found out before any training
 
 
 def test_divergence_stops_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):

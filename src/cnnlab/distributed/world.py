@@ -15,7 +15,9 @@ rank 0 logs the ranks' pids at the start so that the pid can be told back into a
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -25,7 +27,7 @@ import numpy as np
 
 from .. import kernels
 
-__all__ = ["DEFAULT_TIMEOUT", "DistributedError", "MPIWorld", "World", "init", "launched_size", "local",
+__all__ = ["DEFAULT_TIMEOUT", "DistributedError", "MPIWorld", "World", "init", "launched_size", "local", "pack", "unpack",
            "share_cores"]
 
 # Seconds one process waits for the others in a collective before it asks who is missing; it
@@ -216,12 +218,10 @@ class MPIWorld(World):
         return array
 
     def broadcast_object(self, obj, root: int = 0, what: str = "broadcast"):
-        import pickle  # noqa: PLC0415
-
-        data = np.frombuffer(pickle.dumps(obj), np.uint8) if self.rank == root else np.zeros(0, np.uint8)
+        data = np.frombuffer(pack(obj), np.uint8) if self.rank == root else np.zeros(0, np.uint8)
         n = self.broadcast(np.array([data.size], np.int64), root, what)
         buf = data.copy() if self.rank == root else np.empty(int(n[0]), np.uint8)
-        return pickle.loads(self.broadcast(buf, root, what).tobytes())
+        return unpack(self.broadcast(buf, root, what).tobytes())
 
     def allgather(self, array, what: str = "allgather"):
         array = np.ascontiguousarray(array)
@@ -236,9 +236,7 @@ class MPIWorld(World):
     def post_result(self, obj, what: str = "result") -> None:
         if self.rank == 0:
             raise DistributedError("rank 0 keeps its own results")
-        import pickle  # noqa: PLC0415
-
-        buf = np.frombuffer(pickle.dumps(obj), np.uint8).copy()
+        buf = np.frombuffer(pack(obj), np.uint8).copy()
         self._results.append((self.control.Isend(buf, dest=0, tag=_RESULT), buf, what))
 
     def finish_results(self, timeout: float | None = None) -> None:
@@ -249,8 +247,6 @@ class MPIWorld(World):
         self._results = []
 
     def receive_result(self, what: str = "result", timeout: float | None = None):
-        import pickle  # noqa: PLC0415
-
         MPI = self.MPI
         status = MPI.Status()
         start = time.monotonic()
@@ -263,7 +259,7 @@ class MPIWorld(World):
         buf = np.empty(status.Get_count(MPI.BYTE), np.uint8)
         source = status.Get_source()
         self._wait(self.control.Irecv(buf, source=source, tag=_RESULT), what)
-        return source, pickle.loads(buf.tobytes())
+        return source, unpack(buf.tobytes())
 
     # ------------------------------------------------------------------ waiting with a deadline
     def _wait(self, request, what: str, timeout: float | None = None) -> None:
@@ -360,3 +356,53 @@ class MPIWorld(World):
         hosts = len(set(n.split("/")[0] for n in self.names))
         return (f"{self.size} processes on {hosts} machine{'s' if hosts > 1 else ''} (rank host/pid: "
                 + ", ".join(f"{r} {n}" for r, n in enumerate(self.names)) + ")")
+
+
+# ------------------------------------------------------------------ messages between processes
+def pack(obj) -> bytes:
+    """``obj`` as bytes for another process: JSON, with NumPy arrays, tuples, bytes and dicts with
+    other keys than strings spelt out. Nothing is pickled: reading a message runs no code."""
+    return json.dumps(_encode(obj), separators=(",", ":")).encode()
+
+
+def unpack(data: bytes):
+    """The object ``pack`` made into ``data``."""
+    return _decode(json.loads(data.decode()))
+
+
+def _encode(obj):
+    if isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        return {"__ndarray__": [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode()]}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, bytes):
+        return {"__bytes__": base64.b64encode(obj).decode()}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v) for v in obj]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v) for k, v in obj.items()}
+        return {"__items__": [[_encode(k), _encode(v)] for k, v in obj.items()]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise DistributedError(f"cannot send a {type(obj).__name__} to another process")
+
+
+def _decode(obj):
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__ndarray__" in obj:
+        dtype, shape, data = obj["__ndarray__"]
+        return np.frombuffer(base64.b64decode(data), np.dtype(dtype)).reshape(shape).copy()
+    if "__bytes__" in obj:
+        return base64.b64decode(obj["__bytes__"])
+    if "__tuple__" in obj:
+        return tuple(_decode(v) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {_decode(k): _decode(v) for k, v in obj["__items__"]}
+    return {k: _decode(v) for k, v in obj.items()}

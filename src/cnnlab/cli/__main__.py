@@ -1,0 +1,7 @@
+"""``python -m cnnlab.cli``: the same as the ``cnnlab`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
