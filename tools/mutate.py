@@ -68,9 +68,9 @@ MUTATIONS = [
     M("var divides by n when unbiased", "functional/ops.py",
       "(1 if unbiased else 0)", "(0 if unbiased else 0)", OPS),
     M("mean over several dims divides by the first only", "functional/ops.py",
-      "def mean(a, dim=None, keepdim=False):\n    axes = _axes(dim, a.ndim)\n"
+      "def mean(a, dim=None, keepdim=False):\n    axes = _axes(dim, a.ndim, \"mean\", a.shape)\n"
       "    n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes]))",
-      "def mean(a, dim=None, keepdim=False):\n    axes = _axes(dim, a.ndim)\n"
+      "def mean(a, dim=None, keepdim=False):\n    axes = _axes(dim, a.ndim, \"mean\", a.shape)\n"
       "    n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes[:1]]))", OPS),
     M("sum reduces with mean (wrong reduction)", "functional/ops.py",
       "return a.sum(axis=axis, keepdims=keepdims)", "return a.mean(axis=axis, keepdims=keepdims)", OPS),
@@ -117,7 +117,7 @@ MUTATIONS = [
       "    prev = _grad_enabled\n    _grad_enabled = False", "    prev = _grad_enabled\n    _grad_enabled = True",
       OPS),
     M("Tensor.min(dim) gives arg-max indices", "autograd.py",
-      "Tensor(self.data.argmin(axis=dim, keepdims=keepdim))", "Tensor(self.data.argmax(axis=dim, keepdims=keepdim))",
+      "Tensor(self._data.argmin(axis=dim, keepdims=keepdim))", "Tensor(self._data.argmax(axis=dim, keepdims=keepdim))",
       OPS),
     M("reflected subtraction not reflected", "autograd.py",
       "    def __rsub__(self, other):\n        return _ops.sub(other, self)",
