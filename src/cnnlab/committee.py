@@ -114,8 +114,15 @@ def _train_committee(config, seeds, out, world, save, progress, log, overwrite):
         if run_dir is not None:
             model = models.build(result["spec"])
             model.load_state_dict(result["state"])
-            checkpoint.save_run(run_dir / f"seed-{result['seed']}", model, result["spec"], result["config"],
-                                result["metrics"])
+            member_dir = run_dir / f"seed-{result['seed']}"
+            member_dir.mkdir(parents=True, exist_ok=True)
+            # as runs.train does: "started" first (nothing loads while the files change), the
+            # manifest with their checksums last
+            checkpoint.write_manifest(member_dir, "started", epochs_done=0, state=None, processes=1)
+            checkpoint.save_run(member_dir, model, result["spec"], result["config"], result["metrics"])
+            checkpoint.write_manifest(member_dir, "finished", [checkpoint.WEIGHTS, checkpoint.SPEC, checkpoint.CONFIG,
+                                                               checkpoint.METRICS],
+                                      epochs_done=len(result["metrics"].get("epochs", [])), state=None, processes=1)
         if log:
             test = float((result["probabilities"]["test"].argmax(1) == sets["test"][1]).mean())
             log(f"  member seed {result['seed']} (rank {rank}): test {100 * test:.2f}%, {result['seconds']:.0f}s")
