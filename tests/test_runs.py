@@ -162,3 +162,21 @@ def test_a_config_is_hashable_and_cannot_be_changed_through_its_kwargs():
     with pytest.raises(TypeError):
         relu.model_kwargs["activation"] = "sigmoid"
     assert recipes.get("nielsen-conv2-relu").model_kwargs == {"activation": "relu"}
+
+
+@pytest.mark.parametrize("metrics, message", [
+    ([1, 2], "must hold a JSON object"),
+    ({"test_accuracy": "high"}, "test_accuracy must be int or float"),
+    ({"best_epoch": 1.5}, "best_epoch must be int"),
+    ({"interrupted": "no"}, "interrupted must be bool"),
+    ({"epochs": "x"}, "epochs must be list"),
+    ({"epochs": [3]}, "epochs[0] must be an object"),
+    ({"epochs": [{"epoch": 1, "train_loss": "0.1"}]}, "epochs[0].train_loss must be int or float"),
+    ({"epochs": [{"train_loss": 0.1}]}, "epochs[0].epoch must be int"),
+])
+def test_a_mistyped_metrics_file_is_one_line_naming_the_key(tmp_path, metrics, message):
+    """A run saved by an older cnnlab (no manifest) with its metrics.json edited."""
+    checkpoint.save_run(tmp_path, models.build("article"), models.spec("article"), {"dataset": "mnist"}, metrics)
+    with pytest.raises(checkpoint.RunError) as e:
+        runs.load(tmp_path)
+    assert str(e.value).startswith(str(tmp_path / checkpoint.METRICS)) and message in str(e.value)

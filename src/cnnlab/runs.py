@@ -44,7 +44,7 @@ from .train import History, eval_loader, fit
 
 __all__ = [
     "CONFIG_FORMAT", "OPTIMIZERS", "SCHEDULES", "SGD_NAMES", "OptimizerConfig", "Run", "TrainConfig", "load",
-    "load_config", "make_optimizer", "make_scheduler", "resume", "runnable", "train", "unique_dir",
+    "load_config", "load_metrics", "make_optimizer", "make_scheduler", "resume", "runnable", "train", "unique_dir",
 ]
 
 OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
@@ -784,10 +784,49 @@ def load(run_dir) -> Run:
             checkpoint.check_files(run_dir, manifest, files)
         model, spec = checkpoint.load_model(run_dir)
         config = load_config(run_dir)
-        metrics = checkpoint.read_json(run_dir / checkpoint.METRICS) if (run_dir / checkpoint.METRICS).exists() else {}
+        metrics = load_metrics(run_dir)
         if manifest is None or (checkpoint.read_manifest(run_dir) == manifest and _still_whole(run_dir, manifest, files)):
-            return Run(run_dir, config, spec, model, metrics if isinstance(metrics, dict) else {})
+            return Run(run_dir, config, spec, model, metrics)
     raise checkpoint.RunError(f"{run_dir} changed while it was read (is it being trained?); try again")
+
+
+# metrics.json's keys that the commands read, and what each must be (None allowed where optional)
+_NUMBER, _WHOLE = (int, float), (int,)
+_METRICS = {"test_accuracy": (_NUMBER, True), "best_validation_accuracy": (_NUMBER, True),
+            "best_epoch": (_WHOLE, True), "seconds": (_NUMBER, True), "interrupted": ((bool,), True),
+            "stopped_early": ((bool,), True), "epochs": ((list,), True)}
+_EPOCH = {"epoch": (_WHOLE, False), "train_loss": (_NUMBER, True), "train_accuracy": (_NUMBER, True),
+          "validation_loss": (_NUMBER, True), "validation_accuracy": (_NUMBER, True), "test_loss": (_NUMBER, True),
+          "test_accuracy": (_NUMBER, True), "lr": (_NUMBER, True), "seconds": (_NUMBER, True),
+          "images_per_second": (_NUMBER, True)}
+
+
+def load_metrics(run_dir) -> dict:
+    """A run's metrics.json ({} if it has none), its keys checked: one RunError line naming the
+    file and the key of a wrong type, never a traceback later."""
+    path = Path(run_dir) / checkpoint.METRICS
+    if not path.exists():
+        return {}
+    metrics = checkpoint.read_json(path)
+    if not isinstance(metrics, dict):
+        raise checkpoint.RunError(f"{path}: must hold a JSON object, got {type(metrics).__name__}")
+    _check_types(metrics, _METRICS, path, "")
+    for i, record in enumerate(metrics.get("epochs") or []):
+        if not isinstance(record, dict):
+            raise checkpoint.RunError(f"{path}: epochs[{i}] must be an object, got {type(record).__name__}")
+        _check_types(record, _EPOCH, path, f"epochs[{i}].")
+    return metrics
+
+
+def _check_types(values: dict, kinds: dict, path, prefix: str) -> None:
+    for key, (types, optional) in kinds.items():
+        value = values.get(key)
+        if value is None and optional:
+            continue
+        wrong = isinstance(value, bool) and bool not in types or not isinstance(value, types)
+        if wrong or (isinstance(value, float) and not math.isfinite(value)):
+            raise checkpoint.RunError(f"{path}: {prefix}{key} must be {' or '.join(t.__name__ for t in types)}, "
+                                      f"got {value!r}")
 
 
 def _still_whole(run_dir, manifest, files) -> bool:
