@@ -312,3 +312,22 @@ def test_a_failed_start_leaves_no_folder_behind(tmp_path):
     with pytest.raises(Exception, match="no-such-folder"):
         runs.train(bad, out=tmp_path / "run", progress=False, log=None)
     assert not (tmp_path / "run").exists()
+
+
+def test_weights_that_give_no_finite_answer_are_named_not_reported(tmp_path):
+    """A run whose weights blew up (finite, but 4e29) on its last batch, saved by an older cnnlab:
+    evaluate and predict say so instead of printing 'loss nan' or '(nan%)'."""
+    from PIL import Image
+
+    model = build("article")
+    for p in model.parameters():
+        p.data *= np.float32(4e29)
+    checkpoint.save_run(tmp_path / "run", model, {"name": "article", "kwargs": {}}, {"dataset": "mnist"},
+                        {"test_accuracy": 0.9})
+    code, out, err = finish(cnnlab("evaluate", tmp_path / "run", "--no-progress"))
+    assert code == 2 and "diverged" in err and "nan" not in out, (out, err)
+    img = Image.new("L", (60, 60), 255)
+    img.paste(0, (25, 10, 35, 50))
+    img.save(tmp_path / "one.png")
+    code, out, err = finish(cnnlab("predict", tmp_path / "run", tmp_path / "one.png"))
+    assert code == 2 and "no finite probabilities" in err and "nan" not in out, (out, err)

@@ -96,6 +96,9 @@ def run(args) -> int:
             for i, view in enumerate(tta_views(images, args.mirror_tta, args.shift_tta)):
                 res = evaluate(model, eval_loader(view, labels, config.mean, config.std, device=args.device),
                                device=args.device, return_predictions=True)
+                if not np.isfinite(res["loss"]):
+                    raise checkpoint.RunError(f"{path}: its weights give a {res['loss']} loss on the {name} images "
+                                              f"(a run that diverged?): its answers mean nothing")
                 per_view.append(res["probabilities"])
                 bar.update(1, view=f"{name}:{i + 1}/{n_views}")
                 if i == 0:

@@ -11,6 +11,7 @@ import numpy as np
 from .. import functional as F
 from .. import runs
 from ..autograd import Tensor, no_grad
+from ..checkpoint import RunError
 from ..data import FirstFrameWarning, class_names, form_for, standardize
 
 
@@ -45,6 +46,8 @@ def run(args) -> int:
         x = standardize(img, r.config.mean, r.config.std).reshape(1, 1, 28, 28)
         with no_grad():
             prob = F.softmax(model(Tensor(x)), 1).numpy()[0]
+        if not np.isfinite(prob).all():
+            raise RunError(f"{args.run}: its weights give no finite probabilities (a run that diverged?)")
         order = np.argsort(-prob)[: max(1, args.top)]
         tops = ", ".join(f"{classes[i]} ({100 * prob[i]:.1f}%)" for i in order)
         print(f"{path}: {classes[order[0]]}    top: {tops}")
