@@ -140,6 +140,20 @@ def _step(model, x, y):
     return out, [p.grad.numpy().copy() for p in model.parameters()]
 
 
+def _check_against_its_layers(fused, model, x, y, out, grads):
+    """The fused model's step (``out``, ``grads``) equals the layers' one by one, bit for bit, and
+    its own with the numba kernels off (the fallback path) to rounding."""
+    plain_out, plain_grads = _step(model, x, y)
+    np.testing.assert_array_equal(out.numpy(), plain_out.numpy())
+    for a, b in zip(grads, plain_grads):
+        np.testing.assert_array_equal(a, b)
+    with kernels.compiled(False):
+        ref_out, ref_grads = _step(fused, x, y)
+    np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+
+
 def test_fuse_fuses_conv_pool_activation_and_matches_unfused():
     cnnlab.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),  # act before pool: fused too
@@ -154,15 +168,7 @@ def test_fuse_fuses_conv_pool_activation_and_matches_unfused():
     assert kinds.count("ConvMaxPoolAct") == 2 and "MaxPoolNd" not in kinds and "ConvNd" not in kinds
     kinds = graph_ops(model(cnnlab.tensor(x)))
     assert "ConvMaxPoolAct" not in kinds and kinds.count("ConvNd") == 2 and kinds.count("MaxPoolNd") == 2
-    plain_out, plain_grads = _step(model, x, y)  # the layers one by one: the same bits
-    np.testing.assert_array_equal(out.numpy(), plain_out.numpy())
-    for a, b in zip(grads, plain_grads):
-        np.testing.assert_array_equal(a, b)
-    with kernels.compiled(False):  # no numba kernels: the layers run one by one
-        ref_out, ref_grads = _step(fused, x, y)
-    np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)
-    for a, b in zip(grads, ref_grads):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+    _check_against_its_layers(fused, model, x, y, out, grads)
 
 
 def test_fuse_fuses_lenet5_and_matches_unfused():
@@ -181,15 +187,7 @@ def test_fuse_fuses_lenet5_and_matches_unfused():
         kinds = graph_ops(run(cnnlab.tensor(x)))
         assert kinds.count("ConvActAvgPool") == fused and "SumPoolNd" not in kinds and "ConvNd" not in kinds
         assert separate in kinds
-        plain_out, plain_grads = _step(model, x, y)  # the layers one by one: the same bits
-        np.testing.assert_array_equal(out.numpy(), plain_out.numpy())
-        for a, b in zip(grads, plain_grads):
-            np.testing.assert_array_equal(a, b)
-        with kernels.compiled(False):  # no numba kernels: the layers run one by one
-            ref_out, ref_grads = _step(run, x, y)
-        np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6)
-        for a, b in zip(grads, ref_grads):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+        _check_against_its_layers(run, model, x, y, out, grads)
 
 
 def test_fused_rejects_unknown_activation():

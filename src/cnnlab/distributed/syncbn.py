@@ -23,6 +23,7 @@ import numpy as np
 from .. import backend, kernels
 from .. import functional as F
 from ..autograd import Function, Tensor
+from ..functional.layers import update_running_stats
 from ..nn import BatchNorm1d, BatchNorm2d, Module
 
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "revert_sync_batchnorm", "sync_batch_norm"]
@@ -113,11 +114,7 @@ def sync_batch_norm(x, running_mean, running_var, weight, bias, momentum, eps, c
     stats = {}
     out = SyncBatchNormTrain.apply(x, weight, bias, eps=eps, stats=stats, comm=comm, m=m, name=name, relu=relu)
     if running_mean is not None:
-        rm, rv = running_mean.data, running_var.data
-        rm *= 1 - momentum
-        rm += momentum * stats["mean"]
-        rv *= 1 - momentum
-        rv += momentum * stats["var"] * (m / (m - 1))
+        update_running_stats(running_mean, running_var, stats["mean"], stats["var"], m, momentum)
     return out
 
 

@@ -143,13 +143,18 @@ def _train_mode(name, function, x, running_mean, running_var, weight, bias, mome
     out = function.apply(x, weight, bias, eps=eps, stats=stats)
     if running_mean is None:
         return out
-    n = x.size // x.shape[1]
+    update_running_stats(running_mean, running_var, stats["mean"], stats["var"], x.size // x.shape[1], momentum)
+    return out
+
+
+def update_running_stats(running_mean, running_var, mean, var, n, momentum) -> None:
+    """In place: running = (1 - momentum) * running + momentum * batch, with the batch variance
+    ``var`` (biased, over ``n`` values per channel) made unbiased, as PyTorch does."""
     rm, rv = _data(running_mean), _data(running_var)
     rm *= 1 - momentum
-    rm += momentum * stats["mean"]
+    rm += momentum * mean
     rv *= 1 - momentum
-    rv += momentum * stats["var"] * (n / (n - 1))
-    return out
+    rv += momentum * var * (n / (n - 1))
 
 
 def _data(t):
