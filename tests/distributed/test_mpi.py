@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed: pip install 'cnnlab[dist]'")
@@ -95,3 +96,26 @@ def test_ensemble_trains_one_member_per_process(tmp_path):
     from cnnlab import runs
 
     assert runs.load(out_dir / "seed-1").config.seed == 1
+
+
+def test_a_data_parallel_run_resumes_to_the_same_bits(tmp_path):
+    """Stopped after its first epoch and resumed by 2 processes: the weights of the run that never
+    stopped, bit for bit; a run of one process is refused under mpiexec -n 2, in one line."""
+    from cnnlab import checkpoint, distributed, recipes, runs
+
+    one = runs.train(recipes.get("article").replace(epochs=2, train_size=64, validation=100),
+                     out=tmp_path / "one", progress=False, log=None, world=distributed.local())
+    manifest = json.loads((one.dir / checkpoint.MANIFEST).read_text())
+    checkpoint.write_json(one.dir / checkpoint.MANIFEST, {**manifest, "status": "interrupted"})
+    code, out, _ = mpirun([HERE / "mpi_resume.py", tmp_path, one.dir])
+    assert code == 0, out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "interrupted" and report["epochs"] == [2, 2], report
+    assert report["exit codes"] == [2, 2], report
+    assert out.count("was trained by 1 process, not 2: resume it without mpiexec") == 1, out
+    whole, cut = (checkpoint.load_weights(tmp_path / name / checkpoint.WEIGHTS) for name in ("whole", "cut"))
+    assert whole.keys() == cut.keys()
+    assert all(np.array_equal(whole[k], cut[k]) for k in whole), [k for k in whole if not np.array_equal(whole[k], cut[k])]
+    metrics = [json.loads((tmp_path / name / checkpoint.METRICS).read_text()) for name in ("whole", "cut")]
+    assert [e["validation_accuracy"] for e in metrics[0]["epochs"]] == [e["validation_accuracy"] for e in metrics[1]["epochs"]]
+    assert metrics[1]["processes"] == 2
