@@ -625,11 +625,11 @@ class _Training:
         steps = min(len(self.loader), self.max_batches) if self.max_batches else len(self.loader)
         self.scheduler, self.per_batch = make_scheduler(config.schedule, self.optimizer, config.optimizer.lr,
                                                         config.epochs, steps)
+        self.sizes = (len(train_y), val, test)  # the whole sets, as the log names them
         if self.parallel is not None:  # each process evaluates its share of every set; fit sums them
             val, test = (_share(pair, world) for pair in (val, test))
         self.evaluation = {name: eval_loader(*pair, config.mean, config.std, device=device) if pair else None
                            for name, pair in (("validation", val), ("test", test))}
-        self.sizes = (len(train_y), val, test)
         self.meta = {"machine": platform.node(), "python": platform.python_version(),
                      "platform": platform.platform(), "cpu_count": os.cpu_count(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")}

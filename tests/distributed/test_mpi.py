@@ -61,6 +61,7 @@ def test_cli_train_under_mpiexec_only_rank_0_writes(tmp_path):
     assert all(out_dir in Path(p).parents for p in report["paths"]), report  # the run and its resume state
     assert out.count("test accuracy") == 1 and out.count("epoch   1/1") == 1, out  # rank 0 alone reports
     assert "data-parallel on 2 processes" in out, out
+    assert "256 train / 500 validation / 10,000 test images" in out, out  # the whole sets, not rank 0's shares
     from cnnlab import runs
 
     run = runs.load(out_dir)
