@@ -120,3 +120,23 @@ def test_a_data_parallel_run_resumes_to_the_same_bits(tmp_path):
     metrics = [json.loads((tmp_path / name / checkpoint.METRICS).read_text()) for name in ("whole", "cut")]
     assert [e["validation_accuracy"] for e in metrics[0]["epochs"]] == [e["validation_accuracy"] for e in metrics[1]["epochs"]]
     assert metrics[1]["processes"] == 2
+
+
+def test_experiment_under_mpiexec_trains_each_net_data_parallel_and_reports_once(tmp_path):
+    """Every run of the pooling experiment trains on both processes; rank 0 alone decides what to
+    reuse, writes and reports, so a second call reuses the runs and nothing is printed twice."""
+    args = ["-m", "cnnlab.cli", "experiment", "pooling", "--pools", "max,l2", "--epochs", "1", "--train-size", "128",
+            "--runs-dir", tmp_path / "pool", "--no-progress"]
+    code, first, _ = mpirun(args)
+    assert code == 0, first
+    assert first.count("chosen on validation accuracy") == 1 and first.count("max pooling, seed 0") == 1, first
+    from cnnlab import runs
+
+    names = sorted(p.name for p in (tmp_path / "pool").iterdir())
+    assert len(names) == 2 and all(runs.load(tmp_path / "pool" / n).metrics["processes"] == 2 for n in names), names
+    stamps = {n: (tmp_path / "pool" / n / "model.safetensors").stat().st_mtime_ns for n in names}
+    code, second, _ = mpirun(args)
+    assert code == 0 and second.count("chosen on validation accuracy") == 1, second
+    assert stamps == {n: (tmp_path / "pool" / n / "model.safetensors").stat().st_mtime_ns for n in names}  # reused
+    assert [ln for ln in first.splitlines() if "pooling, seed" in ln][-1].split("(")[0] == \
+        [ln for ln in second.splitlines() if "pooling, seed" in ln][-1].split("(")[0]
