@@ -34,7 +34,7 @@ import numpy as np
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
-from cnnlab import Tensor, backend, distributed, kernels, models, optim  # noqa: E402
+from cnnlab import Tensor, backend, distributed, kernels, models, optim, runs  # noqa: E402
 from cnnlab import functional as F  # noqa: E402
 from cnnlab.data import Augment, DataLoader, load_dataset  # noqa: E402
 
@@ -47,6 +47,7 @@ def measure(world, batch: int, steps: int, warmup: int, repeats: int = 3, model_
     backend.manual_seed(0)
     model = models.build(models.spec(model_name))
     parallel = distributed.DataParallel(model, world) if world.size > 1 else None
+    net = runs.runnable(model)  # fused, as `cnnlab train` runs it (after DataParallel: batch norm synchronised)
     collective = [0.0, 0.0]  # wall and CPU seconds inside collectives
     if parallel is not None:  # time every collective, batch norm's included
         real = world.allreduce
@@ -63,7 +64,7 @@ def measure(world, batch: int, steps: int, warmup: int, repeats: int = 3, model_
                         shard=(world.rank, world.size) if parallel else None)
     batches = iter(parallel.loader(loader) if parallel else loader)
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    model.train()
+    net.train()
 
     def step():
         nonlocal batches
@@ -72,7 +73,7 @@ def measure(world, batch: int, steps: int, warmup: int, repeats: int = 3, model_
         except StopIteration:
             batches = iter(parallel.loader(loader) if parallel else loader)
             xb, yb = next(batches)
-        logits = model(Tensor(xb))
+        logits = net(Tensor(xb))
         loss = F.cross_entropy(logits, yb)
         opt.zero_grad()
         if parallel is None:
@@ -136,7 +137,7 @@ def step_seconds(model_name: str, batch: int = 64, steps: int = 3) -> float:
     """One core's CPU seconds for a training step of ``batch`` images of ``model_name``: the least
     of ``steps`` steps after a warm-up (CPU time, so other jobs on the machine count little)."""
     kernels.set_workers(1)
-    model = models.build(models.spec(model_name))
+    model = runs.runnable(models.build(models.spec(model_name)))
     x = np.random.default_rng(0).standard_normal((batch, 1, 28, 28)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 10, batch)
     opt = optim.SGD(model.parameters(), lr=0.01)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, recipes, runs
+from . import checkpoint, distributed, recipes, runs
 from .data import load_dataset
 from .ensemble import vote
 from .models import POOLS
@@ -106,21 +106,32 @@ def _unfinished_net(run_dir: Path, expected: runs.TrainConfig) -> bool:
             and config.comparable() == expected.comparable())
 
 
-def train_or_resume(config: runs.TrainConfig, run_dir, progress=True, log=print) -> runs.Run:
+def _lead_decides(world, answer) -> bool:
+    """Rank 0's ``answer`` on every process of ``world``: what is on disk is rank 0's to read (the
+    others may not see its files), and every process must take the same branch."""
+    if world.size == 1:
+        return bool(answer)
+    return bool(world.broadcast_object(bool(answer) if world.lead else None, what="reading the runs folder"))
+
+
+def train_or_resume(config: runs.TrainConfig, run_dir, progress=True, log=print, world=None) -> runs.Run:
     """Train ``config`` into ``run_dir`` (None: save nothing), resuming the run there if it stopped
     part-way with the same settings. Ctrl-C stops the caller's loop too (the run resumes next time).
+    Under mpiexec (``world`` of several processes) the net trains data-parallel and rank 0 writes.
     """
-    if run_dir is not None and _unfinished_net(run_dir, config):
-        run = runs.resume(run_dir, progress=progress, log=log)
+    world = distributed.init() if world is None else world
+    if run_dir is not None and _lead_decides(world, world.lead and _unfinished_net(run_dir, config)):
+        run = runs.resume(run_dir, progress=progress, log=log, world=world)
     else:
-        run = runs.train(config, out=run_dir, save=run_dir is not None, progress=progress, log=log, overwrite=True)
+        run = runs.train(config, out=run_dir, save=run_dir is not None, progress=progress, log=log, overwrite=True,
+                         world=world)
     if run.history.interrupted:
         raise KeyboardInterrupt
     return run
 
 
 def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, seed=0, out_dir="results",
-                      progress=True, log=print, runs_dir="runs/nielsen") -> dict:
+                      progress=True, log=print, runs_dir="runs/nielsen", world=None) -> dict | None:
     """Train the chapter-6 progression; return (and save) the table.
 
     Every trained net is saved under ``runs_dir`` (as ``cnnlab train`` saves a run: look at it with
@@ -137,7 +148,13 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         out_dir: where nielsen.json / nielsen.md go (a shortened run's: nielsen-short.json / .md;
             None: save nothing).
         runs_dir: where the trained nets go (None: keep none, reuse none).
+        world: the processes (default: the MPI job's, else this one): under mpiexec every net
+            trains data-parallel over all of them; rank 0 alone reads and writes the folders,
+            logs, and returns the table (None on the other ranks).
     """
+    world = distributed.init() if world is None else world
+    if not world.lead:
+        progress, log, out_dir = False, None, None
     wanted = list(rows) if rows else list(ROW_KEYS)
     for k in wanted:
         if k not in ROW_KEYS:
@@ -150,8 +167,10 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         """(test probabilities, test accuracy, best epoch, seconds, reused) of one net: trained now or earlier."""
         expected = member_config(row, member_seed, epochs, train_size)
         run_dir = None if runs_dir is None else _net_dir(runs_dir, row.key, member_seed, epochs, train_size)
-        earlier = None if run_dir is None else _finished_net(run_dir, expected)
-        if earlier is not None:
+        earlier = _finished_net(run_dir, expected) if run_dir is not None and world.lead else None
+        if _lead_decides(world, earlier is not None):
+            if not world.lead:
+                return None, None, None, None, True
             metrics = earlier.metrics
             if log:
                 log(f"  [{row.key}] reusing {run_dir} (seed {member_seed}, trained {metrics.get('started', '?')}, "
@@ -162,7 +181,9 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         # one line per epoch, tagged with the row, so a multi-hour row shows where it is
         epoch_log = (lambda line: log(f"  [{row.key}] {line}")) if log else None
         t0 = time.perf_counter()
-        h = train_or_resume(expected, run_dir, progress, epoch_log)
+        h = train_or_resume(expected, run_dir, progress, epoch_log, world)
+        if not world.lead:
+            return None, None, None, None, False
         return _probabilities(h.model, h.config, test), h.history.test_accuracy, h.history.best_epoch, \
             time.perf_counter() - t0, False
 
@@ -176,7 +197,7 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
         probs, acc, best_epoch, secs, reused = train(row, seed)
         if row.key == "dropout":
             dropout_probs.append(probs)
-        if row.key in wanted:
+        if row.key in wanted and world.lead:
             results.append(_row_result(row.key, row.label, row.book, acc, secs, epochs or row.epochs, best_epoch,
                                        reused))
             if log:
@@ -188,6 +209,9 @@ def reproduce_nielsen(rows=None, epochs=None, train_size=None, ensemble_size=5, 
             probs, _, _, secs, reused = train(row, seed + k)
             dropout_probs.append(probs)
             total, any_reused = total + secs, any_reused or reused
+    if not world.lead:
+        return None
+    if "ensemble" in wanted:
         pred = vote(dropout_probs)
         acc = float((pred == test[1]).mean())
         results.append(_row_result("ensemble", f"vote of {ensemble_size} dropout nets", ENSEMBLE_BOOK, acc,
@@ -277,7 +301,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), seeds=(0,), epochs=3,
-                       batch_size=64, lr=0.01, train_size=None, progress=True, log=print, runs_dir=None) -> dict:
+                       batch_size=64, lr=0.01, train_size=None, progress=True, log=print, runs_dir=None,
+                       world=None) -> dict | None:
     """Train recipe ``model``'s net with each pooling from the same seeds; choose by mean validation accuracy.
 
     Every pooling gets the same training: one-cycle SGD with Nesterov momentum 0.9 at peak ``lr``,
@@ -287,8 +312,15 @@ def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), s
     With ``runs_dir``, each run is kept there (``<model>-<pool>-seed<S>-epochs<E>[-train<N>]``) and, like
     the reproduction's nets, reused when finished with the same settings or resumed when stopped.
 
-    Returns {"runs": [...], "choice": pooling, "by_pool": {pool: {"validation", "test"}}}.
+    Under mpiexec (``world``: default the MPI job's processes) every run trains data-parallel over
+    all of them, and rank 0 alone reads and writes ``runs_dir`` and logs.
+
+    Returns {"runs": [...], "choice": pooling, "by_pool": {pool: {"validation", "test"}}} (None on
+    every rank but 0).
     """
+    world = distributed.init() if world is None else world
+    if not world.lead:
+        progress, log = False, None
     for p in pools:
         if p not in POOLS:
             raise ValueError(f"unknown pooling {p!r}: expected some of {', '.join(POOLS)}")
@@ -302,18 +334,25 @@ def pooling_experiment(model="nielsen-conv2-relu", pools=("max", "l2", "avg"), s
             config = base.replace(seed=seed, model_kwargs={**base.model_kwargs, "pool": pool})
             run_dir = None if runs_dir is None else Path(runs_dir) / (
                 f"{model}-{pool}-seed{seed}-epochs{epochs}" + (f"-train{train_size}" if train_size else ""))
-            earlier = None if run_dir is None else _finished_net(run_dir, config)
-            if earlier is not None:  # its training time as recorded then, not the moment of reading it
+            earlier = _finished_net(run_dir, config) if run_dir is not None and world.lead else None
+            if _lead_decides(world, earlier is not None):
+                if not world.lead:
+                    continue
+                # its training time as recorded then, not the moment of reading it
                 h = History(**{k: v for k, v in earlier.metrics.items() if k in History.__dataclass_fields__})
                 seconds = h.seconds
             else:
-                h = train_or_resume(config, run_dir, progress, log=None).history
+                h = train_or_resume(config, run_dir, progress, log=None, world=world).history
                 seconds = time.perf_counter() - t0
+                if not world.lead:
+                    continue
             trained.append({"pool": pool, "seed": seed, "validation": h.best_validation_accuracy,
                             "test": h.test_accuracy, "seconds": round(seconds, 1)})
             if log:
                 log(f"{pool:>4} pooling, seed {seed}: validation {100 * h.best_validation_accuracy:.2f}%  "
                     f"test {100 * h.test_accuracy:.2f}%  ({trained[-1]['seconds']:.0f}s)")
+    if not world.lead:
+        return None
     by_pool = {p: {"validation": float(np.mean([r["validation"] for r in trained if r["pool"] == p])),
                    "test": float(np.mean([r["test"] for r in trained if r["pool"] == p]))} for p in pools}
     choice = max(pools, key=lambda p: by_pool[p]["validation"])

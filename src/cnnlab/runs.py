@@ -459,46 +459,93 @@ def _train_into(config, run_dir: Path, progress, log, overwrite, world) -> Run:
         return _Training(config, run_dir, False, progress, log, world).run()
 
 
-def resume(run_dir, *, progress: bool = True, log=print) -> Run:
+def resume(run_dir, *, progress: bool = True, log=print, world=None) -> Run:
     """Go on training a run from its last complete epoch, as if it had never stopped.
 
-    On the CPU the final weights are bitwise those of an uninterrupted run with the same config.
+    On the CPU the final weights are bitwise those of an uninterrupted run with the same config,
+    trained by as many processes: a run trained under ``mpiexec -n N`` resumes under ``mpiexec -n N``
+    (rank 0 reads the checkpoint and sends it to the others; it alone writes, as in ``train``).
+
+    Args:
+        world: the processes to go on with (``cnnlab.distributed``); by default every process of
+            the MPI job this one belongs to, else this one alone.
 
     Raises:
-        checkpoint.RunError: no such run, a finished one, or one whose files are not whole.
+        checkpoint.RunError: no such run, a finished one, one whose files are not whole, or one
+            trained by another number of processes (on every rank, with the same message).
     """
     run_dir = Path(run_dir)
+    world = distributed.init() if world is None else world
+    if world.size == 1:
+        with _locked(_existing(run_dir)):
+            config, restored = _resume_plan(run_dir, processes=1)
+            if log:
+                log(_resuming(run_dir, config, restored))
+            return _Training(config, run_dir, False, progress, log, world).run(restored)
+    if not world.lead:  # rank 0 reads the run and sends what it restores; it alone logs and writes
+        plan = world.broadcast_object(None, what="reading the run to resume")
+        if "error" in plan:
+            raise checkpoint.RunError(plan["error"])
+        with world.guard("training"):
+            return _Training(TrainConfig.from_dict(plan["config"]), None, False, False, None,
+                             world).run(plan["restored"])
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_locked(_existing(run_dir)))
+            config, restored = _resume_plan(run_dir, processes=world.size)
+        except checkpoint.RunError as exc:
+            world.broadcast_object({"error": str(exc)}, what="reading the run to resume")
+            raise
+        world.broadcast_object({"config": config.to_dict(), "restored": restored}, what="reading the run to resume")
+        with world.guard("training"):
+            if log:
+                log(_resuming(run_dir, config, restored))
+            return _Training(config, run_dir, False, progress, log, world).run(restored)
+
+
+def _existing(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise checkpoint.RunError(f"{run_dir}: no such run directory")
-    if distributed.init().size > 1:  # rank 0's checkpoint would have to be broadcast: not done yet
-        raise checkpoint.RunError(f"{run_dir}: resuming runs in one process (without mpiexec) for now")
-    with _locked(run_dir):
-        manifest = checkpoint.read_manifest(run_dir)
-        if manifest is None:
-            config_path = run_dir / checkpoint.CONFIG
-            if (run_dir / checkpoint.WEIGHTS).exists():
-                raise checkpoint.RunError(f"{run_dir} has no {checkpoint.MANIFEST}: it was saved by an older cnnlab "
-                                          f"and cannot be resumed")
-            if not config_path.exists() or "format" not in checkpoint.read_json(config_path):
-                raise checkpoint.RunError(f"{run_dir}: nothing was saved before it stopped; train it again")
-            # stopped before its first save: start it again, as its config says
-            return _Training(load_config(run_dir), run_dir, False, progress, log, distributed.local()).run()
-        if manifest["status"] == "finished":
-            raise checkpoint.RunError(f"{run_dir} is finished ({manifest.get('epochs_done')} epochs): nothing to "
-                                      f"resume")
-        if manifest["status"] == "diverged":
-            raise checkpoint.RunError(f"{run_dir} diverged ({manifest.get('message')}); resuming would diverge "
-                                      f"again: train it again with a smaller learning rate")
-        state = manifest.get("state")
-        if manifest.get("processes", 1) != 1:
-            raise checkpoint.RunError(f"{run_dir} was trained by {manifest['processes']} processes, whose batches "
-                                      f"one process would not repeat; resuming it is not supported yet")
-        checkpoint.check_files(run_dir, manifest, [checkpoint.CONFIG] + ([state + ".safetensors", state + ".json"]
-                                                                          if state else []))
-        config = load_config(run_dir)
-        if log:
-            log(f"resuming {run_dir} after epoch {manifest.get('epochs_done', 0)} of {config.epochs}")
-        return _Training(config, run_dir, False, progress, log, distributed.local()).run(state and run_dir / state)
+    return run_dir
+
+
+def _resume_plan(run_dir: Path, processes: int) -> tuple[TrainConfig, tuple[dict, dict] | None]:
+    """(config, (arrays, saved state) of the last complete epoch, or None to start it again) of a
+    run to resume on ``processes`` processes; RunError when it cannot be resumed."""
+    manifest = checkpoint.read_manifest(run_dir)
+    if manifest is None:
+        config_path = run_dir / checkpoint.CONFIG
+        if (run_dir / checkpoint.WEIGHTS).exists():
+            raise checkpoint.RunError(f"{run_dir} has no {checkpoint.MANIFEST}: it was saved by an older cnnlab "
+                                      f"and cannot be resumed")
+        if not config_path.exists() or "format" not in checkpoint.read_json(config_path):
+            raise checkpoint.RunError(f"{run_dir}: nothing was saved before it stopped; train it again")
+        return load_config(run_dir), None  # stopped before its first save: start it again, as its config says
+    if manifest["status"] == "finished":
+        raise checkpoint.RunError(f"{run_dir} is finished ({manifest.get('epochs_done')} epochs): nothing to "
+                                  f"resume")
+    if manifest["status"] == "diverged":
+        raise checkpoint.RunError(f"{run_dir} diverged ({manifest.get('message')}); resuming would diverge "
+                                  f"again: train it again with a smaller learning rate")
+    trained_by = manifest.get("processes", 1)
+    if trained_by != processes:  # its global batches split otherwise: another run, not this one resumed
+        how = "without mpiexec" if trained_by == 1 else f"under `mpiexec -n {trained_by}`"
+        raise checkpoint.RunError(f"{run_dir} was trained by {trained_by} process{'es' if trained_by > 1 else ''}, "
+                                  f"not {processes}: resume it {how}")
+    state = manifest.get("state")
+    checkpoint.check_files(run_dir, manifest, [checkpoint.CONFIG] + ([state + ".safetensors", state + ".json"]
+                                                                      if state else []))
+    config = load_config(run_dir)
+    if not state:
+        return config, None
+    return config, (checkpoint.load_weights(run_dir / f"{state}.safetensors"),
+                    checkpoint.read_json(run_dir / f"{state}.json"))
+
+
+def _resuming(run_dir: Path, config: TrainConfig, restored) -> str:
+    if restored is None:
+        return f"starting {run_dir} again: it stopped before its first epoch was saved"
+    return f"resuming {run_dir} after epoch {len(restored[1]['history']['epochs'])} of {config.epochs}"
 
 
 @contextlib.contextmanager
@@ -578,11 +625,11 @@ class _Training:
         steps = min(len(self.loader), self.max_batches) if self.max_batches else len(self.loader)
         self.scheduler, self.per_batch = make_scheduler(config.schedule, self.optimizer, config.optimizer.lr,
                                                         config.epochs, steps)
+        self.sizes = (len(train_y), val, test)  # the whole sets, as the log names them
         if self.parallel is not None:  # each process evaluates its share of every set; fit sums them
             val, test = (_share(pair, world) for pair in (val, test))
         self.evaluation = {name: eval_loader(*pair, config.mean, config.std, device=device) if pair else None
                            for name, pair in (("validation", val), ("test", test))}
-        self.sizes = (len(train_y), val, test)
         self.meta = {"machine": platform.node(), "python": platform.python_version(),
                      "platform": platform.platform(), "cpu_count": os.cpu_count(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -594,10 +641,10 @@ class _Training:
         return {**history.to_dict(), "data_seconds": self.load_seconds, "model": self.config.name,
                 "dataset": self.config.dataset, "parameters": self.model.num_parameters(), **self.meta}
 
-    def run(self, state_path: Path | None = None) -> Run:
-        """Train (from ``state_path``'s epoch, if given); save as it goes; the Run."""
+    def run(self, restored: tuple[dict, dict] | None = None) -> Run:
+        """Train (from a saved epoch's (arrays, state), if given); save as it goes; the Run."""
         config, run_dir, log = self.config, self.run_dir, self.log
-        resumed = self._restore(state_path) if state_path else None
+        resumed = self._restore(*restored) if restored else None
         if run_dir is not None:
             # best and current weights, the optimizer's state and the old state while the new one is
             # written: about five times the parameters, and a margin
@@ -680,11 +727,10 @@ class _Training:
             names += [facts["state"] + ".safetensors", facts["state"] + ".json"]
         checkpoint.write_manifest(self.run_dir, status, [n for n in names if (self.run_dir / n).exists()], **facts)
 
-    def _restore(self, state_path: Path) -> tuple[History, dict]:
+    def _restore(self, arrays: dict, saved: dict) -> tuple[History, dict]:
         """Put the model, optimizer, schedule, loader and random generator back as they were after
-        the saved epoch; (history, best-epoch weights) for ``fit``."""
-        arrays = checkpoint.load_weights(state_path.with_suffix(".safetensors"))
-        saved = checkpoint.read_json(state_path.with_suffix(".json"))
+        the saved epoch (its checkpoint's arrays and JSON state); (history, best-epoch weights) for
+        ``fit``."""
         self.model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
         best = {k[len("best/"):]: v for k, v in arrays.items() if k.startswith("best/")}
         state = {}

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed: pip install 'cnnlab[dist]'")
@@ -60,6 +61,7 @@ def test_cli_train_under_mpiexec_only_rank_0_writes(tmp_path):
     assert all(out_dir in Path(p).parents for p in report["paths"]), report  # the run and its resume state
     assert out.count("test accuracy") == 1 and out.count("epoch   1/1") == 1, out  # rank 0 alone reports
     assert "data-parallel on 2 processes" in out, out
+    assert "256 train / 500 validation / 10,000 test images" in out, out  # the whole sets, not rank 0's shares
     from cnnlab import runs
 
     run = runs.load(out_dir)
@@ -95,3 +97,46 @@ def test_ensemble_trains_one_member_per_process(tmp_path):
     from cnnlab import runs
 
     assert runs.load(out_dir / "seed-1").config.seed == 1
+
+
+def test_a_data_parallel_run_resumes_to_the_same_bits(tmp_path):
+    """Stopped after its first epoch and resumed by 2 processes: the weights of the run that never
+    stopped, bit for bit; a run of one process is refused under mpiexec -n 2, in one line."""
+    from cnnlab import checkpoint, distributed, recipes, runs
+
+    one = runs.train(recipes.get("article").replace(epochs=2, train_size=64, validation=100),
+                     out=tmp_path / "one", progress=False, log=None, world=distributed.local())
+    manifest = json.loads((one.dir / checkpoint.MANIFEST).read_text())
+    checkpoint.write_json(one.dir / checkpoint.MANIFEST, {**manifest, "status": "interrupted"})
+    code, out, _ = mpirun([HERE / "mpi_resume.py", tmp_path, one.dir])
+    assert code == 0, out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "interrupted" and report["epochs"] == [2, 2], report
+    assert report["exit codes"] == [2, 2], report
+    assert out.count("was trained by 1 process, not 2: resume it without mpiexec") == 1, out
+    whole, cut = (checkpoint.load_weights(tmp_path / name / checkpoint.WEIGHTS) for name in ("whole", "cut"))
+    assert whole.keys() == cut.keys()
+    assert all(np.array_equal(whole[k], cut[k]) for k in whole), [k for k in whole if not np.array_equal(whole[k], cut[k])]
+    metrics = [json.loads((tmp_path / name / checkpoint.METRICS).read_text()) for name in ("whole", "cut")]
+    assert [e["validation_accuracy"] for e in metrics[0]["epochs"]] == [e["validation_accuracy"] for e in metrics[1]["epochs"]]
+    assert metrics[1]["processes"] == 2
+
+
+def test_experiment_under_mpiexec_trains_each_net_data_parallel_and_reports_once(tmp_path):
+    """Every run of the pooling experiment trains on both processes; rank 0 alone decides what to
+    reuse, writes and reports, so a second call reuses the runs and nothing is printed twice."""
+    args = ["-m", "cnnlab.cli", "experiment", "pooling", "--pools", "max,l2", "--epochs", "1", "--train-size", "128",
+            "--runs-dir", tmp_path / "pool", "--no-progress"]
+    code, first, _ = mpirun(args)
+    assert code == 0, first
+    assert first.count("chosen on validation accuracy") == 1 and first.count("max pooling, seed 0") == 1, first
+    from cnnlab import runs
+
+    names = sorted(p.name for p in (tmp_path / "pool").iterdir())
+    assert len(names) == 2 and all(runs.load(tmp_path / "pool" / n).metrics["processes"] == 2 for n in names), names
+    stamps = {n: (tmp_path / "pool" / n / "model.safetensors").stat().st_mtime_ns for n in names}
+    code, second, _ = mpirun(args)
+    assert code == 0 and second.count("chosen on validation accuracy") == 1, second
+    assert stamps == {n: (tmp_path / "pool" / n / "model.safetensors").stat().st_mtime_ns for n in names}  # reused
+    assert [ln for ln in first.splitlines() if "pooling, seed" in ln][-1].split("(")[0] == \
+        [ln for ln in second.splitlines() if "pooling, seed" in ln][-1].split("(")[0]

@@ -30,6 +30,8 @@ def run_reproduce(args) -> int:
                             ensemble_size=args.ensemble_size, seed=args.seed,
                             out_dir=None if args.no_save else args.out, progress=not args.no_progress,
                             runs_dir=None if args.no_save else args.runs_dir)
+    if rep is None:
+        return 0  # under mpiexec: rank 0 reports
     print()
     print(markdown_table(rep))
     if not args.no_save:

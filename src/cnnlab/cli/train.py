@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import distributed, recipes, runs
+from ..checkpoint import RunError
 
 # TrainConfig's settings by the flag that sets them (a SettingError names the setting; the
 # command line names the flag)
@@ -103,13 +104,19 @@ def run(args) -> int:
         if given or args.model != "default":
             named = ", ".join("--" + g.replace("_", "-") for g in given + (["model"] if args.model != "default" else []))
             raise ValueError(f"--resume takes no other settings ({named}): {args.resume}/config.json holds the run's")
-        result = runs.resume(args.resume, progress=not args.no_progress)
+    world = distributed.init(args.dist_timeout)  # under mpiexec: every process trains, data-parallel
+    if args.resume is not None:
+        try:
+            result = runs.resume(args.resume, progress=not args.no_progress, world=world)
+        except RunError:
+            if not world.lead:
+                return 2  # rank 0 says why
+            raise
     else:
-        world = distributed.init(args.dist_timeout)  # under mpiexec: every process trains, data-parallel
         result = runs.train(config_from_args(args), out=args.out, dry_run=args.dry_run,
                             progress=not args.no_progress, world=world)
-        if not world.lead:
-            return 0  # rank 0 reports
+    if not world.lead:
+        return 0  # rank 0 reports
     h = result.history
     if h.test_accuracy is None:
         if h.interrupted:

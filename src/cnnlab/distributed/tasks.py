@@ -17,7 +17,8 @@ def map_tasks(fn, tasks, world, on_result=None) -> list | None:
 
     Every process works through its own tasks; the others post each result to rank 0 as soon as
     it is ready and go on. Rank 0 receives them after its own, so each result travels once and
-    no process waits while it has work. A result must pickle (arrays, dicts, numbers).
+    no process waits while it has work. A result must pack (``world.pack``: arrays, dicts, lists,
+    numbers, strings; nothing is pickled).
 
     Args:
         fn: the work, called with one task.
