@@ -222,3 +222,27 @@ def test_resnet_small_trains_fuses_summarises_and_loads(tmp_path, capsys):
     assert main(["summary", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "total parameters: 19,706" in out and "BatchNormReLU #stem.1" in out
+
+
+def test_a_run_of_a_model_object_resumes_from_its_spec(tmp_path, monkeypatch):
+    def make():
+        cnnlab.manual_seed(3)
+        return nn.Sequential(nn.Conv2d(1, 2, 5), nn.MaxPool2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 10))
+
+    config = recipes.get("article").replace(epochs=2, train_size=64, validation=64)
+    whole = runs.train(config, tmp_path / "whole", model=make(), progress=False, log=None)
+    real = runs._Training._mark
+
+    def die_after_the_first_epoch(self, status, **facts):
+        real(self, status, **facts)
+        if status == "training":
+            raise KeyboardInterrupt  # Ctrl-C after the first epoch was saved
+
+    monkeypatch.setattr(runs._Training, "_mark", die_after_the_first_epoch)
+    cut = runs.train(config, tmp_path / "cut", model=make(), progress=False, log=None)
+    assert cut.history.interrupted and len(cut.history.epochs) == 1
+    monkeypatch.setattr(runs._Training, "_mark", real)
+    again = runs.resume(tmp_path / "cut", progress=False, log=None)  # no model given: spec.json's layers
+    assert again.spec == whole.spec and len(again.history.epochs) == 2
+    for k, t in whole.model.state_dict().items():
+        np.testing.assert_array_equal(again.model.state_dict()[k].numpy(), t.numpy(), err_msg=k)
