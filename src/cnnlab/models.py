@@ -364,7 +364,8 @@ def register(name: str, builder: Callable[..., nn.Module], description: str = ""
         builder: a Module class, or a function returning a Module, whose arguments all have
             defaults of JSON kinds (numbers, strings, booleans, lists). Register the class itself
             to have ``runs.train(config, model=obj)`` and ``spec_of`` recognise its instances.
-        description: one line for ``cnnlab summary`` and the report.
+        description: one line for ``cnnlab summary`` and the report (default: the first line of
+            the builder's docstring).
         parameters: optionally, the parameter count from the builder's arguments (all of them),
             so that a spec asking for too many is refused before anything is allocated.
         replace: allow replacing another registration of ``name`` (not a zoo model).
@@ -383,7 +384,9 @@ def register(name: str, builder: Callable[..., nn.Module], description: str = ""
     if old is not None and old.builder is not builder and not replace:
         raise ValueError(f"register({name!r}): already registered to {getattr(old.builder, '__qualname__', old.builder)}"
                          f"; pass replace=True to replace it")
-    MODELS[name] = Architecture(builder, description or (inspect.getdoc(builder) or name).split("\n")[0], parameters)
+    own_doc = (builder.__doc__ or "").strip().split("\n")[0]  # its own, not an inherited one
+    what = getattr(builder, "__qualname__", name)
+    MODELS[name] = Architecture(builder, description or own_doc or f"{what} (registered)", parameters)
 
 
 def unregister(name: str) -> None:
