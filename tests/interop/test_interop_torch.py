@@ -152,6 +152,8 @@ def test_a_bad_state_dict_is_one_line(edit, message):
     (torch.nn.Sequential(torch.nn.AvgPool2d(2, padding=1, count_include_pad=False)), "count_include_pad=False"),
     (torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")), "padding_mode='reflect'"),
     (torch.nn.Sequential(torch.nn.MaxPool2d(2, dilation=2)), "dilation=2"),
+    (torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=None)), r"module.0 \(BatchNorm2d\) has momentum=None"),
+    (torch.nn.Sequential(torch.nn.Softmax()), r"module.0 \(Softmax\) has dim=None"),
     (torch.nn.Sequential(torch.nn.ReLU(), torch.nn.PixelShuffle(2)), r"module.1 is a PixelShuffle, which has no "
                                                                      r"cnnlab counterpart"),
     (torch.nn.Sequential(torch.nn.Sequential(torch.nn.Bilinear(2, 2, 2))), "module.0.0 is a Bilinear"),

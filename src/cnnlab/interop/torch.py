@@ -180,6 +180,10 @@ def _from_torch_module(tm, where, torch):
             args[key] = tm.elementwise_affine
         elif hasattr(tm, key):
             args[key] = _plain(getattr(tm, key))
+            default = ours[key].default
+            if args[key] is None and default is not None and default is not inspect.Parameter.empty:
+                raise ValueError(f"from_torch: {where} ({kind}) has {key}=None, which cnnlab's {kind} does not "
+                                 f"support (give a value, e.g. {default!r})")
         elif key not in theirs:
             continue  # a cnnlab-only argument: its default
         else:
