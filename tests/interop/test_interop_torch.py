@@ -43,10 +43,12 @@ def _close(a, b):
 
 X = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
 MAPPED = [n for n in models.ZOO if n != "resnet-small"]
+L2 = [models.spec("article", pool="l2"), models.spec("nielsen-conv2", pool="l2", activation="relu")]
 
 
-@pytest.mark.parametrize("name", MAPPED)
+@pytest.mark.parametrize("name", MAPPED + L2, ids=MAPPED + ["article-l2", "nielsen-conv2-l2"])
 def test_every_zoo_sequential_round_trips_through_pytorch(name, tmp_path):
+    # L2 pooling is torch.nn.LPPool2d(2, 2): the same definition, sqrt of each window's sum of squares
     model = _randomize(models.build(name)).eval()
     module = interop.to_torch(model)
     assert not module.training
