@@ -2,7 +2,8 @@
 
     runs/<name>/
       model.safetensors   every parameter and buffer by its state-dict name
-      spec.json           {"name": ..., "kwargs": {...}}: rebuilds the architecture
+      spec.json           {"name": ..., "kwargs": {...}}: rebuilds the architecture (a zoo or registered
+                          model), or {"name": "sequential", "layers": [...]}: a Sequential's layers
       config.json         how it was trained: a ``runs.TrainConfig`` as JSON (data set, epochs,
                           optimizer, augmentation, seed, the input normalisation "mean" and "std", ...)
       metrics.json        per-epoch history and the final test_accuracy (a fraction)
@@ -237,15 +238,17 @@ def save_run(run_dir, model, model_spec, config=None, metrics=None) -> Path:
 
 
 def read_spec(path) -> dict:
-    """A run's spec.json, checked: a JSON object with "name" (a string) and "kwargs" (an object;
-    missing in early runs, then {}), whose arguments ``models.spec`` accepts (types, sizes and the
-    parameter cap, checked before anything is built).
+    """A run's spec.json, checked before anything is built: either a named model, a JSON object
+    with "name" (a string: the zoo's or a registered model's) and "kwargs" (an object; missing in
+    early runs, then {}) whose arguments ``models.spec`` accepts (types, sizes and the parameter
+    cap), or a layer spec {"name": "sequential", "layers": [...]} that ``models.check_spec``
+    accepts (cnnlab.nn's layers only, their arguments, a size bound).
 
     Returns:
-        The spec as ``models.spec`` gives it: {"name", "kwargs"}.
+        The spec as ``models.check_spec`` gives it.
 
     Raises:
-        RunError: one line naming the file and the key that is wrong.
+        RunError: one line naming the file and what is wrong (an unregistered name: how to register it).
     """
     path = Path(path)
     raw = read_json(path)
@@ -255,6 +258,11 @@ def read_spec(path) -> dict:
     if not isinstance(name, str):
         raise RunError(f'{path}: "name" must be a string (a model of the zoo), got '
                        f'{"nothing" if "name" not in raw else _json_type(name)}')
+    if name == models.SEQUENTIAL:
+        try:
+            return models.check_spec(raw)
+        except ValueError as exc:
+            raise RunError(f"{path}: {exc}") from None
     if not isinstance(kwargs, dict):
         raise RunError(f'{path}: "kwargs" must be a JSON object of the model\'s arguments, got {_json_type(kwargs)}')
     try:

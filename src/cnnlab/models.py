@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import nn
+from . import backend, nn
 from .autograd import Tensor, no_grad
 from .errors import SettingError
 from .nn import init
@@ -202,6 +204,48 @@ def vgg_small(c1=32, c2=64, hidden=256, p=0.3, classes=10):
         nn.Dropout(p), nn.Linear(hidden, classes))
 
 
+class ResidualBlock(nn.Module):
+    """He et al.'s basic block: relu(body(x) + shortcut(x)), body = conv3x3 (stride) -> BN -> ReLU
+    -> conv3x3 -> BN; the shortcut is x itself, or a 1x1 convolution with batch norm where the
+    block changes the number of maps or the size."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels))
+        self.shortcut = (nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                       nn.BatchNorm2d(out_channels))
+                         if stride != 1 or in_channels != out_channels else nn.Identity())
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.body(x) + self.shortcut(x))
+
+    def extra_repr(self):
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
+class ResNetSmall(nn.Module):
+    """A small ResNet (He et al. 2016) for 28x28 digits: a conv3x3-BN-ReLU stem and 2x2 max-pool
+    (28 -> 14), a residual block of `c1` maps, a residual block of `c2` maps with stride 2
+    (14 -> 7), global 7x7 average pooling and the classifier. A Module with its own forward (the
+    shortcuts), registered in the zoo with ``register`` as a user's own model would be."""
+
+    def __init__(self, c1=16, c2=32, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(),
+                                  nn.MaxPool2d(2))
+        self.block1 = ResidualBlock(c1, c1)
+        self.block2 = ResidualBlock(c1, c2, stride=2)
+        self.head = nn.Sequential(nn.AvgPool2d(7), nn.Flatten(), nn.Linear(c2, classes))
+
+    def forward(self, x):
+        return self.head(self.block2(self.block1(self.stem(x))))
+
+
 # ------------------------------------------------------------------------------ parameter counts
 # Each architecture's parameter count from its arguments, so that a spec asking for a huge model
 # is refused before anything is allocated (``spec``); tests hold each against the built model.
@@ -261,6 +305,16 @@ def _count_alexnet(c, hidden, classes, **_):
             + _fc(c5 * 2 * 2, hidden) + _fc(hidden, hidden) + _fc(hidden, classes))
 
 
+def _count_block(cin, cout, stride):
+    shortcut = _conv(cin, cout, 1, False) + _bn(cout) if stride != 1 or cin != cout else 0
+    return _conv(cin, cout, 3, False) + _bn(cout) + _conv(cout, cout, 3, False) + _bn(cout) + shortcut
+
+
+def _count_resnet_small(c1, c2, classes, **_):
+    return (_conv(1, c1, 3, False) + _bn(c1) + _count_block(c1, c1, 1) + _count_block(c1, c2, 2)
+            + _fc(c2, classes))
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A zoo entry: how to build the network, in words and in code.
@@ -291,6 +345,60 @@ MODELS: dict[str, Architecture] = {
     "alexnet": Architecture(alexnet, "AlexNet-style: 5 conv (32/64/128/128/128, local response norm, overlapping "
                                      "3x3/2 max-pool) + FC 1024-1024-10 with dropout", _count_alexnet),
 }
+
+SEQUENTIAL = "sequential"  # the name of a layer spec: {"name": "sequential", "layers": [...]}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def register(name: str, builder: Callable[..., nn.Module], description: str = "",
+             parameters: Callable[..., int] | None = None, replace: bool = False) -> None:
+    """Make a model defined in code (a Module with its own ``forward``) a named model, as the zoo's are.
+
+    Its runs then record ``{"name": name, "kwargs": {...}}`` in spec.json, and ``models.build``,
+    ``runs.load``, ``evaluate``, ``predict`` ... rebuild it by calling ``builder(**kwargs)`` in a
+    process where it is registered too: loading runs no code from the run, so a process that has
+    not registered ``name`` refuses the run with one line saying so.
+
+    Args:
+        name: letters, digits, '.', '_', '-' (at most 64); not a zoo model's, nor "sequential".
+        builder: a Module class, or a function returning a Module, whose arguments all have
+            defaults of JSON kinds (numbers, strings, booleans, lists). Register the class itself
+            to have ``runs.train(config, model=obj)`` and ``spec_of`` recognise its instances.
+        description: one line for ``cnnlab summary`` and the report (default: the first line of
+            the builder's docstring).
+        parameters: optionally, the parameter count from the builder's arguments (all of them),
+            so that a spec asking for too many is refused before anything is allocated.
+        replace: allow replacing another registration of ``name`` (not a zoo model).
+
+    Raises:
+        ValueError: a bad name, a zoo model's name, or ``name`` registered to another builder.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == SEQUENTIAL:
+        raise ValueError(f"register: a model name is 1-64 letters, digits, '.', '_' or '-' (and not "
+                         f"{SEQUENTIAL!r}), got {name!r}")
+    if not callable(builder):
+        raise ValueError(f"register({name!r}): the builder must be a Module class or a function, got {builder!r}")
+    if name in ZOO:
+        raise ValueError(f"register({name!r}): a model of the zoo has that name; choose another")
+    old = MODELS.get(name)
+    if old is not None and old.builder is not builder and not replace:
+        raise ValueError(f"register({name!r}): already registered to {getattr(old.builder, '__qualname__', old.builder)}"
+                         f"; pass replace=True to replace it")
+    own_doc = (builder.__doc__ or "").strip().split("\n")[0]  # its own, not an inherited one
+    what = getattr(builder, "__qualname__", name)
+    MODELS[name] = Architecture(builder, description or own_doc or f"{what} (registered)", parameters)
+
+
+def unregister(name: str) -> None:
+    """Forget a model registered with ``register`` (the zoo's stay)."""
+    if name in ZOO:
+        raise ValueError(f"unregister({name!r}): a model of the zoo cannot be unregistered")
+    MODELS.pop(name, None)
+
+ZOO: tuple[str, ...] = ()  # the zoo's names, fixed below once the zoo is complete
+register("resnet-small", ResNetSmall, "ResNet-style: conv3x3 stem, 2 residual blocks (16, 32 maps, BN), global "
+                                      "average pool, FC", _count_resnet_small)
+ZOO = tuple(MODELS)
 
 # ------------------------------------------------------------------------------ the rule for arguments
 # A spec may come from a file (spec.json) or the command line, so ``spec`` checks its arguments
@@ -354,7 +462,7 @@ LEGACY_NAMES: dict[str, tuple[str, dict]] = {
 
 
 def names() -> list[str]:
-    """The architectures of the zoo."""
+    """The architectures of the zoo, then the models registered with ``register``."""
     return list(MODELS)
 
 
@@ -369,8 +477,13 @@ def spec(name: str, **kwargs) -> dict:
     if name in LEGACY_NAMES and name not in MODELS:
         name, fixed = LEGACY_NAMES[name]
         kwargs = {**fixed, **kwargs}
+    if name == SEQUENTIAL:
+        raise ValueError(f"model {SEQUENTIAL!r} is a layer spec: build it from {{'name': 'sequential', "
+                         f"'layers': [...]}} (models.layer_spec(model) makes one), not from a name")
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {name!r}: not in the zoo ({', '.join(ZOO)}) nor registered; a model "
+                         f"defined in code must be registered in the process that loads it: "
+                         f"cnnlab.models.register({name!r}, builder)")
     arch = MODELS[name]
     signature = inspect.signature(arch.builder)
     try:
@@ -390,35 +503,326 @@ def spec(name: str, **kwargs) -> dict:
     return {"name": name, "kwargs": dict(kwargs)}
 
 
+def check_spec(model_spec) -> dict:
+    """A model spec checked without building anything: a named model's ({"name", "kwargs"}, see
+    ``spec``) or a layer spec ({"name": "sequential", "layers": [...]}, see ``layer_spec``).
+
+    Returns:
+        The spec, normalised (a copy).
+
+    Raises:
+        ValueError (SettingError for a named model's argument): one line naming what is wrong.
+    """
+    if not isinstance(model_spec, dict):
+        raise ValueError(f"a model spec is {{'name': ..., 'kwargs': {{...}}}}, got {model_spec!r}")
+    if model_spec.get("name") == SEQUENTIAL:
+        extra = sorted(set(model_spec) - {"name", "layers"})
+        if extra:
+            raise ValueError(f"a layer spec has only \"name\" and \"layers\", not {extra[0]!r}")
+        layers = model_spec.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise ValueError('a layer spec\'s "layers" must be a non-empty list of {"type": ..., "args": {...}}')
+        count = [0]
+        for i, entry in enumerate(layers):
+            _check_entry(entry, f"layers[{i}]", 0, count)
+        return {"name": SEQUENTIAL, "layers": layers}
+    if not isinstance(model_spec.get("kwargs", {}), dict):
+        raise ValueError(f"a model spec is {{'name': ..., 'kwargs': {{...}}}}, got {model_spec!r}")
+    return spec(model_spec.get("name"), **model_spec.get("kwargs", {}))
+
+
 def build(model_spec) -> nn.Module:
-    """Build a fresh model from a name or a spec dict (weights from cnnlab's seeded generator)."""
+    """Build a fresh model from a name or a spec dict (weights from cnnlab's seeded generator):
+    a zoo or registered model's {"name", "kwargs"}, or a layer spec (``layer_spec``)."""
     if isinstance(model_spec, str):
         model_spec = spec(model_spec)
-    if not isinstance(model_spec, dict) or not isinstance(model_spec.get("kwargs", {}), dict):
-        raise ValueError(f"a model spec is {{'name': ..., 'kwargs': {{...}}}}, got {model_spec!r}")
-    model_spec = spec(model_spec.get("name"), **model_spec.get("kwargs", {}))
+    model_spec = check_spec(model_spec)
     name = model_spec["name"]
+    if name == SEQUENTIAL:
+        budget = [0]
+        model = nn.Sequential(*[_build_value(e, f"layers[{i}]", budget) for i, e in enumerate(model_spec["layers"])])
+    else:
+        try:
+            model = MODELS[name].builder(**model_spec["kwargs"])
+        except SettingError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"model {name!r}: bad arguments {model_spec['kwargs']}: {exc}") from exc
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model {name!r}: its builder returned a {type(model).__name__}, not a cnnlab Module")
+    _BUILT[model] = model_spec
+    return model
+
+
+# ------------------------------------------------------------------------------ specs of model objects
+# models.build remembers the spec of each model it made (weakly: a model it forgets with it)
+_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MAX_LAYERS = 10000  # entries in a layer spec
+MAX_DEPTH = 32  # layers within layers
+
+
+def layer_types() -> dict[str, type]:
+    """The layers a layer spec may name: every Module class that ``cnnlab.nn`` exports (a new
+    layer exported there is one; its constructor's arguments are recorded by ``Module``)."""
+    out = {}
+    for name in nn.__all__:
+        obj = getattr(nn, name)
+        if isinstance(obj, type) and issubclass(obj, nn.Module) and obj not in (nn.Module, nn.FusedModule):
+            out[name] = obj
+    return out
+
+
+def layer_spec(model) -> dict:
+    """A ``nn.Sequential`` of cnnlab's layers as JSON: {"name": "sequential", "layers": [{"type":
+    "Conv2d", "args": {"in_channels": 1, ...}}, ...]}, each layer's constructor arguments as
+    ``init_args()`` reports them (layers inside layers, e.g. a nested Sequential, as entries).
+    ``build`` makes the same architecture from it (fresh weights).
+
+    Raises:
+        ValueError: a layer that is not one of ``cnnlab.nn``'s, an argument JSON cannot hold, or
+            layers changed after they were made so that the spec would build another model.
+    """
+    if type(model) is not nn.Sequential:
+        raise ValueError(f"layer_spec: expected a cnnlab.nn.Sequential, got {type(model).__name__}")
+    out = {"name": SEQUENTIAL, "layers": [_encode(m, f"layers[{i}]") for i, m in enumerate(model.layers)]}
+    _check_rebuilds(model, out)
+    return out
+
+
+def spec_of(model) -> dict:
+    """The spec a run records for ``model``: the spec ``build`` made it from; for an instance of a
+    class registered with ``register``, its name and ``init_args()``; for an ``nn.Sequential``
+    of cnnlab's layers, its ``layer_spec``.
+
+    Raises:
+        ValueError: one line saying why the model cannot be described (e.g. a Module with its own
+            forward that is not registered: register it).
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"expected a cnnlab Module, got {type(model).__name__}")
+    known = _BUILT.get(model)
+    if known is not None and _same_tensors(model, known):
+        return dict(known)
+    for name, arch in MODELS.items():
+        if isinstance(arch.builder, type) and type(model) is arch.builder:
+            kwargs = {k: _encode(v, f"{name}.{k}", modules=False) for k, v in model.init_args().items()}
+            return spec(name, **kwargs)
+    if type(model) is nn.Sequential:
+        return layer_spec(model)
+    cls = type(model).__name__
+    raise ValueError(f"{cls} has its own forward and is not a registered model: register its class, "
+                     f"cnnlab.models.register('a-name', {cls}), so that its runs can be saved and loaded")
+
+
+def describe(model_spec: dict) -> str:
+    """One line about the model a spec names (the zoo's or the registration's description)."""
+    if model_spec.get("name") == SEQUENTIAL:
+        return f"a Sequential of {len(model_spec['layers'])} layers (saved as a layer spec)"
+    arch = MODELS.get(model_spec.get("name"))
+    return arch.description if arch is not None else ""
+
+
+def _encode(value, where: str, modules: bool = True):
+    """A constructor argument as JSON: numbers, strings, booleans, null, lists, and (``modules``)
+    cnnlab.nn layers as {"type", "args"}."""
+    if isinstance(value, nn.Module) and modules:
+        kind = type(value).__name__
+        if layer_types().get(kind) is not type(value):
+            raise ValueError(f"{where} is a {kind}, not a layer of cnnlab.nn: a layer spec holds only those; a "
+                             f"model with its own layers or forward is registered: cnnlab.models.register(...)")
+        return {"type": kind, "args": {k: _encode(v, f"{where}.{k}") for k, v in value.init_args().items()}}
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} is {value!r}: JSON holds finite numbers only")
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, f"{where}[{i}]", modules) for i, v in enumerate(value)]
+    raise ValueError(f"{where} is a {type(value).__name__}, which a model spec (JSON) cannot hold")
+
+
+def _bind_args(cls, args: dict, where: str):
+    """(positional, keyword) arguments for ``cls`` from a spec entry's args by name."""
+    signature = inspect.signature(cls)
+    positional, keywords = [], {}
+    params = signature.parameters
+    for key in args:
+        if key not in params:
+            raise ValueError(f"{where} ({cls.__name__}): no argument {key!r}; it takes {', '.join(params)}")
+    for key, p in params.items():
+        if key not in args:
+            continue
+        if p.kind is p.VAR_POSITIONAL:
+            if not isinstance(args[key], list):
+                raise ValueError(f"{where} ({cls.__name__}): {key} must be a list")
+            positional.extend(args[key])
+        elif p.kind is p.VAR_KEYWORD:
+            if not isinstance(args[key], dict) or "type" in args[key]:
+                raise ValueError(f"{where} ({cls.__name__}): {key} must be an object of arguments")
+            keywords.update(args[key])
+        elif p.kind is p.POSITIONAL_ONLY:
+            positional.append(args[key])
+        else:
+            keywords[key] = args[key]
     try:
-        return MODELS[name].builder(**model_spec["kwargs"])
-    except SettingError:
-        raise
+        signature.bind(*positional, **keywords)
+    except TypeError as exc:
+        raise ValueError(f"{where} ({cls.__name__}): {exc}") from None
+    return positional, keywords
+
+
+def _check_entry(entry, where: str, depth: int, count: list) -> None:
+    """A layer spec entry {"type", "args"} checked: a known layer, arguments it takes, values of
+    JSON kinds in range, and a size bound (see below)."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where}: layers nested more than {MAX_DEPTH} deep")
+    count[0] += 1
+    if count[0] > MAX_LAYERS:
+        raise ValueError(f"a layer spec holds at most {MAX_LAYERS} layers")
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str) \
+            or not isinstance(entry.get("args", {}), dict) or set(entry) - {"type", "args"}:
+        raise ValueError(f'{where} must be {{"type": a cnnlab.nn layer, "args": {{...}}}}, got {str(entry)[:80]}')
+    types = layer_types()
+    cls = types.get(entry["type"])
+    if cls is None:
+        raise ValueError(f"{where}: unknown layer type {entry['type'][:40]!r}; a layer spec takes cnnlab.nn's "
+                         f"layers: {', '.join(sorted(types))}")
+    args = entry.get("args", {})
+    _bind_args(cls, args, where)
+    # Allocating parameters before counting them would let a hostile spec exhaust memory, so every
+    # layer's whole-number arguments (a kernel size three times, for 3-D) bound its size first:
+    # the product bounds the parameters of a convolution, a linear layer or a normalisation.
+    size = 1
+    for key, value in args.items():
+        for v in _leaves(value, f"{where}.{key}", depth, count):
+            size *= max(1, abs(v)) ** (3 if key == "kernel_size" and isinstance(value, int) else 1)
+    if size > MAX_PARAMETERS:
+        raise ValueError(f"{where} ({cls.__name__}): arguments {args} may ask for more than cnnlab's limit of "
+                         f"{MAX_PARAMETERS:,} parameters")
+
+
+def _leaves(value, where: str, depth: int, count: list):
+    """The whole numbers of an argument value (nested layers checked on the way, not counted)."""
+    if isinstance(value, dict):
+        _check_entry(value, where, depth + 1, count)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{where}[{i}]", depth + 1, count)
+    elif isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    elif isinstance(value, int):
+        if abs(value) > MAX_WIDTH:
+            raise ValueError(f"{where} must be in -{MAX_WIDTH}..{MAX_WIDTH}, got {value}")
+        yield value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
+    else:
+        raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
+
+
+def _build_value(value, where: str, budget: list):
+    """A checked layer spec value made into what the constructor takes: entries become layers."""
+    if isinstance(value, list):
+        return [_build_value(v, f"{where}[{i}]", budget) for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    cls = layer_types()[value["type"]]
+    args = {k: _build_value(v, f"{where}.{k}", budget) for k, v in value.get("args", {}).items()}
+    positional, keywords = _bind_args(cls, args, where)
+    try:
+        layer = cls(*positional, **keywords)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"model {name!r}: bad arguments {model_spec['kwargs']}: {exc}") from exc
+        raise ValueError(f"{where} ({cls.__name__}): {exc}") from None
+    if not any(isinstance(v, dict) for v in value.get("args", {}).values()):
+        budget[0] += layer.num_parameters()  # a leaf: its own parameters
+        if budget[0] > MAX_PARAMETERS:
+            raise ValueError(f"the layer spec asks for more than cnnlab's limit of {MAX_PARAMETERS:,} parameters "
+                             f"(at {where})")
+    return layer
+
+
+def _same_tensors(model, model_spec) -> bool:
+    """Whether ``build(model_spec)`` has ``model``'s tensors (names and shapes); cnnlab's random
+    generator is left as it was."""
+    generator = backend.rng()
+    state = generator.bit_generator.state
+    try:
+        fresh = build(model_spec)
+    finally:
+        generator.bit_generator.state = state
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return shapes == {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+
+
+def _check_rebuilds(model, model_spec) -> None:
+    if not _same_tensors(model, model_spec):
+        raise ValueError("layer_spec: the spec made from the layers' constructor arguments builds other tensors than "
+                         "the model holds (were layers changed after they were made?)")
+
+
+def summary_modules(model) -> list[tuple[str, nn.Module]]:
+    """(name, module) for each row of ``summarize``: a Sequential's layers; for a model with its
+    own forward, its sub-modules, plain Sequentials among them opened into their layers."""
+    if type(model) is nn.Sequential or isinstance(getattr(model, "layers", None), list):
+        return [(str(i), layer) for i, layer in enumerate(model.layers)]
+    out = []
+
+    def walk(prefix, module):
+        for name, child in module.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            if type(child) is nn.Sequential:
+                walk(full, child)
+            else:
+                out.append((full, child))
+    walk("", model)
+    return out
 
 
 def summarize(model, input_shape=(1, 1, 28, 28)) -> list[tuple[str, str, tuple, int]]:
-    """(index, layer, output shape, parameters) for every layer of a Sequential model, as it runs:
-    a fused model (``nn.fuse``) shows its fused blocks."""
-    rows = []
+    """(name, layer, output shape, parameters) for every layer as it runs: a Sequential's layers
+    (a fused model, ``nn.fuse``, shows its fused blocks); for a model with its own forward, each
+    sub-module (``summary_modules``) in the order the forward pass calls it, its output shape
+    from that first call. A layer the forward pass does not call is left out."""
     x = Tensor(np.zeros(input_shape, dtype=np.float32))
     was = model.training
     model.eval()
-    with no_grad():
-        for i, layer in enumerate(model.layers):
-            x = layer(x)
-            params = sum(p.size for p in layer.parameters())
-            rows.append((str(i), repr(layer).split("\n")[0], tuple(x.shape[1:]), params))
-    model.train(was)
+    rows = []
+    if type(model) is nn.Sequential or isinstance(getattr(model, "layers", None), list):
+        with no_grad():
+            for i, layer in enumerate(model.layers):
+                x = layer(x)
+                params = sum(p.size for p in layer.parameters())
+                rows.append((str(i), repr(layer).split("\n")[0], tuple(x.shape[1:]), params))
+        model.train(was)
+        return rows
+    seen = set()
+
+    def tap(name, module):
+        def forward(*args, **kwargs):
+            out = type(module).forward(module, *args, **kwargs)
+            if name not in seen:
+                seen.add(name)
+                text = repr(module)
+                line = f"{type(module).__name__}({module.extra_repr()})" if "\n" in text else text
+                rows.append((name, line, tuple(getattr(out, "shape", ())[1:]),
+                             sum(p.size for p in module.parameters())))
+            return out
+        return forward
+
+    tapped = summary_modules(model)
+    try:
+        for name, module in tapped:
+            module.__dict__["forward"] = tap(name, module)  # an instance's forward: Module.__call__ calls it
+        with no_grad():
+            model(x)
+    finally:
+        for _, module in tapped:
+            module.__dict__.pop("forward", None)
+        model.train(was)
     return rows
 
 
@@ -436,7 +840,9 @@ def shared_weights_line(model, rows=None) -> str | None:
         24x24) share 78 parameters ...", or None.
     """
     rows = summarize(model) if rows is None else rows
-    for (_, _, shape, params), layer in zip(rows, model.layers):
+    modules = dict(summary_modules(model))
+    for (name, _, shape, params) in rows:
+        layer = modules[name]
         if isinstance(layer, nn.Conv2d):
             inputs = layer.in_channels * 28 * 28  # summarize's input
             neurons = int(np.prod(shape))

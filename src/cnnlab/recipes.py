@@ -77,6 +77,9 @@ RECIPES: dict[str, Recipe] = {r.config.recipe: r for r in (
     Recipe(_preset("alexnet", _ONECYCLE, model="alexnet", epochs=12, lr=0.01),
            "AlexNet-style: 5 conv (32/64/128/128/128, local response norm, overlapping 3x3/2 max-pool) + FC "
            "1024-1024-10 with dropout"),
+    # the default's way of training, not tuned for this net; its accuracy is not measured yet
+    Recipe(_preset("resnet-small", _ONECYCLE, model="resnet-small"),
+           "ResNet-style: conv3x3 stem, 2 residual blocks (16, 32 maps, BN), global average pool, FC"),
 )}
 
 

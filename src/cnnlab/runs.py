@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -112,7 +113,9 @@ class TrainConfig:
     """Everything that decides a training run. Frozen; make variants with ``replace``.
 
     Attributes:
-        model: an architecture of the zoo (``cnnlab.models.MODELS``), e.g. "fast".
+        model: an architecture of the zoo (``cnnlab.models.MODELS``), e.g. "fast", or a model
+            registered with ``models.register``; "sequential" for a run of a model object saved as
+            a layer spec (``train(config, model=...)`` sets it; its spec.json holds the layers).
         model_kwargs: its arguments, e.g. {"pool": "l2"}.
         dataset: "mnist", "fashion-mnist", or a folder with one sub-folder of images per class.
         epochs, batch_size: passes over the training data; images per step.
@@ -157,7 +160,8 @@ class TrainConfig:
         if isinstance(self.model_kwargs, MappingProxyType):
             object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         try:
-            models.spec(self.model, **_mapping(self.model_kwargs, "model_kwargs"))
+            if self.model != models.SEQUENTIAL or self.model_kwargs:
+                models.spec(self.model, **_mapping(self.model_kwargs, "model_kwargs"))
         except ValueError as exc:
             raise _bad("model", str(exc).removeprefix("unknown model ")) from None
         # read-only, so that a config (a recipe's too) cannot be changed through it
@@ -359,7 +363,7 @@ class Run:
     Attributes:
         dir: its run directory (None when nothing was saved).
         config: how it was trained, normalisation filled in.
-        spec: the model's {"name", "kwargs"} (``models.build(spec)`` makes it again).
+        spec: the model's {"name", "kwargs"}, or a layer spec (``models.build(spec)`` makes it again).
         model: the trained model, with the best-validation epoch's weights (eval mode when loaded).
         metrics: what metrics.json holds: the per-epoch history, the test accuracy, the machine.
         history: the History of a run trained now (None for a loaded one).
@@ -387,8 +391,8 @@ def unique_dir(base: Path) -> Path:
     return Path(f"{base}-{i}")
 
 
-def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = False, progress: bool = True,
-          log=print, overwrite: bool = False, world=None) -> Run:
+def train(config: TrainConfig, out=None, *, model: nn.Module | None = None, save: bool = True,
+          dry_run: bool = False, progress: bool = True, log=print, overwrite: bool = False, world=None) -> Run:
     """Train one model as ``config`` says, evaluating after every epoch; save and return the run.
 
     Nielsen's protocol: the model kept (and saved, and reported) is the one of the epoch with the
@@ -402,6 +406,11 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
 
     Args:
         config: the TrainConfig.
+        model: a model object to train instead of the one ``config.model`` names, as it is (its
+            weights are the starting point, and it is trained in place): an ``nn.Sequential`` of
+            cnnlab's layers (saved as a layer spec), an instance of a class registered with
+            ``models.register``, or a model ``models.build`` made (``models.spec_of`` says which);
+            the config's model and model_kwargs are replaced by what its spec records.
         out: the run directory (default: runs/<recipe>-<dataset>, numbered if taken); a folder that
             already holds a run is refused before any work, unless ``overwrite``.
         save: write the run directory (after every epoch, and at the end).
@@ -422,41 +431,50 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
     Raises:
         FloatingPointError: training diverged (the run directory keeps the last good epoch).
     """
+    model_spec = None
+    if model is not None:
+        model_spec = models.spec_of(model)  # a ValueError naming why it cannot be saved, before any work
+        named = config.model == model_spec["name"]  # else the recipe's name would misname the model
+        config = config.replace(model=model_spec["name"], model_kwargs=model_spec.get("kwargs", {}),
+                                recipe=config.recipe if named else None)
+    elif config.model == models.SEQUENTIAL:
+        raise _bad("model", f"{models.SEQUENTIAL!r} names a model object saved as a layer spec: pass the model, "
+                            f"runs.train(config, model=...)")
     world = distributed.init() if world is None else world
     with world.guard("training"):  # an error on one process stops them all, not only itself
         if not world.lead:  # rank 0 alone logs and writes
             save, progress, log = False, False, None
         if config.device == "cuda" and world.size > 1:
             distributed.use_local_gpu(world)  # GPU local_rank % count, before anything lands on one
-        return _train(config, out, save, dry_run, progress, log, overwrite, world)
+        return _train(config, out, save, dry_run, progress, log, overwrite, world, (model, model_spec))
 
 
-def _train(config, out, save, dry_run, progress, log, overwrite, world) -> Run:
+def _train(config, out, save, dry_run, progress, log, overwrite, world, given) -> Run:
     """``train`` on this process of ``world``."""
     if config.device == "cuda":
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
     if not save or dry_run:
-        return _Training(config, None, dry_run, progress, log, world).run()
+        return _Training(config, None, dry_run, progress, log, world, *given).run()
     run_dir = Path(out) if out else unique_dir(Path("runs") / f"{config.name}-{Path(config.dataset).name}")
     checkpoint.check_output_path(run_dir, folder=True)  # before any work, not after the first epoch
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train_into(config, run_dir, progress, log, overwrite, world)
+        return _train_into(config, run_dir, progress, log, overwrite, world, given)
     except BaseException:
         if made and not (run_dir / checkpoint.MANIFEST).exists():  # nothing of the run was saved: no folder
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _train_into(config, run_dir: Path, progress, log, overwrite, world) -> Run:
+def _train_into(config, run_dir: Path, progress, log, overwrite, world, given) -> Run:
     with _locked(run_dir):
         if not overwrite and ((run_dir / checkpoint.WEIGHTS).exists() or (run_dir / checkpoint.MANIFEST).exists()):
             raise ValueError(f"{run_dir} already holds a run; continue it with `cnnlab train --resume {run_dir}` "
                              f"(runs.resume), choose another folder, or delete it first")
         for stale in (checkpoint.MANIFEST, checkpoint.WEIGHTS, checkpoint.METRICS):
             (run_dir / stale).unlink(missing_ok=True)  # an overwritten run's: nothing of it stays loadable
-        return _Training(config, run_dir, False, progress, log, world).run()
+        return _Training(config, run_dir, False, progress, log, world, *given).run()
 
 
 def resume(run_dir, *, progress: bool = True, log=print, world=None) -> Run:
@@ -481,26 +499,29 @@ def resume(run_dir, *, progress: bool = True, log=print, world=None) -> Run:
             config, restored = _resume_plan(run_dir, processes=1)
             if log:
                 log(_resuming(run_dir, config, restored))
-            return _Training(config, run_dir, False, progress, log, world).run(restored)
+            return _Training(config, run_dir, False, progress, log, world,
+                             model_spec=_saved_spec(run_dir)).run(restored)
     if not world.lead:  # rank 0 reads the run and sends what it restores; it alone logs and writes
         plan = world.broadcast_object(None, what="reading the run to resume")
         if "error" in plan:
             raise checkpoint.RunError(plan["error"])
         with world.guard("training"):
-            return _Training(TrainConfig.from_dict(plan["config"]), None, False, False, None,
-                             world).run(plan["restored"])
+            return _Training(TrainConfig.from_dict(plan["config"]), None, False, False, None, world,
+                             model_spec=plan["spec"]).run(plan["restored"])
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(_locked(_existing(run_dir)))
             config, restored = _resume_plan(run_dir, processes=world.size)
+            spec = _saved_spec(run_dir)
         except checkpoint.RunError as exc:
             world.broadcast_object({"error": str(exc)}, what="reading the run to resume")
             raise
-        world.broadcast_object({"config": config.to_dict(), "restored": restored}, what="reading the run to resume")
+        world.broadcast_object({"config": config.to_dict(), "spec": spec, "restored": restored},
+                               what="reading the run to resume")
         with world.guard("training"):
             if log:
                 log(_resuming(run_dir, config, restored))
-            return _Training(config, run_dir, False, progress, log, world).run(restored)
+            return _Training(config, run_dir, False, progress, log, world, model_spec=spec).run(restored)
 
 
 def _existing(run_dir: Path) -> Path:
@@ -548,6 +569,12 @@ def _resuming(run_dir: Path, config: TrainConfig, restored) -> str:
     return f"resuming {run_dir} after epoch {len(restored[1]['history']['epochs'])} of {config.epochs}"
 
 
+def _saved_spec(run_dir: Path) -> dict | None:
+    """The run's spec.json, checked (the model a resumed run rebuilds), or None if it has none."""
+    path = run_dir / checkpoint.SPEC
+    return checkpoint.read_spec(path) if path.exists() else None
+
+
 @contextlib.contextmanager
 def _locked(run_dir: Path):
     """Hold RUN/.lock: one training per run directory at a time."""
@@ -566,7 +593,8 @@ def _locked(run_dir: Path):
 class _Training:
     """One training run's parts (data, model, loader, optimizer, schedule) and its saving."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path | None, dry_run: bool, progress: bool, log, world):
+    def __init__(self, config: TrainConfig, run_dir: Path | None, dry_run: bool, progress: bool, log, world,
+                 model: nn.Module | None = None, model_spec: dict | None = None):
         self.run_dir, self.dry_run, self.progress, self.log = run_dir, dry_run, progress, log
         t_load = time.perf_counter()
         split = load_dataset(config.dataset, validation=config.validation)
@@ -577,7 +605,8 @@ class _Training:
             config = config.replace(mean=float(mean), std=float(std))
         if config.classes is None:
             config = config.replace(classes=tuple(split.classes or class_names(config.dataset)))
-        if len(config.classes) != 10 and "classes" not in config.model_kwargs:
+        if len(config.classes) != 10 and "classes" not in config.model_kwargs and model_spec is None \
+                and "classes" in inspect.signature(models.MODELS[config.model].builder).parameters:
             config = config.replace(model_kwargs={**config.model_kwargs, "classes": len(config.classes)})
         train_x, train_y = split.train
         if config.train_size is not None:
@@ -592,9 +621,9 @@ class _Training:
             test = (test[0][:500], test[1][:500])
         self.load_seconds = time.perf_counter() - t_load
         self.config = config
-        self.spec = models.spec(config.model, **config.model_kwargs)
+        self.spec = model_spec if model_spec is not None else models.spec(config.model, **config.model_kwargs)
         backend.manual_seed(config.seed)
-        self.model = models.build(self.spec)
+        self.model = model if model is not None else models.build(self.spec)
         device = config.device
         if device != "cpu":
             self.model.to(device)

@@ -8,6 +8,7 @@ imports it; each command lives in its own module here.
     cnnlab summary MODEL                   layers, output shapes, parameter counts
     cnnlab models                          the recipes and architectures of the zoo
     cnnlab show WHAT RUN / report RUN      pictures and an HTML page of a run
+    cnnlab export RUN --torch weights.pt   the model's weights for PyTorch
     cnnlab example / reproduce / experiment
 
 Exit codes: 0 success; 1 some inputs failed (predict) or no epoch finished; 2 bad arguments or
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_report")(a))
 
 
+    command("export", "write a run's model for another framework (PyTorch)",
+            lambda p: _lazy("cli.export", "add_arguments")(p), lambda a: _lazy("cli.export", "run")(a))
     command("serve", "a live demo in the browser: draw a digit, watch a run classify it",
             lambda p: _lazy("cli.serve", "add_arguments")(p), lambda a: _lazy("cli.serve", "run")(a))
     command("example", "small 1-D and 3-D convolution examples beyond images", example.add_arguments, example.run)

@@ -15,7 +15,7 @@ def add_summary_arguments(p: argparse.ArgumentParser) -> None:
 def run_summary(args) -> int:
     if Path(args.model).is_dir():
         r = runs.load(args.model)
-        name, model, description = r.config.name, r.model, models.MODELS[r.spec["name"]].description
+        name, model, description = r.config.name, r.model, models.describe(r.spec)
     elif args.model in recipes.RECIPES:
         name, description = args.model, recipes.describe(args.model).description
         config = recipes.get(name)
@@ -28,10 +28,12 @@ def run_summary(args) -> int:
     runs_as = fused_blocks(model)
     w = max(len(r[1]) for r in rows)
     print(f"{name}: {description}")
-    print(f"{'#':>3}  {'layer':<{w}}  {'output shape':<16} {'parameters':>10}  runs on the CPU as (nn.fuse)")
-    print(f"{'':>3}  {'input':<{w}}  {str((1, 28, 28))}")
-    for (idx, layer, shape, params), module in zip(rows, model.layers):
-        print(f"{idx:>3}  {layer:<{w}}  {str(shape):<16} {params:>10,}  {runs_as.get(id(module), '')}".rstrip())
+    iw = max(3, *(len(r[0]) for r in rows))
+    print(f"{'#':>{iw}}  {'layer':<{w}}  {'output shape':<16} {'parameters':>10}  runs on the CPU as (nn.fuse)")
+    print(f"{'':>{iw}}  {'input':<{w}}  {str((1, 28, 28))}")
+    modules = dict(models.summary_modules(model))
+    for idx, layer, shape, params in rows:
+        print(f"{idx:>{iw}}  {layer:<{w}}  {str(shape):<16} {params:>10,}  {runs_as.get(id(modules[idx]), '')}".rstrip())
     print(f"total parameters: {model.num_parameters():,}")
     shared = models.shared_weights_line(model, rows)
     if shared:
@@ -43,7 +45,7 @@ def fused_blocks(model) -> dict[int, str]:
     """id(layer) -> "<fused module> #k" for each layer that ``nn.fuse`` runs as part of a fused
     module (the k-th block of the fused model), so a summary shows what actually runs."""
     out = {}
-    for k, block in enumerate(nn.fuse(model).layers):
+    for k, block in nn.fuse(model).named_modules():
         if isinstance(block, nn.FusedModule):
             note = f" ({block.note})" if block.note else ""
             for child in block.children():

@@ -8,6 +8,8 @@ state dict, never trained.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import OrderedDict
 
 import numpy as np
@@ -29,10 +31,28 @@ class Parameter(Tensor):
 
 
 class Module:
-    """Base class of every layer and model. Subclasses set attributes and define ``forward``."""
+    """Base class of every layer and model. Subclasses set attributes and define ``forward``.
+
+    Every Module remembers the arguments it was constructed with (``init_args``): a subclass's
+    ``__init__`` is wrapped once, when the class is defined, to record them, so a new layer needs
+    nothing more for ``models.layer_spec`` to describe it and ``models.build`` to make it again.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "records_init_args", False):
+            cls.__init__ = _recording(init)
 
     def __init__(self):
         self.training = True
+
+    def init_args(self) -> dict:
+        """The arguments this module was made with, by name, defaults filled in (a copy):
+        ``type(m)(**m.init_args())`` makes it again (a ``*args`` parameter holds a tuple, passed
+        as positional arguments; ``**kwargs`` a dict). A module changed after it was made
+        reports what it was made with; a subclass may override this to report its state."""
+        return dict(self.__dict__.get("_init_args", {}))
 
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
@@ -179,6 +199,27 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
+def _recording(init):
+    """``init`` wrapped to record its arguments in ``self._init_args``; the outermost constructor
+    (the class the object is) records, the ``super().__init__`` calls below it do not."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if "_init_args" not in self.__dict__:
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:
+                pass  # the constructor itself raises the clear error
+            else:
+                bound.apply_defaults()
+                self.__dict__["_init_args"] = dict(list(bound.arguments.items())[1:])
+        init(self, *args, **kwargs)
+
+    __init__.records_init_args = True
+    return __init__
+
+
 class Sequential(Module):
     """Applies its modules in order: Sequential(Conv2d(1, 20, 5), ReLU(), ...).
 
@@ -198,6 +239,10 @@ class Sequential(Module):
     def named_children(self):
         for i, layer in enumerate(self.layers):
             yield str(i), layer
+
+    def init_args(self) -> dict:
+        """{"layers": the layers it holds now} (``append`` included)."""
+        return {"layers": tuple(self.layers)}
 
     def forward(self, x):
         for layer in self.layers:

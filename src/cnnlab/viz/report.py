@@ -160,7 +160,7 @@ def build_report(run_dir, out=None) -> Path:
         f"<style>{_CSS}</style>", "</head>", "<body>",
         f"<h1>{esc(heading)}: test accuracy {100 * headline:.2f}%</h1>",
     ]
-    description = models.MODELS[name].description if name in models.MODELS else ""
+    description = models.describe(spec)
     kwargs = spec.get("kwargs") or {}
     facts = [
         f"Model <b>{esc(name)}</b>{esc(f' {kwargs}') if kwargs else ''}"
@@ -227,6 +227,9 @@ def build_report(run_dir, out=None) -> Path:
             draw_feature_maps(model, images[0], f"Feature maps of test image 0 (label {label})", names, mean, std),
             "feature maps of test image 0",
             "What each convolution, pooling and activation layer computes from test image 0."))
+    elif not isinstance(getattr(model, "layers", None), list):
+        parts.append('<p class="note">This model has its own forward (not a Sequential): no kernels or feature '
+                     'maps drawn.</p>')
     else:
         parts.append('<p class="note">This model has no convolutional layer: no kernels or feature maps.</p>')
     if epochs:
