@@ -57,8 +57,8 @@ _PACKAGE_DATA = Path(__file__).resolve().parent
 _SYSTEM_DATA = Path("/usr/share/datasets")
 
 _HOW_TO_GET = {
-    "mnist": "MNIST ships with cnnlab (the package's data/mnist folder: a damaged install? reinstall cnnlab); or put the 4 IDX files "
-    "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+    "mnist": "MNIST ships with cnnlab (the package's data/mnist folder: a damaged install? reinstall cnnlab); or "
+    "put the 4 IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
     "t10k-labels-idx1-ubyte.gz) into $CNNLAB_DATA/mnist or ~/.cache/cnnlab/mnist",
     "fashion-mnist": "install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; it goes to "
     "/usr/share/datasets/fashion-mnist), or put the 4 IDX files (train-images-idx3-ubyte.gz, "
