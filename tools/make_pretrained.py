@@ -115,6 +115,7 @@ def main(argv=None) -> int:
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     again = dest.parent / f".{dest.name}.check-{os.getpid()}"
     log = print
+    commit = _commit()  # the code that trains, before anything can change in the checkout
     try:
         run, seconds = train_once(config, tmp, log)
         sha = checkpoint.sha256(tmp / checkpoint.WEIGHTS)
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
             "workers": WORKERS,
             "blas_threads": BLAS_THREADS,
             "train_seconds": round(seconds, 1),
-            "cnnlab_commit": _commit(),
+            "cnnlab_commit": commit,
             "cnnlab_version": cnnlab.__version__,
             "numpy": __import__("numpy").__version__,
             "numba": __import__("numba").__version__,

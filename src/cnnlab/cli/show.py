@@ -26,8 +26,10 @@ def cmd_show(args) -> int:
     if args.layer is not None and what != "filters":
         raise ValueError(f"--layer is only used by `show filters`, not `show {what}`")
     if (what == "featuremaps" and args.image is None and args.run is not None and not Path(args.run).is_dir()
-            and (args.run.startswith("test:") or Path(args.run).is_file())):
-        args.run, args.image = None, args.run  # `show featuremaps my7.png`: the shipped model's maps
+            and (args.run.startswith("test:") or Path(args.run).is_file()
+                 or Path(args.run).suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"))):
+        # `show featuremaps my7.png`: the shipped model's maps (a missing picture is then named as one)
+        args.run, args.image = None, args.run
     if args.image is not None and what != "featuremaps":
         raise ValueError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
     _check_suffix(args.out, ".png")
