@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import checkpoint, pretrained, runs
+from cnnlab import checkpoint, pretrained, recipes, runs
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.train import eval_loader, evaluate
@@ -44,6 +44,12 @@ def test_the_shipped_model_is_the_recorded_one(shipped):
     assert facts["recipe"] == shipped.config.recipe == "default" and facts["changes"] == {}
     assert facts["seed"] == shipped.config.seed
     assert facts["test_accuracy"] == shipped.test_accuracy
+
+
+def test_the_shipped_model_is_the_default_recipes(shipped):
+    # a changed default recipe needs a new shipped model: the tool is its only source
+    assert shipped.config.comparable() == recipes.get("default").comparable(), (
+        "the default recipe changed since the shipped model was made: run `python tools/make_pretrained.py --check`")
 
 
 def test_the_shipped_model_reads_digits(shipped):
