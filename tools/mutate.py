@@ -5,7 +5,7 @@ exactly once, else the row says "did not apply"), runs the test files that shoul
 (pytest -x, with a timeout), restores the file, and prints a table: mutation, file, the first
 test that failed ("caught by") or SURVIVED.
 
-Nothing is edited in place: src/, tests/, data/ and pyproject.toml are copied into a temporary
+Nothing is edited in place: src/ (MNIST in it), tests/ and pyproject.toml are copied into a temporary
 folder first (tests and src from a git revision if asked), and every mutated file is restored in
 a finally block before the next mutation, even on Ctrl-C. Bytecode caching is off in the copies,
 so a restored file is never run from a mutant's .pyc.
@@ -182,7 +182,7 @@ MUTATIONS = [
 
 
 def _copy_tree(dest: Path, tests_rev: str | None, src_rev: str | None) -> None:
-    """src/, tests/, pyproject.toml (from a git revision or this tree) and data/ into dest."""
+    """src/ (with MNIST), tests/, pyproject.toml (from a git revision or this tree) into dest."""
     for part, rev in (("src", src_rev), ("tests", tests_rev), ("pyproject.toml", tests_rev)):
         if rev:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, part], check=True,
@@ -192,7 +192,9 @@ def _copy_tree(dest: Path, tests_rev: str | None, src_rev: str | None) -> None:
             shutil.copytree(ROOT / part, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(ROOT / part, dest / part)
-    shutil.copytree(ROOT / "data", dest / "data")
+    mnist = Path("src", "cnnlab", "data", "mnist")
+    if not (dest / mnist).is_dir():  # an older src revision looks for MNIST in the checkout's data/mnist
+        shutil.copytree(ROOT / mnist, dest / "data" / "mnist")
 
 
 def _test_files(tests_dir: Path, basenames: list) -> list:

@@ -1,6 +1,6 @@
 """cnnlab: convolutional neural networks from first principles, with a NumPy/CuPy autograd."""
 
-from . import backend, data, functional, models, nn, optim, recipes, runs  # noqa: E402  # noqa: E402
+from . import backend, data, functional, models, nn, optim, pretrained, recipes, runs  # noqa: E402  # noqa: E402
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .backend import manual_seed
 from .numerical import GradcheckError, gradcheck  # noqa: E402
@@ -10,5 +10,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "TrainConfig", "backend", "data", "enable_grad", "functional",
-    "gradcheck", "is_grad_enabled", "manual_seed", "models", "nn", "no_grad", "optim", "recipes", "runs", "tensor",
+    "gradcheck", "is_grad_enabled", "manual_seed", "models", "nn", "no_grad", "optim", "pretrained", "recipes", "runs",
+    "tensor",
 ]

@@ -47,7 +47,7 @@ from cnnlab.data import (
     write_idx,
 )
 
-REPO_MNIST = Path(datasets.__file__).resolve().parents[3] / "data" / "mnist"
+REPO_MNIST = Path(datasets.__file__).resolve().parent / "mnist"
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -291,7 +291,7 @@ def test_label_image_count_mismatch(tmp_path):
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(datasets, "_REPO_DATA", tmp_path / "repo")
+    monkeypatch.setattr(datasets, "_PACKAGE_DATA", tmp_path / "package")
     monkeypatch.setattr(datasets, "_SYSTEM_DATA", tmp_path / "system")
     with pytest.raises(DataError) as info:
         load_fashion_mnist()
@@ -802,3 +802,17 @@ def test_to_mnist_form_errors(tmp_path):
         to_mnist_form(tmp_path / "blank.png")
     with pytest.raises(DataError, match="digit.png"):
         load_image_batch([tmp_path / "blank.png", text][::-1])
+
+
+def test_packaged_mnist_comes_before_the_cache(tmp_path, monkeypatch):
+    # the copy inside the package (the wheel's) wins over a user's cache; $CNNLAB_DATA over both
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "cnnlab").mkdir(parents=True)
+    _link_copy(tmp_path / "cache" / "cnnlab" / "mnist")
+    assert dataset_dir("mnist") == REPO_MNIST
+    assert datasets.search_dirs("mnist")[:2] == [REPO_MNIST, tmp_path / "cache" / "cnnlab" / "mnist"]
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "env"))
+    (tmp_path / "env").mkdir()
+    _link_copy(tmp_path / "env" / "mnist")
+    assert dataset_dir("mnist") == tmp_path / "env" / "mnist"

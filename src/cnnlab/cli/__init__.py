@@ -2,12 +2,13 @@
 imports it; each command lives in its own module here.
 
     cnnlab train [--model default] ...     train, evaluate each epoch, save a run directory
-    cnnlab evaluate RUN...                 re-measure saved runs (several: also their ensemble)
+    cnnlab evaluate [RUN...]               re-measure saved runs (several: also their ensemble)
     cnnlab ensemble RECIPE --seeds 0-15    train a committee (under mpiexec: one net per process)
-    cnnlab predict RUN IMAGE...            classify your own digit pictures
+    cnnlab predict [RUN] IMAGE...          classify your own digit pictures
     cnnlab summary MODEL                   layers, output shapes, parameter counts
     cnnlab models                          the recipes and architectures of the zoo
-    cnnlab show WHAT RUN / report RUN      pictures and an HTML page of a run
+    cnnlab show WHAT [RUN] / report [RUN]  pictures and an HTML page of a run
+                                           (no RUN: the model that ships with cnnlab)
     cnnlab export RUN --torch weights.pt   the model's weights for PyTorch
     cnnlab example / reproduce / experiment
 
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
             evaluate.add_arguments, evaluate.run)
     command("ensemble", "train one net per seed (under mpiexec, in parallel) and evaluate the committee",
             ensemble.add_arguments, ensemble.run)
-    command("predict", "classify your own images with a saved run", predict.add_arguments, predict.run)
+    command("predict", "classify your own images with a saved run (no RUN: the shipped model)", predict.add_arguments,
+            predict.run)
     command("summary", "layers, output shapes and parameter counts", summary.add_summary_arguments,
             summary.run_summary)
     command("models", "list the recipes and architectures of the zoo", lambda p: None, summary.run_models)
@@ -69,17 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "curves: loss and accuracy per epoch; confusion: test confusion matrix; "
                         "mistakes: misclassified test images; augment: training images as the run's "
                         "augmentation changed them")
-    p.add_argument("run", help="run directory written by `cnnlab train`")
+    p.add_argument("run", nargs="?", default=None,
+                   help="run directory written by `cnnlab train` (default: the model that ships with cnnlab; "
+                        "`show featuremaps IMAGE` uses it too)")
     p.add_argument("image", nargs="?", default=None,
                    help="for featuremaps: a PNG/JPEG file, or test:N for test image N (default: test:0)")
     p.add_argument("--layer", type=int, default=None,
                    help="for filters: index of the conv layer in the model (default: the first conv layer)")
-    p.add_argument("--out", default=None, help="PNG file to write (default: RUN/<what>.png)")
+    p.add_argument("--out", default=None,
+                   help="PNG file to write (default: RUN/<what>.png; for the shipped model ./<what>.png)")
     p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_show")(a))
 
     p = sub.add_parser("report", help="one self-contained HTML page about a run", formatter_class=_Formatter)
-    p.add_argument("run", help="run directory written by `cnnlab train`")
-    p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
+    p.add_argument("run", nargs="?", default=None,
+                   help="run directory written by `cnnlab train` (default: the model that ships with cnnlab)")
+    p.add_argument("--out", default=None,
+                   help="HTML file to write (default: RUN/report.html; for the shipped model ./report.html)")
     p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_report")(a))
 
 

@@ -1,5 +1,5 @@
-"""`cnnlab evaluate RUN...`: each run's accuracy, plain and with test-time augmentation, and the
-ensemble's.
+"""`cnnlab evaluate [RUN...]`: each run's accuracy, plain and with test-time augmentation, and the
+ensemble's (no RUN: the model that ships with cnnlab).
 
 Where the runs held out a validation set (the same one), every number is given on it too, and the
 ensemble's method (plurality vote or averaged probabilities) is chosen there, as the article chooses
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import checkpoint, runs
+from .. import checkpoint, pretrained, runs
 from ..data import load_dataset
 from ..ensemble import METHODS
 from ..train import Progress, eval_loader, evaluate, tta_views
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN",
+    p.add_argument("runs", nargs="*", metavar="RUN",
                    help="run directories written by `cnnlab train`; with several, the ensemble's plurality vote "
-                        "is measured too")
+                        "is measured too; with none, the model that ships with cnnlab")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--mirror-tta", action="store_true",
                    help="test-time augmentation: average each image's probabilities with its left-right "
@@ -61,6 +61,11 @@ def check_runs(paths, mirror_tta: bool) -> None:
 
 
 def run(args) -> int:
+    if not args.runs:
+        shipped = pretrained.load()  # checked against its recorded SHA-256 here, and as a run below
+        print(f"cnnlab evaluate: the model shipped with cnnlab ({shipped.config.name}); give RUNs to measure "
+              f"your own", file=sys.stderr)
+        args.runs = [str(shipped.dir)]
     check_runs(args.runs, args.mirror_tta)
     tta = tta_name(args.mirror_tta, args.shift_tta)
     variants = ["plain"] + ([tta] if tta else [])

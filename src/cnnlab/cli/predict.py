@@ -1,30 +1,67 @@
-"""`cnnlab predict RUN IMAGE...`: classify your own pictures with a saved run."""
+"""`cnnlab predict [RUN] IMAGE...`: classify your own pictures with a saved run, or with the model
+that ships with cnnlab when no RUN is given.
+
+The first argument is the RUN when it is a directory (a picture never is); otherwise every argument
+is a picture. A first argument that does not exist, followed by others, is refused in one line:
+a mistyped run directory must not quietly become a missing picture and the shipped model's answers.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from .. import functional as F
-from .. import runs
+from .. import pretrained, runs
 from ..autograd import Tensor, no_grad
 from ..checkpoint import RunError
 from ..data import FirstFrameWarning, class_names, form_for, standardize
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory written by `cnnlab train`")
-    p.add_argument("images", nargs="+",
-                   help="PNG/JPEG files, any size, dark on light or light on dark: a digit, or for a Fashion-MNIST "
-                        "run one piece of clothing")
+    p.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE",
+                   help="a run directory written by `cnnlab train` (optional: without one, the model that ships "
+                        "with cnnlab), then PNG/JPEG files, any size, dark on light or light on dark: a digit, or "
+                        "for a Fashion-MNIST run one piece of clothing")
     p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
 
 
+def split_inputs(inputs: list[str]) -> tuple[str | None, list[str]]:
+    """(run directory or None for the shipped model, pictures) from ``[RUN] IMAGE...``.
+
+    Raises:
+        checkpoint.RunError: a first argument that is neither a directory nor a file, with more
+            after it, or a RUN with no picture.
+    """
+    first, rest = inputs[0], inputs[1:]
+    if Path(first).is_dir():
+        if not rest:
+            raise RunError(f"{first} is a run directory: give the pictures to classify after it")
+        return first, rest
+    if rest and not Path(first).exists():
+        raise RunError(f"{first}: no such run directory (nor a picture): give an existing RUN, or only pictures "
+                       f"to use the shipped model")
+    return None, list(inputs)
+
+
+def load_run(run_dir: str | None, command: str) -> runs.Run:
+    """``runs.load(run_dir)``, or the shipped model (saying so on stderr) when ``run_dir`` is None."""
+    if run_dir is not None:
+        return runs.load(run_dir)
+    r = pretrained.load()
+    acc = f", test accuracy {100 * r.test_accuracy:.2f}%" if r.test_accuracy is not None else ""
+    print(f"cnnlab {command}: the model shipped with cnnlab ({r.config.name}{acc}); give a RUN to use "
+          f"your own", file=sys.stderr)
+    return r
+
+
 def run(args) -> int:
-    r = runs.load(args.run)
+    args.run, args.images = split_inputs(args.inputs)
+    r = load_run(args.run, "predict")
     model = runs.runnable(r.model)
     classes = list(r.config.classes or class_names(r.config.dataset))
     convert, _ = form_for(r.config.dataset)
@@ -47,7 +84,7 @@ def run(args) -> int:
         with no_grad():
             prob = F.softmax(model(Tensor(x)), 1).numpy()[0]
         if not np.isfinite(prob).all():
-            raise RunError(f"{args.run}: its weights give no finite probabilities (a run that diverged?)")
+            raise RunError(f"{r.dir}: its weights give no finite probabilities (a run that diverged?)")
         order = np.argsort(-prob)[: max(1, args.top)]
         tops = ", ".join(f"{classes[i]} ({100 * prob[i]:.1f}%)" for i in order)
         print(f"{path}: {classes[order[0]]}    top: {tops}")

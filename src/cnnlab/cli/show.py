@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from .. import viz
+from .. import pretrained, viz
 
 
 def cmd_show(args) -> int:
-    """``cnnlab show WHAT RUN [IMAGE] [--layer N] [--out FILE]``: write one picture, print its path.
+    """``cnnlab show WHAT [RUN] [IMAGE] [--layer N] [--out FILE]``: write one picture, print its path.
+
+    Without a RUN (or, for featuremaps, with a picture or test:N where RUN goes) the model that
+    ships with cnnlab is drawn, and the picture goes to ./<what>.png, never into the package.
 
     Args:
         args: argparse namespace with what, run, image, layer, out.
@@ -19,12 +23,18 @@ def cmd_show(args) -> int:
     what = args.what
     if what not in viz.FIGSIZE:
         raise ValueError(f"unknown picture {what!r}; choose one of {', '.join(viz.FIGSIZE)}")
-    if args.image is not None and what != "featuremaps":
-        raise ValueError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
     if args.layer is not None and what != "filters":
         raise ValueError(f"--layer is only used by `show filters`, not `show {what}`")
+    if (what == "featuremaps" and args.image is None and args.run is not None and not Path(args.run).is_dir()
+            and (args.run.startswith("test:") or Path(args.run).is_file()
+                 or Path(args.run).suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"))):
+        # `show featuremaps my7.png`: the shipped model's maps (a missing picture is then named as one)
+        args.run, args.image = None, args.run
+    if args.image is not None and what != "featuremaps":
+        raise ValueError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
     _check_suffix(args.out, ".png")
-    print(viz.plot_run(what, args.run, out=args.out, image=args.image, layer=args.layer))
+    run_dir, out = _run_and_out(args.run, args.out, f"{what}.png", "show")
+    print(viz.plot_run(what, run_dir, out=out, image=args.image, layer=args.layer))
     return 0
 
 
@@ -38,8 +48,20 @@ def cmd_report(args) -> int:
         0 on success.
     """
     _check_suffix(args.out, ".html", ".htm")
-    print(viz.build_report(args.run, args.out))
+    run_dir, out = _run_and_out(args.run, args.out, "report.html", "report")
+    print(viz.build_report(run_dir, out))
     return 0
+
+
+def _run_and_out(run, out, name: str, command: str):
+    """The run directory and the file to write: a RUN as given, or the shipped model (its run checked
+    against the recorded SHA-256) with ./NAME as the default output."""
+    if run is not None:
+        return run, out
+    r = pretrained.load()
+    print(f"cnnlab {command}: the model shipped with cnnlab ({r.config.name}); give a RUN to draw your own",
+          file=sys.stderr)
+    return r.dir, out if out is not None else Path(name)
 
 
 def _check_suffix(out, *suffixes) -> None:

@@ -1,6 +1,6 @@
 """SHA-256 verification of data files, with a cache so only the first load pays for hashing.
 
-The checksums are of the *decompressed* IDX content (as in data/mnist/README.md), so they stay
+The checksums are of the *decompressed* IDX content (as in src/cnnlab/data/mnist/README.md), so they stay
 valid when a mirror recompresses the files (e.g. Debian's dataset-fashion-mnist).
 
 A verified file is remembered in two places, both keyed by the on-disk file's size and mtime so a
@@ -25,7 +25,7 @@ from .errors import DataError
 
 __all__ = ["KNOWN_SHA256", "STAMP_NAME", "clear_verification_cache", "is_verified", "sha256_hex", "verify_sha256"]
 
-# Decompressed SHA-256 of each IDX file, copied from data/mnist/README.md.
+# Decompressed SHA-256 of each IDX file, copied from cnnlab/data/mnist/README.md.
 KNOWN_SHA256: dict[str, dict[str, str]] = {
     "mnist": {
         "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",

@@ -5,9 +5,12 @@ Where the files are looked for, first complete directory wins:
 
 1. the ``root`` argument (if given, only there);
 2. ``$CNNLAB_DATA/<name>``;
-3. ``~/.cache/cnnlab/<name>`` (``$XDG_CACHE_HOME/cnnlab/<name>`` when that is set);
-4. the source checkout's ``data/<name>`` (MNIST is bundled there);
+3. the package's own ``cnnlab/data/<name>`` (MNIST ships there, in the wheel and the checkout alike,
+   so an installed cnnlab finds it from any directory);
+4. ``~/.cache/cnnlab/<name>`` (``$XDG_CACHE_HOME/cnnlab/<name>`` when that is set);
 5. ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` installs there).
+
+Wherever they are found, the files are checked against ``checksums.KNOWN_SHA256``.
 """
 
 from __future__ import annotations
@@ -48,13 +51,14 @@ _FILES = {
 _IMAGE_HW = (28, 28)
 _NUM_CLASSES = 10
 
-# parents: [0] data/, [1] cnnlab/, [2] src/, [3] the repository root of a source checkout.
-_REPO_DATA = Path(__file__).resolve().parents[3] / "data"
+# The package's data folder: MNIST is package data (pyproject.toml), next to this file in the wheel
+# and in the source checkout.
+_PACKAGE_DATA = Path(__file__).resolve().parent
 _SYSTEM_DATA = Path("/usr/share/datasets")
 
 _HOW_TO_GET = {
-    "mnist": "MNIST is bundled with the source checkout under data/mnist; otherwise put the 4 IDX files "
-    "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+    "mnist": "MNIST ships with cnnlab (the package's data/mnist folder: a damaged install? reinstall cnnlab); or "
+    "put the 4 IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
     "t10k-labels-idx1-ubyte.gz) into $CNNLAB_DATA/mnist or ~/.cache/cnnlab/mnist",
     "fashion-mnist": "install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; it goes to "
     "/usr/share/datasets/fashion-mnist), or put the 4 IDX files (train-images-idx3-ubyte.gz, "
@@ -145,7 +149,7 @@ def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[Path]:
     env = os.environ.get("CNNLAB_DATA")
     if env:
         dirs.append(Path(env).expanduser() / name)
-    dirs += [_cache_home() / "cnnlab" / name, _REPO_DATA / name, _SYSTEM_DATA / name]
+    dirs += [_PACKAGE_DATA / name, _cache_home() / "cnnlab" / name, _SYSTEM_DATA / name]
     return dirs
 
 
