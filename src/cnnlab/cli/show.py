@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import viz
+from .scripting import UsageError
 
 
 def cmd_show(args) -> int:
@@ -14,15 +15,18 @@ def cmd_show(args) -> int:
         args: argparse namespace with what, run, image, layer, out.
 
     Returns:
-        0 on success (errors are raised as ValueError subclasses with a one-line message).
+        0 on success (errors are raised as ValueError subclasses with a one-line message: UsageError
+        for a command line that is wrong by itself).
     """
     what = args.what
     if what not in viz.FIGSIZE:
-        raise ValueError(f"unknown picture {what!r}; choose one of {', '.join(viz.FIGSIZE)}")
+        raise UsageError(f"unknown picture {what!r}; choose one of {', '.join(viz.FIGSIZE)}")
     if args.image is not None and what != "featuremaps":
-        raise ValueError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
+        raise UsageError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
     if args.layer is not None and what != "filters":
-        raise ValueError(f"--layer is only used by `show filters`, not `show {what}`")
+        raise UsageError(f"--layer is only used by `show filters`, not `show {what}`")
+    if args.image is not None and args.image.startswith("test:") and not args.image[len("test:"):].isdigit():
+        raise UsageError(f"image {args.image!r}: expected test:N with N a test-image index, e.g. test:0")
     _check_suffix(args.out, ".png")
     print(viz.plot_run(what, args.run, out=args.out, image=args.image, layer=args.layer))
     return 0
@@ -45,5 +49,5 @@ def cmd_report(args) -> int:
 def _check_suffix(out, *suffixes) -> None:
     """--out must name the kind of file written: no PNG where notes.txt was."""
     if out is not None and Path(out).suffix.lower() not in suffixes:
-        raise ValueError(f"--out {out}: the file written is {suffixes[0][1:].upper()}, so its name must end in "
+        raise UsageError(f"--out {out}: the file written is {suffixes[0][1:].upper()}, so its name must end in "
                          f"{' or '.join(suffixes)}")

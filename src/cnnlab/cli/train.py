@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import distributed, recipes, runs
+from .scripting import INTERRUPTED, OK, PARTIAL, UsageError
 
 # TrainConfig's settings by the flag that sets them (a SettingError names the setting; the
 # command line names the flag)
@@ -102,7 +103,7 @@ def run(args) -> int:
         given += [name for name in ("expand", "out", "dry_run") if getattr(args, name)]
         if given or args.model != "default":
             named = ", ".join("--" + g.replace("_", "-") for g in given + (["model"] if args.model != "default" else []))
-            raise ValueError(f"--resume takes no other settings ({named}): {args.resume}/config.json holds the run's")
+            raise UsageError(f"--resume takes no other settings ({named}): {args.resume}/config.json holds the run's")
         result = runs.resume(args.resume, progress=not args.no_progress)
     else:
         world = distributed.init(args.dist_timeout)  # under mpiexec: every process trains, data-parallel
@@ -117,11 +118,11 @@ def run(args) -> int:
                 f": `cnnlab train --resume {result.dir}` starts it again" if result.dir else ""))
         else:
             print("no epoch finished")
-        return 130 if h.interrupted else 1
+        return INTERRUPTED if h.interrupted else PARTIAL
     where = f"; run saved to {result.dir}" if result.dir else ""
     note = f" (interrupted; `cnnlab train --resume {result.dir}` goes on)" if h.interrupted and result.dir else (
         " (interrupted)" if h.interrupted else "")
     chosen = (f"(best validation {100 * h.best_validation_accuracy:.2f}%)" if h.best_validation_accuracy is not None
               else "(the last epoch: no validation set to choose on)")
     print(f"test accuracy {100 * h.test_accuracy:.2f}% at epoch {h.best_epoch} {chosen}, {h.seconds:.0f}s{note}{where}")
-    return 130 if h.interrupted else 0
+    return INTERRUPTED if h.interrupted else OK
