@@ -40,11 +40,13 @@ from .data import (
     shard_rows,
 )
 from .errors import SettingError
+from .provenance import provenance
 from .train import History, eval_loader, fit
 
 __all__ = [
     "CONFIG_FORMAT", "OPTIMIZERS", "SCHEDULES", "SGD_NAMES", "OptimizerConfig", "Run", "TrainConfig", "load",
-    "load_config", "load_metrics", "make_optimizer", "make_scheduler", "resume", "runnable", "train", "unique_dir",
+    "TENSORBOARD_DIR", "load_config", "load_metrics", "make_optimizer", "make_scheduler", "resume", "runnable", "train",
+    "unique_dir",
 ]
 
 OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
@@ -131,6 +133,9 @@ class TrainConfig:
         classes: the class names in label order; None before training means the data set's, which
             the saved config then records (a folder's sub-folders may change after training).
         recipe: the name of the preset this config was made from, if any (names runs and logs).
+        provenance: which cnnlab trained it, ``cnnlab.provenance.provenance()``: {"cnnlab": version,
+            "git_commit": ..., "git_dirty": ...}; ``train`` records it (None before training, and
+            in runs saved before it was recorded). Read-only.
     """
 
     model: str = "fast"
@@ -152,6 +157,7 @@ class TrainConfig:
     std: float | None = None
     classes: tuple[str, ...] | None = None
     recipe: str | None = None
+    provenance: dict | None = None  # stored read-only
 
     def __post_init__(self) -> None:
         if isinstance(self.model_kwargs, MappingProxyType):
@@ -203,6 +209,11 @@ class TrainConfig:
             object.__setattr__(self, "classes", tuple(self.classes))
         if self.recipe is not None and not isinstance(self.recipe, str):
             raise _bad("recipe", f"must be a name, got {self.recipe!r}")
+        if self.provenance is not None:
+            if not isinstance(self.provenance, (dict, MappingProxyType)) \
+                    or not all(isinstance(k, str) for k in self.provenance):
+                raise _bad("provenance", f"must be a JSON object, got {self.provenance!r}")
+            object.__setattr__(self, "provenance", MappingProxyType(dict(self.provenance)))
 
     # ------------------------------------------------------------------ variants
     def replace(self, **changes) -> TrainConfig:
@@ -233,8 +244,9 @@ class TrainConfig:
 
     def comparable(self) -> TrainConfig:
         """The config with what is only recorded, not chosen, cleared: the recipe's name, the
-        normalisation and the class names (the data set's own), so two runs trained alike compare equal."""
-        return dataclasses.replace(self, recipe=None, mean=None, std=None, classes=None)
+        normalisation and the class names (the data set's own), and which cnnlab trained it, so two
+        runs trained alike compare equal."""
+        return dataclasses.replace(self, recipe=None, mean=None, std=None, classes=None, provenance=None)
 
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_dict(), sort_keys=True))
@@ -388,7 +400,7 @@ def unique_dir(base: Path) -> Path:
 
 
 def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = False, progress: bool = True,
-          log=print, overwrite: bool = False, world=None) -> Run:
+          log=print, overwrite: bool = False, world=None, tensorboard: bool = False) -> Run:
     """Train one model as ``config`` says, evaluating after every epoch; save and return the run.
 
     Nielsen's protocol: the model kept (and saved, and reported) is the one of the epoch with the
@@ -414,6 +426,8 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
             they train data-parallel the model one process would train on the same global batch
             (``config.batch_size``), and rank 0 alone logs, shows progress and writes ``out``.
             Give ``distributed.local()`` to train alone inside an MPI job.
+        tensorboard: also write each epoch's numbers as TensorBoard event files in RUN/tensorboard/
+            (the optional package tensorboardX; nothing is written when nothing is saved).
 
     Returns:
         The Run (``run.history`` has the per-epoch records; ``run.dir`` is None if nothing was saved,
@@ -422,16 +436,20 @@ def train(config: TrainConfig, out=None, *, save: bool = True, dry_run: bool = F
     Raises:
         FloatingPointError: training diverged (the run directory keeps the last good epoch).
     """
+    if tensorboard:
+        _event_writer_class()  # a missing tensorboardX is named now, not after the first epoch
+    if config.provenance is None:  # recorded in config.json: which cnnlab trained the run
+        config = config.replace(provenance=provenance())
     world = distributed.init() if world is None else world
     with world.guard("training"):  # an error on one process stops them all, not only itself
         if not world.lead:  # rank 0 alone logs and writes
             save, progress, log = False, False, None
         if config.device == "cuda" and world.size > 1:
             distributed.use_local_gpu(world)  # GPU local_rank % count, before anything lands on one
-        return _train(config, out, save, dry_run, progress, log, overwrite, world)
+        return _train(config, out, save, dry_run, progress, log, overwrite, world, tensorboard)
 
 
-def _train(config, out, save, dry_run, progress, log, overwrite, world) -> Run:
+def _train(config, out, save, dry_run, progress, log, overwrite, world, tensorboard=False) -> Run:
     """``train`` on this process of ``world``."""
     if config.device == "cuda":
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
@@ -442,27 +460,31 @@ def _train(config, out, save, dry_run, progress, log, overwrite, world) -> Run:
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train_into(config, run_dir, progress, log, overwrite, world)
+        return _train_into(config, run_dir, progress, log, overwrite, world, tensorboard)
     except BaseException:
         if made and not (run_dir / checkpoint.MANIFEST).exists():  # nothing of the run was saved: no folder
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _train_into(config, run_dir: Path, progress, log, overwrite, world) -> Run:
+def _train_into(config, run_dir: Path, progress, log, overwrite, world, tensorboard=False) -> Run:
     with _locked(run_dir):
         if not overwrite and ((run_dir / checkpoint.WEIGHTS).exists() or (run_dir / checkpoint.MANIFEST).exists()):
             raise ValueError(f"{run_dir} already holds a run; continue it with `cnnlab train --resume {run_dir}` "
                              f"(runs.resume), choose another folder, or delete it first")
-        for stale in (checkpoint.MANIFEST, checkpoint.WEIGHTS, checkpoint.METRICS):
+        for stale in (checkpoint.MANIFEST, checkpoint.WEIGHTS, checkpoint.METRICS, checkpoint.METRICS_CSV):
             (run_dir / stale).unlink(missing_ok=True)  # an overwritten run's: nothing of it stays loadable
-        return _Training(config, run_dir, False, progress, log, world).run()
+        if overwrite:
+            shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)  # its curves are not this run's
+        return _Training(config, run_dir, False, progress, log, world, tensorboard).run()
 
 
-def resume(run_dir, *, progress: bool = True, log=print) -> Run:
+def resume(run_dir, *, progress: bool = True, log=print, tensorboard: bool | None = None) -> Run:
     """Go on training a run from its last complete epoch, as if it had never stopped.
 
     On the CPU the final weights are bitwise those of an uninterrupted run with the same config.
+    ``tensorboard``: write TensorBoard event files (None: if the run wrote them, as ``train`` did;
+    the events of epochs after the last complete one, from the stopped attempt, are dropped).
 
     Raises:
         checkpoint.RunError: no such run, a finished one, or one whose files are not whole.
@@ -470,6 +492,10 @@ def resume(run_dir, *, progress: bool = True, log=print) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise checkpoint.RunError(f"{run_dir}: no such run directory")
+    if tensorboard is None:
+        tensorboard = (run_dir / TENSORBOARD_DIR).is_dir()
+    if tensorboard:
+        _event_writer_class()
     if distributed.init().size > 1:  # rank 0's checkpoint would have to be broadcast: not done yet
         raise checkpoint.RunError(f"{run_dir}: resuming runs in one process (without mpiexec) for now")
     with _locked(run_dir):
@@ -482,7 +508,8 @@ def resume(run_dir, *, progress: bool = True, log=print) -> Run:
             if not config_path.exists() or "format" not in checkpoint.read_json(config_path):
                 raise checkpoint.RunError(f"{run_dir}: nothing was saved before it stopped; train it again")
             # stopped before its first save: start it again, as its config says
-            return _Training(load_config(run_dir), run_dir, False, progress, log, distributed.local()).run()
+            return _Training(load_config(run_dir), run_dir, False, progress, log, distributed.local(),
+                             tensorboard).run()
         if manifest["status"] == "finished":
             raise checkpoint.RunError(f"{run_dir} is finished ({manifest.get('epochs_done')} epochs): nothing to "
                                       f"resume")
@@ -498,7 +525,8 @@ def resume(run_dir, *, progress: bool = True, log=print) -> Run:
         config = load_config(run_dir)
         if log:
             log(f"resuming {run_dir} after epoch {manifest.get('epochs_done', 0)} of {config.epochs}")
-        return _Training(config, run_dir, False, progress, log, distributed.local()).run(state and run_dir / state)
+        return _Training(config, run_dir, False, progress, log, distributed.local(), tensorboard).run(
+            state and run_dir / state)
 
 
 @contextlib.contextmanager
@@ -519,8 +547,11 @@ def _locked(run_dir: Path):
 class _Training:
     """One training run's parts (data, model, loader, optimizer, schedule) and its saving."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path | None, dry_run: bool, progress: bool, log, world):
+    def __init__(self, config: TrainConfig, run_dir: Path | None, dry_run: bool, progress: bool, log, world,
+                 tensorboard: bool = False):
         self.run_dir, self.dry_run, self.progress, self.log = run_dir, dry_run, progress, log
+        self.tensorboard = tensorboard and run_dir is not None
+        self.events = None  # the TensorBoard writer while training
         t_load = time.perf_counter()
         split = load_dataset(config.dataset, validation=config.validation)
         if config.mean is None:
@@ -611,6 +642,9 @@ class _Training:
             checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_dict())
             checkpoint.write_manifest(run_dir, "started", [checkpoint.SPEC, checkpoint.CONFIG], epochs_done=0,
                                       state=None, processes=self.processes)
+        if self.tensorboard:  # events of epochs after the restored one (a killed attempt's) are purged
+            self.events = _event_writer_class()(logdir=str(run_dir / TENSORBOARD_DIR),
+                                               purge_step=len(resumed[0].epochs) + 1 if resumed else None)
         if log and resumed is None:
             log(_describe(config, self.model, *self.sizes, self.dry_run, self.load_seconds))
             if self.parallel is not None:
@@ -631,9 +665,12 @@ class _Training:
         finally:
             if self.parallel is not None:
                 self.parallel.close()  # plain batch norm again in the model returned
+            if self.events is not None:
+                self.events.close()
         if run_dir is not None and history.best_epoch is not None:
             # The best epoch's weights are in model.safetensors already; the final status and metrics.
             checkpoint.write_json(run_dir / checkpoint.METRICS, self.metrics(history))
+            checkpoint.write_metrics_csv(run_dir / checkpoint.METRICS_CSV, history.epochs)
             if history.interrupted:
                 self._mark("interrupted")
             else:  # nothing left to resume: the run is its four files
@@ -665,6 +702,9 @@ class _Training:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": backend.rng().bit_generator.state, "loader_epoch": self.epochs.epoch})
         checkpoint.write_json(run_dir / checkpoint.METRICS, self.metrics(history))
+        checkpoint.write_metrics_csv(run_dir / checkpoint.METRICS_CSV, history.epochs)
+        if self.events is not None:
+            _write_events(self.events, history.epochs[-1])
         self._mark("training", epochs_done=epoch, state=state)
         for old in (run_dir / checkpoint.STATE_DIR).glob("epoch-*"):
             if old.name not in (f"epoch-{epoch}.safetensors", f"epoch-{epoch}.json"):
@@ -675,7 +715,7 @@ class _Training:
         old = checkpoint.read_manifest(self.run_dir) or {}
         facts = {"epochs_done": old.get("epochs_done", 0), "state": old.get("state"), "processes": self.processes,
                  **facts}
-        names = [checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.WEIGHTS]
+        names = [checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.METRICS_CSV, checkpoint.WEIGHTS]
         if facts["state"]:
             names += [facts["state"] + ".safetensors", facts["state"] + ".json"]
         checkpoint.write_manifest(self.run_dir, status, [n for n in names if (self.run_dir / n).exists()], **facts)
@@ -703,6 +743,32 @@ class _Training:
         names = {id(t): k for k, t in self.net.state_dict().items()}  # fit keeps the net's names
         device = self.config.device
         return history, {names[id(t)]: backend.to_device(best[k], device) for k, t in self.model.state_dict().items()}
+
+
+TENSORBOARD_DIR = "tensorboard"  # RUN/tensorboard/: the event files of train(..., tensorboard=True)
+
+
+def _event_writer_class():
+    """tensorboardX's SummaryWriter, or a RuntimeError saying how to install it."""
+    try:
+        from tensorboardX import SummaryWriter  # noqa: PLC0415
+    except ImportError:
+        raise RuntimeError("TensorBoard event files need tensorboardX, an optional package: "
+                           "pip install 'cnnlab[tensorboard]'") from None
+    return SummaryWriter
+
+
+def _write_events(writer, record: dict) -> None:
+    """One epoch's record as TensorBoard scalars at step = the epoch: loss/train, loss/validation,
+    loss/test, accuracy/..., lr, seconds, images_per_second (a missing value is left out)."""
+    step = record["epoch"]
+    for key, value in record.items():
+        if key == "epoch" or value is None:
+            continue
+        split, _, kind = key.rpartition("_")
+        tag = f"{kind}/{split}" if kind in ("loss", "accuracy") else key
+        writer.add_scalar(tag, value, step)
+    writer.flush()
 
 
 def _share(pair, world):

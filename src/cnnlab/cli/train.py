@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="go on training RUN from its last complete epoch (its settings are in RUN/config.json, so "
                         "give no others)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write each epoch's numbers as TensorBoard event files in RUN/tensorboard/ (needs "
+                        "tensorboardX: pip install 'cnnlab[tensorboard]'); a resumed run that wrote them goes on")
     add_timeout_argument(p)
 
 
@@ -104,11 +107,11 @@ def run(args) -> int:
         if given or args.model != "default":
             named = ", ".join("--" + g.replace("_", "-") for g in given + (["model"] if args.model != "default" else []))
             raise UsageError(f"--resume takes no other settings ({named}): {args.resume}/config.json holds the run's")
-        result = runs.resume(args.resume, progress=not args.no_progress)
+        result = runs.resume(args.resume, progress=not args.no_progress, tensorboard=args.tensorboard or None)
     else:
         world = distributed.init(args.dist_timeout)  # under mpiexec: every process trains, data-parallel
         result = runs.train(config_from_args(args), out=args.out, dry_run=args.dry_run,
-                            progress=not args.no_progress, world=world)
+                            progress=not args.no_progress, world=world, tensorboard=args.tensorboard)
         if not world.lead:
             return 0  # rank 0 reports
     h = result.history
