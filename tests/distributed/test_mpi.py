@@ -95,3 +95,11 @@ def test_ensemble_trains_one_member_per_process(tmp_path):
     from cnnlab import runs
 
     assert runs.load(out_dir / "seed-1").config.seed == 1
+
+
+def test_an_error_on_the_processes_ends_the_job_with_the_commands_exit_code(tmp_path):
+    """A data set that is not there is bad input (3, docs/scripting.md) under mpiexec too: every
+    process stops with it, and mpiexec reports it."""
+    code, out, _ = mpirun(["-m", "cnnlab", "train", "--model", "article", "--dataset", tmp_path / "no-such-folder",
+                           "--no-progress"], timeout=60)
+    assert code == 3 and "unknown data set" in out and "stopping all 2 processes" in out, out
