@@ -92,9 +92,12 @@ def test_ensemble_trains_one_member_per_process(tmp_path):
     assert sorted(p.name for p in out_dir.iterdir()) == ["committee.json", "seed-0", "seed-1", "seed-2"]
     summary = json.loads((out_dir / "committee.json").read_text())
     assert [m["rank"] for m in summary["members"]] == [0, 1, 0]
-    from cnnlab import runs
+    from cnnlab import checkpoint, runs
 
-    assert runs.load(out_dir / "seed-1").config.seed == 1
+    member = runs.load(out_dir / "seed-1")
+    assert member.config.seed == 1 and member.config.provenance is not None  # saved as runs.train saves a run
+    manifest = checkpoint.read_manifest(member.dir)
+    checkpoint.check_files(member.dir, manifest, [checkpoint.METRICS_CSV])
 
 
 def test_an_error_on_the_processes_ends_the_job_with_the_commands_exit_code(tmp_path):
