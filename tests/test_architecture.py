@@ -1,6 +1,8 @@
 """The package's shape, checked by reading its source: the import graph runs one way.
 
-- nothing outside ``cnnlab.cli`` imports ``cnnlab.cli``;
+- nothing outside ``cnnlab.cli`` imports ``cnnlab.cli``, nor names it to import or run it (a
+  string such as "cnnlab.cli" for importlib or runpy), except the package's entry point
+  ``cnnlab.__main__`` (``python -m cnnlab``), which runs the command line and is no library code;
 - no private name (``_x``) crosses a module: not imported, not reached as ``module._x``;
 - no import cycle between modules other than the one ARCHITECTURE allows (``autograd`` -> the
   elementwise operators in ``functional.ops``, which need ``Tensor``).
@@ -18,6 +20,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "cnnlab"
 ALLOWED_CYCLE_EDGES = {("cnnlab.autograd", "cnnlab.functional.ops")}
+ENTRY_POINT = "cnnlab.__main__"  # `python -m cnnlab`: runs the command line, so it may name it
 
 
 def _module_name(path: Path) -> str:
@@ -110,6 +113,20 @@ def test_the_package_has_modules():
 def test_nothing_outside_cli_imports_cli():
     bad = sorted(f"{a} imports {b}" for a, deps in GRAPH.items() if not _in_cli(a) for b in deps if _in_cli(b))
     assert not bad, "\n".join(bad)
+
+
+def _names_cli(name: str) -> list[int]:
+    """Lines of a module where a string names the CLI's package or one of its modules."""
+    tree = ast.parse(MODULES[name].read_text(), filename=str(MODULES[name]))
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and (node.value == "cnnlab.cli" or node.value.startswith("cnnlab.cli."))]
+
+
+def test_only_the_entry_point_names_the_cli_outside_it():
+    bad = [f"{name}:{line} names cnnlab.cli" for name in MODULES if not _in_cli(name) and name != ENTRY_POINT
+           for line in _names_cli(name)]
+    assert not bad, "\n".join(bad)
+    assert _names_cli(ENTRY_POINT) and not GRAPH[ENTRY_POINT]  # it runs the CLI by name and imports nothing of cnnlab
 
 
 def test_no_private_name_crosses_modules():

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cnnlab import checkpoint, models, recipes, runs
+from cnnlab import checkpoint, models, provenance, recipes, runs
 from cnnlab.data import Augment
 from cnnlab.errors import SettingError
 from cnnlab.runs import OptimizerConfig, TrainConfig
@@ -132,8 +132,9 @@ def test_a_damaged_config_is_one_line_naming_file_and_setting(tmp_path, edit, me
 def test_train_saves_what_load_gives_back(tmp_path):
     config = recipes.get("article").replace(epochs=2, train_size=500, validation=500)
     run = runs.train(config, out=tmp_path / "r", progress=False, log=None)
-    # the data set's statistics and class names recorded
-    assert run.config == config.replace(mean=0.1307, std=0.3081, classes=tuple("0123456789"))
+    # the data set's statistics and class names recorded, and which cnnlab trained it
+    assert run.config == config.replace(mean=0.1307, std=0.3081, classes=tuple("0123456789"),
+                                        provenance=provenance.provenance())
     back = runs.load(run.dir)
     assert back.config == run.config and back.spec == run.spec == models.spec("article")
     assert back.test_accuracy == run.history.test_accuracy == run.metrics["test_accuracy"]

@@ -286,24 +286,24 @@ def run_without_history(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("argv,words", [
-    (["show", "filters", "{run}", "--layer", "1"], ["layer 1", "MaxPool2d", "not a Conv2d"]),
-    (["show", "filters", "{run}", "--layer", "12"], ["layer 12 does not exist"]),
-    (["show", "filters", "{missing}"], ["no such run directory"]),
-    (["report", "{missing}"], ["no such run directory"]),
-    (["show", "featuremaps", "{run}", "{tmp}/nope.png"], ["nope.png", "no such file"]),
-    (["show", "featuremaps", "{run}", "{tmp}/garbage.png"], ["garbage.png", "cannot read"]),
-    (["show", "featuremaps", "{run}", "test:10000"], ["test:10000", "10,000 images"]),
-    (["show", "featuremaps", "{run}", "test:x"], ["test:N"]),
-    (["show", "curves", "{nohistory}"], ["no per-epoch history"]),
-    (["show", "curves", "{run}", "--layer", "0"], ["--layer is only used by `show filters`"]),
-    (["show", "augment", "{run}"], ["trained without augmentation"]),
+@pytest.mark.parametrize("argv,words,code", [  # code 2: the command line alone is wrong; 3: what it names
+    (["show", "filters", "{run}", "--layer", "1"], ["layer 1", "MaxPool2d", "not a Conv2d"], 3),
+    (["show", "filters", "{run}", "--layer", "12"], ["layer 12 does not exist"], 3),
+    (["show", "filters", "{missing}"], ["no such run directory"], 3),
+    (["report", "{missing}"], ["no such run directory"], 3),
+    (["show", "featuremaps", "{run}", "{tmp}/nope.png"], ["nope.png", "no such file"], 3),
+    (["show", "featuremaps", "{run}", "{tmp}/garbage.png"], ["garbage.png", "cannot read"], 3),
+    (["show", "featuremaps", "{run}", "test:10000"], ["test:10000", "10,000 images"], 3),
+    (["show", "featuremaps", "{run}", "test:x"], ["test:N"], 2),
+    (["show", "curves", "{nohistory}"], ["no per-epoch history"], 3),
+    (["show", "curves", "{run}", "--layer", "0"], ["--layer is only used by `show filters`"], 2),
+    (["show", "augment", "{run}"], ["trained without augmentation"], 3),
 ])
-def test_bad_input_is_one_clear_line(run, run_without_history, tmp_path, capsys, argv, words):
+def test_bad_input_is_one_clear_line(run, run_without_history, tmp_path, capsys, argv, words, code):
     (tmp_path / "garbage.png").write_bytes(b"this is not a PNG")
     subs = {"run": run, "missing": tmp_path / "no-such-run", "tmp": tmp_path, "nohistory": run_without_history}
     argv = [a.format(**subs) for a in argv]
-    assert main(argv) == 2
+    assert main(argv) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"cnnlab {argv[0]}: error:")
     for w in words:

@@ -7,6 +7,7 @@
       config.json         how it was trained: a ``runs.TrainConfig`` as JSON (data set, epochs,
                           optimizer, augmentation, seed, the input normalisation "mean" and "std", ...)
       metrics.json        per-epoch history and the final test_accuracy (a fraction)
+      metrics.csv         the per-epoch history as a table, one row per epoch (runs.train writes it)
 
 Every file is written to a temporary file in the same directory and renamed over the target,
 so a crash or Ctrl-C never leaves a half-written file. Nothing is pickled: loading a run
@@ -21,6 +22,7 @@ be no larger than ``data.limits.max_data_bytes()``.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -36,6 +38,7 @@ from .data.loader import MNIST_MEAN, MNIST_STD
 from .errors import SettingError
 
 WEIGHTS, SPEC, CONFIG, METRICS = "model.safetensors", "spec.json", "config.json", "metrics.json"
+METRICS_CSV = "metrics.csv"  # metrics.json's per-epoch records, one row each
 MANIFEST = "manifest.json"  # written last: which files make the run, with their checksums
 STATE_DIR = "checkpoint"  # what `cnnlab train --resume` continues from
 
@@ -95,6 +98,21 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def write_metrics_csv(path, epochs) -> None:
+    """Per-epoch records (metrics.json's "epochs": dicts of numbers) as CSV, atomically: a header
+    row of the records' keys in their order, then one row per epoch; a missing value (None, e.g.
+    no validation set) is an empty field, a float is written in full (its repr)."""
+    columns = list(dict.fromkeys(key for record in epochs for key in record))
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for record in epochs:
+                writer.writerow(["" if record.get(key) is None else record[key] for key in columns])
+    atomic_write(Path(path), write)
 
 
 def read_json(path) -> dict:

@@ -120,8 +120,9 @@ def _train_committee(config, seeds, out, world, save, progress, log, overwrite):
             # manifest with their checksums last
             checkpoint.write_manifest(member_dir, "started", epochs_done=0, state=None, processes=1)
             checkpoint.save_run(member_dir, model, result["spec"], result["config"], result["metrics"])
+            checkpoint.write_metrics_csv(member_dir / checkpoint.METRICS_CSV, result["metrics"].get("epochs", []))
             checkpoint.write_manifest(member_dir, "finished", [checkpoint.WEIGHTS, checkpoint.SPEC, checkpoint.CONFIG,
-                                                               checkpoint.METRICS],
+                                                               checkpoint.METRICS, checkpoint.METRICS_CSV],
                                       epochs_done=len(result["metrics"].get("epochs", [])), state=None, processes=1)
         if log:
             test = float((result["probabilities"]["test"].argmax(1) == sets["test"][1]).mean())

@@ -41,11 +41,13 @@ from .data import (
     shard_rows,
 )
 from .errors import SettingError
+from .provenance import provenance
 from .train import History, eval_loader, fit
 
 __all__ = [
     "CONFIG_FORMAT", "OPTIMIZERS", "SCHEDULES", "SGD_NAMES", "OptimizerConfig", "Run", "TrainConfig", "load",
-    "load_config", "load_metrics", "make_optimizer", "make_scheduler", "resume", "runnable", "train", "unique_dir",
+    "TENSORBOARD_DIR", "load_config", "load_metrics", "make_optimizer", "make_scheduler", "resume", "runnable", "train",
+    "unique_dir",
 ]
 
 OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
@@ -134,6 +136,9 @@ class TrainConfig:
         classes: the class names in label order; None before training means the data set's, which
             the saved config then records (a folder's sub-folders may change after training).
         recipe: the name of the preset this config was made from, if any (names runs and logs).
+        provenance: which cnnlab trained it, ``cnnlab.provenance.provenance()``: {"cnnlab": version,
+            "git_commit": ..., "git_dirty": ...}; ``train`` records it (None before training, and
+            in runs saved before it was recorded). Read-only.
     """
 
     model: str = "fast"
@@ -155,6 +160,7 @@ class TrainConfig:
     std: float | None = None
     classes: tuple[str, ...] | None = None
     recipe: str | None = None
+    provenance: dict | None = None  # stored read-only
 
     def __post_init__(self) -> None:
         if isinstance(self.model_kwargs, MappingProxyType):
@@ -207,6 +213,11 @@ class TrainConfig:
             object.__setattr__(self, "classes", tuple(self.classes))
         if self.recipe is not None and not isinstance(self.recipe, str):
             raise _bad("recipe", f"must be a name, got {self.recipe!r}")
+        if self.provenance is not None:
+            if not isinstance(self.provenance, (dict, MappingProxyType)) \
+                    or not all(isinstance(k, str) for k in self.provenance):
+                raise _bad("provenance", f"must be a JSON object, got {self.provenance!r}")
+            object.__setattr__(self, "provenance", MappingProxyType(dict(self.provenance)))
 
     # ------------------------------------------------------------------ variants
     def replace(self, **changes) -> TrainConfig:
@@ -237,8 +248,9 @@ class TrainConfig:
 
     def comparable(self) -> TrainConfig:
         """The config with what is only recorded, not chosen, cleared: the recipe's name, the
-        normalisation and the class names (the data set's own), so two runs trained alike compare equal."""
-        return dataclasses.replace(self, recipe=None, mean=None, std=None, classes=None)
+        normalisation and the class names (the data set's own), and which cnnlab trained it, so two
+        runs trained alike compare equal."""
+        return dataclasses.replace(self, recipe=None, mean=None, std=None, classes=None, provenance=None)
 
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_dict(), sort_keys=True))
@@ -392,7 +404,8 @@ def unique_dir(base: Path) -> Path:
 
 
 def train(config: TrainConfig, out=None, *, model: nn.Module | None = None, save: bool = True,
-          dry_run: bool = False, progress: bool = True, log=print, overwrite: bool = False, world=None) -> Run:
+          dry_run: bool = False, progress: bool = True, log=print, overwrite: bool = False, world=None,
+          tensorboard: bool = False) -> Run:
     """Train one model as ``config`` says, evaluating after every epoch; save and return the run.
 
     Nielsen's protocol: the model kept (and saved, and reported) is the one of the epoch with the
@@ -423,6 +436,8 @@ def train(config: TrainConfig, out=None, *, model: nn.Module | None = None, save
             they train data-parallel the model one process would train on the same global batch
             (``config.batch_size``), and rank 0 alone logs, shows progress and writes ``out``.
             Give ``distributed.local()`` to train alone inside an MPI job.
+        tensorboard: also write each epoch's numbers as TensorBoard event files in RUN/tensorboard/
+            (the optional package tensorboardX; nothing is written when nothing is saved).
 
     Returns:
         The Run (``run.history`` has the per-epoch records; ``run.dir`` is None if nothing was saved,
@@ -431,6 +446,10 @@ def train(config: TrainConfig, out=None, *, model: nn.Module | None = None, save
     Raises:
         FloatingPointError: training diverged (the run directory keeps the last good epoch).
     """
+    if tensorboard:
+        _event_writer_class()  # a missing tensorboardX is named now, not after the first epoch
+    if config.provenance is None:  # recorded in config.json: which cnnlab trained the run
+        config = config.replace(provenance=provenance())
     model_spec = None
     if model is not None:
         model_spec = models.spec_of(model)  # a ValueError naming why it cannot be saved, before any work
@@ -446,10 +465,10 @@ def train(config: TrainConfig, out=None, *, model: nn.Module | None = None, save
             save, progress, log = False, False, None
         if config.device == "cuda" and world.size > 1:
             distributed.use_local_gpu(world)  # GPU local_rank % count, before anything lands on one
-        return _train(config, out, save, dry_run, progress, log, overwrite, world, (model, model_spec))
+        return _train(config, out, save, dry_run, progress, log, overwrite, world, (model, model_spec), tensorboard)
 
 
-def _train(config, out, save, dry_run, progress, log, overwrite, world, given) -> Run:
+def _train(config, out, save, dry_run, progress, log, overwrite, world, given, tensorboard=False) -> Run:
     """``train`` on this process of ``world``."""
     if config.device == "cuda":
         backend.xp_for("cuda")  # a clear error now if CuPy or the GPU is missing
@@ -460,24 +479,26 @@ def _train(config, out, save, dry_run, progress, log, overwrite, world, given) -
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train_into(config, run_dir, progress, log, overwrite, world, given)
+        return _train_into(config, run_dir, progress, log, overwrite, world, given, tensorboard)
     except BaseException:
         if made and not (run_dir / checkpoint.MANIFEST).exists():  # nothing of the run was saved: no folder
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _train_into(config, run_dir: Path, progress, log, overwrite, world, given) -> Run:
+def _train_into(config, run_dir: Path, progress, log, overwrite, world, given, tensorboard=False) -> Run:
     with _locked(run_dir):
         if not overwrite and ((run_dir / checkpoint.WEIGHTS).exists() or (run_dir / checkpoint.MANIFEST).exists()):
             raise ValueError(f"{run_dir} already holds a run; continue it with `cnnlab train --resume {run_dir}` "
                              f"(runs.resume), choose another folder, or delete it first")
-        for stale in (checkpoint.MANIFEST, checkpoint.WEIGHTS, checkpoint.METRICS):
+        for stale in (checkpoint.MANIFEST, checkpoint.WEIGHTS, checkpoint.METRICS, checkpoint.METRICS_CSV):
             (run_dir / stale).unlink(missing_ok=True)  # an overwritten run's: nothing of it stays loadable
-        return _Training(config, run_dir, False, progress, log, world, *given).run()
+        if overwrite:
+            shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)  # its curves are not this run's
+        return _Training(config, run_dir, False, progress, log, world, *given, tensorboard=tensorboard).run()
 
 
-def resume(run_dir, *, progress: bool = True, log=print, world=None) -> Run:
+def resume(run_dir, *, progress: bool = True, log=print, world=None, tensorboard: bool | None = None) -> Run:
     """Go on training a run from its last complete epoch, as if it had never stopped.
 
     On the CPU the final weights are bitwise those of an uninterrupted run with the same config,
@@ -487,6 +508,8 @@ def resume(run_dir, *, progress: bool = True, log=print, world=None) -> Run:
     Args:
         world: the processes to go on with (``cnnlab.distributed``); by default every process of
             the MPI job this one belongs to, else this one alone.
+        tensorboard: write TensorBoard event files (None: if the run wrote them, as ``train`` did;
+            the events of epochs after the last complete one, from the stopped attempt, are dropped).
 
     Raises:
         checkpoint.RunError: no such run, a finished one, one whose files are not whole, or one
@@ -494,13 +517,18 @@ def resume(run_dir, *, progress: bool = True, log=print, world=None) -> Run:
     """
     run_dir = Path(run_dir)
     world = distributed.init() if world is None else world
+    if world.lead:  # rank 0 alone writes the run, its events too
+        if tensorboard is None:
+            tensorboard = (run_dir / TENSORBOARD_DIR).is_dir()
+        if tensorboard:
+            _event_writer_class()  # a missing tensorboardX is named now, not after the first epoch
     if world.size == 1:
         with _locked(_existing(run_dir)):
             config, restored = _resume_plan(run_dir, processes=1)
             if log:
                 log(_resuming(run_dir, config, restored))
-            return _Training(config, run_dir, False, progress, log, world,
-                             model_spec=_saved_spec(run_dir)).run(restored)
+            return _Training(config, run_dir, False, progress, log, world, model_spec=_saved_spec(run_dir),
+                             tensorboard=tensorboard).run(restored)
     if not world.lead:  # rank 0 reads the run and sends what it restores; it alone logs and writes
         plan = world.broadcast_object(None, what="reading the run to resume")
         if "error" in plan:
@@ -521,7 +549,8 @@ def resume(run_dir, *, progress: bool = True, log=print, world=None) -> Run:
         with world.guard("training"):
             if log:
                 log(_resuming(run_dir, config, restored))
-            return _Training(config, run_dir, False, progress, log, world, model_spec=spec).run(restored)
+            return _Training(config, run_dir, False, progress, log, world, model_spec=spec,
+                             tensorboard=tensorboard).run(restored)
 
 
 def _existing(run_dir: Path) -> Path:
@@ -594,8 +623,10 @@ class _Training:
     """One training run's parts (data, model, loader, optimizer, schedule) and its saving."""
 
     def __init__(self, config: TrainConfig, run_dir: Path | None, dry_run: bool, progress: bool, log, world,
-                 model: nn.Module | None = None, model_spec: dict | None = None):
+                 model: nn.Module | None = None, model_spec: dict | None = None, tensorboard: bool = False):
         self.run_dir, self.dry_run, self.progress, self.log = run_dir, dry_run, progress, log
+        self.tensorboard = tensorboard and run_dir is not None
+        self.events = None  # the TensorBoard writer while training
         t_load = time.perf_counter()
         split = load_dataset(config.dataset, validation=config.validation)
         if config.mean is None:
@@ -687,6 +718,9 @@ class _Training:
             checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_dict())
             checkpoint.write_manifest(run_dir, "started", [checkpoint.SPEC, checkpoint.CONFIG], epochs_done=0,
                                       state=None, processes=self.processes)
+        if self.tensorboard:  # events of epochs after the restored one (a killed attempt's) are purged
+            self.events = _event_writer_class()(logdir=str(run_dir / TENSORBOARD_DIR),
+                                               purge_step=len(resumed[0].epochs) + 1 if resumed else None)
         if log and resumed is None:
             log(_describe(config, self.model, *self.sizes, self.dry_run, self.load_seconds))
             if self.parallel is not None:
@@ -707,9 +741,12 @@ class _Training:
         finally:
             if self.parallel is not None:
                 self.parallel.close()  # plain batch norm again in the model returned
+            if self.events is not None:
+                self.events.close()
         if run_dir is not None and history.best_epoch is not None:
             # The best epoch's weights are in model.safetensors already; the final status and metrics.
             checkpoint.write_json(run_dir / checkpoint.METRICS, self.metrics(history))
+            checkpoint.write_metrics_csv(run_dir / checkpoint.METRICS_CSV, history.epochs)
             if history.interrupted:
                 self._mark("interrupted")
             else:  # nothing left to resume: the run is its four files
@@ -741,6 +778,9 @@ class _Training:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": backend.rng().bit_generator.state, "loader_epoch": self.epochs.epoch})
         checkpoint.write_json(run_dir / checkpoint.METRICS, self.metrics(history))
+        checkpoint.write_metrics_csv(run_dir / checkpoint.METRICS_CSV, history.epochs)
+        if self.events is not None:
+            _write_events(self.events, history.epochs[-1])
         self._mark("training", epochs_done=epoch, state=state)
         for old in (run_dir / checkpoint.STATE_DIR).glob("epoch-*"):
             if old.name not in (f"epoch-{epoch}.safetensors", f"epoch-{epoch}.json"):
@@ -751,7 +791,7 @@ class _Training:
         old = checkpoint.read_manifest(self.run_dir) or {}
         facts = {"epochs_done": old.get("epochs_done", 0), "state": old.get("state"), "processes": self.processes,
                  **facts}
-        names = [checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.WEIGHTS]
+        names = [checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.METRICS_CSV, checkpoint.WEIGHTS]
         if facts["state"]:
             names += [facts["state"] + ".safetensors", facts["state"] + ".json"]
         checkpoint.write_manifest(self.run_dir, status, [n for n in names if (self.run_dir / n).exists()], **facts)
@@ -778,6 +818,32 @@ class _Training:
         names = {id(t): k for k, t in self.net.state_dict().items()}  # fit keeps the net's names
         device = self.config.device
         return history, {names[id(t)]: backend.to_device(best[k], device) for k, t in self.model.state_dict().items()}
+
+
+TENSORBOARD_DIR = "tensorboard"  # RUN/tensorboard/: the event files of train(..., tensorboard=True)
+
+
+def _event_writer_class():
+    """tensorboardX's SummaryWriter, or a RuntimeError saying how to install it."""
+    try:
+        from tensorboardX import SummaryWriter  # noqa: PLC0415
+    except ImportError:
+        raise RuntimeError("TensorBoard event files need tensorboardX, an optional package: "
+                           "pip install 'cnnlab[tensorboard]'") from None
+    return SummaryWriter
+
+
+def _write_events(writer, record: dict) -> None:
+    """One epoch's record as TensorBoard scalars at step = the epoch: loss/train, loss/validation,
+    loss/test, accuracy/..., lr, seconds, images_per_second (a missing value is left out)."""
+    step = record["epoch"]
+    for key, value in record.items():
+        if key == "epoch" or value is None:
+            continue
+        split, _, kind = key.rpartition("_")
+        tag = f"{kind}/{split}" if kind in ("loss", "accuracy") else key
+        writer.add_scalar(tag, value, step)
+    writer.flush()
 
 
 def _share(pair, world):

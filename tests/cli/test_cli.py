@@ -105,7 +105,7 @@ def test_output_paths_that_cannot_be_written_are_named_before_any_work(tmp_path,
              (["train", "--out", str(tmp_path / "afile" / "x")], "afile is a file, not a folder"),
              (["train", "--out", str(tmp_path / "afile")], "is a file; give a folder name")]
     for argv, message in cases:
-        assert main(argv + ["--no-progress"]) == 2
+        assert main(argv + ["--no-progress"]) == 3  # the command line is fine; the folder it names is not
         assert message in capsys.readouterr().err
     with pytest.raises(ValueError, match="adir is a folder; give a file name"):
         checkpoint.write_json(tmp_path / "adir", {})
@@ -201,13 +201,13 @@ def test_evaluate_an_ensemble(trained_run, capsys):
     assert lines[4] == f"chosen on validation: plurality vote; its test accuracy {single:.2f}%"
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["evaluate", "/nonexistent/run"], "no such run directory"),
-    (["train", "--epochs", "0", "--dry-run"], "epochs"),
-    (["predict", "/nonexistent/run", "x.png"], "no such run directory"),
+@pytest.mark.parametrize("argv,match,code", [
+    (["evaluate", "/nonexistent/run"], "no such run directory", 3),
+    (["train", "--epochs", "0", "--dry-run"], "epochs", 2),
+    (["predict", "/nonexistent/run", "x.png"], "no such run directory", 3),
 ])
-def test_errors_are_one_clear_line(argv, match, capsys):
-    assert main(argv) == 2
+def test_errors_are_one_clear_line(argv, match, code, capsys):
+    assert main(argv) == code
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
 
@@ -215,9 +215,9 @@ def test_errors_are_one_clear_line(argv, match, capsys):
 def test_predict_rejects_non_images(trained_run, tmp_path, capsys):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
-    assert main(["predict", str(trained_run), str(bad)]) == 1
+    assert main(["predict", str(trained_run), str(bad)]) == 3  # no picture could be read
     assert "notes.png" in capsys.readouterr().err
-    assert main(["predict", str(trained_run), str(tmp_path / "nothere.png")]) == 1
+    assert main(["predict", str(trained_run), str(tmp_path / "nothere.png")]) == 3
     err = capsys.readouterr().err
     assert err.count("nothere.png") == 1 and "no such file" in err
 
@@ -273,7 +273,7 @@ def test_broken_normalisation_in_a_run_is_one_clear_line(trained_run, tmp_path, 
     cfg = json.loads((copy / checkpoint.CONFIG).read_text())
     cfg.update(mean=0.2)
     (copy / checkpoint.CONFIG).write_text(json.dumps(cfg))
-    assert main(["evaluate", str(copy)]) == 2
+    assert main(["evaluate", str(copy)]) == 3
     err = capsys.readouterr().err
     assert "config.json" in err and "no std" in err and "Traceback" not in err
 
@@ -389,7 +389,7 @@ def test_evaluate_checks_every_run_before_evaluating_any(trained_run, tmp_path, 
     shutil.copytree(trained_run, clothes)
     cfg = json.loads((clothes / checkpoint.CONFIG).read_text())
     (clothes / checkpoint.CONFIG).write_text(json.dumps(dict(cfg, dataset="fashion-mnist")))
-    assert main(["evaluate", str(trained_run), str(clothes)]) == 2
+    assert main(["evaluate", str(trained_run), str(clothes)]) == 3
     captured = capsys.readouterr()
     assert "an ensemble needs one data set" in captured.err and captured.out == ""  # nothing evaluated first
     bare = tmp_path / "bare"
@@ -409,7 +409,7 @@ def test_picture_files_must_be_named_as_what_they_are(trained_run, tmp_path, cap
 
 
 def test_evaluate_mirror_tta(trained_run, tmp_path, capsys):
-    assert main(["evaluate", "--mirror-tta", str(trained_run)]) == 2
+    assert main(["evaluate", "--mirror-tta", str(trained_run)]) == 3  # the run is unfit for the flag
     assert "not trained with --hflip" in capsys.readouterr().err
     run = tmp_path / "mirrored"
     shutil.copytree(trained_run, run)

@@ -94,9 +94,20 @@ def test_ensemble_trains_one_member_per_process(tmp_path):
     assert sorted(p.name for p in out_dir.iterdir()) == ["committee.json", "seed-0", "seed-1", "seed-2"]
     summary = json.loads((out_dir / "committee.json").read_text())
     assert [m["rank"] for m in summary["members"]] == [0, 1, 0]
-    from cnnlab import runs
+    from cnnlab import checkpoint, runs
 
-    assert runs.load(out_dir / "seed-1").config.seed == 1
+    member = runs.load(out_dir / "seed-1")
+    assert member.config.seed == 1 and member.config.provenance is not None  # saved as runs.train saves a run
+    manifest = checkpoint.read_manifest(member.dir)
+    checkpoint.check_files(member.dir, manifest, [checkpoint.METRICS_CSV])
+
+
+def test_an_error_on_the_processes_ends_the_job_with_the_commands_exit_code(tmp_path):
+    """A data set that is not there is bad input (3, docs/scripting.md) under mpiexec too: every
+    process stops with it, and mpiexec reports it."""
+    code, out, _ = mpirun(["-m", "cnnlab", "train", "--model", "article", "--dataset", tmp_path / "no-such-folder",
+                           "--no-progress"], timeout=60)
+    assert code == 3 and "unknown data set" in out and "stopping all 2 processes" in out, out
 
 
 def test_a_data_parallel_run_resumes_to_the_same_bits(tmp_path):
@@ -112,7 +123,7 @@ def test_a_data_parallel_run_resumes_to_the_same_bits(tmp_path):
     assert code == 0, out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["status"] == "interrupted" and report["epochs"] == [2, 2], report
-    assert report["exit codes"] == [2, 2], report
+    assert report["exit codes"] == [3, 3], report  # a run it cannot use: bad input
     assert out.count("was trained by 1 process, not 2: resume it without mpiexec") == 1, out
     whole, cut = (checkpoint.load_weights(tmp_path / name / checkpoint.WEIGHTS) for name in ("whole", "cut"))
     assert whole.keys() == cut.keys()

@@ -63,6 +63,6 @@ def test_predict_with_a_broken_run_is_one_line(tmp_path, capsys, damage, match):
     checkpoint.save_run(r, models.build("article"), models.spec("article"), {"dataset": "mnist"}, {})
     damage(r)
     _digit(tmp_path / "ok.png")
-    assert returns(main, ["predict", str(r), str(tmp_path / "ok.png")], fifo=r / "model.safetensors") == 2
+    assert returns(main, ["predict", str(r), str(tmp_path / "ok.png")], fifo=r / "model.safetensors") == 3
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1, err

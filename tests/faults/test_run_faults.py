@@ -127,7 +127,7 @@ def test_a_second_training_into_the_same_folder_stops_at_once(tmp_path):
             time.sleep(0.05)
         # it must not wait for the first one: a hang past the timeout fails the test
         code, _, err = finish(cnnlab(*TRAIN, "--out", run), timeout=30)
-        assert code == 2 and ("being trained by another process" in err or "already holds a run" in err), err
+        assert code == 3 and ("being trained by another process" in err or "already holds a run" in err), err
     finally:
         code, _, err = finish(first)
     assert code == 0, err
@@ -136,11 +136,11 @@ def test_a_second_training_into_the_same_folder_stops_at_once(tmp_path):
 
 def test_a_run_that_exists_is_refused_and_named_for_resume(reference, tmp_path):
     code, _, err = finish(cnnlab(*TRAIN, "--out", reference))
-    assert code == 2 and "already holds a run" in err and "--resume" in err
+    assert code == 3 and "already holds a run" in err and "--resume" in err
     code, _, err = finish(cnnlab("train", "--resume", reference))
-    assert code == 2 and "finished" in err
+    assert code == 3 and "finished" in err
     code, _, err = finish(cnnlab("train", "--resume", reference, "--epochs", "9"))
-    assert code == 2 and "--resume takes no other settings (--epochs)" in err
+    assert code == 2 and "--resume takes no other settings (--epochs)" in err  # a usage error
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -156,7 +156,7 @@ def test_a_damaged_run_is_refused_in_one_line(reference, tmp_path, damage, messa
     for command in (["evaluate", run], ["predict", run, "nothere.png"], ["show", "filters", run],
                     ["summary", run]):
         code, _, err = finish(cnnlab(*command))
-        assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert code == 3 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
 def _small_fs(path: Path, size: str):
@@ -178,7 +178,7 @@ def test_too_little_space_is_named_before_any_work(tmp_path):
     path = _small_fs(tmp_path / "tiny", "40k")
     try:
         code, out, err = finish(cnnlab(*TRAIN, "--out", path / "run"))
-        assert code == 2 and "not enough free space" in err and "epoch" not in out, err
+        assert code == 3 and "not enough free space" in err and "epoch" not in out, err
     finally:
         subprocess.run(["umount", str(path)], check=False)
 
@@ -200,7 +200,7 @@ def test_a_disk_that_fills_during_training_is_one_line_then_resumes(reference, s
         except OSError:
             pass
     code, _, err = finish(proc)
-    assert code == 2 and "Traceback" not in err and ("No space left" in err or "cannot write" in err), err
+    assert code == 3 and "Traceback" not in err and ("No space left" in err or "cannot write" in err), err
     assert not [p for p in run.rglob("*.tmp")]  # no half-written file is left
     with pytest.raises(checkpoint.RunError, match="no epoch has finished yet|incomplete"):
         runs.load(run)
@@ -219,7 +219,7 @@ def read_only(tmp_path):
 
 def test_a_read_only_folder_is_named_before_any_work(read_only):
     code, out, err = finish(cnnlab(*TRAIN, "--out", read_only / "run"), timeout=60)
-    assert code == 2 and "Read-only file system" in err and "Traceback" not in err, err
+    assert code == 3 and "Read-only file system" in err and "Traceback" not in err, err
     assert "epoch" not in out  # found out before any training
 
 
@@ -270,8 +270,8 @@ def test_fit_names_non_finite_parameters_and_restores_the_best_epoch():
 
 def test_a_finished_run_keeps_only_what_it_needs(reference):
     names = sorted(p.name for p in reference.iterdir())
-    assert names == sorted([".lock", checkpoint.CONFIG, checkpoint.MANIFEST, checkpoint.METRICS, checkpoint.SPEC,
-                            checkpoint.WEIGHTS])
+    assert names == sorted([".lock", checkpoint.CONFIG, checkpoint.MANIFEST, checkpoint.METRICS, checkpoint.METRICS_CSV,
+                            checkpoint.SPEC, checkpoint.WEIGHTS])
     assert all((reference / n).stat().st_mode & 0o044 for n in names if n != ".lock")  # readable by others
     assert os.path.getsize(reference / checkpoint.WEIGHTS) > 0
 
@@ -325,9 +325,9 @@ def test_weights_that_give_no_finite_answer_are_named_not_reported(tmp_path):
     checkpoint.save_run(tmp_path / "run", model, {"name": "article", "kwargs": {}}, {"dataset": "mnist"},
                         {"test_accuracy": 0.9})
     code, out, err = finish(cnnlab("evaluate", tmp_path / "run", "--no-progress"))
-    assert code == 2 and "diverged" in err and "nan" not in out, (out, err)
+    assert code == 3 and "diverged" in err and "nan" not in out, (out, err)
     img = Image.new("L", (60, 60), 255)
     img.paste(0, (25, 10, 35, 50))
     img.save(tmp_path / "one.png")
     code, out, err = finish(cnnlab("predict", tmp_path / "run", tmp_path / "one.png"))
-    assert code == 2 and "no finite probabilities" in err and "nan" not in out, (out, err)
+    assert code == 3 and "no finite probabilities" in err and "nan" not in out, (out, err)

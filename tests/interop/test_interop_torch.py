@@ -185,10 +185,10 @@ def test_export_writes_weights_pytorch_loads_strictly(tmp_path, capsys):
     module.load_state_dict(state, strict=True)
     _close(_theirs(module, X), _ours(model, X))
     assert "(pixel / 255 - 0.1000) / 0.3000" in printed and sorted(p.name for p in out.parent.iterdir()) == ["fast.pt"]
-    # a model PyTorch cannot build: one line, exit 2, nothing written
+    # a model PyTorch cannot build: one line, exit 3 (bad input), nothing written
     res = _randomize(models.build("resnet-small"))
     checkpoint.save_run(tmp_path / "res", res, models.spec_of(res))
-    assert main(["export", str(tmp_path / "res"), "--torch", str(tmp_path / "res.pt")]) == 2
+    assert main(["export", str(tmp_path / "res"), "--torch", str(tmp_path / "res.pt")]) == 3
     err = capsys.readouterr().err
     assert err.startswith("cnnlab export: error: to_torch: model is a ResNetSmall") and err.count("\n") == 1
     assert not (tmp_path / "res.pt").exists()

@@ -53,26 +53,26 @@ def test_another_host_is_warned_about(demo_runs, started, capsys):
     assert "anyone who can reach this computer" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["serve", "no/such/run"], "no such run directory"),
-    (["serve", "--port", "70000", "x"], "--port must be 1 to 65535"),
+@pytest.mark.parametrize("argv, words, code", [
+    (["serve", "no/such/run"], "no such run directory", 3),
+    (["serve", "--port", "70000", "x"], "--port must be 1 to 65535", 2),
 ])
-def test_errors_are_one_line(argv, words, started, capsys, tmp_path, monkeypatch):
+def test_errors_are_one_line(argv, words, code, started, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     if "x" in argv:
         argv = argv[:-1] + [str(tmp_path)]
-    assert main(argv) == 2
+    assert main(argv) == code
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and not started
 
 
 def test_nothing_to_serve(started, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["serve"]) == 2
+    assert main(["serve"]) == 3
     assert "train one first" in capsys.readouterr().err
 
 
 def test_without_the_demo_extra(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
-    assert main(["serve", str(tmp_path)]) == 2
+    assert main(["serve", str(tmp_path)]) == 3  # a missing optional package: bad input
     assert "pip install 'cnnlab[demo]'" in capsys.readouterr().err

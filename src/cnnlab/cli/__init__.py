@@ -12,8 +12,10 @@ imports it; each command lives in its own module here.
     cnnlab export RUN --torch weights.pt   the model's weights for PyTorch
     cnnlab example / reproduce / experiment
 
-Exit codes: 0 success; 1 some inputs failed (predict) or no epoch finished; 2 bad arguments or
-input (one line on stderr); 130 interrupted; 141 the reader of the output went away.
+Exit codes (``cli/scripting.py``, docs/scripting.md): 0 success; 1 failed in part (some pictures of
+predict, a training that finished no epoch or diverged); 2 usage error (the command line alone is
+wrong); 3 bad input (a run, picture, data set or disk that cannot be used); 130 interrupted; 141 the
+reader of the output went away. Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..checkpoint import RunError
 from ..data import DataError
 from ..errors import SettingError
 from . import ensemble, evaluate, example, predict, reproduce, summary, train
+from .scripting import BAD_INPUT, BROKEN_PIPE, INTERRUPTED, PARTIAL, USAGE, UsageError
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -63,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
             predict.run)
     command("summary", "layers, output shapes and parameter counts", summary.add_summary_arguments,
             summary.run_summary)
-    command("models", "list the recipes and architectures of the zoo", lambda p: None, summary.run_models)
+    command("models", "list the recipes and architectures of the zoo", summary.add_models_arguments,
+            summary.run_models)
 
     p = sub.add_parser("show", help="draw a picture of a saved run (PNG)", formatter_class=_Formatter)
     p.add_argument("what", choices=["filters", "featuremaps", "curves", "confusion", "mistakes", "augment"],
@@ -122,13 +126,19 @@ def main(argv=None) -> int:
         return args.func(args) or 0
     except BrokenPipeError:  # e.g. `cnnlab summary best | head`: the reader has all it wants
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 141  # as a shell reports a command ended by SIGPIPE
-    except (RunError, DataError, ValueError, FloatingPointError, RuntimeError, OSError) as exc:
+        return BROKEN_PIPE  # as a shell reports a command ended by SIGPIPE
+    except (UsageError, SettingError) as exc:  # the command line alone is wrong (a flag's value)
         print(error_line(args.command, exc), file=sys.stderr)
-        return 2
+        return USAGE
+    except FloatingPointError as exc:  # training diverged; the run keeps its last good epoch
+        print(error_line(args.command, exc), file=sys.stderr)
+        return PARTIAL
+    except (RunError, DataError, ValueError, RuntimeError, OSError) as exc:
+        print(error_line(args.command, exc), file=sys.stderr)
+        return BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from .. import committee, distributed, recipes
 from ..ensemble import METHODS
 from . import train
 from .evaluate import report_ensemble
+from .scripting import arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    seeds = committee.parse_seeds(args.seeds)
+    with arguments():
+        seeds = committee.parse_seeds(args.seeds)
     args.model, args.seed = args.recipe, None
     config = train.config_from_args(args)
     world = distributed.init(args.dist_timeout)

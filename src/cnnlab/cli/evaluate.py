@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import checkpoint, pretrained, runs
+from .. import backend, checkpoint, pretrained, runs
 from ..data import load_dataset
 from ..ensemble import METHODS
 from ..train import Progress, eval_loader, evaluate, tta_views
+from .scripting import add_json_argument, arguments, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: average each image's probabilities with those of its four "
                         "1-pixel shifts (up, down, left, right)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_argument(p)
 
 
 def tta_name(mirror: bool, shift: bool) -> str:
@@ -61,6 +63,8 @@ def check_runs(paths, mirror_tta: bool) -> None:
 
 
 def run(args) -> int:
+    with arguments():
+        backend.normalize_device(args.device)
     if not args.runs:
         shipped = pretrained.load()  # checked against its recorded SHA-256 here, and as a run below
         print(f"cnnlab evaluate: the model shipped with cnnlab ({shipped.config.name}); give RUNs to measure "
@@ -72,6 +76,8 @@ def run(args) -> int:
     dataset = n_validation = None
     splits: dict[str, tuple] = {}
     probabilities: dict[tuple[str, str], list] = {}  # (variant, split) -> one (N, classes) array per run
+    document = {"tta": [n for n, on in (("mirror", args.mirror_tta), ("shift", args.shift_tta)) if on],
+                "runs": [], "ensemble": None, "chosen": None}
     for path in args.runs:
         r = runs.load(path)
         config = r.config
@@ -88,7 +94,7 @@ def run(args) -> int:
             r.model.to(args.device)
         model = runs.runnable(r.model, args.device)
         t0 = time.perf_counter()
-        parts = []
+        parts, measured = [], {}
         n_views = len(tta_views(splits["test"][0][:1], args.mirror_tta, args.shift_tta))
         # a bar on a terminal only: in a log, the per-run line says it all
         bar = Progress(n_views * len(splits), f"{path}", enabled=not args.no_progress and sys.stderr.isatty(),
@@ -107,6 +113,8 @@ def run(args) -> int:
                 per_view.append(res["probabilities"])
                 bar.update(1, view=f"{name}:{i + 1}/{n_views}")
                 if i == 0:
+                    measured[name] = {"accuracy": float(res["accuracy"]), "loss": float(res["loss"]),
+                                      "correct": round(res["accuracy"] * res["n"]), "n": int(res["n"])}
                     text = f"{name} {100 * res['accuracy']:.2f}%"
                     if name == "test":
                         text = (f"test accuracy {100 * res['accuracy']:.2f}% ({round(res['accuracy'] * res['n'])}/"
@@ -115,23 +123,53 @@ def run(args) -> int:
             if tta:
                 probs = np.mean(per_view, axis=0)
                 probabilities.setdefault((tta, name), []).append(probs)
-                text += f", with {tta} averaging {100 * float((probs.argmax(1) == labels).mean()):.2f}%"
+                measured[name]["tta_accuracy"] = float((probs.argmax(1) == labels).mean())
+                text += f", with {tta} averaging {100 * measured[name]['tta_accuracy']:.2f}%"
             parts.append(text)
         bar.close()
-        line = f"{path}: {r.config.name} on {dataset}: " + "; ".join(parts) + f"; {time.perf_counter() - t0:.1f}s"
+        seconds = time.perf_counter() - t0
+        document["runs"].append({"run": str(path), "model": r.config.name, "dataset": dataset, **measured,
+                                 "recorded_test_accuracy": r.test_accuracy, "seconds": seconds})
+        line = f"{path}: {r.config.name} on {dataset}: " + "; ".join(parts) + f"; {seconds:.1f}s"
         if r.test_accuracy is not None:
             line += f"; recorded at training: {100 * r.test_accuracy:.2f}%"
-        print(line)
+        if not args.json:
+            print(line)
     if len(args.runs) > 1:
-        report_ensemble(len(args.runs), variants, splits, probabilities, METHODS)
+        scores, chosen = ensemble_scores(variants, splits, probabilities, METHODS)
+        document["ensemble"] = {"members": len(args.runs), "scores": [
+            {"tta": v != "plain", "method": m, **{name: scores[(v, m, name)] for name in ("validation", "test")
+                                                   if name in splits}}
+            for v in variants for m in METHODS]}
+        if chosen is not None:
+            v, m = chosen
+            document["chosen"] = {"tta": v != "plain", "method": m, "test_accuracy": scores[(v, m, "test")]}
+        if not args.json:
+            report_ensemble(len(args.runs), variants, splits, probabilities, METHODS)
     elif tta and "validation" in splits:
         scores = {v: float((probabilities[(v, "validation")][0].argmax(1) == splits["validation"][1]).mean())
                   for v in variants}
         chosen = max(variants, key=scores.get)  # the first of equals: plain, the simpler, wins a tie
         test = float((probabilities[(chosen, "test")][0].argmax(1) == splits["test"][1]).mean())
-        print(f"chosen on validation: {'no averaging' if chosen == 'plain' else chosen + ' averaging'}; "
-              f"its test accuracy {100 * test:.2f}%")
+        document["chosen"] = {"tta": chosen != "plain", "method": None, "test_accuracy": test}
+        if not args.json:
+            print(f"chosen on validation: {'no averaging' if chosen == 'plain' else chosen + ' averaging'}; "
+                  f"its test accuracy {100 * test:.2f}%")
+    if args.json:
+        print_json(document)
     return 0
+
+
+def ensemble_scores(variants, splits, probabilities, methods):
+    """The ensemble's accuracy for each (variant, method, split), and the (variant, method) chosen
+    on validation (None without a validation set); the arguments as ``report_ensemble``'s."""
+    scores = {(v, m, name): float((f(probabilities[(v, name)]) == splits[name][1]).mean())
+              for v in variants for m, f in methods.items() for name in splits}
+    chosen = None
+    if "validation" in splits:
+        # max() keeps the first of equals: the simpler choice (no averaging, the vote) wins a tie.
+        chosen = max(((v, m) for v in variants for m in methods), key=lambda vm: scores[(*vm, "validation")])
+    return scores, chosen
 
 
 def report_ensemble(n_runs, variants, splits, probabilities, methods) -> None:
@@ -144,8 +182,7 @@ def report_ensemble(n_runs, variants, splits, probabilities, methods) -> None:
         probabilities: {(variant, split): one (N, classes) array per member}.
         methods: {name: rule(list of probability arrays) -> labels}, e.g. ``ensemble.METHODS``.
     """
-    scores = {(v, m, name): float((f(probabilities[(v, name)]) == splits[name][1]).mean())
-              for v in variants for m, f in methods.items() for name in splits}
+    scores, chosen = ensemble_scores(variants, splits, probabilities, methods)
     for v in variants:
         each = "" if v == "plain" else f" (each with {v} averaging)"
         for name in ("validation", "test"):
@@ -153,8 +190,7 @@ def report_ensemble(n_runs, variants, splits, probabilities, methods) -> None:
                 print(f"ensemble of {n_runs}{each}: {name} accuracy "
                       f"{100 * scores[(v, 'plurality vote', name)]:.2f}% by plurality vote, "
                       f"{100 * scores[(v, 'averaged probabilities', name)]:.2f}% by averaged probabilities")
-    if "validation" in splits:
-        # max() keeps the first of equals: the simpler choice (no averaging, the vote) wins a tie.
-        v, m = max(((v, m) for v in variants for m in methods), key=lambda vm: scores[(*vm, "validation")])
+    if chosen is not None:
+        v, m = chosen
         how = m if v == "plain" else f"{m}, each with {v} averaging"
         print(f"chosen on validation: {how}; its test accuracy {100 * scores[(v, m, 'test')]:.2f}%")

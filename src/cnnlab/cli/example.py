@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..examples import EXAMPLES, run_example
+from .scripting import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,5 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     run_example(args.which, args.epochs, args.seed)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import runs
+from .scripting import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     if args.torch is None:
-        raise ValueError("nothing to export: give --torch PATH")
+        raise UsageError("nothing to export: give --torch PATH")
     r = runs.load(args.run)
     from ..interop import save_torch_state_dict, torch_source  # noqa: PLC0415  (torch is optional)
 

@@ -20,6 +20,7 @@ from .. import pretrained, runs
 from ..autograd import Tensor, no_grad
 from ..checkpoint import RunError
 from ..data import FirstFrameWarning, class_names, form_for, standardize
+from .scripting import BAD_INPUT, OK, PARTIAL, add_json_argument, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with cnnlab), then PNG/JPEG files, any size, dark on light or light on dark: a digit, or "
                         "for a Fashion-MNIST run one piece of clothing")
     p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
+    add_json_argument(p)
 
 
 def split_inputs(inputs: list[str]) -> tuple[str | None, list[str]]:
@@ -60,12 +62,14 @@ def load_run(run_dir: str | None, command: str) -> runs.Run:
 
 
 def run(args) -> int:
+    """Each picture's classes, in the order given; a picture that cannot be read is one line on
+    stderr and the others are still classified (exit 1; 3 when none could be read)."""
     args.run, args.images = split_inputs(args.inputs)
     r = load_run(args.run, "predict")
     model = runs.runnable(r.model)
     classes = list(r.config.classes or class_names(r.config.dataset))
     convert, _ = form_for(r.config.dataset)
-    status = 0
+    answers = []
     for path in args.images:
         try:
             with warnings.catch_warnings(record=True) as notes:
@@ -73,7 +77,7 @@ def run(args) -> int:
                 img = convert(path)
         except ValueError as exc:  # the message names the file
             print(f"cnnlab predict: error: {exc}", file=sys.stderr)
-            status = 1
+            answers.append({"image": path, "error": str(exc)})
             continue
         for note in notes:  # e.g. an animated GIF: which frame was used
             if issubclass(note.category, FirstFrameWarning):
@@ -86,6 +90,14 @@ def run(args) -> int:
         if not np.isfinite(prob).all():
             raise RunError(f"{r.dir}: its weights give no finite probabilities (a run that diverged?)")
         order = np.argsort(-prob)[: max(1, args.top)]
-        tops = ", ".join(f"{classes[i]} ({100 * prob[i]:.1f}%)" for i in order)
-        print(f"{path}: {classes[order[0]]}    top: {tops}")
-    return status
+        top = [{"label": classes[i], "class": int(i), "probability": float(prob[i])} for i in order]
+        answers.append({"image": path, **top[0], "top": top})
+        if not args.json:
+            tops = ", ".join(f"{t['label']} ({100 * t['probability']:.1f}%)" for t in top)
+            print(f"{path}: {top[0]['label']}    top: {tops}")
+    failed = sum("error" in a for a in answers)
+    if failed == len(answers):
+        return BAD_INPUT  # nothing answered: the lines on stderr say why, stdout stays empty
+    if args.json:
+        print_json({"run": str(r.dir), "classes": classes, "images": answers})
+    return PARTIAL if failed else OK

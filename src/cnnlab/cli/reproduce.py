@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..models import POOLS
 from ..reproduce import ROW_KEYS, markdown_table, pooling_experiment, report_paths, reproduce_nielsen
+from .scripting import UsageError
 
 
 def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +28,9 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_reproduce(args) -> int:
     rows = args.rows.split(",") if args.rows else None
+    unknown = [r for r in rows or () if r not in ROW_KEYS]
+    if unknown:
+        raise UsageError(f"--rows: unknown row {unknown[0]!r}; rows are: {', '.join(ROW_KEYS)}")
     rep = reproduce_nielsen(rows=rows, epochs=args.epochs, train_size=args.train_size,
                             ensemble_size=args.ensemble_size, seed=args.seed,
                             out_dir=None if args.no_save else args.out, progress=not args.no_progress,
@@ -59,7 +64,11 @@ def run_experiment(args) -> int:
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
-        raise ValueError(f"--seeds {args.seeds!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
-    pooling_experiment(args.model, args.pools.split(","), seeds, args.epochs, lr=args.lr, train_size=args.train_size,
+        raise UsageError(f"--seeds {args.seeds!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    pools = args.pools.split(",")
+    unknown = [p for p in pools if p not in POOLS]
+    if unknown:
+        raise UsageError(f"--pools: unknown pooling {unknown[0]!r}: expected some of {', '.join(POOLS)}")
+    pooling_experiment(args.model, pools, seeds, args.epochs, lr=args.lr, train_size=args.train_size,
                        progress=not args.no_progress, runs_dir=None if args.no_save else args.runs_dir)
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .scripting import UsageError
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -28,7 +30,7 @@ def run(args) -> int:
     if not dirs:
         raise ValueError("no run to serve: name run directories, or train one first (`cnnlab train`)")
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be 1 to 65535, got {args.port}")
+        raise UsageError(f"--port must be 1 to 65535, got {args.port}")
     local = args.host in LOOPBACK
     print(f"cnnlab serve: loading {len(dirs)} run{'s' if len(dirs) != 1 else ''} ...", flush=True)
     # the Host header checked on IPv4 loopback; Starlette's check cannot read a bracketed IPv6 host

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import pretrained, viz
+from .scripting import UsageError
 
 
 def cmd_show(args) -> int:
@@ -18,20 +19,23 @@ def cmd_show(args) -> int:
         args: argparse namespace with what, run, image, layer, out.
 
     Returns:
-        0 on success (errors are raised as ValueError subclasses with a one-line message).
+        0 on success (errors are raised as ValueError subclasses with a one-line message: UsageError
+        for a command line that is wrong by itself).
     """
     what = args.what
     if what not in viz.FIGSIZE:
-        raise ValueError(f"unknown picture {what!r}; choose one of {', '.join(viz.FIGSIZE)}")
+        raise UsageError(f"unknown picture {what!r}; choose one of {', '.join(viz.FIGSIZE)}")
     if args.layer is not None and what != "filters":
-        raise ValueError(f"--layer is only used by `show filters`, not `show {what}`")
+        raise UsageError(f"--layer is only used by `show filters`, not `show {what}`")
     if (what == "featuremaps" and args.image is None and args.run is not None and not Path(args.run).is_dir()
             and (args.run.startswith("test:") or Path(args.run).is_file()
                  or Path(args.run).suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"))):
         # `show featuremaps my7.png`: the shipped model's maps (a missing picture is then named as one)
         args.run, args.image = None, args.run
     if args.image is not None and what != "featuremaps":
-        raise ValueError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
+        raise UsageError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
+    if args.image is not None and args.image.startswith("test:") and not args.image[len("test:"):].isdigit():
+        raise UsageError(f"image {args.image!r}: expected test:N with N a test-image index, e.g. test:0")
     _check_suffix(args.out, ".png")
     run_dir, out = _run_and_out(args.run, args.out, f"{what}.png", "show")
     print(viz.plot_run(what, run_dir, out=out, image=args.image, layer=args.layer))
@@ -67,5 +71,5 @@ def _run_and_out(run, out, name: str, command: str):
 def _check_suffix(out, *suffixes) -> None:
     """--out must name the kind of file written: no PNG where notes.txt was."""
     if out is not None and Path(out).suffix.lower() not in suffixes:
-        raise ValueError(f"--out {out}: the file written is {suffixes[0][1:].upper()}, so its name must end in "
+        raise UsageError(f"--out {out}: the file written is {suffixes[0][1:].upper()}, so its name must end in "
                          f"{' or '.join(suffixes)}")

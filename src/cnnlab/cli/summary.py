@@ -6,10 +6,16 @@ import argparse
 from pathlib import Path
 
 from .. import models, nn, recipes, runs
+from .scripting import add_json_argument, arguments, print_json
 
 
 def add_summary_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a recipe or architecture name (see `cnnlab models`) or a run directory")
+    add_json_argument(p)
+
+
+def add_models_arguments(p: argparse.ArgumentParser) -> None:
+    add_json_argument(p)
 
 
 def run_summary(args) -> int:
@@ -22,10 +28,19 @@ def run_summary(args) -> int:
         model = models.build(models.spec(config.model, **config.model_kwargs))
     else:
         name = args.model
-        model = models.build(name)
+        with arguments():  # not a directory, a recipe or an architecture: the name is wrong
+            model = models.build(name)
         description = models.MODELS[models.spec(name)["name"]].description
     rows = models.summarize(model)
     runs_as = fused_blocks(model)
+    shared = models.shared_weights_line(model, rows)
+    if args.json:
+        print_json({"name": name, "description": description, "input_shape": [1, 28, 28],
+                    "layers": [{"index": int(idx), "layer": layer, "output_shape": list(shape), "parameters": params,
+                                "runs_as": runs_as.get(id(module))}
+                               for (idx, layer, shape, params), module in zip(rows, model.layers)],
+                    "parameters": model.num_parameters(), "shared_weights": shared})
+        return 0
     w = max(len(r[1]) for r in rows)
     print(f"{name}: {description}")
     iw = max(3, *(len(r[0]) for r in rows))
@@ -35,7 +50,6 @@ def run_summary(args) -> int:
     for idx, layer, shape, params in rows:
         print(f"{idx:>{iw}}  {layer:<{w}}  {str(shape):<16} {params:>10,}  {runs_as.get(id(modules[idx]), '')}".rstrip())
     print(f"total parameters: {model.num_parameters():,}")
-    shared = models.shared_weights_line(model, rows)
     if shared:
         print(shared)
     return 0
@@ -54,11 +68,18 @@ def fused_blocks(model) -> dict[int, str]:
 
 
 def run_models(args) -> int:
-    print(f"{'recipe':<20} {'model':<16} {'params':>9} {'book':>7}  description")
+    zoo = []
     for name, recipe in recipes.RECIPES.items():
         c = recipe.config
-        n = models.build(models.spec(c.model, **c.model_kwargs)).num_parameters()
-        book = f"{100 * recipe.book_accuracy:.2f}%" if recipe.book_accuracy else ""
-        print(f"{name:<20} {c.model:<16} {n:>9,} {book:>7}  {recipe.description}")
+        zoo.append({"name": name, "model": c.model,
+                    "parameters": models.build(models.spec(c.model, **c.model_kwargs)).num_parameters(),
+                    "book_accuracy": recipe.book_accuracy, "description": recipe.description})
+    if getattr(args, "json", False):
+        print_json({"recipes": zoo, "architectures": list(models.names())})
+        return 0
+    print(f"{'recipe':<20} {'model':<16} {'params':>9} {'book':>7}  description")
+    for r in zoo:
+        book = f"{100 * r['book_accuracy']:.2f}%" if r["book_accuracy"] else ""
+        print(f"{r['name']:<20} {r['model']:<16} {r['parameters']:>9,} {book:>7}  {r['description']}")
     print(f"\narchitectures (models.build(name); `cnnlab train --model` takes a recipe): {', '.join(models.names())}")
     return 0

@@ -7,6 +7,7 @@ import argparse
 
 from .. import distributed, recipes, runs
 from ..checkpoint import RunError
+from .scripting import BAD_INPUT, INTERRUPTED, OK, PARTIAL, UsageError
 
 # TrainConfig's settings by the flag that sets them (a SettingError names the setting; the
 # command line names the flag)
@@ -27,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="go on training RUN from its last complete epoch (its settings are in RUN/config.json, so "
                         "give no others)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write each epoch's numbers as TensorBoard event files in RUN/tensorboard/ (needs "
+                        "tensorboardX: pip install 'cnnlab[tensorboard]'); a resumed run that wrote them goes on")
     add_timeout_argument(p)
 
 
@@ -103,18 +107,19 @@ def run(args) -> int:
         given += [name for name in ("expand", "out", "dry_run") if getattr(args, name)]
         if given or args.model != "default":
             named = ", ".join("--" + g.replace("_", "-") for g in given + (["model"] if args.model != "default" else []))
-            raise ValueError(f"--resume takes no other settings ({named}): {args.resume}/config.json holds the run's")
+            raise UsageError(f"--resume takes no other settings ({named}): {args.resume}/config.json holds the run's")
     world = distributed.init(args.dist_timeout)  # under mpiexec: every process trains, data-parallel
     if args.resume is not None:
         try:
-            result = runs.resume(args.resume, progress=not args.no_progress, world=world)
+            result = runs.resume(args.resume, progress=not args.no_progress, world=world,
+                                 tensorboard=args.tensorboard or None)
         except RunError:
             if not world.lead:
-                return 2  # rank 0 says why
+                return BAD_INPUT  # rank 0 says why
             raise
     else:
         result = runs.train(config_from_args(args), out=args.out, dry_run=args.dry_run,
-                            progress=not args.no_progress, world=world)
+                            progress=not args.no_progress, world=world, tensorboard=args.tensorboard)
     if not world.lead:
         return 0  # rank 0 reports
     h = result.history
@@ -124,11 +129,11 @@ def run(args) -> int:
                 f": `cnnlab train --resume {result.dir}` starts it again" if result.dir else ""))
         else:
             print("no epoch finished")
-        return 130 if h.interrupted else 1
+        return INTERRUPTED if h.interrupted else PARTIAL
     where = f"; run saved to {result.dir}" if result.dir else ""
     note = f" (interrupted; `cnnlab train --resume {result.dir}` goes on)" if h.interrupted and result.dir else (
         " (interrupted)" if h.interrupted else "")
     chosen = (f"(best validation {100 * h.best_validation_accuracy:.2f}%)" if h.best_validation_accuracy is not None
               else "(the last epoch: no validation set to choose on)")
     print(f"test accuracy {100 * h.test_accuracy:.2f}% at epoch {h.best_epoch} {chosen}, {h.seconds:.0f}s{note}{where}")
-    return 130 if h.interrupted else 0
+    return INTERRUPTED if h.interrupted else OK

@@ -342,7 +342,8 @@ class MPIWorld(World):
     @contextlib.contextmanager
     def guard(self, what: str = "cnnlab"):
         """An exception on one process would leave the others waiting for it: print it and abort
-        the job (``SystemExit`` passes through)."""
+        the job (``SystemExit`` passes through), with the command line's exit code for it
+        (docs/scripting.md): 130 interrupted, 1 diverged, 3 anything else (a file, the data, the disk)."""
         try:
             yield
         except (SystemExit, GeneratorExit):
@@ -350,7 +351,8 @@ class MPIWorld(World):
         except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: the others would wait
             name = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
             self.abort(f"cnnlab: rank {self.rank} of {self.size} ({self.names[self.rank]}): {what}: {name}; "
-                       f"stopping all {self.size} processes", 130 if isinstance(exc, KeyboardInterrupt) else 2)
+                       f"stopping all {self.size} processes",
+                       130 if isinstance(exc, KeyboardInterrupt) else 1 if isinstance(exc, FloatingPointError) else 3)
 
     def describe(self) -> str:
         hosts = len(set(n.split("/")[0] for n in self.names))
