@@ -98,7 +98,7 @@ def test_predict_without_a_run_uses_the_shipped_model(shipped, tmp_path, capsys)
 def test_predict_arguments_are_unambiguous(shipped, tmp_path, capsys, argv, words):
     _user_digit(tmp_path / "a.png", 0)
     argv = [a.format(run=pretrained.path(), tmp=tmp_path) for a in argv]
-    assert main(argv) == 2
+    assert main(argv) == 3  # bad input: telling a run from a picture needed a look at the files
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("cnnlab predict: error:")
     assert all(w in err for w in words), err
@@ -131,6 +131,6 @@ def test_make_pretrained_trains_records_and_installs(tmp_path):
     run = runs.load(dest)  # a whole run, its files as its manifest says
     assert run.config.train_size == 64 and run.test_accuracy == facts["test_accuracy"]
     assert sorted(p.name for p in dest.iterdir()) == sorted(
-        [checkpoint.WEIGHTS, checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.MANIFEST,
+        [checkpoint.WEIGHTS, checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.METRICS_CSV, checkpoint.MANIFEST,
          pretrained.PROVENANCE])
     assert sorted(p.name for p in dest.parent.iterdir()) == ["default"]  # no temporary or old folder left

@@ -104,7 +104,7 @@ def test_predict_json_and_partial_failure(run_dir, digit, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, code, words", [
-    (["evaluate"], 2, "the following arguments are required"),  # argparse
+    (["predict"], 2, "the following arguments are required"),  # argparse
     (["train", "--epochs", "x"], 2, "invalid int value"),
     (["train", "--epochs", "0", "--dry-run"], 2, "--epochs must be at least 1"),  # a flag's value
     (["summary", "no-such-model"], 2, "unknown model 'no-such-model'"),
