@@ -175,6 +175,42 @@ class Tanh(Function):
         return kernels.tanh_backward(g, self.out)
 
 
+class LeakyReLU(Function):
+    """x where x > 0, else negative_slope * x."""
+
+    def forward(self, a, slope):
+        self.pos, self.slope = a > 0, slope
+        return _xp(a).where(self.pos, a, a * a.dtype.type(slope))
+
+    def backward(self, g):
+        return _xp(g).where(self.pos, g, g * g.dtype.type(self.slope))
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+class GELU(Function):
+    """x * Phi(x), Phi the standard normal distribution function: 0.5 * (1 + erf(x / sqrt 2)) exactly,
+    or PyTorch's approximate='tanh' form 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))."""
+
+    def forward(self, a, approximate):
+        xp, self.a, self.approximate = _xp(a), a, approximate
+        if approximate == "tanh":
+            self.t = xp.tanh(a.dtype.type(_SQRT_2_OVER_PI) * (a + a.dtype.type(0.044715) * a * a * a))
+            return 0.5 * a * (1 + self.t)
+        self.cdf = 0.5 * (1 + kernels.erf(a * a.dtype.type(1 / math.sqrt(2.0))))
+        return a * self.cdf
+
+    def backward(self, g):
+        xp, a = _xp(g), self.a
+        if self.approximate == "tanh":
+            t = self.t
+            du = a.dtype.type(_SQRT_2_OVER_PI) * (1 + a.dtype.type(3 * 0.044715) * a * a)
+            return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * du)
+        pdf = xp.exp(-0.5 * a * a) * a.dtype.type(1 / math.sqrt(2 * math.pi))
+        return g * (self.cdf + a * pdf)
+
+
 class Clamp(Function):
     def forward(self, a, lo, hi):
         xp = _xp(a)
@@ -241,6 +277,22 @@ def sigmoid(a):
 
 def tanh(a):
     return Tanh.apply(a)
+
+
+def leaky_relu(a, negative_slope=0.01):
+    """x for x > 0, ``negative_slope * x`` otherwise (``torch.nn.functional.leaky_relu``)."""
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real) \
+            or not math.isfinite(negative_slope):
+        raise ValueError(f"leaky_relu: negative_slope must be a finite number, got {negative_slope!r}")
+    return LeakyReLU.apply(a, slope=float(negative_slope))
+
+
+def gelu(a, approximate="none"):
+    """Gaussian error linear unit, x * Phi(x) (Hendrycks and Gimpel): the exact erf form, or
+    approximate='tanh' as in PyTorch."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.apply(a, approximate=approximate)
 
 
 def clamp(a, min=None, max=None):  # noqa: A002 - PyTorch's names

@@ -17,6 +17,8 @@ Shapes: x (N, C, H, W); kernel (KH, KW); output (OH, OW); L = OH*OW; K = KH*KW.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -632,3 +634,10 @@ def lrn_backward(g, x, d, scale, dx, before, after, coef, n0, n1):
                     dx[n, j, s] += t[c, s]
             for s in range(S):
                 dx[n, j, s] = g[n, j, s] * scale[n, j, s] - coef * x[n, j, s] * dx[n, j, s]
+
+
+@njit(**_OPTS)
+def erf_range(x, out, lo, hi):
+    """out[i] = erf(x[i]) for i in [lo, hi) (the error function, in float64; GELU's exact form)."""
+    for i in range(lo, hi):
+        out[i] = math.erf(x[i])

@@ -3,18 +3,25 @@
 from . import init
 from .fuse import BatchNormReLU, ConvActAvgPool, ConvMaxPoolAct, FusedModule, MaxPoolAct, fuse
 from .layers import (
+    GELU,
+    AdaptiveAvgPool2d,
     AvgPool1d,
     AvgPool2d,
     AvgPool3d,
     BatchNorm1d,
     BatchNorm2d,
+    BatchNorm3d,
     Conv1d,
     Conv2d,
     Conv3d,
     CrossEntropyLoss,
     Dropout,
+    Dropout2d,
     Flatten,
+    GroupNorm,
     Identity,
+    LayerNorm,
+    LeakyReLU,
     Linear,
     LocalResponseNorm,
     LogSoftmax,
@@ -32,6 +39,7 @@ from .layers import (
 from .module import Module, Parameter, Sequential
 
 __all__ = [
+    "AdaptiveAvgPool2d", "BatchNorm3d", "Dropout2d", "GELU", "GroupNorm", "LayerNorm", "LeakyReLU",
     "AvgPool1d", "AvgPool2d", "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNormReLU", "Conv1d", "Conv2d",
     "Conv3d", "ConvActAvgPool", "ConvMaxPoolAct", "CrossEntropyLoss", "Dropout", "Flatten", "FusedModule", "Identity", "LPPool1d",
     "LPPool2d", "LPPool3d", "Linear", "LocalResponseNorm", "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d",
