@@ -278,3 +278,86 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """3-D convolution. x (N, C, D, H, W), weight (F, C/groups, kd, kh, kw) -> (N, F, OD, OH, OW)."""
     return _conv("conv3d", 3, x, weight, bias, stride, padding, dilation, groups)
+
+
+# ------------------------------------------------------------------------ transposed convolution
+class Spread(Function):
+    """Zeros inserted between the input's values (``stride - 1`` along each spatial axis), then ``lo``
+    zeros before and ``hi`` after each axis (a negative number crops instead): the input of the ordinary
+    convolution that computes a transposed one."""
+
+    def forward(self, x, stride, lo, hi):
+        xp = backend.get_array_module(x)
+        plo, phi = tuple(max(v, 0) for v in lo), tuple(max(v, 0) for v in hi)
+        spread = tuple((s - 1) * st + 1 for s, st in zip(x.shape[2:], stride))
+        full = x.shape[:2] + tuple(a + b + c for a, b, c in zip(spread, plo, phi))
+        self.full, self.dtype = full, x.dtype
+        self.place = (slice(None), slice(None)) + tuple(slice(p, p + s, st) for p, s, st in zip(plo, spread, stride))
+        self.crop = (slice(None), slice(None)) + tuple(slice(p - lo_, f - (ph - hi_))
+                                                       for p, lo_, f, ph, hi_ in zip(plo, lo, full[2:], phi, hi))
+        buf = xp.zeros(full, dtype=x.dtype)
+        buf[self.place] = x
+        return xp.ascontiguousarray(buf[self.crop])
+
+    def backward(self, g):
+        xp = backend.get_array_module(g)
+        buf = xp.zeros(self.full, dtype=self.dtype)
+        buf[self.crop] = g
+        return xp.ascontiguousarray(buf[self.place])
+
+
+def conv_transpose_output_shape(size, kernel, stride, padding, output_padding, dilation):
+    """(S - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1 per spatial axis."""
+    return tuple((s - 1) * st - 2 * p + dl * (k - 1) + op + 1
+                 for s, k, st, p, op, dl in zip(size, kernel, stride, padding, output_padding, dilation))
+
+
+def _conv_transpose(name, d, x, weight, bias, stride, padding, output_padding, groups, dilation):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
+    unbatched = x.ndim == d + 1
+    if unbatched:
+        x = x.reshape((1,) + x.shape)
+    if x.ndim != d + 2 or weight.ndim != d + 2:
+        raise ValueError(f"{name}: expected a {d + 2}-D input {LAYOUTS[d]} (or {d + 1}-D without the batch) and a "
+                         f"{d + 2}-D weight (in_channels, out_channels/groups, *kernel), got input {x.shape} and "
+                         f"weight {weight.shape}")
+    stride, padding = as_tuple(stride, d, "stride"), as_tuple(padding, d, "padding")
+    output_padding, dilation = as_tuple(output_padding, d, "output_padding"), as_tuple(dilation, d, "dilation")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{name}: groups must be a positive int, got {groups!r}")
+    C, Fg, kernel = x.shape[1], weight.shape[1], tuple(weight.shape[2:])
+    if weight.shape[0] != C or C % groups:
+        raise ValueError(f"{name}: input has {C} channels; weight {weight.shape} expects {weight.shape[0]} "
+                         f"(in_channels, divisible by groups={groups})")
+    if bias is not None and tuple(bias.shape) != (Fg * groups,):
+        raise ValueError(f"{name}: bias must have shape ({Fg * groups},) for weight {weight.shape} and "
+                         f"groups={groups}, got {tuple(bias.shape)}")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"{name}: input dtype {x.dtype} and weight dtype {weight.dtype} differ")
+    if any(s <= 0 for s in stride) or any(dl <= 0 for dl in dilation) or any(p < 0 for p in padding):
+        raise ValueError(f"{name}: stride and dilation must be positive and padding non-negative, got "
+                         f"stride={stride}, dilation={dilation}, padding={padding}")
+    if any(not 0 <= op < max(st, dl) for op, st, dl in zip(output_padding, stride, dilation)):
+        raise ValueError(f"{name}: output_padding must be non-negative and smaller than stride or dilation, got "
+                         f"output_padding={output_padding} with stride={stride}, dilation={dilation}")
+    out_shape = conv_transpose_output_shape(x.shape[2:], kernel, stride, padding, output_padding, dilation)
+    if any(o <= 0 for o in out_shape):
+        raise ValueError(f"{name}: the output would have size {out_shape} for input {x.shape}, kernel {kernel}, "
+                         f"padding={padding}: padding is too large")
+    # The transposed convolution is the convolution of the spread input with the flipped kernels whose
+    # in- and out-channels trade places (in each group).
+    edge = tuple(dl * (k - 1) - p for dl, k, p in zip(dilation, kernel, padding))
+    spread = Spread.apply(x, stride=stride, lo=edge, hi=tuple(e + op for e, op in zip(edge, output_padding)))
+    G, Cg = int(groups), C // int(groups)
+    w = weight.reshape((G, Cg, Fg) + kernel).permute((0, 2, 1) + tuple(range(3, d + 3)))
+    w = w.reshape((G * Fg, Cg) + kernel)[(slice(None), slice(None)) + (slice(None, None, -1),) * d]
+    out = _conv(name, d, spread, w, bias, 1, 0, dilation, G)
+    return out.reshape(out.shape[1:]) if unbatched else out
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """2-D transposed convolution (the gradient of conv2d with respect to its input, used to upsample):
+    x (N, C, H, W), weight (C, F/groups, kh, kw) -> (N, F, OH, OW) with
+    OH = (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1. PyTorch's arguments."""
+    return _conv_transpose("conv_transpose2d", 2, x, weight, bias, stride, padding, output_padding, groups, dilation)

@@ -14,6 +14,7 @@ from .layers import (
     Conv1d,
     Conv2d,
     Conv3d,
+    ConvTranspose2d,
     CrossEntropyLoss,
     Dropout,
     Dropout2d,
@@ -39,7 +40,7 @@ from .layers import (
 from .module import Module, Parameter, Sequential
 
 __all__ = [
-    "AdaptiveAvgPool2d", "BatchNorm3d", "Dropout2d", "GELU", "GroupNorm", "LayerNorm", "LeakyReLU",
+    "AdaptiveAvgPool2d", "BatchNorm3d", "ConvTranspose2d", "Dropout2d", "GELU", "GroupNorm", "LayerNorm", "LeakyReLU",
     "AvgPool1d", "AvgPool2d", "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNormReLU", "Conv1d", "Conv2d",
     "Conv3d", "ConvActAvgPool", "ConvMaxPoolAct", "CrossEntropyLoss", "Dropout", "Flatten", "FusedModule", "Identity", "LPPool1d",
     "LPPool2d", "LPPool3d", "Linear", "LocalResponseNorm", "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d",

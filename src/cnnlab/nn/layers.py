@@ -77,6 +77,47 @@ class Conv3d(_ConvNd):
     _d, _fn = 3, staticmethod(F.conv3d)
 
 
+class ConvTranspose2d(Module):
+    """2-D transposed convolution (F.conv_transpose2d), PyTorch's arguments: weight (in_channels,
+    out_channels/groups, kh, kw); ConvTranspose2d(C, F, 2, stride=2) doubles the height and width."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"ConvTranspose2d: {name} must be a positive int, got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"ConvTranspose2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must be divisible by groups ({groups})")
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size = as_tuple(kernel_size, 2, "kernel_size")
+        if any(k <= 0 for k in self.kernel_size):
+            raise ValueError(f"ConvTranspose2d: kernel_size must be positive, got {self.kernel_size}")
+        self.stride, self.padding = as_tuple(stride, 2, "stride"), as_tuple(padding, 2, "padding")
+        self.output_padding, self.dilation = as_tuple(output_padding, 2, "output_padding"), as_tuple(dilation, 2,
+                                                                                                     "dilation")
+        self.weight = Parameter(_empty(in_channels, out_channels // groups, *self.kernel_size))
+        self.bias = Parameter(_empty(out_channels)) if bias else None
+        init.default_(self.weight, self.bias)
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                  self.groups, self.dilation)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if any(self.padding):
+            s += f", padding={self.padding}"
+        if any(self.output_padding):
+            s += f", output_padding={self.output_padding}"
+        if any(d != 1 for d in self.dilation):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + (", bias=False" if self.bias is None else "")
+
+
 class _PoolNd(Module):
     _d = 0
     _fn = None
