@@ -37,12 +37,13 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .module import Module, Parameter, Sequential
+from .module import Module, ModuleList, Parameter, RemovableHandle, Sequential
 
 __all__ = [
-    "AdaptiveAvgPool2d", "BatchNorm3d", "ConvTranspose2d", "Dropout2d", "GELU", "GroupNorm", "LayerNorm", "LeakyReLU",
-    "AvgPool1d", "AvgPool2d", "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNormReLU", "Conv1d", "Conv2d",
-    "Conv3d", "ConvActAvgPool", "ConvMaxPoolAct", "CrossEntropyLoss", "Dropout", "Flatten", "FusedModule", "Identity", "LPPool1d",
-    "LPPool2d", "LPPool3d", "Linear", "LocalResponseNorm", "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d",
-    "MaxPoolAct", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "fuse", "init",
+    "AdaptiveAvgPool2d", "BatchNorm3d", "ConvTranspose2d", "Dropout2d", "GELU", "GroupNorm", "LayerNorm",
+    "LeakyReLU", "AvgPool1d", "AvgPool2d", "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNormReLU", "Conv1d",
+    "Conv2d", "Conv3d", "ConvActAvgPool", "ConvMaxPoolAct", "CrossEntropyLoss", "Dropout", "Flatten",
+    "FusedModule", "Identity", "LPPool1d", "LPPool2d", "LPPool3d", "Linear", "LocalResponseNorm", "LogSoftmax",
+    "MaxPool1d", "MaxPool2d", "MaxPool3d", "MaxPoolAct", "Module", "ModuleList", "Parameter", "RemovableHandle",
+    "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "fuse", "init",
 ]
