@@ -1,6 +1,6 @@
 """Neural-network modules with PyTorch's names: layers own parameters and call functional ops."""
 
-from . import init
+from . import init, utils
 from .fuse import BatchNormReLU, ConvActAvgPool, ConvMaxPoolAct, FusedModule, MaxPoolAct, fuse
 from .layers import (
     GELU,
@@ -45,5 +45,5 @@ __all__ = [
     "Conv2d", "Conv3d", "ConvActAvgPool", "ConvMaxPoolAct", "CrossEntropyLoss", "Dropout", "Flatten",
     "FusedModule", "Identity", "LPPool1d", "LPPool2d", "LPPool3d", "Linear", "LocalResponseNorm", "LogSoftmax",
     "MaxPool1d", "MaxPool2d", "MaxPool3d", "MaxPoolAct", "Module", "ModuleList", "Parameter", "RemovableHandle",
-    "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "fuse", "init",
+    "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "fuse", "init", "utils",
 ]
