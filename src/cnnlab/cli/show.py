@@ -19,10 +19,11 @@ def cmd_show(args) -> int:
     what = args.what
     if what not in viz.FIGSIZE:
         raise ValueError(f"unknown picture {what!r}; choose one of {', '.join(viz.FIGSIZE)}")
-    if args.image is not None and what != "featuremaps":
-        raise ValueError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
-    if args.layer is not None and what != "filters":
-        raise ValueError(f"--layer is only used by `show filters`, not `show {what}`")
+    if args.image is not None and what not in ("featuremaps", "gradcam"):
+        raise ValueError(f"IMAGE ({args.image}) is only used by `show featuremaps` and `show gradcam`, "
+                         f"not `show {what}`")
+    if args.layer is not None and what not in ("filters", "gradcam"):
+        raise ValueError(f"--layer is only used by `show filters` and `show gradcam`, not `show {what}`")
     _check_suffix(args.out, ".png")
     print(viz.plot_run(what, args.run, out=args.out, image=args.image, layer=args.layer))
     return 0
