@@ -187,9 +187,8 @@ def adaptive_avg_pool2d(x, output_size):
     """2-D adaptive average pooling: (N, C, H, W) or (C, H, W) -> (..., OH, OW), each output the mean of
     its window (``adaptive_bins``); an entry None of ``output_size`` keeps that input size.
 
-    Where the windows tile the input (OH divides H, OW divides W) this is ``avg_pool2d``; otherwise,
-    the windows being rectangles, the mean is separable: one averaging matrix per axis,
-    (OH, H) @ x @ (W, OW), differentiable through ``matmul``."""
+    The windows are rectangles, so the mean is separable: one averaging matrix per axis,
+    (OH, H) @ x @ (W, OW), which is differentiable through ``matmul``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"adaptive_avg_pool2d: input must be a Tensor, got {type(x).__name__}")
     if x.ndim not in (3, 4):
@@ -207,8 +206,6 @@ def adaptive_avg_pool2d(x, output_size):
                              f"{output_size!r}")
     if H == 0 or W == 0:
         raise ValueError(f"adaptive_avg_pool2d: the input has an empty spatial axis, shape {x.shape}")
-    if H % oh == 0 and W % ow == 0:  # equal windows that tile the input: plain average pooling
-        return avg_pool2d(x, (H // int(oh), W // int(ow)))
     xp = backend.get_array_module(x.data)
     out = x if ow == W else x @ _averaging_matrix(xp, W, int(ow), x.dtype).T
     return out if oh == H else _averaging_matrix(xp, H, int(oh), x.dtype) @ out
