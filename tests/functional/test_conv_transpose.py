@@ -38,6 +38,8 @@ CASES = [  # input, weight, settings
     ((2, 4, 3, 3), (4, 1, 2, 3), dict(stride=(2, 3), groups=2)),
     ((1, 2, 4, 3), (2, 2, 3, 3), dict(stride=3, padding=2, output_padding=(2, 1), dilation=1)),
     ((1, 2, 3, 3), (2, 1, 2, 2), dict(dilation=2, padding=1, output_padding=1, stride=2)),
+    ((2, 2, 3, 4), (2, 2, 2, 3), dict(dilation=2, output_padding=1)),  # output_padding >= stride: the other path
+    ((1, 8, 10, 10), (8, 8, 3, 3), dict(padding=1)),  # 8 channels: Winograd (channels-last rows) on the CPU
 ]
 
 

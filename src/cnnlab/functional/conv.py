@@ -306,6 +306,47 @@ class Spread(Function):
         return xp.ascontiguousarray(buf[self.place])
 
 
+class ConvTransposeNd(Function):
+    """Transposed convolution: the input gradient of the convolution whose input has the output's
+    shape, with the same weight (C, F/groups, *kernel) read as a convolution's (out, in/groups, *kernel).
+    Its forward is that convolution's backward pass for the input (col2im or Winograd), its input
+    gradient that convolution's forward pass, its weight gradient that convolution's weight gradient,
+    all through ConvPlan: the same kernels, chunking and threads as conv2d."""
+
+    def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups, out_shape):
+        xp = backend.get_array_module(x)
+        N, F = x.shape[0], w.shape[1] * groups
+        # the convolution's input: only its shape and dtype are read when only the input gradient is wanted
+        ghost = xp.broadcast_to(xp.zeros((), dtype=x.dtype), (N, F) + tuple(out_shape))
+        plan = ConvPlan(ghost, w, None, stride, padding, dilation, groups)
+        if tuple(plan.out_shape) != tuple(x.shape[2:]):  # _conv_transpose sends only shapes where they agree
+            raise RuntimeError(f"conv_transpose: output {out_shape} convolves to {plan.out_shape}, not {x.shape[2:]}")
+        x3 = x.reshape(N, x.shape[1], plan.L)
+        out = plan.backward(ghost, lambda n0, n1: x3[n0:n1], (True, False), False)[0]
+        if maybe_bias:
+            out += maybe_bias[0].reshape((1, F) + (1,) * len(out_shape))
+        self.x, self.w, self.has_bias = x, w, bool(maybe_bias)
+        self.geom = (stride, padding, dilation, groups)
+        return out
+
+    def backward(self, g):
+        x, w, needs = self.x, self.w, self.needs_input_grad
+        stride, padding, dilation, groups = self.geom
+        plan = ConvPlan(g, w, None, stride, padding, dilation, groups)
+        gx = gw = None
+        if needs[0]:  # the convolution of g
+            gx = plan.xp.empty((g.shape[0], plan.F, plan.L), dtype=g.dtype)
+            kernels.run_chunks(lambda n0, n1: plan.forward_chunk(g[n0:n1], gx[n0:n1]), plan.chunks,
+                               plan.xp is np)
+            gx = gx.reshape(x.shape)
+        if needs[1]:  # that convolution's weight gradient, x in the place of its output gradient
+            x3 = x.reshape(x.shape[0], x.shape[1], plan.L)
+            gw = plan.backward(g, lambda n0, n1: x3[n0:n1], (False, True), False)[1]
+        if not self.has_bias:
+            return gx, gw
+        return gx, gw, (g.sum(axis=(0,) + tuple(range(2, g.ndim))) if needs[2] else None)
+
+
 def conv_transpose_output_shape(size, kernel, stride, padding, output_padding, dilation):
     """(S - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1 per spatial axis."""
     return tuple((s - 1) * st - 2 * p + dl * (k - 1) + op + 1
@@ -345,8 +386,14 @@ def _conv_transpose(name, d, x, weight, bias, stride, padding, output_padding, g
     if any(o <= 0 for o in out_shape):
         raise ValueError(f"{name}: the output would have size {out_shape} for input {x.shape}, kernel {kernel}, "
                          f"padding={padding}: padding is too large")
-    # The transposed convolution is the convolution of the spread input with the flipped kernels whose
-    # in- and out-channels trade places (in each group).
+    if all(op < st for op, st in zip(output_padding, stride)):
+        args = (x, weight) if bias is None else (x, weight, bias)
+        out = ConvTransposeNd.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=int(groups),
+                                    out_shape=out_shape)
+        return out.reshape(out.shape[1:]) if unbatched else out
+    # output_padding >= stride (allowed with a larger dilation): the convolution of the spread input
+    # (zeros between values, edges padded or cropped) with the flipped kernels whose in- and
+    # out-channels trade places in each group
     edge = tuple(dl * (k - 1) - p for dl, k, p in zip(dilation, kernel, padding))
     spread = Spread.apply(x, stride=stride, lo=edge, hi=tuple(e + op for e, op in zip(edge, output_padding)))
     G, Cg = int(groups), C // int(groups)
