@@ -71,9 +71,8 @@ def dropout2d(x, p=0.5, training=True):
         return x
     if p == 1.0:
         return x * 0.0
-    keep = backend.random(x.shape[:2], x.data) >= p
-    scale = np.asarray(1.0 / (1.0 - p), dtype=x.dtype)
-    mask = (keep.astype(x.dtype) * scale).reshape(x.shape[:2] + (1,) * (x.ndim - 2))
+    keep = backend.random(x.shape[:2], x.data) >= p  # one draw per (sample, channel)
+    mask = (keep.astype(x.dtype) / x.dtype.type(1.0 - p)).reshape(x.shape[:2] + (1,) * (x.ndim - 2))
     return x * Tensor(mask)
 
 
