@@ -48,6 +48,22 @@ def test_gelu(approximate, one):
     check_op(nn.GELU(approximate), [(3, 5)], lambda a: _each(a, one), T.GELU(approximate))
 
 
+def test_erf_against_math_erf():
+    """GELU's erf: float64 is math.erf itself; float32 a rational approximation within 6.5e-8 of it."""
+    from cnnlab import kernels
+
+    x = np.concatenate([np.linspace(-6, 6, 20001), [0.0, 1e-30, -1e-8, 5e-4, 3.99, 4.0, 4.01, 30.0, -30.0]])
+    want = np.array([math.erf(v) for v in x])
+    np.testing.assert_array_equal(kernels.erf(x), want)
+    x32 = x.astype(np.float32)
+    got = kernels.erf(x32)
+    assert got.dtype == np.float32
+    want32 = np.array([math.erf(float(v)) for v in x32])
+    assert np.abs(got - want32).max() < 2e-7
+    small = np.abs(x32) < 1e-3  # relative accuracy where erf is near 0
+    assert np.all(np.abs(got[small] - want32[small]) <= 1e-6 * np.abs(want32[small]) + 1e-37)
+
+
 def test_gelu_exact_and_tanh_differ_and_bad_forms_are_refused():
     x = cnnlab.tensor(np.linspace(-3, 3, 13))
     gap = np.abs(F.gelu(x).numpy() - F.gelu(x, "tanh").numpy()).max()

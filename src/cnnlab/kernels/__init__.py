@@ -170,8 +170,10 @@ def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
 
 # ------------------------------------------------------------------ activations
 def erf(x):
-    """The error function, elementwise (GELU's exact form): a compiled loop of ``math.erf`` on NumPy
-    floats, CuPy's ``cupyx.scipy.special.erf`` on the GPU, ``math.erf`` one value at a time otherwise."""
+    """The error function, elementwise (GELU's exact form): on NumPy floats a compiled loop of
+    ``math.erf`` (float64) or of a rational approximation within 6.5e-8 of it (float32, several times
+    faster: cpu.erf_rational_range); CuPy's ``cupyx.scipy.special.erf`` on the GPU; ``math.erf`` one
+    value at a time otherwise (kernels off, other dtypes)."""
     xp = backend.get_array_module(x)
     if xp is not np:
         import cupyx.scipy.special  # noqa: PLC0415 - only reached with CuPy arrays
@@ -183,7 +185,8 @@ def erf(x):
     out = np.empty_like(x)
     xf, of = x.reshape(-1), out.reshape(-1)
     cpu = _cpu()
-    run_chunks(lambda lo, hi: cpu.erf_range(xf, of, lo, hi), policy.flat_chunks(x.size, x.itemsize))
+    loop = cpu.erf_rational_range if x.dtype == np.float32 else cpu.erf_range
+    run_chunks(lambda lo, hi: loop(xf, of, lo, hi), policy.flat_chunks(x.size, x.itemsize))
     return out
 
 
