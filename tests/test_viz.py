@@ -313,7 +313,8 @@ def test_bad_input_is_one_clear_line(run, run_without_history, tmp_path, capsys,
 
 
 # ------------------------------------------------------------------------------------ the package
-VIZ_MODULES = ["common", "filters", "featuremaps", "curves", "confusion", "mistakes", "augment", "report", "show"]
+VIZ_MODULES = ["common", "filters", "featuremaps", "curves", "confusion", "mistakes", "augment", "gradcam", "report",
+               "show"]
 
 
 def test_each_viz_module_imports_on_its_own():

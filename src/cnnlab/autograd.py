@@ -191,6 +191,10 @@ class Tensor:
     def detach(self) -> Tensor:
         return Tensor(self._data)
 
+    def clone(self) -> Tensor:
+        """A copy of the values, recorded in the graph: gradients flow back to ``self``."""
+        return _ops.clone(self)
+
     def to(self, device=None, dtype=None) -> Tensor:
         """A tensor on ``device`` and/or of ``dtype``; ``self`` when nothing changes."""
         data = self._data
@@ -463,6 +467,12 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         return _ops.flatten(self, start_dim, end_dim)
 
+    def unsqueeze(self, dim):
+        return _ops.unsqueeze(self, dim)
+
+    def squeeze(self, dim=None):
+        return _ops.squeeze(self, dim)
+
     def permute(self, *dims):
         if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
             dims = tuple(dims[0])
@@ -622,6 +632,36 @@ def tensor(data, dtype=None, requires_grad=False) -> Tensor:
     if t.data is data or (hasattr(data, "base") and t.data.base is data):
         t.data = t.data.copy()
     return t
+
+
+def _size(op, size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in size):
+        raise ValueError(f"{op}: sizes must be non-negative ints, got {size}")
+    return tuple(int(s) for s in size)
+
+
+def _filled(op, fill, size, dtype, device, requires_grad) -> Tensor:
+    xp = backend.xp_for(device or "cpu")
+    return Tensor(xp.full(_size(op, size), fill, dtype=dtype or backend.DEFAULT_DTYPE), requires_grad=requires_grad)
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of zeros: ``zeros(2, 3)`` or ``zeros((2, 3))``, float32 unless ``dtype`` is given."""
+    return _filled("zeros", 0, size, dtype, device, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of ones: ``ones(2, 3)`` or ``ones((2, 3))``, float32 unless ``dtype`` is given."""
+    return _filled("ones", 1, size, dtype, device, requires_grad)
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal numbers from cnnlab's seeded generator (``cnnlab.manual_seed``), float32 unless
+    ``dtype`` is given; drawn on the CPU and moved to ``device``."""
+    data = backend.rng().standard_normal(_size("randn", size)).astype(dtype or backend.DEFAULT_DTYPE)
+    return Tensor(backend.to_device(data, device or "cpu"), requires_grad=requires_grad)
 
 
 from .functional import ops as _ops  # noqa: E402 - ops needs Tensor and Function defined above

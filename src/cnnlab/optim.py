@@ -25,6 +25,7 @@ optimizer state is kept in the parameter's own dtype: a float32 model stays floa
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 import numbers
@@ -36,7 +37,8 @@ from .autograd import Tensor, enable_grad, increment_version
 
 __all__ = [
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
-    "LRScheduler", "StepLR", "CosineAnnealingLR", "OneCycleLR",
+    "LRScheduler", "StepLR", "CosineAnnealingLR", "OneCycleLR", "MultiStepLR", "LambdaLR", "LinearLR",
+    "ReduceLROnPlateau", "SequentialLR",
 ]
 
 
@@ -721,3 +723,189 @@ class OneCycleLR(LRScheduler):
                     break
                 begin = end
         return lrs
+
+
+class MultiStepLR(LRScheduler):
+    """Multiply the learning rate by ``gamma`` at each of the ``milestones`` (step counts; one listed
+    twice multiplies twice), multiplicatively from the current ``group["lr"]``, as PyTorch's."""
+
+    def __init__(self, optimizer, milestones, gamma=0.1):
+        milestones = list(milestones) if isinstance(milestones, (list, tuple, set)) else None
+        if not milestones:
+            raise ValueError(f"Invalid milestones: {milestones!r} (expected a non-empty list of step counts)")
+        for m in milestones:
+            _check_positive_int("milestone", m)
+        _check_nonneg("gamma", gamma)
+        self.milestones = sorted(int(m) for m in milestones)
+        self.gamma = gamma
+        super().__init__(optimizer)
+
+    def get_lr(self):
+        hits = self.milestones.count(self.last_epoch)
+        return [group["lr"] * self.gamma ** hits for group in self.optimizer.param_groups]
+
+
+class LambdaLR(LRScheduler):
+    """``lr = base_lr * lr_lambda(step)``: one function for every group, or one per group. The
+    functions are not part of ``state_dict`` (as in PyTorch): give them again when restoring."""
+
+    def __init__(self, optimizer, lr_lambda):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not a cnnlab Optimizer")
+        n = len(optimizer.param_groups)
+        lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * n
+        if len(lambdas) != n:
+            raise ValueError(f"Invalid lr_lambda: expected {n} functions (one per parameter group), got {len(lambdas)}")
+        if not all(callable(f) for f in lambdas):
+            raise TypeError("Invalid lr_lambda: expected a function of the step count (or one per group)")
+        self.lr_lambdas = lambdas
+        super().__init__(optimizer)
+
+    def get_lr(self):
+        return [base * f(self.last_epoch) for base, f in zip(self.base_lrs, self.lr_lambdas)]
+
+    def state_dict(self) -> dict:
+        return copy.deepcopy({k: v for k, v in vars(self).items() if k not in ("optimizer", "lr_lambdas")})
+
+
+class LinearLR(LRScheduler):
+    """Linear warm-up (or decay): the lr goes from ``start_factor * base_lr`` to ``end_factor * base_lr``
+    over ``total_iters`` steps and stays there: ``base_lr * (start + (end - start) * min(t, total) / total)``,
+    the closed form of PyTorch's LinearLR (which it equals for a plain schedule)."""
+
+    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
+        if not _is_real(start_factor) or not 0 < start_factor <= 1:
+            raise ValueError(f"Invalid start_factor: {start_factor!r} (expected a number in (0, 1])")
+        if not _is_real(end_factor) or not 0 <= end_factor <= 1:
+            raise ValueError(f"Invalid end_factor: {end_factor!r} (expected a number in [0, 1])")
+        _check_positive_int("total_iters", total_iters)
+        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, int(total_iters)
+        super().__init__(optimizer)
+
+    def get_lr(self):
+        frac = min(self.last_epoch, self.total_iters) / self.total_iters
+        factor = self.start_factor + (self.end_factor - self.start_factor) * frac
+        return [base * factor for base in self.base_lrs]
+
+
+class ReduceLROnPlateau:
+    """Divide the lr when a metric stops improving: ``step(metric)`` once per epoch; after more than
+    ``patience`` epochs without an improvement (better than the best by ``threshold``, relative or
+    absolute), every group's lr becomes ``max(lr * factor, min_lr)``, then ``cooldown`` epochs pass
+    before counting again. PyTorch's rules and defaults."""
+
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
+                 cooldown=0, min_lr=0.0, eps=1e-8):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not a cnnlab Optimizer")
+        if mode not in ("min", "max"):
+            raise ValueError(f"Invalid mode: {mode!r} (expected 'min' or 'max')")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"Invalid threshold_mode: {threshold_mode!r} (expected 'rel' or 'abs')")
+        if not _is_real(factor) or not 0 <= factor < 1:
+            raise ValueError(f"Invalid factor: {factor!r} (expected a number in [0, 1))")
+        for name, v in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"Invalid {name}: {v!r} (expected a whole number >= 0)")
+        _check_nonneg("threshold", threshold)
+        _check_nonneg("eps", eps)
+        groups = optimizer.param_groups
+        min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * len(groups)
+        if len(min_lrs) != len(groups):
+            raise ValueError(f"Invalid min_lr: expected {len(groups)} values (one per parameter group), "
+                             f"got {len(min_lrs)}")
+        for v in min_lrs:
+            _check_nonneg("min_lr", v)
+        self.optimizer = optimizer
+        self.mode, self.factor, self.patience, self.threshold = mode, factor, int(patience), threshold
+        self.threshold_mode, self.cooldown, self.min_lrs, self.eps = threshold_mode, int(cooldown), min_lrs, eps
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = self.cooldown_counter = self.last_epoch = 0
+        self._last_lr = [group["lr"] for group in groups]
+
+    def is_better(self, value, best) -> bool:
+        rel = self.threshold_mode == "rel"
+        if self.mode == "min":
+            return value < (best * (1 - self.threshold) if rel else best - self.threshold)
+        return value > (best * (1 + self.threshold) if rel else best + self.threshold)
+
+    def step(self, metrics) -> None:
+        """Record one epoch's metric (a number, or a one-element Tensor)."""
+        value = float(metrics.item() if isinstance(metrics, Tensor) else metrics)
+        self.last_epoch += 1
+        if self.is_better(value, self.best):
+            self.best, self.num_bad_epochs = value, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            for group, floor in zip(self.optimizer.param_groups, self.min_lrs):
+                new = max(group["lr"] * self.factor, floor)
+                if group["lr"] - new > self.eps:
+                    group["lr"] = new
+            self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def get_last_lr(self) -> list:
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict:
+        return copy.deepcopy({k: v for k, v in vars(self).items() if k != "optimizer"})
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for k, v in copy.deepcopy(dict(state_dict)).items():
+            setattr(self, k, v)
+
+
+class SequentialLR:
+    """Schedulers one after another (e.g. a LinearLR warm-up, then cosine annealing): ``schedulers[i]``
+    runs from ``milestones[i - 1]`` on, restarted at step 0 there, as PyTorch's SequentialLR."""
+
+    def __init__(self, optimizer, schedulers, milestones):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not a cnnlab Optimizer")
+        schedulers, milestones = list(schedulers), list(milestones)
+        if len(schedulers) < 1 or len(milestones) != len(schedulers) - 1:
+            raise ValueError(f"SequentialLR: expected one milestone fewer than schedulers, got {len(schedulers)} "
+                             f"schedulers and {len(milestones)} milestones")
+        if any(not isinstance(s, LRScheduler) or s.optimizer is not optimizer for s in schedulers):
+            raise ValueError("SequentialLR: every scheduler must be an LRScheduler of this optimizer")
+        for m in milestones:
+            _check_positive_int("milestone", m)
+        if milestones != sorted(milestones):
+            raise ValueError(f"SequentialLR: milestones must increase, got {milestones}")
+        self.optimizer, self.schedulers, self.milestones = optimizer, schedulers, [int(m) for m in milestones]
+        # as PyTorch: undo what the later schedulers' construction did, then start the first one again
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        for s in schedulers:
+            s.last_epoch -= 1
+        schedulers[0].step()
+        self.last_epoch = 0
+        self._last_lr = schedulers[0].get_last_lr()
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        idx = bisect.bisect_right(self.milestones, self.last_epoch)
+        s = self.schedulers[idx]
+        if idx > 0 and self.milestones[idx - 1] == self.last_epoch:
+            # restart it at its step 0, from the initial lr (PyTorch steps it to 0 in closed form)
+            s.last_epoch = -1
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"]
+        s.step()
+        self._last_lr = s.get_last_lr()
+
+    def get_last_lr(self) -> list:
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict:
+        return {"last_epoch": self.last_epoch, "_last_lr": list(self._last_lr),
+                "schedulers": [s.state_dict() for s in self.schedulers]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.last_epoch, self._last_lr = state_dict["last_epoch"], list(state_dict["_last_lr"])
+        for s, st in zip(self.schedulers, state_dict["schedulers"]):
+            s.load_state_dict(st)

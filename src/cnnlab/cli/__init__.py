@@ -70,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
             summary.run_models)
 
     p = sub.add_parser("show", help="draw a picture of a saved run (PNG)", formatter_class=_Formatter)
-    p.add_argument("what", choices=["filters", "featuremaps", "curves", "confusion", "mistakes", "augment"],
+    p.add_argument("what", choices=["filters", "featuremaps", "curves", "confusion", "mistakes", "augment",
+                                    "gradcam"],
                    help="filters: learned kernels; featuremaps: every conv/pool layer's maps for IMAGE; "
+                        "gradcam: Grad-CAM, which parts of IMAGE drove the answer; "
                         "curves: loss and accuracy per epoch; confusion: test confusion matrix; "
                         "mistakes: misclassified test images; augment: training images as the run's "
                         "augmentation changed them")
@@ -79,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directory written by `cnnlab train` (default: the model that ships with cnnlab; "
                         "`show featuremaps IMAGE` uses it too)")
     p.add_argument("image", nargs="?", default=None,
-                   help="for featuremaps: a PNG/JPEG file, or test:N for test image N (default: test:0)")
+                   help="for featuremaps and gradcam: a PNG/JPEG file, or test:N for test image N "
+                        "(default: test:0)")
     p.add_argument("--layer", type=int, default=None,
-                   help="for filters: index of the conv layer in the model (default: the first conv layer)")
+                   help="for filters: index of the conv layer in the model (default: the first conv layer); "
+                        "for gradcam: the conv layer whose maps are weighed (default: the last)")
     p.add_argument("--out", default=None,
                    help="PNG file to write (default: RUN/<what>.png; for the shipped model ./<what>.png)")
     p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_show")(a))

@@ -25,15 +25,17 @@ def cmd_show(args) -> int:
     what = args.what
     if what not in viz.FIGSIZE:
         raise UsageError(f"unknown picture {what!r}; choose one of {', '.join(viz.FIGSIZE)}")
-    if args.layer is not None and what != "filters":
-        raise UsageError(f"--layer is only used by `show filters`, not `show {what}`")
-    if (what == "featuremaps" and args.image is None and args.run is not None and not Path(args.run).is_dir()
+    if args.layer is not None and what not in ("filters", "gradcam"):
+        raise UsageError(f"--layer is only used by `show filters` and `show gradcam`, not `show {what}`")
+    if (what in ("featuremaps", "gradcam") and args.image is None and args.run is not None
+            and not Path(args.run).is_dir()
             and (args.run.startswith("test:") or Path(args.run).is_file()
                  or Path(args.run).suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"))):
         # `show featuremaps my7.png`: the shipped model's maps (a missing picture is then named as one)
         args.run, args.image = None, args.run
-    if args.image is not None and what != "featuremaps":
-        raise UsageError(f"IMAGE ({args.image}) is only used by `show featuremaps`, not `show {what}`")
+    if args.image is not None and what not in ("featuremaps", "gradcam"):
+        raise UsageError(f"IMAGE ({args.image}) is only used by `show featuremaps` and `show gradcam`, "
+                         f"not `show {what}`")
     if args.image is not None and args.image.startswith("test:") and not args.image[len("test:"):].isdigit():
         raise UsageError(f"image {args.image!r}: expected test:N with N a test-image index, e.g. test:0")
     _check_suffix(args.out, ".png")

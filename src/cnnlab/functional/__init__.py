@@ -1,13 +1,16 @@
 """Stateless differentiable operators with PyTorch's names, argument orders and defaults."""
 
-from .conv import conv1d, conv2d, conv3d
+from .conv import conv1d, conv2d, conv3d, conv_transpose2d
 from .fused import conv2d_act_avgpool, conv2d_maxpool_act
 from .layers import (
     batch_norm,
     batch_norm_relu,
     cross_entropy,
     dropout,
+    dropout2d,
     flatten,
+    group_norm,
+    layer_norm,
     linear,
     local_response_norm,
     nll_loss,
@@ -16,6 +19,8 @@ from .ops import (
     abs,
     clamp,
     exp,
+    gelu,
+    leaky_relu,
     log,
     log_softmax,
     matmul,
@@ -26,6 +31,7 @@ from .ops import (
     tanh,
 )
 from .pool import (
+    adaptive_avg_pool2d,
     avg_pool1d,
     avg_pool2d,
     avg_pool3d,
@@ -38,8 +44,9 @@ from .pool import (
 )
 
 __all__ = [
-    "abs", "avg_pool1d", "avg_pool2d", "avg_pool3d", "batch_norm", "batch_norm_relu", "clamp", "conv1d", "conv2d",
-    "conv2d_act_avgpool", "conv2d_maxpool_act", "conv3d", "cross_entropy", "dropout", "exp", "flatten", "linear",
-    "local_response_norm", "log", "log_softmax", "lp_pool1d", "lp_pool2d", "lp_pool3d", "matmul", "max_pool1d",
-    "max_pool2d", "max_pool3d", "nll_loss", "relu", "sigmoid", "softmax", "sqrt", "tanh",
+    "abs", "adaptive_avg_pool2d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "batch_norm", "batch_norm_relu",
+    "clamp", "conv1d", "conv2d", "conv2d_act_avgpool", "conv2d_maxpool_act", "conv3d", "conv_transpose2d",
+    "cross_entropy", "dropout", "dropout2d", "exp", "flatten", "gelu", "group_norm", "layer_norm", "leaky_relu",
+    "linear", "local_response_norm", "log", "log_softmax", "lp_pool1d", "lp_pool2d", "lp_pool3d", "matmul",
+    "max_pool1d", "max_pool2d", "max_pool3d", "nll_loss", "relu", "sigmoid", "softmax", "sqrt", "tanh",
 ]

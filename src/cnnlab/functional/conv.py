@@ -278,3 +278,133 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """3-D convolution. x (N, C, D, H, W), weight (F, C/groups, kd, kh, kw) -> (N, F, OD, OH, OW)."""
     return _conv("conv3d", 3, x, weight, bias, stride, padding, dilation, groups)
+
+
+# ------------------------------------------------------------------------ transposed convolution
+class Spread(Function):
+    """Zeros inserted between the input's values (``stride - 1`` along each spatial axis), then ``lo``
+    zeros before and ``hi`` after each axis (a negative number crops instead): the input of the ordinary
+    convolution that computes a transposed one."""
+
+    def forward(self, x, stride, lo, hi):
+        xp = backend.get_array_module(x)
+        plo, phi = tuple(max(v, 0) for v in lo), tuple(max(v, 0) for v in hi)
+        spread = tuple((s - 1) * st + 1 for s, st in zip(x.shape[2:], stride))
+        full = x.shape[:2] + tuple(a + b + c for a, b, c in zip(spread, plo, phi))
+        self.full, self.dtype = full, x.dtype
+        self.place = (slice(None), slice(None)) + tuple(slice(p, p + s, st) for p, s, st in zip(plo, spread, stride))
+        self.crop = (slice(None), slice(None)) + tuple(slice(p - lo_, f - (ph - hi_))
+                                                       for p, lo_, f, ph, hi_ in zip(plo, lo, full[2:], phi, hi))
+        buf = xp.zeros(full, dtype=x.dtype)
+        buf[self.place] = x
+        return xp.ascontiguousarray(buf[self.crop])
+
+    def backward(self, g):
+        xp = backend.get_array_module(g)
+        buf = xp.zeros(self.full, dtype=self.dtype)
+        buf[self.crop] = g
+        return xp.ascontiguousarray(buf[self.place])
+
+
+class ConvTransposeNd(Function):
+    """Transposed convolution: the input gradient of the convolution whose input has the output's
+    shape, with the same weight (C, F/groups, *kernel) read as a convolution's (out, in/groups, *kernel).
+    Its forward is that convolution's backward pass for the input (col2im or Winograd), its input
+    gradient that convolution's forward pass, its weight gradient that convolution's weight gradient,
+    all through ConvPlan: the same kernels, chunking and threads as conv2d."""
+
+    def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups, out_shape):
+        xp = backend.get_array_module(x)
+        N, F = x.shape[0], w.shape[1] * groups
+        # the convolution's input: only its shape and dtype are read when only the input gradient is wanted
+        ghost = xp.broadcast_to(xp.zeros((), dtype=x.dtype), (N, F) + tuple(out_shape))
+        plan = ConvPlan(ghost, w, None, stride, padding, dilation, groups)
+        if tuple(plan.out_shape) != tuple(x.shape[2:]):  # _conv_transpose sends only shapes where they agree
+            raise RuntimeError(f"conv_transpose: output {out_shape} convolves to {plan.out_shape}, not {x.shape[2:]}")
+        x3 = x.reshape(N, x.shape[1], plan.L)
+        out = plan.backward(ghost, lambda n0, n1: x3[n0:n1], (True, False), False)[0]
+        if maybe_bias:
+            out += maybe_bias[0].reshape((1, F) + (1,) * len(out_shape))
+        self.x, self.w, self.has_bias = x, w, bool(maybe_bias)
+        self.geom = (stride, padding, dilation, groups)
+        return out
+
+    def backward(self, g):
+        x, w, needs = self.x, self.w, self.needs_input_grad
+        stride, padding, dilation, groups = self.geom
+        plan = ConvPlan(g, w, None, stride, padding, dilation, groups)
+        gx = gw = None
+        if needs[0]:  # the convolution of g
+            gx = plan.xp.empty((g.shape[0], plan.F, plan.L), dtype=g.dtype)
+            kernels.run_chunks(lambda n0, n1: plan.forward_chunk(g[n0:n1], gx[n0:n1]), plan.chunks,
+                               plan.xp is np)
+            gx = gx.reshape(x.shape)
+        if needs[1]:  # that convolution's weight gradient, x in the place of its output gradient
+            x3 = x.reshape(x.shape[0], x.shape[1], plan.L)
+            gw = plan.backward(g, lambda n0, n1: x3[n0:n1], (False, True), False)[1]
+        if not self.has_bias:
+            return gx, gw
+        return gx, gw, (g.sum(axis=(0,) + tuple(range(2, g.ndim))) if needs[2] else None)
+
+
+def conv_transpose_output_shape(size, kernel, stride, padding, output_padding, dilation):
+    """(S - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1 per spatial axis."""
+    return tuple((s - 1) * st - 2 * p + dl * (k - 1) + op + 1
+                 for s, k, st, p, op, dl in zip(size, kernel, stride, padding, output_padding, dilation))
+
+
+def _conv_transpose(name, d, x, weight, bias, stride, padding, output_padding, groups, dilation):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
+    unbatched = x.ndim == d + 1
+    if unbatched:
+        x = x.reshape((1,) + x.shape)
+    if x.ndim != d + 2 or weight.ndim != d + 2:
+        raise ValueError(f"{name}: expected a {d + 2}-D input {LAYOUTS[d]} (or {d + 1}-D without the batch) and a "
+                         f"{d + 2}-D weight (in_channels, out_channels/groups, *kernel), got input {x.shape} and "
+                         f"weight {weight.shape}")
+    stride, padding = as_tuple(stride, d, "stride"), as_tuple(padding, d, "padding")
+    output_padding, dilation = as_tuple(output_padding, d, "output_padding"), as_tuple(dilation, d, "dilation")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{name}: groups must be a positive int, got {groups!r}")
+    C, Fg, kernel = x.shape[1], weight.shape[1], tuple(weight.shape[2:])
+    if weight.shape[0] != C or C % groups:
+        raise ValueError(f"{name}: input has {C} channels; weight {weight.shape} expects {weight.shape[0]} "
+                         f"(in_channels, divisible by groups={groups})")
+    if bias is not None and tuple(bias.shape) != (Fg * groups,):
+        raise ValueError(f"{name}: bias must have shape ({Fg * groups},) for weight {weight.shape} and "
+                         f"groups={groups}, got {tuple(bias.shape)}")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"{name}: input dtype {x.dtype} and weight dtype {weight.dtype} differ")
+    if any(s <= 0 for s in stride) or any(dl <= 0 for dl in dilation) or any(p < 0 for p in padding):
+        raise ValueError(f"{name}: stride and dilation must be positive and padding non-negative, got "
+                         f"stride={stride}, dilation={dilation}, padding={padding}")
+    if any(not 0 <= op < max(st, dl) for op, st, dl in zip(output_padding, stride, dilation)):
+        raise ValueError(f"{name}: output_padding must be non-negative and smaller than stride or dilation, got "
+                         f"output_padding={output_padding} with stride={stride}, dilation={dilation}")
+    out_shape = conv_transpose_output_shape(x.shape[2:], kernel, stride, padding, output_padding, dilation)
+    if any(o <= 0 for o in out_shape):
+        raise ValueError(f"{name}: the output would have size {out_shape} for input {x.shape}, kernel {kernel}, "
+                         f"padding={padding}: padding is too large")
+    if all(op < st for op, st in zip(output_padding, stride)):
+        args = (x, weight) if bias is None else (x, weight, bias)
+        out = ConvTransposeNd.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=int(groups),
+                                    out_shape=out_shape)
+        return out.reshape(out.shape[1:]) if unbatched else out
+    # output_padding >= stride (allowed with a larger dilation): the convolution of the spread input
+    # (zeros between values, edges padded or cropped) with the flipped kernels whose in- and
+    # out-channels trade places in each group
+    edge = tuple(dl * (k - 1) - p for dl, k, p in zip(dilation, kernel, padding))
+    spread = Spread.apply(x, stride=stride, lo=edge, hi=tuple(e + op for e, op in zip(edge, output_padding)))
+    G, Cg = int(groups), C // int(groups)
+    w = weight.reshape((G, Cg, Fg) + kernel).permute((0, 2, 1) + tuple(range(3, d + 3)))
+    w = w.reshape((G * Fg, Cg) + kernel)[(slice(None), slice(None)) + (slice(None, None, -1),) * d]
+    out = _conv(name, d, spread, w, bias, 1, 0, dilation, G)
+    return out.reshape(out.shape[1:]) if unbatched else out
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """2-D transposed convolution (the gradient of conv2d with respect to its input, used to upsample):
+    x (N, C, H, W), weight (C, F/groups, kh, kw) -> (N, F, OH, OW) with
+    OH = (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1. PyTorch's arguments."""
+    return _conv_transpose("conv_transpose2d", 2, x, weight, bias, stride, padding, output_padding, groups, dilation)

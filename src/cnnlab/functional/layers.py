@@ -60,6 +60,22 @@ def dropout(x, p=0.5, training=True):
     return x * Tensor(keep.astype(x.dtype) * scale)
 
 
+def dropout2d(x, p=0.5, training=True):
+    """Channel dropout (Tompson et al. 2015): each whole feature map of (N, C, H, W) is zeroed with
+    probability p, the kept maps scaled by 1/(1-p). A 3-D input is read as (N, C, L), as PyTorch reads it."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout2d: p must be in [0, 1], got {p}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected a 4-D input (N, C, H, W) (or 3-D (N, C, L)), got shape {x.shape}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = backend.random(x.shape[:2], x.data) >= p  # one draw per (sample, channel)
+    mask = (keep.astype(x.dtype) / x.dtype.type(1.0 - p)).reshape(x.shape[:2] + (1,) * (x.ndim - 2))
+    return x * Tensor(mask)
+
+
 class BatchNormTrain(Function):
     """Batch normalisation with batch statistics over all axes but the channel axis (1)."""
 
@@ -198,6 +214,50 @@ def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, traini
     rm, rv = _data(running_mean), _data(running_var)
     inv = (1.0 / np.sqrt(rv.astype(np.float64) + eps)).astype(x.dtype)
     return BatchNormReLUEval.apply(x, weight, bias, rm.astype(x.dtype), inv)
+
+
+def _normalise_last(x, axes, eps):
+    """(x - mean) / sqrt(var + eps) over ``axes``, the variance biased (as PyTorch's normalisations)."""
+    d = x - ops.mean(x, axes, keepdim=True)
+    return d / ops.sqrt(ops.mean(d * d, axes, keepdim=True) + eps)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer normalisation (Ba et al. 2016): each sample normalised over its last dimensions,
+    ``normalized_shape``, then scaled by ``weight`` and shifted by ``bias`` (both of that shape)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
+        raise ValueError(f"layer_norm: normalized_shape {shape} must be the last dimensions of the input, "
+                         f"got input of shape {x.shape}")
+    for label, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"layer_norm: {label} must have shape {shape}, got {tuple(t.shape)}")
+    out = _normalise_last(x, tuple(range(x.ndim - k, x.ndim)), eps)
+    if weight is not None:
+        out = out * weight
+    return out if bias is None else out + bias
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation (Wu and He 2018): the C channels of (N, C, *) split into ``num_groups`` groups,
+    each sample's group normalised over its channels and positions, then a scale and shift per channel."""
+    if x.ndim < 2:
+        raise ValueError(f"group_norm: expected input of at least 2 dimensions (N, C, ...), got shape {x.shape}")
+    N, C = x.shape[:2]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) or num_groups < 1 \
+            or C % num_groups:
+        raise ValueError(f"group_norm: num_groups must be a positive int dividing the {C} channels, "
+                         f"got {num_groups!r}")
+    for label, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (C,):
+            raise ValueError(f"group_norm: {label} must have shape ({C},), got {tuple(t.shape)}")
+    per_group = int(np.prod(x.shape[1:])) // int(num_groups)
+    out = _normalise_last(x.reshape(N, int(num_groups), per_group), (2,), eps).reshape(x.shape)
+    shape = (1, C) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    return out if bias is None else out + bias.reshape(shape)
 
 
 class LocalResponseNorm(Function):

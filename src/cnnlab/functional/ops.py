@@ -175,6 +175,42 @@ class Tanh(Function):
         return kernels.tanh_backward(g, self.out)
 
 
+class LeakyReLU(Function):
+    """x where x > 0, else negative_slope * x."""
+
+    def forward(self, a, slope):
+        self.pos, self.slope = a > 0, slope
+        return _xp(a).where(self.pos, a, a * a.dtype.type(slope))
+
+    def backward(self, g):
+        return _xp(g).where(self.pos, g, g * g.dtype.type(self.slope))
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+class GELU(Function):
+    """x * Phi(x), Phi the standard normal distribution function: 0.5 * (1 + erf(x / sqrt 2)) exactly,
+    or PyTorch's approximate='tanh' form 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))."""
+
+    def forward(self, a, approximate):
+        xp, self.a, self.approximate = _xp(a), a, approximate
+        if approximate == "tanh":
+            self.t = xp.tanh(a.dtype.type(_SQRT_2_OVER_PI) * (a + a.dtype.type(0.044715) * a * a * a))
+            return 0.5 * a * (1 + self.t)
+        self.cdf = 0.5 * (1 + kernels.erf(a * a.dtype.type(1 / math.sqrt(2.0))))
+        return a * self.cdf
+
+    def backward(self, g):
+        xp, a = _xp(g), self.a
+        if self.approximate == "tanh":
+            t = self.t
+            du = a.dtype.type(_SQRT_2_OVER_PI) * (1 + a.dtype.type(3 * 0.044715) * a * a)
+            return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * du)
+        pdf = xp.exp(-0.5 * a * a) * a.dtype.type(1 / math.sqrt(2 * math.pi))
+        return g * (self.cdf + a * pdf)
+
+
 class Clamp(Function):
     def forward(self, a, lo, hi):
         xp = _xp(a)
@@ -241,6 +277,22 @@ def sigmoid(a):
 
 def tanh(a):
     return Tanh.apply(a)
+
+
+def leaky_relu(a, negative_slope=0.01):
+    """x for x > 0, ``negative_slope * x`` otherwise (``torch.nn.functional.leaky_relu``)."""
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real) \
+            or not math.isfinite(negative_slope):
+        raise ValueError(f"leaky_relu: negative_slope must be a finite number, got {negative_slope!r}")
+    return LeakyReLU.apply(a, slope=float(negative_slope))
+
+
+def gelu(a, approximate="none"):
+    """Gaussian error linear unit, x * Phi(x) (Hendrycks and Gimpel): the exact erf form, or
+    approximate='tanh' as in PyTorch."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.apply(a, approximate=approximate)
 
 
 def clamp(a, min=None, max=None):  # noqa: A002 - PyTorch's names
@@ -506,3 +558,91 @@ def softmax(a, dim=-1):
     if a.ndim == 0:  # PyTorch: a 0-d tensor is one class, probability 1
         return reshape(Softmax.apply(reshape(a, (1,)), axis=0), ())
     return Softmax.apply(a, axis=axis)
+
+
+# ------------------------------------------------------------------------ copies, joins, size-1 axes
+class Clone(Function):
+    """A copy of the values that stays in the graph (PyTorch's ``clone``): the gradient passes through."""
+
+    def forward(self, a):
+        return a.copy()
+
+    def backward(self, g):
+        return g
+
+
+class Cat(Function):
+    """Tensors joined along one axis; the gradient is cut back into the pieces."""
+
+    def forward(self, *arrays, axis):
+        self.axis, self.dtypes = axis, [a.dtype for a in arrays]
+        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1].tolist()
+        return _xp(arrays[0]).concatenate(arrays, axis=axis)
+
+    def backward(self, g):
+        parts = _xp(g).split(g, self.bounds, axis=self.axis)
+        return tuple(p.astype(d, copy=False) if n else None
+                     for p, d, n in zip(parts, self.dtypes, self.needs_input_grad))
+
+
+def clone(a):
+    """A copy of ``a`` whose gradient flows back to ``a`` (``torch.clone``)."""
+    return Clone.apply(a)
+
+
+def _tensors(op, tensors):
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{op}: expected a list or tuple of Tensors, got {type(tensors).__name__}")
+    if not tensors:
+        raise ValueError(f"{op}: expected a non-empty list of Tensors")
+    out = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    devices = {t.device for t in out}
+    if len(devices) > 1:
+        raise ValueError(f"{op}: the tensors are on different devices ({', '.join(sorted(devices))})")
+    return out
+
+
+def cat(tensors, dim=0):
+    """``tensors`` joined along ``dim`` (``torch.cat``): every other size must agree."""
+    ts = _tensors("cat", tensors)
+    first = ts[0]
+    if first.ndim == 0:
+        raise ValueError("cat: zero-dimensional tensors cannot be concatenated (use stack)")
+    axis = _dim("cat", dim, first.shape)
+    for i, t in enumerate(ts[1:], 1):
+        if t.ndim != first.ndim or t.shape[:axis] + t.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
+            raise ValueError(f"cat: tensor {i} has shape {t.shape}, tensor 0 has {first.shape}: all sizes but "
+                             f"dim {dim}'s must agree")
+    return Cat.apply(*ts, axis=axis)
+
+
+def stack(tensors, dim=0):
+    """``tensors`` (all of one shape) stacked along a new axis ``dim`` (``torch.stack``)."""
+    ts = _tensors("stack", tensors)
+    for i, t in enumerate(ts[1:], 1):
+        if t.shape != ts[0].shape:
+            raise ValueError(f"stack: tensor {i} has shape {t.shape}, tensor 0 has {ts[0].shape}: "
+                             f"stack needs one shape")
+    return cat([unsqueeze(t, dim) for t in ts], dim)
+
+
+def unsqueeze(a, dim):
+    """``a`` with a new axis of size 1 at ``dim`` (-ndim-1 <= dim <= ndim), as ``torch.unsqueeze``."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"unsqueeze: dim must be an int, got {dim!r}")
+    if not -a.ndim - 1 <= dim <= a.ndim:
+        raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {a.shape} "
+                         f"(expected {-a.ndim - 1}..{a.ndim})")
+    dim = dim % (a.ndim + 1)
+    return reshape(a, a.shape[:dim] + (1,) + a.shape[dim:])
+
+
+def squeeze(a, dim=None):
+    """``a`` without its axes of size 1 (all of them, or those among ``dim``, an int or a tuple); an axis
+    named in ``dim`` whose size is not 1 stays, as in ``torch.squeeze``."""
+    if dim is None:
+        axes = {i for i, s in enumerate(a.shape) if s == 1}
+    else:
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        axes = {i for i in (_dim("squeeze", d, a.shape) for d in dims) if a.ndim and a.shape[i] == 1}
+    return reshape(a, tuple(s for i, s in enumerate(a.shape) if i not in axes))

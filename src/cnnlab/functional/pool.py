@@ -167,3 +167,45 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None):
 def lp_pool3d(x, norm_type, kernel_size, stride=None):
     """3-D power-average pooling: (sum of x**p over the window) ** (1/p)."""
     return _lp_pool("lp_pool3d", 3, x, norm_type, kernel_size, stride)
+
+
+def adaptive_bins(size, out):
+    """PyTorch's adaptive pooling windows along one axis of ``size`` values into ``out`` bins: bin i
+    covers [floor(i * size / out), ceil((i + 1) * size / out)), so windows may overlap or differ in length."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+def _averaging_matrix(xp, size, out, dtype):
+    """(out, size): row i holds 1 / len over bin i's window, 0 elsewhere."""
+    a = np.zeros((out, size))
+    for i, (lo, hi) in enumerate(adaptive_bins(size, out)):
+        a[i, lo:hi] = 1.0 / (hi - lo)
+    return Tensor(xp.asarray(a.astype(dtype)))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """2-D adaptive average pooling: (N, C, H, W) or (C, H, W) -> (..., OH, OW), each output the mean of
+    its window (``adaptive_bins``); an entry None of ``output_size`` keeps that input size.
+
+    The windows are rectangles, so the mean is separable: one averaging matrix per axis,
+    (OH, H) @ x @ (W, OW), which is differentiable through ``matmul``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"adaptive_avg_pool2d: input must be a Tensor, got {type(x).__name__}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"adaptive_avg_pool2d: expected a 4-D input (N, C, H, W) (or 3-D without the batch), "
+                         f"got shape {x.shape}")
+    sizes = (output_size, output_size) if output_size is None or isinstance(output_size, (int, np.integer)) \
+        else tuple(output_size)
+    if len(sizes) != 2:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
+    H, W = x.shape[-2:]
+    oh, ow = (H if sizes[0] is None else sizes[0]), (W if sizes[1] is None else sizes[1])
+    for v in (oh, ow):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"adaptive_avg_pool2d: output_size must hold positive ints (or None), got "
+                             f"{output_size!r}")
+    if H == 0 or W == 0:
+        raise ValueError(f"adaptive_avg_pool2d: the input has an empty spatial axis, shape {x.shape}")
+    xp = backend.get_array_module(x.data)
+    out = x if ow == W else x @ _averaging_matrix(xp, W, int(ow), x.dtype).T
+    return out if oh == H else _averaging_matrix(xp, H, int(oh), x.dtype) @ out

@@ -17,6 +17,8 @@ Shapes: x (N, C, H, W); kernel (KH, KW); output (OH, OW); L = OH*OW; K = KH*KW.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -632,3 +634,33 @@ def lrn_backward(g, x, d, scale, dx, before, after, coef, n0, n1):
                     dx[n, j, s] += t[c, s]
             for s in range(S):
                 dx[n, j, s] = g[n, j, s] * scale[n, j, s] - coef * x[n, j, s] * dx[n, j, s]
+
+
+@njit(**_OPTS)
+def erf_range(x, out, lo, hi):
+    """out[i] = erf(x[i]) for i in [lo, hi) (the error function, in float64; GELU's exact form)."""
+    for i in range(lo, hi):
+        out[i] = math.erf(x[i])
+
+
+@njit(**_OPTS)
+def erf_rational_range(x, out, lo, hi):
+    """out[i] = erf(x[i]) for float32 x: x * P(x^2) / Q(x^2) on x clamped to [-4, 4] (the rational
+    approximation of Eigen's fast float erf), evaluated in float64: at most 6.5e-8 from math.erf over
+    [-6, 6] (measured on 2,000,001 points), below float32's resolution near 1, and no libm call."""
+    for i in range(lo, hi):
+        v = min(max(np.float64(x[i]), -4.0), 4.0)
+        v2 = v * v
+        p = -2.72614225801306e-10
+        p = p * v2 + 2.77068142495902e-08
+        p = p * v2 - 2.10102402082508e-06
+        p = p * v2 - 5.69250639462346e-05
+        p = p * v2 - 7.34990630326855e-04
+        p = p * v2 - 2.95459980854025e-03
+        p = p * v2 - 1.60960333262415e-02
+        q = -1.45660718464996e-05
+        q = q * v2 - 2.13374055278905e-04
+        q = q * v2 - 1.68282697438203e-03
+        q = q * v2 - 7.37332916720468e-03
+        q = q * v2 - 1.42647390514189e-02
+        out[i] = v * p / q

@@ -55,9 +55,28 @@ def _first_line(module):
 
 class FusedModule(Module):
     """A run of layers replaced by one module. Its children (attributes, in the order they run)
-    are the original layers; its repr names them on one line."""
+    are the original layers; its repr names them on one line.
+
+    Where one of those layers has a forward hook (or pre-hook), registered before or after fusing,
+    the fused module runs its layers one by one in the order they were written (``written()``), so
+    that each hook sees its own layer's input and output; otherwise ``fused_forward`` runs."""
 
     note = ""  # how the run was written, where the fused module runs it in another order
+
+    def written(self) -> list:
+        """The layers in the order the model was written (None entries left out)."""
+        return [m for m in self.children() if m is not None]
+
+    def forward(self, x):
+        layers = self.written()
+        if any(m.has_forward_hooks() for m in layers):
+            for m in layers:
+                x = m(x)
+            return x
+        return self.fused_forward(x)
+
+    def fused_forward(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def __repr__(self):
         inner = " -> ".join(_first_line(m) for m in self.children())
@@ -79,7 +98,11 @@ class ConvMaxPoolAct(FusedModule):
         if self.reordered:
             self.note = f"written with {type(act).__name__} before {type(pool).__name__}"
 
-    def forward(self, x):
+    def written(self):
+        order = [self.conv, self.act, self.pool] if self.reordered else [self.conv, self.pool, self.act]
+        return [m for m in order if m is not None]
+
+    def fused_forward(self, x):
         if not (isinstance(x, Tensor) and F.fused.fusable(x.data)):
             y = self.pool(self.conv(x))
             return y if self.act is None else self.act(y)
@@ -96,7 +119,7 @@ class ConvActAvgPool(FusedModule):
         super().__init__()
         self.conv, self.act, self.pool = conv, act, pool
 
-    def forward(self, x):
+    def fused_forward(self, x):
         if not (isinstance(x, Tensor) and F.fused.fusable(x.data)):
             y = self.conv(x)
             return self.pool(y if self.act is None else self.act(y))
@@ -114,7 +137,7 @@ class BatchNormReLU(FusedModule):
         super().__init__()
         self.bn, self.relu = bn, relu
 
-    def forward(self, x):
+    def fused_forward(self, x):
         # F.batch_norm_relu is relu(batch_norm(x)), the children in order, where its compiled pass
         # does not apply (CuPy, kernels off)
         return self.bn.forward_relu(x)
@@ -129,7 +152,10 @@ class MaxPoolAct(FusedModule):
         self.pool, self.act = pool, act
         self.note = f"written with {type(act).__name__} before {type(pool).__name__}"
 
-    def forward(self, x):
+    def written(self):
+        return [self.act, self.pool]
+
+    def fused_forward(self, x):
         return self.act(self.pool(x))
 
 

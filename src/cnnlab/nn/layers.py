@@ -77,6 +77,47 @@ class Conv3d(_ConvNd):
     _d, _fn = 3, staticmethod(F.conv3d)
 
 
+class ConvTranspose2d(Module):
+    """2-D transposed convolution (F.conv_transpose2d), PyTorch's arguments: weight (in_channels,
+    out_channels/groups, kh, kw); ConvTranspose2d(C, F, 2, stride=2) doubles the height and width."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"ConvTranspose2d: {name} must be a positive int, got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"ConvTranspose2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must be divisible by groups ({groups})")
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size = as_tuple(kernel_size, 2, "kernel_size")
+        if any(k <= 0 for k in self.kernel_size):
+            raise ValueError(f"ConvTranspose2d: kernel_size must be positive, got {self.kernel_size}")
+        self.stride, self.padding = as_tuple(stride, 2, "stride"), as_tuple(padding, 2, "padding")
+        self.output_padding, self.dilation = as_tuple(output_padding, 2, "output_padding"), as_tuple(dilation, 2,
+                                                                                                     "dilation")
+        self.weight = Parameter(_empty(in_channels, out_channels // groups, *self.kernel_size))
+        self.bias = Parameter(_empty(out_channels)) if bias else None
+        init.default_(self.weight, self.bias)
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                  self.groups, self.dilation)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if any(self.padding):
+            s += f", padding={self.padding}"
+        if any(self.output_padding):
+            s += f", output_padding={self.output_padding}"
+        if any(d != 1 for d in self.dilation):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + (", bias=False" if self.bias is None else "")
+
+
 class _PoolNd(Module):
     _d = 0
     _fn = None
@@ -186,6 +227,38 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+class Dropout2d(Module):
+    """Channel dropout with probability p (whole feature maps), active only in training mode."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout2d: p must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size, whatever the input's (F.adaptive_avg_pool2d);
+    AdaptiveAvgPool2d(1) is global average pooling."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size if output_size is None or isinstance(output_size, (int, np.integer)) \
+            else tuple(output_size)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
 class _BatchNorm(Module):
     _ndims = ()
 
@@ -229,6 +302,60 @@ class BatchNorm2d(_BatchNorm):
     _ndims = (4,)
 
 
+class BatchNorm3d(_BatchNorm):
+    _ndims = (5,)
+
+
+class LayerNorm(Module):
+    """Normalises each sample over its last dimensions, ``normalized_shape`` (F.layer_norm); with
+    ``elementwise_affine`` a weight (ones) and, with ``bias``, a bias (zeros) of that shape."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        if not shape or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape):
+            raise ValueError(f"LayerNorm: normalized_shape must be a positive int or a tuple of them, "
+                             f"got {normalized_shape!r}")
+        self.normalized_shape, self.eps = tuple(int(s) for s in shape), eps
+        self.elementwise_affine = bool(elementwise_affine)
+        affine = self.elementwise_affine
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype=backend.DEFAULT_DTYPE)) if affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype=backend.DEFAULT_DTYPE)) \
+            if affine and bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Module):
+    """Normalises each sample's groups of channels (F.group_norm); with ``affine`` a weight (ones) and
+    bias (zeros) per channel."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+        super().__init__()
+        for name, v in (("num_groups", num_groups), ("num_channels", num_channels)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"GroupNorm: {name} must be a positive int, got {v!r}")
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups})")
+        self.num_groups, self.num_channels, self.eps, self.affine = int(num_groups), int(num_channels), eps, affine
+        self.weight = Parameter(np.ones(num_channels, dtype=backend.DEFAULT_DTYPE)) if affine else None
+        self.bias = Parameter(np.zeros(num_channels, dtype=backend.DEFAULT_DTYPE)) if affine else None
+
+    def forward(self, x):
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}): expected input (N, "
+                             f"{self.num_channels}, ...), got shape {x.shape}")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
 class LocalResponseNorm(Module):
     """AlexNet's normalisation across neighbouring feature maps (see F.local_response_norm)."""
 
@@ -249,6 +376,36 @@ class ReLU(Module):
 
     def forward(self, x):
         return F.relu(x)
+
+
+class LeakyReLU(Module):
+    """x for x > 0, negative_slope * x otherwise, elementwise."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        return F.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class GELU(Module):
+    """x * Phi(x), elementwise; approximate='tanh' for the tanh form."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
 
 
 class Sigmoid(Module):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 from collections import OrderedDict
 
 import numpy as np
@@ -28,6 +29,26 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+_handle_ids = itertools.count()
+
+
+class RemovableHandle:
+    """What ``register_forward_hook`` and ``register_forward_pre_hook`` return: ``remove()`` takes the
+    hook off again (also as a context manager: ``with layer.register_forward_hook(f): ...``)."""
+
+    def __init__(self, hooks: dict):
+        self.hooks, self.id = hooks, next(_handle_ids)
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
 
 class Module:
@@ -58,7 +79,72 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        pre, post = self.__dict__.get("_forward_pre_hooks"), self.__dict__.get("_forward_hooks")
+        if pre:
+            for hook in list(pre.values()):
+                changed = hook(self, args)
+                if changed is not None:
+                    args = changed if isinstance(changed, tuple) else (changed,)
+        out = self.forward(*args, **kwargs)
+        if post:
+            for hook in list(post.values()):
+                changed = hook(self, args, out)
+                if changed is not None:
+                    out = changed
+        return out
+
+    # ------------------------------------------------------------- hooks and buffers
+    def _hooks(self, kind) -> dict:
+        if kind not in self.__dict__:
+            self.__dict__[kind] = {}
+        return self.__dict__[kind]
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every forward of this module (PyTorch's rule): a
+        return value other than None replaces the output. Returns a handle whose ``remove()`` undoes it.
+
+        Hooks fire in fused models too: a fused module (``nn.fuse``) one of whose layers has a hook runs
+        its layers one by one, as written, so the hook sees that layer's own input and output."""
+        if not callable(hook):
+            raise TypeError(f"register_forward_hook: hook must be callable, got {type(hook).__name__}")
+        hooks = self._hooks("_forward_hooks")
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args)`` before every forward of this module: a return value other than
+        None replaces the positional arguments (a single value is wrapped in a tuple)."""
+        if not callable(hook):
+            raise TypeError(f"register_forward_pre_hook: hook must be callable, got {type(hook).__name__}")
+        hooks = self._hooks("_forward_pre_hooks")
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def has_forward_hooks(self) -> bool:
+        """Whether a forward hook or pre-hook is registered on this module itself."""
+        return bool(self.__dict__.get("_forward_hooks") or self.__dict__.get("_forward_pre_hooks"))
+
+    def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        """Keep ``tensor`` as the buffer ``name``: an attribute that ``to()``/``double()`` move and cast,
+        that ``state_dict`` saves (unless ``persistent=False``), and that is never a parameter. None
+        reserves the name (nothing saved), as in PyTorch."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"register_buffer: the name must be a non-empty string without '.', got {name!r}")
+        if tensor is not None and (not isinstance(tensor, Tensor) or isinstance(tensor, Parameter)):
+            raise TypeError(f"register_buffer: {name!r} must be a Tensor (not a Parameter) or None, "
+                            f"got {type(tensor).__name__}")
+        if name in self.__dict__ and not (self.__dict__[name] is None or
+                                           (isinstance(self.__dict__[name], Tensor)
+                                            and not isinstance(self.__dict__[name], Parameter))):
+            raise KeyError(f"register_buffer: attribute {name!r} already exists and is not a buffer")
+        setattr(self, name, tensor)
+        private = self._hooks("_non_persistent_buffers")
+        if persistent:
+            private.pop(name, None)
+        else:
+            private[name] = True
 
     # ------------------------------------------------------------- traversal
     def named_children(self):
@@ -105,12 +191,15 @@ class Module:
 
     # ------------------------------------------------------------- state
     def state_dict(self) -> OrderedDict:
-        """Name -> Tensor for every parameter and buffer (sharing memory with the module)."""
+        """Name -> Tensor for every parameter and persistent buffer (sharing memory with the module)."""
         out = OrderedDict()
         for name, p in self.named_parameters():
             out[name] = p
-        for name, b in self.named_buffers():
-            out[name] = b
+        for mod_name, mod in self.named_modules():
+            skip = mod.__dict__.get("_non_persistent_buffers") or ()
+            for name, b in mod._own("buffer"):
+                if name not in skip:
+                    out[f"{mod_name}.{name}" if mod_name else name] = b
         return out
 
     def load_state_dict(self, state, strict=True):
@@ -218,6 +307,53 @@ def _recording(init):
 
     __init__.records_init_args = True
     return __init__
+class ModuleList(Module):
+    """A list of modules whose parameters belong to the module holding it (``self.blocks =
+    ModuleList([...])``: names blocks.0.weight, ...), as PyTorch's. It has no forward: loop over it."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self.items = []
+        self.extend(modules or [])
+
+    @staticmethod
+    def _checked(module, where):
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList: {where} is a {type(module).__name__}, not a Module")
+        return module
+
+    def named_children(self):
+        for i, module in enumerate(self.items):
+            yield str(i), module
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleList has no forward(): iterate over it and call its modules")
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return ModuleList(self.items[i])
+        return self.items[i]
+
+    def __setitem__(self, i, module):
+        self.items[i] = self._checked(module, f"item {i}")
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def append(self, module):
+        self.items.append(self._checked(module, f"item {len(self.items)}"))
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index, module):
+        self.items.insert(index, self._checked(module, f"item {index}"))
 
 
 class Sequential(Module):

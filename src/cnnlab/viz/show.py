@@ -13,6 +13,7 @@ from .confusion import plot_confusion
 from .curves import plot_curves
 from .featuremaps import plot_feature_maps
 from .filters import plot_filters
+from .gradcam import plot_gradcam
 from .mistakes import plot_mistakes
 
 
@@ -24,12 +25,13 @@ def plot_run(what: str, run_dir, out=None, image=None, layer=None) -> Path:
 
     Args:
         what: one of ``FIGSIZE``: "filters", "featuremaps", "curves", "confusion", "mistakes",
-            "augment".
+            "augment", "gradcam".
         run_dir: run directory written by ``cnnlab train``.
         out: PNG file to write; RUN/<what>.png if None.
-        image: for "featuremaps" only: None or "test:N" (test image N; None is test:0), or the path
-            of a PNG/JPEG file, converted to the run's data-set form.
-        layer: for "filters" only: index of a Conv2d in the model; None for the first.
+        image: for "featuremaps" and "gradcam": None or "test:N" (test image N; None is test:0), or the
+            path of a PNG/JPEG file, converted to the run's data-set form.
+        layer: for "filters": index of a Conv2d in the model, None for the first; for "gradcam": the
+            Conv2d whose maps are weighed, None for the last.
 
     Returns:
         The path written.
@@ -50,6 +52,10 @@ def plot_run(what: str, run_dir, out=None, image=None, layer=None) -> Path:
         picture, description = _input_image(image, run)
         return plot_feature_maps(run.model, picture, out, title=f"{heading}: feature maps of {description}",
                                  class_names=run_class_names(run), mean=run.config.mean, std=run.config.std)
+    if what == "gradcam":
+        picture, description = _input_image(image, run)
+        return plot_gradcam(run.model, picture, out, title=f"{heading}: Grad-CAM of {description}",
+                            class_names=run_class_names(run), mean=run.config.mean, std=run.config.std, layer=layer)
     if what == "curves":
         return plot_curves(run.metrics, out, title=f"{heading}: training curves")
     if what == "augment":
