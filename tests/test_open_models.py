@@ -177,6 +177,17 @@ def test_a_registered_model_saves_by_name_and_needs_registering_to_load(tmp_path
     assert "my-residual" not in models.names()
 
 
+def test_a_registered_model_changed_after_it_was_made_is_refused_before_training():
+    models.register("my-residual", Residual)
+    try:
+        model = Residual(maps=3)
+        model.conv = nn.Conv2d(1, 3, 3, padding=1, bias=False)  # spec.json would rebuild it with a bias
+        with pytest.raises(ValueError, match="changed after they were made"):
+            models.spec_of(model)
+    finally:
+        models.unregister("my-residual")
+
+
 def test_train_takes_a_model_object_and_every_command_loads_its_run(tmp_path, capsys):
     model = nn.Sequential(nn.Conv2d(1, 4, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 10))
     start = model.layers[0].weight.numpy().copy()

@@ -585,7 +585,7 @@ def layer_spec(model) -> dict:
     if type(model) is not nn.Sequential:
         raise ValueError(f"layer_spec: expected a cnnlab.nn.Sequential, got {type(model).__name__}")
     out = {"name": SEQUENTIAL, "layers": [_encode(m, f"layers[{i}]") for i, m in enumerate(model.layers)]}
-    _check_rebuilds(model, out)
+    _check_rebuilds(model, out, "layer_spec: the spec made from the layers' constructor arguments")
     return out
 
 
@@ -606,7 +606,9 @@ def spec_of(model) -> dict:
     for name, arch in MODELS.items():
         if isinstance(arch.builder, type) and type(model) is arch.builder:
             kwargs = {k: _encode(v, f"{name}.{k}", modules=False) for k, v in model.init_args().items()}
-            return spec(name, **kwargs)
+            out = spec(name, **kwargs)
+            _check_rebuilds(model, out, f"spec_of: {name}{kwargs}")  # else the run saved would not load
+            return out
     if type(model) is nn.Sequential:
         return layer_spec(model)
     cls = type(model).__name__
@@ -758,10 +760,10 @@ def _same_tensors(model, model_spec) -> bool:
     return shapes == {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
 
 
-def _check_rebuilds(model, model_spec) -> None:
+def _check_rebuilds(model, model_spec, what: str) -> None:
     if not _same_tensors(model, model_spec):
-        raise ValueError("layer_spec: the spec made from the layers' constructor arguments builds other tensors than "
-                         "the model holds (were layers changed after they were made?)")
+        raise ValueError(f"{what} builds other tensors than the model holds (were layers changed after they were "
+                         f"made?)")
 
 
 def summary_modules(model) -> list[tuple[str, nn.Module]]:
