@@ -142,6 +142,16 @@ def test_nesting_too_deep_is_refused():
         models.check_spec(_layers(entry))
 
 
+def test_lists_nested_too_deep_are_refused_in_one_line(tmp_path):
+    model = nn.Sequential(nn.ReLU())
+    checkpoint.save_run(tmp_path, model, models.layer_spec(model))
+    deep = "[" * 900 + "]" * 900  # JSON reads it; checking it must not exhaust Python's stack
+    conv = '{"type": "Conv2d", "args": {"in_channels": 1, "out_channels": 1, "kernel_size": ' + deep + "}}"
+    (tmp_path / checkpoint.SPEC).write_text('{"name": "sequential", "layers": [' + conv + "]}")
+    with pytest.raises(checkpoint.RunError, match=r"kernel_size.*nested more than 32 deep"):
+        checkpoint.read_spec(tmp_path / checkpoint.SPEC)
+
+
 class Residual(nn.Module):
     """A user's own model: a shortcut around two convolutions."""
 

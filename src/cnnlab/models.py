@@ -708,6 +708,8 @@ def _check_entry(entry, where: str, depth: int, count: list) -> None:
 
 def _leaves(value, where: str, depth: int, count: list):
     """The whole numbers of an argument value (nested layers checked on the way, not counted)."""
+    if depth > MAX_DEPTH:  # lists within lists too: building or printing them must not exhaust the stack
+        raise ValueError(f"{where}: nested more than {MAX_DEPTH} deep")
     if isinstance(value, dict):
         _check_entry(value, where, depth + 1, count)
     elif isinstance(value, list):
