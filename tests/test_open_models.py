@@ -152,6 +152,12 @@ def test_lists_nested_too_deep_are_refused_in_one_line(tmp_path):
         checkpoint.read_spec(tmp_path / checkpoint.SPEC)
 
 
+def test_a_nested_sequential_counts_its_parameters_once(monkeypatch):
+    monkeypatch.setattr(models, "MAX_PARAMETERS", 600)
+    linear = {"type": "Linear", "args": {"in_features": 20, "out_features": 20}}  # 420 parameters
+    assert models.build(_layers({"type": "Sequential", "args": {"layers": [linear]}})).num_parameters() == 420
+
+
 class Residual(nn.Module):
     """A user's own model: a shortcut around two convolutions."""
 

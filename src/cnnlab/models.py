@@ -741,8 +741,8 @@ def _build_value(value, where: str, budget: list):
         layer = cls(*positional, **keywords)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where} ({cls.__name__}): {exc}") from None
-    if not any(isinstance(v, dict) for v in value.get("args", {}).values()):
-        budget[0] += layer.num_parameters()  # a leaf: its own parameters
+    if not any(True for _ in layer.children()):  # a leaf: its own parameters (a container's are its layers')
+        budget[0] += layer.num_parameters()
         if budget[0] > MAX_PARAMETERS:
             raise ValueError(f"the layer spec asks for more than cnnlab's limit of {MAX_PARAMETERS:,} parameters "
                              f"(at {where})")
