@@ -126,6 +126,23 @@ def test_a_bad_spec_json_is_one_line(tmp_path, spec, message):
     assert __import__("re").search(message, str(e.value)), str(e.value)
 
 
+@pytest.mark.parametrize("entry, message", [
+    ({"type": "CrossEntropyLoss", "args": {}}, r"unknown layer type 'CrossEntropyLoss'"),
+    ({"type": "BatchNormReLU", "args": {"bn": {"type": "ReLU", "args": {}}, "relu": {"type": "ReLU", "args": {}}}},
+     r"unknown layer type 'BatchNormReLU'"),
+])
+def test_a_spec_builds_no_layer_that_would_fail_only_when_run(entry, message):
+    # a loss (two inputs), a fused block (of any sub-modules) or a dimension that is no int built,
+    # and the first forward pass (cnnlab predict) ended in a traceback
+    with pytest.raises(ValueError, match=message):
+        models.build(_layers(entry))
+
+
+def test_a_fused_model_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"layers\[0\] is a ConvMaxPoolAct, a fused block \(nn.fuse\)"):
+        models.spec_of(nn.fuse(models.build("article")))
+
+
 def test_the_parameter_cap_counts_the_whole_spec(monkeypatch):
     monkeypatch.setattr(models, "MAX_PARAMETERS", 1000)
     linear = {"type": "Linear", "args": {"in_features": 20, "out_features": 20}}  # 420 parameters each

@@ -563,13 +563,22 @@ MAX_DEPTH = 32  # layers within layers
 
 def layer_types() -> dict[str, type]:
     """The layers a layer spec may name: every Module class that ``cnnlab.nn`` exports (a new
-    layer exported there is one; its constructor's arguments are recorded by ``Module``)."""
+    layer exported there is one; its constructor's arguments are recorded by ``Module``), but
+    for fused blocks (``nn.fuse`` makes them from layers; built from a spec they could hold any)
+    and modules whose forward takes more than one input (losses: no layer of a Sequential)."""
     out = {}
     for name in nn.__all__:
         obj = getattr(nn, name)
-        if isinstance(obj, type) and issubclass(obj, nn.Module) and obj not in (nn.Module, nn.FusedModule):
+        if isinstance(obj, type) and issubclass(obj, nn.Module) and obj is not nn.Module \
+                and not issubclass(obj, nn.FusedModule) and _one_input(obj):
             out[name] = obj
     return out
+
+
+def _one_input(cls) -> bool:
+    required = [p for p in inspect.signature(cls.forward).parameters.values()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) <= 2  # self and x
 
 
 def layer_spec(model) -> dict:
@@ -629,6 +638,9 @@ def _encode(value, where: str, modules: bool = True):
     cnnlab.nn layers as {"type", "args"}."""
     if isinstance(value, nn.Module) and modules:
         kind = type(value).__name__
+        if isinstance(value, nn.FusedModule):
+            raise ValueError(f"{where} is a {kind}, a fused block (nn.fuse): give the model as it was before "
+                             f"nn.fuse")
         if layer_types().get(kind) is not type(value):
             raise ValueError(f"{where} is a {kind}, not a layer of cnnlab.nn: a layer spec holds only those; a "
                              f"model with its own layers or forward is registered: cnnlab.models.register(...)")
