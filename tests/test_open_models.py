@@ -130,6 +130,8 @@ def test_a_bad_spec_json_is_one_line(tmp_path, spec, message):
     ({"type": "CrossEntropyLoss", "args": {}}, r"unknown layer type 'CrossEntropyLoss'"),
     ({"type": "BatchNormReLU", "args": {"bn": {"type": "ReLU", "args": {}}, "relu": {"type": "ReLU", "args": {}}}},
      r"unknown layer type 'BatchNormReLU'"),
+    ({"type": "Softmax", "args": {"dim": "x"}}, r"Softmax: dim must be an int, got 'x'"),
+    ({"type": "Flatten", "args": {"start_dim": 1e300}}, r"Flatten: start_dim must be an int, got 1e\+300"),
 ])
 def test_a_spec_builds_no_layer_that_would_fail_only_when_run(entry, message):
     # a loss (two inputs), a fused block (of any sub-modules) or a dimension that is no int built,

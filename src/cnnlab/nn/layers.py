@@ -270,10 +270,17 @@ class Identity(Module):
         return x
 
 
+def _dim(layer: str, name: str, value) -> int:
+    """A dimension argument checked when the layer is made, not at its first forward pass."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{layer}: {name} must be an int, got {value!r}")
+    return int(value)
+
+
 class Softmax(Module):
     def __init__(self, dim=-1):
         super().__init__()
-        self.dim = dim
+        self.dim = _dim("Softmax", "dim", dim)
 
     def forward(self, x):
         return F.softmax(x, self.dim)
@@ -282,7 +289,7 @@ class Softmax(Module):
 class LogSoftmax(Module):
     def __init__(self, dim=-1):
         super().__init__()
-        self.dim = dim
+        self.dim = _dim("LogSoftmax", "dim", dim)
 
     def forward(self, x):
         return F.log_softmax(x, self.dim)
@@ -293,7 +300,7 @@ class Flatten(Module):
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
-        self.start_dim, self.end_dim = start_dim, end_dim
+        self.start_dim, self.end_dim = _dim("Flatten", "start_dim", start_dim), _dim("Flatten", "end_dim", end_dim)
 
     def forward(self, x):
         return F.flatten(x, self.start_dim, self.end_dim)
