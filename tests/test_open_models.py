@@ -242,6 +242,18 @@ def test_train_takes_a_model_object_and_every_command_loads_its_run(tmp_path, ca
     assert main(["evaluate", str(run.dir)]) == 0
 
 
+@pytest.mark.parametrize("layers, message", [
+    ([nn.Flatten(), nn.Linear(784, 5)], r"gives 5 outputs per image, not one score for each of mnist's 10 classes"),
+    ([nn.Flatten(), nn.Linear(100, 10)], r"cannot run on mnist's images \(1, 28, 28\): linear: input has 784"),
+])
+def test_a_model_object_that_does_not_fit_the_data_is_refused_before_anything_is_written(tmp_path, layers,
+                                                                                          message):
+    config = recipes.get("article").replace(epochs=1, train_size=64, validation=64)
+    with pytest.raises(ValueError, match=message):
+        runs.train(config, tmp_path / "r", model=nn.Sequential(*layers), progress=False, log=None)
+    assert not (tmp_path / "r").exists()  # no run left that only a resume, failing again, could continue
+
+
 def test_resnet_small_trains_fuses_summarises_and_loads(tmp_path, capsys):
     model = models.build("resnet-small")
     assert model.num_parameters() == 19_706 == models.MODELS["resnet-small"].parameters(16, 32, 10)
