@@ -254,6 +254,28 @@ def test_a_model_object_that_does_not_fit_the_data_is_refused_before_anything_is
     assert not (tmp_path / "r").exists()  # no run left that only a resume, failing again, could continue
 
 
+class Bare(nn.Module):
+    """A model with its own parameters and no layers: logistic regression."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.weight = nn.Parameter(np.zeros((784, classes), np.float32))
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], 784) @ self.weight
+
+
+def test_summary_of_a_model_without_layers_is_one_row(capsys):
+    models.register("bare", Bare)
+    try:
+        assert models.summarize(Bare()) == [("Bare", "Bare()", (10,), 7840)]
+        capsys.readouterr()
+        assert main(["summary", "bare"]) == 0
+        assert "total parameters: 7,840" in capsys.readouterr().out
+    finally:
+        models.unregister("bare")
+
+
 def test_resnet_small_trains_fuses_summarises_and_loads(tmp_path, capsys):
     model = models.build("resnet-small")
     assert model.num_parameters() == 19_706 == models.MODELS["resnet-small"].parameters(16, 32, 10)

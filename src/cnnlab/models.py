@@ -782,7 +782,8 @@ def _check_rebuilds(model, model_spec, what: str) -> None:
 
 def summary_modules(model) -> list[tuple[str, nn.Module]]:
     """(name, module) for each row of ``summarize``: a Sequential's layers; for a model with its
-    own forward, its sub-modules, plain Sequentials among them opened into their layers."""
+    own forward, its sub-modules, plain Sequentials among them opened into their layers (one with
+    none: the model itself, under its class's name)."""
     if type(model) is nn.Sequential or isinstance(getattr(model, "layers", None), list):
         return [(str(i), layer) for i, layer in enumerate(model.layers)]
     out = []
@@ -795,7 +796,7 @@ def summary_modules(model) -> list[tuple[str, nn.Module]]:
             else:
                 out.append((full, child))
     walk("", model)
-    return out
+    return out or [(type(model).__name__, model)]
 
 
 def summarize(model, input_shape=(1, 1, 28, 28)) -> list[tuple[str, str, tuple, int]]:
