@@ -254,6 +254,18 @@ def test_a_model_object_that_does_not_fit_the_data_is_refused_before_anything_is
     assert not (tmp_path / "r").exists()  # no run left that only a resume, failing again, could continue
 
 
+def test_a_registered_model_that_does_not_fit_the_data_is_refused_before_anything_is_written(tmp_path):
+    models.register("five-outputs", lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 5)))
+    try:
+        config = recipes.get("article").replace(model="five-outputs", model_kwargs={}, epochs=1, train_size=64,
+                                                validation=64)
+        with pytest.raises(ValueError, match=r"gives 5 outputs per image, not one score for each of mnist's 10"):
+            runs.train(config, tmp_path / "r", progress=False, log=None)
+        assert not (tmp_path / "r").exists()
+    finally:
+        models.unregister("five-outputs")
+
+
 class Bare(nn.Module):
     """A model with its own parameters and no layers: logistic regression."""
 

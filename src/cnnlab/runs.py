@@ -592,8 +592,8 @@ def _locked(run_dir: Path):
 
 
 def _check_fits(model: nn.Module, config: TrainConfig, image, label) -> None:
-    """A model object given to ``train``: one training image through it (eval mode, no gradient)
-    gives one score per class, or a ValueError line saying why not."""
+    """A model object given to ``train``, or a registered model: one training image through it
+    (eval mode, no gradient) gives one score per class, or a ValueError line saying why not."""
     x, _ = next(iter(eval_loader(image, label, config.mean, config.std)))
     was = model.training
     model.eval()
@@ -601,12 +601,12 @@ def _check_fits(model: nn.Module, config: TrainConfig, image, label) -> None:
         with no_grad():
             out = model(Tensor(x))
     except (ValueError, TypeError, IndexError, RuntimeError) as exc:
-        raise ValueError(f"the model given cannot run on {config.dataset}'s images {tuple(x.shape[1:])}: "
+        raise ValueError(f"model {config.model!r} cannot run on {config.dataset}'s images {tuple(x.shape[1:])}: "
                          f"{exc}") from None
     finally:
         model.train(was)
     if tuple(getattr(out, "shape", ())) != (1, len(config.classes)):
-        raise ValueError(f"the model given gives {' x '.join(map(str, getattr(out, 'shape', ())[1:]))} outputs per "
+        raise ValueError(f"model {config.model!r} gives {' x '.join(map(str, getattr(out, 'shape', ())[1:]))} outputs per "
                          f"image, not one score for each of {config.dataset}'s {len(config.classes)} classes")
 
 
@@ -644,8 +644,9 @@ class _Training:
         self.spec = model_spec if model_spec is not None else models.spec(config.model, **config.model_kwargs)
         backend.manual_seed(config.seed)
         self.model = model if model is not None else models.build(self.spec)
-        if model is not None and config.device == "cpu":
-            _check_fits(model, config, train_x[:1], train_y[:1])  # before anything is written
+        if (model is not None or self.spec["name"] not in models.ZOO) and config.device == "cpu":
+            # a model object or a registered one (the zoo's fit by construction): before anything is written
+            _check_fits(self.model, config, train_x[:1], train_y[:1])
         device = config.device
         if device != "cpu":
             self.model.to(device)
