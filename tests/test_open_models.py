@@ -223,6 +223,27 @@ def test_a_registered_model_changed_after_it_was_made_is_refused_before_training
         models.unregister("my-residual")
 
 
+def test_a_registered_model_without_a_parameter_count_is_bounded_as_it_is_built(tmp_path, monkeypatch):
+    # no `parameters` given, so nothing counts before the builder runs: a spec.json asking for
+    # maps=65536 would allocate 155 GB for the body's convolution. The layers count as they are
+    # made (here against a limit of 1,000: maps=16 needs 2,320 for that convolution)
+    models.register("my-residual", Residual)
+    try:
+        checkpoint.save_run(tmp_path, Residual(maps=2), {"name": "my-residual", "kwargs": {"maps": 2}})
+        (tmp_path / checkpoint.SPEC).write_text(json.dumps({"name": "my-residual", "kwargs": {"maps": 16}}))
+        monkeypatch.setattr(models, "MAX_PARAMETERS", 1000)
+        with pytest.raises(checkpoint.RunError, match=r"model 'my-residual' asks for more than cnnlab's limit of "
+                                                      r"1,000 parameters"):
+            checkpoint.load_model(tmp_path)
+    finally:
+        models.unregister("my-residual")
+    with nn.parameter_limit(50, "two layers"):
+        nn.Linear(4, 4)  # 20
+        with pytest.raises(ValueError, match="two layers asks for more than cnnlab's limit of 50 parameters"):
+            nn.Linear(5, 6)  # 36 more
+    assert nn.Linear(100, 100).num_parameters() == 10_100  # no limit outside
+
+
 def test_train_takes_a_model_object_and_every_command_loads_its_run(tmp_path, capsys):
     model = nn.Sequential(nn.Conv2d(1, 4, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 10))
     start = model.layers[0].weight.numpy().copy()

@@ -543,7 +543,9 @@ def build(model_spec) -> nn.Module:
         model = nn.Sequential(*[_build_value(e, f"layers[{i}]", budget) for i, e in enumerate(model_spec["layers"])])
     else:
         try:
-            model = MODELS[name].builder(**model_spec["kwargs"])
+            # a registered builder may have no parameter count: its layers are counted as they are made
+            with nn.parameter_limit(MAX_PARAMETERS, f"model {name!r}"):
+                model = MODELS[name].builder(**model_spec["kwargs"])
         except SettingError:
             raise
         except (TypeError, ValueError) as exc:

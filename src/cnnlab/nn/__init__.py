@@ -28,6 +28,7 @@ from .layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    parameter_limit,
 )
 from .module import Module, Parameter, Sequential
 
@@ -36,4 +37,5 @@ __all__ = [
     "Conv3d", "ConvActAvgPool", "ConvMaxPoolAct", "CrossEntropyLoss", "Dropout", "Flatten", "FusedModule", "Identity", "LPPool1d",
     "LPPool2d", "LPPool3d", "Linear", "LocalResponseNorm", "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d",
     "MaxPoolAct", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "fuse", "init",
+    "parameter_limit",
 ]
