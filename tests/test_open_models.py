@@ -145,6 +145,19 @@ def test_a_fused_model_is_refused_with_the_reason():
         models.spec_of(nn.fuse(models.build("article")))
 
 
+def test_layers_that_cannot_run_on_a_picture_are_refused_when_loaded(tmp_path):
+    # a hand-edited spec.json whose weights still match: the run would load, and the first
+    # picture (cnnlab predict, evaluate) would end in an IndexError traceback
+    model = nn.Sequential(nn.Conv2d(1, 2, 5), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 24 * 24, 10))
+    checkpoint.save_run(tmp_path, model, models.layer_spec(model))
+    spec = json.loads((tmp_path / checkpoint.SPEC).read_text())
+    spec["layers"][1] = {"type": "Softmax", "args": {"dim": 9}}
+    (tmp_path / checkpoint.SPEC).write_text(json.dumps(spec))
+    with pytest.raises(checkpoint.RunError, match=r"spec.json: its layers do not run on a 28x28 picture: softmax: "
+                                                  r"dim 9 is out of range"):
+        checkpoint.load_model(tmp_path)
+
+
 def test_the_parameter_cap_counts_the_whole_spec(monkeypatch):
     monkeypatch.setattr(models, "MAX_PARAMETERS", 1000)
     linear = {"type": "Linear", "args": {"in_features": 20, "out_features": 20}}  # 420 parameters each
