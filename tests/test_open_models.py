@@ -126,6 +126,38 @@ def test_a_bad_spec_json_is_one_line(tmp_path, spec, message):
     assert __import__("re").search(message, str(e.value)), str(e.value)
 
 
+@pytest.mark.parametrize("entry, message", [
+    ({"type": "CrossEntropyLoss", "args": {}}, r"unknown layer type 'CrossEntropyLoss'"),
+    ({"type": "BatchNormReLU", "args": {"bn": {"type": "ReLU", "args": {}}, "relu": {"type": "ReLU", "args": {}}}},
+     r"unknown layer type 'BatchNormReLU'"),
+    ({"type": "Softmax", "args": {"dim": "x"}}, r"Softmax: dim must be an int, got 'x'"),
+    ({"type": "Flatten", "args": {"start_dim": 1e300}}, r"Flatten: start_dim must be an int, got 1e\+300"),
+])
+def test_a_spec_builds_no_layer_that_would_fail_only_when_run(entry, message):
+    # a loss (two inputs), a fused block (of any sub-modules) or a dimension that is no int built,
+    # and the first forward pass (cnnlab predict) ended in a traceback
+    with pytest.raises(ValueError, match=message):
+        models.build(_layers(entry))
+
+
+def test_a_fused_model_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"layers\[0\] is a ConvMaxPoolAct, a fused block \(nn.fuse\)"):
+        models.spec_of(nn.fuse(models.build("article")))
+
+
+def test_layers_that_cannot_run_on_a_picture_are_refused_when_loaded(tmp_path):
+    # a hand-edited spec.json whose weights still match: the run would load, and the first
+    # picture (cnnlab predict, evaluate) would end in an IndexError traceback
+    model = nn.Sequential(nn.Conv2d(1, 2, 5), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 24 * 24, 10))
+    checkpoint.save_run(tmp_path, model, models.layer_spec(model))
+    spec = json.loads((tmp_path / checkpoint.SPEC).read_text())
+    spec["layers"][1] = {"type": "Softmax", "args": {"dim": 9}}
+    (tmp_path / checkpoint.SPEC).write_text(json.dumps(spec))
+    with pytest.raises(checkpoint.RunError, match=r"spec.json: its layers do not run on a 28x28 picture: softmax: "
+                                                  r"dim 9 is out of range"):
+        checkpoint.load_model(tmp_path)
+
+
 def test_the_parameter_cap_counts_the_whole_spec(monkeypatch):
     monkeypatch.setattr(models, "MAX_PARAMETERS", 1000)
     linear = {"type": "Linear", "args": {"in_features": 20, "out_features": 20}}  # 420 parameters each
@@ -140,6 +172,22 @@ def test_nesting_too_deep_is_refused():
         entry = {"type": "Sequential", "args": {"layers": [entry]}}
     with pytest.raises(ValueError, match="nested more than 32 deep"):
         models.check_spec(_layers(entry))
+
+
+def test_lists_nested_too_deep_are_refused_in_one_line(tmp_path):
+    model = nn.Sequential(nn.ReLU())
+    checkpoint.save_run(tmp_path, model, models.layer_spec(model))
+    deep = "[" * 900 + "]" * 900  # JSON reads it; checking it must not exhaust Python's stack
+    conv = '{"type": "Conv2d", "args": {"in_channels": 1, "out_channels": 1, "kernel_size": ' + deep + "}}"
+    (tmp_path / checkpoint.SPEC).write_text('{"name": "sequential", "layers": [' + conv + "]}")
+    with pytest.raises(checkpoint.RunError, match=r"kernel_size.*nested more than 32 deep"):
+        checkpoint.read_spec(tmp_path / checkpoint.SPEC)
+
+
+def test_a_nested_sequential_counts_its_parameters_once(monkeypatch):
+    monkeypatch.setattr(models, "MAX_PARAMETERS", 600)
+    linear = {"type": "Linear", "args": {"in_features": 20, "out_features": 20}}  # 420 parameters
+    assert models.build(_layers({"type": "Sequential", "args": {"layers": [linear]}})).num_parameters() == 420
 
 
 class Residual(nn.Module):
@@ -177,6 +225,38 @@ def test_a_registered_model_saves_by_name_and_needs_registering_to_load(tmp_path
     assert "my-residual" not in models.names()
 
 
+def test_a_registered_model_changed_after_it_was_made_is_refused_before_training():
+    models.register("my-residual", Residual)
+    try:
+        model = Residual(maps=3)
+        model.conv = nn.Conv2d(1, 3, 3, padding=1, bias=False)  # spec.json would rebuild it with a bias
+        with pytest.raises(ValueError, match="changed after they were made"):
+            models.spec_of(model)
+    finally:
+        models.unregister("my-residual")
+
+
+def test_a_registered_model_without_a_parameter_count_is_bounded_as_it_is_built(tmp_path, monkeypatch):
+    # no `parameters` given, so nothing counts before the builder runs: a spec.json asking for
+    # maps=65536 would allocate 155 GB for the body's convolution. The layers count as they are
+    # made (here against a limit of 1,000: maps=16 needs 2,320 for that convolution)
+    models.register("my-residual", Residual)
+    try:
+        checkpoint.save_run(tmp_path, Residual(maps=2), {"name": "my-residual", "kwargs": {"maps": 2}})
+        (tmp_path / checkpoint.SPEC).write_text(json.dumps({"name": "my-residual", "kwargs": {"maps": 16}}))
+        monkeypatch.setattr(models, "MAX_PARAMETERS", 1000)
+        with pytest.raises(checkpoint.RunError, match=r"model 'my-residual' asks for more than cnnlab's limit of "
+                                                      r"1,000 parameters"):
+            checkpoint.load_model(tmp_path)
+    finally:
+        models.unregister("my-residual")
+    with nn.parameter_limit(50, "two layers"):
+        nn.Linear(4, 4)  # 20
+        with pytest.raises(ValueError, match="two layers asks for more than cnnlab's limit of 50 parameters"):
+            nn.Linear(5, 6)  # 36 more
+    assert nn.Linear(100, 100).num_parameters() == 10_100  # no limit outside
+
+
 def test_train_takes_a_model_object_and_every_command_loads_its_run(tmp_path, capsys):
     model = nn.Sequential(nn.Conv2d(1, 4, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 10))
     start = model.layers[0].weight.numpy().copy()
@@ -194,6 +274,52 @@ def test_train_takes_a_model_object_and_every_command_loads_its_run(tmp_path, ca
     assert main(["summary", str(run.dir)]) == 0
     assert "a Sequential of 5 layers" in capsys.readouterr().out
     assert main(["evaluate", str(run.dir)]) == 0
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([nn.Flatten(), nn.Linear(784, 5)], r"gives 5 outputs per image, not one score for each of mnist's 10 classes"),
+    ([nn.Flatten(), nn.Linear(100, 10)], r"cannot run on mnist's images \(1, 28, 28\): linear: input has 784"),
+])
+def test_a_model_object_that_does_not_fit_the_data_is_refused_before_anything_is_written(tmp_path, layers,
+                                                                                          message):
+    config = recipes.get("article").replace(epochs=1, train_size=64, validation=64)
+    with pytest.raises(ValueError, match=message):
+        runs.train(config, tmp_path / "r", model=nn.Sequential(*layers), progress=False, log=None)
+    assert not (tmp_path / "r").exists()  # no run left that only a resume, failing again, could continue
+
+
+def test_a_registered_model_that_does_not_fit_the_data_is_refused_before_anything_is_written(tmp_path):
+    models.register("five-outputs", lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 5)))
+    try:
+        config = recipes.get("article").replace(model="five-outputs", model_kwargs={}, epochs=1, train_size=64,
+                                                validation=64)
+        with pytest.raises(ValueError, match=r"gives 5 outputs per image, not one score for each of mnist's 10"):
+            runs.train(config, tmp_path / "r", progress=False, log=None)
+        assert not (tmp_path / "r").exists()
+    finally:
+        models.unregister("five-outputs")
+
+
+class Bare(nn.Module):
+    """A model with its own parameters and no layers: logistic regression."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.weight = nn.Parameter(np.zeros((784, classes), np.float32))
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], 784) @ self.weight
+
+
+def test_summary_of_a_model_without_layers_is_one_row(capsys):
+    models.register("bare", Bare)
+    try:
+        assert models.summarize(Bare()) == [("Bare", "Bare()", (10,), 7840)]
+        capsys.readouterr()
+        assert main(["summary", "bare"]) == 0
+        assert "total parameters: 7,840" in capsys.readouterr().out
+    finally:
+        models.unregister("bare")
 
 
 def test_resnet_small_trains_fuses_summarises_and_loads(tmp_path, capsys):

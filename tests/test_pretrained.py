@@ -94,6 +94,7 @@ def test_predict_without_a_run_uses_the_shipped_model(shipped, tmp_path, capsys)
 @pytest.mark.parametrize("argv,words", [
     (["predict", "{run}"], ["is a run directory", "give the pictures"]),
     (["predict", "{tmp}/no-such-run", "{tmp}/a.png"], ["no-such-run", "no such run directory"]),
+    (["predict", "{tmp}"], ["is a folder, not a run directory", "give the pictures one by one"]),
 ])
 def test_predict_arguments_are_unambiguous(shipped, tmp_path, capsys, argv, words):
     _user_digit(tmp_path / "a.png", 0)

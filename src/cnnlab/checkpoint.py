@@ -301,8 +301,9 @@ def _json_type(value) -> str:
 def load_model(run_dir):
     """Rebuild the model of a run directory from its spec.json and load its weights.
 
-    Returns (model in eval mode, spec). Raises RunError naming what is missing, or what differs
-    between the saved tensors and the model the spec describes.
+    Returns (model in eval mode, spec). Raises RunError naming what is missing, what differs
+    between the saved tensors and the model the spec describes, or why a layer spec's layers do
+    not run on a 28x28 picture (a blank one goes through them).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -318,6 +319,11 @@ def load_model(run_dir):
     except ValueError as exc:
         raise RunError(f"{run_dir / WEIGHTS} does not match the model in {SPEC} "
                        f"({model_spec.get('name')}): {exc}") from None
+    if model_spec["name"] == models.SEQUENTIAL:  # layers from a file: they must take a run's pictures
+        try:
+            models.summarize(model)  # one blank 28x28 picture through every layer
+        except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+            raise RunError(f"{run_dir / SPEC}: its layers do not run on a 28x28 picture: {exc}") from None
     return model.eval(), model_spec
 
 

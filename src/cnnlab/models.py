@@ -543,7 +543,9 @@ def build(model_spec) -> nn.Module:
         model = nn.Sequential(*[_build_value(e, f"layers[{i}]", budget) for i, e in enumerate(model_spec["layers"])])
     else:
         try:
-            model = MODELS[name].builder(**model_spec["kwargs"])
+            # a registered builder may have no parameter count: its layers are counted as they are made
+            with nn.parameter_limit(MAX_PARAMETERS, f"model {name!r}"):
+                model = MODELS[name].builder(**model_spec["kwargs"])
         except SettingError:
             raise
         except (TypeError, ValueError) as exc:
@@ -563,13 +565,22 @@ MAX_DEPTH = 32  # layers within layers
 
 def layer_types() -> dict[str, type]:
     """The layers a layer spec may name: every Module class that ``cnnlab.nn`` exports (a new
-    layer exported there is one; its constructor's arguments are recorded by ``Module``)."""
+    layer exported there is one; its constructor's arguments are recorded by ``Module``), but
+    for fused blocks (``nn.fuse`` makes them from layers; built from a spec they could hold any)
+    and modules whose forward takes more than one input (losses: no layer of a Sequential)."""
     out = {}
     for name in nn.__all__:
         obj = getattr(nn, name)
-        if isinstance(obj, type) and issubclass(obj, nn.Module) and obj not in (nn.Module, nn.FusedModule):
+        if isinstance(obj, type) and issubclass(obj, nn.Module) and obj is not nn.Module \
+                and not issubclass(obj, nn.FusedModule) and _one_input(obj):
             out[name] = obj
     return out
+
+
+def _one_input(cls) -> bool:
+    required = [p for p in inspect.signature(cls.forward).parameters.values()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) <= 2  # self and x
 
 
 def layer_spec(model) -> dict:
@@ -585,7 +596,7 @@ def layer_spec(model) -> dict:
     if type(model) is not nn.Sequential:
         raise ValueError(f"layer_spec: expected a cnnlab.nn.Sequential, got {type(model).__name__}")
     out = {"name": SEQUENTIAL, "layers": [_encode(m, f"layers[{i}]") for i, m in enumerate(model.layers)]}
-    _check_rebuilds(model, out)
+    _check_rebuilds(model, out, "layer_spec: the spec made from the layers' constructor arguments")
     return out
 
 
@@ -606,7 +617,9 @@ def spec_of(model) -> dict:
     for name, arch in MODELS.items():
         if isinstance(arch.builder, type) and type(model) is arch.builder:
             kwargs = {k: _encode(v, f"{name}.{k}", modules=False) for k, v in model.init_args().items()}
-            return spec(name, **kwargs)
+            out = spec(name, **kwargs)
+            _check_rebuilds(model, out, f"spec_of: {name}{kwargs}")  # else the run saved would not load
+            return out
     if type(model) is nn.Sequential:
         return layer_spec(model)
     cls = type(model).__name__
@@ -627,6 +640,9 @@ def _encode(value, where: str, modules: bool = True):
     cnnlab.nn layers as {"type", "args"}."""
     if isinstance(value, nn.Module) and modules:
         kind = type(value).__name__
+        if isinstance(value, nn.FusedModule):
+            raise ValueError(f"{where} is a {kind}, a fused block (nn.fuse): give the model as it was before "
+                             f"nn.fuse")
         if layer_types().get(kind) is not type(value):
             raise ValueError(f"{where} is a {kind}, not a layer of cnnlab.nn: a layer spec holds only those; a "
                              f"model with its own layers or forward is registered: cnnlab.models.register(...)")
@@ -706,6 +722,8 @@ def _check_entry(entry, where: str, depth: int, count: list) -> None:
 
 def _leaves(value, where: str, depth: int, count: list):
     """The whole numbers of an argument value (nested layers checked on the way, not counted)."""
+    if depth > MAX_DEPTH:  # lists within lists too: building or printing them must not exhaust the stack
+        raise ValueError(f"{where}: nested more than {MAX_DEPTH} deep")
     if isinstance(value, dict):
         _check_entry(value, where, depth + 1, count)
     elif isinstance(value, list):
@@ -737,8 +755,8 @@ def _build_value(value, where: str, budget: list):
         layer = cls(*positional, **keywords)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where} ({cls.__name__}): {exc}") from None
-    if not any(isinstance(v, dict) for v in value.get("args", {}).values()):
-        budget[0] += layer.num_parameters()  # a leaf: its own parameters
+    if not any(True for _ in layer.children()):  # a leaf: its own parameters (a container's are its layers')
+        budget[0] += layer.num_parameters()
         if budget[0] > MAX_PARAMETERS:
             raise ValueError(f"the layer spec asks for more than cnnlab's limit of {MAX_PARAMETERS:,} parameters "
                              f"(at {where})")
@@ -758,15 +776,16 @@ def _same_tensors(model, model_spec) -> bool:
     return shapes == {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
 
 
-def _check_rebuilds(model, model_spec) -> None:
+def _check_rebuilds(model, model_spec, what: str) -> None:
     if not _same_tensors(model, model_spec):
-        raise ValueError("layer_spec: the spec made from the layers' constructor arguments builds other tensors than "
-                         "the model holds (were layers changed after they were made?)")
+        raise ValueError(f"{what} builds other tensors than the model holds (were layers changed after they were "
+                         f"made?)")
 
 
 def summary_modules(model) -> list[tuple[str, nn.Module]]:
     """(name, module) for each row of ``summarize``: a Sequential's layers; for a model with its
-    own forward, its sub-modules, plain Sequentials among them opened into their layers."""
+    own forward, its sub-modules, plain Sequentials among them opened into their layers (one with
+    none: the model itself, under its class's name)."""
     if type(model) is nn.Sequential or isinstance(getattr(model, "layers", None), list):
         return [(str(i), layer) for i, layer in enumerate(model.layers)]
     out = []
@@ -779,7 +798,7 @@ def summary_modules(model) -> list[tuple[str, nn.Module]]:
             else:
                 out.append((full, child))
     walk("", model)
-    return out
+    return out or [(type(model).__name__, model)]
 
 
 def summarize(model, input_shape=(1, 1, 28, 28)) -> list[tuple[str, str, tuple, int]]:

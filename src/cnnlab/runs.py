@@ -30,6 +30,7 @@ from types import MappingProxyType
 import filelock
 
 from . import backend, checkpoint, distributed, models, nn, optim
+from .autograd import Tensor, no_grad
 from .data import (
     Augment,
     DataLoader,
@@ -619,6 +620,25 @@ def _locked(run_dir: Path):
         lock.release()
 
 
+def _check_fits(model: nn.Module, config: TrainConfig, image, label) -> None:
+    """A model object given to ``train``, or a registered model: one training image through it
+    (eval mode, no gradient) gives one score per class, or a ValueError line saying why not."""
+    x, _ = next(iter(eval_loader(image, label, config.mean, config.std)))
+    was = model.training
+    model.eval()
+    try:
+        with no_grad():
+            out = model(Tensor(x))
+    except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+        raise ValueError(f"model {config.model!r} cannot run on {config.dataset}'s images {tuple(x.shape[1:])}: "
+                         f"{exc}") from None
+    finally:
+        model.train(was)
+    if tuple(getattr(out, "shape", ())) != (1, len(config.classes)):
+        raise ValueError(f"model {config.model!r} gives {' x '.join(map(str, getattr(out, 'shape', ())[1:]))} outputs per "
+                         f"image, not one score for each of {config.dataset}'s {len(config.classes)} classes")
+
+
 class _Training:
     """One training run's parts (data, model, loader, optimizer, schedule) and its saving."""
 
@@ -655,6 +675,9 @@ class _Training:
         self.spec = model_spec if model_spec is not None else models.spec(config.model, **config.model_kwargs)
         backend.manual_seed(config.seed)
         self.model = model if model is not None else models.build(self.spec)
+        if (model is not None or self.spec["name"] not in models.ZOO) and config.device == "cpu":
+            # a model object or a registered one (the zoo's fit by construction): before anything is written
+            _check_fits(self.model, config, train_x[:1], train_y[:1])
         device = config.device
         if device != "cpu":
             self.model.to(device)

@@ -194,6 +194,13 @@ def test_export_writes_weights_pytorch_loads_strictly(tmp_path, capsys):
     assert not (tmp_path / "res.pt").exists()
 
 
+def test_torch_source_is_plain_python_for_numpy_sizes():
+    model = nn.Sequential(nn.Linear(np.int64(6), np.int32(2)), nn.MaxPool1d((np.int64(2),)))
+    source = interop.torch_source(model)
+    assert "nn.Linear(in_features=6, out_features=2, bias=True)" in source and "kernel_size=(2,)" in source, source
+    eval(source, {"nn": torch.nn})  # noqa: S307  (code this test made): no NumPy needed to run it
+
+
 def test_importing_interop_does_not_import_torch():
     code = "import sys, cnnlab, cnnlab.interop; print(json.dumps('torch' in sys.modules))"
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)

@@ -173,6 +173,16 @@ def test_the_runs_summary(demo_runs):
     assert str(demo_runs["article"].parent) not in str(info)  # the page never sees server paths
 
 
+def test_the_summary_of_a_run_saved_as_a_layer_spec_describes_it(demo_runs):
+    from cnnlab import runs
+
+    run = runs.load(demo_runs["article"])
+    run.spec = models.layer_spec(run.model)  # as runs.train(config, model=a Sequential) saves it
+    info = DemoRun(run).info
+    assert info["architecture"] == "sequential" and info["description"] == models.describe(run.spec)
+    assert info["description"].startswith("a Sequential of 5 layers")
+
+
 def test_find_runs(demo_runs, tmp_path):
     assert find_runs(demo_runs["default"].parent) == sorted(demo_runs.values())
     assert find_runs(tmp_path / "none") == []

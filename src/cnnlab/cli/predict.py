@@ -18,7 +18,7 @@ import numpy as np
 from .. import functional as F
 from .. import pretrained, runs
 from ..autograd import Tensor, no_grad
-from ..checkpoint import RunError
+from ..checkpoint import SPEC, RunError
 from ..data import FirstFrameWarning, class_names, form_for, standardize
 from .scripting import BAD_INPUT, OK, PARTIAL, add_json_argument, print_json
 
@@ -41,6 +41,9 @@ def split_inputs(inputs: list[str]) -> tuple[str | None, list[str]]:
     """
     first, rest = inputs[0], inputs[1:]
     if Path(first).is_dir():
+        if not rest and not (Path(first) / SPEC).exists():  # a folder of pictures, say
+            raise RunError(f"{first} is a folder, not a run directory (no {SPEC}): give the pictures one by one, "
+                           f"after a RUN or alone for the shipped model")
         if not rest:
             raise RunError(f"{first} is a run directory: give the pictures to classify after it")
         return first, rest

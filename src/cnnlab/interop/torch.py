@@ -104,7 +104,7 @@ def torch_source(model) -> str:
         if type(m) is nn.Sequential:
             inner = ",\n".join(" " * (indent + 4) + source(c, indent + 4) for c in m.layers)
             return f"nn.Sequential(\n{inner},\n{' ' * indent})"
-        args = ", ".join(f"{k}={v!r}" for k, v in m.init_args().items())
+        args = ", ".join(f"{k}={_plain(v)!r}" for k, v in m.init_args().items())  # 6, not np.int64(6)
         return f"nn.{type(m).__name__}({args})"
     _to_torch_module(model, "model", _torch())  # the same refusals as to_torch
     return source(model, 0)
@@ -206,8 +206,8 @@ def _same(value, default) -> bool:
 
 
 def _plain(value):
-    if isinstance(value, tuple):
-        return tuple(_plain(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     return value

@@ -36,6 +36,7 @@ from .layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    parameter_limit,
 )
 from .module import Module, ModuleList, Parameter, RemovableHandle, Sequential
 
@@ -45,5 +46,5 @@ __all__ = [
     "Conv2d", "Conv3d", "ConvActAvgPool", "ConvMaxPoolAct", "CrossEntropyLoss", "Dropout", "Flatten",
     "FusedModule", "Identity", "LPPool1d", "LPPool2d", "LPPool3d", "Linear", "LocalResponseNorm", "LogSoftmax",
     "MaxPool1d", "MaxPool2d", "MaxPool3d", "MaxPoolAct", "Module", "ModuleList", "Parameter", "RemovableHandle",
-    "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "fuse", "init", "utils",
+    "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "fuse", "init", "parameter_limit", "utils",
 ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
+
 import numpy as np
 
 from .. import backend
@@ -12,9 +16,32 @@ from ..functional.utils import as_tuple
 from . import init
 from .module import Module, Parameter
 
+_BUDGET: contextvars.ContextVar = contextvars.ContextVar("cnnlab_parameter_budget", default=None)
 
-def _empty(*shape):
-    return np.zeros(shape, dtype=backend.DEFAULT_DTYPE)
+
+@contextlib.contextmanager
+def parameter_limit(limit: int, what: str = "the model"):
+    """Within it, the layers made allocate at most ``limit`` parameters and buffers in all: the
+    layer that would go over raises ValueError before allocating (``models.build`` builds a
+    spec's model so, whatever code its builder runs)."""
+    token = _BUDGET.set([int(limit), int(limit), what])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _charge(shape) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget[0] -= math.prod(int(n) for n in shape)
+        if budget[0] < 0:
+            raise ValueError(f"{budget[2]} asks for more than cnnlab's limit of {budget[1]:,} parameters")
+
+
+def _empty(*shape, fill=0.0):
+    _charge(shape)
+    return np.full(shape, fill, dtype=backend.DEFAULT_DTYPE)
 
 
 class _ConvNd(Module):
@@ -265,11 +292,11 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__()
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
-        self.weight = Parameter(np.ones(num_features, dtype=backend.DEFAULT_DTYPE)) if affine else None
-        self.bias = Parameter(np.zeros(num_features, dtype=backend.DEFAULT_DTYPE)) if affine else None
+        self.weight = Parameter(_empty(num_features, fill=1.0)) if affine else None
+        self.bias = Parameter(_empty(num_features)) if affine else None
         if track_running_stats:
-            self.running_mean = Tensor(np.zeros(num_features, dtype=backend.DEFAULT_DTYPE))
-            self.running_var = Tensor(np.ones(num_features, dtype=backend.DEFAULT_DTYPE))
+            self.running_mean = Tensor(_empty(num_features))
+            self.running_var = Tensor(_empty(num_features, fill=1.0))
         else:
             self.running_mean = self.running_var = None
 
@@ -427,10 +454,17 @@ class Identity(Module):
         return x
 
 
+def _dim(layer: str, name: str, value) -> int:
+    """A dimension argument checked when the layer is made, not at its first forward pass."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{layer}: {name} must be an int, got {value!r}")
+    return int(value)
+
+
 class Softmax(Module):
     def __init__(self, dim=-1):
         super().__init__()
-        self.dim = dim
+        self.dim = _dim("Softmax", "dim", dim)
 
     def forward(self, x):
         return F.softmax(x, self.dim)
@@ -439,7 +473,7 @@ class Softmax(Module):
 class LogSoftmax(Module):
     def __init__(self, dim=-1):
         super().__init__()
-        self.dim = dim
+        self.dim = _dim("LogSoftmax", "dim", dim)
 
     def forward(self, x):
         return F.log_softmax(x, self.dim)
@@ -450,7 +484,7 @@ class Flatten(Module):
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
-        self.start_dim, self.end_dim = start_dim, end_dim
+        self.start_dim, self.end_dim = _dim("Flatten", "start_dim", start_dim), _dim("Flatten", "end_dim", end_dim)
 
     def forward(self, x):
         return F.flatten(x, self.start_dim, self.end_dim)

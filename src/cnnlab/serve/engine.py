@@ -161,7 +161,7 @@ class DemoRun:
             "folder": run.dir.name if run.dir is not None else None,
             "dataset": dataset if dataset in ("mnist", "fashion-mnist") else Path(dataset).name,
             "architecture": arch,
-            "description": models.MODELS[arch].description if arch in models.MODELS else "",
+            "description": models.describe(run.spec),
             "test_accuracy": run.metrics.get("test_accuracy"),
             "best_epoch": run.metrics.get("best_epoch"),
             "classes": self.classes,
