@@ -372,3 +372,21 @@ def test_a_run_of_a_model_object_resumes_from_its_spec(tmp_path, monkeypatch):
     assert again.spec == whole.spec and len(again.history.epochs) == 2
     for k, t in whole.model.state_dict().items():
         np.testing.assert_array_equal(again.model.state_dict()[k].numpy(), t.numpy(), err_msg=k)
+
+
+def test_a_model_object_run_stopped_before_its_first_epoch_is_not_restarted_from_the_seed(tmp_path, monkeypatch):
+    """Starting it again would train the seed's weights, not the object's (a fine-tune would
+    silently start from random weights): refused in one line."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 12 * 12, 10))
+    config = recipes.get("default").replace(epochs=1, train_size=64, validation=100)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl-C in the first epoch, after the 'started' manifest
+
+    monkeypatch.setattr(runs, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(config, tmp_path / "run", model=model, progress=False, log=None)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "run" / checkpoint.MANIFEST).read_text())["status"] == "started"
+    with pytest.raises(checkpoint.RunError, match="started from a model object whose weights were not saved"):
+        runs.resume(tmp_path / "run", progress=False, log=None)

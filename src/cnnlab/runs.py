@@ -542,8 +542,9 @@ def resume(run_dir, *, progress: bool = True, log=print, world=None, tensorboard
             stack.enter_context(_locked(_existing(run_dir)))
             config, restored = _resume_plan(run_dir, processes=world.size)
             spec = _saved_spec(run_dir)
-        except checkpoint.RunError as exc:
-            world.broadcast_object({"error": str(exc)}, what="reading the run to resume")
+        except Exception as exc:  # the others wait for the plan: they stop with the same line
+            message = str(exc) if isinstance(exc, checkpoint.RunError) else f"{run_dir}: {type(exc).__name__}: {exc}"
+            world.broadcast_object({"error": message}, what="reading the run to resume")
             raise
         world.broadcast_object({"config": config.to_dict(), "spec": spec, "restored": restored},
                                what="reading the run to resume")
@@ -588,6 +589,10 @@ def _resume_plan(run_dir: Path, processes: int) -> tuple[TrainConfig, tuple[dict
                                                                       if state else []))
     config = load_config(run_dir)
     if not state:
+        if manifest.get("from_object"):  # starting again would start from the seed's weights, not the object's
+            raise checkpoint.RunError(f"{run_dir} stopped before its first epoch was saved, and it started from a "
+                                      f"model object whose weights were not saved: train it again with "
+                                      f"runs.train(config, model=...)")
         return config, None
     return config, (checkpoint.load_weights(run_dir / f"{state}.safetensors"),
                     checkpoint.read_json(run_dir / f"{state}.json"))
@@ -675,6 +680,7 @@ class _Training:
         self.spec = model_spec if model_spec is not None else models.spec(config.model, **config.model_kwargs)
         backend.manual_seed(config.seed)
         self.model = model if model is not None else models.build(self.spec)
+        self.from_object = model is not None  # its starting weights are the object's, not the seed's
         if (model is not None or self.spec["name"] not in models.ZOO) and config.device == "cpu":
             # a model object or a registered one (the zoo's fit by construction): before anything is written
             _check_fits(self.model, config, train_x[:1], train_y[:1])
@@ -740,7 +746,7 @@ class _Training:
             checkpoint.write_json(run_dir / checkpoint.SPEC, self.spec)
             checkpoint.write_json(run_dir / checkpoint.CONFIG, config.to_dict())
             checkpoint.write_manifest(run_dir, "started", [checkpoint.SPEC, checkpoint.CONFIG], epochs_done=0,
-                                      state=None, processes=self.processes)
+                                      state=None, processes=self.processes, from_object=self.from_object)
         if self.tensorboard:  # events of epochs after the restored one (a killed attempt's) are purged
             self.events = _event_writer_class()(logdir=str(run_dir / TENSORBOARD_DIR),
                                                purge_step=len(resumed[0].epochs) + 1 if resumed else None)

@@ -816,3 +816,13 @@ def test_packaged_mnist_comes_before_the_cache(tmp_path, monkeypatch):
     (tmp_path / "env").mkdir()
     _link_copy(tmp_path / "env" / "mnist")
     assert dataset_dir("mnist") == tmp_path / "env" / "mnist"
+
+
+def test_the_mnist_inside_the_package_gets_no_stamp():
+    """Verified in memory only: a stamp written into site-packages would outlive `pip uninstall`."""
+    path = REPO_MNIST / "t10k-labels-idx1-ubyte.gz"
+    stamp = REPO_MNIST / checksums.STAMP_NAME
+    stamp.unlink(missing_ok=True)
+    clear_verification_cache()
+    checksums.verify_sha256(path, gzip.decompress(path.read_bytes()), KNOWN_SHA256["mnist"]["t10k-labels-idx1-ubyte"])
+    assert checksums.is_verified(path, KNOWN_SHA256["mnist"]["t10k-labels-idx1-ubyte"]) and not stamp.exists()

@@ -87,6 +87,9 @@ def _read_stamp(directory: Path) -> dict:
     return files if isinstance(files, dict) else {}
 
 
+_PACKAGED = (Path(__file__).parent / "mnist").resolve()  # MNIST as shipped inside the package
+
+
 def _write_stamp(directory: Path, files: dict) -> None:
     """Atomically replace the stamp; any failure (read-only dir, full disk) is ignored."""
     tmp_name = None
@@ -173,6 +176,8 @@ def verify_sha256(path: str | os.PathLike, content: bytes, expected: str) -> Non
         return
     with _lock:
         _memory[key] = expected
+        if path.parent.resolve() == _PACKAGED:
+            return  # the copy inside the package: no stamp there (pip uninstall would leave it behind)
         # Read-modify-write under the lock so two threads verifying sibling files keep both entries.
         files = _read_stamp(path.parent)
         files[path.name] = {"size": key[1], "mtime_ns": key[2], "sha256": expected}
