@@ -8,6 +8,7 @@ imports it; each command lives in its own module here.
     cnnlab summary MODEL                   layers, output shapes, parameter counts
     cnnlab models                          the recipes and architectures of the zoo
     cnnlab show WHAT RUN / report RUN      pictures and an HTML page of a run
+    cnnlab speedrun [--seeds 0,1,2,3,4]    time the fastest recipe to 99% test accuracy
     cnnlab example / reproduce / experiment
 
 Exit codes: 0 success; 1 some inputs failed (predict) or no epoch finished; 2 bad arguments or
@@ -25,7 +26,7 @@ from .. import __version__
 from ..checkpoint import RunError
 from ..data import DataError
 from ..errors import SettingError
-from . import ensemble, evaluate, example, predict, reproduce, summary, train
+from . import ensemble, evaluate, example, predict, reproduce, speedrun, summary, train
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("serve", "a live demo in the browser: draw a digit, watch a run classify it",
             lambda p: _lazy("cli.serve", "add_arguments")(p), lambda a: _lazy("cli.serve", "run")(a))
+    command("speedrun", "time the fastest recipe to 99% MNIST test accuracy, several seeds", speedrun.add_arguments,
+            speedrun.run)
     command("example", "small 1-D and 3-D convolution examples beyond images", example.add_arguments, example.run)
     command("reproduce", "reproduce Nielsen's chapter-6 table", reproduce.add_reproduce_arguments,
             reproduce.run_reproduce)
