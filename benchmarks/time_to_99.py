@@ -65,7 +65,7 @@ def torch_run(cfg, data, seed, torch):
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.max_lr, total_steps=cfg.steps(), pct_start=cfg.pct_start, div_factor=cfg.div_factor,
         final_div_factor=cfg.final_div_factor, cycle_momentum=False)
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(x))[:cfg.train_size])
+    order = torch.from_numpy(speedrun.pass_order(len(x), cfg.train_size, seed))
     model.train()
     for b0 in range(0, cfg.train_size, cfg.batch_size):
         idx = order[b0:b0 + cfg.batch_size]

@@ -66,9 +66,13 @@ def test_bad_settings_are_named(change):
     assert e.value.setting == next(iter(change))
 
 
-def test_train_size_above_the_data_is_refused(small_data):
-    with pytest.raises(SettingError, match="train_size"):
-        speedrun.run(speedrun.SpeedrunConfig(train_size=4096), small_data, 0)
+def test_pass_order_sees_every_image_once_per_pass():
+    order = speedrun.pass_order(10, 25, seed=1)
+    assert len(order) == 25
+    for p in range(2):
+        assert sorted(order[10 * p:10 * (p + 1)]) == list(range(10))
+    assert len(set(order[20:])) == 5
+    assert list(speedrun.pass_order(10, 7, seed=1)) == list(order[:7])
 
 
 @pytest.mark.parametrize("argv, word", [(["--seeds", "x"], "--seeds"), (["--c1", "0"], "--c1"),
