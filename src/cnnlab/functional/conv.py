@@ -60,12 +60,15 @@ class ConvPlan:
         self.F, self.Cg, self.G, self.K, self.kernel = F, Cg, groups, K, kernel
         self.geom = (kernel, stride, padding, dilation, self.out_shape)
         self.bias = bias.reshape(F, 1) if bias is not None else None
-        self.nhwc = kernels.use_nhwc(x, w.shape, groups)
+        self.depthwise = kernels.use_depthwise(x, w.shape, groups)
+        self.nhwc = not self.depthwise and kernels.use_nhwc(x, w.shape, groups)
         # 3x3 stride-1 layers on the CPU: Winograd F(2x2, 3x3) for the output, the input gradient
         # and the weight gradient (2.25x fewer multiplications)
         self.winograd = kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
         self.winograd_dw = self.winograd and kernels.use_winograd_weight_grad()
-        if self.winograd:
+        if self.depthwise:
+            self.w = w
+        elif self.winograd:
             self.w, self.padding = w, tuple(padding)
             self.u = kernels.winograd_weights(w)
         elif self.nhwc:
@@ -81,6 +84,11 @@ class ConvPlan:
     def forward_chunk(self, xc, out):
         """out (n, F, L) = conv(xc) + bias for a chunk xc of n images."""
         xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
+        if self.depthwise:
+            out[...] = kernels.depthwise_forward(xc, self.w, *self.geom)
+            if self.bias is not None:
+                out += self.bias
+            return
         if self.winograd:
             kernels.winograd_conv(xc, self.u, self.padding, self.out_shape, out=out)
             if self.bias is not None:
@@ -109,6 +117,9 @@ class ConvPlan:
         each None where not needed."""
         xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
         gx = gw = gb = None
+        if self.depthwise:
+            gx, gw = kernels.depthwise_backward(g, xc, self.w, *self.geom, needs_x, needs_w)
+            return gx, gw, (g.sum(axis=2).sum(axis=0) if needs_b else None)
         if self.nhwc and self.G > 1:
             return self._grouped_backward_chunk(xc, g, needs_x, needs_w, needs_b)
         if self.nhwc:
@@ -183,6 +194,8 @@ class ConvPlan:
     def _weight_grad(self, parts):
         """The chunks' dW parts summed in chunk order (deterministic), as (F, C/G, *kernel)."""
         gw = _sum_parts(parts)
+        if self.depthwise:  # float64 (C, KH, KW) sums
+            return gw.astype(self.w.dtype).reshape(self.w.shape)
         if self.winograd_dw:
             return kernels.winograd_weight_grad(gw, self.w.dtype)
         if self.nhwc:  # (F, KH*KW*C) -> (F, C, KH, KW)

@@ -157,6 +157,15 @@ def use_nhwc(x, w_shape, groups) -> bool:
     return len(w_shape) == 4 and use_compiled_2d(x, 2) and w_shape[1] * w_shape[3] >= NHWC_MIN_RUN
 
 
+def use_depthwise(x, w_shape, groups) -> bool:
+    """The compiled depthwise 2-D loops apply: NumPy floats, one input channel per group and one
+    output channel per input channel (groups == C == F > 1). A product per image and channel of a
+    1 x KH*KW row was 6x slower than PyTorch (benchmarks/README.md, "Grouped, 1-D and 3-D
+    convolutions")."""
+    return (len(w_shape) == 4 and use_compiled_2d(x, 2) and w_shape[1] == 1 and groups > 1
+            and w_shape[0] == groups == x.shape[1])
+
+
 # Bytes of one Winograd chunk's transformed input (16 values per 2x2 output tile and channel), so
 # that the chunk's transforms and its 16 matrix products stay in cache (benchmarks/README.md,
 # "WINOGRAD_CHUNK_BYTES").
