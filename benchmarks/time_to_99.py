@@ -102,6 +102,8 @@ def main():
     ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     ap.add_argument("--device", default="cpu", help="cnnlab's device: cpu or cuda (PyTorch runs on the CPU)")
     ap.add_argument("--no-torch", action="store_true", help="cnnlab only")
+    ap.add_argument("--no-cnnlab", action="store_true", help="PyTorch only")
+    ap.add_argument("--torch-threads", type=int, default=0, help="PyTorch's intra-op threads (0: its default)")
     ap.add_argument("--target", type=float, default=0.99)
     ap.add_argument("--json", default=None, help="also write every result to this file")
     for f in fields(speedrun.SpeedrunConfig):
@@ -112,12 +114,16 @@ def main():
     torch = None
     if not args.no_torch:
         import torch  # noqa: PLC0415
+
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
     print(f"# load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {os.cpu_count()} CPUs; "
           f"recipe {cfg}", flush=True)
     data = speedrun.load_data(device=args.device)
     cpu_data = data if args.device == "cpu" else speedrun.load_data()
-    compile_s = speedrun.warm_up(cfg, data)
-    print(f"cnnlab kernel compilation and warm-up (excluded): {compile_s:.2f} s", flush=True)
+    compile_s = None if args.no_cnnlab else speedrun.warm_up(cfg, data)
+    if compile_s is not None:
+        print(f"cnnlab kernel compilation and warm-up (excluded): {compile_s:.2f} s", flush=True)
     if torch is not None:
         print(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads) warm-up (excluded): "
               f"{torch_warm_up(cfg, cpu_data, torch):.2f} s", flush=True)
@@ -125,7 +131,7 @@ def main():
     for i, seed in enumerate(seeds):
         order = ["cnnlab", "torch"] if i % 2 == 0 else ["torch", "cnnlab"]
         for name in order:
-            if name == "torch" and torch is None:
+            if (name == "torch" and torch is None) or (name == "cnnlab" and args.no_cnnlab):
                 continue
             r = speedrun.run(cfg, data, seed) if name == "cnnlab" else torch_run(cfg, cpu_data, seed, torch)
             results[name].append(r)
@@ -138,7 +144,7 @@ def main():
         print(f"{name}: median {s['median_seconds']:.2f} s over {s['runs']} seeds (slowest {s['max_seconds']:.2f} s); "
               f"test accuracy median {100 * s['median_accuracy']:.2f}%, lowest {100 * s['min_accuracy']:.2f}% "
               f"({'every seed' if ok else 'NOT every seed'} >= {100 * args.target:.1f}%)")
-    if results["torch"]:
+    if results["torch"] and results["cnnlab"]:
         mc = statistics.median(r.seconds for r in results["cnnlab"])
         mt = statistics.median(r.seconds for r in results["torch"])
         print(f"cnnlab / PyTorch time: {mc / mt:.2f} (PyTorch takes {mt / mc:.2f}x as long)")
