@@ -12,7 +12,8 @@ One recipe, measured honestly (docs/speedrun.md):
 
 The net is a narrower cousin of the record's (two conv-pool blocks with batch norm, one hidden
 fully connected layer): fewer multiply-adds per point of accuracy on two cores. One pass over
-the 60,000 training images at batch 128, Adam under a one-cycle schedule, label smoothing 0.1.
+50,000 of the 60,000 training images (a random subset per seed) at batch 128, Adam under a
+one-cycle schedule, label smoothing 0.1.
 """
 
 from __future__ import annotations
