@@ -102,3 +102,13 @@ def test_cli_exit_code_1_when_a_seed_misses(capsys, monkeypatch):
     assert main(["speedrun", "--seeds", "0,1"]) == 1
     assert "NOT every seed" in capsys.readouterr().out
     assert main(["speedrun", "--seeds", "0"]) == 0
+
+
+def test_help_lists_the_command_and_its_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "speedrun" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["speedrun", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 50000)" in out and "(default: 0,1,2,3,4)" in out and "(default: 16)" in out

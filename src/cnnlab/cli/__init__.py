@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("serve", "a live demo in the browser: draw a digit, watch a run classify it",
             lambda p: _lazy("cli.serve", "add_arguments")(p), lambda a: _lazy("cli.serve", "run")(a))
-    command("speedrun", "time the fastest recipe to 99% MNIST test accuracy, several seeds", speedrun.add_arguments,
+    command("speedrun", "time the fastest recipe to 99%% MNIST test accuracy, several seeds", speedrun.add_arguments,
             speedrun.run)
     command("example", "small 1-D and 3-D convolution examples beyond images", example.add_arguments, example.run)
     command("reproduce", "reproduce Nielsen's chapter-6 table", reproduce.add_reproduce_arguments,

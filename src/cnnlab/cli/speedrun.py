@@ -9,6 +9,14 @@ from dataclasses import fields
 from .. import speedrun
 from ..checkpoint import check_output_path, write_json
 
+HELP = {"c1": "maps of the first (5x5) convolution", "c2": "maps of the second (3x3) convolution",
+        "hidden": "units of the fully connected layer", "batch_size": "images per training step",
+        "max_lr": "Adam's peak learning rate (one-cycle)", "pct_start": "fraction of the steps warming up",
+        "div_factor": "the first learning rate is max-lr / this", "final_div_factor": "the last is that / this",
+        "label_smoothing": "label smoothing of the cross-entropy",
+        "train_size": "training images seen (60,000 is one pass; more: several)",
+        "eval_batch": "images per evaluation batch"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds, one timed run each")
@@ -17,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the results to this file")
     g = p.add_argument_group("recipe (the defaults are the measured one)")
     for f in fields(speedrun.SpeedrunConfig):
-        g.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        g.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                       help=HELP.get(f.name, f.name.replace("_", " ")))
 
 
 def _seeds(text: str) -> list[int]:
