@@ -153,3 +153,29 @@ def test_padding_same_and_valid():
 def test_conv_errors_name_the_problem(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("d,seed", [(d, s) for d in (1, 2, 3) for s in range(5)])
+def test_channels_last_path_any_groups_and_dimensions(d, seed, monkeypatch):
+    """Grouped 2-D layers on the channels-last path (one product per group), and 1-D and 3-D layers
+    run as 2-D ones on it: the definition, finite differences and PyTorch."""
+    monkeypatch.setattr(kernels.policy, "NHWC_MIN_RUN", 1)
+    _conv_check(d, *random_config(np.random.default_rng(400 + seed), d))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_depthwise_path(seed):
+    """Depthwise 2-D layers (groups == C == F) take the compiled depthwise loops: the definition,
+    finite differences and PyTorch, on random strides, paddings and dilations."""
+    rng = np.random.default_rng(500 + seed)
+    C = int(rng.integers(2, 5))
+    k = tuple(int(v) for v in rng.integers(1, 4, size=2))
+    stride = tuple(int(v) for v in rng.integers(1, 3, size=2))
+    dilation = tuple(int(v) for v in rng.integers(1, 3, size=2))
+    padding = tuple(int(v) for v in rng.integers(0, 3, size=2))
+    size = tuple(int(max(dilation[i] * (k[i] - 1) + 1 - 2 * padding[i], 1) + rng.integers(0, 5)) for i in range(2))
+    x = rng.standard_normal((int(rng.integers(1, 3)), C) + size)
+    w = rng.standard_normal((C, 1) + k)
+    b = rng.standard_normal(C) if seed % 2 else None
+    assert kernels.use_depthwise(x, w.shape, C)
+    _conv_check(2, x, w, b, stride, padding, dilation, C)

@@ -10,6 +10,7 @@ imports it; each command lives in its own module here.
     cnnlab show WHAT [RUN] / report [RUN]  pictures and an HTML page of a run
                                            (no RUN: the model that ships with cnnlab)
     cnnlab export RUN --torch weights.pt   the model's weights for PyTorch
+    cnnlab speedrun [--seeds 0,1,2,3,4]    time the fastest recipe to 99% test accuracy
     cnnlab example / reproduce / experiment
 
 Exit codes (``cli/scripting.py``, docs/scripting.md): 0 success; 1 failed in part (some pictures of
@@ -29,7 +30,7 @@ from .. import __version__
 from ..checkpoint import RunError
 from ..data import DataError
 from ..errors import SettingError
-from . import ensemble, evaluate, example, predict, reproduce, summary, train
+from . import ensemble, evaluate, example, predict, reproduce, speedrun, summary, train
 from .scripting import BAD_INPUT, BROKEN_PIPE, INTERRUPTED, PARTIAL, USAGE, UsageError
 
 
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
             lambda p: _lazy("cli.export", "add_arguments")(p), lambda a: _lazy("cli.export", "run")(a))
     command("serve", "a live demo in the browser: draw a digit, watch a run classify it",
             lambda p: _lazy("cli.serve", "add_arguments")(p), lambda a: _lazy("cli.serve", "run")(a))
+    command("speedrun", "time the fastest recipe to 99%% MNIST test accuracy, several seeds", speedrun.add_arguments,
+            speedrun.run)
     command("example", "small 1-D and 3-D convolution examples beyond images", example.add_arguments, example.run)
     command("reproduce", "reproduce Nielsen's chapter-6 table", reproduce.add_reproduce_arguments,
             reproduce.run_reproduce)

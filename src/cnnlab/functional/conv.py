@@ -60,16 +60,20 @@ class ConvPlan:
         self.F, self.Cg, self.G, self.K, self.kernel = F, Cg, groups, K, kernel
         self.geom = (kernel, stride, padding, dilation, self.out_shape)
         self.bias = bias.reshape(F, 1) if bias is not None else None
-        self.nhwc = kernels.use_nhwc(x, w.shape, groups)
+        self.depthwise = kernels.use_depthwise(x, w.shape, groups)
+        self.nhwc = not self.depthwise and kernels.use_nhwc(x, w.shape, groups)
         # 3x3 stride-1 layers on the CPU: Winograd F(2x2, 3x3) for the output, the input gradient
         # and the weight gradient (2.25x fewer multiplications)
         self.winograd = kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
         self.winograd_dw = self.winograd and kernels.use_winograd_weight_grad()
-        if self.winograd:
+        if self.depthwise:
+            self.w = w
+        elif self.winograd:
             self.w, self.padding = w, tuple(padding)
             self.u = kernels.winograd_weights(w)
         elif self.nhwc:
-            self.wk = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, K * Cg)  # rows' (kh, kw, c) order
+            # rows' (kh, kw, c) order; group g's filters are rows [g F/G, (g + 1) F/G) and see its Cg channels
+            self.wk = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, K * Cg)
         else:
             self.wk = w.reshape(groups, F // groups, Cg * K)  # (G, F/G, Cg*K)
         if self.winograd:
@@ -80,18 +84,26 @@ class ConvPlan:
     def forward_chunk(self, xc, out):
         """out (n, F, L) = conv(xc) + bias for a chunk xc of n images."""
         xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
+        if self.depthwise:
+            out[...] = kernels.depthwise_forward(xc, self.w, *self.geom)
+            if self.bias is not None:
+                out += self.bias
+            return
         if self.winograd:
             kernels.winograd_conv(xc, self.u, self.padding, self.out_shape, out=out)
             if self.bias is not None:
                 out += self.bias
             return
         if self.nhwc:
-            rows = kernels.im2col_nhwc(xc, *self.geom)  # (n*L, K*C)
-            y = (rows @ self.wk.T).reshape(n, L, F).transpose(0, 2, 1)
-            if self.bias is None:
-                out[...] = y
-            else:
-                xp.add(y, self.bias, out=out)
+            G, Fg, Cg = self.G, F // self.G, self.Cg
+            for g in range(G):  # grouped: one channels-last product per group, n*L rows each
+                rows = kernels.im2col_nhwc(xc if G == 1 else xc[:, g * Cg:(g + 1) * Cg], *self.geom)  # (n*L, K*Cg)
+                y = (rows @ self.wk[g * Fg:(g + 1) * Fg].T).reshape(n, L, Fg).transpose(0, 2, 1)
+                o = out[:, g * Fg:(g + 1) * Fg]
+                if self.bias is None:
+                    o[...] = y
+                else:
+                    xp.add(y, self.bias[g * Fg:(g + 1) * Fg], out=o)
             return
         G = self.G
         cols = kernels.im2col(xc, *self.geom).reshape(n, G, self.Cg * self.K, L)
@@ -105,6 +117,11 @@ class ConvPlan:
         each None where not needed."""
         xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
         gx = gw = gb = None
+        if self.depthwise:
+            gx, gw = kernels.depthwise_backward(g, xc, self.w, *self.geom, needs_x, needs_w)
+            return gx, gw, (g.sum(axis=2).sum(axis=0) if needs_b else None)
+        if self.nhwc and self.G > 1:
+            return self._grouped_backward_chunk(xc, g, needs_x, needs_w, needs_b)
         if self.nhwc:
             gr = xp.ascontiguousarray(g.transpose(0, 2, 1)).reshape(n * L, F)  # (n*L, F)
             if needs_w and self.winograd_dw:  # transformed (16, C, F); see _weight_grad
@@ -135,6 +152,24 @@ class ConvPlan:
             gb = g4.sum(axis=(0, 3)).reshape(F)
         return gx, gw, gb
 
+    def _grouped_backward_chunk(self, xc, g, needs_x, needs_w, needs_b):
+        """backward_chunk of a grouped channels-last layer: each group's products on its own rows."""
+        xp, n, L, F, G, Cg = self.xp, xc.shape[0], self.L, self.F, self.G, self.Cg
+        Fg = F // G
+        gx = xp.empty(xc.shape, dtype=xc.dtype) if needs_x else None
+        gws = []
+        for k in range(G):
+            xg = xc[:, k * Cg:(k + 1) * Cg]
+            gr = xp.ascontiguousarray(g[:, k * Fg:(k + 1) * Fg].transpose(0, 2, 1)).reshape(n * L, Fg)
+            if needs_w:
+                gws.append(gr.T @ kernels.im2col_nhwc(xg, *self.geom))  # (F/G, K*Cg)
+            if needs_x:
+                gx[:, k * Cg:(k + 1) * Cg] = kernels.col2im_nhwc(gr @ self.wk[k * Fg:(k + 1) * Fg], xg.shape,
+                                                                 *self.geom)
+        gw = xp.concatenate(gws) if needs_w else None
+        gb = g.sum(axis=2).sum(axis=0) if needs_b else None
+        return gx, gw, gb
+
     def backward(self, x, out_grad, needs, has_bias):
         """The gradients (x, w[, b]) over all chunks, None where not needed; ``out_grad(n0, n1)``
         gives a chunk's gradient at the convolution's output, (n, F, L)."""
@@ -159,6 +194,8 @@ class ConvPlan:
     def _weight_grad(self, parts):
         """The chunks' dW parts summed in chunk order (deterministic), as (F, C/G, *kernel)."""
         gw = _sum_parts(parts)
+        if self.depthwise:  # float64 (C, KH, KW) sums
+            return gw.astype(self.w.dtype).reshape(self.w.shape)
         if self.winograd_dw:
             return kernels.winograd_weight_grad(gw, self.w.dtype)
         if self.nhwc:  # (F, KH*KW*C) -> (F, C, KH, KW)
@@ -168,20 +205,80 @@ class ConvPlan:
 
 class ConvNd(Function):
     """Convolution (cross-correlation, as in every deep-learning library) over d dimensions,
-    chunk by chunk over the batch (see ConvPlan)."""
+    chunk by chunk over the batch (see ConvPlan).
+
+    Where the compiled CPU kernels apply, 1-D and 3-D convolutions run as 2-D ones, so they get
+    the channels-last layout and the compiled scatter of the 2-D path: a 1-D signal is an image
+    of height 1, and a 3-D volume (one group) becomes N*OD images whose channels are the KD input
+    slices each output slice sees, (kd, c), convolved with the weight's (kd, c) channels."""
 
     def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups):
-        plan = ConvPlan(x, w, maybe_bias[0] if maybe_bias else None, stride, padding, dilation, groups)
+        bias = maybe_bias[0] if maybe_bias else None
+        self.lift, self.has_bias, self.x_shape, self.w_shape = None, bool(maybe_bias), x.shape, w.shape
+        if x.ndim == 3 and kernels.use_compiled(x):
+            self.lift = "1d"
+            x, w = x[:, :, None, :], w[:, :, None, :]
+            stride, padding, dilation = (1,) + tuple(stride), (0,) + tuple(padding), (1,) + tuple(dilation)
+        elif x.ndim == 5 and groups == 1 and kernels.use_compiled(x):
+            self.lift = "3d"
+            self.depth = (stride[0], padding[0], dilation[0], w.shape[2])
+            x, w, od = _stack_depth(x, w, *self.depth)
+            stride, padding, dilation = stride[1:], padding[1:], dilation[1:]
+        plan = ConvPlan(x, w, bias, stride, padding, dilation, groups)
         N, xp = x.shape[0], plan.xp
         out = xp.empty((N, plan.F, plan.L), dtype=x.dtype)
         kernels.run_chunks(lambda n0, n1: plan.forward_chunk(x[n0:n1], out[n0:n1]), plan.chunks, xp is np)
-        self.x, self.plan, self.has_bias = x, plan, bool(maybe_bias)
+        self.x, self.plan = x, plan
+        if self.lift == "1d":
+            return out.reshape((N, plan.F, plan.out_shape[1]))
+        if self.lift == "3d":  # (N*OD, F, OH, OW) -> (N, F, OD, OH, OW)
+            self.od = od
+            out = out.reshape((N // od, od, plan.F) + tuple(plan.out_shape))
+            return np.ascontiguousarray(out.transpose(0, 2, 1, 3, 4))
         return out.reshape((N, plan.F) + tuple(plan.out_shape))
 
     def backward(self, g):
         x, plan = self.x, self.plan
+        if self.lift == "3d":  # (N, F, OD, OH, OW) -> (N*OD, F, L)
+            g = np.ascontiguousarray(g.transpose(0, 2, 1, 3, 4))
         g3 = g.reshape(x.shape[0], plan.F, plan.L)
-        return plan.backward(x, lambda n0, n1: g3[n0:n1], self.needs_input_grad, self.has_bias)
+        grads = list(plan.backward(x, lambda n0, n1: g3[n0:n1], self.needs_input_grad, self.has_bias))
+        if self.lift == "1d":
+            grads[0] = None if grads[0] is None else grads[0].reshape(self.x_shape)
+            grads[1] = None if grads[1] is None else grads[1].reshape(self.w_shape)
+        elif self.lift == "3d":
+            grads[0] = None if grads[0] is None else _unstack_depth(grads[0], self.x_shape, self.od, *self.depth)
+            if grads[1] is not None:  # (F, KD*C, KH, KW) -> (F, C, KD, KH, KW)
+                F_, C, KD = self.w_shape[0], self.w_shape[1], self.w_shape[2]
+                grads[1] = np.ascontiguousarray(
+                    grads[1].reshape((F_, KD, C) + tuple(self.w_shape[3:])).transpose(0, 2, 1, 3, 4))
+        return tuple(grads)
+
+
+def _stack_depth(x, w, sd, pd, dd, KD):
+    """A 3-D convolution as a 2-D one: x (N, C, D, H, W) -> (N*OD, KD*C, H, W), image (n, od)
+    holding the KD (zero-padded) depth slices od*sd - pd + kd*dd, kd = 0..KD-1, channel kd*C + c;
+    w (F, C, KD, KH, KW) -> (F, KD*C, KH, KW). Returns (x2, w2, OD)."""
+    N, C, D = x.shape[:3]
+    if pd:
+        x = np.pad(x, ((0, 0), (0, 0), (pd, pd), (0, 0), (0, 0)))
+    OD = (D + 2 * pd - dd * (KD - 1) - 1) // sd + 1
+    s = x.strides
+    view = np.lib.stride_tricks.as_strided(
+        x, shape=(N, OD, KD, C) + x.shape[3:], strides=(s[0], s[2] * sd, s[2] * dd, s[1], s[3], s[4]))
+    x2 = np.ascontiguousarray(view).reshape((N * OD, KD * C) + x.shape[3:])
+    w2 = np.ascontiguousarray(w.transpose(0, 2, 1, 3, 4)).reshape((w.shape[0], KD * C) + w.shape[3:])
+    return x2, w2, OD
+
+
+def _unstack_depth(gx2, x_shape, OD, sd, pd, dd, KD):
+    """Adjoint of _stack_depth's input: (N*OD, KD*C, H, W) -> (N, C, D, H, W), overlaps summed."""
+    N, C, D = x_shape[:3]
+    g = gx2.reshape((N, OD, KD, C) + tuple(x_shape[3:]))
+    gx = np.zeros((N, C, D + 2 * pd) + tuple(x_shape[3:]), dtype=gx2.dtype)
+    for kd in range(KD):
+        gx[:, :, kd * dd:kd * dd + sd * (OD - 1) + 1:sd] += g[:, :, kd].transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(gx[:, :, pd:pd + D]) if pd else gx
 
 
 def _sum_parts(parts):

@@ -29,6 +29,7 @@ from .policy import (
     use_compiled,
     use_compiled_lrn,
     use_compiled_sgd,
+    use_depthwise,
     use_fused_conv,
     use_nhwc,
     use_winograd,
@@ -51,7 +52,8 @@ __all__ = [
     "max_pool_forward", "policy", "relu_backward", "relu_forward", "run_chunks", "scale_shift_relu",
     "sgd_update", "sigmoid_backward", "sum_pool2d_backward_chunk", "sum_pool2d_chunk", "sum_pool_backward",
     "sum_pool_forward", "tanh_backward", "threads", "use_compiled", "use_compiled_lrn", "use_compiled_sgd",
-    "use_fused_conv", "use_nhwc", "use_winograd", "use_winograd_weight_grad", "winograd_chunks", "winograd_conv",
+    "use_depthwise", "use_fused_conv", "depthwise_forward", "depthwise_backward", "use_nhwc", "use_winograd",
+    "use_winograd_weight_grad", "winograd_chunks", "winograd_conv",
     "winograd_transposed_weights", "winograd_weight_grad", "winograd_weight_grad_part", "winograd_weights",
 ]
 
@@ -123,6 +125,23 @@ def col2im_nhwc(dcols, x_shape, kernel, stride, padding, dilation, out_shape):
     """Adjoint of im2col_nhwc: (n*L, KH*KW*C) -> (n, C, H, W), overlapping fields summed."""
     return _cpu().col2im2d_nhwc(np.ascontiguousarray(dcols), *x_shape, *kernel, *stride, *padding, *dilation,
                                 *out_shape)
+
+
+def depthwise_forward(x, w, kernel, stride, padding, dilation, out_shape):
+    """Depthwise 2-D convolution of a chunk (policy.use_depthwise): x (n, C, H, W), w (C, 1, KH, KW)
+    -> (n, C, OH*OW), without bias."""
+    return _cpu().depthwise2d_forward(np.ascontiguousarray(x), np.ascontiguousarray(w[:, 0]), *kernel, *stride,
+                                      *padding, *dilation, *out_shape)
+
+
+def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, needs_x, needs_w):
+    """(dx (n, C, H, W) or None, dW part (C, KH, KW) float64 or None) of depthwise_forward for the
+    chunk's output gradient g (n, C, OH*OW)."""
+    cpu, g, x = _cpu(), np.ascontiguousarray(g), np.ascontiguousarray(x)
+    geom = (*kernel, *stride, *padding, *dilation, *out_shape)
+    gx = cpu.depthwise2d_backward_input(g, np.ascontiguousarray(w[:, 0]), *x.shape[2:], *geom) if needs_x else None
+    gw = cpu.depthwise2d_backward_weight(g, x, *geom) if needs_w else None
+    return gx, gw
 
 
 # ------------------------------------------------------------------ pooling

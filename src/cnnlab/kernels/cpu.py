@@ -664,3 +664,104 @@ def erf_rational_range(x, out, lo, hi):
         q = q * v2 - 7.37332916720468e-03
         q = q * v2 - 1.42647390514189e-02
         out[i] = v * p / q
+# ------------------------------------------------------------------ depthwise 2-D convolution
+# One input channel per output channel (groups == C == F): each output map is a KHxKW filter of one
+# input map, a few multiply-adds per output, which a matrix product per image and channel does
+# badly. These loops take one map at a time, flat, and for each kernel tap run along the output
+# rows over the outputs whose tap lies inside the input (ranges found once per call), on one
+# chunk of the batch each; x (n, C, H, W), w (C, KH, KW).
+@njit(**_OPTS)
+def _tap_ranges(KW, sw, pw, dw, W, OW):
+    """For each kernel column kw: the outputs [lo, hi) whose tap lies inside the row, and the offset."""
+    r = np.empty((KW, 3), np.int64)
+    for kw in range(KW):
+        lo, hi, off = _valid_range(OW, sw, pw, kw, dw, W)
+        r[kw, 0], r[kw, 1], r[kw, 2] = lo, hi, off
+    return r
+
+
+@njit(**_OPTS)
+def depthwise2d_forward(x, w, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
+    """out (n, C, OH*OW): out[i, c, o] = sum over taps of w[c, kh, kw] * x[i, c, ih, iw], zero padding."""
+    n, C, H, W = x.shape
+    out = np.zeros((n, C, OH * OW), dtype=x.dtype)
+    xf = x.reshape(n, C, H * W)
+    r = _tap_ranges(KW, sw, pw, dw, W, OW)
+    for i in range(n):
+        for c in range(C):
+            o = out[i, c]
+            xm = xf[i, c]
+            for kh in range(KH):
+                for kw in range(KW):
+                    wv = w[c, kh, kw]
+                    lo, hi, off = r[kw, 0], r[kw, 1], r[kw, 2]
+                    for oh in range(OH):
+                        ih = oh * sh - ph + kh * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        ob, xb = oh * OW, ih * W + off
+                        if sw == 1:
+                            for ow in range(lo, hi):
+                                o[ob + ow] += wv * xm[xb + ow]
+                        else:
+                            for ow in range(lo, hi):
+                                o[ob + ow] += wv * xm[xb + ow * sw]
+    return out
+
+
+@njit(**_OPTS)
+def depthwise2d_backward_input(g, w, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
+    """The input gradient (n, C, H, W) of depthwise2d_forward for its output gradient g (n, C, OH*OW)."""
+    n, C = g.shape[0], g.shape[1]
+    gx = np.zeros((n, C, H * W), dtype=g.dtype)
+    r = _tap_ranges(KW, sw, pw, dw, W, OW)
+    for i in range(n):
+        for c in range(C):
+            gm = g[i, c]
+            d = gx[i, c]
+            for kh in range(KH):
+                for kw in range(KW):
+                    wv = w[c, kh, kw]
+                    lo, hi, off = r[kw, 0], r[kw, 1], r[kw, 2]
+                    for oh in range(OH):
+                        ih = oh * sh - ph + kh * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        gb, db = oh * OW, ih * W + off
+                        if sw == 1:
+                            for ow in range(lo, hi):
+                                d[db + ow] += wv * gm[gb + ow]
+                        else:
+                            for ow in range(lo, hi):
+                                d[db + ow * sw] += wv * gm[gb + ow]
+    return gx.reshape(n, C, H, W)
+
+
+@njit(**_SUMS)
+def depthwise2d_backward_weight(g, x, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
+    """The weight gradient (C, KH, KW), float64, of depthwise2d_forward over this chunk's images."""
+    n, C, H, W = x.shape
+    xf = x.reshape(n, C, H * W)
+    gw = np.zeros((C, KH, KW))
+    r = _tap_ranges(KW, sw, pw, dw, W, OW)
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                lo, hi, off = r[kw, 0], r[kw, 1], r[kw, 2]
+                acc = 0.0
+                for i in range(n):
+                    gm = g[i, c]
+                    xm = xf[i, c]
+                    for oh in range(OH):
+                        ih = oh * sh - ph + kh * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        gb, xb = oh * OW, ih * W + off
+                        if sw == 1:
+                            for ow in range(lo, hi):
+                                acc += gm[gb + ow] * xm[xb + ow]
+                        else:
+                            for ow in range(lo, hi):
+                                acc += gm[gb + ow] * xm[xb + ow * sw]
+                gw[c, kh, kw] = acc
+    return gw

@@ -151,9 +151,19 @@ NHWC_MIN_RUN = 16
 
 
 def use_nhwc(x, w_shape, groups) -> bool:
-    """The channels-last 2-D convolution path applies: NumPy floats, one group, long kernel rows."""
-    return (groups == 1 and len(w_shape) == 4 and use_compiled_2d(x, 2)
-            and w_shape[1] * w_shape[3] >= NHWC_MIN_RUN)
+    """The channels-last 2-D convolution path applies: NumPy floats, long kernel rows (KW * C/groups
+    values). A grouped layer then makes one product per group with n*L rows, instead of one small
+    product per image and group (benchmarks/README.md, "Grouped, 1-D and 3-D convolutions")."""
+    return len(w_shape) == 4 and use_compiled_2d(x, 2) and w_shape[1] * w_shape[3] >= NHWC_MIN_RUN
+
+
+def use_depthwise(x, w_shape, groups) -> bool:
+    """The compiled depthwise 2-D loops apply: NumPy floats, one input channel per group and one
+    output channel per input channel (groups == C == F > 1). A product per image and channel of a
+    1 x KH*KW row was 6x slower than PyTorch (benchmarks/README.md, "Grouped, 1-D and 3-D
+    convolutions")."""
+    return (len(w_shape) == 4 and use_compiled_2d(x, 2) and w_shape[1] == 1 and groups > 1
+            and w_shape[0] == groups == x.shape[1])
 
 
 # Bytes of one Winograd chunk's transformed input (16 values per 2x2 output tile and channel), so
@@ -174,7 +184,7 @@ def use_winograd(x, w_shape, stride, padding, dilation, groups) -> bool:
     """The Winograd F(2x2, 3x3) path applies: a 3x3, stride-1, undilated, ungrouped 2-D
     convolution of NumPy floats with padding at most 2, output maps of at least WINOGRAD_MIN_OUT
     on each side, and WINOGRAD_MIN_CHANNELS to WINOGRAD_MAX_CHANNELS channels in and out."""
-    return (_winograd_enabled and use_nhwc(x, w_shape, groups) and tuple(w_shape[2:]) == (3, 3)
+    return (_winograd_enabled and groups == 1 and use_nhwc(x, w_shape, groups) and tuple(w_shape[2:]) == (3, 3)
             and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and max(padding) <= 2
             and WINOGRAD_MIN_CHANNELS <= min(w_shape[0], w_shape[1])
             and max(w_shape[0], w_shape[1]) <= WINOGRAD_MAX_CHANNELS
