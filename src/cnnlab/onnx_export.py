@@ -258,9 +258,10 @@ def _bn_relu_eval(g, op, op2, ins):
         raise OnnxExportError(f"{op.where}: batch norm with weights computed from the input has no ONNX mapping")
     scale = g.value(inv) * g.value(w)
     shift = g.value(b) - g.value(rm) * scale
-    y = g.node("BatchNormalization", [ins[0], g.const(scale, "bn_scale"), g.const(shift, "bn_shift"),
-                                      g.const(np.zeros_like(scale), "bn_zero"), g.const(np.ones_like(scale), "bn_one")],
-               epsilon=0.0)
+    layer = g.param_names.get(id(w), "bn.weight").rpartition(".")[0]  # e.g. "2" for "2.weight"
+    consts = [g.const(v, f"{layer}.{what}") for v, what in ((scale, "scale"), (shift, "shift"),
+                                                             (np.zeros_like(scale), "zero"), (np.ones_like(scale), "one"))]
+    y = g.node("BatchNormalization", [ins[0], *consts], epsilon=0.0)
     return g.node("Relu", [y])
 
 
@@ -487,7 +488,7 @@ def export_onnx(model, input_shape, *, fuse: bool = True, metadata: dict | None 
         initializer=inits)
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
                                    producer_name="cnnlab", producer_version=_version())
-    proto.ir_version = min(proto.ir_version, 10)  # ONNX Runtime 1.17+ reads IR 10
+    proto.ir_version = 9  # opset 20 came with IR 9 (onnx 1.15, ONNX Runtime 1.17)
     if metadata:
         onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
     onnx.checker.check_model(proto, full_check=True)
