@@ -16,6 +16,8 @@ Shapes: x (N, C, *S) unpadded; kernel k; output O; L = prod(O); K = prod(k).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend
@@ -141,7 +143,7 @@ def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
     if kind == "cpu":
         g, cpu = np.ascontiguousarray(g), _cpu()
         return threads.over_batch(lambda n0, n1: cpu.max_pool2d_backward(g[n0:n1], arg[n0:n1], *x_shape[2:]),
-                                  g.shape[0], int(np.prod(x_shape)) * g.itemsize)
+                                  g.shape[0], math.prod(x_shape) * g.itemsize)
     dx = generic.max_pool_backward(g, arg, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
 
@@ -161,7 +163,7 @@ def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
         g, cpu = np.ascontiguousarray(g), _cpu()
         return threads.over_batch(
             lambda n0, n1: cpu.sum_pool2d_backward(g[n0:n1], *x_shape[2:], *kernel, *stride, *padding),
-            g.shape[0], int(np.prod(x_shape)) * g.itemsize)
+            g.shape[0], math.prod(x_shape) * g.itemsize)
     dx = generic.sum_pool_backward(g, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
 
@@ -266,7 +268,7 @@ def sum_pool2d_backward_chunk(g, in_shape, kernel, stride, padding):
 # ------------------------------------------------------------------ normalisation
 def _ncs(a):
     # (N, C, *S) -> (N, C, prod(S)), the size given: -1 cannot be inferred for an empty batch
-    return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
+    return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
 
 
 def bn_relu_train_forward(x, w, b, eps):
