@@ -47,7 +47,7 @@ from .winograd import (
 __all__ = [
     "act_forward_chunk", "act_backward_chunk", "allow_winograd", "bn_relu_train_backward", "bn_relu_train_forward",
     "col2im", "col2im_nhwc", "compiled", "conv_chunks", "generic", "im2col", "im2col_nhwc", "linear_forward",
-    "lrn_backward", "lrn_forward", "max_pool2d_backward_chunk", "max_pool2d_chunk", "max_pool_backward",
+    "lrn_backward", "lrn_forward", "lrn_forward_eval", "max_pool2d_backward_chunk", "max_pool2d_chunk", "max_pool_backward",
     "max_pool_forward", "policy", "relu_backward", "relu_forward", "run_chunks", "scale_shift_relu",
     "sgd_update", "sigmoid_backward", "sum_pool2d_backward_chunk", "sum_pool2d_chunk", "sum_pool_backward",
     "sum_pool_forward", "tanh_backward", "threads", "use_compiled", "use_compiled_lrn", "use_compiled_sgd",
@@ -367,6 +367,18 @@ def lrn_forward(x, size, alpha, beta, k):
     def part(n0, n1):
         return generic.lrn_forward(x[n0:n1], size, alpha, beta, k)
     return threads.over_batch(part, x.shape[0], x.nbytes)
+
+
+def lrn_forward_eval(x, size, alpha, beta, k):
+    """lrn_forward's output alone, in one compiled pass over the batch split over the cores: for
+    inference, where nothing keeps d and scale (a tenth of the memory traffic; the same values)."""
+    x3, cpu = _ncs(x), _cpu()
+    out = np.empty_like(x3)
+    t = x3.dtype.type
+    a, kk, b = t(alpha / size), t(k), t(beta)
+    run_chunks(lambda n0, n1: cpu.lrn_forward_eval(x3, out, size // 2, (size - 1) // 2, a, kk, b, n0, n1),
+               policy.batch_ranges(x3.shape[0], x3.nbytes))
+    return out.reshape(x.shape)
 
 
 def lrn_backward(g, x, d, scale, size, alpha, beta):
