@@ -10,6 +10,11 @@ cnnlab seconds, i.e. cnnlab's speed relative to ONNX Runtime's: above 1, cnnlab 
     python benchmarks/bench_onnx.py                          # the zoo, batch 1 and 1000
     python benchmarks/bench_onnx.py --models fast,lenet5 --rounds 5
     python benchmarks/bench_onnx.py --json out.json
+    python benchmarks/bench_onnx.py --threads 1              # one thread each: per-core efficiency
+
+On a loaded machine the default (two threads each) mostly measures scheduling: ONNX Runtime's
+workers spin while they wait, cnnlab's sleep. ``--threads 1`` (ORT intra_op_num_threads=1, cnnlab
+policy.WORKERS=1) compares the work each does per core with no hand-offs between threads.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cnnlab  # noqa: E402
-from cnnlab import models, runs  # noqa: E402
+from cnnlab import kernels, models, runs  # noqa: E402
 from cnnlab.autograd import Tensor, no_grad  # noqa: E402
 from cnnlab.data import load_dataset, standardize  # noqa: E402
 from cnnlab.onnx_export import export_onnx  # noqa: E402
@@ -70,12 +75,15 @@ def median_pair(a, b, rounds, calls):
     return statistics.median(ta), statistics.median(tb)
 
 
-def bench(name, images, batches, rounds, calls_b1):
+def bench(name, images, batches, rounds, calls_b1, threads=None):
     cnnlab.manual_seed(0)
     model = randomise(models.build(name))
     proto = export_onnx(model, (1, 28, 28), name=name)
     data = proto.SerializeToString()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     net = runs.runnable(model)
     row = {"model": name, "bytes": len(data)}
     x = images[:1000]
@@ -108,20 +116,25 @@ def main(argv=None):
     ap.add_argument("--batches", default="1,1000")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=100, help="calls per round at batch 1")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for each (default: ORT's default, one per physical core; cnnlab's policy.WORKERS)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.threads:
+        kernels.policy.WORKERS = args.threads
     batches = [int(b) for b in args.batches.split(",")]
     test = load_dataset("mnist").test[0]
     images = standardize(test[:max(batches + [1000])], 0.1307, 0.3081).reshape(-1, 1, 28, 28).astype(np.float32)
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
-          f"onnxruntime {ort.__version__}, {args.rounds} rounds; ratio = ORT time / cnnlab time (above 1: cnnlab faster)")
+          f"onnxruntime {ort.__version__}, {args.rounds} rounds, threads {args.threads or 'default'}\n"
+          f"ratio = ORT time / cnnlab time (above 1: cnnlab faster)")
     head = f"{'model':<16} {'bytes':>10} {'max diff':>9} {'rel':>8}"
     for b in batches:
         head += f" {'cnnlab ms b' + str(b):>15} {'ORT ms':>9} {'ratio':>6}"
     print(head)
     rows = []
     for name in args.models.split(","):
-        row = bench(name, images, batches, args.rounds, args.calls)
+        row = bench(name, images, batches, args.rounds, args.calls, args.threads)
         rows.append(row)
         line = f"{name:<16} {row['bytes']:>10,} {row['max_abs_diff']:>9.1e} {row['max_rel_diff']:>8.1e}"
         for b in batches:
