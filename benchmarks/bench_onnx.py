@@ -14,7 +14,9 @@ cnnlab seconds, i.e. cnnlab's speed relative to ONNX Runtime's: above 1, cnnlab 
 
 On a loaded machine the default (two threads each) mostly measures scheduling: ONNX Runtime's
 workers spin while they wait, cnnlab's sleep. ``--threads 1`` (ORT intra_op_num_threads=1, cnnlab
-policy.WORKERS=1) compares the work each does per core with no hand-offs between threads.
+policy.WORKERS=1) compares the work each does per core with no hand-offs between threads, and
+``--threads 1 --clock cpu`` times it in CPU seconds of the process (time.process_time), which
+other programs on the machine disturb far less than the wall clock.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def randomise(model, seed=0):
     return model.eval()
 
 
+CLOCK = time.perf_counter
+
+
 def median_pair(a, b, rounds, calls):
     """Alternate ``a`` and ``b`` (each called ``calls`` times per round) over ``rounds``: median seconds per call."""
     a(), b()  # warm-up: compilation, ORT's first-run allocations
@@ -68,10 +73,10 @@ def median_pair(a, b, rounds, calls):
     for r in range(rounds):
         order = [(a, ta), (b, tb)] if r % 2 == 0 else [(b, tb), (a, ta)]
         for fn, acc in order:
-            t = time.perf_counter()
+            t = CLOCK()
             for _ in range(calls):
                 fn()
-            acc.append((time.perf_counter() - t) / calls)
+            acc.append((CLOCK() - t) / calls)
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -118,15 +123,20 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=100, help="calls per round at batch 1")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for each (default: ORT's default, one per physical core; cnnlab's policy.WORKERS)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: time.perf_counter; cpu: time.process_time (all the process's threads: use with "
+                         "--threads 1, since ONNX Runtime's idle workers spin)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         kernels.policy.WORKERS = args.threads
     batches = [int(b) for b in args.batches.split(",")]
     test = load_dataset("mnist").test[0]
     images = standardize(test[:max(batches + [1000])], 0.1307, 0.3081).reshape(-1, 1, 28, 28).astype(np.float32)
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
-          f"onnxruntime {ort.__version__}, {args.rounds} rounds, threads {args.threads or 'default'}\n"
+          f"onnxruntime {ort.__version__}, {args.rounds} rounds, threads {args.threads or 'default'}, {args.clock} clock\n"
           f"ratio = ORT time / cnnlab time (above 1: cnnlab faster)")
     head = f"{'model':<16} {'bytes':>10} {'max diff':>9} {'rel':>8}"
     for b in batches:

@@ -451,8 +451,9 @@ def export_onnx(model, input_shape, *, fuse: bool = True, metadata: dict | None 
                                   f"not at the other")
         for t, t2, d in zip(op.inputs, op2.inputs, dyn):
             if not d and id(t) not in param_names and not _same(g.value(t), _value2(t2, folded2)):
-                raise OnnxExportError(f"{op.where}: {op.fn.__name__} takes a value computed from the input outside "
-                                      f"cnnlab's operators (e.g. NumPy on x.data): it cannot be recorded in the graph")
+                raise OnnxExportError(f"{op.where}: {op.fn.__name__} takes a value that differs between two passes "
+                                      f"but was not made by cnnlab's operators (computed from the input with NumPy on "
+                                      f"x.data, or random): it cannot be recorded in the graph")
         emit = table.get(op.fn)
         if emit is None and any(dyn):
             why = _WHY.get(op.fn.__name__, "")
