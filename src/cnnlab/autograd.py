@@ -30,6 +30,23 @@ import numpy as np
 from . import backend
 
 _grad_enabled = True
+_recorder = None  # while tracing (``trace``): called with every operator applied
+
+
+@contextlib.contextmanager
+def trace(record):
+    """Context manager: every ``Function.apply`` inside calls ``record(function_class, inputs,
+    params, output)`` after its forward (the Function's class, its input Tensors, its keyword
+    parameters and the output Tensor), gradients wanted or not. Model export builds its graph from
+    these calls (``cnnlab.onnx_export``); one trace at a time."""
+    global _recorder
+    if _recorder is not None:
+        raise RuntimeError("trace(): a trace is already being recorded")
+    _recorder = record
+    try:
+        yield
+    finally:
+        _recorder = None
 
 
 @contextlib.contextmanager
@@ -612,6 +629,8 @@ class Function:
             ctx.versions = [t._version for t in tensors]  # checked by backward
             out.requires_grad = True
             out._ctx = ctx
+        if _recorder is not None:
+            _recorder(cls, tensors, params, out)
         return out
 
     def forward(self, *arrays, **params):  # pragma: no cover - abstract

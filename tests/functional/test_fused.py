@@ -37,6 +37,7 @@ AVG_CASES = [
 def _winograd_too(monkeypatch):
     """Let the small 3x3 case above take the Winograd path (its 10x9 maps are below the size rule)."""
     monkeypatch.setattr(kernels.policy, "WINOGRAD_MIN_OUT", 1)
+    monkeypatch.setattr(kernels.policy, "WINOGRAD_MIN_TILES", 1)
 
 
 def _call(case, fused, kind="max"):

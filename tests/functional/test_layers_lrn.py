@@ -67,8 +67,30 @@ def test_compiled_loop_equals_the_array_expressions(shape, setting, dtype, monke
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("shape", SHAPES + [(5, 32, 7, 7)])
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_inference_pass_equals_the_recorded_one(shape, setting, dtype, monkeypatch):
+    """Without gradients (no_grad, or inputs that need none) NumPy floats take one compiled pass
+    that keeps nothing for a backward pass: the same values as the pass that does, and the
+    definition's."""
+    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(kernels.policy, "WORKERS", 3)
+    x = _x(shape, 6).astype(dtype)
+    recorded = F.local_response_norm(cnnlab.tensor(x, requires_grad=True), *setting)
+    assert recorded.requires_grad
+    with cnnlab.no_grad():
+        plain = F.local_response_norm(cnnlab.tensor(x), *setting)
+    tol = 1e-15 if dtype == np.float64 else 3e-7  # a general beta's pow may round one ulp apart
+    np.testing.assert_allclose(plain.numpy(), recorded.numpy(), rtol=tol, atol=0)
+    np.testing.assert_allclose(plain.numpy(), _naive(x.astype(np.float64), *setting),
+                               rtol=1e-12 if dtype == np.float64 else 2e-6, atol=1e-14)
+
+
 @pytest.mark.parametrize("shape", [(0, 4, 5), (2, 0, 5), (0, 3, 2, 2)])
 def test_empty_inputs(shape):
+    with cnnlab.no_grad():
+        assert F.local_response_norm(cnnlab.tensor(np.zeros(shape)), 3).shape == shape
     x = cnnlab.tensor(np.zeros(shape), requires_grad=True)
     out = F.local_response_norm(x, 3)
     assert out.shape == shape

@@ -17,9 +17,11 @@ from helpers import naive_conv, naive_pool
 @pytest.fixture(autouse=True)
 def _small_maps_too(monkeypatch, request):
     """The cases below are small, for the loop references; let them take the path (the size rule
-    itself is tested in test_which_layers_take_it)."""
+    itself is tested in test_which_layers_take_it, the batch's tiles in test_a_small_batch_takes_im2col)."""
     if request.node.originalname != "test_which_layers_take_it":
         monkeypatch.setattr(kernels.policy, "WINOGRAD_MIN_OUT", 1)
+    if request.node.originalname != "test_a_small_batch_takes_im2col":
+        monkeypatch.setattr(kernels.policy, "WINOGRAD_MIN_TILES", 1)
 
 
 # (N, C, H, W), F, padding: even and ragged (odd) output sizes, paddings 0-2
@@ -143,3 +145,16 @@ def test_which_layers_take_it(kwargs, shape, expected):
     assert kernels.use_winograd(x, w.shape, (s, s), (p, p), (d, d), g) is expected
     with kernels.compiled(False):  # the plain NumPy path never uses it
         assert not kernels.use_winograd(x, w.shape, (1, 1), (1, 1), (1, 1), 1)
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((1, 32, 28, 28), False),  # inference on one image: 196 tiles
+    ((4, 32, 28, 28), True),  # 784 tiles
+    ((15, 64, 14, 14), False),  # 735 tiles
+    ((16, 64, 14, 14), True),  # 784
+    ((64, 64, 14, 14), True),  # a training batch
+])
+def test_a_small_batch_takes_im2col(shape, expected):
+    x = np.zeros(shape, np.float32)
+    w = np.zeros((64, shape[1], 3, 3), np.float32)
+    assert kernels.use_winograd(x, w.shape, (1, 1), (1, 1), (1, 1), 1) is expected

@@ -9,7 +9,7 @@ imports it; each command lives in its own module here.
     cnnlab models                          the recipes and architectures of the zoo
     cnnlab show WHAT [RUN] / report [RUN]  pictures and an HTML page of a run
                                            (no RUN: the model that ships with cnnlab)
-    cnnlab export RUN --torch weights.pt   the model's weights for PyTorch
+    cnnlab export RUN --onnx m.onnx --torch w.pt   the model for ONNX Runtime, PyTorch
     cnnlab speedrun [--seeds 0,1,2,3,4]    time the fastest recipe to 99% test accuracy
     cnnlab example / reproduce / experiment
 
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_report")(a))
 
 
-    command("export", "write a run's model for another framework (PyTorch)",
+    command("export", "write a run's model for another runtime (ONNX, PyTorch)",
             lambda p: _lazy("cli.export", "add_arguments")(p), lambda a: _lazy("cli.export", "run")(a))
     command("serve", "a live demo in the browser: draw a digit, watch a run classify it",
             lambda p: _lazy("cli.serve", "add_arguments")(p), lambda a: _lazy("cli.serve", "run")(a))

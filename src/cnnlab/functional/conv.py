@@ -16,6 +16,8 @@ Output size per spatial dimension: O = floor((S + 2*padding - dilation*(k - 1) -
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend, kernels
@@ -56,7 +58,7 @@ class ConvPlan:
         F, Cg = w.shape[:2]
         kernel = tuple(w.shape[2:])
         self.out_shape = conv_output_shape(x.shape[2:], kernel, stride, padding, dilation)
-        self.L, K = int(np.prod(self.out_shape)), int(np.prod(kernel))
+        self.L, K = math.prod(self.out_shape), math.prod(kernel)
         self.F, self.Cg, self.G, self.K, self.kernel = F, Cg, groups, K, kernel
         self.geom = (kernel, stride, padding, dilation, self.out_shape)
         self.bias = bias.reshape(F, 1) if bias is not None else None

@@ -272,6 +272,8 @@ class LocalResponseNorm(Function):
     def forward(self, x, size, alpha, beta, k):
         # NumPy floats: the batch split over the cores, and a compiled backward pass
         self.compiled = kernels.use_compiled_lrn(x)
+        if self.compiled and not any(self.needs_input_grad):  # inference: one pass, nothing kept
+            return kernels.lrn_forward_eval(x, size, alpha, beta, k)
         lrn = kernels.lrn_forward if self.compiled else kernels.generic.lrn_forward
         out, self.d, self.scale = lrn(x, size, alpha, beta, k)
         self.x, self.size, self.alpha, self.beta = x, size, alpha, beta

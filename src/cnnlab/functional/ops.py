@@ -358,7 +358,7 @@ class Max(Function):
             # (..., reduced axes last, flattened) -> index of the first maximum -> one-hot mask
             moved = xp.moveaxis(eq, axis, tuple(range(-len(axis), 0)))
             kept = moved.shape[: moved.ndim - len(axis)]
-            flat = moved.reshape(kept + (int(np.prod(moved.shape[len(kept):])),))  # sizes given: N may be 0
+            flat = moved.reshape(kept + (math.prod(moved.shape[len(kept):]),))  # sizes given: N may be 0
             onehot = flat.argmax(axis=-1)[..., None] == xp.arange(flat.shape[-1])
             self.mask = xp.moveaxis(onehot.reshape(moved.shape), tuple(range(-len(axis), 0)), axis)
         return out if keepdims else (out.reshape(()) if axis is None else out.squeeze(axis))
@@ -378,13 +378,13 @@ def sum(a, dim=None, keepdim=False):  # noqa: A001 - PyTorch's name
 
 def mean(a, dim=None, keepdim=False):
     axes = _axes(dim, a.ndim, "mean", a.shape)
-    n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes]))
+    n = a.size if axes is None else math.prod([a.shape[d] for d in axes])
     return mul(sum(a, axes, keepdim), _inverse_count(n))
 
 
 def var(a, dim=None, keepdim=False, unbiased=True):
     axes = _axes(dim, a.ndim, "var", a.shape)
-    n = a.size if axes is None else int(np.prod([a.shape[d] for d in axes]))
+    n = a.size if axes is None else math.prod([a.shape[d] for d in axes])
     d = sub(a, mean(a, axes, keepdim=True))
     return mul(sum(mul(d, d), axes, keepdim), _inverse_count(n - (1 if unbiased else 0)))
 
@@ -448,7 +448,7 @@ def _is_basic_index(index):
 
 def reshape(a, shape):
     shape = tuple(shape)
-    known = int(np.prod([d for d in shape if d != -1]))
+    known = math.prod([d for d in shape if d != -1])
     free = shape.count(-1)
     if free > 1 or any(d < -1 for d in shape) or (
             a.size != known if free == 0 else (known == 0 or a.size % known)):
@@ -464,7 +464,7 @@ def flatten(a, start_dim=0, end_dim=-1):
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {a.shape}")
     # the merged size given, not -1, so that an empty batch (N = 0) flattens too
-    shape = a.shape[:s] + (int(np.prod(a.shape[s:e + 1])),) + a.shape[e + 1:]
+    shape = a.shape[:s] + (math.prod(a.shape[s:e + 1]),) + a.shape[e + 1:]
     return reshape(a, shape)
 
 

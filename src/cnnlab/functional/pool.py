@@ -10,6 +10,8 @@ to the kernel size (non-overlapping windows).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend, kernels
@@ -113,7 +115,7 @@ def _max_pool(name, d, x, kernel_size, stride, padding):
 
 def _avg_pool(name, d, x, kernel_size, stride, padding):
     kernel, stride, padding = _pool_args(name, d, x, kernel_size, stride, padding)
-    inv = 1.0 / int(np.prod(kernel))  # count_include_pad=True, as PyTorch's default
+    inv = 1.0 / math.prod(kernel)  # count_include_pad=True, as PyTorch's default
     return _batched(x, d, lambda t: SumPoolNd.apply(t, kernel=kernel, stride=stride, padding=padding) * inv)
 
 

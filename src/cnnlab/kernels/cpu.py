@@ -765,3 +765,33 @@ def depthwise2d_backward_weight(g, x, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
                                 acc += gm[gb + ow] * xm[xb + ow * sw]
                 gw[c, kh, kw] = acc
     return gw
+def lrn_forward_eval(x, out, before, after, a, k, beta, n0, n1):
+    """out = x * d ** -beta with d = k + a * (x[c]^2 + x[c-1]^2 .. x[c-before]^2 + x[c+1]^2 ..
+    x[c+after]^2), for images n0..n1, in one pass and without keeping d: inference, where no
+    backward pass needs it. The same operations in the same order as kernels.generic.lrn_forward
+    (a = alpha / size and k of x's dtype), so the same values; beta 0.75 and 0.5 by square roots."""
+    C, S = x.shape[1], x.shape[2]
+    acc = np.empty(S, dtype=x.dtype)
+    one = x.dtype.type(1.0)
+    for n in range(n0, n1):
+        for c in range(C):
+            for s in range(S):
+                acc[s] = x[n, c, s] * x[n, c, s]
+            for o in range(1, before + 1):
+                if c - o >= 0:
+                    for s in range(S):
+                        acc[s] += x[n, c - o, s] * x[n, c - o, s]
+            for o in range(1, after + 1):
+                if c + o < C:
+                    for s in range(S):
+                        acc[s] += x[n, c + o, s] * x[n, c + o, s]
+            for s in range(S):
+                d = acc[s] * a + k
+                if beta == 0.75:
+                    r = one / np.sqrt(d)
+                    scale = r * np.sqrt(r)
+                elif beta == 0.5:
+                    scale = one / np.sqrt(d)
+                else:
+                    scale = d ** -beta
+                out[n, c, s] = x[n, c, s] * scale

@@ -10,8 +10,7 @@ Shapes use d spatial dimensions: input (N, C, *S), kernel window K = (k_1..k_d),
 from __future__ import annotations
 
 import itertools
-
-import numpy as np
+import math
 
 from .. import backend
 
@@ -43,7 +42,7 @@ def im2col(xpad, kernel, stride, dilation, out_shape):
     xp = backend.get_array_module(xpad)
     N, C = xpad.shape[:2]
     view = window_view(xpad, kernel, stride, dilation, out_shape, columns=True)
-    L, K = int(np.prod(out_shape)), int(np.prod(kernel))
+    L, K = math.prod(out_shape), math.prod(kernel)
     return xp.ascontiguousarray(view).reshape(N, C * K, L)
 
 
@@ -72,7 +71,7 @@ def pool_windows(xpad, kernel, stride, out_shape):
     """(N, C, *S) padded -> (N, C, *O, K) copy of every pooling window, flattened."""
     xp = backend.get_array_module(xpad)
     view = window_view(xpad, kernel, stride, (1,) * len(kernel), out_shape)
-    K = int(np.prod(kernel))
+    K = math.prod(kernel)
     return xp.ascontiguousarray(view).reshape(view.shape[: 2 + len(kernel)] + (K,))
 
 

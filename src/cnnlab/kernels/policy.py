@@ -10,6 +10,7 @@ benchmark that wants another value patches it here: ``monkeypatch.setattr(policy
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import numpy as np
@@ -178,17 +179,24 @@ WINOGRAD_MIN_CHANNELS = 8
 # (benchmarks/README.md, "WINOGRAD_MIN_OUT and WINOGRAD_MAX_CHANNELS").
 WINOGRAD_MIN_OUT = 10
 WINOGRAD_MAX_CHANNELS = 64
+# Fewer 2x2 output tiles than this in the whole batch (e.g. inference on one image) and the 16
+# products are too short for the transforms to pay: im2col's one GEMM is 1.6-4x faster there
+# (benchmarks/README.md, "WINOGRAD_MIN_TILES").
+WINOGRAD_MIN_TILES = 768
 
 
 def use_winograd(x, w_shape, stride, padding, dilation, groups) -> bool:
     """The Winograd F(2x2, 3x3) path applies: a 3x3, stride-1, undilated, ungrouped 2-D
     convolution of NumPy floats with padding at most 2, output maps of at least WINOGRAD_MIN_OUT
-    on each side, and WINOGRAD_MIN_CHANNELS to WINOGRAD_MAX_CHANNELS channels in and out."""
-    return (_winograd_enabled and groups == 1 and use_nhwc(x, w_shape, groups) and tuple(w_shape[2:]) == (3, 3)
+    on each side, WINOGRAD_MIN_CHANNELS to WINOGRAD_MAX_CHANNELS channels in and out, and at least
+    WINOGRAD_MIN_TILES 2x2 output tiles in the batch."""
+    if not (_winograd_enabled and groups == 1 and use_nhwc(x, w_shape, groups) and tuple(w_shape[2:]) == (3, 3)
             and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and max(padding) <= 2
             and WINOGRAD_MIN_CHANNELS <= min(w_shape[0], w_shape[1])
-            and max(w_shape[0], w_shape[1]) <= WINOGRAD_MAX_CHANNELS
-            and min(s + 2 * p - 2 for s, p in zip(x.shape[2:], padding)) >= WINOGRAD_MIN_OUT)
+            and max(w_shape[0], w_shape[1]) <= WINOGRAD_MAX_CHANNELS):
+        return False
+    out = [s + 2 * p - 2 for s, p in zip(x.shape[2:], padding)]
+    return min(out) >= WINOGRAD_MIN_OUT and x.shape[0] * math.prod(-(-o // 2) for o in out) >= WINOGRAD_MIN_TILES
 
 
 def use_winograd_weight_grad() -> bool:
