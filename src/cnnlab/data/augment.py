@@ -442,7 +442,10 @@ def _neighbourhood(x: np.ndarray, offsets, reduce) -> np.ndarray:
     """``reduce`` (np.maximum or np.minimum) over each pixel's neighbours at ``offsets``, zeros outside."""
     h, w = x.shape[-2:]
     pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    return reduce.reduce([pad[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in offsets])
+    out = pad[..., 1 + offsets[0][0]:1 + offsets[0][0] + h, 1 + offsets[0][1]:1 + offsets[0][1] + w].copy()
+    for dy, dx in offsets[1:]:
+        reduce(out, pad[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w], out=out)
+    return out
 
 
 def stroke_images(batch: np.ndarray, amount) -> np.ndarray:
@@ -504,13 +507,6 @@ def blur_images(batch: np.ndarray, sigma_y, sigma_x) -> np.ndarray:
     return _back(gy @ x @ gx.transpose(0, 1, 3, 2), squeezed, dtype)
 
 
-@lru_cache(maxsize=256)
-def _resample_cached(n: int, m: int) -> np.ndarray:
-    r = resample_matrix(n, m)
-    r.flags.writeable = False
-    return r
-
-
 def resample_matrix(n: int, m: int) -> np.ndarray:
     """(n, n) float64 matrix R: R @ v is v area-averaged down to ``m`` samples, then linearly
     interpolated back up to ``n`` (pixel centres aligned, the ends held); m = n gives the identity."""
@@ -546,11 +542,18 @@ def lowres_images(batch: np.ndarray, size) -> np.ndarray:
     size = _per_image(size, n, "size").astype(np.int64)
     if np.any(size < 1) or np.any(size > h):
         raise ValueError(f"lowres size must be in [1, {h}]")
-    sizes = np.unique(size)  # one matrix per distinct size, then gathered per image
-    ry = np.stack([_resample_cached(h, int(m)) for m in sizes]).astype(x.dtype)
-    rx = np.stack([_resample_cached(w, max(1, min(w, int(round(m * w / h))))) for m in sizes]).astype(x.dtype)
-    which = np.searchsorted(sizes, size)
-    return _back(ry[which][:, None] @ x @ rx[which][:, None].transpose(0, 1, 3, 2), squeezed, dtype)
+    ry = _resample_table(h, h)[size - 1].astype(x.dtype, copy=False)[:, None]  # (N, 1, H, H)
+    rx = _resample_table(w, h)[size - 1].astype(x.dtype, copy=False)[:, None]
+    return _back(ry @ x @ rx.transpose(0, 1, 3, 2), squeezed, dtype)
+
+
+@lru_cache(maxsize=64)
+def _resample_table(n: int, h: int) -> np.ndarray:
+    """(h, n, n): for each low resolution 1..h of the height, the matrix of an axis of length n
+    (its low resolution in proportion: round(size * n / h), at least 1)."""
+    t = np.stack([resample_matrix(n, max(1, min(n, int(round(m * n / h))))) for m in range(1, h + 1)])
+    t.flags.writeable = False
+    return t
 
 
 def contrast_images(batch: np.ndarray, low, high, gamma) -> np.ndarray:
