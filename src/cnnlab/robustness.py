@@ -21,7 +21,8 @@ __all__ = ["evaluate_corruptions", "format_table"]
 
 def evaluate_corruptions(model, images: np.ndarray, labels: np.ndarray, mean, std,
                          names: Sequence[str] | None = None, seed: int = 0, device: str = "cpu",
-                         on_result: Callable[[str, float], None] | None = None) -> dict:
+                         on_result: Callable[[str, float], None] | None = None,
+                         cache: dict | None = None) -> dict:
     """Accuracy of ``model`` on ``images`` clean and under each corruption.
 
     Args:
@@ -32,6 +33,8 @@ def evaluate_corruptions(model, images: np.ndarray, labels: np.ndarray, mean, st
         seed: the corruptions' seed (each corruption draws from its own stream of it).
         device: 'cpu' or 'cuda'.
         on_result: called with (name, accuracy) as each result comes ("clean" first), e.g. to print.
+        cache: a dict kept between calls on the same images and seed (several models): the corrupted
+            images by name, made once.
 
     Returns:
         {"clean": accuracy, "corruptions": {name: accuracy}, "mean": the corruptions' mean accuracy,
@@ -54,7 +57,13 @@ def evaluate_corruptions(model, images: np.ndarray, labels: np.ndarray, mean, st
         on_result("clean", clean)
     results = {}
     for name in names:
-        results[name] = accuracy(corruptions.corrupt(name, images, seed=seed))
+        if cache is not None and name in cache:
+            corrupted = cache[name]
+        else:
+            corrupted = corruptions.corrupt(name, images, seed=seed)
+            if cache is not None:
+                cache[name] = corrupted
+        results[name] = accuracy(corrupted)
         if on_result:
             on_result(name, results[name])
     mean_acc = float(np.mean(list(results.values()))) if results else float("nan")

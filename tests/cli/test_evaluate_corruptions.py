@@ -56,6 +56,16 @@ def test_library_table_and_seed(small_run):
     text = robustness.format_table({"A": a, "B": a})
     value = f"{100 * a['corruptions']['rotate']:.2f}"
     assert text.splitlines()[0].split() == ["corruption", "A", "B"] and text.splitlines()[2].split() == ["rotate", value, value]
+    cache = {}
+    b = robustness.evaluate_corruptions(model, x[:30], y[:30], MNIST_MEAN, MNIST_STD, names=["rotate", "thin"],
+                                        seed=1, cache=cache)
+    assert b == a and sorted(cache) == ["rotate", "thin"]
+    np.testing.assert_array_equal(cache["thin"], corruptions.corrupt("thin", x[:30], seed=1))
+    cache["thin"] = np.zeros_like(cache["thin"])  # what is cached is what is measured
+    c = robustness.evaluate_corruptions(model, x[:30], y[:30], MNIST_MEAN, MNIST_STD, names=["thin"], seed=1,
+                                        cache=cache)
+    blank = evaluate(model, eval_loader(cache["thin"], y[:30], MNIST_MEAN, MNIST_STD))["accuracy"]
+    assert c["corruptions"]["thin"] == blank
     with pytest.raises(ValueError, match="unknown corruption 'smudge'"):
         robustness.evaluate_corruptions(model, x[:5], y[:5], MNIST_MEAN, MNIST_STD, names=["smudge"])
 

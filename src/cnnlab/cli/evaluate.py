@@ -174,7 +174,7 @@ def run_corruptions(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit: must be >= 1, got {args.limit}")
     check_runs(args.runs, False)
-    tables, images, labels = {}, None, None
+    tables, images, labels, cache = {}, None, None, {}  # the corrupted images, made once for all runs
     for path in args.runs:
         r = runs.load(path)
         if r.config.dataset != "mnist":
@@ -192,7 +192,8 @@ def run_corruptions(args) -> int:
                        enabled=not args.no_progress and sys.stderr.isatty(), unit="set")
         table = robustness.evaluate_corruptions(model, images, labels, r.config.mean, r.config.std,
                                                 seed=args.corruption_seed, device=args.device,
-                                                on_result=lambda name, acc, bar=bar: bar.update(1, set=name))
+                                                on_result=lambda name, acc, bar=bar: bar.update(1, set=name),
+                                                cache=cache)
         bar.close()
         print(f"{path}: {r.config.name}: clean {100 * table['clean']:.2f}%, mean under corruption "
               f"{100 * table['mean']:.2f}% ({table['n']} test images, corruption seed {table['seed']}; "
