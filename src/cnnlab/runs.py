@@ -32,6 +32,7 @@ import filelock
 from . import backend, checkpoint, distributed, models, nn, optim
 from .autograd import Tensor, no_grad
 from .data import (
+    APPEARANCE,
     Augment,
     DataLoader,
     DeviceLoader,
@@ -225,7 +226,8 @@ class TrainConfig:
         """A copy with some settings changed, checked like a new config.
 
         Besides the fields, the optimizer's settings (lr, momentum, weight_decay, l2_lambda) and
-        the augmentation's (max_shift, max_degrees, hflip, max_scale, erase, elastic, elastic_sigma)
+        the augmentation's (max_shift, max_degrees, hflip, max_scale, erase, elastic, elastic_sigma,
+        stroke, blur, lowres, contrast, noise)
         can be named directly. ``optimizer`` may be a name: an SGD recipe's momentum then goes
         only to SGD (and RMSprop gets only a momentum given here); the other settings carry over.
         """
@@ -695,7 +697,7 @@ class _Training:
         self.net = runnable(self.model, device)
         aug = config.augment
         if self.parallel is None and device == "cuda" and not (
-                aug.max_degrees or aug.max_scale or aug.erase or aug.elastic):
+                aug.max_degrees or aug.max_scale or aug.erase or aug.elastic or aug.appearance):
             # the training set is uploaded once; batches are cut, shifted and normalised on the GPU
             self.loader = DeviceLoader(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed,
                                        max_shift=aug.max_shift, hflip=aug.hflip, mean=config.mean, std=config.std,
@@ -904,6 +906,7 @@ def _describe(config: TrainConfig, model, n_train: int, val, test, dry_run: bool
             + (f", zoom +-{a.max_scale:g}" if a.max_scale else "")
             + (f", elastic alpha {a.elastic:g} sigma {a.elastic_sigma:g}" if a.elastic else "")
             + (", hflip" if a.hflip else "") + (f", erase p={a.erase:g}" if a.erase else "")
+            + "".join(f", {name} p={getattr(a, name):g}" for name in APPEARANCE if getattr(a, name))
             + f", normalised with mean {config.mean:.4f} std {config.std:.4f}"
             + f", seed {config.seed}, device {config.device}; data loaded in {load_seconds:.1f}s")
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, checkpoint, pretrained, runs
-from ..data import load_dataset
+from .. import backend, checkpoint, pretrained, robustness, runs
+from ..data import corruptions, load_dataset
 from ..ensemble import METHODS
 from ..train import Progress, eval_loader, evaluate, tta_views
-from .scripting import add_json_argument, arguments, print_json
+from .scripting import UsageError, add_json_argument, arguments, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift-tta", action="store_true",
                    help="test-time augmentation: average each image's probabilities with those of its four "
                         "1-pixel shifts (up, down, left, right)")
+    p.add_argument("--corruptions", action="store_true",
+                   help="the corruption benchmark instead: each run's test accuracy under each MNIST-C-style "
+                        "corruption (blur, noise, thicker and thinner strokes, low resolution, contrast, geometry, "
+                        "clutter; docs/robustness.md), and their mean")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="with --corruptions: only the first N test images (default: all 10,000)")
+    p.add_argument("--corruption-seed", type=int, default=0, metavar="SEED",
+                   help="with --corruptions: the corruptions' seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_argument(p)
 
@@ -65,11 +73,15 @@ def check_runs(paths, mirror_tta: bool) -> None:
 def run(args) -> int:
     with arguments():
         backend.normalize_device(args.device)
+        if args.limit is not None and not args.corruptions:
+            raise UsageError("--limit: only with --corruptions")
     if not args.runs:
         shipped = pretrained.load()  # checked against its recorded SHA-256 here, and as a run below
         print(f"cnnlab evaluate: the model shipped with cnnlab ({shipped.config.name}); give RUNs to measure "
               f"your own", file=sys.stderr)
         args.runs = [str(shipped.dir)]
+    if args.corruptions:
+        return run_corruptions(args)
     check_runs(args.runs, args.mirror_tta)
     tta = tta_name(args.mirror_tta, args.shift_tta)
     variants = ["plain"] + ([tta] if tta else [])
@@ -194,3 +206,39 @@ def report_ensemble(n_runs, variants, splits, probabilities, methods) -> None:
         v, m = chosen
         how = m if v == "plain" else f"{m}, each with {v} averaging"
         print(f"chosen on validation: {how}; its test accuracy {100 * scores[(v, m, 'test')]:.2f}%")
+
+
+def run_corruptions(args) -> int:
+    """`cnnlab evaluate --corruptions RUN...`: one column per run, one row per corruption."""
+    if args.mirror_tta or args.shift_tta:
+        raise ValueError("--corruptions: measured without test-time augmentation; drop --mirror-tta/--shift-tta")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit: must be >= 1, got {args.limit}")
+    check_runs(args.runs, False)
+    tables, images, labels, cache = {}, None, None, {}  # the corrupted images, made once for all runs
+    for path in args.runs:
+        r = runs.load(path)
+        if r.config.dataset != "mnist":
+            raise ValueError(f"--corruptions: {path} was trained on {r.config.dataset!r}; the benchmark corrupts "
+                             f"MNIST's test digits")
+        if images is None:
+            images, labels = load_dataset("mnist", validation=0).test
+            if args.limit is not None:
+                images, labels = images[:args.limit], labels[:args.limit]
+        if args.device != "cpu":
+            r.model.to(args.device)
+        model = runs.runnable(r.model, args.device)
+        t0 = time.perf_counter()
+        bar = Progress(len(corruptions.names()) + 1, f"{path}",
+                       enabled=not args.no_progress and sys.stderr.isatty(), unit="set")
+        table = robustness.evaluate_corruptions(model, images, labels, r.config.mean, r.config.std,
+                                                seed=args.corruption_seed, device=args.device,
+                                                on_result=lambda name, acc, bar=bar: bar.update(1, set=name),
+                                                cache=cache)
+        bar.close()
+        print(f"{path}: {r.config.name}: clean {100 * table['clean']:.2f}%, mean under corruption "
+              f"{100 * table['mean']:.2f}% ({table['n']} test images, corruption seed {table['seed']}; "
+              f"{time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+        tables[path] = table
+    print(robustness.format_table(tables))
+    return 0

@@ -72,6 +72,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                         "0 for none (default: recipe)")
     p.add_argument("--elastic-sigma", type=float, default=None,
                    help="smoothness of the elastic distortion in pixels, e.g. 4 (default: recipe)")
+    for flag, what in (("stroke", "thicker or thinner strokes"), ("blur", "a Gaussian blur"),
+                       ("lowres", "a lower resolution scaled back up"),
+                       ("contrast", "new background and ink levels and gamma"), ("noise", "Gaussian noise")):
+        p.add_argument(f"--{flag}", type=float, default=None, metavar="P",
+                       help=f"probability per training image of {what}, at a random strength "
+                            f"(docs/robustness.md; default: recipe)")
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror half the training images left-right at random, e.g. for fashion-mnist; not for "
                         "digits (default: the model's recipe)")
@@ -88,7 +94,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 _SETTINGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
              "lr": "lr", "schedule": "schedule", "l2": "l2_lambda", "augment": "max_shift", "rotate": "max_degrees",
              "scale": "max_scale", "erase": "erase", "elastic": "elastic", "elastic_sigma": "elastic_sigma",
-             "hflip": "hflip", "train_size": "train_size", "validation": "validation",
+             "hflip": "hflip", "stroke": "stroke", "blur": "blur", "lowres": "lowres", "contrast": "contrast",
+             "noise": "noise", "train_size": "train_size", "validation": "validation",
              "early_stopping": "early_stopping", "seed": "seed", "device": "device"}
 
 

@@ -13,20 +13,31 @@ Example:
 """
 
 from .augment import (
+    APPEARANCE,
     Augment,
     affine_images,
+    blur_images,
+    contrast_images,
     elastic_images,
     erase_images,
     flip_images,
     gaussian_matrix,
+    lowres_images,
     random_affine,
+    random_blur,
+    random_contrast,
     random_elastic,
     random_erase,
     random_hflip,
+    random_lowres,
+    random_noise,
     random_rotate,
+    random_stroke,
     random_translate,
+    resample_matrix,
     rotate_images,
     shift_images,
+    stroke_images,
 )
 from .checksums import KNOWN_SHA256, clear_verification_cache, verify_sha256
 from .datasets import (
@@ -53,7 +64,18 @@ from .loader import MNIST_MEAN, MNIST_STD, DataLoader, RowsOf, shard_rows
 from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats, standardize
 
 __all__ = [
+    "APPEARANCE",
     "Augment",
+    "blur_images",
+    "contrast_images",
+    "lowres_images",
+    "random_blur",
+    "random_contrast",
+    "random_lowres",
+    "random_noise",
+    "random_stroke",
+    "resample_matrix",
+    "stroke_images",
     "DATASET_NAMES",
     "DATASET_STATS",
     "DataError",

@@ -11,13 +11,16 @@ only from the ``rng`` passed in, so a seeded generator gives bit-identical resul
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from ..errors import SettingError
 
 __all__ = [
-    "Augment", "affine_images", "elastic_images", "erase_images", "flip_images", "gaussian_matrix", "random_affine",
+    "APPEARANCE", "Augment", "blur_images", "contrast_images", "lowres_images", "random_blur", "random_contrast",
+    "random_lowres", "random_noise", "random_stroke", "resample_matrix", "stroke_images", "affine_images",
+    "elastic_images", "erase_images", "flip_images", "gaussian_matrix", "random_affine",
     "random_elastic", "random_erase", "random_hflip", "random_rotate", "random_translate", "rotate_images",
     "shift_images",
 ]
@@ -401,16 +404,271 @@ def random_hflip(batch: np.ndarray, rng: np.random.Generator, p: float = 0.5) ->
     return flip_images(batch, rng.random(n) < p)
 
 
+# --- appearance: stroke width, blur, resolution, contrast, noise ----------------------------------
+# The ranges the random versions draw from, fixed here (docs/robustness.md). They were set once from
+# what users' pictures bring (pen widths, focus, upscaled scans, grey paper, sensor noise), not tuned
+# on the corruption benchmark (cnnlab.data.corruptions), whose severities are single fixed points.
+STROKE_RANGE = (-1.0, 1.0)      # stroke_images' amount: -1 a full 3x3-cross erosion, +1 a full 3x3 dilation
+BLUR_RANGE = (0.3, 1.5)         # Gaussian sigma in pixels, drawn per axis (so the blur may be elongated)
+LOWRES_RANGE = (9, 20)          # the low resolution's side in pixels (28 for MNIST: no change)
+CONTRAST_LOW = (0.0, 0.45)      # background level after the change
+CONTRAST_MIN_SPAN = 0.2         # ink level at least this much above the background, at most 1
+GAMMA_RANGE = (0.5, 2.0)        # gamma, log-uniform
+NOISE_SIGMA = (0.0, 0.25)       # the (uniform) noise's standard deviation, on the [0, 1] scale
+
+# Augment's appearance options, in the order they are applied (and draw)
+APPEARANCE = ("stroke", "blur", "lowres", "contrast", "noise")
+_SQUARE = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+_CROSS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def _float_work(batch: np.ndarray) -> tuple[np.ndarray, bool, np.dtype]:
+    """(N, C, H, W) floating copy-or-view, whether a channel axis was added, the input's dtype."""
+    x, squeezed = _as_nchw(batch)
+    work = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+    return x.astype(work, copy=False), squeezed, x.dtype
+
+
+def _back(out: np.ndarray, squeezed: bool, dtype: np.dtype) -> np.ndarray:
+    """The result in the input's dtype (integers rounded and clipped to their range) and shape."""
+    if not np.issubdtype(dtype, np.floating):
+        info = np.iinfo(dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    out = out.astype(dtype, copy=False)
+    return out[:, 0] if squeezed else out
+
+
+def _neighbourhood(x: np.ndarray, offsets, reduce) -> np.ndarray:
+    """``reduce`` (np.maximum or np.minimum) over each pixel's neighbours at ``offsets``, zeros outside."""
+    h, w = x.shape[-2:]
+    pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = pad[..., 1 + offsets[0][0]:1 + offsets[0][0] + h, 1 + offsets[0][1]:1 + offsets[0][1] + w].copy()
+    for dy, dx in offsets[1:]:
+        reduce(out, pad[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w], out=out)
+    return out
+
+
+def stroke_images(batch: np.ndarray, amount) -> np.ndarray:
+    """Make each image's strokes thicker or thinner by a continuous ``amount`` in [-1, 1].
+
+    The image moves a fraction ``amount`` of the way to its grey dilation with a 3x3 square (thicker
+    by about a pixel on each side at 1), or a fraction ``-amount`` to its grey erosion with a 3x3
+    cross (thinner, at -1) when ``amount`` is negative; 0 leaves it as it is. Zeros outside.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) white-on-black images.
+        amount: per-image (N,) or scalar, in [-1, 1].
+
+    Returns:
+        Batch, same shape and dtype.
+    """
+    x, squeezed, dtype = _float_work(batch)
+    t = _per_image(amount, x.shape[0], "amount").astype(x.dtype)
+    if np.any(np.abs(t) > 1):
+        raise ValueError("stroke amount must be in [-1, 1]")
+    t = t[:, None, None, None]
+    out = x + np.maximum(t, 0) * (_neighbourhood(x, _SQUARE, np.maximum) - x) \
+        + np.maximum(-t, 0) * (_neighbourhood(x, _CROSS, np.minimum) - x)
+    return _back(out, squeezed, dtype)
+
+
+def _gaussian_matrices(n: int, sigma: np.ndarray, dtype) -> np.ndarray:
+    """(N, n, n) matrices, one per sigma: G @ v blurs v with a Gaussian of that sigma, zeros outside
+    (the taps normalised over the whole line, so a blurred border loses what falls outside). A sigma
+    of 0 gives the identity."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    offset = (np.arange(n)[None, :] - np.arange(n)[:, None]).astype(np.float64)  # j - i
+    s = np.maximum(sigma, 1e-6)[:, None, None]
+    g = np.exp(-0.5 * (offset / s) ** 2)
+    k = np.arange(-(n - 1), n, dtype=np.float64)
+    g /= np.exp(-0.5 * (k / s) ** 2).sum(axis=-1, keepdims=True)
+    return g.astype(dtype)
+
+
+def blur_images(batch: np.ndarray, sigma_y, sigma_x) -> np.ndarray:
+    """Blur each image with a Gaussian of standard deviations ``sigma_y`` (down the rows) and
+    ``sigma_x`` (along them), zeros outside; separable, as two batched matrix products.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        sigma_y, sigma_x: per-image (N,) or scalar, >= 0 pixels (0: no blur along that axis).
+
+    Returns:
+        Blurred batch, same shape and dtype.
+    """
+    x, squeezed, dtype = _float_work(batch)
+    n, _, h, w = x.shape
+    sy = _per_image(sigma_y, n, "sigma_y")
+    sx = _per_image(sigma_x, n, "sigma_x")
+    if np.any(sy < 0) or np.any(sx < 0):
+        raise ValueError("blur sigma must be >= 0")
+    gy = _gaussian_matrices(h, sy, x.dtype)[:, None]  # (N, 1, H, H)
+    gx = _gaussian_matrices(w, sx, x.dtype)[:, None]
+    return _back(gy @ x @ gx.transpose(0, 1, 3, 2), squeezed, dtype)
+
+
+def resample_matrix(n: int, m: int) -> np.ndarray:
+    """(n, n) float64 matrix R: R @ v is v area-averaged down to ``m`` samples, then linearly
+    interpolated back up to ``n`` (pixel centres aligned, the ends held); m = n gives the identity."""
+    if not 1 <= m <= n:
+        raise ValueError(f"the low resolution must be in [1, {n}], got {m}")
+    edges = np.arange(m + 1) * (n / m)
+    src = np.arange(n)
+    down = np.clip(np.minimum(edges[1:, None], src[None, :] + 1) - np.maximum(edges[:-1, None], src[None, :]),
+                   0, None) * (m / n)  # (m, n): each output sample the mean of the input it covers
+    pos = np.clip((src + 0.5) * (m / n) - 0.5, 0, m - 1)
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, m - 1)
+    frac = pos - i0
+    up = np.zeros((n, m))
+    np.add.at(up, (src, i0), 1 - frac)
+    np.add.at(up, (src, i1), frac)
+    return up @ down
+
+
+def lowres_images(batch: np.ndarray, size) -> np.ndarray:
+    """Lower each image's resolution: area-average it down to ``size`` rows (and the columns in
+    proportion), then scale it back up linearly (``resample_matrix`` on each axis).
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        size: per-image (N,) or scalar integer in [1, H]; H leaves the image as it is.
+
+    Returns:
+        Batch, same shape and dtype.
+    """
+    x, squeezed, dtype = _float_work(batch)
+    n, _, h, w = x.shape
+    size = _per_image(size, n, "size").astype(np.int64)
+    if np.any(size < 1) or np.any(size > h):
+        raise ValueError(f"lowres size must be in [1, {h}]")
+    ry = _resample_table(h, h)[size - 1].astype(x.dtype, copy=False)[:, None]  # (N, 1, H, H)
+    rx = _resample_table(w, h)[size - 1].astype(x.dtype, copy=False)[:, None]
+    return _back(ry @ x @ rx.transpose(0, 1, 3, 2), squeezed, dtype)
+
+
+@lru_cache(maxsize=64)
+def _resample_table(n: int, h: int) -> np.ndarray:
+    """(h, n, n): for each low resolution 1..h of the height, the matrix of an axis of length n
+    (its low resolution in proportion: round(size * n / h), at least 1)."""
+    t = np.stack([resample_matrix(n, max(1, min(n, int(round(m * n / h))))) for m in range(1, h + 1)])
+    t.flags.writeable = False
+    return t
+
+
+def contrast_images(batch: np.ndarray, low, high, gamma) -> np.ndarray:
+    """Map each image's levels: v -> low + (high - low) * v ** gamma, for images scaled to [0, 1]
+    (uint8 images are taken as 0-255); low = 0, high = 1, gamma = 1 leaves it as it is.
+
+    Args:
+        batch: (N, H, W) or (N, C, H, W) images.
+        low: per-image (N,) or scalar background level; high: the full ink's level; gamma: > 0.
+
+    Returns:
+        Batch, same shape and dtype.
+    """
+    x, squeezed, dtype = _float_work(batch)
+    n = x.shape[0]
+    scale = 1.0 if np.issubdtype(dtype, np.floating) else float(np.iinfo(dtype).max)
+    low, high, gamma = (_per_image(v, n, name).astype(x.dtype)[:, None, None, None]
+                        for v, name in ((low, "low"), (high, "high"), (gamma, "gamma")))
+    if np.any(gamma <= 0):
+        raise ValueError("gamma must be > 0")
+    v = np.clip(x / x.dtype.type(scale), 0, 1)
+    return _back((low + (high - low) * v ** gamma) * x.dtype.type(scale), squeezed, dtype)
+
+
+def _chosen(rng: np.random.Generator, n: int, p: float, what: str) -> np.ndarray:
+    if not 0 <= p <= 1:
+        raise ValueError(f"{what} probability must be in [0, 1], got {p}")
+    return rng.random(n) < p
+
+
+def _on_chosen(batch: np.ndarray, chosen: np.ndarray, change) -> np.ndarray:
+    """A copy of ``batch`` with ``change(images, rows)`` applied to the chosen images only (the cost
+    follows the fraction chosen): ``rows`` are their indices, for the per-image draws to follow."""
+    out = np.array(batch, copy=True)
+    rows = np.flatnonzero(chosen)
+    if rows.size:
+        out[rows] = change(out[rows], rows)
+    return out
+
+
+def random_stroke(batch: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """With probability ``p`` per image, thicker or thinner strokes: ``stroke_images`` with an
+    amount uniform in ``STROKE_RANGE`` (draws: chosen?, amount)."""
+    n = np.asarray(batch).shape[0]
+    chosen = _chosen(rng, n, p, "stroke")
+    amount = rng.uniform(*STROKE_RANGE, size=n)
+    return _on_chosen(batch, chosen, lambda x, rows: stroke_images(x, amount[rows]))
+
+
+def random_blur(batch: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """With probability ``p`` per image, a Gaussian blur whose sigma along each axis is uniform in
+    ``BLUR_RANGE`` (draws: chosen?, sigma_y, sigma_x)."""
+    n = np.asarray(batch).shape[0]
+    chosen = _chosen(rng, n, p, "blur")
+    sy = rng.uniform(*BLUR_RANGE, size=n)
+    sx = rng.uniform(*BLUR_RANGE, size=n)
+    return _on_chosen(batch, chosen, lambda x, rows: blur_images(x, sy[rows], sx[rows]))
+
+
+def random_lowres(batch: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """With probability ``p`` per image, ``lowres_images`` at a side uniform in ``LOWRES_RANGE``
+    (clipped to the image's height; draws: chosen?, side)."""
+    x = np.asarray(batch)
+    n, h = x.shape[0], x.shape[-2]
+    chosen = _chosen(rng, n, p, "lowres")
+    size = np.minimum(rng.integers(LOWRES_RANGE[0], LOWRES_RANGE[1] + 1, size=n), h)
+    return _on_chosen(batch, chosen, lambda x, rows: lowres_images(x, size[rows]))
+
+
+def random_contrast(batch: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """With probability ``p`` per image, ``contrast_images`` with a background level uniform in
+    ``CONTRAST_LOW``, an ink level uniform between that plus ``CONTRAST_MIN_SPAN`` and 1, and a gamma
+    log-uniform in ``GAMMA_RANGE`` (draws: chosen?, low, ink, log gamma)."""
+    n = np.asarray(batch).shape[0]
+    chosen = _chosen(rng, n, p, "contrast")
+    low = rng.uniform(*CONTRAST_LOW, size=n)
+    high = low + CONTRAST_MIN_SPAN + rng.random(n) * (1.0 - low - CONTRAST_MIN_SPAN)
+    gamma = np.exp(rng.uniform(np.log(GAMMA_RANGE[0]), np.log(GAMMA_RANGE[1]), size=n))
+    return _on_chosen(batch, chosen, lambda x, rows: contrast_images(x, low[rows], high[rows], gamma[rows]))
+
+
+def random_noise(batch: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """With probability ``p`` per image, additive noise, uniform and independent per pixel, with a
+    standard deviation uniform in ``NOISE_SIGMA`` of the full scale ([0, 1] for float images, 0-255
+    for uint8), then clipped to that scale. Uniform noise, not Gaussian: six times cheaper to draw,
+    for every pixel of every batch (draws: chosen?, sigma, the noise: one float32 per pixel of
+    every image, chosen or not)."""
+    x, squeezed, dtype = _float_work(batch)
+    top = x.dtype.type(1.0 if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).max)
+    n = x.shape[0]
+    chosen = _chosen(rng, n, p, "noise")
+    sigma = rng.uniform(*NOISE_SIGMA, size=n)
+    u = rng.random(x.shape, dtype=np.float32)
+    half_width = (top * np.sqrt(3.0) * sigma).astype(x.dtype)  # uniform on [-a, a] has sd a / sqrt(3)
+
+    def change(xs, rows):
+        return np.clip(xs + half_width[rows][:, None, None, None] * (2 * u[rows] - 1), 0, top)
+
+    return _back(_on_chosen(x, chosen, change), squeezed, dtype)
+
+
 @dataclass(frozen=True)
 class Augment:
     """Random rotation (if ``max_degrees`` > 0) and zoom (if ``max_scale`` > 0), with an elastic
     distortion in the same resampling (if ``elastic`` > 0), then random translation (if
     ``max_shift`` > 0), then a random horizontal flip of half the images (if ``hflip``), then
-    random erasing of a rectangle in a fraction ``erase`` of the images.
+    random erasing of a rectangle in a fraction ``erase`` of the images; then the appearance changes,
+    each in its own random fraction of the images: thicker or thinner strokes (``stroke``), blur
+    (``blur``), a lower resolution scaled back up (``lowres``), new background and ink levels and gamma
+    (``contrast``), pixel noise (``noise``), with the ranges of ``STROKE_RANGE`` ... ``NOISE_SIGMA``.
 
     Called as ``augment(batch, rng)``; the DataLoader passes its per-epoch generator, so a run is
     reproducible from the loader's seed. The draws come in that order (angles, zooms, shifts,
-    flips, erasures), each only when its option is on, so turning on a later option leaves the
+    flips, erasures, strokes, blurs, resolutions, contrasts, noise), each only when its option is on,
+    so turning on a later option leaves the
     earlier draws of a seed as they were (the elastic fields come after the angles and zooms).
 
     Attributes:
@@ -421,6 +679,11 @@ class Augment:
         erase: probability of random erasing (``random_erase``) per image.
         elastic: strength alpha of the elastic distortion (``random_elastic``), 0 for none.
         elastic_sigma: its smoothness sigma in pixels.
+        stroke: probability per image of a random stroke-width change (``random_stroke``).
+        blur: probability per image of a random Gaussian blur (``random_blur``).
+        lowres: probability per image of a random lower resolution (``random_lowres``).
+        contrast: probability per image of random background, ink and gamma levels (``random_contrast``).
+        noise: probability per image of random pixel noise (``random_noise``).
     """
 
     max_shift: int = 2
@@ -430,6 +693,11 @@ class Augment:
     erase: float = 0.0
     elastic: float = 0.0
     elastic_sigma: float = 4.0
+    stroke: float = 0.0
+    blur: float = 0.0
+    lowres: float = 0.0
+    contrast: float = 0.0
+    noise: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(setting, problem):
@@ -449,11 +717,21 @@ class Augment:
             raise bad("elastic", f"must be >= 0, got {self.elastic}")
         if not self.elastic_sigma > 0:
             raise bad("elastic_sigma", f"must be > 0, got {self.elastic_sigma}")
+        for name in APPEARANCE:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise bad(name, f"must be a probability in [0, 1], got {value!r}")
 
     @property
     def active(self) -> bool:
         """Whether any option is on (an Augment with none leaves every image as it is)."""
-        return bool(self.max_shift or self.max_degrees or self.hflip or self.max_scale or self.erase or self.elastic)
+        return bool(self.max_shift or self.max_degrees or self.hflip or self.max_scale or self.erase or self.elastic
+                    or self.appearance)
+
+    @property
+    def appearance(self) -> bool:
+        """Whether any appearance change (stroke, blur, lowres, contrast, noise) is on."""
+        return any(getattr(self, name) for name in APPEARANCE)
 
     @classmethod
     def from_config(cls, cfg: dict) -> Augment | None:
@@ -475,7 +753,8 @@ class Augment:
                  f"zoom +-{self.max_scale:g}" if self.max_scale else "",
                  f"elastic alpha {self.elastic:g} sigma {self.elastic_sigma:g}" if self.elastic else "",
                  "mirror half" if self.hflip else "",
-                 f"erase p={self.erase:g}" if self.erase else ""]
+                 f"erase p={self.erase:g}" if self.erase else "",
+                 *(f"{name} p={getattr(self, name):g}" for name in APPEARANCE if getattr(self, name))]
         return ", ".join(p for p in parts if p) or "none"
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -500,4 +779,7 @@ class Augment:
             batch = random_hflip(batch, rng)
         if self.erase > 0:
             batch = random_erase(batch, rng, p=self.erase)
+        for name, change in zip(APPEARANCE, (random_stroke, random_blur, random_lowres, random_contrast, random_noise)):
+            if getattr(self, name) > 0:
+                batch = change(batch, getattr(self, name), rng)
         return batch
