@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", default=None,
                    help="for featuremaps and gradcam: a PNG/JPEG file, or test:N for test image N "
                         "(default: test:0)")
-    p.add_argument("--layer", type=int, default=None,
-                   help="for filters: index of the conv layer in the model (default: the first conv layer); "
+    p.add_argument("--layer", type=_layer_arg, default=None,
+                   help="for filters: the conv layer, an index into a Sequential's layers or the module path "
+                        "of a model with its own forward, e.g. block1.body.0 (default: the first conv layer); "
                         "for gradcam: the conv layer whose maps are weighed (default: the last)")
     p.add_argument("--out", default=None,
                    help="PNG file to write (default: RUN/<what>.png; for the shipped model ./<what>.png)")
@@ -108,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("experiment", "experiments: choose the pooling on validation data", reproduce.add_experiment_arguments,
             reproduce.run_experiment)
     return parser
+
+
+def _layer_arg(text: str):
+    """--layer: a whole number (a Sequential's layer index) or a module path such as block1.body.0."""
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def _lazy(module, name):
