@@ -60,6 +60,9 @@ def import_user_modules(names) -> None:
                 path = Path(name)
                 if not path.is_file():
                     raise UsageError(f"--import {name}: no such file")
+                known = sys.modules.get(path.stem)
+                if known is not None and Path(getattr(known, "__file__", "") or "").resolve() == path.resolve():
+                    continue  # imported already (e.g. by a command before, in this process)
                 spec = importlib.util.spec_from_file_location(path.stem, path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[path.stem] = module
