@@ -389,6 +389,38 @@ def register(name: str, builder: Callable[..., nn.Module], description: str = ""
     MODELS[name] = Architecture(builder, description or own_doc or f"{what} (registered)", parameters)
 
 
+ENTRY_POINT_GROUP = "cnnlab.models"  # [project.entry-points."cnnlab.models"] mynet = "mypkg.nets:MyNet"
+
+
+def load_entry_point(name: str) -> bool:
+    """Register the model an installed package declares under ``name`` in the entry-point group
+    ``cnnlab.models`` (its pyproject.toml: ``[project.entry-points."cnnlab.models"]
+    mynet = "mypkg.nets:MyNet"``), importing its module only now: when a spec names a model that is
+    neither the zoo's nor registered. The package was installed by the user, so importing it is
+    the user's choice; a run's files never name code to import.
+
+    Returns:
+        True when such an entry point exists and ``name`` is registered now; False when none does.
+
+    Raises:
+        ValueError: the entry point fails to load, or what it names is not a builder.
+    """
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        return False
+    ep = found[0]
+    try:
+        builder = ep.load()
+    except Exception as exc:  # any error of a package's import: one line naming it
+        raise ValueError(f"model {name!r}: its entry point {ep.value!r} (group {ENTRY_POINT_GROUP!r}) failed "
+                         f"to load: {type(exc).__name__}: {exc}") from exc
+    if name not in MODELS:  # its module may have registered it itself on import
+        register(name, builder)
+    return True
+
+
 def unregister(name: str) -> None:
     """Forget a model registered with ``register`` (the zoo's stay)."""
     if name in ZOO:
@@ -480,10 +512,12 @@ def spec(name: str, **kwargs) -> dict:
     if name == SEQUENTIAL:
         raise ValueError(f"model {SEQUENTIAL!r} is a layer spec: build it from {{'name': 'sequential', "
                          f"'layers': [...]}} (models.layer_spec(model) makes one), not from a name")
-    if name not in MODELS:
+    if name not in MODELS and not load_entry_point(name):
         raise ValueError(f"unknown model {name!r}: not in the zoo ({', '.join(ZOO)}) nor registered; a model "
-                         f"defined in code must be registered in the process that loads it: "
-                         f"cnnlab.models.register({name!r}, builder)")
+                         f"defined in code must be registered in the process that loads it: import the module "
+                         f"that calls cnnlab.models.register({name!r}, builder) (cnnlab --import MODULE, or "
+                         f"CNNLAB_IMPORT=MODULE), or install a package that declares {name!r} in the "
+                         f"entry-point group {ENTRY_POINT_GROUP!r}")
     arch = MODELS[name]
     signature = inspect.signature(arch.builder)
     try:

@@ -12,6 +12,9 @@ imports it; each command lives in its own module here.
     cnnlab export RUN --onnx m.onnx --torch w.pt   the model for ONNX Runtime, PyTorch
     cnnlab speedrun [--seeds 0,1,2,3,4]    time the fastest recipe to 99% test accuracy
     cnnlab example / reproduce / experiment
+    cnnlab --import MODULE COMMAND ...     import a module first (one that registers your own models);
+                                           also $CNNLAB_IMPORT; installed packages' models come from
+                                           the entry-point group cnnlab.models
 
 Exit codes (``cli/scripting.py``, docs/scripting.md): 0 success; 1 failed in part (some pictures of
 predict, a training that finished no epoch or diverged); 2 usage error (the command line alone is
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 from .. import __version__
 from ..checkpoint import RunError
@@ -32,6 +37,60 @@ from ..data import DataError
 from ..errors import SettingError
 from . import ensemble, evaluate, example, predict, reproduce, speedrun, summary, train
 from .scripting import BAD_INPUT, BROKEN_PIPE, INTERRUPTED, PARTIAL, USAGE, UsageError
+
+IMPORT_ENV = "CNNLAB_IMPORT"
+IMPORT_HELP = (f"import MODULE (a module name on PYTHONPATH, or a .py file) before the command runs, e.g. one that "
+               f"calls cnnlab.models.register for a model of your own; repeatable; also ${IMPORT_ENV} "
+               f"(comma-separated)")
+
+
+def import_user_modules(names) -> None:
+    """Import the modules a user asked for (``--import``, ``$CNNLAB_IMPORT``), e.g. ones that register
+    their models with ``cnnlab.models.register``, so that runs of those models load.
+
+    Args:
+        names: module names (``mypkg.nets``) or paths of .py files.
+
+    Raises:
+        UsageError: no such module or file.
+        ValueError: importing it failed (the message names the module and the error).
+    """
+    for name in names:
+        try:
+            if name.endswith(".py"):
+                path = Path(name)
+                if not path.is_file():
+                    raise UsageError(f"--import {name}: no such file")
+                known = sys.modules.get(path.stem)
+                if known is not None and Path(getattr(known, "__file__", "") or "").resolve() == path.resolve():
+                    continue  # imported already (e.g. by a command before, in this process)
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(path.stem, None)
+                    raise
+            else:
+                importlib.import_module(name)
+        except UsageError:
+            raise
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+                raise UsageError(f"--import {name}: no module named {exc.name!r} (is its folder on PYTHONPATH?)") \
+                    from None
+            raise ValueError(f"--import {name}: importing it failed: {type(exc).__name__}: {exc}") from exc
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the user's module: any error it raises is one line
+            raise ValueError(f"--import {name}: importing it failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _imports(args) -> list[str]:
+    """The modules to import, in order: $CNNLAB_IMPORT, then --import before and after the command."""
+    env = [n.strip() for n in os.environ.get(IMPORT_ENV, "").split(",") if n.strip()]
+    return env + (getattr(args, "imports_first", None) or []) + (getattr(args, "imports", None) or [])
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -49,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlab", formatter_class=_Formatter,
                                      description="Convolutional neural networks from first principles.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    parser.add_argument("--import", dest="imports_first", action="append", default=None, metavar="MODULE",
+                        help=IMPORT_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -84,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", default=None,
                    help="for featuremaps and gradcam: a PNG/JPEG file, or test:N for test image N "
                         "(default: test:0)")
-    p.add_argument("--layer", type=int, default=None,
-                   help="for filters: index of the conv layer in the model (default: the first conv layer); "
+    p.add_argument("--layer", type=_layer_arg, default=None,
+                   help="for filters: the conv layer, an index into a Sequential's layers or the module path "
+                        "of a model with its own forward, e.g. block1.body.0 (default: the first conv layer); "
                         "for gradcam: the conv layer whose maps are weighed (default: the last)")
     p.add_argument("--out", default=None,
                    help="PNG file to write (default: RUN/<what>.png; for the shipped model ./<what>.png)")
@@ -110,7 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
             reproduce.run_reproduce)
     command("experiment", "experiments: choose the pooling on validation data", reproduce.add_experiment_arguments,
             reproduce.run_experiment)
+    for p in sub.choices.values():  # every command: a run may name a model that a user's module registers
+        p.add_argument("--import", dest="imports", action="append", default=None, metavar="MODULE", help=IMPORT_HELP)
     return parser
+
+
+def _layer_arg(text: str):
+    """--layer: a whole number (a Sequential's layer index) or a module path such as block1.body.0."""
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def _lazy(module, name):
@@ -130,6 +199,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        import_user_modules(_imports(args))
         return args.func(args) or 0
     except BrokenPipeError:  # e.g. `cnnlab summary best | head`: the reader has all it wants
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

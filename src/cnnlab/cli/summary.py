@@ -34,11 +34,12 @@ def run_summary(args) -> int:
     rows = models.summarize(model)
     runs_as = fused_blocks(model)
     shared = models.shared_weights_line(model, rows)
-    if args.json:
+    modules = dict(models.summary_modules(model))
+    if args.json:  # "index": a Sequential's layer number, or a module path (a model with its own forward)
         print_json({"name": name, "description": description, "input_shape": [1, 28, 28],
-                    "layers": [{"index": int(idx), "layer": layer, "output_shape": list(shape), "parameters": params,
-                                "runs_as": runs_as.get(id(module))}
-                               for (idx, layer, shape, params), module in zip(rows, model.layers)],
+                    "layers": [{"index": int(idx) if idx.isdigit() else idx, "layer": layer, "output_shape": list(shape),
+                                "parameters": params, "runs_as": runs_as.get(id(modules[idx]))}
+                               for idx, layer, shape, params in rows],
                     "parameters": model.num_parameters(), "shared_weights": shared})
         return 0
     w = max(len(r[1]) for r in rows)
@@ -46,7 +47,6 @@ def run_summary(args) -> int:
     iw = max(3, *(len(r[0]) for r in rows))
     print(f"{'#':>{iw}}  {'layer':<{w}}  {'output shape':<16} {'parameters':>10}  runs on the CPU as (nn.fuse)")
     print(f"{'':>{iw}}  {'input':<{w}}  {str((1, 28, 28))}")
-    modules = dict(models.summary_modules(model))
     for idx, layer, shape, params in rows:
         print(f"{idx:>{iw}}  {layer:<{w}}  {str(shape):<16} {params:>10,}  {runs_as.get(id(modules[idx]), '')}".rstrip())
     print(f"total parameters: {model.num_parameters():,}")

@@ -20,7 +20,9 @@ from PIL import Image
 from .. import checkpoint, models, nn, runs
 from ..autograd import Tensor, no_grad
 from ..data import DataError, class_names, form_for, standardize
+from ..viz.common import hooked_maps, is_sequential, named_convs
 from ..viz.featuremaps import short_name
+from ..viz.gradcam import grad_cam, upsample
 from .uploads import PictureError
 
 __all__ = ["DISPLAY_SIDE", "MAX_MAPS", "DemoRun", "find_runs", "gray_payload", "receptive_fields"]
@@ -126,7 +128,7 @@ class DemoRun:
     """One saved run, ready to show what it does with a picture.
 
     Args:
-        run: a ``runs.Run`` (``runs.load(run_dir)``); its model must be a Sequential.
+        run: a ``runs.Run`` (``runs.load(run_dir)``): a Sequential, or any model with its own forward.
         index: its number on the page (runs are only ever named by this number).
     """
 
@@ -134,13 +136,18 @@ class DemoRun:
         self.run, self.index = run, index
         self.model = run.model
         self.model.eval()  # dropout off, batch norm on running statistics
-        self.layers = list(getattr(self.model, "layers", []))
-        if not self.layers:
-            raise ValueError(f"{run.dir}: the demo shows Sequential models only, not {type(self.model).__name__}")
+        # A Sequential is walked layer by layer; a model with its own forward is looked into with
+        # forward hooks on its conv, pooling and activation layers, named by module path.
+        self.sequential = is_sequential(self.model)
+        self.layers = list(self.model.layers) if self.sequential else []
         self.classes = class_names(run.config.dataset)
         self.convert, self.form_name = form_for(run.config.dataset)
-        self.fields = receptive_fields(self.layers)
-        self.info = self.describe()
+        self.fields = receptive_fields(self.layers) if self.sequential else {}
+        try:
+            self.info = self.describe()
+        except (ValueError, TypeError) as exc:  # e.g. a model made for another input
+            raise ValueError(f"{run.dir}: the demo cannot run this {type(self.model).__name__} on a "
+                             f"{INPUT_SIDE}x{INPUT_SIDE} picture: {exc}") from exc
 
     @classmethod
     def load(cls, run_dir, index: int = 0) -> DemoRun:
@@ -167,7 +174,8 @@ class DemoRun:
             "classes": self.classes,
             "form": self.form_name,
             "parameters": model.num_parameters(),
-            "layers": [{"index": int(i), "layer": name, "shape": [int(v) for v in shape], "parameters": int(n)}
+            "layers": [{"index": int(i) if i.isdigit() else i,  # a module path for a model with its own forward
+                        "layer": name, "shape": [int(v) for v in shape], "parameters": int(n)}
                        for i, name, shape, n in rows],
             "shared_weights": models.shared_weights_line(model, rows),
             "filters": self.filters(),
@@ -175,8 +183,11 @@ class DemoRun:
 
     def filters(self) -> dict | None:
         """The first convolution's kernels (their first input channel), on one gray scale with
-        mid-gray at 0: {"layer", "name", "count", "channels", "vmax", "maps": (count, kh, kw)}."""
-        for i, layer in enumerate(self.layers):
+        mid-gray at 0: {"layer" (index, or module path for a model with its own forward), "name", "count",
+        "channels", "vmax", "maps": (count, kh, kw)}."""
+        convs = ([(i, m) for i, m in enumerate(self.layers) if isinstance(m, nn.Conv2d)] if self.sequential
+                 else named_convs(self.model))
+        for i, layer in convs[:1]:
             if isinstance(layer, nn.Conv2d):
                 w = np.asarray(layer.weight.numpy(), dtype=np.float64)[:, 0]  # (F, C, kh, kw) -> (F, kh, kw)
                 vmax = float(np.abs(w).max()) or 1.0
@@ -229,6 +240,8 @@ class DemoRun:
         if form.shape != (INPUT_SIDE, INPUT_SIDE):
             raise ValueError(f"expected a {INPUT_SIDE}x{INPUT_SIDE} picture, got shape {form.shape}")
         x = standardize(form, self.run.config.mean, self.run.config.std).reshape(1, 1, INPUT_SIDE, INPUT_SIDE)
+        if not self.sequential:
+            return self._predict_hooked(form, x, steps, notes, t0)
         blocks, last = [], None
         with COMPUTE_LOCK:
             with no_grad():
@@ -254,6 +267,48 @@ class DemoRun:
             "steps": list(steps),
             "notes": list(notes),
             "layers": [self._layer_payload(i, layer, maps) for i, layer, maps in blocks],
+            "gradcam": cam,
+        }
+        answer["ms"] = round(1000 * (time.perf_counter() - t0), 2)
+        return answer
+
+    def _predict_hooked(self, form, x, steps, notes, t0) -> dict:
+        """``predict_form`` for a model with its own forward: its conv, pooling and activation layers'
+        maps through forward hooks, in call order (each layer's "path" its module path, "index" its
+        place among them, no receptive field), and Grad-CAM proper on its last Conv2d."""
+        kinds = (nn.Conv2d, *POOLS, *ACTIVATIONS)
+        with COMPUTE_LOCK:
+            blocks, out = hooked_maps(self.model, x, kinds)
+            logits = np.asarray(out, dtype=np.float64).reshape(-1)
+            e = np.exp(logits - logits.max())
+            prob = e / e.sum()
+            k = int(prob.argmax())
+            cam = None
+            if named_convs(self.model):
+                found = grad_cam(self.model, x, target=k)
+                self.model.eval()  # grad_cam restores the mode it found; the demo's is eval
+                top = float(found.cells.max())
+                if top > 0:
+                    path = next(n for n, m in self.model.named_modules() if m is found.layer)
+                    cam = {"layer": path, "name": short_name(found.layer), "class": k,
+                           "size": [int(v) for v in found.cells.shape],
+                           "cells": gray_payload(_to_uint8(found.cells, 0.0, top)),
+                           "map": gray_payload(_to_uint8(upsample(found.cells / top, form.shape), 0.0, 1.0))}
+        layers = []
+        for index, (path, layer, maps) in enumerate(blocks):
+            payload = self._layer_payload(index, layer, maps)
+            payload["path"] = path
+            layers.append(payload)
+        answer = {
+            "run": self.index,
+            "class": k,
+            "name": self.classes[k] if k < len(self.classes) else str(k),
+            "probability": float(prob[k]),
+            "probabilities": [float(p) for p in prob],
+            "input": gray_payload(form),
+            "steps": list(steps),
+            "notes": list(notes),
+            "layers": layers,
             "gradcam": cam,
         }
         answer["ms"] = round(1000 * (time.perf_counter() - t0), 2)

@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .. import checkpoint, nn, runs
+from ..autograd import Tensor, no_grad
 from ..data import class_names, load_dataset
 from ..train import eval_loader, evaluate
 
@@ -151,6 +152,12 @@ def layer_name(layer) -> str:
     return repr(layer).split("\n")[0]
 
 
+def is_sequential(model) -> bool:
+    """Whether a model is a chain of ``layers`` (nn.Sequential, or a fused one), walked layer by layer;
+    any other model (its own forward) is looked into with forward hooks (``hooked_maps``)."""
+    return isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+
+
 def model_layers(model) -> list:
     """The layers of a Sequential model, in order.
 
@@ -169,20 +176,66 @@ def model_layers(model) -> list:
     return list(layers)
 
 
+def named_convs(model) -> list:
+    """(module path, Conv2d) for every Conv2d of any model, in ``named_modules()`` order
+    (e.g. ``stem.0``, ``block1.body.0``)."""
+    return [(name, m) for name, m in model.named_modules() if name and isinstance(m, nn.Conv2d)]
+
+
+def hooked_maps(model, x, kinds) -> tuple[list, np.ndarray]:
+    """Run ``x`` through any model with a forward hook on every sub-module of one of ``kinds``; keep
+    each 4-D output in the order the forward pass makes them.
+
+    Args:
+        model: any cnnlab Module (its mode is left to the caller).
+        x: the input array, (1, C, H, W).
+        kinds: a tuple of module classes to hook (e.g. Conv2d, the poolings, the activations).
+
+    Returns:
+        ([(module path, module, output (C, H, W) float64)], the model's output as an array). A module
+        the forward pass calls twice appears twice, its path then followed by " (call 2)".
+    """
+    blocks, calls, handles = [], {}, []
+
+    def keeper(path):
+        def keep(module, args, out):
+            if getattr(out, "ndim", 0) == 4:
+                calls[path] = calls.get(path, 0) + 1
+                name = path if calls[path] == 1 else f"{path} (call {calls[path]})"
+                blocks.append((name, module, np.asarray(out.numpy()[0], dtype=np.float64)))
+        return keep
+
+    for path, module in model.named_modules():
+        if path and isinstance(module, kinds):
+            handles.append(module.register_forward_hook(keeper(path)))
+    try:
+        with no_grad():
+            out = model(Tensor(x))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return blocks, np.asarray(out.numpy())
+
+
 def conv_layer(model, layer):
     """The convolutional layer a picture of kernels is about.
 
     Args:
-        model: a cnnlab.nn.Sequential model.
-        layer: an index into ``model.layers``, or None for the first Conv2d.
+        model: any cnnlab model.
+        layer: for a Sequential, an index into ``model.layers``; for a model with its own forward,
+            the module path of a Conv2d (e.g. "stem.0"); None for the first Conv2d.
 
     Returns:
-        (index, the Conv2d layer).
+        (index or module path, the Conv2d layer).
 
     Raises:
         ValueError: there is no such layer, it is not a Conv2d, or the model has none (the
             message lists where the Conv2d layers are).
     """
+    if not is_sequential(model):
+        return _conv_by_path(model, layer)
+    if isinstance(layer, str) and layer.isdigit():
+        layer = int(layer)
     layers = model_layers(model)
     convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
     where = (f"the Conv2d layers of this model are at {', '.join(map(str, convs))}" if convs
@@ -199,6 +252,26 @@ def conv_layer(model, layer):
     if not isinstance(layers[layer], nn.Conv2d):
         raise ValueError(f"layer {layer} is {layer_name(layers[layer])}, not a Conv2d; {where}")
     return int(layer), layers[layer]
+
+
+def _conv_by_path(model, layer):
+    """``conv_layer`` for a model with its own forward: layers are named by module path."""
+    convs = named_convs(model)
+    where = (f"the Conv2d layers of this {type(model).__name__} are {', '.join(n for n, _ in convs)}" if convs
+             else f"this {type(model).__name__} has no Conv2d layer")
+    if layer is None:
+        if not convs:
+            raise ValueError(f"no kernels to draw: {where}")
+        return convs[0]
+    if isinstance(layer, bool) or not isinstance(layer, (str, int, np.integer)):
+        raise ValueError(f"layer must be the module path of a Conv2d, got {layer!r}; {where}")
+    modules = dict(model.named_modules())
+    path = str(layer)
+    if path not in modules or not path:
+        raise ValueError(f"layer {path} does not exist: {where}")
+    if not isinstance(modules[path], nn.Conv2d):
+        raise ValueError(f"layer {path} is {layer_name(modules[path])}, not a Conv2d; {where}")
+    return path, modules[path]
 
 
 def check_labels(y_true, y_pred, k: int):

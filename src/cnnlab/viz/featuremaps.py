@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from .. import nn
 from ..autograd import Tensor, no_grad
 from ..data import MNIST_MEAN, MNIST_STD, standardize
-from .common import gray_with_gaps, layer_name, model_layers, mosaic, new_figure, save_figure
+from .common import gray_with_gaps, hooked_maps, is_sequential, layer_name, model_layers, mosaic, new_figure, save_figure
 
 _MAX_MAPS = 64  # feature maps shown per layer
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)
@@ -87,18 +87,23 @@ def _default_names(k: int = 10) -> list[str]:
 
 
 def _forward_blocks(model, image, mean=MNIST_MEAN, std=MNIST_STD):
-    """Run one image through the model layer by layer; keep every conv/pool/activation output."""
+    """Run one image through the model; keep every conv/pool/activation output with (C, H, W) maps:
+    a Sequential layer by layer (named by index), any other model through forward hooks on those
+    layers (named by module path, in the order its forward calls them)."""
     x = normalise_image(_check_image(image), mean, std)
-    layers = model_layers(model)
     was_training = model.training
     model.eval()  # dropout off, batch norm on running statistics: what the model predicts with
-    blocks = []
+    kinds = (nn.Conv2d, *_POOLS, *_ACTIVATIONS)
     try:
+        if not is_sequential(model):
+            blocks, out = hooked_maps(model, x, kinds)
+            return blocks, out.reshape(-1)
+        blocks = []
         with no_grad():
             t = Tensor(x)
-            for i, layer in enumerate(layers):
+            for i, layer in enumerate(model_layers(model)):
                 t = layer(t)
-                if isinstance(layer, (nn.Conv2d, *_POOLS, *_ACTIVATIONS)) and len(t.shape) == 4:
+                if isinstance(layer, kinds) and len(t.shape) == 4:
                     blocks.append((i, layer, np.asarray(t.numpy()[0], dtype=np.float64)))
     finally:
         model.train(was_training)
@@ -110,7 +115,8 @@ def draw_feature_maps(model, image, title=None, class_names=None, mean=MNIST_MEA
     """The figure ``plot_feature_maps`` saves.
 
     Args:
-        model: a cnnlab.nn.Sequential model taking (N, 1, 28, 28) input.
+        model: a cnnlab model taking (N, 1, 28, 28) input: a Sequential (layers named by index) or
+            one with its own forward (layers named by module path, e.g. "block1.body.0").
         image: (28, 28) uint8 image in MNIST form (white digit on black).
         title: heading of the picture; a generic one if None.
         class_names: names of the classes, for the prediction shown above the input.
@@ -153,7 +159,8 @@ def draw_feature_maps(model, image, title=None, class_names=None, mean=MNIST_MEA
     ax.set_title(caption, fontsize=10)
 
     cmap = gray_with_gaps()
-    layers, drawn = model_layers(model), {b[0] for b in blocks}
+    layers = model_layers(model) if is_sequential(model) else []
+    drawn = {b[0] for b in blocks}
     for row, ((i, layer, maps), m) in enumerate(zip(blocks, mosaics), start=1):
         ax = fig.add_subplot(grid[row])
         lo, hi = float(np.nanmin(m)), float(np.nanmax(m))
@@ -166,7 +173,7 @@ def draw_feature_maps(model, image, title=None, class_names=None, mean=MNIST_MEA
             spine.set_visible(False)
         c, h, w = maps.shape
         label = f"layer {i}: {short_name(layer)}"
-        if i > 0 and i - 1 not in drawn:  # e.g. the batch norm between a pooling and its ReLU
+        if layers and i > 0 and i - 1 not in drawn:  # e.g. the batch norm between a pooling and its ReLU
             label += f" of layer {i - 1}'s {type(layers[i - 1]).__name__} (not drawn)"
         label += f" -> {c}x{h}x{w}"
         if c > _MAX_MAPS:
@@ -182,7 +189,8 @@ def plot_feature_maps(model, image, path, title=None, class_names=None, mean=MNI
     """Draw an image and the feature maps of every conv, pooling and activation layer for it.
 
     Args:
-        model: a cnnlab.nn.Sequential model taking (N, 1, 28, 28) input.
+        model: a cnnlab model taking (N, 1, 28, 28) input: a Sequential (layers named by index) or
+            one with its own forward (layers named by module path, e.g. "block1.body.0").
         image: (28, 28) uint8 image in MNIST form (white digit on black).
         path: PNG file to write.
         title: heading of the picture (e.g. "test image 0 (label 7)"); a generic one if None.

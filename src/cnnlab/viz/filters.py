@@ -122,9 +122,10 @@ def plot_filters(model, path, layer=None, channel=None) -> Path:
     """Draw every learned kernel of a convolutional layer as a grayscale tile.
 
     Args:
-        model: a cnnlab.nn.Sequential model.
+        model: a cnnlab model: a Sequential, or any Module with its own forward.
         path: PNG file to write.
-        layer: index into ``model.layers`` of a Conv2d; None for the first Conv2d.
+        layer: a Sequential's index into ``model.layers`` of a Conv2d; for another model the
+            module path of any Conv2d in ``named_modules()`` (e.g. "block1.body.0"); None for the first.
         channel: for a layer with several input channels, draw only this input channel's kernels;
             None draws a grid of output maps (rows) by input channels (columns, at most 16).
 

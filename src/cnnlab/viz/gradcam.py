@@ -139,7 +139,8 @@ def draw_gradcam(model, image, title=None, class_names=None, mean=MNIST_MEAN, st
     Args:
         model: a cnnlab model taking (N, 1, H, W) input.
         image: (H, W) uint8 picture (0-255), normalised with ``mean``/``std`` as the run was.
-        layer: an index into a Sequential model's layers (a Conv2d), or None for the last Conv2d.
+        layer: an index into a Sequential model's layers (a Conv2d), the module path of a Conv2d of
+            another model (e.g. "block2.body.3"), or None for the last Conv2d.
         target: the class to explain; None for the predicted one.
     """
     img = np.asarray(image)

@@ -227,9 +227,6 @@ def build_report(run_dir, out=None) -> Path:
             draw_feature_maps(model, images[0], f"Feature maps of test image 0 (label {label})", names, mean, std),
             "feature maps of test image 0",
             "What each convolution, pooling and activation layer computes from test image 0."))
-    elif not isinstance(getattr(model, "layers", None), list):
-        parts.append('<p class="note">This model has its own forward (not a Sequential): no kernels or feature '
-                     'maps drawn.</p>')
     else:
         parts.append('<p class="note">This model has no convolutional layer: no kernels or feature maps.</p>')
     if epochs:

@@ -242,14 +242,14 @@ function showLayers(a) {
       const prev = k === 0 ? "the input" : "the maps before";
       const before = k === 0 ? 0 : a.layers[k - 1].index + 1; // layers between two panels, not drawn
       const all = state.info && state.info.id === a.run ? state.info.layers : [];
-      const hidden = all.slice(before, l.index).map((x) => x.layer.split("(")[0]);
+      const hidden = l.path !== undefined ? [] : all.slice(before, l.index).map((x) => x.layer.split("(")[0]);
       const note = hidden.length ? ` (after ${hidden.join(", ")}, not drawn)` : "";
       const canvas = el("canvas", {class: "mosaic", "data-layer": l.index, "aria-label": `feature maps of layer ${l.index}`});
       canvas.addEventListener("pointermove", (e) => probe(e, canvas, k));
       canvas.addEventListener("pointerdown", (e) => probe(e, canvas, k));
       canvas.addEventListener("pointerleave", () => clearProbe());
       return el("div", {class: `layer ${l.kind}`}, [
-        el("h4", {}, [`layer ${l.index}: ${l.name.replace("->", "→")} `, el("span", {text: `→ ${l.shape.join("×")}`})]),
+        el("h4", {}, [`layer ${l.path ?? l.index}: ${l.name.replace("->", "→")} `, el("span", {text: `→ ${l.shape.join("×")}`})]),
         el("p", {text: KIND_TEXT[l.kind](l, prev) + note}), canvas,
         el("p", {class: "scale"})]);
     }));
