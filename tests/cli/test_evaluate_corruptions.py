@@ -75,7 +75,7 @@ def test_library_table_and_seed(small_run):
     (["--limit", "5"], "--limit: only with --corruptions"),
     (["--corruptions", "--shift-tta"], "without test-time augmentation"),
 ])
-def test_bad_requests_are_one_line_and_exit_2(small_run, capsys, argv, message):
+def test_bad_requests_are_one_line_and_a_usage_error(small_run, capsys, argv, message):
     assert main(["evaluate", *argv, str(small_run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
@@ -86,5 +86,5 @@ def test_a_fashion_run_is_refused(small_run, tmp_path, capsys):
     shutil.copytree(small_run, other)
     cfg = json.loads((other / checkpoint.CONFIG).read_text())
     (other / checkpoint.CONFIG).write_text(json.dumps({**cfg, "dataset": "fashion-mnist"}))
-    assert main(["evaluate", "--corruptions", "--limit", "5", str(other)]) == 2
+    assert main(["evaluate", "--corruptions", "--limit", "5", str(other)]) == 3  # a run it cannot use
     assert "corrupts MNIST's test digits" in capsys.readouterr().err

@@ -75,6 +75,10 @@ def run(args) -> int:
         backend.normalize_device(args.device)
         if args.limit is not None and not args.corruptions:
             raise UsageError("--limit: only with --corruptions")
+        if args.corruptions and (args.mirror_tta or args.shift_tta):
+            raise UsageError("--corruptions: measured without test-time augmentation; drop --mirror-tta/--shift-tta")
+        if args.limit is not None and args.limit < 1:
+            raise UsageError(f"--limit: must be >= 1, got {args.limit}")
     if not args.runs:
         shipped = pretrained.load()  # checked against its recorded SHA-256 here, and as a run below
         print(f"cnnlab evaluate: the model shipped with cnnlab ({shipped.config.name}); give RUNs to measure "
@@ -210,10 +214,6 @@ def report_ensemble(n_runs, variants, splits, probabilities, methods) -> None:
 
 def run_corruptions(args) -> int:
     """`cnnlab evaluate --corruptions RUN...`: one column per run, one row per corruption."""
-    if args.mirror_tta or args.shift_tta:
-        raise ValueError("--corruptions: measured without test-time augmentation; drop --mirror-tta/--shift-tta")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit: must be >= 1, got {args.limit}")
     check_runs(args.runs, False)
     tables, images, labels, cache = {}, None, None, {}  # the corrupted images, made once for all runs
     for path in args.runs:
