@@ -750,8 +750,11 @@ class _Training:
             checkpoint.write_manifest(run_dir, "started", [checkpoint.SPEC, checkpoint.CONFIG], epochs_done=0,
                                       state=None, processes=self.processes, from_object=self.from_object)
         if self.tensorboard:  # events of epochs after the restored one (a killed attempt's) are purged
+            # tensorboardX names a file by the second it was made: a resume within the same second would
+            # reuse (and truncate) the stopped attempt's file; nanoseconds keep each attempt's, in order
             self.events = _event_writer_class()(logdir=str(run_dir / TENSORBOARD_DIR),
-                                               purge_step=len(resumed[0].epochs) + 1 if resumed else None)
+                                               purge_step=len(resumed[0].epochs) + 1 if resumed else None,
+                                               filename_suffix=f".{time.time_ns()}")
         if log and resumed is None:
             log(_describe(config, self.model, *self.sizes, self.dry_run, self.load_seconds))
             if self.parallel is not None:

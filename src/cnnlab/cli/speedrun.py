@@ -8,6 +8,7 @@ from dataclasses import fields
 
 from .. import speedrun
 from ..checkpoint import check_output_path, write_json
+from .scripting import UsageError
 
 HELP = {"c1": "maps of the first (5x5) convolution", "c2": "maps of the second (3x3) convolution",
         "hidden": "units of the fully connected layer", "batch_size": "images per training step",
@@ -33,16 +34,16 @@ def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--seeds must be whole numbers separated by commas, got {text!r}") from None
+        raise UsageError(f"--seeds must be whole numbers separated by commas, got {text!r}") from None
     if not seeds or any(s < 0 for s in seeds):
-        raise ValueError(f"--seeds must name at least one seed, none negative, got {text!r}")
+        raise UsageError(f"--seeds must name at least one seed, none negative, got {text!r}")
     return seeds
 
 
 def run(args) -> int:
     seeds = _seeds(args.seeds)
     if not 0 < args.target <= 1:
-        raise ValueError(f"--target must be a fraction in (0, 1], got {args.target}")
+        raise UsageError(f"--target must be a fraction in (0, 1], got {args.target}")
     if args.json:
         check_output_path(args.json)
     config = speedrun.SpeedrunConfig(**{f.name: getattr(args, f.name) for f in fields(speedrun.SpeedrunConfig)})
