@@ -35,6 +35,7 @@ from .data.loader import MNIST_MEAN, MNIST_STD
 from .errors import SettingError
 
 WEIGHTS, SPEC, CONFIG, METRICS = "model.safetensors", "spec.json", "config.json", "metrics.json"
+CALIBRATION = "calibration.json"  # the temperature fitted on the validation set (runs.calibrate)
 MANIFEST = "manifest.json"  # written last: which files make the run, with their checksums
 STATE_DIR = "checkpoint"  # what `cnnlab train --resume` continues from
 

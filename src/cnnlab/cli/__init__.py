@@ -5,6 +5,7 @@ imports it; each command lives in its own module here.
     cnnlab evaluate RUN...                 re-measure saved runs (several: also their ensemble)
     cnnlab ensemble RECIPE --seeds 0-15    train a committee (under mpiexec: one net per process)
     cnnlab predict RUN IMAGE...            classify your own digit pictures
+    cnnlab calibrate RUN                   fit the run's temperature (calibrated probabilities)
     cnnlab summary MODEL                   layers, output shapes, parameter counts
     cnnlab models                          the recipes and architectures of the zoo
     cnnlab show WHAT RUN / report RUN      pictures and an HTML page of a run
@@ -25,7 +26,7 @@ from .. import __version__
 from ..checkpoint import RunError
 from ..data import DataError
 from ..errors import SettingError
-from . import ensemble, evaluate, example, predict, reproduce, summary, train
+from . import calibrate, ensemble, evaluate, example, predict, reproduce, summary, train
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("ensemble", "train one net per seed (under mpiexec, in parallel) and evaluate the committee",
             ensemble.add_arguments, ensemble.run)
     command("predict", "classify your own images with a saved run", predict.add_arguments, predict.run)
+    command("calibrate", "fit a saved run's temperature on its validation set (calibrated probabilities)",
+            calibrate.add_arguments, calibrate.run)
     command("summary", "layers, output shapes and parameter counts", summary.add_summary_arguments,
             summary.run_summary)
     command("models", "list the recipes and architectures of the zoo", lambda p: None, summary.run_models)
