@@ -82,6 +82,8 @@ def test_calibrate_stores_the_temperature_and_predict_uses_it(short_run, tmp_pat
     assert main(["predict", str(short_run), str(line), str(smudge)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "[not a digit? (wider than any digit" in out[0] and "[not a digit? (a solid blob" in out[1]
+    assert main(["show", "convert", str(line), "--run", str(short_run), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 0
     (short_run / checkpoint.CALIBRATION).write_text('{"temperature": -1}')
     assert main(["predict", str(short_run), str(line)]) == 2
     assert "temperature" in capsys.readouterr().err

@@ -66,17 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     command("models", "list the recipes and architectures of the zoo", lambda p: None, summary.run_models)
 
     p = sub.add_parser("show", help="draw a picture of a saved run (PNG)", formatter_class=_Formatter)
-    p.add_argument("what", choices=["filters", "featuremaps", "curves", "confusion", "mistakes", "augment"],
+    p.add_argument("what", choices=["filters", "featuremaps", "curves", "confusion", "mistakes", "augment", "convert"],
                    help="filters: learned kernels; featuremaps: every conv/pool layer's maps for IMAGE; "
                         "curves: loss and accuracy per epoch; confusion: test confusion matrix; "
                         "mistakes: misclassified test images; augment: training images as the run's "
-                        "augmentation changed them")
-    p.add_argument("run", help="run directory written by `cnnlab train`")
+                        "augmentation changed them; convert: each step of PICTURE's conversion to MNIST's "
+                        "form (`show convert PICTURE [--run RUN]`)")
+    p.add_argument("run", help="run directory written by `cnnlab train` (for convert: the PICTURE)")
     p.add_argument("image", nargs="?", default=None,
                    help="for featuremaps: a PNG/JPEG file, or test:N for test image N (default: test:0)")
     p.add_argument("--layer", type=int, default=None,
                    help="for filters: index of the conv layer in the model (default: the first conv layer)")
-    p.add_argument("--out", default=None, help="PNG file to write (default: RUN/<what>.png)")
+    p.add_argument("--out", default=None,
+                   help="PNG file to write (default: RUN/<what>.png; convert: <picture name>-convert.png here)")
+    p.add_argument("--run", dest="with_run", default=None, help="for convert: a run whose prediction to add")
     p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_show")(a))
 
     p = sub.add_parser("report", help="one self-contained HTML page about a run", formatter_class=_Formatter)

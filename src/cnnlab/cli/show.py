@@ -17,6 +17,10 @@ def cmd_show(args) -> int:
         0 on success (errors are raised as ValueError subclasses with a one-line message).
     """
     what = args.what
+    if what == "convert":
+        return _show_convert(args)
+    if getattr(args, "with_run", None) is not None:
+        raise ValueError(f"--run is only used by `show convert`, not `show {what}` (whose RUN comes first)")
     if what not in viz.FIGSIZE:
         raise ValueError(f"unknown picture {what!r}; choose one of {', '.join(viz.FIGSIZE)}")
     if args.image is not None and what != "featuremaps":
@@ -25,6 +29,19 @@ def cmd_show(args) -> int:
         raise ValueError(f"--layer is only used by `show filters`, not `show {what}`")
     _check_suffix(args.out, ".png")
     print(viz.plot_run(what, args.run, out=args.out, image=args.image, layer=args.layer))
+    return 0
+
+
+def _show_convert(args) -> int:
+    """``cnnlab show convert PICTURE [--run RUN] [--out FILE]``."""
+    picture = Path(args.run)
+    if args.image is not None or args.layer is not None:
+        raise ValueError("`show convert PICTURE` takes one picture and --run, --out; no IMAGE or --layer")
+    if not picture.is_file():
+        raise ValueError(f"{picture}: no such picture file (`show convert PICTURE [--run RUN]`)")
+    _check_suffix(args.out, ".png")
+    out = Path(args.out) if args.out is not None else Path(f"{picture.stem}-convert.png")
+    print(viz.plot_conversion(picture, out, run_dir=args.with_run))
     return 0
 
 

@@ -50,6 +50,7 @@ from .idx import parse_idx, read_idx, read_idx_bytes, write_idx
 from .images import (
     Conversion,
     FirstFrameWarning,
+    NoDigitError,
     convert_digit,
     form_for,
     load_image_batch,
@@ -82,6 +83,7 @@ __all__ = [
     "MNISTData",
     "MNIST_MEAN",
     "MNIST_STD",
+    "NoDigitError",
     "RowsOf",
     "SplitData",
     "check_regular_file",

@@ -22,9 +22,8 @@ from skimage.filters import threshold_otsu
 from .errors import DataError
 from .limits import max_image_pixels, open_regular_file
 
-__all__ = ["MNIST_BOX", "MNIST_SIZE", "Conversion", "FirstFrameWarning", "convert_digit", "load_image_batch", "form_for",
-           "open_image", "shape_doubt",
-           "to_8bit", "to_fashion_form", "to_mnist_form"]
+__all__ = ["MNIST_BOX", "MNIST_SIZE", "Conversion", "FirstFrameWarning", "NoDigitError", "convert_digit",
+           "load_image_batch", "form_for", "open_image", "shape_doubt", "to_8bit", "to_fashion_form", "to_mnist_form"]
 
 
 class FirstFrameWarning(UserWarning):
@@ -32,6 +31,16 @@ class FirstFrameWarning(UserWarning):
 
     ``cnnlab predict`` prints it as a note; from Python, catch it with ``warnings.catch_warnings``.
     """
+
+class NoDigitError(DataError):
+    """:func:`convert_digit` found no digit; ``partial`` holds the steps it made before it gave up
+    (a dict of "gray", "background", "flat", "polarity", as far as it got), for
+    ``cnnlab show convert`` to draw why."""
+
+    def __init__(self, message: str, partial: dict) -> None:
+        super().__init__(message)
+        self.partial = partial
+
 
 MNIST_SIZE = 28  # side of the output field
 MNIST_BOX = 20  # longest side of the digit's bounding box inside it
@@ -415,12 +424,15 @@ def convert_digit(source: str | os.PathLike | Image.Image) -> Conversion:
     base = float(np.median(seen))
     spread = 1.4826 * float(np.median(np.abs(seen - base))) + 1e-4
     peak = float(seen.max())
+    partial = {"gray": gray, "background": page, "flat": flat,
+               "polarity": "dark ink on light" if dark else "light ink on dark"}
     if peak < MIN_CONTRAST or peak - base < 8.0 * spread:
-        raise DataError(f"{name}: no digit found (the image has no contrast against its background)")
+        raise NoDigitError(f"{name}: no digit found (the image has no contrast against its background: the ink "
+                           f"stands at most {100 * peak:.0f}% out of the page)", partial)
     threshold = max(_otsu(flat), base + 4.0 * spread, 0.35 * peak)
     mask = _drop_specks(flat > threshold, flat, stroke)
     if not mask.any():
-        raise DataError(f"{name}: no digit found (no ink stands out of the page)")
+        raise NoDigitError(f"{name}: no digit found (no ink stands out of the page)", partial)
     # intensity: the ink's core saturates (as MNIST's strokes reach 255), its edges stay antialiased
     core = float(np.percentile(flat[mask], 75))
     low = 0.5 * threshold

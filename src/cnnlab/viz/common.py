@@ -32,6 +32,7 @@ FIGSIZE = {
     "confusion": (9, 8),
     "mistakes": (10, 11),
     "augment": (10, 8),
+    "convert": (13, 7),
 }
 
 # Colour of the gaps between tiles of a mosaic: neither black nor white nor gray, so a gap is never
