@@ -71,13 +71,12 @@ def short_run(tmp_path_factory):
 
 def test_calibrate_stores_the_temperature_and_predict_uses_it(short_run, tmp_path, capsys):
     assert runs.temperature(short_run) == 1.0  # an old run: as the network gives them
-    record = runs.calibrate(short_run)
-    assert record["temperature"] == runs.temperature(short_run) > 0
-    assert record["nll_calibrated"] <= record["nll"] + 1e-12
-    saved = json.loads((short_run / checkpoint.CALIBRATION).read_text())
-    assert saved["temperature"] == record["temperature"] and saved["images"] == 10000
-    assert main(["calibrate", str(short_run)]) == 0
+    assert main(["calibrate", str(short_run)]) == 0  # runs.calibrate
     assert "temperature" in capsys.readouterr().out
+    record = json.loads((short_run / checkpoint.CALIBRATION).read_text())
+    assert record["temperature"] == runs.temperature(short_run) > 0 and record["images"] == 10000
+    assert record["nll_calibrated"] <= record["nll"] + 1e-12
+    assert checkpoint.CALIBRATION not in (checkpoint.read_manifest(short_run) or {}).get("files", {})  # none: old run
     line, smudge = _line(tmp_path / "line.png"), _smudge(tmp_path / "smudge.png")
     assert main(["predict", str(short_run), str(line), str(smudge)]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -95,3 +94,10 @@ def test_training_calibrates_a_finished_run(tmp_path):
     manifest = checkpoint.read_manifest(run.dir)
     assert checkpoint.CALIBRATION in manifest["files"] and manifest["status"] == "finished"
     assert runs.load(run.dir) and runs.temperature(run.dir) > 0
+    again = runs.calibrate(run.dir)  # calibrating again rewrites the file and its checksum in the manifest
+    after = checkpoint.read_manifest(run.dir)
+    assert after["status"] == "finished" and after["epochs_done"] == manifest["epochs_done"]
+    assert runs.temperature(run.dir) == again["temperature"] and again["images"] == 1000
+    (run.dir / checkpoint.CALIBRATION).write_text('{"temperature": 2.0}')  # changed behind the manifest's back
+    with pytest.raises(checkpoint.RunError, match="calibration.json"):
+        runs.temperature(run.dir)

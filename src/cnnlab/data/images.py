@@ -345,8 +345,8 @@ def _polarity(gray: np.ndarray) -> tuple[bool, float]:
     the old comparison of the border with the mean was."""
     h, w = gray.shape
     small = gray
-    if max(h, w) > 64:  # the median at 64 px, box-averaged (a thin stroke keeps its mass): the page varies slowly
-        scale = 64 / max(h, w)
+    if max(h, w) > 48:  # the median at 48 px, box-averaged (a thin stroke keeps its mass): the page varies slowly
+        scale = 48 / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         small = np.asarray(Image.fromarray(gray.astype(np.float32)).resize(size, Image.Resampling.BOX),
                            dtype=np.float64)
@@ -441,7 +441,7 @@ def convert_digit(source: str | os.PathLike | Image.Image) -> Conversion:
     core = float(np.percentile(flat[mask], 75))
     low = 0.5 * threshold
     ink = np.clip((flat - low) / max(core - low, 1e-6), 0.0, 1.0)
-    near = ndimage.binary_dilation(mask, iterations=max(1, round(stroke / 2)))
+    near = ndimage.maximum_filter(mask, size=2 * max(1, round(stroke / 2)) + 1)
     ink = np.where(near, ink, 0.0)
     top, bottom = _mass_span(ink.sum(axis=1))
     left, right = _mass_span(ink.sum(axis=0))
