@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--src", default=str(HERE.parents[1] / "src"), help="the cnnlab source tree to measure")
     ap.add_argument("--conditions", default=None, help="comma-separated subset of the conditions")
     ap.add_argument("--calibration", action="store_true", help="also ECE and flag rates (needs this checkout)")
+    ap.add_argument("--fonts", action="store_true", help="also typeset digits: 0-9 in each installed font of "
+                    "tests/photos.py, photographed under each condition")
     args = ap.parse_args()
     sys.path.insert(0, args.src)
     sys.path.insert(0, str(HERE.parents[1] / "tests"))
@@ -36,7 +38,7 @@ def main() -> None:
     from cnnlab import runs  # noqa: PLC0415
     from cnnlab.autograd import Tensor, no_grad  # noqa: PLC0415
     from cnnlab.data import DataError, load_mnist, standardize, to_mnist_form  # noqa: PLC0415
-    from photos import CONDITIONS, mnist_ink, photograph  # noqa: PLC0415
+    from photos import CONDITIONS, FONTS, font_ink, mnist_ink, photograph  # noqa: PLC0415
 
     print(f"cnnlab from {Path(cnnlab.__file__).parent}")
     run = runs.load(args.run)
@@ -63,6 +65,21 @@ def main() -> None:
                 refused += 1
         right = int((logits_of(forms).argmax(1) == labels[kept]).sum()) if forms else 0
         print(f"{cond:14s} {100 * right / len(digits):6.1f}% {refused:8d}  {time.perf_counter() - t0:6.1f}")
+
+    if args.fonts:
+        fonts = [f for f in FONTS if f.exists()]
+        glyphs = [(font_ink(str(k), f), k) for f in fonts for k in range(10)]
+        print(f"typeset digits: 0-9 in {len(fonts)} fonts ({', '.join(f.stem for f in fonts)})")
+        for cond in conditions:
+            forms, kept, refused = [], [], 0
+            for i, (ink, k) in enumerate(glyphs):
+                try:
+                    forms.append(to_mnist_form(photograph(ink, cond, np.random.default_rng([50, CONDITIONS.index(cond), i]))))
+                    kept.append(k)
+                except DataError:
+                    refused += 1
+            right = int((logits_of(forms).argmax(1) == np.array(kept)).sum()) if forms else 0
+            print(f"  {cond:14s} {right:3d} of {len(glyphs)} right, {refused} refused")
 
     if args.calibration:
         from cnnlab import calibration  # noqa: PLC0415
