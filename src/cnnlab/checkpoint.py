@@ -39,6 +39,7 @@ from .errors import SettingError
 
 WEIGHTS, SPEC, CONFIG, METRICS = "model.safetensors", "spec.json", "config.json", "metrics.json"
 METRICS_CSV = "metrics.csv"  # metrics.json's per-epoch records, one row each
+CALIBRATION = "calibration.json"  # the temperature fitted on the validation set (runs.calibrate)
 MANIFEST = "manifest.json"  # written last: which files make the run, with their checksums
 STATE_DIR = "checkpoint"  # what `cnnlab train --resume` continues from
 

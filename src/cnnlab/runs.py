@@ -28,8 +28,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 import filelock
+import numpy as np
 
-from . import backend, checkpoint, distributed, models, nn, optim
+from . import backend, calibration, checkpoint, distributed, models, nn, optim
 from .autograd import Tensor, no_grad
 from .data import (
     APPEARANCE,
@@ -44,12 +45,12 @@ from .data import (
 )
 from .errors import SettingError
 from .provenance import provenance
-from .train import History, eval_loader, fit
+from .train import History, eval_loader, evaluate, fit
 
 __all__ = [
-    "CONFIG_FORMAT", "OPTIMIZERS", "SCHEDULES", "SGD_NAMES", "OptimizerConfig", "Run", "TrainConfig", "load",
-    "TENSORBOARD_DIR", "load_config", "load_metrics", "make_optimizer", "make_scheduler", "resume", "runnable", "train",
-    "unique_dir",
+    "CONFIG_FORMAT", "OPTIMIZERS", "SCHEDULES", "SGD_NAMES", "OptimizerConfig", "Run", "TENSORBOARD_DIR", "TrainConfig",
+    "calibrate", "load", "load_config", "load_metrics", "make_optimizer", "make_scheduler", "resume", "runnable",
+    "temperature", "train", "unique_dir",
 ]
 
 OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
@@ -783,7 +784,9 @@ class _Training:
             checkpoint.write_metrics_csv(run_dir / checkpoint.METRICS_CSV, history.epochs)
             if history.interrupted:
                 self._mark("interrupted")
-            else:  # nothing left to resume: the run is its four files
+            else:  # nothing left to resume: the run is its four files (and its calibration)
+                if self.evaluation["validation"] is not None and self.parallel is None:
+                    _write_calibration(run_dir, self.net, self.evaluation["validation"], config.device)
                 self._mark("finished", state=None)
                 shutil.rmtree(run_dir / checkpoint.STATE_DIR, ignore_errors=True)
                 for stale in run_dir.glob(".*.tmp"):  # a killed earlier attempt's half-written files
@@ -825,7 +828,8 @@ class _Training:
         old = checkpoint.read_manifest(self.run_dir) or {}
         facts = {"epochs_done": old.get("epochs_done", 0), "state": old.get("state"), "processes": self.processes,
                  **facts}
-        names = [checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.METRICS_CSV, checkpoint.WEIGHTS]
+        names = [checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.METRICS_CSV, checkpoint.WEIGHTS,
+                 checkpoint.CALIBRATION]
         if facts["state"]:
             names += [facts["state"] + ".safetensors", facts["state"] + ".json"]
         checkpoint.write_manifest(self.run_dir, status, [n for n in names if (self.run_dir / n).exists()], **facts)
@@ -878,6 +882,70 @@ def _write_events(writer, record: dict) -> None:
         tag = f"{kind}/{split}" if kind in ("loss", "accuracy") else key
         writer.add_scalar(tag, value, step)
     writer.flush()
+
+
+def _write_calibration(run_dir: Path, net, loader, device: str = "cpu") -> dict:
+    """Fit the temperature on ``loader`` (the validation set) and write RUN/calibration.json."""
+    res = evaluate(net, loader, device=device, return_predictions=True)
+    labels = np.asarray(loader.labels)
+    logits = calibration.log_probabilities(res["probabilities"])
+    t = calibration.fit_temperature(logits, labels)
+    record = {"temperature": t, "fitted_on": "validation", "images": int(len(labels)),
+              "nll": calibration.nll(logits, labels), "nll_calibrated": calibration.nll(logits, labels, t),
+              "ece": calibration.expected_calibration_error(calibration.softmax(logits), labels),
+              "ece_calibrated": calibration.expected_calibration_error(calibration.softmax(logits, t), labels)}
+    checkpoint.write_json(run_dir / checkpoint.CALIBRATION, record)
+    return record
+
+
+def calibrate(run_dir) -> dict:
+    """Fit a saved run's temperature on its validation set (temperature scaling, Guo et al. 2017)
+    and store it in the run as calibration.json, listed in its manifest; what ``train`` does at
+    the end of a finished run, for runs trained before it did.
+
+    Returns:
+        calibration.json's content: "temperature", "images", "nll" and "ece" before and after.
+
+    Raises:
+        checkpoint.RunError: the run is missing, broken, unfinished, or has no validation set.
+    """
+    run_dir = Path(run_dir)
+    run = load(run_dir)
+    if run.config.validation <= 0:
+        raise checkpoint.RunError(f"{run_dir}: trained without a validation set (--validation 0): nothing to fit "
+                                  "the temperature on without touching the test set")
+    split = load_dataset(run.config.dataset, validation=run.config.validation)
+    loader = eval_loader(*split.validation, run.config.mean, run.config.std)
+    with _locked(run_dir):
+        record = _write_calibration(run_dir, runnable(run.model), loader)
+        manifest = checkpoint.read_manifest(run_dir)
+        if manifest is not None:
+            facts = {k: v for k, v in manifest.items() if k not in ("format", "status", "files")}
+            files = [f for f in manifest["files"] if f != checkpoint.CALIBRATION] + [checkpoint.CALIBRATION]
+            checkpoint.write_manifest(run_dir, manifest["status"], files, **facts)
+    return record
+
+
+def temperature(run_dir) -> float:
+    """A run's fitted temperature (calibration.json), 1.0 for a run without one (trained before
+    cnnlab calibrated, or without a validation set): its probabilities as the network gives them.
+
+    Raises:
+        checkpoint.RunError: calibration.json is changed since the manifest listed it, or holds no
+            positive finite "temperature".
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / checkpoint.CALIBRATION
+    if not path.exists():
+        return 1.0
+    manifest = checkpoint.read_manifest(run_dir)
+    if manifest is not None and checkpoint.CALIBRATION in manifest["files"]:
+        checkpoint.check_files(run_dir, manifest, [checkpoint.CALIBRATION])
+    record = checkpoint.read_json(path)
+    t = record.get("temperature") if isinstance(record, dict) else None
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise checkpoint.RunError(f"{path}: \"temperature\" must be a positive number, got {t!r}")
+    return float(t)
 
 
 def _share(pair, world):

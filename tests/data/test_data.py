@@ -732,7 +732,7 @@ def _check_mnist_form(out: np.ndarray):
 def test_to_mnist_form_black_on_white(tmp_path):
     out = to_mnist_form(_draw_one(tmp_path / "one.png"))
     _check_mnist_form(out)
-    assert out[14].max() == 255  # the stroke crosses the middle row at full intensity
+    assert out[14].max() >= 250  # the stroke crosses the middle row at (nearly) full intensity
 
 
 def test_to_mnist_form_variants(tmp_path):
@@ -776,8 +776,10 @@ def test_to_fashion_form_fills_the_field_with_the_object(tmp_path):
     assert rows.max() - rows.min() + 1 == 14  # aspect ratio kept: 240 x 120 -> 28 x 14
     assert rows.min() == 7  # centred by its box: (28 - 14) / 2
     assert out[0, 0] == 0 and out[14, 14] == 255  # light object on black, as Fashion-MNIST
-    # the digit converter would have shrunk it into the 20x20 box instead
-    assert np.nonzero(to_mnist_form(tmp_path / "shirt.png"))[1].max() <= 23
+    # the digit converter shrinks into the 20x20 box instead (a bar: the solid shirt is no digit's stroke)
+    bar = Image.new("L", (300, 200), 255)
+    ImageDraw.Draw(bar).rectangle([(30, 90), (269, 109)], fill=60)
+    assert np.nonzero(to_mnist_form(bar))[1].max() <= 23
     Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
     with pytest.raises(DataError, match="blank.png.*no object"):
         to_fashion_form(tmp_path / "blank.png")

@@ -19,11 +19,13 @@ def test_mnist_steps_end_with_the_result_and_change_nothing():
     out = to_mnist_form(_dark_one_on_paper(), steps=steps)
     assert np.array_equal(out, to_mnist_form(_dark_one_on_paper()))
     captions = [c for c, _ in steps]
-    assert captions[0] == "grayscale" and len(steps) == 4
+    assert captions[0] == "grayscale" and len(steps) == 6
     assert all(a.dtype == np.uint8 for _, a in steps)
-    gray, ink, small, last = (a for _, a in steps)
-    assert gray.shape == ink.shape == (90, 120)
-    assert gray[45, 60] < 50 and ink[45, 60] == 255 and ink[5, 5] == 0  # inverted: light ink on black
+    gray, page, flat, mask, small, last = (a for _, a in steps)
+    assert gray.shape == page.shape == flat.shape == mask.shape == (90, 120)
+    assert page[45, 60] > 200  # the page under the ink: the stroke closed over
+    assert gray[45, 60] < 50 and flat[45, 60] == 255 and flat[5, 5] == 0  # inverted: light ink on black
+    assert mask[45, 60] == 255 and mask[5, 5] == 0
     assert max(small.shape) == 20
     assert np.array_equal(last, out)
 

@@ -270,7 +270,8 @@ def test_fit_names_non_finite_parameters_and_restores_the_best_epoch():
 
 def test_a_finished_run_keeps_only_what_it_needs(reference):
     names = sorted(p.name for p in reference.iterdir())
-    assert names == sorted([".lock", checkpoint.CONFIG, checkpoint.MANIFEST, checkpoint.METRICS, checkpoint.METRICS_CSV,
+    assert names == sorted([".lock", checkpoint.CALIBRATION, checkpoint.CONFIG, checkpoint.MANIFEST, checkpoint.METRICS,
+                            checkpoint.METRICS_CSV,
                             checkpoint.SPEC, checkpoint.WEIGHTS])
     assert all((reference / n).stat().st_mode & 0o044 for n in names if n != ".lock")  # readable by others
     assert os.path.getsize(reference / checkpoint.WEIGHTS) > 0

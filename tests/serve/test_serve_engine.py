@@ -78,7 +78,7 @@ def test_a_drawn_seven_and_everything_shown_about_it(default_demo):
     assert np.isclose(sum(a["probabilities"]), 1.0) and a["probability"] == max(a["probabilities"])
     assert a["input"]["width"] == a["input"]["height"] == 28 and decode(a["input"]).max() == 255
     assert [s["caption"].split(":")[0].split(",")[0] for s in a["steps"]] == [
-        "grayscale", "ink", "cropped to the ink", "28x28"]
+        "grayscale", "illumination (page) estimate", "flattened", "ink", "cropped to the ink", "28x28"]
     assert np.array_equal(decode(a["steps"][-1]), decode(a["input"]))
     assert max(a["steps"][0]["width"], a["steps"][0]["height"]) <= 160  # shrunk for the page
     # every conv, pooling and activation layer with 4-D output, batch norm not shown

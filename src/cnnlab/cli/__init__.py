@@ -5,6 +5,7 @@ imports it; each command lives in its own module here.
     cnnlab evaluate [RUN...]               re-measure saved runs (several: also their ensemble)
     cnnlab ensemble RECIPE --seeds 0-15    train a committee (under mpiexec: one net per process)
     cnnlab predict [RUN] IMAGE...          classify your own digit pictures
+    cnnlab calibrate RUN                   fit the run's temperature (calibrated probabilities)
     cnnlab summary MODEL                   layers, output shapes, parameter counts
     cnnlab models                          the recipes and architectures of the zoo
     cnnlab show WHAT [RUN] / report [RUN]  pictures and an HTML page of a run
@@ -35,7 +36,7 @@ from .. import __version__
 from ..checkpoint import RunError
 from ..data import DataError
 from ..errors import SettingError
-from . import ensemble, evaluate, example, predict, reproduce, speedrun, summary, train
+from . import calibrate, ensemble, evaluate, example, predict, reproduce, speedrun, summary, train
 from .scripting import BAD_INPUT, BROKEN_PIPE, INTERRUPTED, PARTIAL, USAGE, UsageError
 
 IMPORT_ENV = "CNNLAB_IMPORT"
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
             ensemble.add_arguments, ensemble.run)
     command("predict", "classify your own images with a saved run (no RUN: the shipped model)", predict.add_arguments,
             predict.run)
+    command("calibrate", "fit a saved run's temperature on its validation set (calibrated probabilities)",
+            calibrate.add_arguments, calibrate.run)
     command("summary", "layers, output shapes and parameter counts", summary.add_summary_arguments,
             summary.run_summary)
     command("models", "list the recipes and architectures of the zoo", summary.add_models_arguments,
@@ -133,15 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="draw a picture of a saved run (PNG)", formatter_class=_Formatter)
     p.add_argument("what", choices=["filters", "featuremaps", "curves", "confusion", "mistakes", "augment",
-                                    "gradcam"],
+                                    "gradcam", "convert"],
                    help="filters: learned kernels; featuremaps: every conv/pool layer's maps for IMAGE; "
                         "gradcam: Grad-CAM, which parts of IMAGE drove the answer; "
                         "curves: loss and accuracy per epoch; confusion: test confusion matrix; "
                         "mistakes: misclassified test images; augment: training images as the run's "
-                        "augmentation changed them")
+                        "augmentation changed them; convert: each step of PICTURE's conversion to MNIST's "
+                        "form (`show convert PICTURE [--run RUN]`)")
     p.add_argument("run", nargs="?", default=None,
                    help="run directory written by `cnnlab train` (default: the model that ships with cnnlab; "
-                        "`show featuremaps IMAGE` uses it too)")
+                        "`show featuremaps IMAGE` uses it too); for convert: the PICTURE")
     p.add_argument("image", nargs="?", default=None,
                    help="for featuremaps and gradcam: a PNG/JPEG file, or test:N for test image N "
                         "(default: test:0)")
@@ -150,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of a model with its own forward, e.g. block1.body.0 (default: the first conv layer); "
                         "for gradcam: the conv layer whose maps are weighed (default: the last)")
     p.add_argument("--out", default=None,
-                   help="PNG file to write (default: RUN/<what>.png; for the shipped model ./<what>.png)")
+                   help="PNG file to write (default: RUN/<what>.png; for the shipped model ./<what>.png; "
+                        "convert: <picture name>-convert.png here)")
+    p.add_argument("--run", dest="with_run", default=None, help="for convert: a run whose prediction to add")
     p.set_defaults(func=lambda a: _lazy("cli.show", "cmd_show")(a))
 
     p = sub.add_parser("report", help="one self-contained HTML page about a run", formatter_class=_Formatter)

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import functional as F
-from .. import pretrained, runs
+from .. import calibration, pretrained, runs
 from ..autograd import Tensor, no_grad
 from ..checkpoint import SPEC, RunError
-from ..data import FirstFrameWarning, class_names, form_for, standardize
+from ..data import FirstFrameWarning, class_names, form_for, shape_doubt, standardize
 from .scripting import BAD_INPUT, OK, PARTIAL, add_json_argument, print_json
 
 
@@ -29,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with cnnlab), then PNG/JPEG files, any size, dark on light or light on dark: a digit, or "
                         "for a Fashion-MNIST run one piece of clothing")
     p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
+    p.epilog = ("Probabilities are calibrated (the temperature fitted on the run's validation set; `cnnlab calibrate "
+                f"RUN` for older runs). A top probability under {100 * calibration.CONFIDENT:.0f}% is flagged "
+                "'not confident'; ink shaped like no digit (a line, a smudge) 'not a digit?'.")
     add_json_argument(p)
 
 
@@ -72,6 +74,8 @@ def run(args) -> int:
     model = runs.runnable(r.model)
     classes = list(r.config.classes or class_names(r.config.dataset))
     convert, _ = form_for(r.config.dataset)
+    t = runs.temperature(r.dir)
+    digits = r.config.dataset == "mnist"  # "not a digit?" only where the classes are digits
     answers = []
     for path in args.images:
         try:
@@ -89,18 +93,20 @@ def run(args) -> int:
                 warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
         x = standardize(img, r.config.mean, r.config.std).reshape(1, 1, 28, 28)
         with no_grad():
-            prob = F.softmax(model(Tensor(x)), 1).numpy()[0]
+            logits = np.asarray(model(Tensor(x)).numpy(), dtype=np.float64)[0]
+        prob = calibration.softmax(logits, t)
         if not np.isfinite(prob).all():
             raise RunError(f"{r.dir}: its weights give no finite probabilities (a run that diverged?)")
         order = np.argsort(-prob)[: max(1, args.top)]
         top = [{"label": classes[i], "class": int(i), "probability": float(prob[i])} for i in order]
-        answers.append({"image": path, **top[0], "top": top})
+        note = calibration.flag(prob, shape_doubt(img) if digits else None)
+        answers.append({"image": path, **top[0], "top": top, "flag": note})
         if not args.json:
-            tops = ", ".join(f"{t['label']} ({100 * t['probability']:.1f}%)" for t in top)
-            print(f"{path}: {top[0]['label']}    top: {tops}")
+            tops = ", ".join(f"{c['label']} ({100 * c['probability']:.1f}%)" for c in top)
+            print(f"{path}: {top[0]['label']}    top: {tops}" + (f"    [{note}]" if note else ""))
     failed = sum("error" in a for a in answers)
     if failed == len(answers):
         return BAD_INPUT  # nothing answered: the lines on stderr say why, stdout stays empty
     if args.json:
-        print_json({"run": str(r.dir), "classes": classes, "images": answers})
+        print_json({"run": str(r.dir), "classes": classes, "temperature": t, "images": answers})
     return PARTIAL if failed else OK

@@ -23,6 +23,10 @@ def cmd_show(args) -> int:
         for a command line that is wrong by itself).
     """
     what = args.what
+    if what == "convert":
+        return _show_convert(args)
+    if getattr(args, "with_run", None) is not None:
+        raise UsageError(f"--run is only used by `show convert`, not `show {what}` (whose RUN comes first)")
     if what not in viz.FIGSIZE:
         raise UsageError(f"unknown picture {what!r}; choose one of {', '.join(viz.FIGSIZE)}")
     if args.layer is not None and what not in ("filters", "gradcam"):
@@ -41,6 +45,21 @@ def cmd_show(args) -> int:
     _check_suffix(args.out, ".png")
     run_dir, out = _run_and_out(args.run, args.out, f"{what}.png", "show")
     print(viz.plot_run(what, run_dir, out=out, image=args.image, layer=args.layer))
+    return 0
+
+
+def _show_convert(args) -> int:
+    """``cnnlab show convert PICTURE [--run RUN] [--out FILE]``."""
+    if args.run is None:
+        raise UsageError("`show convert PICTURE [--run RUN]`: give the picture to convert")
+    picture = Path(args.run)
+    if args.image is not None or args.layer is not None:
+        raise UsageError("`show convert PICTURE` takes one picture and --run, --out; no IMAGE or --layer")
+    if not picture.is_file():
+        raise ValueError(f"{picture}: no such picture file (`show convert PICTURE [--run RUN]`)")
+    _check_suffix(args.out, ".png")
+    out = Path(args.out) if args.out is not None else Path(f"{picture.stem}-convert.png")
+    print(viz.plot_conversion(picture, out, run_dir=args.with_run))
     return 0
 
 

@@ -58,7 +58,19 @@ from .device_loader import DeviceLoader
 from .errors import DataError
 from .folder import IMAGE_EXTENSIONS, ImageFolder
 from .idx import parse_idx, read_idx, read_idx_bytes, write_idx
-from .images import FirstFrameWarning, form_for, load_image_batch, open_image, to_8bit, to_fashion_form, to_mnist_form
+from .images import (
+    Conversion,
+    FirstFrameWarning,
+    NoDigitError,
+    convert_digit,
+    form_for,
+    load_image_batch,
+    open_image,
+    shape_doubt,
+    to_8bit,
+    to_fashion_form,
+    to_mnist_form,
+)
 from .limits import MAX_DATA_BYTES, MAX_IMAGE_PIXELS, check_regular_file, max_data_bytes, max_image_pixels
 from .loader import MNIST_MEAN, MNIST_STD, DataLoader, RowsOf, shard_rows
 from .stats import DATASET_STATS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, norm_stats, pixel_stats, standardize
@@ -79,6 +91,7 @@ __all__ = [
     "DATASET_NAMES",
     "DATASET_STATS",
     "DataError",
+    "Conversion",
     "DataLoader",
     "DeviceLoader",
     "FASHION_MNIST_MEAN",
@@ -92,10 +105,12 @@ __all__ = [
     "MNISTData",
     "MNIST_MEAN",
     "MNIST_STD",
+    "NoDigitError",
     "RowsOf",
     "SplitData",
     "check_regular_file",
     "class_names",
+    "convert_digit",
     "clear_verification_cache",
     "dataset_dir",
     "expand_shifts",
@@ -126,6 +141,7 @@ __all__ = [
     "read_idx_bytes",
     "rotate_images",
     "search_dirs",
+    "shape_doubt",
     "shard_rows",
     "shift_images",
     "standardize",

@@ -7,6 +7,7 @@
     plot_mistakes       misclassified images, "true X / pred Y (p%)"
     plot_augmentation   training images next to random draws of their augmentation
     plot_gradcam        Grad-CAM: where in one picture the evidence for the answer lies (grad_cam: the numbers)
+    plot_conversion     a picture's way to MNIST's form, step by step (``cnnlab show convert``)
     plot_run            any one of these for a saved run directory (what ``cnnlab show`` draws)
     build_report        all of the above plus tables, in one self-contained HTML file
 
@@ -23,6 +24,7 @@ report, ``show`` (a picture of a run directory) and ``common`` (what they share)
 from .augment import augmentation_grid, draw_augmentation, plot_augmentation
 from .common import DPI, FIGSIZE, png_size
 from .confusion import draw_confusion, plot_confusion
+from .convert import draw_conversion, plot_conversion
 from .curves import draw_curves, plot_curves
 from .featuremaps import draw_feature_maps, plot_feature_maps
 from .filters import draw_filters, plot_filters
@@ -32,8 +34,8 @@ from .report import build_report
 from .show import plot_run
 
 __all__ = [
-    "DPI", "FIGSIZE", "augmentation_grid", "build_report", "draw_augmentation", "draw_confusion", "draw_curves",
-    "draw_feature_maps", "draw_filters", "draw_gradcam", "draw_mistakes", "grad_cam", "plot_augmentation",
-    "plot_confusion", "plot_curves", "plot_feature_maps", "plot_filters", "plot_gradcam", "plot_mistakes",
-    "plot_run", "png_size",
+    "DPI", "FIGSIZE", "augmentation_grid", "build_report", "draw_augmentation", "draw_confusion", "draw_conversion",
+    "draw_curves", "draw_feature_maps", "draw_filters", "draw_gradcam", "draw_mistakes", "grad_cam", "plot_augmentation",
+    "plot_confusion", "plot_conversion", "plot_curves", "plot_feature_maps", "plot_filters", "plot_gradcam",
+    "plot_mistakes", "plot_run", "png_size",
 ]

@@ -34,6 +34,7 @@ FIGSIZE = {
     "mistakes": (10, 11),
     "augment": (10, 8),
     "gradcam": (12, 4.5),
+    "convert": (13, 7),
 }
 
 # Colour of the gaps between tiles of a mosaic: neither black nor white nor gray, so a gap is never

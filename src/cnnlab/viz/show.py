@@ -41,8 +41,9 @@ def plot_run(what: str, run_dir, out=None, image=None, layer=None) -> Path:
             or without augmentation (augment); the message is one line.
         checkpoint.RunError: the run directory is missing or broken.
     """
-    if what not in FIGSIZE:
-        raise ValueError(f"unknown picture {what!r}; choose one of {', '.join(FIGSIZE)}")
+    if what not in FIGSIZE or what == "convert":
+        raise ValueError(f"unknown picture of a run {what!r}; choose one of "
+                         f"{', '.join(k for k in FIGSIZE if k != 'convert')} (a picture's conversion: plot_conversion)")
     run = runs.load(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / f"{what}.png"
     heading = run_title(run)
