@@ -84,7 +84,7 @@ def test_calibrate_stores_the_temperature_and_predict_uses_it(short_run, tmp_pat
     assert main(["show", "convert", str(line), "--run", str(short_run), "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 0
     (short_run / checkpoint.CALIBRATION).write_text('{"temperature": -1}')
-    assert main(["predict", str(short_run), str(line)]) == 2
+    assert main(["predict", str(short_run), str(line)]) == 3  # a run it cannot use: bad input
     assert "temperature" in capsys.readouterr().err
 
 

@@ -132,6 +132,6 @@ def test_make_pretrained_trains_records_and_installs(tmp_path):
     run = runs.load(dest)  # a whole run, its files as its manifest says
     assert run.config.train_size == 64 and run.test_accuracy == facts["test_accuracy"]
     assert sorted(p.name for p in dest.iterdir()) == sorted(
-        [checkpoint.WEIGHTS, checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.METRICS_CSV, checkpoint.MANIFEST,
-         pretrained.PROVENANCE])
+        [checkpoint.WEIGHTS, checkpoint.SPEC, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.METRICS_CSV,
+         checkpoint.CALIBRATION, checkpoint.MANIFEST, pretrained.PROVENANCE])
     assert sorted(p.name for p in dest.parent.iterdir()) == ["default"]  # no temporary or old folder left

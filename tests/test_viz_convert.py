@@ -23,7 +23,7 @@ def test_show_convert_draws_a_photo_and_a_refused_picture(tmp_path, capsys, monk
     fig = viz.draw_conversion(tmp_path / "blank.png")
     assert "no digit found" in fig._suptitle.get_text()
     capsys.readouterr()
-    assert main(["show", "convert", str(tmp_path / "missing.png")]) == 2
+    assert main(["show", "convert", str(tmp_path / "missing.png")]) == 3  # bad input
     assert "no such picture file" in capsys.readouterr().err
     assert main(["show", "curves", str(tmp_path), "--run", str(tmp_path)]) == 2
     assert "--run is only used by `show convert`" in capsys.readouterr().err

@@ -158,8 +158,10 @@ def test_a_drawn_seven_is_read_as_seven_and_every_map_is_drawn(page, url, shots)
         assert c["width"] > 20 and c["levels"] > 2, c
     for selector in ("#input", "#probe-input", "#gradcam", "#filters", "#steps canvas"):
         drawn = page.evaluate(CANVAS_LEVELS, selector)
+        if selector == "#steps canvas":  # the page's light, estimated on a blank white canvas, is flat
+            drawn = drawn[:1] + drawn[2:]
         assert drawn and all(c["levels"] > 2 for c in drawn), (selector, drawn)
-    expect(page.locator("#steps figure")).to_have_count(4)
+    expect(page.locator("#steps figure")).to_have_count(6)  # the 6 steps of the conversion
     expect(page.locator("#net-card")).to_contain_text(f"{answer['parameters']:,}")
     expect(page.locator("#shared")).to_contain_text("share 800 parameters")
     expect(page.locator("#gradcam-caption")).to_contain_text("Grad-CAM")
@@ -180,7 +182,7 @@ def test_a_photographed_digit(page):
     page.locator("#file").set_input_files({"name": "digit.jpg", "mimeType": "image/jpeg", "buffer": photo_jpeg()})
     wait_for_answer(page, "4")
     expect(page.locator("#steps img")).to_have_attribute("alt", "your photo")
-    expect(page.locator("#steps figure")).to_have_count(5)  # the photo and the 4 steps of the conversion
+    expect(page.locator("#steps figure")).to_have_count(7)  # the photo and the 6 steps of the conversion
     assert page.evaluate("() => document.querySelector('#steps img').naturalWidth") == 640
     assert all(c["levels"] > 2 for c in page.evaluate(CANVAS_LEVELS, "#layers canvas.mosaic"))
     expect(page.locator("#message")).to_be_hidden()
