@@ -10,6 +10,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch  # the test extra installs it
+from safetensors.torch import load_file
 
 import cnnlab
 from cnnlab import checkpoint, interop, models, nn
@@ -54,10 +55,10 @@ def test_every_zoo_sequential_round_trips_through_pytorch(name, tmp_path):
     assert not module.training
     _close(_theirs(module, X), _ours(model, X))
     # what `cnnlab export --torch` writes loads strictly into the module torch_source describes
-    interop.save_torch_state_dict(model, tmp_path / "w.pt")
+    interop.save_torch_state_dict(model, tmp_path / "w.safetensors")
     scope = {"nn": torch.nn}
     rebuilt = eval(interop.torch_source(model), scope)  # noqa: S307  (code this test made)
-    rebuilt.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True), strict=True)
+    rebuilt.load_state_dict(load_file(tmp_path / "w.safetensors"), strict=True)
     _close(_theirs(rebuilt, X), _ours(model, X))
     back = interop.from_torch(module)
     assert repr(back) == repr(model)
@@ -175,23 +176,23 @@ def test_what_cnnlab_cannot_compute_is_refused_by_name(module, message):
 def test_export_writes_weights_pytorch_loads_strictly(tmp_path, capsys):
     model = _randomize(models.build("fast"))
     checkpoint.save_run(tmp_path / "run", model, models.spec_of(model), {"dataset": "mnist", "mean": 0.1, "std": 0.3})
-    out = tmp_path / "out" / "fast.pt"
+    out = tmp_path / "out" / "fast.safetensors"
     assert main(["export", str(tmp_path / "run"), "--torch", str(out)]) == 0
     printed = capsys.readouterr().out
     code = printed.split("model = ", 1)[1].split("\nmodel.load_state_dict")[0]
     module = eval(code, {"nn": torch.nn})  # noqa: S307  (what export printed for the user)
-    state = torch.load(out, weights_only=True)
+    state = load_file(out)  # what the printed code does: no pickle
     assert int(state["2.num_batches_tracked"]) == 0
     module.load_state_dict(state, strict=True)
     _close(_theirs(module, X), _ours(model, X))
-    assert "(pixel / 255 - 0.1000) / 0.3000" in printed and sorted(p.name for p in out.parent.iterdir()) == ["fast.pt"]
+    assert "(pixel / 255 - 0.1000) / 0.3000" in printed and sorted(p.name for p in out.parent.iterdir()) == ["fast.safetensors"]
     # a model PyTorch cannot build: one line, exit 3 (bad input), nothing written
     res = _randomize(models.build("resnet-small"))
     checkpoint.save_run(tmp_path / "res", res, models.spec_of(res))
-    assert main(["export", str(tmp_path / "res"), "--torch", str(tmp_path / "res.pt")]) == 3
+    assert main(["export", str(tmp_path / "res"), "--torch", str(tmp_path / "res.safetensors")]) == 3
     err = capsys.readouterr().err
     assert err.startswith("cnnlab export: error: to_torch: model is a ResNetSmall") and err.count("\n") == 1
-    assert not (tmp_path / "res.pt").exists()
+    assert not (tmp_path / "res.safetensors").exists()
 
 
 def test_torch_source_is_plain_python_for_numpy_sizes():

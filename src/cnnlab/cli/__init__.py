@@ -10,7 +10,7 @@ imports it; each command lives in its own module here.
     cnnlab models                          the recipes and architectures of the zoo
     cnnlab show WHAT [RUN] / report [RUN]  pictures and an HTML page of a run
                                            (no RUN: the model that ships with cnnlab)
-    cnnlab export RUN --onnx m.onnx --torch w.pt   the model for ONNX Runtime, PyTorch
+    cnnlab export RUN --onnx m.onnx --torch w.safetensors   the model for ONNX Runtime, PyTorch
     cnnlab speedrun [--seeds 0,1,2,3,4]    time the fastest recipe to 99% test accuracy
     cnnlab example / reproduce / experiment
     cnnlab --import MODULE COMMAND ...     import a module first (one that registers your own models);

@@ -1,4 +1,4 @@
-"""`cnnlab export RUN --onnx model.onnx --torch weights.pt`: a saved run as files another runtime
+"""`cnnlab export RUN --onnx model.onnx --torch weights.safetensors`: a saved run as files another runtime
 loads: an ONNX graph (cnnlab.onnx_export) and PyTorch weights (cnnlab.interop)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write an ONNX model (opset 20, dynamic batch axis; normalisation, input form and class "
                         "names in its metadata; docs/onnx.md)")
     p.add_argument("--torch", metavar="PATH", default=None,
-                   help="write the weights as a PyTorch state_dict (torch.save) that the module printed loads "
-                        "with load_state_dict(torch.load(PATH, weights_only=True), strict=True)")
+                   help="write the weights as a PyTorch state_dict in a safetensors file, which the module printed "
+                        "loads with load_state_dict(safetensors.torch.load_file(PATH), strict=True)")
 
 
 def run(args) -> int:
@@ -42,7 +42,8 @@ def _export_torch(args) -> None:
     except ImportError as exc:  # PyTorch is not installed
         raise RuntimeError(str(exc)) from None
     print(f"wrote {args.torch}: the weights of {args.run} for PyTorch. Load them with:\n"
-          f"import torch, torch.nn as nn\n"
+          f"import torch.nn as nn\n"
+          f"from safetensors.torch import load_file\n"
           f"model = {source}\n"
-          f"model.load_state_dict(torch.load({str(args.torch)!r}, weights_only=True), strict=True)\n"
+          f"model.load_state_dict(load_file({str(args.torch)!r}), strict=True)\n"
           f"model.eval()  # inputs: (N, 1, 28, 28), (pixel / 255 - {r.config.mean:.4f}) / {r.config.std:.4f}")

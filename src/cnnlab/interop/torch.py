@@ -111,14 +111,17 @@ def torch_source(model) -> str:
 
 
 def save_torch_state_dict(model, path):
-    """Write ``to_torch(model).state_dict()`` with ``torch.save``, atomically, so that
-    ``module.load_state_dict(torch.load(path, weights_only=True), strict=True)`` loads it into
-    the module ``to_torch`` (or ``torch_source``) builds; returns that module."""
-    torch = _torch()
+    """Write ``to_torch(model).state_dict()`` as a safetensors file, atomically, so that
+    ``module.load_state_dict(safetensors.torch.load_file(path), strict=True)`` loads it into the
+    module ``to_torch`` (or ``torch_source``) builds, with no pickle on either side; returns that
+    module."""
+    _torch()
+    from safetensors.torch import save_file  # noqa: PLC0415 - needs torch, which is optional
+
     module = to_torch(model)
-    state = module.state_dict()
+    state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
     check_output_path(path)
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
     return module
 
 
