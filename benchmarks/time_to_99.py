@@ -2,7 +2,7 @@
 side by side in one process.
 
 The recipe is cnnlab's speedrun (src/cnnlab/speedrun.py, docs/speedrun.md): a two-block conv net
-with batch norm, one pass over 50,000 of the 60,000 training images at batch 128, Adam under a one-cycle
+with batch norm, one pass over 40,000 of the 60,000 training images at batch 128, Adam under a one-cycle
 schedule, label smoothing 0.1; then the test accuracy on all 10,000 test images. Data is
 normalised in memory before the clock; kernel compilation (cnnlab's numba kernels, PyTorch's
 oneDNN primitives) is done on a throw-away model first and reported on its own.

@@ -111,4 +111,4 @@ def test_help_lists_the_command_and_its_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["speedrun", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "(default: 50000)" in out and "(default: 0,1,2,3,4)" in out and "(default: 16)" in out
+    assert "(default: 40000)" in out and "(default: 0,1,2,3,4)" in out and "(default: 16)" in out
