@@ -539,7 +539,24 @@ class AdamW(Adam):
 
 
 # ============================================================================ schedulers
-class LRScheduler:
+class _LastLR:
+    """What every scheduler shares: the last learning rates written, and its state as plain values."""
+
+    def get_last_lr(self) -> list:
+        """The learning rates last written by the scheduler, one per parameter group."""
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict:
+        """The scheduler's state (everything except the optimizer), as plain Python values."""
+        return copy.deepcopy({k: v for k, v in vars(self).items() if k != "optimizer"})
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a state saved by :meth:`state_dict`."""
+        for k, v in copy.deepcopy(dict(state_dict)).items():
+            setattr(self, k, v)
+
+
+class LRScheduler(_LastLR):
     """Base class of the learning-rate schedulers.
 
     On construction each group gets ``"initial_lr"`` (its current lr, unless already set),
@@ -569,19 +586,6 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def get_last_lr(self) -> list:
-        """The learning rates last written by the scheduler, one per parameter group."""
-        return list(self._last_lr)
-
-    def state_dict(self) -> dict:
-        """The scheduler's state (everything except the optimizer), as plain Python values."""
-        return copy.deepcopy({k: v for k, v in vars(self).items() if k != "optimizer"})
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Restore a state saved by :meth:`state_dict`."""
-        for k, v in copy.deepcopy(dict(state_dict)).items():
-            setattr(self, k, v)
 
 
 def _check_positive_int(name, value):
@@ -788,7 +792,7 @@ class LinearLR(LRScheduler):
         return [base * factor for base in self.base_lrs]
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(_LastLR):
     """Divide the lr when a metric stops improving: ``step(metric)`` once per epoch; after more than
     ``patience`` epochs without an improvement (better than the best by ``threshold``, relative or
     absolute), every group's lr becomes ``max(lr * factor, min_lr)``, then ``cooldown`` epochs pass
@@ -847,16 +851,6 @@ class ReduceLROnPlateau:
                     group["lr"] = new
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def get_last_lr(self) -> list:
-        return list(self._last_lr)
-
-    def state_dict(self) -> dict:
-        return copy.deepcopy({k: v for k, v in vars(self).items() if k != "optimizer"})
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        for k, v in copy.deepcopy(dict(state_dict)).items():
-            setattr(self, k, v)
 
 
 class SequentialLR:
