@@ -257,20 +257,8 @@ class DemoRun:
             prob = e / e.sum()
             k = int(prob.argmax())
             cam = self.grad_cam(last[0], last[1], k) if last is not None else None
-        answer = {
-            "run": self.index,
-            "class": k,
-            "name": self.classes[k] if k < len(self.classes) else str(k),
-            "probability": float(prob[k]),
-            "probabilities": [float(p) for p in prob],
-            "input": gray_payload(form),
-            "steps": list(steps),
-            "notes": list(notes),
-            "layers": [self._layer_payload(i, layer, maps) for i, layer, maps in blocks],
-            "gradcam": cam,
-        }
-        answer["ms"] = round(1000 * (time.perf_counter() - t0), 2)
-        return answer
+        layers = [self._layer_payload(i, layer, maps) for i, layer, maps in blocks]
+        return self._answer(form, prob, k, steps, notes, layers, cam, t0)
 
     def _predict_hooked(self, form, x, steps, notes, t0) -> dict:
         """``predict_form`` for a model with its own forward: its conv, pooling and activation layers'
@@ -299,7 +287,11 @@ class DemoRun:
             payload = self._layer_payload(index, layer, maps)
             payload["path"] = path
             layers.append(payload)
-        answer = {
+        return self._answer(form, prob, k, steps, notes, layers, cam, t0)
+
+    def _answer(self, form, prob, k, steps, notes, layers, cam, t0) -> dict:
+        """The JSON answer of ``predict_form``, however the maps were taken."""
+        return {
             "run": self.index,
             "class": k,
             "name": self.classes[k] if k < len(self.classes) else str(k),
@@ -310,9 +302,8 @@ class DemoRun:
             "notes": list(notes),
             "layers": layers,
             "gradcam": cam,
+            "ms": round(1000 * (time.perf_counter() - t0), 2),
         }
-        answer["ms"] = round(1000 * (time.perf_counter() - t0), 2)
-        return answer
 
     def _layer_payload(self, i: int, layer, maps: np.ndarray) -> dict:
         shown = np.asarray(maps[:MAX_MAPS], dtype=np.float64)  # (C, H, W)
