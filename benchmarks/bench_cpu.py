@@ -153,7 +153,12 @@ def timed(fn, data):
 
 
 def side_by_side(cnn_fn, torch_fn, data, rounds, warmup=2):
-    """Alternate the two frameworks over ``rounds``; median seconds for one pass over ``data``."""
+    """Alternate the two frameworks over ``rounds``; median seconds for one pass over ``data``.
+
+    Each timed pass starts with one untimed call of the same framework: on this virtual machine
+    an idle core takes milliseconds to come back, and the first call after the other framework's
+    pass (or after any pause) paid for it, whichever framework it was (benchmarks/README.md,
+    "Indirect GEMM")."""
     for x, y in data[:warmup]:
         cnn_fn(x, y)
         torch_fn(x, y)
@@ -161,6 +166,7 @@ def side_by_side(cnn_fn, torch_fn, data, rounds, warmup=2):
     for r in range(rounds):
         order = [(cnn_fn, tc), (torch_fn, tt)] if r % 2 == 0 else [(torch_fn, tt), (cnn_fn, tc)]
         for fn, acc in order:
+            fn(*data[0])
             acc.append(timed(fn, data))
     return statistics.median(tc), statistics.median(tt)
 

@@ -17,7 +17,9 @@ from helpers import naive_conv, naive_pool
 @pytest.fixture(autouse=True)
 def _small_maps_too(monkeypatch, request):
     """The cases below are small, for the loop references; let them take the path (the size rule
-    itself is tested in test_which_layers_take_it, the batch's tiles in test_a_small_batch_takes_im2col)."""
+    itself is tested in test_which_layers_take_it, the batch's tiles in test_a_small_batch_takes_im2col).
+    The indirect GEMM, which takes float32 layers first where the CPU has AVX-512, is held off."""
+    monkeypatch.setattr(kernels.policy, "_igemm_enabled", False)
     if request.node.originalname != "test_which_layers_take_it":
         monkeypatch.setattr(kernels.policy, "WINOGRAD_MIN_OUT", 1)
     if request.node.originalname != "test_a_small_batch_takes_im2col":

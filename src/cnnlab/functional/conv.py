@@ -64,11 +64,17 @@ class ConvPlan:
         self.bias = bias.reshape(F, 1) if bias is not None else None
         self.depthwise = kernels.use_depthwise(x, w.shape, groups)
         self.nhwc = not self.depthwise and kernels.use_nhwc(x, w.shape, groups)
-        # 3x3 stride-1 layers on the CPU: Winograd F(2x2, 3x3) for the output, the input gradient
-        # and the weight gradient (2.25x fewer multiplications)
-        self.winograd = kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
+        # float32 on a CPU with AVX-512: the indirect GEMM (kernels/igemm.py), no fields copied;
+        # elsewhere 3x3 stride-1 layers take Winograd F(2x2, 3x3) for the output, the input
+        # gradient and the weight gradient (2.25x fewer multiplications)
+        self.indirect = not self.depthwise and kernels.use_igemm(x, w.shape, groups)
+        self.winograd = not self.indirect and kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
         self.winograd_dw = self.winograd and kernels.use_winograd_weight_grad()
-        if self.depthwise:
+        if self.indirect:
+            self.nhwc = False
+            self.ig = kernels.indirect_conv(x.shape[1:], w, stride, padding, dilation, groups, self.out_shape)
+            self.w = w
+        elif self.depthwise:
             self.w = w
         elif self.winograd:
             self.w, self.padding = w, tuple(padding)
@@ -88,6 +94,11 @@ class ConvPlan:
         xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
         if self.depthwise:
             out[...] = kernels.depthwise_forward(xc, self.w, *self.geom)
+            if self.bias is not None:
+                out += self.bias
+            return
+        if self.indirect:
+            self.ig.forward(xc, out)
             if self.bias is not None:
                 out += self.bias
             return
@@ -121,6 +132,9 @@ class ConvPlan:
         gx = gw = gb = None
         if self.depthwise:
             gx, gw = kernels.depthwise_backward(g, xc, self.w, *self.geom, needs_x, needs_w)
+            return gx, gw, (g.sum(axis=2).sum(axis=0) if needs_b else None)
+        if self.indirect:
+            gx, gw = self.ig.backward(xc, g, needs_x, needs_w)
             return gx, gw, (g.sum(axis=2).sum(axis=0) if needs_b else None)
         if self.nhwc and self.G > 1:
             return self._grouped_backward_chunk(xc, g, needs_x, needs_w, needs_b)

@@ -23,6 +23,7 @@ import numpy as np
 from .. import backend
 from . import generic, policy, threads
 from .policy import (
+    allow_igemm,
     allow_winograd,
     compiled,
     conv_chunks,
@@ -31,6 +32,7 @@ from .policy import (
     use_compiled_sgd,
     use_depthwise,
     use_fused_conv,
+    use_igemm,
     use_nhwc,
     use_winograd,
     use_winograd_weight_grad,
@@ -46,7 +48,8 @@ from .winograd import (
 )
 
 __all__ = [
-    "act_forward_chunk", "act_backward_chunk", "allow_winograd", "bn_relu_train_backward", "bn_relu_train_forward",
+    "act_forward_chunk", "act_backward_chunk", "allow_igemm", "allow_winograd", "bn_relu_train_backward",
+    "bn_relu_train_forward", "indirect_conv", "use_igemm",
     "col2im", "col2im_nhwc", "compiled", "conv_chunks", "erf", "generic", "im2col", "im2col_nhwc", "linear_forward",
     "lrn_backward", "lrn_forward", "lrn_forward_eval", "max_pool2d_backward_chunk", "max_pool2d_chunk",
     "max_pool_backward",
@@ -65,6 +68,14 @@ def _cpu():
     from . import cpu  # noqa: PLC0415
 
     return cpu
+
+
+def indirect_conv(x_shape, w, stride, padding, dilation, groups, out_shape):
+    """An igemm.IndirectConv for one 2-D convolution (policy.use_igemm); BLAS set up as for the others."""
+    threads.configure_blas()
+    from .igemm import IndirectConv  # noqa: PLC0415 - compiled on first use
+
+    return IndirectConv(x_shape, w, stride, padding, dilation, groups, out_shape)
 
 
 def _pad(x, padding, value=0.0):

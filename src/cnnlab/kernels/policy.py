@@ -19,6 +19,7 @@ import numpy as np
 _compiled_enabled = True
 _winograd_enabled = True
 _winograd_weight_grad_enabled = True
+_igemm_enabled = True
 
 
 @contextlib.contextmanager
@@ -46,6 +47,19 @@ def allow_winograd(enabled: bool, weight_grad: bool | None = None):
         yield
     finally:
         _winograd_enabled, _winograd_weight_grad_enabled = prev
+
+
+@contextlib.contextmanager
+def allow_igemm(enabled: bool):
+    """Temporarily allow or forbid the indirect-GEMM convolutions (kernels/igemm.py; tests and
+    benchmarks compare them with the BLAS paths)."""
+    global _igemm_enabled
+    prev = _igemm_enabled
+    _igemm_enabled = enabled
+    try:
+        yield
+    finally:
+        _igemm_enabled = prev
 
 
 # ------------------------------------------------------------------ when the compiled kernels apply
@@ -156,6 +170,43 @@ def use_nhwc(x, w_shape, groups) -> bool:
     values). A grouped layer then makes one product per group with n*L rows, instead of one small
     product per image and group (benchmarks/README.md, "Grouped, 1-D and 3-D convolutions")."""
     return len(w_shape) == 4 and use_compiled_2d(x, 2) and w_shape[1] * w_shape[3] >= NHWC_MIN_RUN
+
+
+_avx512 = None
+
+
+def has_avx512() -> bool:
+    """The CPU has AVX-512F, so the 16-lane vectors of kernels/igemm.py are single registers
+    (numba compiles for the host CPU). Read once from LLVM's host description."""
+    global _avx512
+    if _avx512 is None:
+        try:
+            import llvmlite.binding as llvm  # noqa: PLC0415
+
+            _avx512 = bool(llvm.get_host_cpu_features().get("avx512f", False))
+        except Exception:  # noqa: BLE001 - no feature list: take the BLAS paths
+            _avx512 = False
+    return _avx512
+
+
+# Fewer filters per group than this, or a shorter reduction (input channels per group x kernel
+# elements), and the micro-kernel's 16-wide vectors and short loops waste more than the BLAS
+# paths lose to im2col: a first layer on one channel (5x5: 25) and 8 filters per group were
+# slower there (benchmarks/README.md, "Indirect GEMM").
+IGEMM_MIN_FILTERS = 12
+IGEMM_MIN_REDUCTION = 32
+
+
+def use_igemm(x, w_shape, groups) -> bool:
+    """The indirect-GEMM convolution applies (kernels/igemm.py): a 2-D convolution of float32
+    NumPy arrays that is not depthwise, on a CPU with AVX-512, compiled kernels on, with at least
+    IGEMM_MIN_FILTERS filters per group and IGEMM_MIN_REDUCTION products per output. Its 16-lane
+    micro-kernel ran at about 2x OpenBLAS's single-core rate where OpenBLAS is held to AVX2, and
+    it beat Winograd on every 3x3 layer measured (benchmarks/README.md, "Indirect GEMM"); float64
+    keeps the BLAS paths."""
+    return (_igemm_enabled and len(w_shape) == 4 and use_compiled_2d(x, 2) and x.dtype == np.float32
+            and w_shape[0] // groups >= IGEMM_MIN_FILTERS and math.prod(w_shape[1:]) >= IGEMM_MIN_REDUCTION
+            and not use_depthwise(x, w_shape, groups) and has_avx512())
 
 
 def use_depthwise(x, w_shape, groups) -> bool:

@@ -1,0 +1,311 @@
+"""Indirect matrix products with a register-blocked, 16-lane micro-kernel: the convolutions' work
+on float32 NumPy arrays where the CPU has AVX-512 (policy.use_igemm).
+
+    C[i, j] = sum_k A[row[i] + col[k]] * B[k, j]
+
+A is any flat float32 array read through two offset tables: ``row`` (one offset per output row)
+and ``col`` (one per reduction index). A convolution's receptive fields are such a matrix without
+being copied out (no im2col): for the output, row[i] is where output position i's field starts in
+the (padded) input and col[k] the offset of field element k = (c, kh, kw) from there; for the
+weight gradient the two tables trade places; for the input gradient, A is the output gradient
+read in its own (n, F, L) layout. B comes packed in panels of NR = 32 columns (zero-padded), and
+C is written through a row table and a column stride, so the output lands in (n, F, L) directly.
+
+The micro-kernel keeps an MR x NR = 8 x 32 block of C in sixteen 16-float registers, and per
+reduction step loads two vectors of B and broadcasts eight values of A into 16 fused
+multiply-adds. It is written as LLVM IR through numba's ``intrinsic`` (vector types and
+``llvm.fma``), which numba's own loops do not reach: their autovectorised form kept the block in
+memory and ran 30x slower. The summation order is fixed (k ascending), so results are
+deterministic. Measured against NumPy's OpenBLAS on one core: benchmarks/README.md, "Indirect
+GEMM".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+W = 16  # lanes per vector
+MR, NR = 8, 32  # the wide block: 8 rows of two vectors; NR is also the width of B's packed panels
+MR1 = 16  # the narrow block, for panels with at most 16 columns in use: 16 rows of one vector
+KC = 2048  # reduction steps per pass: a 2048 x 32 slice of B (256 KiB) stays in the core's L2 cache
+
+
+def _make_block(MR, NV):
+    """The micro-kernel for an MR x NV*W block of C, as a numba intrinsic."""
+
+    def codegen(context, builder, signature, args):
+        a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta = args
+        f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+        vt = ir.VectorType(f32, W)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{W}f32")
+        a = builder.inttoptr(a_base, f32.as_pointer())
+        rows = builder.inttoptr(row_ptr, i64.as_pointer())
+        cols = builder.inttoptr(col_ptr, i64.as_pointer())
+        b = builder.inttoptr(b_base, f32.as_pointer())
+        c = builder.inttoptr(c_base, f32.as_pointer())
+        arows = [builder.gep(a, [builder.load(builder.gep(rows, [ir.Constant(i64, r)]))]) for r in range(MR)]
+        zero = ir.Constant(vt, [0.0] * W)
+        undef = ir.Constant(vt, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
+        entry = builder.block
+        loop = builder.function.append_basic_block("block_loop")
+        done = builder.function.append_basic_block("block_done")
+        builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
+
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        acc = [builder.phi(vt) for _ in range(MR * NV)]
+        koff = builder.load(builder.gep(cols, [k]))
+        bk = builder.gep(b, [builder.mul(k, ldb)])
+        bv = [builder.load(builder.bitcast(builder.gep(bk, [ir.Constant(i64, j * W)]), vt.as_pointer()), align=4)
+              for j in range(NV)]
+        new = []
+        for r in range(MR):
+            s = builder.load(builder.gep(arows[r], [koff]))
+            sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
+            new.extend(builder.call(fma, [sv, bv[j], acc[r * NV + j]]) for j in range(NV))
+        k1 = builder.add(k, ir.Constant(i64, 1))
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        k.add_incoming(k1, loop)
+        for phi, v in zip(acc, new):
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(v, loop)
+        builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+
+        builder.position_at_end(done)  # the block's phis first, as LLVM requires, then the stores
+        totals = []
+        for i in range(MR * NV):
+            total = builder.phi(vt)
+            total.add_incoming(zero, entry)
+            total.add_incoming(new[i], loop)
+            totals.append(total)
+        add_old = builder.icmp_signed("!=", beta, ir.Constant(i64, 0))
+        for r in range(MR):
+            crow = builder.gep(c, [builder.mul(ir.Constant(i64, r), ldc)])
+            for j in range(NV):
+                ptr = builder.bitcast(builder.gep(crow, [ir.Constant(i64, j * W)]), vt.as_pointer())
+                old = builder.load(ptr, align=4)
+                builder.store(builder.select(add_old, builder.fadd(totals[r * NV + j], old), totals[r * NV + j]),
+                              ptr, align=4)
+        return context.get_dummy_value()
+
+    def block(typingctx, a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta):
+        """C[r, 0:NV*W] (+ C if beta) = sum_k A[row[r] + col[k]] * B[k, 0:NV*W] for r < MR, all
+        addresses int64 (offsets in elements): A, B and C float32, row and col int64."""
+        return types.void(*([types.int64] * 9)), codegen
+
+    return intrinsic(block)
+
+
+_block = _make_block(MR, 2)
+_block1 = _make_block(MR1, 1)
+
+
+_OPTS = dict(cache=True, nogil=True, boundscheck=False)
+
+
+@njit(**_OPTS)
+def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
+    """C[i, j] (+)= sum_k a[a0 + row[i] + col[k]] * B[k, j] for i < len(row), j < N.
+
+    ``bp`` (ceil(N / NR), K, NR): B in zero-padded panels (pack_columns). C[i, j] is
+    c[c0 + crow[i] + j * ccs]; where ccs == 1 and a block's rows lie at a constant stride, the
+    micro-kernel writes straight into c, elsewhere through a small block that is then copied.
+    """
+    M, Ktot = row.shape[0], col.shape[0]
+    if M == 0:
+        return
+    scratch = np.zeros(MR1 * NR, np.float32)
+    rowpad = np.empty(MR1, np.int64)
+    a_addr = a.ctypes.data + a0 * 4
+    c_addr = c.ctypes.data
+    for k0 in range(0, max(Ktot, 1), KC):  # a long reduction in slices of B that stay in cache
+        K = min(KC, Ktot - k0)
+        col_addr = col.ctypes.data + k0 * 8
+        beta = 1 if (accumulate or k0 > 0) else 0
+        for jb in range(bp.shape[0]):
+            j0 = jb * NR
+            nj = min(NR, N - j0)
+            narrow = nj <= W  # a last panel of at most 16 columns: the 16 x 16 block
+            mr = MR1 if narrow else MR
+            b_addr = bp.ctypes.data + (jb * Ktot + k0) * NR * 4
+            for i0 in range(0, M, mr):
+                ni = min(mr, M - i0)
+                if ni == mr:
+                    row_addr = row.ctypes.data + i0 * 8
+                else:  # the last rows: repeat the last offset, so every read stays inside A
+                    for r in range(mr):
+                        rowpad[r] = row[min(i0 + r, M - 1)]
+                    row_addr = rowpad.ctypes.data
+                straight = ccs == 1 and ni == mr and nj == (W if narrow else NR)
+                ldc = crow[i0 + 1] - crow[i0] if straight else 0
+                if straight:
+                    for r in range(2, mr):
+                        if crow[i0 + r] - crow[i0 + r - 1] != ldc:
+                            straight = False
+                if straight:
+                    dst = c_addr + (c0 + crow[i0] + j0) * 4
+                    if narrow:
+                        _block1(a_addr, row_addr, col_addr, b_addr, NR, dst, ldc, K, beta)
+                    else:
+                        _block(a_addr, row_addr, col_addr, b_addr, NR, dst, ldc, K, beta)
+                    continue
+                if narrow:
+                    _block1(a_addr, row_addr, col_addr, b_addr, NR, scratch.ctypes.data, NR, K, 0)
+                else:
+                    _block(a_addr, row_addr, col_addr, b_addr, NR, scratch.ctypes.data, NR, K, 0)
+                for r in range(ni):
+                    base = c0 + crow[i0 + r] + j0 * ccs
+                    if beta:
+                        for j in range(nj):
+                            c[base + j * ccs] += scratch[r * NR + j]
+                    else:
+                        for j in range(nj):
+                            c[base + j * ccs] = scratch[r * NR + j]
+
+
+def pack_columns(b):
+    """(K, N) -> (ceil(N / NR), K, NR) float32 panels of NR columns, the last one zero-padded."""
+    K, N = b.shape
+    nb = -(-N // NR)
+    out = np.zeros((nb, K, NR), np.float32)
+    full = N // NR
+    if full:
+        out[:full] = b[:, :full * NR].reshape(K, full, NR).transpose(1, 0, 2)
+    if N % NR:
+        out[full, :, :N % NR] = b[:, full * NR:]
+    return out
+
+
+def field_offsets(C, padded, kernel, dilation):
+    """(C*K,) offsets of a receptive field's elements, ordered (c, *k), from its first element in
+    a (C, *padded) image."""
+    strides = np.cumprod((1,) + tuple(padded[::-1]))[:-1][::-1]  # elements per step along each axis
+    off = np.zeros(1, np.int64)
+    for k, d, s in zip(kernel, dilation, strides):
+        off = (off[:, None] + np.arange(k, dtype=np.int64) * d * s).ravel()
+    return (np.arange(C, dtype=np.int64)[:, None] * int(np.prod(padded)) + off).ravel()
+
+
+def position_offsets(out_shape, padded, stride):
+    """(L,) offsets of each output position's receptive field in a (C, *padded) image, row-major."""
+    strides = np.cumprod((1,) + tuple(padded[::-1]))[:-1][::-1]
+    off = np.zeros(1, np.int64)
+    for o, st, s in zip(out_shape, stride, strides):
+        off = (off[:, None] + np.arange(o, dtype=np.int64) * st * s).ravel()
+    return off
+
+
+class IndirectConv:
+    """A 2-D convolution's three products by ``igemm`` (see the module's docstring), chunk by chunk.
+
+    forward: out (n, F, L) from the padded input and the weights, no receptive fields copied;
+    weight gradient: (F, Cg*K) from the padded input and the output gradient (packed once per chunk);
+    input gradient: for stride 1 with an output about as large as the input ('same' padding), the
+    forward pass of another IndirectConv, the output gradient padded by dilation*(k - 1) - padding and convolved
+    with the flipped weights, in- and out-channels swapped within each group; otherwise the
+    fields' gradients (n*L, K*Cg) per group, then the compiled channels-last col2im. Offset tables
+    are built once per chunk size.
+    """
+
+    def __init__(self, x_shape, w, stride, padding, dilation, groups, out_shape):
+        C, *S = x_shape
+        F, Cg = w.shape[:2]
+        self.kernel, self.stride, self.padding, self.dilation = tuple(w.shape[2:]), stride, padding, dilation
+        self.out_shape, self.G, self.F, self.Cg, self.Fg = tuple(out_shape), groups, F, Cg, F // groups
+        self.S = tuple(S)
+        self.padded = tuple(s + 2 * p for s, p in zip(S, padding))
+        self.plane = int(np.prod(self.padded))
+        self.L, self.K = int(np.prod(out_shape)), int(np.prod(self.kernel))
+        self.C = C
+        self.fields = field_offsets(Cg, self.padded, self.kernel, dilation)
+        self.positions = position_offsets(self.out_shape, self.padded, stride)
+        wf = np.ascontiguousarray(w, dtype=np.float32).reshape(F, Cg * self.K)
+        Fg = self.Fg
+        self.w_fwd = [pack_columns(np.ascontiguousarray(wf[g * Fg:(g + 1) * Fg].T)) for g in range(groups)]
+        self.w_hwc = np.ascontiguousarray(np.moveaxis(w, 1, -1)).reshape(F, self.K * Cg)  # (kh, kw, c) order
+        self._w_back = None
+        self._tables = {}
+        self.back = None
+        reach = tuple(d * (k - 1) for d, k in zip(dilation, self.kernel))
+        # the flipped convolution multiplies every input position by the whole kernel, zeros of the
+        # padded gradient included: only where the input is not much larger than the output
+        if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
+                and np.prod(S) <= 1.25 * self.L):
+            k = len(self.kernel)
+            wt = np.asarray(w, dtype=np.float32).reshape((groups, Fg, Cg) + self.kernel)
+            wt = np.swapaxes(wt, 1, 2)[(Ellipsis,) + (slice(None, None, -1),) * k]  # (G, Cg, Fg, *flipped k)
+            self.back = (wt.reshape((C, Fg) + self.kernel), tuple(r - p for r, p in zip(reach, padding)))
+
+    def _table(self, n):
+        """(rows, out_rows): each output position's field offset in the padded chunk (n*L,), and
+        where (image, position) sits in an (n, F, L) array (n*L,)."""
+        if n not in self._tables:
+            img = np.arange(n, dtype=np.int64)[:, None]
+            rows = (img * self.C * self.plane + self.positions).ravel()
+            out_rows = (img * self.F * self.L + np.arange(self.L, dtype=np.int64)).ravel()
+            self._tables[n] = (rows, out_rows)  # a batch's chunks come in at most two sizes
+        return self._tables[n]
+
+    def _padded(self, xc):
+        if not any(self.padding):
+            return np.ascontiguousarray(xc).reshape(-1)
+        xp = np.zeros((xc.shape[0], self.C) + self.padded, np.float32)
+        xp[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(self.padding, self.S))] = xc
+        return xp.reshape(-1)
+
+    def forward(self, xc, out):
+        """out (n, F, L) = conv(xc), without bias."""
+        n = xc.shape[0]
+        rows, out_rows = self._table(n)
+        xf, of = self._padded(xc), out.reshape(-1)
+        Cg, Fg, L = self.Cg, self.Fg, self.L
+        for g in range(self.G):
+            igemm(xf, g * Cg * self.plane, rows, self.fields, self.w_fwd[g], of, g * Fg * L, out_rows, L, Fg, False)
+
+    def backward(self, xc, gc, needs_x, needs_w):
+        """(dx (n, C, *S) or None, dW part (F, Cg*K) in (c, *k) order or None) for a chunk."""
+        from . import cpu  # noqa: PLC0415 - the compiled col2im
+
+        n = xc.shape[0]
+        rows, out_rows = self._table(n)
+        Cg, Fg, L, K, G = self.Cg, self.Fg, self.L, self.K, self.G
+        gc = np.ascontiguousarray(gc, dtype=np.float32)
+        gf = gc.reshape(-1)
+        gw = gx = None
+        if needs_w:
+            xf = self._padded(xc)
+            gw = np.empty((self.F, Cg * K), np.float32)
+            part = np.empty((Cg * K, Fg), np.float32)
+            prow = np.arange(Cg * K, dtype=np.int64) * Fg
+            for g in range(G):
+                b = pack_columns(gc[:, g * Fg:(g + 1) * Fg].transpose(0, 2, 1).reshape(n * L, Fg))
+                igemm(xf, g * Cg * self.plane, self.fields, rows, b, part.reshape(-1), 0, prow, 1, Fg, False)
+                gw[g * Fg:(g + 1) * Fg] = part.T
+        if needs_x and self.back is not None:
+            if not isinstance(self.back, IndirectConv):
+                wt, q = self.back
+                self.back = IndirectConv((self.F,) + self.out_shape, wt, (1,) * len(q), q, self.dilation, G, self.S)
+            gx = np.empty((n, self.C, int(np.prod(self.S))), np.float32)
+            self.back.forward(gc.reshape((n, self.F) + self.out_shape), gx)
+            gx = gx.reshape((n, self.C) + self.S)
+        elif needs_x:
+            if self._w_back is None:
+                self._w_back = [pack_columns(self.w_hwc[g * Fg:(g + 1) * Fg]) for g in range(G)]
+            cols = np.empty((n * L, K * Cg), np.float32)
+            crow = np.arange(n * L, dtype=np.int64) * (K * Cg)
+            fcol = np.arange(Fg, dtype=np.int64) * L
+            gx = np.empty((n, self.C) + self.S, np.float32) if G > 1 else None
+            geom = (*self.kernel, *self.stride, *self.padding, *self.dilation, *self.out_shape)
+            for g in range(G):
+                igemm(gf, g * Fg * L, out_rows, fcol, self._w_back[g], cols.reshape(-1), 0, crow, 1, K * Cg, False)
+                part = cpu.col2im2d_nhwc(cols, n, Cg, *self.S, *geom)
+                if G == 1:
+                    gx = part
+                else:
+                    gx[:, g * Cg:(g + 1) * Cg] = part
+        return gx, gw

@@ -1,0 +1,213 @@
+"""The indirect GEMM (kernels/igemm.py) and the float32 convolutions it carries: the product
+against its definition by loops, every convolution product (output, weight and input gradient,
+both input-gradient forms) against the naive definition, PyTorch and the float64 im2col path
+(itself checked by float64 finite differences in test_conv.py), and which layers take it.
+
+The micro-kernel is LLVM vector code, correct on any x86-64 CPU (16-lane vectors are split where
+AVX-512 is missing); the tests force the path on (policy._avx512) so they run everywhere."""
+
+import numpy as np
+import pytest
+
+import cnnlab
+import cnnlab.functional as F
+from cnnlab import kernels
+from cnnlab.functional.conv import ConvPlan
+from cnnlab.kernels import igemm, policy
+from harness import rel_error, torch
+from helpers import naive_conv
+
+
+@pytest.fixture(autouse=True)
+def _avx512(monkeypatch):
+    monkeypatch.setattr(policy, "_avx512", True)
+
+
+def _loop_product(a, a0, row, col, b, M, N):
+    out = np.zeros((M, N))
+    for i in range(M):
+        for j in range(N):
+            out[i, j] = sum(float(a[a0 + row[i] + col[k]]) * float(b[k, j]) for k in range(len(col)))
+    return out
+
+
+@pytest.mark.parametrize("M,K,N", [(8, 5, 32), (13, 7, 40), (1, 1, 1), (17, 3, 16), (9, 4, 33), (5, 0, 3)])
+@pytest.mark.parametrize("layout", ["dense", "transposed"])
+def test_product_matches_its_definition(M, K, N, layout):
+    rng = np.random.default_rng(M * 100 + K * 10 + N)
+    a = rng.standard_normal(500).astype(np.float32)
+    a0 = 3
+    row = rng.integers(0, 200, M).astype(np.int64)  # any offsets: gathered reads
+    col = rng.integers(0, 200, K).astype(np.int64)
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    ref = _loop_product(a, a0, row, col, b, M, N)
+    c = np.full(M * N + 7, 5.0, np.float32)  # C at offset 7 in a larger buffer
+    if layout == "dense":
+        crow, ccs = 7 + np.arange(M, dtype=np.int64) * N, 1
+        got = lambda: c[7:].reshape(M, N)  # noqa: E731
+    else:
+        crow, ccs = 7 + np.arange(M, dtype=np.int64), M
+        got = lambda: c[7:].reshape(N, M).T  # noqa: E731
+    igemm.igemm(a, a0, row, col, igemm.pack_columns(b), c, 0, crow, ccs, N, False)
+    np.testing.assert_allclose(got(), ref, rtol=1e-5, atol=1e-5)
+    assert np.all(c[:7] == 5.0)  # nothing written outside C
+    igemm.igemm(a, a0, row, col, igemm.pack_columns(b), c, 0, crow, ccs, N, True)  # accumulate
+    np.testing.assert_allclose(got(), 2 * ref, rtol=1e-5, atol=1e-5)
+
+
+def test_long_reductions_are_summed_over_slices():
+    """More reduction steps than one cached slice (igemm.KC): the slices' sums add up."""
+    rng = np.random.default_rng(1)
+    K = igemm.KC * 2 + 37
+    a = rng.standard_normal(K + 16).astype(np.float32)
+    row, col = np.arange(9, dtype=np.int64), np.arange(K, dtype=np.int64)
+    b = rng.standard_normal((K, 20)).astype(np.float32)
+    c = np.empty(9 * 20, np.float32)
+    igemm.igemm(a, 0, row, col, igemm.pack_columns(b), c, 0, np.arange(9, dtype=np.int64) * 20, 1, 20, False)
+    ref = np.stack([a[i:i + K] for i in range(9)]).astype(np.float64) @ b
+    np.testing.assert_allclose(c.reshape(9, 20), ref, rtol=1e-4, atol=1e-3)
+
+
+def test_pack_columns():
+    b = np.arange(3 * 40, dtype=np.float32).reshape(3, 40)
+    p = igemm.pack_columns(b)
+    assert p.shape == (2, 3, 32)
+    np.testing.assert_array_equal(p[0], b[:, :32])
+    np.testing.assert_array_equal(p[1, :, :8], b[:, 32:])
+    assert not p[1, :, 8:].any()
+
+
+# (N, C, H, W), (F, C/groups, KH, KW), stride, padding, dilation, groups; all take the path
+CASES = [
+    ((3, 6, 9, 9), (16, 6, 3, 3), 1, 1, 1, 1),  # 'same': input gradient by the flipped convolution
+    ((2, 5, 12, 12), (20, 5, 5, 5), 1, 0, 1, 1),  # Nielsen's second layer's shape: fields' gradients
+    ((2, 8, 11, 10), (24, 8, 3, 3), 2, 1, 1, 1),  # strided
+    ((2, 6, 13, 12), (12, 6, 3, 2), (2, 1), (1, 2), (1, 2), 1),  # rectangular, dilated
+    ((2, 8, 8, 8), (26, 4, 3, 3), 1, 1, 1, 2),  # grouped, 13 filters per group
+    ((3, 4, 7, 7), (40, 4, 3, 3), 1, 2, 2, 1),  # dilated 'same', two panels of filters
+    ((1, 40, 5, 5), (13, 40, 1, 1), 1, 0, 1, 1),  # 1x1
+]
+
+
+def _case(case, seed=0):
+    xs, ws, *_ = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs)
+    w = 0.3 * rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    return x, w, b
+
+
+def _params(case):
+    _, _, s, p, d, g = case
+    t = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    return t(s), t(p), t(d), g
+
+
+def _run(case, arrays, dtype, up):
+    s, p, d, g = _params(case)
+    ts = [cnnlab.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+    out = F.conv2d(*ts, stride=s, padding=p, dilation=d, groups=g)
+    out.backward(cnnlab.tensor(up.astype(dtype)))
+    return [out.numpy()] + [t.grad.numpy() for t in ts]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_convolution_matches_definition_float64_path_and_torch(case):
+    x, w, b = _case(case)
+    s, p, d, g = _params(case)
+    assert ConvPlan(x.astype(np.float32), w.astype(np.float32), None, s, p, d, g).indirect
+    assert not ConvPlan(x, w, None, s, p, d, g).indirect  # float64 keeps the BLAS paths
+    ref = naive_conv(x, w, b, s, p, d, g)
+    up = np.random.default_rng(9).standard_normal(ref.shape)
+    got = _run(case, (x, w, b), np.float32, up)
+    assert rel_error(got[0], ref) < 2e-6
+    exact = _run(case, (x, w, b), np.float64, up)  # im2col/channels-last, finite-difference checked
+    np.testing.assert_allclose(exact[0], ref, rtol=1e-10, atol=1e-10)
+    for a, e in zip(got, exact):
+        assert a.dtype == np.float32 and rel_error(a, e) < 5e-6
+    tt = [torch.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
+    to = torch.nn.functional.conv2d(*tt, stride=s, padding=p, dilation=d, groups=g)
+    to.backward(torch.tensor(up.astype(np.float32)))
+    for a, t in zip(got, [to] + [t.grad for t in tt]):
+        assert rel_error(a, t.detach().numpy()) < 5e-6
+
+
+def test_weight_gradient_by_loops():
+    # dW[f, c, i, j] = sum over n, y, x of g[n, f, y, x] * xpad[n, c, y*s + i, x*s + j], by loops
+    case = ((2, 3, 7, 7), (12, 3, 3, 3), 2, 1, 1, 1)
+    x, w, b = _case(case, 4)
+    x, w = x.astype(np.float32), w.astype(np.float32)
+    xt, wt = cnnlab.tensor(x), cnnlab.tensor(w, requires_grad=True)
+    out = F.conv2d(xt, wt, None, 2, 1)
+    g = np.random.default_rng(5).standard_normal(out.shape).astype(np.float32)
+    out.backward(cnnlab.tensor(g))
+    xpad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))).astype(np.float64)
+    ref = np.zeros(w.shape)
+    for f in range(12):
+        for c in range(3):
+            for i in range(3):
+                for j in range(3):
+                    ref[f, c, i, j] = sum(g[n, f, y, xx] * xpad[n, c, 2 * y + i, 2 * xx + j]
+                                          for n in range(2) for y in range(4) for xx in range(4))
+    np.testing.assert_allclose(wt.grad.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_in_chunks_over_threads_is_deterministic(monkeypatch):
+    """A batch split into many chunks (both cores) gives the one-chunk result, bit for bit twice."""
+    case = ((12, 8, 10, 10), (16, 8, 3, 3), 1, 1, 1, 1)
+    x, w, b = _case(case, 6)
+    up = np.random.default_rng(7).standard_normal((12, 16, 10, 10))
+    monkeypatch.setattr(policy, "CPU_CHUNK_BYTES", 1 << 12)
+    monkeypatch.setattr(policy, "SPLIT_MIN_BYTES", 0)
+    first = _run(case, (x, w, b), np.float32, up)
+    again = _run(case, (x, w, b), np.float32, up)
+    for a, c in zip(first, again):
+        np.testing.assert_array_equal(a, c)
+    monkeypatch.setattr(policy, "CPU_CHUNK_BYTES", 1 << 30)
+    whole = _run(case, (x, w, b), np.float32, up)
+    for a, c in zip(first, whole):
+        assert rel_error(a, c) < 2e-6
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_one_and_three_dimensions(d, monkeypatch):
+    """conv1d runs as a 2-D convolution of height 1, conv3d as stacked 2-D slices: both on the path."""
+    made = []
+    real = kernels.indirect_conv
+    monkeypatch.setattr(kernels, "indirect_conv", lambda *a: made.append(a) or real(*a))
+    rng = np.random.default_rng(d)
+    shape = (2, 8, 20) if d == 1 else (2, 3, 5, 6, 6)
+    ws = (16, 8, 5) if d == 1 else (16, 3, 3, 3, 3)
+    x, w = rng.standard_normal(shape), 0.3 * rng.standard_normal(ws)
+    fn = F.conv1d if d == 1 else F.conv3d
+    tfn = torch.nn.functional.conv1d if d == 1 else torch.nn.functional.conv3d
+    ts = [cnnlab.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w)]
+    out = fn(*ts, padding=1)
+    up = rng.standard_normal(out.shape).astype(np.float32)
+    out.backward(cnnlab.tensor(up))
+    tt = [torch.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w)]
+    to = tfn(*tt, padding=1)
+    to.backward(torch.tensor(up))
+    for a, t in zip([out.numpy()] + [t.grad.numpy() for t in ts], [to] + [t.grad for t in tt]):
+        assert rel_error(a, t.detach().numpy()) < 5e-6
+    assert made
+
+
+@pytest.mark.parametrize("ws,groups,dtype,avx512,expected", [
+    ((20, 16, 3, 3), 1, np.float32, True, True),
+    ((20, 16, 3, 3), 1, np.float64, True, False),  # float64: BLAS
+    ((20, 16, 3, 3), 1, np.float32, False, False),  # no AVX-512: BLAS and Winograd
+    ((20, 1, 5, 5), 1, np.float32, True, False),  # a first layer on one channel: 25 products per output
+    ((8, 16, 3, 3), 1, np.float32, True, False),  # 8 filters
+    ((32, 8, 3, 3), 4, np.float32, True, False),  # 8 filters per group
+    ((48, 4, 3, 3), 4, np.float32, True, True),  # 12 per group, 36 products
+    ((16, 1, 3, 3), 16, np.float32, True, False),  # depthwise: its own loops
+])
+def test_which_layers_take_it(monkeypatch, ws, groups, dtype, avx512, expected):
+    monkeypatch.setattr(policy, "_avx512", avx512)
+    x = np.zeros((2, ws[1] * groups, 8, 8), dtype)
+    w = np.zeros(ws, dtype)
+    assert ConvPlan(x, w, None, (1, 1), (1, 1), (1, 1), groups).indirect is expected
+    with kernels.allow_igemm(False):
+        assert not ConvPlan(x, w, None, (1, 1), (1, 1), (1, 1), groups).indirect
