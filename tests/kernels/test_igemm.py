@@ -86,6 +86,8 @@ CASES = [
     ((2, 8, 8, 8), (26, 4, 3, 3), 1, 1, 1, 2),  # grouped, 13 filters per group
     ((3, 4, 7, 7), (40, 4, 3, 3), 1, 2, 2, 1),  # dilated 'same', two panels of filters
     ((1, 40, 5, 5), (13, 40, 1, 1), 1, 0, 1, 1),  # 1x1
+    ((2, 1, 16, 16), (3, 1, 3, 3), 1, 0, 1, 1),  # a first layer: 3 filters, 9 products, direct forward
+    ((2, 6, 12, 12), (10, 6, 3, 3), 1, 2, 2, 1),  # dilated, direct forward
 ]
 
 
@@ -194,20 +196,27 @@ def test_one_and_three_dimensions(d, monkeypatch):
     assert made
 
 
-@pytest.mark.parametrize("ws,groups,dtype,avx512,expected", [
-    ((20, 16, 3, 3), 1, np.float32, True, True),
-    ((20, 16, 3, 3), 1, np.float64, True, False),  # float64: BLAS
-    ((20, 16, 3, 3), 1, np.float32, False, False),  # no AVX-512: BLAS and Winograd
-    ((20, 1, 5, 5), 1, np.float32, True, False),  # a first layer on one channel: 25 products per output
-    ((8, 16, 3, 3), 1, np.float32, True, False),  # 8 filters
-    ((32, 8, 3, 3), 4, np.float32, True, False),  # 8 filters per group
-    ((48, 4, 3, 3), 4, np.float32, True, True),  # 12 per group, 36 products
-    ((16, 1, 3, 3), 16, np.float32, True, False),  # depthwise: its own loops
+@pytest.mark.parametrize("ws,groups,stride,dtype,avx512,expected", [
+    ((20, 16, 3, 3), 1, 2, np.float32, True, True),
+    ((20, 16, 3, 3), 1, 2, np.float64, True, False),  # float64: BLAS
+    ((20, 16, 3, 3), 1, 2, np.float32, False, False),  # no AVX-512: BLAS and Winograd
+    ((20, 1, 5, 5), 1, 2, np.float32, True, False),  # a first layer on one channel: 25 products per output
+    ((6, 16, 3, 3), 1, 2, np.float32, True, False),  # 6 filters
+    ((32, 8, 3, 3), 4, 2, np.float32, True, True),  # 8 filters per group, 72 products
+    ((32, 3, 3, 3), 4, 2, np.float32, True, False),  # 27 products
+    ((16, 1, 3, 3), 16, 2, np.float32, True, False),  # depthwise: its own loops
+    ((6, 16, 3, 3), 1, 1, np.float32, True, True),  # stride 1, 8 of 10 padded columns: direct forward
+    ((3, 1, 3, 3), 1, 1, np.float32, True, True),  # the same, any number of filters and products
+    ((3, 1, 5, 5), 1, 1, np.float32, True, False),  # 6 of 10 columns: neither rule
 ])
-def test_which_layers_take_it(monkeypatch, ws, groups, dtype, avx512, expected):
+def test_which_layers_take_it(monkeypatch, ws, groups, stride, dtype, avx512, expected):
     monkeypatch.setattr(policy, "_avx512", avx512)
     x = np.zeros((2, ws[1] * groups, 8, 8), dtype)
     w = np.zeros(ws, dtype)
-    assert ConvPlan(x, w, None, (1, 1), (1, 1), (1, 1), groups).indirect is expected
+    s = (stride, stride)
+    plan = ConvPlan(x, w, None, s, (1, 1), (1, 1), groups)
+    assert plan.indirect is expected
+    if expected:
+        assert plan.ig.direct is (stride == 1)
     with kernels.allow_igemm(False):
-        assert not ConvPlan(x, w, None, (1, 1), (1, 1), (1, 1), groups).indirect
+        assert not ConvPlan(x, w, None, s, (1, 1), (1, 1), groups).indirect

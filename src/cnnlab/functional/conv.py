@@ -67,7 +67,7 @@ class ConvPlan:
         # float32 on a CPU with AVX-512: the indirect GEMM (kernels/igemm.py), no fields copied;
         # elsewhere 3x3 stride-1 layers take Winograd F(2x2, 3x3) for the output, the input
         # gradient and the weight gradient (2.25x fewer multiplications)
-        self.indirect = not self.depthwise and kernels.use_igemm(x, w.shape, groups)
+        self.indirect = not self.depthwise and kernels.use_igemm(x, w.shape, stride, padding, groups)
         self.winograd = not self.indirect and kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
         self.winograd_dw = self.winograd and kernels.use_winograd_weight_grad()
         if self.indirect:

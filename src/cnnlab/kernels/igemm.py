@@ -34,8 +34,9 @@ MR1 = 16  # the narrow block, for panels with at most 16 columns in use: 16 rows
 KC = 2048  # reduction steps per pass: a 2048 x 32 slice of B (256 KiB) stays in the core's L2 cache
 
 
-def _make_block(MR, NV):
-    """The micro-kernel for an MR x NV*W block of C, as a numba intrinsic."""
+def _make_block(MR, NV, b_rows=False):
+    """The micro-kernel for an MR x NV*W block of C, as a numba intrinsic. With ``b_rows``, B's
+    row k starts at b + boff[k] (an offset table, passed in place of ldb) instead of b + k*ldb."""
 
     def codegen(context, builder, signature, args):
         a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta = args
@@ -60,7 +61,11 @@ def _make_block(MR, NV):
         k = builder.phi(i64)
         acc = [builder.phi(vt) for _ in range(MR * NV)]
         koff = builder.load(builder.gep(cols, [k]))
-        bk = builder.gep(b, [builder.mul(k, ldb)])
+        if b_rows:
+            boffs = builder.inttoptr(ldb, i64.as_pointer())
+            bk = builder.gep(b, [builder.load(builder.gep(boffs, [k]))])
+        else:
+            bk = builder.gep(b, [builder.mul(k, ldb)])
         bv = [builder.load(builder.bitcast(builder.gep(bk, [ir.Constant(i64, j * W)]), vt.as_pointer()), align=4)
               for j in range(NV)]
         new = []
@@ -103,6 +108,7 @@ def _make_block(MR, NV):
 
 _block = _make_block(MR, 2)
 _block1 = _make_block(MR1, 1)
+_dblock = _make_block(MR, 2, b_rows=True)
 
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False)
@@ -168,6 +174,40 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
                             c[base + j * ccs] = scratch[r * NR + j]
 
 
+@njit(**_OPTS)
+def dconv(w, x, boff, out, n, F, P, xstride, ostride):
+    """Direct stride-1 convolution with positions along the vectors:
+    out[i*ostride + f*P + p] = sum_k w[f*K + k] * x[i*xstride + p + boff[k]], i < n, f < F, p < P.
+
+    Position p runs over the padded width (p = oh*Wp + ow, the last Wp - OW of each row unused),
+    so that the 32 inputs a block needs for one field element are contiguous; x must hold 31
+    elements past the last image's last field (the caller's slack)."""
+    K = boff.shape[0]
+    if n == 0 or F == 0 or P == 0:
+        return
+    rows = np.empty(MR, np.int64)
+    cols = np.arange(K).astype(np.int64)
+    scratch = np.zeros(MR * NR, np.float32)
+    w_addr, boff_addr, cols_addr = w.ctypes.data, boff.ctypes.data, cols.ctypes.data
+    for f0 in range(0, F, MR):
+        nf = min(MR, F - f0)
+        for r in range(MR):  # rows past the last filter repeat it (computed, not stored)
+            rows[r] = min(f0 + r, F - 1) * K
+        for i in range(n):
+            xb = x.ctypes.data + i * xstride * 4
+            ob = i * ostride + f0 * P
+            for p0 in range(0, P, NR):
+                npos = min(NR, P - p0)
+                if nf == MR and npos == NR:
+                    _dblock(w_addr, rows.ctypes.data, cols_addr, xb + p0 * 4, boff_addr,
+                            out.ctypes.data + (ob + p0) * 4, P, K, 0)
+                    continue
+                _dblock(w_addr, rows.ctypes.data, cols_addr, xb + p0 * 4, boff_addr, scratch.ctypes.data, NR, K, 0)
+                for r in range(nf):
+                    for j in range(npos):
+                        out[ob + r * P + p0 + j] = scratch[r * NR + j]
+
+
 def pack_columns(b):
     """(K, N) -> (ceil(N / NR), K, NR) float32 panels of NR columns, the last one zero-padded."""
     K, N = b.shape
@@ -179,6 +219,17 @@ def pack_columns(b):
     if N % NR:
         out[full, :, :N % NR] = b[:, full * NR:]
     return out
+
+
+# The direct forward pass computes the padded width's Wp positions per output row to use OW:
+# below this share it wastes more than the transposed stores of the other orientation cost.
+DIRECT_MIN_SHARE = 0.75
+
+
+def direct_forward(padded, out_shape, stride) -> bool:
+    """IndirectConv's forward pass runs as dconv: stride 1 and output rows at least
+    DIRECT_MIN_SHARE of the padded width."""
+    return all(s == 1 for s in stride) and out_shape[-1] >= DIRECT_MIN_SHARE * padded[-1]
 
 
 def field_offsets(C, padded, kernel, dilation):
@@ -231,6 +282,12 @@ class IndirectConv:
         self._w_back = None
         self._tables = {}
         self.back = None
+        self.direct = direct_forward(self.padded, self.out_shape, stride)
+        if self.direct:
+            self.wflat = [np.ascontiguousarray(wf[g * Fg:(g + 1) * Fg]).reshape(-1) for g in range(groups)]
+            Wp = self.padded[-1]
+            self.P = self.out_shape[0] * Wp if len(self.out_shape) == 2 else Wp
+            self.slack = (self.kernel[-1] - 1) * dilation[-1] + NR
         reach = tuple(d * (k - 1) for d, k in zip(dilation, self.kernel))
         # the flipped convolution multiplies every input position by the whole kernel, zeros of the
         # padded gradient included: only where the input is not much larger than the output
@@ -261,11 +318,26 @@ class IndirectConv:
     def forward(self, xc, out):
         """out (n, F, L) = conv(xc), without bias."""
         n = xc.shape[0]
+        if self.direct:
+            return self._forward_direct(xc, out)
         rows, out_rows = self._table(n)
         xf, of = self._padded(xc), out.reshape(-1)
         Cg, Fg, L = self.Cg, self.Fg, self.L
         for g in range(self.G):
             igemm(xf, g * Cg * self.plane, rows, self.fields, self.w_fwd[g], of, g * Fg * L, out_rows, L, Fg, False)
+
+    def _forward_direct(self, xc, out):
+        """The forward pass by dconv: positions along the vectors, the padded width's extra columns
+        computed into a buffer and dropped."""
+        n, C, plane, F, Fg, P = xc.shape[0], self.C, self.plane, self.F, self.Fg, self.P
+        xf = np.zeros(n * C * plane + self.slack, np.float32)
+        view = xf[:n * C * plane].reshape((n, C) + self.padded)
+        view[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(self.padding, self.S))] = xc
+        buf = np.empty(n * F * P, np.float32)
+        for g in range(self.G):
+            dconv(self.wflat[g], xf[g * self.Cg * plane:], self.fields, buf[g * Fg * P:], n, Fg, P, C * plane, F * P)
+        OW, Wp = self.out_shape[-1], self.padded[-1]
+        out.reshape((n, F, P // Wp, OW))[...] = buf.reshape(n, F, P // Wp, Wp)[..., :OW]
 
     def backward(self, xc, gc, needs_x, needs_w):
         """(dx (n, C, *S) or None, dW part (F, Cg*K) in (c, *k) order or None) for a chunk."""
