@@ -22,6 +22,9 @@ GEMM".
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -232,78 +235,92 @@ def direct_forward(padded, out_shape, stride) -> bool:
     return all(s == 1 for s in stride) and out_shape[-1] >= DIRECT_MIN_SHARE * padded[-1]
 
 
+@functools.lru_cache(maxsize=256)
 def field_offsets(C, padded, kernel, dilation):
     """(C*K,) offsets of a receptive field's elements, ordered (c, *k), from its first element in
-    a (C, *padded) image."""
+    a (C, *padded) image (read-only; cached per geometry)."""
     strides = np.cumprod((1,) + tuple(padded[::-1]))[:-1][::-1]  # elements per step along each axis
     off = np.zeros(1, np.int64)
     for k, d, s in zip(kernel, dilation, strides):
         off = (off[:, None] + np.arange(k, dtype=np.int64) * d * s).ravel()
-    return (np.arange(C, dtype=np.int64)[:, None] * int(np.prod(padded)) + off).ravel()
+    out = (np.arange(C, dtype=np.int64)[:, None] * math.prod(padded) + off).ravel()
+    out.flags.writeable = False
+    return out
 
 
+@functools.lru_cache(maxsize=256)
 def position_offsets(out_shape, padded, stride):
-    """(L,) offsets of each output position's receptive field in a (C, *padded) image, row-major."""
+    """(L,) offsets of each output position's receptive field in a (C, *padded) image, row-major
+    (read-only; cached per geometry)."""
     strides = np.cumprod((1,) + tuple(padded[::-1]))[:-1][::-1]
     off = np.zeros(1, np.int64)
     for o, st, s in zip(out_shape, stride, strides):
         off = (off[:, None] + np.arange(o, dtype=np.int64) * st * s).ravel()
+    off.flags.writeable = False
     return off
 
 
 class IndirectConv:
-    """A 2-D convolution's three products by ``igemm`` (see the module's docstring), chunk by chunk.
+    """A 2-D convolution's three products by ``igemm`` and ``dconv`` (see the module's docstring),
+    chunk by chunk.
 
-    forward: out (n, F, L) from the padded input and the weights, no receptive fields copied;
+    forward: out (n, F, L) by dconv for stride-1 layers whose output rows fill most of the padded
+    width (direct_forward), else by igemm from the padded input and the weights; either way no
+    receptive fields are copied;
     weight gradient: (F, Cg*K) from the padded input and the output gradient (packed once per chunk);
     input gradient: for stride 1 with an output about as large as the input ('same' padding), the
-    forward pass of another IndirectConv, the output gradient padded by dilation*(k - 1) - padding and convolved
-    with the flipped weights, in- and out-channels swapped within each group; otherwise the
-    fields' gradients (n*L, K*Cg) per group, then the compiled channels-last col2im. Offset tables
-    are built once per chunk size.
+    forward pass of another IndirectConv, the output gradient padded by dilation*(k - 1) - padding
+    and convolved with the flipped weights, in- and out-channels swapped within each group;
+    otherwise the fields' gradients (n*L, K*Cg) per group, then the compiled channels-last col2im.
+    Offset tables are cached per geometry and chunk size; each weight layout is made when first used.
     """
 
     def __init__(self, x_shape, w, stride, padding, dilation, groups, out_shape):
         C, *S = x_shape
         F, Cg = w.shape[:2]
-        self.kernel, self.stride, self.padding, self.dilation = tuple(w.shape[2:]), stride, padding, dilation
+        self.w = w
+        self.kernel, self.stride, self.padding, self.dilation = tuple(w.shape[2:]), tuple(stride), tuple(padding), \
+            tuple(dilation)
         self.out_shape, self.G, self.F, self.Cg, self.Fg = tuple(out_shape), groups, F, Cg, F // groups
         self.S = tuple(S)
         self.padded = tuple(s + 2 * p for s, p in zip(S, padding))
-        self.plane = int(np.prod(self.padded))
-        self.L, self.K = int(np.prod(out_shape)), int(np.prod(self.kernel))
+        self.plane = math.prod(self.padded)
+        self.L, self.K = math.prod(out_shape), math.prod(self.kernel)
         self.C = C
-        self.fields = field_offsets(Cg, self.padded, self.kernel, dilation)
-        self.positions = position_offsets(self.out_shape, self.padded, stride)
-        wf = np.ascontiguousarray(w, dtype=np.float32).reshape(F, Cg * self.K)
-        Fg = self.Fg
-        self.w_fwd = [pack_columns(np.ascontiguousarray(wf[g * Fg:(g + 1) * Fg].T)) for g in range(groups)]
-        self.w_hwc = np.ascontiguousarray(np.moveaxis(w, 1, -1)).reshape(F, self.K * Cg)  # (kh, kw, c) order
-        self._w_back = None
-        self._tables = {}
-        self.back = None
+        self.fields = field_offsets(Cg, self.padded, self.kernel, self.dilation)
         self.direct = direct_forward(self.padded, self.out_shape, stride)
+        self.wf = np.ascontiguousarray(w, dtype=np.float32).reshape(F, Cg * self.K)
+        self._w_fwd = self._w_back = None
+        self._tables = {}
         if self.direct:
-            self.wflat = [np.ascontiguousarray(wf[g * Fg:(g + 1) * Fg]).reshape(-1) for g in range(groups)]
             Wp = self.padded[-1]
-            self.P = self.out_shape[0] * Wp if len(self.out_shape) == 2 else Wp
-            self.slack = (self.kernel[-1] - 1) * dilation[-1] + NR
+            self.P = self.out_shape[0] * Wp
+            self.slack = (self.kernel[-1] - 1) * self.dilation[-1] + NR
         reach = tuple(d * (k - 1) for d, k in zip(dilation, self.kernel))
         # the flipped convolution multiplies every input position by the whole kernel, zeros of the
         # padded gradient included: only where the input is not much larger than the output
+        self.back = None
         if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
-                and np.prod(S) <= 1.25 * self.L):
-            k = len(self.kernel)
-            wt = np.asarray(w, dtype=np.float32).reshape((groups, Fg, Cg) + self.kernel)
+                and math.prod(S) <= 1.25 * self.L):
+            self.back = tuple(r - p for r, p in zip(reach, padding))  # the flipped convolution's padding
+
+    def _back_conv(self):
+        """The IndirectConv whose forward pass is this one's input gradient (made on first use)."""
+        if not isinstance(self.back, IndirectConv):
+            G, Fg, Cg, k = self.G, self.Fg, self.Cg, len(self.kernel)
+            wt = np.asarray(self.w, dtype=np.float32).reshape((G, Fg, Cg) + self.kernel)
             wt = np.swapaxes(wt, 1, 2)[(Ellipsis,) + (slice(None, None, -1),) * k]  # (G, Cg, Fg, *flipped k)
-            self.back = (wt.reshape((C, Fg) + self.kernel), tuple(r - p for r, p in zip(reach, padding)))
+            self.back = IndirectConv((self.F,) + self.out_shape, wt.reshape((self.C, Fg) + self.kernel),
+                                     (1,) * k, self.back, self.dilation, G, self.S)
+        return self.back
 
     def _table(self, n):
         """(rows, out_rows): each output position's field offset in the padded chunk (n*L,), and
         where (image, position) sits in an (n, F, L) array (n*L,)."""
         if n not in self._tables:
             img = np.arange(n, dtype=np.int64)[:, None]
-            rows = (img * self.C * self.plane + self.positions).ravel()
+            positions = position_offsets(self.out_shape, self.padded, self.stride)
+            rows = (img * self.C * self.plane + positions).ravel()
             out_rows = (img * self.F * self.L + np.arange(self.L, dtype=np.int64)).ravel()
             self._tables[n] = (rows, out_rows)  # a batch's chunks come in at most two sizes
         return self._tables[n]
@@ -323,8 +340,10 @@ class IndirectConv:
         rows, out_rows = self._table(n)
         xf, of = self._padded(xc), out.reshape(-1)
         Cg, Fg, L = self.Cg, self.Fg, self.L
+        if self._w_fwd is None:
+            self._w_fwd = [pack_columns(np.ascontiguousarray(self.wf[g * Fg:(g + 1) * Fg].T)) for g in range(self.G)]
         for g in range(self.G):
-            igemm(xf, g * Cg * self.plane, rows, self.fields, self.w_fwd[g], of, g * Fg * L, out_rows, L, Fg, False)
+            igemm(xf, g * Cg * self.plane, rows, self.fields, self._w_fwd[g], of, g * Fg * L, out_rows, L, Fg, False)
 
     def _forward_direct(self, xc, out):
         """The forward pass by dconv: positions along the vectors, the padded width's extra columns
@@ -335,7 +354,8 @@ class IndirectConv:
         view[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(self.padding, self.S))] = xc
         buf = np.empty(n * F * P, np.float32)
         for g in range(self.G):
-            dconv(self.wflat[g], xf[g * self.Cg * plane:], self.fields, buf[g * Fg * P:], n, Fg, P, C * plane, F * P)
+            dconv(self.wf[g * Fg:(g + 1) * Fg].reshape(-1), xf[g * self.Cg * plane:], self.fields, buf[g * Fg * P:], n,
+                  Fg, P, C * plane, F * P)
         OW, Wp = self.out_shape[-1], self.padded[-1]
         out.reshape((n, F, P // Wp, OW))[...] = buf.reshape(n, F, P // Wp, Wp)[..., :OW]
 
@@ -359,15 +379,14 @@ class IndirectConv:
                 igemm(xf, g * Cg * self.plane, self.fields, rows, b, part.reshape(-1), 0, prow, 1, Fg, False)
                 gw[g * Fg:(g + 1) * Fg] = part.T
         if needs_x and self.back is not None:
-            if not isinstance(self.back, IndirectConv):
-                wt, q = self.back
-                self.back = IndirectConv((self.F,) + self.out_shape, wt, (1,) * len(q), q, self.dilation, G, self.S)
-            gx = np.empty((n, self.C, int(np.prod(self.S))), np.float32)
-            self.back.forward(gc.reshape((n, self.F) + self.out_shape), gx)
+            gx = np.empty((n, self.C, math.prod(self.S)), np.float32)
+            self._back_conv().forward(gc.reshape((n, self.F) + self.out_shape), gx)
             gx = gx.reshape((n, self.C) + self.S)
         elif needs_x:
-            if self._w_back is None:
-                self._w_back = [pack_columns(self.w_hwc[g * Fg:(g + 1) * Fg]) for g in range(G)]
+            if self._w_back is None:  # (F, K*Cg) in (kh, kw, c) order, as the channels-last col2im reads it
+                w_hwc = np.ascontiguousarray(np.moveaxis(np.asarray(self.w, np.float32), 1, -1)).reshape(
+                    self.F, K * Cg)
+                self._w_back = [pack_columns(w_hwc[g * Fg:(g + 1) * Fg]) for g in range(G)]
             cols = np.empty((n * L, K * Cg), np.float32)
             crow = np.arange(n * L, dtype=np.int64) * (K * Cg)
             fcol = np.arange(Fg, dtype=np.int64) * L
