@@ -4,11 +4,11 @@ process, alternating, medians; and what each of its two CPU speed-ups brings:
 1. batch norm + ReLU as one compiled operator (F.batch_norm_relu) against the separate operators
    (BatchNormTrain then ReLU) and PyTorch's batch_norm + relu, forward + backward, on the net's
    activations at batch 64;
-2. its 3x3 convolutions by Winograd F(2x2, 3x3) against Winograd with the weight gradient by
-   im2col, the channels-last im2col path and PyTorch, forward + backward (input and weight
-   gradients);
-3. a whole training step at batch 64: both on, the weight gradient by im2col, Winograd off, the
-   BN+ReLU fusion off, and PyTorch's step of the same net from the same weights.
+2. its 3x3 convolutions by the indirect GEMM (kernels/igemm.py, the float32 default where the CPU
+   has AVX-512) against Winograd F(2x2, 3x3), Winograd with the weight gradient by im2col, the
+   channels-last im2col path and PyTorch, forward + backward (input and weight gradients);
+3. a whole training step at batch 64: everything on, the indirect GEMM off (Winograd), Winograd
+   off too, the BN+ReLU fusion off, and PyTorch's step of the same net from the same weights.
 
     python benchmarks/bench_vgg.py [--rounds 7]
 """
@@ -16,6 +16,7 @@ process, alternating, medians; and what each of its two CPU speed-ups brings:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -36,6 +37,13 @@ except ImportError:  # pragma: no cover
 
 from bench_cpu import batches, cnn_trainer, make_pair, torch_trainer  # noqa: E402
 from bench_linear import alternate  # noqa: E402
+
+
+@contextlib.contextmanager
+def paths(igemm=True, winograd=True, dw=None):
+    """The convolution paths allowed: the indirect GEMM, Winograd (and its weight gradient)."""
+    with kernels.allow_igemm(igemm), kernels.allow_winograd(winograd, dw):
+        yield
 
 
 def separate(x, w, b):
@@ -75,20 +83,21 @@ def operator(rounds):
 
 
 def layers(rounds):
-    print("3x3 convolution (padding 1), forward + backward, ms per call (median); ratio = other's time / Winograd's")
-    print("(dW im2col: Winograd for the output and the input gradient only)")
-    print(f"{'layer (batch 64)':<22} {'winograd':>9} {'dW im2col':>10} {'im2col':>8} {'torch':>8} "
-          f"{'vs dW im2col':>13} {'vs im2col':>10} {'vs torch':>9}")
+    print("3x3 convolution (padding 1), forward + backward, ms per call (median); ratio = other's time / igemm's")
+    print("(igemm: the indirect GEMM; the others with it off. dW im2col: Winograd for the output and the input "
+          "gradient only)")
+    print(f"{'layer (batch 64)':<22} {'igemm':>8} {'winograd':>9} {'dW im2col':>10} {'im2col':>8} {'torch':>8} "
+          f"{'vs winograd':>12} {'vs im2col':>10} {'vs torch':>9}")
     rng = np.random.default_rng(0)
     for c, f, h in [(32, 32, 28), (32, 64, 14), (64, 64, 14)]:
         x = rng.standard_normal((64, c, h, h)).astype(np.float32)
         w = (0.1 * rng.standard_normal((f, c, 3, 3))).astype(np.float32)
         g = rng.standard_normal((64, f, h, h)).astype(np.float32)
 
-        def ours(on, dw=None):
+        def ours(**allowed):
             def run():
                 xt, wt = cnnlab.tensor(x, requires_grad=True), cnnlab.tensor(w, requires_grad=True)
-                with kernels.allow_winograd(on, dw):
+                with paths(**allowed):
                     F.conv2d(xt, wt, None, 1, 1).backward(cnnlab.tensor(g))
             return run
 
@@ -98,11 +107,11 @@ def layers(rounds):
             a, b = tx.clone().requires_grad_(), tw.clone().requires_grad_()
             torch.nn.functional.conv2d(a, b, None, 1, 1).backward(tg)
 
-        t = alternate({"winograd": ours(True), "dw": ours(True, False), "im2col": ours(False), "torch": theirs},
-                      rounds, 3)
-        print(f"{f'{c}->{f} {h}x{h}':<22} {1e3 * t['winograd']:9.2f} {1e3 * t['dw']:10.2f} {1e3 * t['im2col']:8.2f} "
-              f"{1e3 * t['torch']:8.2f} {t['dw'] / t['winograd']:13.2f} {t['im2col'] / t['winograd']:10.2f} "
-              f"{t['torch'] / t['winograd']:9.2f}")
+        t = alternate({"igemm": ours(), "winograd": ours(igemm=False), "dw": ours(igemm=False, dw=False),
+                       "im2col": ours(igemm=False, winograd=False), "torch": theirs}, rounds, 3)
+        print(f"{f'{c}->{f} {h}x{h}':<22} {1e3 * t['igemm']:8.2f} {1e3 * t['winograd']:9.2f} {1e3 * t['dw']:10.2f} "
+              f"{1e3 * t['im2col']:8.2f} {1e3 * t['torch']:8.2f} {t['winograd'] / t['igemm']:12.2f} "
+              f"{t['im2col'] / t['igemm']:10.2f} {t['torch'] / t['igemm']:9.2f}")
 
 
 def training_step(rounds, batch=64, steps=4):
@@ -112,21 +121,23 @@ def training_step(rounds, batch=64, steps=4):
     no_bn_relu = [p for p in PATTERNS if p.module is not nn.BatchNormReLU]
     cs, cs_separate, ts = cnn_trainer(c), cnn_trainer(c, patterns=no_bn_relu), torch_trainer(t)
 
-    def run(step, winograd=True, dw=None):
+    def run(step, **allowed):
         def go():
-            with kernels.allow_winograd(winograd, dw):
+            with paths(**allowed):
                 for x, y in data:
                     step(x, y)
         return go
 
-    times = alternate({"both": run(cs), "dW im2col": run(cs, dw=False), "no winograd": run(cs, winograd=False),
-                       "no fusion": run(cs_separate), "neither": run(cs_separate, False), "torch": run(ts)}, rounds, 1)
+    times = alternate({"all on": run(cs), "no igemm": run(cs, igemm=False),
+                       "no igemm, no winograd": run(cs, igemm=False, winograd=False),
+                       "no fusion": run(cs_separate), "none": run(cs_separate, igemm=False, winograd=False),
+                       "torch": run(ts)}, rounds, 1)
     ms = {k: 1e3 * v / steps for k, v in times.items()}
     print(f"\nvgg_small training step, batch {batch}, ms (median of {rounds} rounds of {steps} steps)")
-    for k in ("both", "dW im2col", "no winograd", "no fusion", "neither"):
-        print(f"  cnnlab, {k + ':':<13} {ms[k]:7.1f}   ({ms[k] / ms['both']:.2f}x the time with both)")
-    print(f"  PyTorch:              {ms['torch']:7.1f}   cnnlab (both) / PyTorch speed: "
-          f"{ms['torch'] / ms['both']:.2f}x")
+    for k in ("all on", "no igemm", "no igemm, no winograd", "no fusion", "none"):
+        print(f"  cnnlab, {k + ':':<22} {ms[k]:7.1f}   ({ms[k] / ms['all on']:.2f}x the time with all on)")
+    print(f"  PyTorch:                       {ms['torch']:7.1f}   cnnlab (all on) / PyTorch speed: "
+          f"{ms['torch'] / ms['all on']:.2f}x")
 
 
 def main():

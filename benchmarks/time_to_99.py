@@ -57,7 +57,6 @@ def torch_model_for_seed(cfg, seed, torch):
 def torch_run(cfg, data, seed, torch):
     """The same recipe in PyTorch: returns a SpeedrunResult."""
     tf = torch.nn.functional
-    x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
     ex, ey = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
     t0, c0 = time.perf_counter(), time.process_time()
     model = torch_model_for_seed(cfg, seed, torch)
@@ -65,11 +64,9 @@ def torch_run(cfg, data, seed, torch):
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.max_lr, total_steps=cfg.steps(), pct_start=cfg.pct_start, div_factor=cfg.div_factor,
         final_div_factor=cfg.final_div_factor, cycle_momentum=False)
-    order = torch.from_numpy(speedrun.pass_order(len(x), cfg.train_size, seed))
     model.train()
-    for b0 in range(0, cfg.train_size, cfg.batch_size):
-        idx = order[b0:b0 + cfg.batch_size]
-        loss = tf.cross_entropy(model(x[idx]), y[idx], label_smoothing=cfg.label_smoothing)
+    for xb, yb in speedrun.batches(cfg, data, seed):  # the same batches, shifts included
+        loss = tf.cross_entropy(model(torch.from_numpy(xb)), torch.from_numpy(yb), label_smoothing=cfg.label_smoothing)
         opt.zero_grad()
         loss.backward()
         opt.step()

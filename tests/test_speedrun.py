@@ -8,6 +8,7 @@ import pytest
 
 from cnnlab import speedrun
 from cnnlab.cli import main
+from cnnlab.data import MNIST_MEAN, MNIST_STD
 from cnnlab.errors import SettingError
 
 
@@ -59,11 +60,38 @@ def test_summary():
 
 
 @pytest.mark.parametrize("change", [{"c1": 0}, {"batch_size": 2.5}, {"max_lr": 0}, {"pct_start": 1.0},
-                                   {"label_smoothing": 1.0}, {"train_size": True}])
+                                   {"label_smoothing": 1.0}, {"train_size": True}, {"translate": 9},
+                                   {"translate": -1}, {"translate": True}])
 def test_bad_settings_are_named(change):
     with pytest.raises(SettingError) as e:
         speedrun.SpeedrunConfig(**change)
     assert e.value.setting == next(iter(change))
+
+
+def test_batches_follow_the_pass_order_and_shift_with_the_background(small_data):
+    cfg = speedrun.SpeedrunConfig(train_size=300, batch_size=128)
+    plain = list(speedrun.batches(cfg, small_data, seed=2))
+    order = speedrun.pass_order(len(small_data.train_x), 300, seed=2)
+    assert [len(y) for _, y in plain] == [128, 128, 44]
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in plain]), small_data.train_x[order])
+    shifted = list(speedrun.batches(speedrun.SpeedrunConfig(train_size=300, batch_size=128, translate=2),
+                                    small_data, seed=2))
+    background = np.float32(-MNIST_MEAN / MNIST_STD)
+    moved = 0
+    for (x, y), (x0, y0) in zip(shifted, plain):
+        np.testing.assert_array_equal(y, y0)
+        for a, b in zip(x[:, 0], x0[:, 0]):
+            # a is b moved by (dy, dx), |dy|, |dx| <= 2, the uncovered border the background
+            found = False
+            for dy in range(-2, 3):
+                for dx in range(-2, 3):
+                    ref = np.full_like(b, background)
+                    ref[max(dy, 0):28 + min(dy, 0), max(dx, 0):28 + min(dx, 0)] = \
+                        b[max(-dy, 0):28 - max(dy, 0), max(-dx, 0):28 - max(dx, 0)]
+                    found = found or np.allclose(a, ref, atol=1e-6)
+            assert found
+            moved += not np.array_equal(a, b)
+    assert moved > 200  # most images moved (a few draw dy = dx = 0)
 
 
 def test_pass_order_sees_every_image_once_per_pass():

@@ -29,6 +29,7 @@ from . import functional as F
 from .autograd import Tensor, no_grad
 from .backend import manual_seed
 from .data import MNIST_MEAN, MNIST_STD, load_dataset
+from .data.augment import random_translate
 from .errors import SettingError
 
 
@@ -47,6 +48,7 @@ class SpeedrunConfig:
     label_smoothing: float = 0.1
     train_size: int = 40000  # images seen: a random subset of the 60,000 for each seed (more: several passes)
     eval_batch: int = 1000
+    translate: int = 0  # shift each training image by up to this many pixels each way (0: no augmentation)
 
     def __post_init__(self):
         for name in ("c1", "c2", "hidden", "batch_size", "train_size", "eval_batch"):
@@ -58,6 +60,9 @@ class SpeedrunConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and lo < value < hi):
                 raise SettingError("SpeedrunConfig", name, f"must be a number between {lo} and {hi:g}, got {value!r}")
+        if isinstance(self.translate, bool) or not isinstance(self.translate, (int, np.integer)) \
+                or not 0 <= self.translate <= 8:
+            raise SettingError("SpeedrunConfig", "translate", f"must be a whole number from 0 to 8, got {self.translate!r}")
         if not (isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1):
             raise SettingError("SpeedrunConfig", "label_smoothing", f"must be in [0, 1), got {self.label_smoothing!r}")
 
@@ -139,6 +144,26 @@ def pass_order(n: int, train_size: int, seed: int) -> np.ndarray:
 def _check_data(config: SpeedrunConfig, data: SpeedrunData) -> None:
     if len(data.train_x) == 0:
         raise SettingError("SpeedrunConfig", "train_size", "needs training images, and the data has none")
+    if config.translate and backend.device_of(data.train_x) != "cpu":
+        raise SettingError("SpeedrunConfig", "translate", "random shifts run on the CPU only: use 0 with --device cuda")
+
+
+def batches(config: SpeedrunConfig, data: SpeedrunData, seed: int):
+    """The run's training batches (x, y) in order: pass_order's images, each shifted by a random
+    whole number of pixels up to ``config.translate`` each way when it is set (the uncovered border
+    filled with the normalised background)."""
+    order = pass_order(len(data.train_x), config.train_size, seed)
+    device = backend.device_of(data.train_x)
+    if device != "cpu":
+        order = backend.to_device(order, device)
+    rng = np.random.default_rng([seed, 1])
+    background = np.float32(-MNIST_MEAN / MNIST_STD)
+    for b0 in range(0, config.train_size, config.batch_size):
+        idx = order[b0:b0 + config.batch_size]
+        x = data.train_x[idx]
+        if config.translate:
+            x = random_translate(x - background, config.translate, rng) + background
+        yield x, data.train_y[idx]
 
 
 def warm_up(config: SpeedrunConfig, data: SpeedrunData) -> float:
@@ -170,15 +195,9 @@ def train(config: SpeedrunConfig, data: SpeedrunData, seed: int):
     opt = optim.Adam(net.parameters(), lr=config.max_lr)
     sched = optim.OneCycleLR(opt, max_lr=config.max_lr, total_steps=config.steps(), pct_start=config.pct_start,
                              div_factor=config.div_factor, final_div_factor=config.final_div_factor)
-    order = pass_order(len(data.train_x), config.train_size, seed)
     model.train()
-    bs = config.batch_size
-    if device != "cpu":
-        order = backend.to_device(order, device)
-    for b0 in range(0, config.train_size, bs):
-        idx = order[b0:b0 + bs]
-        loss = F.cross_entropy(model(Tensor(data.train_x[idx])), data.train_y[idx],
-                               label_smoothing=config.label_smoothing)
+    for x, y in batches(config, data, seed):
+        loss = F.cross_entropy(model(Tensor(x)), y, label_smoothing=config.label_smoothing)
         opt.zero_grad()
         loss.backward()
         opt.step()

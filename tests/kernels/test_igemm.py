@@ -172,6 +172,19 @@ def test_batch_in_chunks_over_threads_is_deterministic(monkeypatch):
         assert rel_error(a, c) < 2e-6
 
 
+def test_weight_gradient_packed_a_few_images_at_a_time(monkeypatch):
+    """The output gradient packed for a few images at a time (igemm.PACK_POSITIONS), the products
+    accumulated: the weight gradient of the whole chunk at once."""
+    case = ((5, 8, 9, 9), (16, 8, 3, 3), 1, 1, 1, 1)
+    x, w, b = _case(case, 8)
+    up = np.random.default_rng(9).standard_normal((5, 16, 9, 9))
+    whole = _run(case, (x, w, b), np.float32, up)
+    monkeypatch.setattr(igemm, "PACK_POSITIONS", 100)  # one image (81 positions) per packing
+    sliced = _run(case, (x, w, b), np.float32, up)
+    for a, c in zip(whole, sliced):
+        assert rel_error(a, c) < 2e-6
+
+
 @pytest.mark.parametrize("d", [1, 3])
 def test_one_and_three_dimensions(d, monkeypatch):
     """conv1d runs as a 2-D convolution of height 1, conv3d as stacked 2-D slices: both on the path."""

@@ -35,6 +35,9 @@ W = 16  # lanes per vector
 MR, NR = 8, 32  # the wide block: 8 rows of two vectors; NR is also the width of B's packed panels
 MR1 = 16  # the narrow block, for panels with at most 16 columns in use: 16 rows of one vector
 KC = 2048  # reduction steps per pass: a 2048 x 32 slice of B (256 KiB) stays in the core's L2 cache
+# The weight gradient packs the output gradient (positions x filters, zero-padded to 32 columns)
+# for about this many positions at a time, so the packed copy stays small (2 MiB at 16,384)
+PACK_POSITIONS = 16384
 
 
 def _make_block(MR, NV, b_rows=False):
@@ -224,6 +227,12 @@ def pack_columns(b):
     return out
 
 
+# The input gradient of a stride-1 layer is the flipped convolution of the padded output gradient
+# while the input has at most this many times the output's positions; beyond, the fields' gradients
+# and col2im were faster (1.31x and 1.36x larger inputs: flipped 2.8x and 1.8x faster; 1.56x
+# and more: col2im 1.15-1.8x faster; benchmarks/README.md, "Indirect GEMM").
+FLIP_MAX_GROWTH = 1.4
+
 # The direct forward pass computes the padded width's Wp positions per output row to use OW:
 # below this share it wastes more than the transposed stores of the other orientation cost.
 DIRECT_MIN_SHARE = 0.75
@@ -267,8 +276,8 @@ class IndirectConv:
     forward: out (n, F, L) by dconv for stride-1 layers whose output rows fill most of the padded
     width (direct_forward), else by igemm from the padded input and the weights; either way no
     receptive fields are copied;
-    weight gradient: (F, Cg*K) from the padded input and the output gradient (packed once per chunk);
-    input gradient: for stride 1 with an output about as large as the input ('same' padding), the
+    weight gradient: (F, Cg*K) from the padded input and the output gradient (packed a few images at a time);
+    input gradient: for stride 1 with an input at most FLIP_MAX_GROWTH times the output, the
     forward pass of another IndirectConv, the output gradient padded by dilation*(k - 1) - padding
     and convolved with the flipped weights, in- and out-channels swapped within each group;
     otherwise the fields' gradients (n*L, K*Cg) per group, then the compiled channels-last col2im.
@@ -298,10 +307,10 @@ class IndirectConv:
             self.slack = (self.kernel[-1] - 1) * self.dilation[-1] + NR
         reach = tuple(d * (k - 1) for d, k in zip(dilation, self.kernel))
         # the flipped convolution multiplies every input position by the whole kernel, zeros of the
-        # padded gradient included: only where the input is not much larger than the output
+        # padded gradient included: only where the input is at most FLIP_MAX_GROWTH times the output
         self.back = None
         if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
-                and math.prod(S) <= 1.25 * self.L):
+                and math.prod(S) <= FLIP_MAX_GROWTH * self.L):
             self.back = tuple(r - p for r, p in zip(reach, padding))  # the flipped convolution's padding
 
     def _back_conv(self):
@@ -374,9 +383,13 @@ class IndirectConv:
             gw = np.empty((self.F, Cg * K), np.float32)
             part = np.empty((Cg * K, Fg), np.float32)
             prow = np.arange(Cg * K, dtype=np.int64) * Fg
+            images = max(1, PACK_POSITIONS // L)  # the gradient packed a few images at a time
             for g in range(G):
-                b = pack_columns(gc[:, g * Fg:(g + 1) * Fg].transpose(0, 2, 1).reshape(n * L, Fg))
-                igemm(xf, g * Cg * self.plane, self.fields, rows, b, part.reshape(-1), 0, prow, 1, Fg, False)
+                for i0 in range(0, n, images):
+                    i1 = min(n, i0 + images)
+                    b = pack_columns(gc[i0:i1, g * Fg:(g + 1) * Fg].transpose(0, 2, 1).reshape((i1 - i0) * L, Fg))
+                    igemm(xf, g * Cg * self.plane, self.fields, rows[i0 * L:i1 * L], b, part.reshape(-1), 0, prow, 1,
+                          Fg, i0 > 0)
                 gw[g * Fg:(g + 1) * Fg] = part.T
         if needs_x and self.back is not None:
             gx = np.empty((n, self.C, math.prod(self.S)), np.float32)
