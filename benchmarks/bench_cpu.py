@@ -288,10 +288,11 @@ def memory_child(framework, batch=256, steps=30):
     print(json.dumps({"framework": framework, "peak_kib": peak, "base_kib": base, "delta_mib": (peak - base) / 1024}))
 
 
-def peak_memory():
+def peak_memory(extra=()):
     out = {}
     for fw in ("cnnlab", "torch"):
-        r = subprocess.run([sys.executable, __file__, "--memory-child", fw], capture_output=True, text=True, check=True)
+        r = subprocess.run([sys.executable, __file__, "--memory-child", fw, *extra], capture_output=True, text=True,
+                           check=True)
         out[fw] = json.loads(r.stdout.strip().splitlines()[-1])["delta_mib"]
     return {"what": "peak memory train nielsen b256", "cnnlab": out["cnnlab"], "torch": out["torch"], "unit": "MiB",
             "ratio": out["torch"] / max(out["cnnlab"], 1e-9), "ratio_name": "torch's memory / cnnlab's"}
@@ -303,8 +304,14 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer rounds and steps")
     ap.add_argument("--json", default=None, help="also write results to this JSON file")
     ap.add_argument("--only", default=None, help="comma list of: train,infer,ops,memory,agree")
+    ap.add_argument("--no-igemm", action="store_true",
+                    help="cnnlab without its indirect-GEMM convolutions (the BLAS and Winograd paths), for A/B runs")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.no_igemm:
+        from cnnlab import kernels  # noqa: PLC0415
+
+        kernels.policy._igemm_enabled = False  # for the whole process (kernels.allow_igemm's switch)
     if args.memory_child:
         memory_child(args.memory_child)
         return
@@ -324,10 +331,12 @@ def main():
         "numba": numba.__version__, "numba_threads": numba.get_num_threads(),
         "blas": [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info()],
         "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": rounds,
+        "igemm": not args.no_igemm and kernels.policy.has_avx512(),
     }
     print(f"# cnnlab vs PyTorch {torch.__version__}, CPU, {os.cpu_count()} cores; torch threads "
           f"{info['torch_threads']}, BLAS {info['blas']}, numba threads {info['numba_threads']}; "
-          f"medians of {rounds} alternating rounds")
+          f"medians of {rounds} alternating rounds; cnnlab's float32 convolutions: "
+          f"{'indirect GEMM (AVX-512)' if info['igemm'] else 'BLAS and Winograd'}")
     rows = []
 
     def show(r):
@@ -344,7 +353,7 @@ def main():
     if "infer" in only:
         show(inference_throughput("nielsen", 1000, rounds, 3))
     if "memory" in only:
-        show(peak_memory())
+        show(peak_memory(("--no-igemm",) if args.no_igemm else ()))
     if "ops" in only:
         for r in operator_times(rounds):
             show(r)

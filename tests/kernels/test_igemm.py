@@ -172,6 +172,23 @@ def test_batch_in_chunks_over_threads_is_deterministic(monkeypatch):
         assert rel_error(a, c) < 2e-6
 
 
+def test_chunks_on_both_threads_share_the_lazily_made_parts(monkeypatch):
+    """The chunks' threads make the flipped convolution and the packed weights on first use, at
+    the same time: repeated, every pass gives the same bits and none fails. (A race there once
+    handed a finished flipped convolution to a second thread as its padding; the window is too
+    narrow to reproduce on demand, so this is a stress test, not a proof.)"""
+    monkeypatch.setattr(policy, "CPU_CHUNK_BYTES", 1 << 10)
+    monkeypatch.setattr(policy, "SPLIT_MIN_BYTES", 0)
+    case = ((8, 8, 8, 8), (16, 8, 3, 3), 1, 1, 1, 1)
+    x, w, b = _case(case, 10)
+    up = np.random.default_rng(11).standard_normal((8, 16, 8, 8))
+    first = _run(case, (x, w, b), np.float32, up)
+    for _ in range(30):
+        again = _run(case, (x, w, b), np.float32, up)
+        for a, c in zip(first, again):
+            np.testing.assert_array_equal(a, c)
+
+
 def test_weight_gradient_packed_a_few_images_at_a_time(monkeypatch):
     """The output gradient packed for a few images at a time (igemm.PACK_POSITIONS), the products
     accumulated: the weight gradient of the whole chunk at once."""

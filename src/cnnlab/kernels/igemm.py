@@ -308,20 +308,24 @@ class IndirectConv:
         reach = tuple(d * (k - 1) for d, k in zip(dilation, self.kernel))
         # the flipped convolution multiplies every input position by the whole kernel, zeros of the
         # padded gradient included: only where the input is at most FLIP_MAX_GROWTH times the output
-        self.back = None
+        self.flip_padding = None  # the flipped convolution's padding, where it gives the input gradient
         if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
                 and math.prod(S) <= FLIP_MAX_GROWTH * self.L):
-            self.back = tuple(r - p for r, p in zip(reach, padding))  # the flipped convolution's padding
+            self.flip_padding = tuple(r - p for r, p in zip(reach, padding))
+        self._back = None
 
     def _back_conv(self):
-        """The IndirectConv whose forward pass is this one's input gradient (made on first use)."""
-        if not isinstance(self.back, IndirectConv):
+        """The IndirectConv whose forward pass is this one's input gradient, made on first use. The
+        chunks' threads may both make one (the same); each uses the one it got."""
+        back = self._back
+        if back is None:
             G, Fg, Cg, k = self.G, self.Fg, self.Cg, len(self.kernel)
             wt = np.asarray(self.w, dtype=np.float32).reshape((G, Fg, Cg) + self.kernel)
             wt = np.swapaxes(wt, 1, 2)[(Ellipsis,) + (slice(None, None, -1),) * k]  # (G, Cg, Fg, *flipped k)
-            self.back = IndirectConv((self.F,) + self.out_shape, wt.reshape((self.C, Fg) + self.kernel),
-                                     (1,) * k, self.back, self.dilation, G, self.S)
-        return self.back
+            back = IndirectConv((self.F,) + self.out_shape, wt.reshape((self.C, Fg) + self.kernel),
+                                (1,) * k, self.flip_padding, self.dilation, G, self.S)
+            self._back = back
+        return back
 
     def _table(self, n):
         """(rows, out_rows): each output position's field offset in the padded chunk (n*L,), and
@@ -391,7 +395,7 @@ class IndirectConv:
                     igemm(xf, g * Cg * self.plane, self.fields, rows[i0 * L:i1 * L], b, part.reshape(-1), 0, prow, 1,
                           Fg, i0 > 0)
                 gw[g * Fg:(g + 1) * Fg] = part.T
-        if needs_x and self.back is not None:
+        if needs_x and self.flip_padding is not None:
             gx = np.empty((n, self.C, math.prod(self.S)), np.float32)
             self._back_conv().forward(gc.reshape((n, self.F) + self.out_shape), gx)
             gx = gx.reshape((n, self.C) + self.S)
