@@ -86,7 +86,7 @@ CASES = [
     ((2, 8, 8, 8), (26, 4, 3, 3), 1, 1, 1, 2),  # grouped, 13 filters per group
     ((3, 4, 7, 7), (40, 4, 3, 3), 1, 2, 2, 1),  # dilated 'same', two panels of filters
     ((1, 40, 5, 5), (13, 40, 1, 1), 1, 0, 1, 1),  # 1x1
-    ((2, 1, 16, 16), (3, 1, 3, 3), 1, 0, 1, 1),  # a first layer: 3 filters, 9 products, direct forward
+    ((2, 1, 16, 16), (8, 1, 3, 3), 1, 0, 1, 1),  # a first layer: 9 products, direct forward
     ((2, 6, 12, 12), (10, 6, 3, 3), 1, 2, 2, 1),  # dilated, direct forward
 ]
 
@@ -235,9 +235,10 @@ def test_one_and_three_dimensions(d, monkeypatch):
     ((32, 8, 3, 3), 4, 2, np.float32, True, True),  # 8 filters per group, 72 products
     ((32, 3, 3, 3), 4, 2, np.float32, True, False),  # 27 products
     ((16, 1, 3, 3), 16, 2, np.float32, True, False),  # depthwise: its own loops
-    ((6, 16, 3, 3), 1, 1, np.float32, True, True),  # stride 1, 8 of 10 padded columns: direct forward
-    ((3, 1, 3, 3), 1, 1, np.float32, True, True),  # the same, any number of filters and products
-    ((3, 1, 5, 5), 1, 1, np.float32, True, False),  # 6 of 10 columns: neither rule
+    ((8, 16, 3, 3), 1, 1, np.float32, True, True),  # stride 1, 8 of 10 padded columns: direct forward
+    ((8, 1, 3, 3), 1, 1, np.float32, True, True),  # the same, any number of products
+    ((6, 1, 3, 3), 1, 1, np.float32, True, False),  # but at least 8 filters
+    ((8, 1, 5, 5), 1, 1, np.float32, True, False),  # 6 of 10 columns: neither rule
 ])
 def test_which_layers_take_it(monkeypatch, ws, groups, stride, dtype, avx512, expected):
     monkeypatch.setattr(policy, "_avx512", avx512)

@@ -189,24 +189,26 @@ def has_avx512() -> bool:
     return _avx512
 
 
-# Fewer filters per group than this, or a shorter reduction (input channels per group x kernel
-# elements), and the micro-kernel's 16-wide vectors and short loops waste more than the BLAS
-# paths lose to im2col: first layers on one channel (5x5: 25 products) were 1.3-1.5x slower
-# there (benchmarks/README.md, "Indirect GEMM").
+# Fewer filters per group than this, or (outside the direct forward pass) a shorter reduction
+# (input channels per group x kernel elements), and the micro-kernel's 16-wide vectors and short
+# loops waste more than the BLAS paths lose to im2col: first layers on one channel (5x5: 25
+# products) were 1.3-1.5x slower, the article's 3 filters and LeNet-5's 6 no faster
+# (benchmarks/README.md, "Indirect GEMM").
 IGEMM_MIN_FILTERS = 8
 IGEMM_MIN_REDUCTION = 32
 
 
 def use_igemm(x, w_shape, stride, padding, groups) -> bool:
     """The indirect-GEMM convolution applies (kernels/igemm.py): a 2-D convolution of float32
-    NumPy arrays that is not depthwise, on a CPU with AVX-512, compiled kernels on; either a
-    stride-1 layer whose forward pass runs direct (igemm.direct_forward: any number of filters
-    and products), or one with at least IGEMM_MIN_FILTERS filters per group and
+    NumPy arrays that is not depthwise, on a CPU with AVX-512, compiled kernels on, with at least
+    IGEMM_MIN_FILTERS filters per group; and either a stride-1 layer whose forward pass runs
+    direct (igemm.direct_forward: any number of products per output) or one with at least
     IGEMM_MIN_REDUCTION products per output. Its 16-lane micro-kernel ran at about 2x OpenBLAS's
     single-core rate where OpenBLAS is held to AVX2, and it beat Winograd on every 3x3 layer
     measured (benchmarks/README.md, "Indirect GEMM"); float64 keeps the BLAS paths."""
     if not (_igemm_enabled and len(w_shape) == 4 and use_compiled_2d(x, 2) and x.dtype == np.float32
-            and not use_depthwise(x, w_shape, groups) and has_avx512()):
+            and w_shape[0] // groups >= IGEMM_MIN_FILTERS and not use_depthwise(x, w_shape, groups)
+            and has_avx512()):
         return False
     from .igemm import direct_forward  # noqa: PLC0415
 
@@ -214,7 +216,7 @@ def use_igemm(x, w_shape, stride, padding, groups) -> bool:
     out = [s - k + 1 for s, k in zip(padded, w_shape[2:])]  # stride 1, undilated: the rule's estimate
     if min(out) >= 1 and direct_forward(padded, out, stride):
         return True
-    return w_shape[0] // groups >= IGEMM_MIN_FILTERS and math.prod(w_shape[1:]) >= IGEMM_MIN_REDUCTION
+    return math.prod(w_shape[1:]) >= IGEMM_MIN_REDUCTION
 
 
 def use_depthwise(x, w_shape, groups) -> bool:
