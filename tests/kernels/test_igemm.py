@@ -75,6 +75,10 @@ def test_pack_columns():
     np.testing.assert_array_equal(p[0], b[:, :32])
     np.testing.assert_array_equal(p[1, :, :8], b[:, 32:])
     assert not p[1, :, 8:].any()
+    narrow = igemm.pack_columns(b[:, :12])  # at most 16 columns: one panel of 16
+    assert narrow.shape == (1, 3, 16)
+    np.testing.assert_array_equal(narrow[0, :, :12], b[:, :12])
+    assert not narrow[0, :, 12:].any()
 
 
 # (N, C, H, W), (F, C/groups, KH, KW), stride, padding, dilation, groups; all take the path

@@ -19,7 +19,8 @@ import numpy as np
 _compiled_enabled = True
 _winograd_enabled = True
 _winograd_weight_grad_enabled = True
-_igemm_enabled = True
+# CNNLAB_IGEMM=0 turns the indirect-GEMM convolutions off for the process (kernels/igemm.py)
+_igemm_enabled = os.environ.get("CNNLAB_IGEMM", "1") != "0"
 
 
 @contextlib.contextmanager
@@ -275,6 +276,21 @@ def winograd_chunks(x, C, L):
 # Up to this many rows Linear's forward multiplies (w @ x.T).T rather than x @ w.T: for a few rows
 # OpenBLAS is faster that way round (benchmarks/README.md, "LINEAR_SMALL_BATCH").
 LINEAR_SMALL_BATCH = 64
+
+
+# Fully connected products of at least this many multiply-adds are split over the cores: by rows
+# for the output and the input gradient, by rows of the batch for the weight gradient (partial
+# sums added in order); BLAS runs one thread per call (benchmarks/README.md, "Linear on both cores").
+LINEAR_SPLIT_MIN_MACS = 4 << 20
+
+
+def linear_chunks(M, inner, outer, on_cpu=True):
+    """(m0, m1) row ranges of an (M, inner) x (inner, outer) product: one per core when the product
+    has LINEAR_SPLIT_MIN_MACS multiply-adds or more and the threads apply, else one range."""
+    if not on_cpu or WORKERS < 2 or not _compiled_enabled or M < 2 * WORKERS or M * inner * outer < LINEAR_SPLIT_MIN_MACS:
+        return [(0, M)]
+    bounds = [M * i // WORKERS for i in range(WORKERS + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def use_transposed_linear(x2) -> bool:
