@@ -49,7 +49,7 @@ from .winograd import (
 
 __all__ = [
     "act_forward_chunk", "act_backward_chunk", "allow_igemm", "allow_winograd", "bn_relu_train_backward",
-    "bn_relu_train_forward", "indirect_conv", "linear_backward", "use_igemm",
+    "bn_relu_train_forward", "indirect_conv", "use_igemm",
     "col2im", "col2im_nhwc", "compiled", "conv_chunks", "erf", "generic", "im2col", "im2col_nhwc", "linear_forward",
     "lrn_backward", "lrn_forward", "lrn_forward_eval", "max_pool2d_backward_chunk", "max_pool2d_chunk",
     "max_pool_backward",
@@ -451,43 +451,12 @@ def lrn_backward(g, x, d, scale, size, alpha, beta):
 # ------------------------------------------------------------------ fully connected, optimizer
 def linear_forward(x2, w):
     """x2 (M, in) @ w.T -> (M, out) for weight w (out, in), C-contiguous. A NumPy input of a few
-    rows (policy.use_transposed_linear) is multiplied as (w @ x2.T).T: the same product, faster;
-    a large product is split by rows over the cores (policy.linear_chunks)."""
-    cpu = isinstance(x2, np.ndarray)
-    if cpu:
+    rows (policy.use_transposed_linear) is multiplied as (w @ x2.T).T: the same product, faster."""
+    if isinstance(x2, np.ndarray):
         threads.configure_blas()
     if policy.use_transposed_linear(x2):
         return np.ascontiguousarray((w @ x2.T).T)
-    chunks = policy.linear_chunks(x2.shape[0], x2.shape[1], w.shape[0], cpu)
-    if len(chunks) == 1:
-        return x2 @ w.T  # (M, in) @ (in, out) -> (M, out)
-    out = np.empty((x2.shape[0], w.shape[0]), dtype=np.result_type(x2, w))
-    run_chunks(lambda m0, m1: np.matmul(x2[m0:m1], w.T, out=out[m0:m1]), chunks)
-    return out
-
-
-def linear_backward(g2, x2, w, needs_x, needs_w):
-    """(g2 @ w, g2.T @ x2) of Linear's backward pass, each None where not needed: g2 (M, out),
-    x2 (M, in), w (out, in). A large product is split over the cores by rows of the batch
-    (policy.linear_chunks); the weight gradient's partial sums are added in chunk order."""
-    cpu = isinstance(g2, np.ndarray)
-    chunks = policy.linear_chunks(g2.shape[0], g2.shape[1], w.shape[1], cpu)
-    if len(chunks) == 1:
-        return (g2 @ w if needs_x else None), (g2.T @ x2 if needs_w else None)
-    gx = np.empty((g2.shape[0], w.shape[1]), dtype=np.result_type(g2, w)) if needs_x else None
-
-    def part(m0, m1):
-        if needs_x:
-            np.matmul(g2[m0:m1], w, out=gx[m0:m1])
-        return g2[m0:m1].T @ x2[m0:m1] if needs_w else None
-
-    parts = run_chunks(part, chunks)
-    gw = None
-    if needs_w:
-        gw = parts[0]
-        for p in parts[1:]:
-            gw = gw + p
-    return gx, gw
+    return x2 @ w.T  # (M, in) @ (in, out) -> (M, out)
 
 
 def sgd_update(p, g, buf, lr, decay, momentum, damp1, nesterov, first):

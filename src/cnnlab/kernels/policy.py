@@ -278,21 +278,6 @@ def winograd_chunks(x, C, L):
 LINEAR_SMALL_BATCH = 64
 
 
-# Fully connected products of at least this many multiply-adds are split over the cores: by rows
-# for the output and the input gradient, by rows of the batch for the weight gradient (partial
-# sums added in order); BLAS runs one thread per call (benchmarks/README.md, "Linear on both cores").
-LINEAR_SPLIT_MIN_MACS = 4 << 20
-
-
-def linear_chunks(M, inner, outer, on_cpu=True):
-    """(m0, m1) row ranges of an (M, inner) x (inner, outer) product: one per core when the product
-    has LINEAR_SPLIT_MIN_MACS multiply-adds or more and the threads apply, else one range."""
-    if not on_cpu or WORKERS < 2 or not _compiled_enabled or M < 2 * WORKERS or M * inner * outer < LINEAR_SPLIT_MIN_MACS:
-        return [(0, M)]
-    bounds = [M * i // WORKERS for i in range(WORKERS + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
 def use_transposed_linear(x2) -> bool:
     """Linear's forward computes (w @ x2.T).T: a NumPy (M, in) input of at most LINEAR_SMALL_BATCH rows."""
     return x2.shape[0] <= LINEAR_SMALL_BATCH and isinstance(x2, np.ndarray)
