@@ -577,6 +577,9 @@ def _resume_plan(run_dir: Path, processes: int) -> tuple[TrainConfig, tuple[dict
             raise checkpoint.RunError(f"{run_dir}: nothing was saved before it stopped; train it again")
         return load_config(run_dir), None  # stopped before its first save: start it again, as its config says
     if manifest["status"] == "finished":
+        # a run killed between its last two steps (marked finished, resume state not yet deleted)
+        # keeps a state folder no longer needed: it goes now
+        shutil.rmtree(run_dir / checkpoint.STATE_DIR, ignore_errors=True)
         raise checkpoint.RunError(f"{run_dir} is finished ({manifest.get('epochs_done')} epochs): nothing to "
                                   f"resume")
     if manifest["status"] == "diverged":

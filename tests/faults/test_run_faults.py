@@ -277,6 +277,20 @@ def test_a_finished_run_keeps_only_what_it_needs(reference):
     assert os.path.getsize(reference / checkpoint.WEIGHTS) > 0
 
 
+def test_a_run_killed_between_finished_and_cleanup_loses_its_state_on_resume(reference, tmp_path):
+    """Killed after the manifest says finished but before the resume state was deleted (a window of
+    a few instructions, hit once by the kill test above): resuming says it is finished and deletes
+    the leftover state, so the run is again only what it needs."""
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / checkpoint.STATE_DIR / "epoch-3").mkdir(parents=True)
+    (run / checkpoint.STATE_DIR / "epoch-3" / "state.json").write_text("{}")
+    code, _, err = finish(cnnlab("train", "--resume", run, "--no-progress"))
+    assert code != 0 and "is finished" in err, err
+    assert not (run / checkpoint.STATE_DIR).exists()
+    runs.load(run)
+
+
 def test_an_early_stopped_run_killed_after_its_last_save_resumes_to_the_same_run(tmp_path, monkeypatch):
     """Early stopping is decided from the history, so a run that died after saving the epoch that
     ends it stops there on resume instead of training on."""
