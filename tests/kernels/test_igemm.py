@@ -92,6 +92,7 @@ CASES = [
     ((1, 40, 5, 5), (13, 40, 1, 1), 1, 0, 1, 1),  # 1x1
     ((2, 1, 16, 16), (8, 1, 3, 3), 1, 0, 1, 1),  # a first layer: 9 products, direct forward
     ((2, 6, 12, 12), (10, 6, 3, 3), 1, 2, 2, 1),  # dilated, direct forward
+    ((2, 32, 8, 8), (16, 32, 3, 3), 1, 1, 1, 1),  # direct forward, 288 products: two slices of igemm.KC
 ]
 
 
@@ -255,3 +256,12 @@ def test_which_layers_take_it(monkeypatch, ws, groups, stride, dtype, avx512, ex
         assert plan.ig.direct is (stride == 1)
     with kernels.allow_igemm(False):
         assert not ConvPlan(x, w, None, s, (1, 1), (1, 1), groups).indirect
+
+
+def test_the_rule_sees_dilation(monkeypatch):
+    """Dilation 2 makes 6 of 10 padded columns: not the direct forward pass, and 9 products are
+    too few for the other: BLAS."""
+    monkeypatch.setattr(policy, "_avx512", True)
+    x, w = np.zeros((2, 1, 8, 8), np.float32), np.zeros((8, 1, 3, 3), np.float32)
+    assert ConvPlan(x, w, None, (1, 1), (1, 1), (1, 1), 1).indirect
+    assert not ConvPlan(x, w, None, (1, 1), (1, 1), (2, 2), 1).indirect

@@ -5,11 +5,13 @@ Every output neuron of feature map ``f`` at position ``o`` sees one receptive fi
 
     out[n, f, o] = bias[f] + sum_{c, j} weight[f, c, j] * xpad[n, g*Cg + c, o*stride + j*dilation]
 
-with the same ``weight[f]`` and ``bias[f]`` at every ``o`` (shared weights). The fast path lays
-the receptive fields out as the columns of a matrix per image (im2col; channels-last rows for
-many-channel 2-D layers on the CPU, see ConvPlan), so that a layer becomes matrix multiplies
-with the weights; the backward pass scatters the fields back (col2im). 3x3 stride-1 layers with
-enough channels use Winograd F(2x2, 3x3) on the CPU instead (kernels.winograd_conv).
+with the same ``weight[f]`` and ``bias[f]`` at every ``o`` (shared weights). float32 layers on a
+CPU with AVX-512 run on cnnlab's own micro-kernel, which reads the receptive fields in place
+through offset tables (kernels/igemm.py, policy.use_igemm). Elsewhere the fields are laid out as
+the columns of a matrix per image (im2col; channels-last rows for many-channel 2-D layers on the
+CPU, see ConvPlan), so that a layer becomes matrix multiplies with the weights, and the backward
+pass scatters the fields back (col2im); 3x3 stride-1 layers with enough channels use Winograd
+F(2x2, 3x3) on the CPU instead (kernels.winograd_conv).
 
 Output size per spatial dimension: O = floor((S + 2*padding - dilation*(k - 1) - 1) / stride) + 1.
 """
@@ -35,11 +37,14 @@ def conv_output_shape(size, kernel, stride, padding, dilation):
 class ConvPlan:
     """One convolution's geometry and weights, and its work on one chunk of the batch.
 
-    The batch is processed in chunks sized so that a chunk's receptive fields stay in the CPU
-    cache (kernels.conv_chunks), spread over the cores; the backward pass rebuilds each chunk's
+    The batch is processed in chunks sized so that a chunk's receptive fields would stay in the
+    CPU cache (kernels.conv_chunks), spread over the cores; the backward pass rebuilds each chunk's
     fields instead of keeping all of them, which costs one cheap in-cache copy and saves memory.
-    Two layouts of the receptive fields:
+    The paths:
 
+    - indirect (kernels/igemm.py, float32 on AVX-512 CPUs, first where it applies): the fields
+      read in place through offset tables for the output, the weight gradient and the input
+      gradient (igemm.IndirectConv); no fields are copied;
     - columns (n, C*K, L): one GEMM per image and group, weight (F, C*K) @ cols[i] -> (F, L),
       written straight into the output's (N, F, L) layout; any d, any device;
     - channels-last rows (n*L, K*C) for 2-D convolutions with many channels on the CPU
@@ -67,7 +72,7 @@ class ConvPlan:
         # float32 on a CPU with AVX-512: the indirect GEMM (kernels/igemm.py), no fields copied;
         # elsewhere 3x3 stride-1 layers take Winograd F(2x2, 3x3) for the output, the input
         # gradient and the weight gradient (2.25x fewer multiplications)
-        self.indirect = not self.depthwise and kernels.use_igemm(x, w.shape, stride, padding, groups)
+        self.indirect = not self.depthwise and kernels.use_igemm(x, w.shape, stride, padding, dilation, groups)
         self.winograd = not self.indirect and kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
         self.winograd_dw = self.winograd and kernels.use_winograd_weight_grad()
         if self.indirect:
@@ -224,7 +229,7 @@ class ConvNd(Function):
     chunk by chunk over the batch (see ConvPlan).
 
     Where the compiled CPU kernels apply, 1-D and 3-D convolutions run as 2-D ones, so they get
-    the channels-last layout and the compiled scatter of the 2-D path: a 1-D signal is an image
+    the 2-D paths (indirect GEMM, channels-last layout, compiled scatter): a 1-D signal is an image
     of height 1, and a 3-D volume (one group) becomes N*OD images whose channels are the KD input
     slices each output slice sees, (kd, c), convolved with the weight's (kd, c) channels."""
 
@@ -422,7 +427,7 @@ class Spread(Function):
 class ConvTransposeNd(Function):
     """Transposed convolution: the input gradient of the convolution whose input has the output's
     shape, with the same weight (C, F/groups, *kernel) read as a convolution's (out, in/groups, *kernel).
-    Its forward is that convolution's backward pass for the input (col2im or Winograd), its input
+    Its forward is that convolution's backward pass for the input (whichever path it takes), its input
     gradient that convolution's forward pass, its weight gradient that convolution's weight gradient,
     all through ConvPlan: the same kernels, chunking and threads as conv2d."""
 

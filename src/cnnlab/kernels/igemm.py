@@ -8,8 +8,10 @@ and ``col`` (one per reduction index). A convolution's receptive fields are such
 being copied out (no im2col): for the output, row[i] is where output position i's field starts in
 the (padded) input and col[k] the offset of field element k = (c, kh, kw) from there; for the
 weight gradient the two tables trade places; for the input gradient, A is the output gradient
-read in its own (n, F, L) layout. B comes packed in panels of NR = 32 columns (zero-padded), and
-C is written through a row table and a column stride, so the output lands in (n, F, L) directly.
+read in its own (n, F, L) layout. B comes packed in panels of NR = 32 columns (16 where it has
+at most 16; zero-padded), and C is written through a row table and a column stride, so the
+output lands in (n, F, L) directly. ``dconv`` is the direct form for stride-1 layers: positions
+along the vectors, B's rows read in place from the padded input through an offset table.
 
 The micro-kernel keeps an MR x NR = 8 x 32 block of C in sixteen 16-float registers, and per
 reduction step loads two vectors of B and broadcasts eight values of A into 16 fused
@@ -39,8 +41,9 @@ MR1 = 16  # the narrow block, for panels with at most 16 columns in use: 16 rows
 # process after an epoch: 1.2e-7 at 256, as with BLAS, against 4.8e-5 at 2048); a 256 x 32 slice
 # of B (32 KiB) also stays in the L1 cache (a long weight gradient: 198 GFLOP/s, 170 at 2048)
 KC = 256
-# The weight gradient packs the output gradient (positions x filters, zero-padded to 32 columns)
-# for about this many positions at a time, so the packed copy stays small (2 MiB at 16,384)
+# The weight gradient packs the output gradient (positions x filters, zero-padded to 16 or 32
+# columns) for about this many positions at a time, so the packed copy stays small (2 MiB per 32
+# filters at 16,384)
 PACK_POSITIONS = 16384
 
 
@@ -129,8 +132,9 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
     """C[i, j] (+)= sum_k a[a0 + row[i] + col[k]] * B[k, j] for i < len(row), j < N.
 
     ``bp`` (panels, K, NR or W): B in zero-padded panels (pack_columns). C[i, j] is
-    c[c0 + crow[i] + j * ccs]; where ccs == 1 and a block's rows lie at a constant stride, the
-    micro-kernel writes straight into c, elsewhere through a small block that is then copied.
+    c[c0 + crow[i] + j * ccs]; where ccs == 1, the block is whole (all its rows and a full panel)
+    and its rows lie at a constant stride, the micro-kernel writes straight into c, elsewhere
+    through a small block that is then copied. The reduction runs in slices of KC.
     """
     M, Ktot = row.shape[0], col.shape[0]
     if M == 0:
@@ -209,14 +213,19 @@ def dconv(w, x, boff, out, n, F, P, xstride, ostride):
             ob = i * ostride + f0 * P
             for p0 in range(0, P, NR):
                 npos = min(NR, P - p0)
-                if nf == MR and npos == NR:
-                    _dblock(w_addr, rows.ctypes.data, cols_addr, xb + p0 * 4, boff_addr,
-                            out.ctypes.data + (ob + p0) * 4, P, K, 0)
-                    continue
-                _dblock(w_addr, rows.ctypes.data, cols_addr, xb + p0 * 4, boff_addr, scratch.ctypes.data, NR, K, 0)
-                for r in range(nf):
-                    for j in range(npos):
-                        out[ob + r * P + p0 + j] = scratch[r * NR + j]
+                full = nf == MR and npos == NR
+                for k0 in range(0, K, KC):  # in slices, as igemm: float32 rounding near BLAS's
+                    kn = min(KC, K - k0)
+                    if full:
+                        _dblock(w_addr, rows.ctypes.data, cols_addr + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
+                                out.ctypes.data + (ob + p0) * 4, P, kn, 1 if k0 > 0 else 0)
+                    else:
+                        _dblock(w_addr, rows.ctypes.data, cols_addr + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
+                                scratch.ctypes.data, NR, kn, 1 if k0 > 0 else 0)
+                if not full:
+                    for r in range(nf):
+                        for j in range(npos):
+                            out[ob + r * P + p0 + j] = scratch[r * NR + j]
 
 
 def pack_columns(b):

@@ -199,7 +199,7 @@ IGEMM_MIN_FILTERS = 8
 IGEMM_MIN_REDUCTION = 32
 
 
-def use_igemm(x, w_shape, stride, padding, groups) -> bool:
+def use_igemm(x, w_shape, stride, padding, dilation, groups) -> bool:
     """The indirect-GEMM convolution applies (kernels/igemm.py): a 2-D convolution of float32
     NumPy arrays that is not depthwise, on a CPU with AVX-512, compiled kernels on, with at least
     IGEMM_MIN_FILTERS filters per group; and either a stride-1 layer whose forward pass runs
@@ -214,7 +214,7 @@ def use_igemm(x, w_shape, stride, padding, groups) -> bool:
     from .igemm import direct_forward  # noqa: PLC0415
 
     padded = [s + 2 * p for s, p in zip(x.shape[2:], padding)]
-    out = [s - k + 1 for s, k in zip(padded, w_shape[2:])]  # stride 1, undilated: the rule's estimate
+    out = [(s - d * (k - 1) - 1) // st + 1 for s, k, d, st in zip(padded, w_shape[2:], dilation, stride)]
     if min(out) >= 1 and direct_forward(padded, out, stride):
         return True
     return math.prod(w_shape[1:]) >= IGEMM_MIN_REDUCTION
