@@ -70,3 +70,17 @@ def test_chunks_cover_the_batch_once_in_balanced_pieces(N):
     if N * per_image >= kernels.policy.SPLIT_MIN_BYTES and N >= kernels.policy.WORKERS:
         assert len(chunks) % kernels.policy.WORKERS == 0  # every core gets as many chunks
     assert kernels.conv_chunks(np.zeros((2, 1, 8, 8), np.float32), 9, 36) == [(0, 2)]  # small: one chunk
+
+
+def test_every_loop_in_kernels_cpu_is_compiled():
+    """Each function of kernels/cpu.py is a numba dispatcher: a decorator lost in a merge once
+    left lrn_forward_eval as plain Python loops, correct but 60-95x slower (AlexNet inference)."""
+    import inspect
+
+    from numba.core.dispatcher import Dispatcher
+
+    from cnnlab.kernels import cpu
+
+    plain = [n for n, o in vars(cpu).items() if inspect.isfunction(o) and o.__module__ == cpu.__name__]
+    assert plain == []
+    assert isinstance(cpu.lrn_forward_eval, Dispatcher)

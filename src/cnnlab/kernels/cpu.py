@@ -765,6 +765,9 @@ def depthwise2d_backward_weight(g, x, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
                                 acc += gm[gb + ow] * xm[xb + ow * sw]
                 gw[c, kh, kw] = acc
     return gw
+
+
+@njit(**_OPTS)
 def lrn_forward_eval(x, out, before, after, a, k, beta, n0, n1):
     """out = x * d ** -beta with d = k + a * (x[c]^2 + x[c-1]^2 .. x[c-before]^2 + x[c+1]^2 ..
     x[c+after]^2), for images n0..n1, in one pass and without keeping d: inference, where no
