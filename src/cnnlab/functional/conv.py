@@ -68,15 +68,14 @@ class ConvPlan:
         self.geom = (kernel, stride, padding, dilation, self.out_shape)
         self.bias = bias.reshape(F, 1) if bias is not None else None
         self.depthwise = kernels.use_depthwise(x, w.shape, groups)
-        self.nhwc = not self.depthwise and kernels.use_nhwc(x, w.shape, groups)
-        # float32 on a CPU with AVX-512: the indirect GEMM (kernels/igemm.py), no fields copied;
-        # elsewhere 3x3 stride-1 layers take Winograd F(2x2, 3x3) for the output, the input
-        # gradient and the weight gradient (2.25x fewer multiplications)
-        self.indirect = not self.depthwise and kernels.use_igemm(x, w.shape, stride, padding, dilation, groups)
+        # float32 on a CPU with AVX-512: the indirect GEMM (kernels/igemm.py; never depthwise), no
+        # fields copied; elsewhere 3x3 stride-1 layers take Winograd F(2x2, 3x3) for the output,
+        # the input gradient and the weight gradient (2.25x fewer multiplications)
+        self.indirect = kernels.use_igemm(x, w.shape, stride, padding, dilation, groups)
+        self.nhwc = not (self.depthwise or self.indirect) and kernels.use_nhwc(x, w.shape, groups)
         self.winograd = not self.indirect and kernels.use_winograd(x, w.shape, stride, padding, dilation, groups)
         self.winograd_dw = self.winograd and kernels.use_winograd_weight_grad()
         if self.indirect:
-            self.nhwc = False
             self.ig = kernels.indirect_conv(x.shape[1:], w, stride, padding, dilation, groups, self.out_shape)
             self.w = w
         elif self.depthwise:

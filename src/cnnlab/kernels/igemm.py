@@ -377,12 +377,16 @@ class IndirectConv:
             self._tables[n] = (rows, out_rows)  # a batch's chunks come in at most two sizes
         return self._tables[n]
 
-    def _padded(self, xc):
-        if not any(self.padding):
-            return np.ascontiguousarray(xc).reshape(-1)
-        xp = np.zeros((xc.shape[0], self.C) + self.padded, np.float32)
+    def _padded(self, xc, slack=0):
+        """The chunk zero-padded, flat float32, followed by ``slack`` zeros (dconv reads past the
+        last field); without padding or slack, the chunk itself."""
+        if not any(self.padding) and not slack:
+            return np.ascontiguousarray(xc, dtype=np.float32).reshape(-1)
+        size = xc.shape[0] * self.C * self.plane
+        xf = np.zeros(size + slack, np.float32)
+        xp = xf[:size].reshape((xc.shape[0], self.C) + self.padded)
         xp[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(self.padding, self.S))] = xc
-        return xp.reshape(-1)
+        return xf
 
     def forward(self, xc, out):
         """out (n, F, L) = conv(xc), without bias."""
@@ -401,9 +405,7 @@ class IndirectConv:
         """The forward pass by dconv: positions along the vectors, the padded width's extra columns
         computed into a buffer and dropped."""
         n, C, plane, F, Fg, P = xc.shape[0], self.C, self.plane, self.F, self.Fg, self.P
-        xf = np.zeros(n * C * plane + self.slack, np.float32)
-        view = xf[:n * C * plane].reshape((n, C) + self.padded)
-        view[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(self.padding, self.S))] = xc
+        xf = self._padded(xc, self.slack)
         buf = np.empty(n * F * P, np.float32)
         for g in range(self.G):
             dconv(self.wf[g * Fg:(g + 1) * Fg].reshape(-1), xf[g * self.Cg * plane:], self.fields, buf[g * Fg * P:], n,
