@@ -109,6 +109,24 @@ SPLIT_MIN_BYTES = 2 << 20
 # use (kernels/threads.py: configure_blas), not at import.
 BLAS_THREADS = int(os.environ.get("CNNLAB_BLAS_THREADS", "1"))
 
+# glibc's allocator, on the first CPU kernel use (kernels/threads.py: configure_malloc): arrays up
+# to MALLOC_MMAP_BYTES come from its heaps rather than fresh mappings, and free memory at a heap's
+# top is handed back only beyond MALLOC_TRIM_BYTES. These are the values glibc's own dynamic rule
+# reaches after a 32 MiB array is freed; set from the start, the calling thread's chunks (main
+# heap) no longer fault in every page of their buffers again each step: 2,000 page faults per
+# Nielsen b256 step without, 0 with (benchmarks/README.md, "The thread pool"). CNNLAB_MALLOPT=0,
+# or any MALLOC_*_ variable of glibc's set by the user, leaves the allocator as it is.
+MALLOC_MMAP_BYTES = 32 << 20
+MALLOC_TRIM_BYTES = 64 << 20
+
+
+def tune_malloc() -> bool:
+    """Whether configure_malloc sets glibc's thresholds (see MALLOC_MMAP_BYTES)."""
+    if os.environ.get("CNNLAB_MALLOPT", "1") == "0":
+        return False
+    return not any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                                             "MALLOC_MMAP_MAX_"))
+
 
 def use_threads(chunks, on_cpu=True) -> bool:
     """``chunks`` are spread over the thread pool: NumPy work of two chunks or more, two workers

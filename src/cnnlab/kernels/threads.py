@@ -7,6 +7,9 @@ is split, and how finely, is kernels/policy.py's decision.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
+import platform
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,28 +36,72 @@ def configure_blas():
         if _blas_limits is None:
             from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
+            configure_malloc()
             _blas_limits = threadpool_limits(limits=policy.BLAS_THREADS, user_api="blas")
 
 
+def configure_malloc() -> bool:
+    """glibc's mmap and trim thresholds to policy.MALLOC_MMAP_BYTES and MALLOC_TRIM_BYTES, where
+    policy.tune_malloc allows and the C library is glibc; whether they were set. Called once, with
+    configure_blas."""
+    if not policy.tune_malloc() or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+    return bool(mallopt(M_MMAP_THRESHOLD, policy.MALLOC_MMAP_BYTES)) and bool(
+        mallopt(M_TRIM_THRESHOLD, policy.MALLOC_TRIM_BYTES))
+
+
 def _pool():
-    """The executor, with policy.WORKERS threads (a new one if that number was changed)."""
+    """The executor of the policy.WORKERS - 1 helper threads (a new one if that number changed);
+    the calling thread is the last worker."""
     global _executor, _executor_workers
     if _executor is None or _executor_workers != policy.WORKERS:
         if _executor is not None:
             _executor.shutdown(wait=False)
-        _executor = ThreadPoolExecutor(max_workers=policy.WORKERS, thread_name_prefix="cnnlab")
+        _executor = ThreadPoolExecutor(max_workers=max(1, policy.WORKERS - 1), thread_name_prefix="cnnlab")
         _executor_workers = policy.WORKERS
     return _executor
 
 
 def run_chunks(fn, chunks, on_cpu=True):
     """``[fn(n0, n1) for (n0, n1) in chunks]``, spread over the CPU cores (policy.use_threads);
-    results in chunk order. ``on_cpu`` False (CuPy work) runs them in order on this thread."""
+    results in chunk order. ``on_cpu`` False (CuPy work) runs them in order on this thread.
+
+    The calling thread works too: it and the helpers each take the next chunk not yet taken, so a
+    helper that is slow to wake (an idle core of a virtual machine can take a millisecond) leaves
+    its chunks to the others rather than holding up the call."""
     if on_cpu:
         configure_blas()
     if not policy.use_threads(chunks, on_cpu):
         return [fn(n0, n1) for n0, n1 in chunks]
-    return list(_pool().map(lambda c: fn(*c), chunks))
+    results = [None] * len(chunks)
+    taken = itertools.count()  # next() on a count is atomic under the GIL
+    failed = []
+
+    def work():
+        for i in iter(taken.__next__, None):
+            if i >= len(chunks) or failed:
+                return
+            try:
+                results[i] = fn(*chunks[i])
+            except BaseException as e:  # the others stop at their next chunk; re-raised below
+                failed.append(e)
+                return
+
+    helpers = [_pool().submit(work) for _ in range(min(policy.WORKERS, len(chunks)) - 1)]
+    work()
+    for h in helpers:  # one not started yet has nothing left to do (and its thread may be ours)
+        if not h.cancel():
+            h.result()
+    if failed:
+        raise failed[0]
+    return results
 
 
 def over_batch(fn, N, nbytes):

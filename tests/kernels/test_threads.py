@@ -1,0 +1,94 @@
+"""The chunk pool (kernels/threads.py): results in chunk order, the calling thread working beside
+the helpers, errors raised once every chunk has stopped, nested calls, and the allocator setting."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from cnnlab import kernels
+from cnnlab.kernels import threads
+
+
+@pytest.fixture
+def pool_of(monkeypatch):
+    def set_workers(n):
+        monkeypatch.setattr(kernels.policy, "WORKERS", n)
+        monkeypatch.setattr(kernels.policy, "_compiled_enabled", True)
+
+    return set_workers
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_results_come_back_in_chunk_order_from_every_thread(pool_of, workers):
+    pool_of(workers)
+    chunks = [(i, i + 1) for i in range(40)]
+    who = {}
+
+    def fn(n0, n1):
+        time.sleep(0.001 * (n0 % 3))  # uneven chunks, so the threads interleave
+        who[n0] = threading.get_ident()
+        return n0 * 10 + n1
+
+    assert threads.run_chunks(fn, chunks) == [i * 10 + i + 1 for i in range(40)]
+    assert len(who) == 40
+    assert threading.get_ident() in who.values()  # the calling thread took chunks too
+    assert len(set(who.values())) >= 2
+
+
+def test_an_error_in_a_chunk_is_raised_after_the_others_stop(pool_of):
+    pool_of(2)
+    running = []
+    done = []
+
+    def fn(n0, n1):
+        running.append(n0)
+        if n0 == 3:
+            raise ValueError("chunk 3 failed")
+        time.sleep(0.002)
+        done.append(n0)
+        return n0
+
+    with pytest.raises(ValueError, match="chunk 3 failed"):
+        threads.run_chunks(fn, [(i, i + 1) for i in range(50)])
+    after = len(done)
+    time.sleep(0.05)
+    assert len(done) == after  # nothing still running once the error was raised
+    assert len(running) < 50  # the chunks after the failure were not started
+
+
+def test_a_chunk_may_split_its_own_work(pool_of):
+    """A nested call does not wait for a helper that is busy with the outer call."""
+    pool_of(2)
+
+    def outer(n0, n1):
+        return sum(threads.run_chunks(lambda a, b: a + b, [(n0, n1), (n1, n1 + 1)]))
+
+    result = []
+    t = threading.Thread(target=lambda: result.append(threads.run_chunks(outer, [(0, 1), (1, 2), (2, 3)])))
+    t.start()
+    t.join(timeout=30)
+    assert not t.is_alive(), "nested run_chunks deadlocked"
+    assert result == [[1 + 3, 3 + 5, 5 + 7]]
+
+
+def _configure_in_child(env_extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "CNNLAB_MALLOPT"}
+    env.update(env_extra)
+    code = "from cnnlab.kernels import threads; print(threads.configure_malloc())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_allocator_is_tuned_unless_the_user_chose():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert _configure_in_child({}) == "True"
+    assert _configure_in_child({"CNNLAB_MALLOPT": "0"}) == "False"
+    assert _configure_in_child({"MALLOC_TRIM_THRESHOLD_": "131072"}) == "False"
