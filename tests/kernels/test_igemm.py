@@ -68,6 +68,30 @@ def test_long_reductions_are_summed_over_slices():
     np.testing.assert_allclose(c.reshape(9, 20), ref, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("n,F,T,K", [(3, 11, 3, 13), (1, 4, 1, 4), (2, 9, 40, 7), (5, 1, 2, 1)])
+def test_direct_weight_gradient_against_loops(n, F, T, K):
+    """wgrad: out[f, k] = sum over images and positions of g * x at the field element's offset,
+    filters and field elements past whole blocks (igemm.MRW, NKW) and slices (SLICE) included."""
+    rng = np.random.default_rng(n * 100 + F)
+    ldg, xstride = T * igemm.W, T * igemm.W + 70
+    g = rng.standard_normal(n * F * ldg + 5).astype(np.float32)
+    x = rng.standard_normal(n * xstride + 60).astype(np.float32)
+    xoff = rng.integers(0, 60, K).astype(np.int64)
+    ref = np.zeros((F, K))
+    for i in range(n):
+        for f in range(F):
+            for k in range(K):
+                for p in range(ldg):
+                    ref[f, k] += float(g[5 + i * F * ldg + f * ldg + p]) * float(x[i * xstride + xoff[k] + p])
+    out = np.full((F, K), 7.0, np.float32)
+    igemm.wgrad(g, 5, F * ldg, ldg, F, x, 0, xstride, n, xoff, out, False)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
+    igemm.wgrad(g, 5, F * ldg, ldg, F, x, 0, xstride, n, xoff, out, True)  # accumulate
+    np.testing.assert_allclose(out, 2 * ref, rtol=1e-5, atol=1e-4)
+    igemm.wgrad(g, 5, F * ldg, ldg, F, x, 0, xstride, 0, xoff, out, False)  # no images: zero
+    assert not out.any()
+
+
 def test_pack_columns():
     b = np.arange(3 * 40, dtype=np.float32).reshape(3, 40)
     p = igemm.pack_columns(b)
@@ -94,6 +118,16 @@ CASES = [
     ((2, 6, 12, 12), (10, 6, 3, 3), 1, 2, 2, 1),  # dilated, direct forward
     ((2, 32, 8, 8), (16, 32, 3, 3), 1, 1, 1, 1),  # direct forward, 288 products: two slices of igemm.KC
 ]
+
+
+def test_both_weight_gradient_forms_are_in_the_cases():
+    """The cases below reach the direct weight gradient (stride 1, outputs filling most of the
+    padded rows) and igemm's packed one."""
+    forms = set()
+    for case in CASES:
+        x, w, _ = _case(case)
+        forms.add(ConvPlan(x.astype(np.float32), w.astype(np.float32), None, *_params(case)).ig.direct_w)
+    assert forms == {True, False}
 
 
 def _case(case, seed=0):

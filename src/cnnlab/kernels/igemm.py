@@ -11,7 +11,10 @@ weight gradient the two tables trade places; for the input gradient, A is the ou
 read in its own (n, F, L) layout. B comes packed in panels of NR = 32 columns (16 where it has
 at most 16; zero-padded), and C is written through a row table and a column stride, so the
 output lands in (n, F, L) directly. ``dconv`` is the direct form for stride-1 layers: positions
-along the vectors, B's rows read in place from the padded input through an offset table.
+along the vectors, B's rows read in place from the padded input through an offset table;
+``wgrad`` the weight gradient's direct form, a 4 x 4 block of sums over positions along the
+vectors (summed across the lanes at the end), which keeps every lane busy however few filters a
+group has.
 
 The micro-kernel keeps an MR x NR = 8 x 32 block of C in sixteen 16-float registers, and per
 reduction step loads two vectors of B and broadcasts eight values of A into 16 fused
@@ -228,6 +231,137 @@ def dconv(w, x, boff, out, n, F, P, xstride, ostride):
                             out[ob + r * P + p0 + j] = scratch[r * NR + j]
 
 
+# The weight gradient's direct block (_wblock): MRW filters x NKW field elements, each sum kept
+# as 16 per-lane partial sums over positions, SLICE steps of 16 positions per pass into the
+# partial-sum buffer (512 positions: float32 rounding near igemm's KC slices). Measured on one
+# core (16 images): 4 x 4 ran at 136-178 GF/s; 4 x 5, 3 x 6 120-139; 4 x 6, 5 x 4, 8 x 2 and
+# 2 x 8 at 70-114 (more sums than the 32 vector registers hold, or too many loads per product);
+# SLICE 16/64/128 were 2-15% slower than 32 (benchmarks/README.md, "Direct weight gradient")
+MRW, NKW = 4, 4
+SLICE = 32
+
+
+def _make_wblock(MR, NK):
+    """The weight gradient's micro-kernel, as a numba intrinsic: for r < MR, j < NK,
+    P[r, j, 0:16] (+ P if beta) = sum_s G[gpos[s] + grow[r] : +16] * X[xpos[s] + xcol[j] : +16],
+    positions along the vectors, MR*NK accumulators in registers; the 16 lanes are summed later."""
+
+    def codegen(context, builder, signature, args):
+        g_base, grow_ptr, x_base, xcol_ptr, gpos_ptr, xpos_ptr, S, p_base, beta = args
+        f32, i64 = ir.FloatType(), ir.IntType(64)
+        vt = ir.VectorType(f32, W)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{W}f32")
+        g = builder.inttoptr(g_base, f32.as_pointer())
+        x = builder.inttoptr(x_base, f32.as_pointer())
+        grow = builder.inttoptr(grow_ptr, i64.as_pointer())
+        xcol = builder.inttoptr(xcol_ptr, i64.as_pointer())
+        gpos = builder.inttoptr(gpos_ptr, i64.as_pointer())
+        xpos = builder.inttoptr(xpos_ptr, i64.as_pointer())
+        part = builder.inttoptr(p_base, f32.as_pointer())
+        grows = [builder.gep(g, [builder.load(builder.gep(grow, [ir.Constant(i64, r)]))]) for r in range(MR)]
+        xcols = [builder.gep(x, [builder.load(builder.gep(xcol, [ir.Constant(i64, j)]))]) for j in range(NK)]
+        zero = ir.Constant(vt, [0.0] * W)
+        entry = builder.block
+        loop = builder.function.append_basic_block("wblock_loop")
+        done = builder.function.append_basic_block("wblock_done")
+        builder.cbranch(builder.icmp_signed(">", S, ir.Constant(i64, 0)), loop, done)
+
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        acc = [builder.phi(vt) for _ in range(MR * NK)]
+        go = builder.load(builder.gep(gpos, [k]))
+        xo = builder.load(builder.gep(xpos, [k]))
+        gv = [builder.load(builder.bitcast(builder.gep(grows[r], [go]), vt.as_pointer()), align=4) for r in range(MR)]
+        new = [None] * (MR * NK)
+        for j in range(NK):
+            xv = builder.load(builder.bitcast(builder.gep(xcols[j], [xo]), vt.as_pointer()), align=4)
+            for r in range(MR):
+                new[r * NK + j] = builder.call(fma, [gv[r], xv, acc[r * NK + j]])
+        k1 = builder.add(k, ir.Constant(i64, 1))
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        k.add_incoming(k1, loop)
+        for phi, v in zip(acc, new):
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(v, loop)
+        builder.cbranch(builder.icmp_signed("<", k1, S), loop, done)
+
+        builder.position_at_end(done)
+        totals = []
+        for i in range(MR * NK):
+            total = builder.phi(vt)
+            total.add_incoming(zero, entry)
+            total.add_incoming(new[i], loop)
+            totals.append(total)
+        add_old = builder.icmp_signed("!=", beta, ir.Constant(i64, 0))
+        for i in range(MR * NK):
+            ptr = builder.bitcast(builder.gep(part, [ir.Constant(i64, i * W)]), vt.as_pointer())
+            old = builder.load(ptr, align=4)
+            builder.store(builder.select(add_old, builder.fadd(totals[i], old), totals[i]), ptr, align=4)
+        return context.get_dummy_value()
+
+    def wblock(typingctx, g_base, grow_ptr, x_base, xcol_ptr, gpos_ptr, xpos_ptr, S, p_base, beta):
+        """See _make_wblock; every argument an int64 (addresses, offsets in elements, counts)."""
+        return types.void(*([types.int64] * 9)), codegen
+
+    return intrinsic(wblock)
+
+
+_wblock = _make_wblock(MRW, NKW)
+
+
+@njit(**_OPTS)
+def wgrad(g, g0, gstride, ldg, F, x, x0, xstride, n, xoff, out, accumulate):
+    """The weight gradient with positions along the vectors, for images i < n:
+    out[f, k] (+)= sum_i sum_p g[g0 + i*gstride + f*ldg + p] * x[x0 + i*xstride + xoff[k] + p]
+    over p < ldg, a multiple of 16: g's rows are positions padded with zeros to whole vectors (and
+    zero at any position that is not an output), so x may hold anything there; x must be readable
+    up to the last image's xoff.max() + ldg."""
+    K = xoff.shape[0]
+    if F == 0 or K == 0:
+        return
+    if n == 0:  # no products: zero, or nothing to add
+        if not accumulate:
+            out[:, :] = 0.0
+        return
+    T = ldg // W
+    S = n * T
+    gpos = np.empty(S, np.int64)
+    xpos = np.empty(S, np.int64)
+    for i in range(n):
+        for t in range(T):
+            gpos[i * T + t] = i * gstride + t * W
+            xpos[i * T + t] = i * xstride + t * W
+    nfb, nkb = (F + MRW - 1) // MRW, (K + NKW - 1) // NKW
+    part = np.zeros(nfb * nkb * MRW * NKW * W, np.float32)
+    grow = np.empty(nfb * MRW, np.int64)
+    for r in range(nfb * MRW):  # rows past the last filter repeat it (computed, not kept)
+        grow[r] = min(r, F - 1) * ldg
+    xcol = np.empty(nkb * NKW, np.int64)
+    for j in range(nkb * NKW):
+        xcol[j] = xoff[min(j, K - 1)]
+    g_addr, x_addr = g.ctypes.data + g0 * 4, x.ctypes.data + x0 * 4
+    for s0 in range(0, S, SLICE):  # a slice of steps: its part of g and x stays in cache
+        ns = min(SLICE, S - s0)
+        beta = 1 if s0 > 0 else 0
+        for fb in range(nfb):
+            for kb in range(nkb):
+                _wblock(g_addr, grow.ctypes.data + fb * MRW * 8, x_addr, xcol.ctypes.data + kb * NKW * 8,
+                        gpos.ctypes.data + s0 * 8, xpos.ctypes.data + s0 * 8, ns,
+                        part.ctypes.data + (fb * nkb + kb) * MRW * NKW * W * 4, beta)
+    for f in range(F):
+        fb, r = f // MRW, f % MRW
+        for k in range(K):
+            kb, j = k // NKW, k % NKW
+            base = ((fb * nkb + kb) * MRW * NKW + r * NKW + j) * W
+            total = np.float32(0.0)
+            for lane in range(W):
+                total += part[base + lane]
+            if accumulate:
+                out[f, k] += total
+            else:
+                out[f, k] = total
+
+
 def pack_columns(b):
     """(K, N) -> (ceil(N / NR), K, NR) float32 panels of NR columns, the last one zero-padded; a B
     of at most W columns is one panel of W (the narrow block reads no more)."""
@@ -272,6 +406,10 @@ def pack_rows_of(g, f0, F):
 # and more: col2im 1.15-1.8x faster; benchmarks/README.md, "Indirect GEMM").
 FLIP_MAX_GROWTH = 1.4
 
+# The direct weight gradient (wgrad) of a stride-1 layer runs over the padded rows in whole
+# vectors: where the outputs are less than this share of them, igemm's packed gradient wastes less.
+DIRECT_W_MIN_SHARE = 0.75
+
 # The direct forward pass computes the padded width's Wp positions per output row to use OW:
 # below this share it wastes more than the transposed stores of the other orientation cost.
 DIRECT_MIN_SHARE = 0.75
@@ -315,7 +453,9 @@ class IndirectConv:
     forward: out (n, F, L) by dconv for stride-1 layers whose output rows fill most of the padded
     width (direct_forward), else by igemm from the padded input and the weights; either way no
     receptive fields are copied;
-    weight gradient: (F, Cg*K) from the padded input and the output gradient (packed a few images at a time);
+    weight gradient: (F, Cg*K) by wgrad for stride-1 layers whose outputs fill most of the padded
+    rows (direct_w: the output gradient spread over the padded rows, positions along the vectors),
+    else by igemm from the padded input and the output gradient packed a few images at a time;
     input gradient: for stride 1 with an input at most FLIP_MAX_GROWTH times the output, the
     forward pass of another IndirectConv, the output gradient padded by dilation*(k - 1) - padding
     and convolved with the flipped weights, in- and out-channels swapped within each group;
@@ -340,10 +480,13 @@ class IndirectConv:
         self.wf = np.ascontiguousarray(w, dtype=np.float32).reshape(F, Cg * self.K)
         self._w_fwd = self._w_back = None
         self._tables = {}
-        if self.direct:
-            Wp = self.padded[-1]
-            self.P = self.out_shape[0] * Wp
-            self.slack = (self.kernel[-1] - 1) * self.dilation[-1] + NR
+        # positions along the padded rows (the direct forward pass and weight gradient, stride 1),
+        # the last Wp - OW of each row not outputs; the input is followed by slack zeros for their reads
+        stride1 = all(st == 1 for st in self.stride) and len(self.out_shape) == 2
+        self.P = self.out_shape[0] * self.padded[-1] if stride1 else 0
+        self.slack = (self.kernel[-1] - 1) * self.dilation[-1] + NR
+        self.ldg = -(-self.P // W) * W  # the weight gradient's positions, in whole vectors
+        self.direct_w = stride1 and self.L >= DIRECT_W_MIN_SHARE * self.ldg
         reach = tuple(d * (k - 1) for d, k in zip(dilation, self.kernel))
         # the flipped convolution multiplies every input position by the whole kernel, zeros of the
         # padded gradient included: only where the input is at most FLIP_MAX_GROWTH times the output
@@ -423,7 +566,16 @@ class IndirectConv:
         gc = np.ascontiguousarray(gc, dtype=np.float32)
         gf = gc.reshape(-1)
         gw = gx = None
-        if needs_w:
+        if needs_w and self.direct_w:
+            xf = self._padded(xc, self.slack)
+            OH, OW, Wp, ldg = *self.out_shape, self.padded[-1], self.ldg
+            gq = np.zeros((n, self.F, ldg), np.float32)  # positions along the padded rows
+            gq[:, :, :OH * Wp].reshape(n, self.F, OH, Wp)[..., :OW] = gc.reshape(n, self.F, OH, OW)
+            gw = np.empty((self.F, Cg * K), np.float32)
+            for g in range(G):
+                wgrad(gq, g * Fg * ldg, self.F * ldg, ldg, Fg, xf, g * Cg * self.plane, self.C * self.plane, n,
+                      self.fields, gw[g * Fg:(g + 1) * Fg], False)
+        elif needs_w:
             xf = self._padded(xc)
             gw = np.empty((self.F, Cg * K), np.float32)
             part = np.zeros((Cg * K, Fg), np.float32)  # zeros: an empty chunk has no products to add
