@@ -117,6 +117,8 @@ CASES = [
     ((2, 1, 16, 16), (8, 1, 3, 3), 1, 0, 1, 1),  # a first layer: 9 products, direct forward
     ((2, 6, 12, 12), (10, 6, 3, 3), 1, 2, 2, 1),  # dilated, direct forward
     ((2, 32, 8, 8), (16, 32, 3, 3), 1, 1, 1, 1),  # direct forward, 288 products: two slices of igemm.KC
+    ((2, 1, 16, 16), (3, 1, 5, 5), 1, 2, 1, 1),  # the article's first layer: 3 filters, direct
+    ((2, 4, 10, 10), (6, 2, 3, 3), 1, 1, 1, 2),  # grouped, 3 filters per group, direct
 ]
 
 
@@ -276,7 +278,9 @@ def test_one_and_three_dimensions(d, monkeypatch):
     ((16, 1, 3, 3), 16, 2, np.float32, True, False),  # depthwise: its own loops
     ((8, 16, 3, 3), 1, 1, np.float32, True, True),  # stride 1, 8 of 10 padded columns: direct forward
     ((8, 1, 3, 3), 1, 1, np.float32, True, True),  # the same, any number of products
-    ((6, 1, 3, 3), 1, 1, np.float32, True, False),  # but at least 8 filters
+    ((6, 1, 3, 3), 1, 1, np.float32, True, True),  # and any number of filters
+    ((3, 2, 3, 3), 1, 1, np.float32, True, True),
+    ((3, 16, 3, 3), 1, 2, np.float32, True, False),  # strided: at least 8 filters
     ((8, 1, 5, 5), 1, 1, np.float32, True, False),  # 6 of 10 columns: neither rule
 ])
 def test_which_layers_take_it(monkeypatch, ws, groups, stride, dtype, avx512, expected):

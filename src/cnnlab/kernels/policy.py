@@ -208,26 +208,26 @@ def has_avx512() -> bool:
     return _avx512
 
 
-# Fewer filters per group than this, or (outside the direct forward pass) a shorter reduction
-# (input channels per group x kernel elements), and the micro-kernel's 16-wide vectors and short
-# loops waste more than the BLAS paths lose to im2col: first layers on one channel (5x5: 25
-# products) were 1.3-1.5x slower, the article's 3 filters and LeNet-5's 6 no faster
-# (benchmarks/README.md, "Indirect GEMM").
+# Outside the direct forward pass (stride-1 layers whose output rows fill most of the padded
+# width), fewer filters per group than this or a shorter reduction (input channels per group x
+# kernel elements) and the micro-kernel's 16-wide vectors and short loops waste more than the
+# BLAS paths lose to im2col: first layers on one channel (5x5: 25 products) were 1.3-1.5x slower.
+# Direct layers take it with any number of filters: with the direct weight gradient, 3 to 6
+# filters ran 1.4-2.2x faster than on BLAS (benchmarks/README.md, "Indirect GEMM").
 IGEMM_MIN_FILTERS = 8
 IGEMM_MIN_REDUCTION = 32
 
 
 def use_igemm(x, w_shape, stride, padding, dilation, groups) -> bool:
     """The indirect-GEMM convolution applies (kernels/igemm.py): a 2-D convolution of float32
-    NumPy arrays that is not depthwise, on a CPU with AVX-512, compiled kernels on, with at least
-    IGEMM_MIN_FILTERS filters per group; and either a stride-1 layer whose forward pass runs
-    direct (igemm.direct_forward: any number of products per output) or one with at least
+    NumPy arrays that is not depthwise, on a CPU with AVX-512, compiled kernels on; and either a
+    stride-1 layer whose forward pass runs direct (igemm.direct_forward: any number of filters and
+    products per output) or one with at least IGEMM_MIN_FILTERS filters per group and
     IGEMM_MIN_REDUCTION products per output. Its 16-lane micro-kernel ran at about 2x OpenBLAS's
     single-core rate where OpenBLAS is held to AVX2, and it beat Winograd on every 3x3 layer
     measured (benchmarks/README.md, "Indirect GEMM"); float64 keeps the BLAS paths."""
     if not (_igemm_enabled and len(w_shape) == 4 and use_compiled_2d(x, 2) and x.dtype == np.float32
-            and w_shape[0] // groups >= IGEMM_MIN_FILTERS and not use_depthwise(x, w_shape, groups)
-            and has_avx512()):
+            and not use_depthwise(x, w_shape, groups) and has_avx512()):
         return False
     from .igemm import direct_forward  # noqa: PLC0415
 
@@ -235,7 +235,7 @@ def use_igemm(x, w_shape, stride, padding, dilation, groups) -> bool:
     out = [(s - d * (k - 1) - 1) // st + 1 for s, k, d, st in zip(padded, w_shape[2:], dilation, stride)]
     if min(out) >= 1 and direct_forward(padded, out, stride):
         return True
-    return math.prod(w_shape[1:]) >= IGEMM_MIN_REDUCTION
+    return w_shape[0] // groups >= IGEMM_MIN_FILTERS and math.prod(w_shape[1:]) >= IGEMM_MIN_REDUCTION
 
 
 def use_depthwise(x, w_shape, groups) -> bool:
