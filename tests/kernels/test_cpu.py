@@ -72,6 +72,23 @@ def test_chunks_cover_the_batch_once_in_balanced_pieces(N):
     assert kernels.conv_chunks(np.zeros((2, 1, 8, 8), np.float32), 9, 36) == [(0, 2)]  # small: one chunk
 
 
+@pytest.mark.parametrize("N", [1, 2, 7, 64, 257])
+@pytest.mark.parametrize("values,flops", [(900 + 20 * 576, 2 * 20 * 25 * 576), (20 * 144 + 40 * 64, 2 * 40 * 500 * 64)])
+def test_indirect_chunks_split_by_work_and_size(N, values, flops, monkeypatch):
+    monkeypatch.setattr(kernels.policy, "WORKERS", 2)
+    x = np.zeros((N, 1, 4, 4), np.float32)
+    chunks = kernels.indirect_chunks(x, values, flops)
+    assert chunks[0][0] == 0 and chunks[-1][1] == N
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(chunks, chunks[1:]))
+    sizes = [b - a for a, b in chunks]
+    assert max(sizes) - min(sizes) <= 1
+    assert max(sizes) * values * 4 <= max(kernels.policy.CPU_CHUNK_BYTES, values * 4)
+    if N * flops >= kernels.policy.SPLIT_MIN_FLOPS and N >= 2:
+        assert len(chunks) % 2 == 0  # both cores get as many chunks
+    elif N * values * 4 <= kernels.policy.CPU_CHUNK_BYTES:
+        assert chunks == [(0, N)]  # little work: one chunk on the calling thread
+
+
 def test_every_loop_in_kernels_cpu_is_compiled():
     """Each function of kernels/cpu.py is a numba dispatcher: a decorator lost in a merge once
     left lrn_forward_eval as plain Python loops, correct but 60-95x slower (AlexNet inference)."""

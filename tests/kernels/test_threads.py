@@ -92,3 +92,28 @@ def test_the_allocator_is_tuned_unless_the_user_chose():
     assert _configure_in_child({}) == "True"
     assert _configure_in_child({"CNNLAB_MALLOPT": "0"}) == "False"
     assert _configure_in_child({"MALLOC_TRIM_THRESHOLD_": "131072"}) == "False"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_inside_a_compiled_kernel_arrives_as_an_interrupt(pool_of, workers):
+    """Ctrl-C while a compiled kernel runs on the main thread makes its return a SystemError
+    ("returned a result with an exception set") chained to the KeyboardInterrupt: the caller,
+    which handles interrupts, gets the KeyboardInterrupt."""
+    pool_of(workers)
+
+    def fn(n0, n1):
+        if n0 == 1:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as e:
+                raise SystemError("<dispatcher> returned a result with an exception set") from e
+        return n0
+
+    with pytest.raises(KeyboardInterrupt):
+        threads.run_chunks(fn, [(0, 1), (1, 2), (2, 3)])
+
+    def other(n0, n1):
+        raise SystemError("something else")
+
+    with pytest.raises(SystemError, match="something else"):
+        threads.run_chunks(other, [(0, 1), (1, 2)])

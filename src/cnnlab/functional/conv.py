@@ -90,6 +90,8 @@ class ConvPlan:
             self.wk = w.reshape(groups, F // groups, Cg * K)  # (G, F/G, Cg*K)
         if self.winograd:
             self.chunks = kernels.winograd_chunks(x, Cg, self.L)
+        elif self.indirect:
+            self.chunks = kernels.indirect_chunks(x, self.ig.C * self.ig.plane + F * self.L, 2 * F * Cg * K * self.L)
         else:
             self.chunks = kernels.conv_chunks(x, Cg * groups * K, self.L)
 

@@ -50,11 +50,42 @@ KC = 256
 PACK_POSITIONS = 16384
 
 
+def _outlined(name, body, nargs=9):
+    """A numba intrinsic's codegen that calls ``name``, a function of ``nargs`` int64 arguments
+    built by ``body(builder, args)`` once per module and kept out of line (noinline): the
+    micro-kernel's loop gets the registers to itself rather than sharing them with the driver's
+    loops around the call site."""
+
+    def codegen(context, builder, signature, args):
+        module = builder.module
+        fn = module.globals.get(name)
+        if fn is None:
+            i64 = ir.IntType(64)
+            fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64] * nargs), name)
+            fn.linkage = "internal"
+            for attr in OUTLINE_ATTRS:
+                fn.attributes.add(attr)
+            inner = ir.IRBuilder(fn.append_basic_block("entry"))
+            body(inner, list(fn.args))
+            inner.ret_void()
+        builder.call(fn, args)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+# The micro-kernels' functions: out of line, and optimised for size, which keeps LLVM from
+# unrolling their loops twice (the unrolled 8 x 32 block spilled vector registers to the stack).
+# One core: igemm's block 172-191 GF/s inlined or noinline alone, 220-238 with both; dconv's
+# 162-185 -> 228-252 (benchmarks/README.md, "Indirect GEMM")
+OUTLINE_ATTRS = ("noinline", "optsize")
+
+
 def _make_block(MR, NV, b_rows=False):
     """The micro-kernel for an MR x NV*W block of C, as a numba intrinsic. With ``b_rows``, B's
     row k starts at b + boff[k] (an offset table, passed in place of ldb) instead of b + k*ldb."""
 
-    def codegen(context, builder, signature, args):
+    def body(builder, args):
         a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta = args
         f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
         vt = ir.VectorType(f32, W)
@@ -112,7 +143,8 @@ def _make_block(MR, NV, b_rows=False):
                 old = builder.load(ptr, align=4)
                 builder.store(builder.select(add_old, builder.fadd(totals[r * NV + j], old), totals[r * NV + j]),
                               ptr, align=4)
-        return context.get_dummy_value()
+
+    codegen = _outlined(f"cnnlab_igemm_block_{MR}x{NV * W}{'_rows' if b_rows else ''}", body)
 
     def block(typingctx, a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta):
         """C[r, 0:NV*W] (+ C if beta) = sum_k A[row[r] + col[k]] * B[k, 0:NV*W] for r < MR, all
@@ -246,7 +278,7 @@ def _make_wblock(MR, NK):
     P[r, j, 0:16] (+ P if beta) = sum_s G[gpos[s] + grow[r] : +16] * X[xpos[s] + xcol[j] : +16],
     positions along the vectors, MR*NK accumulators in registers; the 16 lanes are summed later."""
 
-    def codegen(context, builder, signature, args):
+    def body(builder, args):
         g_base, grow_ptr, x_base, xcol_ptr, gpos_ptr, xpos_ptr, S, p_base, beta = args
         f32, i64 = ir.FloatType(), ir.IntType(64)
         vt = ir.VectorType(f32, W)
@@ -297,7 +329,8 @@ def _make_wblock(MR, NK):
             ptr = builder.bitcast(builder.gep(part, [ir.Constant(i64, i * W)]), vt.as_pointer())
             old = builder.load(ptr, align=4)
             builder.store(builder.select(add_old, builder.fadd(totals[i], old), totals[i]), ptr, align=4)
-        return context.get_dummy_value()
+
+    codegen = _outlined(f"cnnlab_igemm_wblock_{MR}x{NK}", body)
 
     def wblock(typingctx, g_base, grow_ptr, x_base, xcol_ptr, gpos_ptr, xpos_ptr, S, p_base, beta):
         """See _make_wblock; every argument an int64 (addresses, offsets in elements, counts)."""
@@ -410,6 +443,19 @@ FLIP_MAX_GROWTH = 1.4
 # vectors: where the outputs are less than this share of them, igemm's packed gradient wastes less.
 DIRECT_W_MIN_SHARE = 0.75
 
+# Which orientation, where both apply (one core, 8 images, 3x3 and 5x5 'same' layers of 1-128
+# channels and filters on 6x6, 13x13 and 28x28 maps; benchmarks/README.md, "Direct or
+# transposed"): the direct forms fill their vectors with positions, igemm's with filters. With
+# at most DIRECT_MAX_FILTERS filters per group the direct forward pass won 1.07-2.5x everywhere
+# and the direct weight gradient 0.89-3.7x (below 1.0 once); with more filters, the direct
+# forward pass won on output rows of DIRECT_MIN_WIDTH or more (28 wide: 0.93-2.9x, below 1.0
+# once) and lost on 6- and 13-wide rows (0.41-1.2x, mostly below 1.0), and the direct weight
+# gradient won on wide rows only for fields of at most DIRECT_W_MAX_FIELD = Cg*KH*KW elements
+# (9 or 25: 1.14-1.73x; 72: 0.83-1.53x; 200 or more: 0.71-1.0x).
+DIRECT_MAX_FILTERS = 8
+DIRECT_MIN_WIDTH = 20
+DIRECT_W_MAX_FIELD = 32
+
 # The direct forward pass computes the padded width's Wp positions per output row to use OW:
 # below this share it wastes more than the transposed stores of the other orientation cost.
 DIRECT_MIN_SHARE = 0.75
@@ -476,7 +522,8 @@ class IndirectConv:
         self.L, self.K = math.prod(out_shape), math.prod(self.kernel)
         self.C = C
         self.fields = field_offsets(Cg, self.padded, self.kernel, self.dilation)
-        self.direct = direct_forward(self.padded, self.out_shape, stride)
+        few, wide = self.Fg <= DIRECT_MAX_FILTERS, self.out_shape[-1] >= DIRECT_MIN_WIDTH
+        self.direct = direct_forward(self.padded, self.out_shape, stride) and (few or wide)
         self.wf = np.ascontiguousarray(w, dtype=np.float32).reshape(F, Cg * self.K)
         self._w_fwd = self._w_back = None
         self._tables = {}
@@ -486,7 +533,8 @@ class IndirectConv:
         self.P = self.out_shape[0] * self.padded[-1] if stride1 else 0
         self.slack = (self.kernel[-1] - 1) * self.dilation[-1] + NR
         self.ldg = -(-self.P // W) * W  # the weight gradient's positions, in whole vectors
-        self.direct_w = stride1 and self.L >= DIRECT_W_MIN_SHARE * self.ldg
+        self.direct_w = (stride1 and self.L >= DIRECT_W_MIN_SHARE * self.ldg
+                         and (few or (wide and Cg * self.K <= DIRECT_W_MAX_FIELD)))
         reach = tuple(d * (k - 1) for d, k in zip(dilation, self.kernel))
         # the flipped convolution multiplies every input position by the whole kernel, zeros of the
         # padded gradient included: only where the input is at most FLIP_MAX_GROWTH times the output
@@ -536,13 +584,20 @@ class IndirectConv:
         n = xc.shape[0]
         if self.direct:
             return self._forward_direct(xc, out)
-        rows, out_rows = self._table(n)
-        xf, of = self._padded(xc), out.reshape(-1)
+        rows, _ = self._table(n)
+        xf = self._padded(xc)
         Cg, Fg, L = self.Cg, self.Fg, self.L
         if self._w_fwd is None:
             self._w_fwd = [pack_columns(np.ascontiguousarray(self.wf[g * Fg:(g + 1) * Fg].T)) for g in range(self.G)]
+        # C row-major (n*L, filters padded to whole panels), every block stored whole by the
+        # micro-kernel, then transposed into (n, F, L): 10-17% faster than storing each block
+        # transposed through a scratch block (benchmarks/README.md, "Indirect GEMM")
+        Fpad = self._w_fwd[0].shape[0] * self._w_fwd[0].shape[2]
+        tmp = np.empty(n * L * Fpad, np.float32)
+        crow = np.arange(n * L, dtype=np.int64) * Fpad
         for g in range(self.G):
-            igemm(xf, g * Cg * self.plane, rows, self.fields, self._w_fwd[g], of, g * Fg * L, out_rows, L, Fg, False)
+            igemm(xf, g * Cg * self.plane, rows, self.fields, self._w_fwd[g], tmp, 0, crow, 1, Fpad, False)
+            out[:, g * Fg:(g + 1) * Fg] = tmp.reshape(n, L, Fpad)[:, :, :Fg].transpose(0, 2, 1)
 
     def _forward_direct(self, xc, out):
         """The forward pass by dconv: positions along the vectors, the padded width's extra columns

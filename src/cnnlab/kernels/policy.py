@@ -157,6 +157,27 @@ def conv_chunks(x, CK, L, target=None):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+# An indirect-GEMM convolution (no receptive fields copied) is split over the cores when its
+# batch's product has at least this many floating-point operations; its im2col bytes, which
+# SPLIT_MIN_BYTES counts, say little about its work (a first layer of one channel and 20 filters
+# at batch 64: 1.07 ms on one core, 0.72 split; benchmarks/README.md, "SPLIT_MIN_FLOPS").
+SPLIT_MIN_FLOPS = 16_000_000
+
+
+def indirect_chunks(x, image_values, image_flops):
+    """(start, stop) ranges over the batch of ``x`` for the indirect GEMM: chunks of at most
+    CPU_CHUNK_BYTES of padded input and output (``image_values`` per image), a multiple of the
+    cores once the batch's work (``image_flops`` per image) reaches SPLIT_MIN_FLOPS."""
+    N = x.shape[0]
+    if N <= 1:
+        return [(0, N)]
+    cores = WORKERS if N * image_flops >= SPLIT_MIN_FLOPS else 1
+    count = -(-N // max(1, CPU_CHUNK_BYTES // max(1, image_values * x.dtype.itemsize)))
+    count = min(N, -(-count // cores) * cores)
+    bounds = [N * i // count for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def batch_ranges(N, nbytes):
     """(n0, n1) slices of a batch of N: one per core when the work (``nbytes``) is large enough."""
     step = max(1, -(-N // (WORKERS if nbytes >= SPLIT_MIN_BYTES else 1)))

@@ -79,7 +79,12 @@ def run_chunks(fn, chunks, on_cpu=True):
     if on_cpu:
         configure_blas()
     if not policy.use_threads(chunks, on_cpu):
-        return [fn(n0, n1) for n0, n1 in chunks]
+        try:
+            return [fn(n0, n1) for n0, n1 in chunks]
+        except SystemError as e:
+            if _as_interrupt(e) is e:
+                raise
+            raise _as_interrupt(e) from None
     results = [None] * len(chunks)
     taken = itertools.count()  # next() on a count is atomic under the GIL
     failed = []
@@ -100,8 +105,23 @@ def run_chunks(fn, chunks, on_cpu=True):
         if not h.cancel():
             h.result()
     if failed:
-        raise failed[0]
+        if _as_interrupt(failed[0]) is failed[0]:
+            raise failed[0]
+        raise _as_interrupt(failed[0]) from None
     return results
+
+
+def _as_interrupt(e):
+    """``e``, or a KeyboardInterrupt where ``e`` is the SystemError a compiled kernel's return
+    gives when Ctrl-C arrives while it runs on the main thread ("returned a result with an
+    exception set", the interrupt chained to it): the caller sees the interrupt it handles."""
+    if isinstance(e, SystemError):
+        seen = e.__cause__ or e.__context__
+        while seen is not None:
+            if isinstance(seen, KeyboardInterrupt):
+                return seen
+            seen = seen.__cause__ or seen.__context__
+    return e
 
 
 def over_batch(fn, N, nbytes):
