@@ -119,6 +119,13 @@ CASES = [
     ((2, 32, 8, 8), (16, 32, 3, 3), 1, 1, 1, 1),  # direct forward, 288 products: two slices of igemm.KC
     ((2, 1, 16, 16), (3, 1, 5, 5), 1, 2, 1, 1),  # the article's first layer: 3 filters, direct
     ((2, 4, 10, 10), (6, 2, 3, 3), 1, 1, 1, 2),  # grouped, 3 filters per group, direct
+    # strided: the input gradient by phases (some phases without taps where the kernel is
+    # shorter than the stride, or without input where the padding fills them)
+    ((2, 8, 9, 11), (16, 8, 2, 2), 3, 0, 1, 1),
+    ((2, 6, 12, 13), (12, 6, 3, 5), (2, 3), (1, 2), 1, 1),
+    ((2, 3, 27, 27), (16, 3, 11, 11), 4, 2, 1, 1),  # AlexNet's first layer's shape, smaller
+    ((2, 8, 10, 10), (16, 4, 3, 3), 2, 1, 1, 2),  # grouped
+    ((2, 40, 7, 7), (16, 40, 1, 1), 2, 0, 1, 1),  # 1x1, stride 2: three phases without taps
 ]
 
 

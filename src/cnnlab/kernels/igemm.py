@@ -456,6 +456,10 @@ DIRECT_MAX_FILTERS = 8
 DIRECT_MIN_WIDTH = 20
 DIRECT_W_MAX_FIELD = 32
 
+# The input gradient of strided layers by phases (_PhaseBack) rather than the fields' gradients
+# and col2im
+PHASE_BACK = True
+
 # The direct forward pass computes the padded width's Wp positions per output row to use OW:
 # below this share it wastes more than the transposed stores of the other orientation cost.
 DIRECT_MIN_SHARE = 0.75
@@ -490,6 +494,95 @@ def position_offsets(out_shape, padded, stride):
         off = (off[:, None] + np.arange(o, dtype=np.int64) * st * s).ravel()
     off.flags.writeable = False
     return off
+
+
+def _phase_slices(phase, stride, padding, size):
+    """(source, destination) slices per axis between an unpadded input of ``size`` and the phase
+    plane ``phase`` of its padded form: input index r is padded index r + p, which lies in plane
+    (r + p) % s at (r + p) // s. None where the plane holds no input element."""
+    src, dst = [], []
+    for a, s, p, n in zip(phase, stride, padding, size):
+        r0 = (a - p) % s
+        count = -(-(n - r0) // s) if n > r0 else 0
+        if count <= 0:
+            return None
+        i0 = (r0 + p) // s
+        src.append(slice(r0, None, s))
+        dst.append(slice(i0, i0 + count))
+    return tuple(src), tuple(dst)
+
+
+@functools.lru_cache(maxsize=256)
+def _phase_geometry(stride, padding, size, padded, kernel, Fg):
+    """_PhaseBack's geometry (cached): the largest tap shift E per axis, the phase plane's rows
+    Hq, the padded gradient's plane Hg x Wg, the positions P, the slack, and per phase (a, b) its
+    slices (_phase_slices) and dconv's offsets of (f, t0, t1) in the padded gradient, None where
+    the phase has no taps or no input element."""
+    (s0, s1), (Hp, Wp) = stride, padded
+    E = tuple((k - 1) // s for k, s in zip(kernel, stride))
+    Hq, Wq = -(-Hp // s0), -(-Wp // s1)
+    Hg, Wg = Hq + E[0], Wq + E[1]
+    tables = []
+    for a in range(s0):
+        for b in range(s1):
+            cut = _phase_slices((a, b), stride, padding, size)
+            khs, kws = range(a, kernel[0], s0), range(b, kernel[1], s1)
+            if cut is None or not khs or not kws:
+                tables.append(((a, b), cut, None))  # no taps or no input: that part of dx is zero
+                continue
+            e0 = np.array([kh // s0 for kh in khs], np.int64)
+            e1 = np.array([kw // s1 for kw in kws], np.int64)
+            boff = (np.arange(Fg, dtype=np.int64)[:, None, None] * (Hg * Wg)
+                    + ((E[0] - e0) * Wg)[:, None][None] + (E[1] - e1)[None, None, :]).ravel()
+            boff.flags.writeable = False
+            tables.append(((a, b), cut, boff))
+    return E, Hq, Hg, Wg, Hq * Wg, E[1] + NR, tuple(tables)
+
+
+class _PhaseBack:
+    """The input gradient of a strided 2-D layer (dilation 1) without col2im: the padded input
+    split into its s0 x s1 phases (rows a, a + s0, ...; columns b, b + s1, ...), each phase's
+    gradient is a stride-1 correlation of the output gradient with the taps kh = a mod s0,
+    kw = b mod s1 of the kernel, run by dconv over the zero-padded gradient's plane, positions
+    along the vectors; the phases are then written into their rows and columns of dx."""
+
+    def __init__(self, conv):
+        self.conv = conv
+        geometry = _phase_geometry(conv.stride, conv.padding, conv.S, conv.padded, conv.kernel, conv.Fg)
+        self.E, self.Hq, self.Hg, self.Wg, self.P, self.slack, tables = geometry
+        w = np.asarray(conv.w, dtype=np.float32)
+        G, Fg, Cg = conv.G, conv.Fg, conv.Cg
+        self.phases = []
+        for (a, b), cut, boff in tables:
+            if boff is None:
+                self.phases.append((cut, None, None))
+                continue
+            taps = w[:, :, a::conv.stride[0], b::conv.stride[1]]  # (F, Cg, T0, T1)
+            # (G, Cg, Fg*T0*T1): dx's channels as dconv's filters, the reduction over (f, t0, t1)
+            wt = np.ascontiguousarray(taps.reshape((G, Fg, Cg) + taps.shape[2:]).transpose(0, 2, 1, 3, 4))
+            self.phases.append((cut, wt.reshape(G, Cg, -1), boff))
+
+    def __call__(self, gc):
+        """dx (n, C, *S) of the chunk's output gradient gc (n, F, L)."""
+        conv = self.conv
+        n, F, C, G, Fg, Cg = gc.shape[0], conv.F, conv.C, conv.G, conv.Fg, conv.Cg
+        OH, OW = conv.out_shape
+        E0, E1, Hg, Wg, P = *self.E, self.Hg, self.Wg, self.P
+        size = n * F * Hg * Wg
+        gpad = np.zeros(size + self.slack, np.float32)
+        gpad[:size].reshape(n, F, Hg, Wg)[:, :, E0:E0 + OH, E1:E1 + OW] = gc.reshape(n, F, OH, OW)
+        # every element of dx lies in one phase: written once, unless a phase has no taps
+        whole = all(wt is not None for _, wt, _ in self.phases)
+        dx = (np.empty if whole else np.zeros)((n, C) + conv.S, np.float32)
+        buf = np.empty(n * C * P, np.float32)
+        every = (slice(None), slice(None))
+        for cut, wt, boff in self.phases:
+            if wt is None:
+                continue
+            for g in range(G):
+                dconv(wt[g].reshape(-1), gpad[g * Fg * Hg * Wg:], boff, buf[g * Cg * P:], n, Cg, P, F * Hg * Wg, C * P)
+            dx[every + cut[0]] = buf.reshape(n, C, self.Hq, Wg)[every + cut[1]]
+        return dx
 
 
 class IndirectConv:
@@ -543,6 +636,10 @@ class IndirectConv:
                 and math.prod(S) <= FLIP_MAX_GROWTH * self.L):
             self.flip_padding = tuple(r - p for r, p in zip(reach, padding))
         self._back = None
+        # a strided layer's input gradient by phases (_PhaseBack), without col2im
+        self.phase_back = (PHASE_BACK and len(self.S) == 2 and any(st > 1 for st in stride)
+                           and all(d == 1 for d in dilation))
+        self._phased = None
 
     def _back_conv(self):
         """The IndirectConv whose forward pass is this one's input gradient, made on first use. The
@@ -643,7 +740,12 @@ class IndirectConv:
                     igemm(xf, g * Cg * self.plane, self.fields, rows[i0 * L:i1 * L], b, part.reshape(-1), 0, prow, 1,
                           Fg, i0 > 0)
                 gw[g * Fg:(g + 1) * Fg] = part.T
-        if needs_x and self.flip_padding is not None:
+        if needs_x and self.phase_back:
+            back = self._phased
+            if back is None:  # the chunks' threads may both make one (the same)
+                back = self._phased = _PhaseBack(self)
+            gx = back(gc)
+        elif needs_x and self.flip_padding is not None:
             gx = np.empty((n, self.C, math.prod(self.S)), np.float32)
             self._back_conv().forward(gc.reshape((n, self.F) + self.out_shape), gx)
             gx = gx.reshape((n, self.C) + self.S)
