@@ -310,3 +310,41 @@ def test_the_rule_sees_dilation(monkeypatch):
     x, w = np.zeros((2, 1, 8, 8), np.float32), np.zeros((8, 1, 3, 3), np.float32)
     assert ConvPlan(x, w, None, (1, 1), (1, 1), (1, 1), 1).indirect
     assert not ConvPlan(x, w, None, (1, 1), (1, 1), (2, 2), 1).indirect
+
+
+@pytest.mark.parametrize("M,K,N", [(5, 7, 3), (130, 300, 40), (9, 17, 33), (128, 800, 256)])
+def test_matmul_in_its_three_forms(M, K, N):
+    rng = np.random.default_rng(M + K + N)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    ref = a.astype(np.float64) @ b
+    np.testing.assert_allclose(igemm.matmul(a, b), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(igemm.matmul(np.ascontiguousarray(a.T), b, transpose_a=True), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(igemm.matmul(a, np.ascontiguousarray(b.T), transpose_b=True), ref, rtol=1e-4,
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="do not match"):
+        igemm.matmul(a, b[:-1])
+
+
+def test_linear_on_the_indirect_gemm_matches_float64_and_torch():
+    """A batch of 150 rows takes igemm (policy.use_igemm_linear); its output and three gradients
+    agree with the float64 BLAS path and with PyTorch."""
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((150, 70)), 0.2 * rng.standard_normal((40, 70)), rng.standard_normal(40)
+    up = rng.standard_normal((150, 40))
+    assert policy.use_igemm_linear(x.astype(np.float32), w.astype(np.float32))
+    assert not policy.use_igemm_linear(x[:100].astype(np.float32), w.astype(np.float32))  # too few rows
+
+    def run(dtype):
+        ts = [cnnlab.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b)]
+        out = F.linear(*ts)
+        out.backward(cnnlab.tensor(up.astype(dtype)))
+        return [out.numpy()] + [t.grad.numpy() for t in ts]
+
+    got, exact = run(np.float32), run(np.float64)
+    tt = [torch.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
+    to = torch.nn.functional.linear(*tt)
+    to.backward(torch.tensor(up.astype(np.float32)))
+    for a, e, t in zip(got, exact, [to] + [t.grad for t in tt]):
+        assert a.dtype == np.float32
+        assert rel_error(a, e) < 2e-6 and rel_error(a, t.detach().numpy()) < 2e-6

@@ -24,8 +24,8 @@ class Linear(Function):
         g2 = g.reshape(-1, g.shape[-1])
         x2 = self.x.reshape(-1, self.x.shape[-1])
         needs = self.needs_input_grad
-        gx = (g2 @ self.w).reshape(self.x.shape) if needs[0] else None
-        gw = g2.T @ x2 if needs[1] else None
+        gx, gw = kernels.linear_backward(g2, x2, self.w, needs[0], needs[1])
+        gx = gx.reshape(self.x.shape) if gx is not None else None
         if not self.has_bias:
             return gx, gw
         return gx, gw, (g2.sum(axis=0) if needs[2] else None)

@@ -451,12 +451,28 @@ def lrn_backward(g, x, d, scale, size, alpha, beta):
 # ------------------------------------------------------------------ fully connected, optimizer
 def linear_forward(x2, w):
     """x2 (M, in) @ w.T -> (M, out) for weight w (out, in), C-contiguous. A NumPy input of a few
-    rows (policy.use_transposed_linear) is multiplied as (w @ x2.T).T: the same product, faster."""
+    rows (policy.use_transposed_linear) is multiplied as (w @ x2.T).T: the same product, faster;
+    float32 batches of policy.use_igemm_linear's size on the indirect GEMM."""
     if isinstance(x2, np.ndarray):
         threads.configure_blas()
+    if policy.use_igemm_linear(x2, w):
+        from .igemm import matmul  # noqa: PLC0415
+
+        return matmul(x2, w, transpose_b=True)
     if policy.use_transposed_linear(x2):
         return np.ascontiguousarray((w @ x2.T).T)
     return x2 @ w.T  # (M, in) @ (in, out) -> (M, out)
+
+
+def linear_backward(g2, x2, w, needs_x, needs_w):
+    """Linear's gradients (g2 @ w, g2.T @ x2), None where not needed; on the indirect GEMM where
+    policy.use_igemm_linear holds for its forward pass."""
+    if not policy.use_igemm_linear(x2, w) or g2.dtype != np.float32:
+        return (g2 @ w if needs_x else None), (g2.T @ x2 if needs_w else None)
+    from .igemm import matmul  # noqa: PLC0415
+
+    g2 = np.ascontiguousarray(g2)
+    return (matmul(g2, w) if needs_x else None), (matmul(g2, x2, transpose_a=True) if needs_w else None)
 
 
 def sgd_update(p, g, buf, lr, decay, momentum, damp1, nesterov, first):

@@ -411,6 +411,26 @@ def pack_columns(b):
     return out
 
 
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """A plain float32 product on igemm, one core: a @ b, a.T @ b or a @ b.T for C-contiguous
+    2-D a and b (a.T read through the offset tables, not copied); a new C-contiguous result."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    (M, K), ka = (a.shape[::-1] if transpose_a else a.shape), a.shape[1]
+    bk = np.ascontiguousarray(b, dtype=np.float32)
+    bp = pack_columns(bk.T if transpose_b else bk)
+    N = bk.shape[0] if transpose_b else bk.shape[1]
+    if (bk.shape[1] if transpose_b else bk.shape[0]) != K:
+        raise ValueError(f"matmul: shapes {a.shape}{'.T' if transpose_a else ''} and "
+                         f"{b.shape}{'.T' if transpose_b else ''} do not match")
+    c = np.empty((M, N), np.float32)
+    if transpose_a:  # A[i, k] = a[k, i]: row i starts at i, step k at k*ka
+        row, col = np.arange(M, dtype=np.int64), np.arange(K, dtype=np.int64) * ka
+    else:
+        row, col = np.arange(M, dtype=np.int64) * ka, np.arange(K, dtype=np.int64)
+    igemm(a.reshape(-1), 0, row, col, bp, c.reshape(-1), 0, np.arange(M, dtype=np.int64) * N, 1, N, False)
+    return c
+
+
 @njit(**_OPTS)
 def pack_rows_of(g, f0, F):
     """pack_columns of the (n*L, F) matrix whose row (i, l) is g[i, f0:f0 + F, l] (g (n, Fall, L)),

@@ -317,6 +317,26 @@ def winograd_chunks(x, C, L):
 LINEAR_SMALL_BATCH = 64
 
 
+# Linear's three products on the indirect GEMM (one core) rather than one-thread OpenBLAS: float32
+# on AVX-512, at least LINEAR_IGEMM_MIN_ROWS rows (the weight gradient's reduction runs over the
+# batch) and at most LINEAR_IGEMM_MAX_WEIGHTS weights (packed again each call). Forward + both
+# gradients, one core (BLAS / igemm, ms): 128x800x256 1.34 / 0.86, 256x800x256 2.62 / 1.63,
+# 1000x640x100 3.41 / 2.07; 128x256x10 0.031 / 0.039; 64x1024x1024 3.80 / 7.22
+# (benchmarks/README.md, "Linear on the indirect GEMM").
+LINEAR_IGEMM_MIN_ROWS = 128
+LINEAR_IGEMM_MAX_WEIGHTS = 1 << 18
+LINEAR_IGEMM_MIN_OUT = 16
+
+
+def use_igemm_linear(x2, w) -> bool:
+    """Linear's products run on igemm (see LINEAR_IGEMM_MIN_ROWS): float32 NumPy (M, in) input
+    of at least LINEAR_IGEMM_MIN_ROWS rows, a weight of at least LINEAR_IGEMM_MIN_OUT outputs and
+    at most LINEAR_IGEMM_MAX_WEIGHTS elements, AVX-512, the kernel and compiled kernels on."""
+    return (_igemm_enabled and _compiled_enabled and isinstance(x2, np.ndarray) and x2.dtype == np.float32
+            and w.dtype == np.float32 and x2.shape[0] >= LINEAR_IGEMM_MIN_ROWS
+            and w.shape[0] >= LINEAR_IGEMM_MIN_OUT and w.size <= LINEAR_IGEMM_MAX_WEIGHTS and has_avx512())
+
+
 def use_transposed_linear(x2) -> bool:
     """Linear's forward computes (w @ x2.T).T: a NumPy (M, in) input of at most LINEAR_SMALL_BATCH rows."""
     return x2.shape[0] <= LINEAR_SMALL_BATCH and isinstance(x2, np.ndarray)
