@@ -51,7 +51,8 @@ from .winograd import (
 __all__ = [
     "act_forward_chunk", "act_backward_chunk", "allow_igemm", "allow_winograd", "bn_relu_train_backward",
     "bn_relu_train_forward", "indirect_conv", "use_igemm",
-    "col2im", "col2im_nhwc", "compiled", "conv_chunks", "erf", "indirect_chunks", "generic", "im2col", "im2col_nhwc", "linear_forward",
+    "col2im", "col2im_nhwc", "compiled", "conv_chunks", "erf", "indirect_chunks", "generic", "im2col", "im2col_nhwc",
+    "linear_backward", "linear_forward",
     "lrn_backward", "lrn_forward", "lrn_forward_eval", "max_pool2d_backward_chunk", "max_pool2d_chunk",
     "max_pool_backward",
     "max_pool_forward", "policy", "relu_backward", "relu_forward", "run_chunks", "scale_shift_relu",
