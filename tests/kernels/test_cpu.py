@@ -82,10 +82,10 @@ def test_indirect_chunks_split_by_work_and_size(N, values, flops, monkeypatch):
     assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(chunks, chunks[1:]))
     sizes = [b - a for a, b in chunks]
     assert max(sizes) - min(sizes) <= 1
-    assert max(sizes) * values * 4 <= max(kernels.policy.CPU_CHUNK_BYTES, values * 4)
+    assert max(sizes) * values * 4 <= max(kernels.policy.INDIRECT_CHUNK_BYTES, values * 4)
     if N * flops >= kernels.policy.SPLIT_MIN_FLOPS and N >= 2:
         assert len(chunks) % 2 == 0  # both cores get as many chunks
-    elif N * values * 4 <= kernels.policy.CPU_CHUNK_BYTES:
+    elif N * values * 4 <= kernels.policy.INDIRECT_CHUNK_BYTES:
         assert chunks == [(0, N)]  # little work: one chunk on the calling thread
 
 

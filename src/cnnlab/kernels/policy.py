@@ -164,15 +164,22 @@ def conv_chunks(x, CK, L, target=None):
 SPLIT_MIN_FLOPS = 16_000_000
 
 
+# Bytes of padded input and output per indirect-GEMM chunk: its buffers (the padded input, the
+# row-major product, the packed gradient) scale with it. Nielsen's net at batch 256 (MiB peak,
+# img/s): 4 MiB 58.0, 14.3k; 1 MiB 27.5, 16.8k; 512 KiB 19.9, 15.9k (benchmarks/README.md,
+# "INDIRECT_CHUNK_BYTES").
+INDIRECT_CHUNK_BYTES = 1 << 20
+
+
 def indirect_chunks(x, image_values, image_flops):
     """(start, stop) ranges over the batch of ``x`` for the indirect GEMM: chunks of at most
-    CPU_CHUNK_BYTES of padded input and output (``image_values`` per image), a multiple of the
-    cores once the batch's work (``image_flops`` per image) reaches SPLIT_MIN_FLOPS."""
+    INDIRECT_CHUNK_BYTES of padded input and output (``image_values`` per image), a multiple of
+    the cores once the batch's work (``image_flops`` per image) reaches SPLIT_MIN_FLOPS."""
     N = x.shape[0]
     if N <= 1:
         return [(0, N)]
     cores = WORKERS if N * image_flops >= SPLIT_MIN_FLOPS else 1
-    count = -(-N // max(1, CPU_CHUNK_BYTES // max(1, image_values * x.dtype.itemsize)))
+    count = -(-N // max(1, INDIRECT_CHUNK_BYTES // max(1, image_values * x.dtype.itemsize)))
     count = min(N, -(-count // cores) * cores)
     bounds = [N * i // count for i in range(count + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
