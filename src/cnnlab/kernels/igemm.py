@@ -77,7 +77,7 @@ def _outlined(name, body, nargs=9):
 # The micro-kernels' functions: out of line, and optimised for size, which keeps LLVM from
 # unrolling their loops twice (the unrolled 8 x 32 block spilled vector registers to the stack).
 # One core: igemm's block 172-191 GF/s inlined or noinline alone, 220-238 with both; dconv's
-# 162-185 -> 228-252 (benchmarks/README.md, "Indirect GEMM")
+# 162-185 -> 228-252 (benchmarks/README.md, "Micro-kernels out of line")
 OUTLINE_ATTRS = ("noinline", "optsize")
 
 
@@ -708,7 +708,7 @@ class IndirectConv:
             self._w_fwd = [pack_columns(np.ascontiguousarray(self.wf[g * Fg:(g + 1) * Fg].T)) for g in range(self.G)]
         # C row-major (n*L, filters padded to whole panels), every block stored whole by the
         # micro-kernel, then transposed into (n, F, L): 10-17% faster than storing each block
-        # transposed through a scratch block (benchmarks/README.md, "Indirect GEMM")
+        # transposed through a scratch block (benchmarks/README.md, "Direct or transposed")
         Fpad = self._w_fwd[0].shape[0] * self._w_fwd[0].shape[2]
         tmp = np.empty(n * L * Fpad, np.float32)
         crow = np.arange(n * L, dtype=np.int64) * Fpad

@@ -241,7 +241,8 @@ def has_avx512() -> bool:
 # kernel elements) and the micro-kernel's 16-wide vectors and short loops waste more than the
 # BLAS paths lose to im2col: first layers on one channel (5x5: 25 products) were 1.3-1.5x slower.
 # Direct layers take it with any number of filters: with the direct weight gradient, 3 to 6
-# filters ran 1.4-2.2x faster than on BLAS (benchmarks/README.md, "Indirect GEMM").
+# filters ran 1.4-2.2x faster than on BLAS (benchmarks/README.md, "Indirect GEMM" and "Direct or
+# transposed").
 IGEMM_MIN_FILTERS = 8
 IGEMM_MIN_REDUCTION = 32
 
