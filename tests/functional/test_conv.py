@@ -179,3 +179,22 @@ def test_depthwise_path(seed):
     b = rng.standard_normal(C) if seed % 2 else None
     assert kernels.use_depthwise(x, w.shape, C)
     _conv_check(2, x, w, b, stride, padding, dilation, C)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_depthwise_stride_one_along_whole_planes(seed):
+    """Stride-1 depthwise layers run along whole padded planes (kernels.depthwise_forward, the
+    full correlation for the input gradient, g spread over the padded width for the weights): the
+    definition, finite differences and PyTorch, on random kernels, paddings (beyond the kernel's
+    reach too) and dilations."""
+    rng = np.random.default_rng(600 + seed)
+    C = int(rng.integers(2, 6))
+    k = tuple(int(v) for v in rng.integers(1, 6, size=2))
+    dilation = tuple(int(v) for v in rng.integers(1, 3, size=2))
+    padding = tuple(int(v) for v in rng.integers(0, 4, size=2))
+    size = tuple(int(max(dilation[i] * (k[i] - 1) + 1 - 2 * padding[i], 1) + rng.integers(0, 6)) for i in range(2))
+    x = rng.standard_normal((int(rng.integers(1, 4)), C) + size)
+    w = rng.standard_normal((C, 1) + k)
+    b = rng.standard_normal(C) if seed % 2 else None
+    assert kernels.use_depthwise(x, w.shape, C)
+    _conv_check(2, x, w, b, (1, 1), padding, dilation, C)

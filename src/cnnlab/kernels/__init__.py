@@ -146,18 +146,66 @@ def col2im_nhwc(dcols, x_shape, kernel, stride, padding, dilation, out_shape):
 
 def depthwise_forward(x, w, kernel, stride, padding, dilation, out_shape):
     """Depthwise 2-D convolution of a chunk (policy.use_depthwise): x (n, C, H, W), w (C, 1, KH, KW)
-    -> (n, C, OH*OW), without bias."""
+    -> (n, C, OH*OW), without bias. Stride 1 runs along whole padded planes (cpu.depthwise_planes)."""
+    if all(s == 1 for s in stride):
+        n, C = x.shape[:2]
+        xp, boff, Wp = _depthwise_padded(x, kernel, padding, dilation)
+        OH, OW = out_shape
+        buf = np.empty((n, C, OH * Wp), x.dtype)
+        _cpu().depthwise_planes(xp, np.ascontiguousarray(w.reshape(C, -1), dtype=x.dtype), boff, buf, OH * Wp)
+        return buf.reshape(n, C, OH, Wp)[..., :OW].reshape(n, C, OH * OW)
     return _cpu().depthwise2d_forward(np.ascontiguousarray(x), np.ascontiguousarray(w[:, 0]), *kernel, *stride,
                                       *padding, *dilation, *out_shape)
+
+
+def _depthwise_padded(x, kernel, padding, dilation):
+    """(planes (n, C, Hp*Wp + slack) zero-padded, each tap's offset (KH*KW,), Wp) for
+    cpu.depthwise_planes: tap (kh, kw) reads kh*dh rows and kw*dw columns on."""
+    n, C, H, W = x.shape
+    (ph, pw), (dh, dw), (KH, KW) = padding, dilation, kernel
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    xp = np.zeros((n, C, Hp * Wp + (KW - 1) * dw), x.dtype)  # the last row's taps read past the plane
+    xp[:, :, :Hp * Wp].reshape(n, C, Hp, Wp)[:, :, ph:ph + H, pw:pw + W] = x
+    boff = (np.arange(KH, dtype=np.int64)[:, None] * dh * Wp + np.arange(KW, dtype=np.int64)[None, :] * dw).ravel()
+    return xp, boff, Wp
 
 
 def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, needs_x, needs_w):
     """(dx (n, C, H, W) or None, dW part (C, KH, KW) float64 or None) of depthwise_forward for the
     chunk's output gradient g (n, C, OH*OW)."""
     cpu, g, x = _cpu(), np.ascontiguousarray(g), np.ascontiguousarray(x)
+    if all(s == 1 for s in stride):
+        return _depthwise_planes_backward(cpu, g, x, w, kernel, padding, dilation, out_shape, needs_x, needs_w)
     geom = (*kernel, *stride, *padding, *dilation, *out_shape)
     gx = cpu.depthwise2d_backward_input(g, np.ascontiguousarray(w[:, 0]), *x.shape[2:], *geom) if needs_x else None
     gw = cpu.depthwise2d_backward_weight(g, x, *geom) if needs_w else None
+    return gx, gw
+
+
+def _depthwise_planes_backward(cpu, g, x, w, kernel, padding, dilation, out_shape, needs_x, needs_w):
+    """depthwise_backward of a stride-1 layer along whole planes: the input gradient is the full
+    correlation of the output gradient (padded by dilation*(k - 1) on each side) with the taps at
+    mirrored offsets, cropped to the input; the weight gradient sums g spread over the padded
+    width times the padded input at each tap's offset."""
+    n, C, H, W = x.shape
+    (KH, KW), (ph, pw), (dh, dw), (OH, OW) = kernel, padding, dilation, out_shape
+    gx = gw = None
+    if needs_x:
+        rh, rw = (KH - 1) * dh, (KW - 1) * dw
+        Hf, Wg = OH + rh, OW + 2 * rw  # the full correlation's rows (the padded input's), its plane's width
+        gp = np.zeros((n, C, (OH + 2 * rh) * Wg + rw), g.dtype)
+        gp[:, :, :(OH + 2 * rh) * Wg].reshape(n, C, OH + 2 * rh, Wg)[:, :, rh:rh + OH, rw:rw + OW] = \
+            g.reshape(n, C, OH, OW)
+        boff = ((rh - np.arange(KH, dtype=np.int64) * dh)[:, None] * Wg
+                + (rw - np.arange(KW, dtype=np.int64) * dw)[None, :]).ravel()
+        full = np.empty((n, C, Hf * Wg), g.dtype)
+        cpu.depthwise_planes(gp, np.ascontiguousarray(w.reshape(C, -1), dtype=g.dtype), boff, full, Hf * Wg)
+        gx = np.ascontiguousarray(full.reshape(n, C, Hf, Wg)[:, :, ph:ph + H, pw:pw + W])
+    if needs_w:
+        xp, boff, Wp = _depthwise_padded(x, kernel, padding, dilation)
+        gq = np.zeros((n, C, OH * Wp), g.dtype)  # g over the padded width, zero past each row's outputs
+        gq.reshape(n, C, OH, Wp)[..., :OW] = g.reshape(n, C, OH, OW)
+        gw = cpu.depthwise_planes_weight(gq, xp, boff, OH * Wp).reshape(C, KH, KW)
     return gx, gw
 
 
