@@ -198,3 +198,21 @@ def test_depthwise_stride_one_along_whole_planes(seed):
     b = rng.standard_normal(C) if seed % 2 else None
     assert kernels.use_depthwise(x, w.shape, C)
     _conv_check(2, x, w, b, (1, 1), padding, dilation, C)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_depthwise_strided_by_phases(seed):
+    """Strided depthwise layers (dilation 1): the forward pass and weight gradient along whole
+    phase planes, the input gradient by phases (some without taps where the kernel is shorter than
+    the stride): the definition, finite differences and PyTorch."""
+    rng = np.random.default_rng(700 + seed)
+    C = int(rng.integers(2, 5))
+    k = tuple(int(v) for v in rng.integers(1, 6, size=2))
+    stride = tuple(int(v) for v in rng.integers(2, 4, size=2))
+    padding = tuple(int(v) for v in rng.integers(0, 3, size=2))
+    size = tuple(int(max(k[i] - 2 * padding[i], 1) + rng.integers(0, 7)) for i in range(2))
+    x = rng.standard_normal((int(rng.integers(1, 3)), C) + size)
+    w = rng.standard_normal((C, 1) + k)
+    b = rng.standard_normal(C) if seed % 2 else None
+    assert kernels.use_depthwise(x, w.shape, C)
+    _conv_check(2, x, w, b, stride, padding, (1, 1), C)

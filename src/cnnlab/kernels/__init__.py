@@ -147,50 +147,51 @@ def col2im_nhwc(dcols, x_shape, kernel, stride, padding, dilation, out_shape):
 def depthwise_forward(x, w, kernel, stride, padding, dilation, out_shape):
     """Depthwise 2-D convolution of a chunk (policy.use_depthwise): x (n, C, H, W), w (C, 1, KH, KW)
     -> (n, C, OH*OW), without bias. Stride 1 runs along whole padded planes (cpu.depthwise_planes)."""
-    if all(s == 1 for s in stride):
-        n, C = x.shape[:2]
-        xp, boff, Wp = _depthwise_padded(x, kernel, padding, dilation)
-        OH, OW = out_shape
-        buf = np.empty((n, C, OH * Wp), x.dtype)
-        _cpu().depthwise_planes(xp, np.ascontiguousarray(w.reshape(C, -1), dtype=x.dtype), boff, buf, OH * Wp)
-        return buf.reshape(n, C, OH, Wp)[..., :OW].reshape(n, C, OH * OW)
-    return _cpu().depthwise2d_forward(np.ascontiguousarray(x), np.ascontiguousarray(w[:, 0]), *kernel, *stride,
-                                      *padding, *dilation, *out_shape)
+    n, C = x.shape[:2]
+    xp, boff, Wq = _depthwise_padded(x, kernel, stride, padding, dilation)
+    OH, OW = out_shape
+    buf = np.empty((n, C, OH * Wq), x.dtype)
+    _cpu().depthwise_planes(xp, np.ascontiguousarray(w.reshape(C, -1), dtype=x.dtype), boff, buf, OH * Wq)
+    return buf.reshape(n, C, OH, Wq)[..., :OW].reshape(n, C, OH * OW)
 
 
-def _depthwise_padded(x, kernel, padding, dilation):
-    """(planes (n, C, Hp*Wp + slack) zero-padded, each tap's offset (KH*KW,), Wp) for
-    cpu.depthwise_planes: tap (kh, kw) reads kh*dh rows and kw*dw columns on."""
+def _depthwise_padded(x, kernel, stride, padding, dilation):
+    """(planes (n, C, s0*s1*Hq*Wq + slack), each tap's offset (KH*KW,), Wq) for
+    cpu.depthwise_planes: each channel zero-padded and split into its s0 x s1 phases (rows a, a + s0,
+    ...; columns b, b + s1, ...; for stride 1 the padded plane itself), so that every tap reads its
+    phase at unit stride across the output positions: tap t*d of an axis lies in phase (t*d) % s,
+    (t*d) // s steps on."""
+    from .igemm import _phase_slices  # noqa: PLC0415
+
     n, C, H, W = x.shape
-    (ph, pw), (dh, dw), (KH, KW) = padding, dilation, kernel
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    xp = np.zeros((n, C, Hp * Wp + (KW - 1) * dw), x.dtype)  # the last row's taps read past the plane
-    xp[:, :, :Hp * Wp].reshape(n, C, Hp, Wp)[:, :, ph:ph + H, pw:pw + W] = x
-    boff = (np.arange(KH, dtype=np.int64)[:, None] * dh * Wp + np.arange(KW, dtype=np.int64)[None, :] * dw).ravel()
-    return xp, boff, Wp
+    (s0, s1), (KH, KW), (dh, dw) = stride, kernel, dilation
+    Hp, Wp = H + 2 * padding[0], W + 2 * padding[1]
+    Hq, Wq = -(-Hp // s0), -(-Wp // s1)
+    plane = s0 * s1 * Hq * Wq
+    xp = np.zeros((n, C, plane + (KW - 1) * dw // s1 + 1), x.dtype)  # the last row's taps read past the plane
+    xq = xp[:, :, :plane].reshape(n, C, s0, s1, Hq, Wq)
+    every = (slice(None), slice(None))
+    for a in range(s0):
+        for b in range(s1):
+            cut = _phase_slices((a, b), stride, padding, (H, W))
+            if cut is not None:
+                xq[every + (a, b) + cut[1]] = x[every + cut[0]]
+    th, tw = np.arange(KH, dtype=np.int64) * dh, np.arange(KW, dtype=np.int64) * dw
+    boff = (((th % s0)[:, None] * s1 + (tw % s1)[None, :]) * (Hq * Wq)
+            + (th // s0)[:, None] * Wq + (tw // s1)[None, :]).ravel()
+    return xp, boff, Wq
 
 
 def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, needs_x, needs_w):
     """(dx (n, C, H, W) or None, dW part (C, KH, KW) float64 or None) of depthwise_forward for the
-    chunk's output gradient g (n, C, OH*OW)."""
+    chunk's output gradient g (n, C, OH*OW). The weight gradient runs along whole (phase) planes,
+    as the forward pass; so does a stride-1 layer's input gradient (the full correlation of g with
+    the taps at mirrored offsets), a strided one's takes the per-row loops."""
     cpu, g, x = _cpu(), np.ascontiguousarray(g), np.ascontiguousarray(x)
-    if all(s == 1 for s in stride):
-        return _depthwise_planes_backward(cpu, g, x, w, kernel, padding, dilation, out_shape, needs_x, needs_w)
-    geom = (*kernel, *stride, *padding, *dilation, *out_shape)
-    gx = cpu.depthwise2d_backward_input(g, np.ascontiguousarray(w[:, 0]), *x.shape[2:], *geom) if needs_x else None
-    gw = cpu.depthwise2d_backward_weight(g, x, *geom) if needs_w else None
-    return gx, gw
-
-
-def _depthwise_planes_backward(cpu, g, x, w, kernel, padding, dilation, out_shape, needs_x, needs_w):
-    """depthwise_backward of a stride-1 layer along whole planes: the input gradient is the full
-    correlation of the output gradient (padded by dilation*(k - 1) on each side) with the taps at
-    mirrored offsets, cropped to the input; the weight gradient sums g spread over the padded
-    width times the padded input at each tap's offset."""
     n, C, H, W = x.shape
     (KH, KW), (ph, pw), (dh, dw), (OH, OW) = kernel, padding, dilation, out_shape
     gx = gw = None
-    if needs_x:
+    if needs_x and all(s == 1 for s in stride):
         rh, rw = (KH - 1) * dh, (KW - 1) * dw
         Hf, Wg = OH + rh, OW + 2 * rw  # the full correlation's rows (the padded input's), its plane's width
         gp = np.zeros((n, C, (OH + 2 * rh) * Wg + rw), g.dtype)
@@ -201,12 +202,42 @@ def _depthwise_planes_backward(cpu, g, x, w, kernel, padding, dilation, out_shap
         full = np.empty((n, C, Hf * Wg), g.dtype)
         cpu.depthwise_planes(gp, np.ascontiguousarray(w.reshape(C, -1), dtype=g.dtype), boff, full, Hf * Wg)
         gx = np.ascontiguousarray(full.reshape(n, C, Hf, Wg)[:, :, ph:ph + H, pw:pw + W])
+    elif needs_x and dh == dw == 1:
+        gx = _depthwise_phase_input_grad(cpu, g, w, (H, W), kernel, stride, padding, out_shape)
+    elif needs_x:
+        geom = (*kernel, *stride, *padding, *dilation, *out_shape)
+        gx = cpu.depthwise2d_backward_input(g, np.ascontiguousarray(w[:, 0]), H, W, *geom)
     if needs_w:
-        xp, boff, Wp = _depthwise_padded(x, kernel, padding, dilation)
-        gq = np.zeros((n, C, OH * Wp), g.dtype)  # g over the padded width, zero past each row's outputs
-        gq.reshape(n, C, OH, Wp)[..., :OW] = g.reshape(n, C, OH, OW)
-        gw = cpu.depthwise_planes_weight(gq, xp, boff, OH * Wp).reshape(C, KH, KW)
+        xp, boff, Wq = _depthwise_padded(x, kernel, stride, padding, dilation)
+        gq = np.zeros((n, C, OH * Wq), g.dtype)  # g over the phase planes' width, zero past each row's outputs
+        gq.reshape(n, C, OH, Wq)[..., :OW] = g.reshape(n, C, OH, OW)
+        gw = cpu.depthwise_planes_weight(gq, xp, boff, OH * Wq).reshape(C, KH, KW)
     return gx, gw
+
+
+def _depthwise_phase_input_grad(cpu, g, w, size, kernel, stride, padding, out_shape):
+    """A strided depthwise layer's input gradient (dilation 1) by phases, as igemm's _PhaseBack:
+    each s0 x s1 phase of the padded input gets a stride-1 correlation of the output gradient with
+    that phase's taps, along whole planes (cpu.depthwise_planes), written into its rows and columns."""
+    from .igemm import _phase_geometry  # noqa: PLC0415
+
+    n, C = g.shape[:2]
+    (OH, OW), (H, W) = out_shape, size
+    padded = (H + 2 * padding[0], W + 2 * padding[1])
+    (E0, E1), Hq, Hg, Wg, P, slack, tables = _phase_geometry(tuple(stride), tuple(padding), tuple(size), padded,
+                                                             tuple(kernel), 1)
+    gp = np.zeros((n, C, Hg * Wg + slack), g.dtype)
+    gp[:, :, :Hg * Wg].reshape(n, C, Hg, Wg)[:, :, E0:E0 + OH, E1:E1 + OW] = g.reshape(n, C, OH, OW)
+    gx = np.zeros((n, C, H, W), g.dtype)
+    buf = np.empty((n, C, P), g.dtype)
+    every = (slice(None), slice(None))
+    for (a, b), cut, boff in tables:
+        if boff is None:
+            continue
+        taps = np.ascontiguousarray(w[:, 0, a::stride[0], b::stride[1]].reshape(C, -1), dtype=g.dtype)
+        cpu.depthwise_planes(gp, taps, boff, buf, P)
+        gx[every + cut[0]] = buf.reshape(n, C, Hq, Wg)[every + cut[1]]
+    return gx
 
 
 # ------------------------------------------------------------------ pooling

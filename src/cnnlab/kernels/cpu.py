@@ -681,37 +681,10 @@ def _tap_ranges(KW, sw, pw, dw, W, OW):
 
 
 @njit(**_OPTS)
-def depthwise2d_forward(x, w, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
-    """out (n, C, OH*OW): out[i, c, o] = sum over taps of w[c, kh, kw] * x[i, c, ih, iw], zero padding."""
-    n, C, H, W = x.shape
-    out = np.zeros((n, C, OH * OW), dtype=x.dtype)
-    xf = x.reshape(n, C, H * W)
-    r = _tap_ranges(KW, sw, pw, dw, W, OW)
-    for i in range(n):
-        for c in range(C):
-            o = out[i, c]
-            xm = xf[i, c]
-            for kh in range(KH):
-                for kw in range(KW):
-                    wv = w[c, kh, kw]
-                    lo, hi, off = r[kw, 0], r[kw, 1], r[kw, 2]
-                    for oh in range(OH):
-                        ih = oh * sh - ph + kh * dh
-                        if ih < 0 or ih >= H:
-                            continue
-                        ob, xb = oh * OW, ih * W + off
-                        if sw == 1:
-                            for ow in range(lo, hi):
-                                o[ob + ow] += wv * xm[xb + ow]
-                        else:
-                            for ow in range(lo, hi):
-                                o[ob + ow] += wv * xm[xb + ow * sw]
-    return out
-
-
-@njit(**_OPTS)
 def depthwise2d_backward_input(g, w, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
-    """The input gradient (n, C, H, W) of depthwise2d_forward for its output gradient g (n, C, OH*OW)."""
+    """The input gradient (n, C, H, W) of a depthwise layer, out[i, c, o] = sum over taps of
+    w[c, kh, kw] * x[i, c, ih, iw] (zero padding), for its output gradient g (n, C, OH*OW), row by
+    row: the strided, dilated layers' (the others run along whole planes: depthwise_planes)."""
     n, C = g.shape[0], g.shape[1]
     gx = np.zeros((n, C, H * W), dtype=g.dtype)
     r = _tap_ranges(KW, sw, pw, dw, W, OW)
@@ -735,36 +708,6 @@ def depthwise2d_backward_input(g, w, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, O
                             for ow in range(lo, hi):
                                 d[db + ow * sw] += wv * gm[gb + ow]
     return gx.reshape(n, C, H, W)
-
-
-@njit(**_SUMS)
-def depthwise2d_backward_weight(g, x, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
-    """The weight gradient (C, KH, KW), float64, of depthwise2d_forward over this chunk's images."""
-    n, C, H, W = x.shape
-    xf = x.reshape(n, C, H * W)
-    gw = np.zeros((C, KH, KW))
-    r = _tap_ranges(KW, sw, pw, dw, W, OW)
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                lo, hi, off = r[kw, 0], r[kw, 1], r[kw, 2]
-                acc = 0.0
-                for i in range(n):
-                    gm = g[i, c]
-                    xm = xf[i, c]
-                    for oh in range(OH):
-                        ih = oh * sh - ph + kh * dh
-                        if ih < 0 or ih >= H:
-                            continue
-                        gb, xb = oh * OW, ih * W + off
-                        if sw == 1:
-                            for ow in range(lo, hi):
-                                acc += gm[gb + ow] * xm[xb + ow]
-                        else:
-                            for ow in range(lo, hi):
-                                acc += gm[gb + ow] * xm[xb + ow * sw]
-                gw[c, kh, kw] = acc
-    return gw
 
 
 @njit(**_OPTS)
