@@ -161,7 +161,7 @@ def _depthwise_padded(x, kernel, stride, padding, dilation):
     ...; columns b, b + s1, ...; for stride 1 the padded plane itself), so that every tap reads its
     phase at unit stride across the output positions: tap t*d of an axis lies in phase (t*d) % s,
     (t*d) // s steps on."""
-    from .igemm import _phase_slices  # noqa: PLC0415
+    from .igemm import phase_slices  # noqa: PLC0415
 
     n, C, H, W = x.shape
     (s0, s1), (KH, KW), (dh, dw) = stride, kernel, dilation
@@ -173,7 +173,7 @@ def _depthwise_padded(x, kernel, stride, padding, dilation):
     every = (slice(None), slice(None))
     for a in range(s0):
         for b in range(s1):
-            cut = _phase_slices((a, b), stride, padding, (H, W))
+            cut = phase_slices((a, b), stride, padding, (H, W))
             if cut is not None:
                 xq[every + (a, b) + cut[1]] = x[every + cut[0]]
     th, tw = np.arange(KH, dtype=np.int64) * dh, np.arange(KW, dtype=np.int64) * dw
@@ -219,12 +219,12 @@ def _depthwise_phase_input_grad(cpu, g, w, size, kernel, stride, padding, out_sh
     """A strided depthwise layer's input gradient (dilation 1) by phases, as igemm's _PhaseBack:
     each s0 x s1 phase of the padded input gets a stride-1 correlation of the output gradient with
     that phase's taps, along whole planes (cpu.depthwise_planes), written into its rows and columns."""
-    from .igemm import _phase_geometry  # noqa: PLC0415
+    from .igemm import phase_geometry  # noqa: PLC0415
 
     n, C = g.shape[:2]
     (OH, OW), (H, W) = out_shape, size
     padded = (H + 2 * padding[0], W + 2 * padding[1])
-    (E0, E1), Hq, Hg, Wg, P, slack, tables = _phase_geometry(tuple(stride), tuple(padding), tuple(size), padded,
+    (E0, E1), Hq, Hg, Wg, P, slack, tables = phase_geometry(tuple(stride), tuple(padding), tuple(size), padded,
                                                              tuple(kernel), 1)
     gp = np.zeros((n, C, Hg * Wg + slack), g.dtype)
     gp[:, :, :Hg * Wg].reshape(n, C, Hg, Wg)[:, :, E0:E0 + OH, E1:E1 + OW] = g.reshape(n, C, OH, OW)

@@ -516,7 +516,7 @@ def position_offsets(out_shape, padded, stride):
     return off
 
 
-def _phase_slices(phase, stride, padding, size):
+def phase_slices(phase, stride, padding, size):
     """(source, destination) slices per axis between an unpadded input of ``size`` and the phase
     plane ``phase`` of its padded form: input index r is padded index r + p, which lies in plane
     (r + p) % s at (r + p) // s. None where the plane holds no input element."""
@@ -533,10 +533,10 @@ def _phase_slices(phase, stride, padding, size):
 
 
 @functools.lru_cache(maxsize=256)
-def _phase_geometry(stride, padding, size, padded, kernel, Fg):
+def phase_geometry(stride, padding, size, padded, kernel, Fg):
     """_PhaseBack's geometry (cached): the largest tap shift E per axis, the phase plane's rows
     Hq, the padded gradient's plane Hg x Wg, the positions P, the slack, and per phase (a, b) its
-    slices (_phase_slices) and dconv's offsets of (f, t0, t1) in the padded gradient, None where
+    slices (phase_slices) and dconv's offsets of (f, t0, t1) in the padded gradient, None where
     the phase has no taps or no input element."""
     (s0, s1), (Hp, Wp) = stride, padded
     E = tuple((k - 1) // s for k, s in zip(kernel, stride))
@@ -545,7 +545,7 @@ def _phase_geometry(stride, padding, size, padded, kernel, Fg):
     tables = []
     for a in range(s0):
         for b in range(s1):
-            cut = _phase_slices((a, b), stride, padding, size)
+            cut = phase_slices((a, b), stride, padding, size)
             khs, kws = range(a, kernel[0], s0), range(b, kernel[1], s1)
             if cut is None or not khs or not kws:
                 tables.append(((a, b), cut, None))  # no taps or no input: that part of dx is zero
@@ -568,7 +568,7 @@ class _PhaseBack:
 
     def __init__(self, conv):
         self.conv = conv
-        geometry = _phase_geometry(conv.stride, conv.padding, conv.S, conv.padded, conv.kernel, conv.Fg)
+        geometry = phase_geometry(conv.stride, conv.padding, conv.S, conv.padded, conv.kernel, conv.Fg)
         self.E, self.Hq, self.Hg, self.Wg, self.P, self.slack, tables = geometry
         w = np.asarray(conv.w, dtype=np.float32)
         G, Fg, Cg = conv.G, conv.Fg, conv.Cg
