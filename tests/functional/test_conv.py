@@ -163,21 +163,29 @@ def test_channels_last_path_any_groups_and_dimensions(d, seed, monkeypatch):
     _conv_check(d, *random_config(np.random.default_rng(400 + seed), d))
 
 
+def _depthwise_case(seed, rng_seed, C_hi, k_hi, strides, dilations, pad_hi, grow_hi, n_hi):
+    """A random depthwise layer: (x, w, b, stride, padding, dilation, C); ``strides`` and
+    ``dilations`` are (low, high) ranges to draw from, or None for 1."""
+    rng = np.random.default_rng(rng_seed)
+    C = int(rng.integers(2, C_hi))
+    k = tuple(int(v) for v in rng.integers(1, k_hi, size=2))
+    stride = tuple(int(v) for v in rng.integers(*strides, size=2)) if strides else (1, 1)
+    dilation = tuple(int(v) for v in rng.integers(*dilations, size=2)) if dilations else (1, 1)
+    padding = tuple(int(v) for v in rng.integers(0, pad_hi, size=2))
+    size = tuple(int(max(dilation[i] * (k[i] - 1) + 1 - 2 * padding[i], 1) + rng.integers(0, grow_hi))
+                 for i in range(2))
+    x = rng.standard_normal((int(rng.integers(1, n_hi)), C) + size)
+    w = rng.standard_normal((C, 1) + k)
+    b = rng.standard_normal(C) if seed % 2 else None
+    assert kernels.use_depthwise(x, w.shape, C)
+    return x, w, b, stride, padding, dilation, C
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_depthwise_path(seed):
     """Depthwise 2-D layers (groups == C == F) take the compiled depthwise loops: the definition,
     finite differences and PyTorch, on random strides, paddings and dilations."""
-    rng = np.random.default_rng(500 + seed)
-    C = int(rng.integers(2, 5))
-    k = tuple(int(v) for v in rng.integers(1, 4, size=2))
-    stride = tuple(int(v) for v in rng.integers(1, 3, size=2))
-    dilation = tuple(int(v) for v in rng.integers(1, 3, size=2))
-    padding = tuple(int(v) for v in rng.integers(0, 3, size=2))
-    size = tuple(int(max(dilation[i] * (k[i] - 1) + 1 - 2 * padding[i], 1) + rng.integers(0, 5)) for i in range(2))
-    x = rng.standard_normal((int(rng.integers(1, 3)), C) + size)
-    w = rng.standard_normal((C, 1) + k)
-    b = rng.standard_normal(C) if seed % 2 else None
-    assert kernels.use_depthwise(x, w.shape, C)
+    x, w, b, stride, padding, dilation, C = _depthwise_case(seed, 500 + seed, 5, 4, (1, 3), (1, 3), 3, 5, 3)
     _conv_check(2, x, w, b, stride, padding, dilation, C)
 
 
@@ -187,17 +195,8 @@ def test_depthwise_stride_one_along_whole_planes(seed):
     full correlation for the input gradient, g spread over the padded width for the weights): the
     definition, finite differences and PyTorch, on random kernels, paddings (beyond the kernel's
     reach too) and dilations."""
-    rng = np.random.default_rng(600 + seed)
-    C = int(rng.integers(2, 6))
-    k = tuple(int(v) for v in rng.integers(1, 6, size=2))
-    dilation = tuple(int(v) for v in rng.integers(1, 3, size=2))
-    padding = tuple(int(v) for v in rng.integers(0, 4, size=2))
-    size = tuple(int(max(dilation[i] * (k[i] - 1) + 1 - 2 * padding[i], 1) + rng.integers(0, 6)) for i in range(2))
-    x = rng.standard_normal((int(rng.integers(1, 4)), C) + size)
-    w = rng.standard_normal((C, 1) + k)
-    b = rng.standard_normal(C) if seed % 2 else None
-    assert kernels.use_depthwise(x, w.shape, C)
-    _conv_check(2, x, w, b, (1, 1), padding, dilation, C)
+    x, w, b, stride, padding, dilation, C = _depthwise_case(seed, 600 + seed, 6, 6, None, (1, 3), 4, 6, 4)
+    _conv_check(2, x, w, b, stride, padding, dilation, C)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -205,14 +204,5 @@ def test_depthwise_strided_by_phases(seed):
     """Strided depthwise layers (dilation 1): the forward pass and weight gradient along whole
     phase planes, the input gradient by phases (some without taps where the kernel is shorter than
     the stride): the definition, finite differences and PyTorch."""
-    rng = np.random.default_rng(700 + seed)
-    C = int(rng.integers(2, 5))
-    k = tuple(int(v) for v in rng.integers(1, 6, size=2))
-    stride = tuple(int(v) for v in rng.integers(2, 4, size=2))
-    padding = tuple(int(v) for v in rng.integers(0, 3, size=2))
-    size = tuple(int(max(k[i] - 2 * padding[i], 1) + rng.integers(0, 7)) for i in range(2))
-    x = rng.standard_normal((int(rng.integers(1, 3)), C) + size)
-    w = rng.standard_normal((C, 1) + k)
-    b = rng.standard_normal(C) if seed % 2 else None
-    assert kernels.use_depthwise(x, w.shape, C)
-    _conv_check(2, x, w, b, stride, padding, (1, 1), C)
+    x, w, b, stride, padding, dilation, C = _depthwise_case(seed, 700 + seed, 5, 6, (2, 4), None, 3, 7, 3)
+    _conv_check(2, x, w, b, stride, padding, dilation, C)

@@ -81,6 +81,47 @@ def _outlined(name, body, nargs=9):
 OUTLINE_ATTRS = ("noinline", "optsize")
 
 
+def _sum_loop(builder, count, n, step, name):
+    """Emit ``for k in range(count)`` carrying n <16 x float> sums from zero, ``step(k, sums)``
+    giving the next ones (built in the loop's one block); returns the final sums (zero where count
+    <= 0), as phis at the head of the block after the loop."""
+    i64, vt = ir.IntType(64), ir.VectorType(ir.FloatType(), W)
+    zero = ir.Constant(vt, [0.0] * W)
+    entry = builder.block
+    loop = builder.function.append_basic_block(f"{name}_loop")
+    done = builder.function.append_basic_block(f"{name}_done")
+    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(i64, 0)), loop, done)
+    builder.position_at_end(loop)
+    k = builder.phi(i64)
+    acc = [builder.phi(vt) for _ in range(n)]
+    new = step(k, acc)
+    k1 = builder.add(k, ir.Constant(i64, 1))
+    k.add_incoming(ir.Constant(i64, 0), entry)
+    k.add_incoming(k1, loop)
+    for phi, v in zip(acc, new):
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(v, loop)
+    builder.cbranch(builder.icmp_signed("<", k1, count), loop, done)
+    builder.position_at_end(done)  # the phis first, as LLVM requires
+    totals = []
+    for v in new:
+        total = builder.phi(vt)
+        total.add_incoming(zero, entry)
+        total.add_incoming(v, loop)
+        totals.append(total)
+    return totals
+
+
+def _store_sums(builder, ptrs, sums, beta):
+    """Store each <16 x float> sum at its float pointer, added to what is there where beta != 0."""
+    vt = ir.VectorType(ir.FloatType(), W)
+    add_old = builder.icmp_signed("!=", beta, ir.Constant(ir.IntType(64), 0))
+    for ptr, total in zip(ptrs, sums):
+        ptr = builder.bitcast(ptr, vt.as_pointer())
+        old = builder.load(ptr, align=4)
+        builder.store(builder.select(add_old, builder.fadd(total, old), total), ptr, align=4)
+
+
 def _make_block(MR, NV, b_rows=False):
     """The micro-kernel for an MR x NV*W block of C, as a numba intrinsic. With ``b_rows``, B's
     row k starts at b + boff[k] (an offset table, passed in place of ldb) instead of b + k*ldb."""
@@ -96,53 +137,29 @@ def _make_block(MR, NV, b_rows=False):
         b = builder.inttoptr(b_base, f32.as_pointer())
         c = builder.inttoptr(c_base, f32.as_pointer())
         arows = [builder.gep(a, [builder.load(builder.gep(rows, [ir.Constant(i64, r)]))]) for r in range(MR)]
-        zero = ir.Constant(vt, [0.0] * W)
         undef = ir.Constant(vt, ir.Undefined)
         splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
-        entry = builder.block
-        loop = builder.function.append_basic_block("block_loop")
-        done = builder.function.append_basic_block("block_done")
-        builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
 
-        builder.position_at_end(loop)
-        k = builder.phi(i64)
-        acc = [builder.phi(vt) for _ in range(MR * NV)]
-        koff = builder.load(builder.gep(cols, [k]))
-        if b_rows:
-            boffs = builder.inttoptr(ldb, i64.as_pointer())
-            bk = builder.gep(b, [builder.load(builder.gep(boffs, [k]))])
-        else:
-            bk = builder.gep(b, [builder.mul(k, ldb)])
-        bv = [builder.load(builder.bitcast(builder.gep(bk, [ir.Constant(i64, j * W)]), vt.as_pointer()), align=4)
-              for j in range(NV)]
-        new = []
-        for r in range(MR):
-            s = builder.load(builder.gep(arows[r], [koff]))
-            sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
-            new.extend(builder.call(fma, [sv, bv[j], acc[r * NV + j]]) for j in range(NV))
-        k1 = builder.add(k, ir.Constant(i64, 1))
-        k.add_incoming(ir.Constant(i64, 0), entry)
-        k.add_incoming(k1, loop)
-        for phi, v in zip(acc, new):
-            phi.add_incoming(zero, entry)
-            phi.add_incoming(v, loop)
-        builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+        def step(k, acc):
+            koff = builder.load(builder.gep(cols, [k]))
+            if b_rows:
+                boffs = builder.inttoptr(ldb, i64.as_pointer())
+                bk = builder.gep(b, [builder.load(builder.gep(boffs, [k]))])
+            else:
+                bk = builder.gep(b, [builder.mul(k, ldb)])
+            bv = [builder.load(builder.bitcast(builder.gep(bk, [ir.Constant(i64, j * W)]), vt.as_pointer()), align=4)
+                  for j in range(NV)]
+            new = []
+            for r in range(MR):
+                s = builder.load(builder.gep(arows[r], [koff]))
+                sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
+                new.extend(builder.call(fma, [sv, bv[j], acc[r * NV + j]]) for j in range(NV))
+            return new
 
-        builder.position_at_end(done)  # the block's phis first, as LLVM requires, then the stores
-        totals = []
-        for i in range(MR * NV):
-            total = builder.phi(vt)
-            total.add_incoming(zero, entry)
-            total.add_incoming(new[i], loop)
-            totals.append(total)
-        add_old = builder.icmp_signed("!=", beta, ir.Constant(i64, 0))
-        for r in range(MR):
-            crow = builder.gep(c, [builder.mul(ir.Constant(i64, r), ldc)])
-            for j in range(NV):
-                ptr = builder.bitcast(builder.gep(crow, [ir.Constant(i64, j * W)]), vt.as_pointer())
-                old = builder.load(ptr, align=4)
-                builder.store(builder.select(add_old, builder.fadd(totals[r * NV + j], old), totals[r * NV + j]),
-                              ptr, align=4)
+        totals = _sum_loop(builder, K, MR * NV, step, "block")
+        ptrs = [builder.gep(builder.gep(c, [builder.mul(ir.Constant(i64, r), ldc)]), [ir.Constant(i64, j * W)])
+                for r in range(MR) for j in range(NV)]
+        _store_sums(builder, ptrs, totals, beta)
 
     codegen = _outlined(f"cnnlab_igemm_block_{MR}x{NV * W}{'_rows' if b_rows else ''}", body)
 
@@ -292,43 +309,20 @@ def _make_wblock(MR, NK):
         part = builder.inttoptr(p_base, f32.as_pointer())
         grows = [builder.gep(g, [builder.load(builder.gep(grow, [ir.Constant(i64, r)]))]) for r in range(MR)]
         xcols = [builder.gep(x, [builder.load(builder.gep(xcol, [ir.Constant(i64, j)]))]) for j in range(NK)]
-        zero = ir.Constant(vt, [0.0] * W)
-        entry = builder.block
-        loop = builder.function.append_basic_block("wblock_loop")
-        done = builder.function.append_basic_block("wblock_done")
-        builder.cbranch(builder.icmp_signed(">", S, ir.Constant(i64, 0)), loop, done)
+        def step(k, acc):
+            go = builder.load(builder.gep(gpos, [k]))
+            xo = builder.load(builder.gep(xpos, [k]))
+            gv = [builder.load(builder.bitcast(builder.gep(grows[r], [go]), vt.as_pointer()), align=4)
+                  for r in range(MR)]
+            new = [None] * (MR * NK)
+            for j in range(NK):
+                xv = builder.load(builder.bitcast(builder.gep(xcols[j], [xo]), vt.as_pointer()), align=4)
+                for r in range(MR):
+                    new[r * NK + j] = builder.call(fma, [gv[r], xv, acc[r * NK + j]])
+            return new
 
-        builder.position_at_end(loop)
-        k = builder.phi(i64)
-        acc = [builder.phi(vt) for _ in range(MR * NK)]
-        go = builder.load(builder.gep(gpos, [k]))
-        xo = builder.load(builder.gep(xpos, [k]))
-        gv = [builder.load(builder.bitcast(builder.gep(grows[r], [go]), vt.as_pointer()), align=4) for r in range(MR)]
-        new = [None] * (MR * NK)
-        for j in range(NK):
-            xv = builder.load(builder.bitcast(builder.gep(xcols[j], [xo]), vt.as_pointer()), align=4)
-            for r in range(MR):
-                new[r * NK + j] = builder.call(fma, [gv[r], xv, acc[r * NK + j]])
-        k1 = builder.add(k, ir.Constant(i64, 1))
-        k.add_incoming(ir.Constant(i64, 0), entry)
-        k.add_incoming(k1, loop)
-        for phi, v in zip(acc, new):
-            phi.add_incoming(zero, entry)
-            phi.add_incoming(v, loop)
-        builder.cbranch(builder.icmp_signed("<", k1, S), loop, done)
-
-        builder.position_at_end(done)
-        totals = []
-        for i in range(MR * NK):
-            total = builder.phi(vt)
-            total.add_incoming(zero, entry)
-            total.add_incoming(new[i], loop)
-            totals.append(total)
-        add_old = builder.icmp_signed("!=", beta, ir.Constant(i64, 0))
-        for i in range(MR * NK):
-            ptr = builder.bitcast(builder.gep(part, [ir.Constant(i64, i * W)]), vt.as_pointer())
-            old = builder.load(ptr, align=4)
-            builder.store(builder.select(add_old, builder.fadd(totals[i], old), totals[i]), ptr, align=4)
+        totals = _sum_loop(builder, S, MR * NK, step, "wblock")
+        _store_sums(builder, [builder.gep(part, [ir.Constant(i64, i * W)]) for i in range(MR * NK)], totals, beta)
 
     codegen = _outlined(f"cnnlab_igemm_wblock_{MR}x{NK}", body)
 
