@@ -225,6 +225,10 @@ def operator_cases():
         ("avg_pool2d 2x2 24x24", (64, 20, 24, 24), None, {"kernel_size": 2}, F.avg_pool2d, tf.avg_pool2d),
         ("lp_pool2d (L2) 2x2 24x24", (64, 20, 24, 24), None, {"norm_type": 2, "kernel_size": 2},
          F.lp_pool2d, tf.lp_pool2d),
+        ("avg_pool2d 3x3 s2 28x28", (64, 20, 28, 28), None, {"kernel_size": 3, "stride": 2}, F.avg_pool2d,
+         tf.avg_pool2d),
+        ("lp_pool2d (L2) 3x3 s2 28x28", (64, 20, 28, 28), None, {"norm_type": 2, "kernel_size": 3, "stride": 2},
+         F.lp_pool2d, tf.lp_pool2d),
         ("local_response_norm 5 32x28x28", (64, 32, 28, 28), None, {"size": 5, "k": 2.0},
          F.local_response_norm, tf.local_response_norm),
     ]

@@ -185,13 +185,28 @@ def _depthwise_padded(x, kernel, stride, padding, dilation):
 def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, needs_x, needs_w):
     """(dx (n, C, H, W) or None, dW part (C, KH, KW) float64 or None) of depthwise_forward for the
     chunk's output gradient g (n, C, OH*OW). The weight gradient runs along whole (phase) planes,
-    as the forward pass; so does a stride-1 layer's input gradient (the full correlation of g with
-    the taps at mirrored offsets), a strided one's takes the per-row loops."""
+    as the forward pass; the input gradient as depthwise_input_grad says."""
     cpu, g, x = _cpu(), np.ascontiguousarray(g), np.ascontiguousarray(x)
-    n, C, H, W = x.shape
-    (KH, KW), (ph, pw), (dh, dw), (OH, OW) = kernel, padding, dilation, out_shape
-    gx = gw = None
-    if needs_x and all(s == 1 for s in stride):
+    n, C = x.shape[:2]
+    (KH, KW), (OH, OW) = kernel, out_shape
+    gx = depthwise_input_grad(g, w, x.shape[2:], kernel, stride, padding, dilation, out_shape) if needs_x else None
+    gw = None
+    if needs_w:
+        xp, boff, Wq = _depthwise_padded(x, kernel, stride, padding, dilation)
+        gq = np.zeros((n, C, OH * Wq), g.dtype)  # g over the phase planes' width, zero past each row's outputs
+        gq.reshape(n, C, OH, Wq)[..., :OW] = g.reshape(n, C, OH, OW)
+        gw = cpu.depthwise_planes_weight(gq, xp, boff, OH * Wq).reshape(C, KH, KW)
+    return gx, gw
+
+
+def depthwise_input_grad(g, w, size, kernel, stride, padding, dilation, out_shape):
+    """The input gradient (n, C, *size) of depthwise_forward for g (n, C, OH*OW): for stride 1 the
+    full correlation of g (padded by the kernel's reach) with the taps at mirrored offsets, along
+    whole planes; for strided layers of dilation 1 by phases; strided and dilated ones row by row."""
+    cpu, g = _cpu(), np.ascontiguousarray(g)
+    n, C = g.shape[:2]
+    (H, W), (KH, KW), (ph, pw), (dh, dw), (OH, OW) = size, kernel, padding, dilation, out_shape
+    if all(s == 1 for s in stride):
         rh, rw = (KH - 1) * dh, (KW - 1) * dw
         Hf, Wg = OH + rh, OW + 2 * rw  # the full correlation's rows (the padded input's), its plane's width
         gp = np.zeros((n, C, (OH + 2 * rh) * Wg + rw), g.dtype)
@@ -201,18 +216,11 @@ def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, ne
                 + (rw - np.arange(KW, dtype=np.int64) * dw)[None, :]).ravel()
         full = np.empty((n, C, Hf * Wg), g.dtype)
         cpu.depthwise_planes(gp, np.ascontiguousarray(w.reshape(C, -1), dtype=g.dtype), boff, full, Hf * Wg)
-        gx = np.ascontiguousarray(full.reshape(n, C, Hf, Wg)[:, :, ph:ph + H, pw:pw + W])
-    elif needs_x and dh == dw == 1:
-        gx = _depthwise_phase_input_grad(cpu, g, w, (H, W), kernel, stride, padding, out_shape)
-    elif needs_x:
-        geom = (*kernel, *stride, *padding, *dilation, *out_shape)
-        gx = cpu.depthwise2d_backward_input(g, np.ascontiguousarray(w[:, 0]), H, W, *geom)
-    if needs_w:
-        xp, boff, Wq = _depthwise_padded(x, kernel, stride, padding, dilation)
-        gq = np.zeros((n, C, OH * Wq), g.dtype)  # g over the phase planes' width, zero past each row's outputs
-        gq.reshape(n, C, OH, Wq)[..., :OW] = g.reshape(n, C, OH, OW)
-        gw = cpu.depthwise_planes_weight(gq, xp, boff, OH * Wq).reshape(C, KH, KW)
-    return gx, gw
+        return np.ascontiguousarray(full.reshape(n, C, Hf, Wg)[:, :, ph:ph + H, pw:pw + W])
+    if dh == dw == 1:
+        return _depthwise_phase_input_grad(cpu, g, w, (H, W), kernel, stride, padding, out_shape)
+    geom = (*kernel, *stride, *padding, *dilation, *out_shape)
+    return cpu.depthwise2d_backward_input(g, np.ascontiguousarray(w[:, 0]), H, W, *geom)
 
 
 def _depthwise_phase_input_grad(cpu, g, w, size, kernel, stride, padding, out_shape):
@@ -264,20 +272,38 @@ def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
 
 
 def sum_pool_forward(x, kernel, stride, padding, out_shape):
-    """Sum over each window (zero padding): (N, C, *S) -> (N, C, *O)."""
+    """Sum over each window (zero padding): (N, C, *S) -> (N, C, *O). 2-D windows other than 2x2/2
+    are a depthwise convolution with unit weights, along whole (phase) planes."""
     if policy.use_compiled_2d(x, len(kernel)):
         x, cpu = np.ascontiguousarray(x), _cpu()
+        if _sum_pool_2x2(kernel, stride, padding):
+            return threads.over_batch(
+                lambda n0, n1: cpu.sum_pool2d_2x2_forward(x[n0:n1], *out_shape),
+                x.shape[0], x.nbytes)
+        ones = np.ones((x.shape[1], 1) + tuple(kernel), x.dtype)
         return threads.over_batch(
-            lambda n0, n1: cpu.sum_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
-            x.shape[0], x.nbytes)
+            lambda n0, n1: depthwise_forward(x[n0:n1], ones, kernel, stride, padding, (1, 1), out_shape).reshape(
+                (n1 - n0, x.shape[1]) + tuple(out_shape)), x.shape[0], x.nbytes)
     return generic.sum_pool_forward(_pad(x, padding), kernel, stride, out_shape)
+
+
+def _sum_pool_2x2(kernel, stride, padding):
+    """The 2x2, stride-2, unpadded window: cpu.sum_pool2d_2x2_forward's own loop."""
+    return tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and not any(padding)
 
 
 def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
     if policy.use_compiled_2d(g, len(kernel)):
         g, cpu = np.ascontiguousarray(g), _cpu()
+        if _sum_pool_2x2(kernel, stride, padding):
+            return threads.over_batch(
+                lambda n0, n1: cpu.sum_pool2d_2x2_backward(g[n0:n1], *x_shape[2:]),
+                g.shape[0], math.prod(x_shape) * g.itemsize)
+        ones = np.ones((g.shape[1], 1) + tuple(kernel), g.dtype)
+        L = math.prod(out_shape)
         return threads.over_batch(
-            lambda n0, n1: cpu.sum_pool2d_backward(g[n0:n1], *x_shape[2:], *kernel, *stride, *padding),
+            lambda n0, n1: depthwise_input_grad(g[n0:n1].reshape(n1 - n0, g.shape[1], L), ones, x_shape[2:], kernel,
+                                                stride, padding, (1, 1), out_shape),
             g.shape[0], math.prod(x_shape) * g.itemsize)
     dx = generic.sum_pool_backward(g, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
@@ -392,13 +418,22 @@ def max_pool2d_backward_chunk(g, arg, in_shape):
 
 
 def sum_pool2d_chunk(x, kernel, stride, padding, out_shape):
-    """Window sums (zero padding) of (n, C, H, W) -> (n, C, *out_shape)."""
-    return _cpu().sum_pool2d_forward(x, *kernel, *stride, *padding, *out_shape)
+    """Window sums (zero padding) of (n, C, H, W) -> (n, C, *out_shape); the same arithmetic as
+    sum_pool_forward (the 2x2/2 loop, else a depthwise convolution with unit weights)."""
+    if _sum_pool_2x2(kernel, stride, padding):
+        return _cpu().sum_pool2d_2x2_forward(x, *out_shape)
+    ones = np.ones((x.shape[1], 1) + tuple(kernel), x.dtype)
+    return depthwise_forward(np.ascontiguousarray(x), ones, kernel, stride, padding, (1, 1), out_shape).reshape(
+        x.shape[:2] + tuple(out_shape))
 
 
 def sum_pool2d_backward_chunk(g, in_shape, kernel, stride, padding):
     """Adjoint of sum_pool2d_chunk: (n, C, PH, PW) -> (n, C, *in_shape)."""
-    return _cpu().sum_pool2d_backward(g, *in_shape, *kernel, *stride, *padding)
+    if _sum_pool_2x2(kernel, stride, padding):
+        return _cpu().sum_pool2d_2x2_backward(g, *in_shape)
+    n, C, PH, PW = g.shape
+    ones = np.ones((C, 1) + tuple(kernel), g.dtype)
+    return depthwise_input_grad(g.reshape(n, C, PH * PW), ones, in_shape, kernel, stride, padding, (1, 1), (PH, PW))
 
 
 # ------------------------------------------------------------------ normalisation

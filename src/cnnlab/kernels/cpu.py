@@ -188,8 +188,9 @@ def max_pool2d_backward(g, arg, H, W):
 
 
 @njit(**_OPTS)
-def _sum_pool2d_forward_2x2(x, OH, OW):
-    """2x2 windows with stride 2, no padding: four additions per output, no bounds tests."""
+def sum_pool2d_2x2_forward(x, OH, OW):
+    """2x2 windows with stride 2, no padding: four additions per output, no bounds tests (other
+    windows run as a depthwise convolution with unit weights: kernels.sum_pool_forward)."""
     N, C = x.shape[0], x.shape[1]
     out = np.empty((N, C, OH, OW), dtype=x.dtype)
     for n in range(N):
@@ -205,8 +206,8 @@ def _sum_pool2d_forward_2x2(x, OH, OW):
 
 
 @njit(**_OPTS)
-def _sum_pool2d_backward_2x2(g, H, W):
-    """Adjoint of _sum_pool2d_forward_2x2: each window's four inputs get its gradient; rows and
+def sum_pool2d_2x2_backward(g, H, W):
+    """Adjoint of sum_pool2d_2x2_forward: each window's four inputs get its gradient; rows and
     columns past the last whole window get zero."""
     N, C, OH, OW = g.shape
     dx = np.zeros((N, C, H, W), dtype=g.dtype)
@@ -223,53 +224,6 @@ def _sum_pool2d_backward_2x2(g, H, W):
                     d0[j + 1] = v
                     d1[j] = v
                     d1[j + 1] = v
-    return dx
-
-
-@njit(**_OPTS)
-def sum_pool2d_forward(x, KH, KW, sh, sw, ph, pw, OH, OW):
-    """Sum over each window (zero padding)."""
-    N, C, H, W = x.shape
-    if KH == 2 and KW == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-        return _sum_pool2d_forward_2x2(x, OH, OW)
-    out = np.zeros((N, C, OH, OW), dtype=x.dtype)
-    for n in prange(N):
-        for c in range(C):
-            for oh in range(OH):
-                for ow in range(OW):
-                    acc = 0.0
-                    for kh in range(KH):
-                        ih = oh * sh - ph + kh
-                        if ih < 0 or ih >= H:
-                            continue
-                        for kw in range(KW):
-                            iw = ow * sw - pw + kw
-                            if 0 <= iw < W:
-                                acc += x[n, c, ih, iw]
-                    out[n, c, oh, ow] = acc
-    return out
-
-
-@njit(**_OPTS)
-def sum_pool2d_backward(g, H, W, KH, KW, sh, sw, ph, pw):
-    """Adjoint of sum_pool2d_forward."""
-    if KH == 2 and KW == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-        return _sum_pool2d_backward_2x2(g, H, W)
-    N, C, OH, OW = g.shape
-    dx = np.zeros((N, C, H, W), dtype=g.dtype)
-    for n in prange(N):
-        for c in range(C):
-            for oh in range(OH):
-                for ow in range(OW):
-                    v = g[n, c, oh, ow]
-                    for kh in range(KH):
-                        ih = oh * sh - ph + kh
-                        if ih < 0 or ih >= H:
-                            continue
-                        for kw in range(KW):
-                            iw = ow * sw - pw + kw
-                            if 0 <= iw < W:
-                                dx[n, c, ih, iw] += v
     return dx
 
 
