@@ -81,6 +81,21 @@ def _outlined(name, body, nargs=9):
 OUTLINE_ATTRS = ("noinline", "optsize")
 
 
+def _fma(builder):
+    """LLVM's fused multiply-add of two <16 x float> vectors into a third."""
+    vt = ir.VectorType(ir.FloatType(), W)
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{W}f32")
+
+
+def _based(builder, base, table, n):
+    """float pointers base + table[i] for i < n: ``base`` the address of a float32 array, ``table``
+    that of an int64 offset table (in elements)."""
+    i64 = ir.IntType(64)
+    start = builder.inttoptr(base, ir.FloatType().as_pointer())
+    offsets = builder.inttoptr(table, i64.as_pointer())
+    return [builder.gep(start, [builder.load(builder.gep(offsets, [ir.Constant(i64, i)]))]) for i in range(n)]
+
+
 def _sum_loop(builder, count, n, step, name):
     """Emit ``for k in range(count)`` carrying n <16 x float> sums from zero, ``step(k, sums)``
     giving the next ones (built in the loop's one block); returns the final sums (zero where count
@@ -130,13 +145,11 @@ def _make_block(MR, NV, b_rows=False):
         a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta = args
         f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
         vt = ir.VectorType(f32, W)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{W}f32")
-        a = builder.inttoptr(a_base, f32.as_pointer())
-        rows = builder.inttoptr(row_ptr, i64.as_pointer())
+        fma = _fma(builder)
         cols = builder.inttoptr(col_ptr, i64.as_pointer())
         b = builder.inttoptr(b_base, f32.as_pointer())
         c = builder.inttoptr(c_base, f32.as_pointer())
-        arows = [builder.gep(a, [builder.load(builder.gep(rows, [ir.Constant(i64, r)]))]) for r in range(MR)]
+        arows = _based(builder, a_base, row_ptr, MR)
         undef = ir.Constant(vt, ir.Undefined)
         splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
 
@@ -299,16 +312,13 @@ def _make_wblock(MR, NK):
         g_base, grow_ptr, x_base, xcol_ptr, gpos_ptr, xpos_ptr, S, p_base, beta = args
         f32, i64 = ir.FloatType(), ir.IntType(64)
         vt = ir.VectorType(f32, W)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{W}f32")
-        g = builder.inttoptr(g_base, f32.as_pointer())
-        x = builder.inttoptr(x_base, f32.as_pointer())
-        grow = builder.inttoptr(grow_ptr, i64.as_pointer())
-        xcol = builder.inttoptr(xcol_ptr, i64.as_pointer())
+        fma = _fma(builder)
         gpos = builder.inttoptr(gpos_ptr, i64.as_pointer())
         xpos = builder.inttoptr(xpos_ptr, i64.as_pointer())
         part = builder.inttoptr(p_base, f32.as_pointer())
-        grows = [builder.gep(g, [builder.load(builder.gep(grow, [ir.Constant(i64, r)]))]) for r in range(MR)]
-        xcols = [builder.gep(x, [builder.load(builder.gep(xcol, [ir.Constant(i64, j)]))]) for j in range(NK)]
+        grows = _based(builder, g_base, grow_ptr, MR)
+        xcols = _based(builder, x_base, xcol_ptr, NK)
+
         def step(k, acc):
             go = builder.load(builder.gep(gpos, [k]))
             xo = builder.load(builder.gep(xpos, [k]))
@@ -469,10 +479,6 @@ DIRECT_W_MIN_SHARE = 0.75
 DIRECT_MAX_FILTERS = 8
 DIRECT_MIN_WIDTH = 20
 DIRECT_W_MAX_FIELD = 32
-
-# The input gradient of strided layers by phases (_PhaseBack) rather than the fields' gradients
-# and col2im
-PHASE_BACK = True
 
 # The direct forward pass computes the padded width's Wp positions per output row to use OW:
 # below this share it wastes more than the transposed stores of the other orientation cost.
@@ -651,7 +657,7 @@ class IndirectConv:
             self.flip_padding = tuple(r - p for r, p in zip(reach, padding))
         self._back = None
         # a strided layer's input gradient by phases (_PhaseBack), without col2im
-        self.phase_back = (PHASE_BACK and len(self.S) == 2 and any(st > 1 for st in stride)
+        self.phase_back = (len(self.S) == 2 and any(st > 1 for st in stride)
                            and all(d == 1 for d in dilation))
         self._phased = None
 
