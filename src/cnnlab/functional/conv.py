@@ -99,7 +99,7 @@ class ConvPlan:
         """out (n, F, L) = conv(xc) + bias for a chunk xc of n images."""
         xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
         if self.depthwise:
-            out[...] = kernels.depthwise_forward(xc, self.w, *self.geom)
+            kernels.depthwise_forward(xc, self.w, *self.geom, out=out)
             if self.bias is not None:
                 out += self.bias
             return

@@ -144,15 +144,31 @@ def col2im_nhwc(dcols, x_shape, kernel, stride, padding, dilation, out_shape):
                                 *out_shape)
 
 
-def depthwise_forward(x, w, kernel, stride, padding, dilation, out_shape):
+def _vectors():
+    """kernels/depthwise.py, imported (and compiled) only when first needed."""
+    threads.configure_blas()
+    from . import depthwise  # noqa: PLC0415
+
+    return depthwise
+
+
+def depthwise_forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):
     """Depthwise 2-D convolution of a chunk (policy.use_depthwise): x (n, C, H, W), w (C, 1, KH, KW)
-    -> (n, C, OH*OW), without bias. Stride 1 runs along whole padded planes (cpu.depthwise_planes)."""
+    -> (n, C, OH*OW), without bias. float32 with AVX-512 plane by plane in registers
+    (kernels/depthwise.py); otherwise along whole padded (phase) planes (cpu.depthwise_planes).
+    Written into ``out`` (n, C, OH*OW) where given."""
+    if policy.use_depthwise_vectors(x) and (out is None or (out.flags.c_contiguous and out.dtype == np.float32)):
+        return _vectors().forward(x, w, kernel, stride, padding, dilation, out_shape, out)
     n, C = x.shape[:2]
     xp, boff, Wq = _depthwise_padded(x, kernel, stride, padding, dilation)
     OH, OW = out_shape
     buf = np.empty((n, C, OH * Wq), x.dtype)
     _cpu().depthwise_planes(xp, np.ascontiguousarray(w.reshape(C, -1), dtype=x.dtype), boff, buf, OH * Wq)
-    return buf.reshape(n, C, OH, Wq)[..., :OW].reshape(n, C, OH * OW)
+    y = buf.reshape(n, C, OH, Wq)[..., :OW]
+    if out is None:
+        return y.reshape(n, C, OH * OW)
+    out.reshape(n, C, OH, OW)[...] = y
+    return out
 
 
 def _depthwise_padded(x, kernel, stride, padding, dilation):
@@ -191,7 +207,9 @@ def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, ne
     (KH, KW), (OH, OW) = kernel, out_shape
     gx = depthwise_input_grad(g, w, x.shape[2:], kernel, stride, padding, dilation, out_shape) if needs_x else None
     gw = None
-    if needs_w:
+    if needs_w and policy.use_depthwise_vectors(x):
+        gw = _vectors().weight_grad_part(g, x, kernel, stride, padding, dilation, out_shape)
+    elif needs_w:
         xp, boff, Wq = _depthwise_padded(x, kernel, stride, padding, dilation)
         gq = np.zeros((n, C, OH * Wq), g.dtype)  # g over the phase planes' width, zero past each row's outputs
         gq.reshape(n, C, OH, Wq)[..., :OW] = g.reshape(n, C, OH, OW)
@@ -202,7 +220,10 @@ def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, ne
 def depthwise_input_grad(g, w, size, kernel, stride, padding, dilation, out_shape):
     """The input gradient (n, C, *size) of depthwise_forward for g (n, C, OH*OW): for stride 1 the
     full correlation of g (padded by the kernel's reach) with the taps at mirrored offsets, along
-    whole planes; for strided layers of dilation 1 by phases; strided and dilated ones row by row."""
+    whole planes; for strided layers of dilation 1 by phases; strided and dilated ones row by row.
+    float32 with AVX-512: kernels/depthwise.py's input_grad for every geometry."""
+    if policy.use_depthwise_vectors(g):
+        return _vectors().input_grad(g, w, size, kernel, stride, padding, dilation, out_shape)
     cpu, g = _cpu(), np.ascontiguousarray(g)
     n, C = g.shape[:2]
     (H, W), (KH, KW), (ph, pw), (dh, dw), (OH, OW) = size, kernel, padding, dilation, out_shape

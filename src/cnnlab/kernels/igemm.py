@@ -50,7 +50,7 @@ KC = 256
 PACK_POSITIONS = 16384
 
 
-def _outlined(name, body, nargs=9):
+def outlined(name, body, nargs=9):
     """A numba intrinsic's codegen that calls ``name``, a function of ``nargs`` int64 arguments
     built by ``body(builder, args)`` once per module and kept out of line (noinline): the
     micro-kernel's loop gets the registers to itself rather than sharing them with the driver's
@@ -81,13 +81,13 @@ def _outlined(name, body, nargs=9):
 OUTLINE_ATTRS = ("noinline", "optsize")
 
 
-def _fma(builder):
+def vector_fma(builder):
     """LLVM's fused multiply-add of two <16 x float> vectors into a third."""
     vt = ir.VectorType(ir.FloatType(), W)
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{W}f32")
 
 
-def _based(builder, base, table, n):
+def based(builder, base, table, n):
     """float pointers base + table[i] for i < n: ``base`` the address of a float32 array, ``table``
     that of an int64 offset table (in elements)."""
     i64 = ir.IntType(64)
@@ -96,7 +96,7 @@ def _based(builder, base, table, n):
     return [builder.gep(start, [builder.load(builder.gep(offsets, [ir.Constant(i64, i)]))]) for i in range(n)]
 
 
-def _sum_loop(builder, count, n, step, name):
+def sum_loop(builder, count, n, step, name):
     """Emit ``for k in range(count)`` carrying n <16 x float> sums from zero, ``step(k, sums)``
     giving the next ones (built in the loop's one block); returns the final sums (zero where count
     <= 0), as phis at the head of the block after the loop."""
@@ -127,7 +127,7 @@ def _sum_loop(builder, count, n, step, name):
     return totals
 
 
-def _store_sums(builder, ptrs, sums, beta):
+def store_sums(builder, ptrs, sums, beta):
     """Store each <16 x float> sum at its float pointer, added to what is there where beta != 0."""
     vt = ir.VectorType(ir.FloatType(), W)
     add_old = builder.icmp_signed("!=", beta, ir.Constant(ir.IntType(64), 0))
@@ -145,11 +145,11 @@ def _make_block(MR, NV, b_rows=False):
         a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta = args
         f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
         vt = ir.VectorType(f32, W)
-        fma = _fma(builder)
+        fma = vector_fma(builder)
         cols = builder.inttoptr(col_ptr, i64.as_pointer())
         b = builder.inttoptr(b_base, f32.as_pointer())
         c = builder.inttoptr(c_base, f32.as_pointer())
-        arows = _based(builder, a_base, row_ptr, MR)
+        arows = based(builder, a_base, row_ptr, MR)
         undef = ir.Constant(vt, ir.Undefined)
         splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
 
@@ -169,12 +169,12 @@ def _make_block(MR, NV, b_rows=False):
                 new.extend(builder.call(fma, [sv, bv[j], acc[r * NV + j]]) for j in range(NV))
             return new
 
-        totals = _sum_loop(builder, K, MR * NV, step, "block")
+        totals = sum_loop(builder, K, MR * NV, step, "block")
         ptrs = [builder.gep(builder.gep(c, [builder.mul(ir.Constant(i64, r), ldc)]), [ir.Constant(i64, j * W)])
                 for r in range(MR) for j in range(NV)]
-        _store_sums(builder, ptrs, totals, beta)
+        store_sums(builder, ptrs, totals, beta)
 
-    codegen = _outlined(f"cnnlab_igemm_block_{MR}x{NV * W}{'_rows' if b_rows else ''}", body)
+    codegen = outlined(f"cnnlab_igemm_block_{MR}x{NV * W}{'_rows' if b_rows else ''}", body)
 
     def block(typingctx, a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta):
         """C[r, 0:NV*W] (+ C if beta) = sum_k A[row[r] + col[k]] * B[k, 0:NV*W] for r < MR, all
@@ -303,7 +303,7 @@ MRW, NKW = 4, 4
 SLICE = 32
 
 
-def _make_wblock(MR, NK):
+def make_wblock(MR, NK):
     """The weight gradient's micro-kernel, as a numba intrinsic: for r < MR, j < NK,
     P[r, j, 0:16] (+ P if beta) = sum_s G[gpos[s] + grow[r] : +16] * X[xpos[s] + xcol[j] : +16],
     positions along the vectors, MR*NK accumulators in registers; the 16 lanes are summed later."""
@@ -312,12 +312,12 @@ def _make_wblock(MR, NK):
         g_base, grow_ptr, x_base, xcol_ptr, gpos_ptr, xpos_ptr, S, p_base, beta = args
         f32, i64 = ir.FloatType(), ir.IntType(64)
         vt = ir.VectorType(f32, W)
-        fma = _fma(builder)
+        fma = vector_fma(builder)
         gpos = builder.inttoptr(gpos_ptr, i64.as_pointer())
         xpos = builder.inttoptr(xpos_ptr, i64.as_pointer())
         part = builder.inttoptr(p_base, f32.as_pointer())
-        grows = _based(builder, g_base, grow_ptr, MR)
-        xcols = _based(builder, x_base, xcol_ptr, NK)
+        grows = based(builder, g_base, grow_ptr, MR)
+        xcols = based(builder, x_base, xcol_ptr, NK)
 
         def step(k, acc):
             go = builder.load(builder.gep(gpos, [k]))
@@ -331,19 +331,19 @@ def _make_wblock(MR, NK):
                     new[r * NK + j] = builder.call(fma, [gv[r], xv, acc[r * NK + j]])
             return new
 
-        totals = _sum_loop(builder, S, MR * NK, step, "wblock")
-        _store_sums(builder, [builder.gep(part, [ir.Constant(i64, i * W)]) for i in range(MR * NK)], totals, beta)
+        totals = sum_loop(builder, S, MR * NK, step, "wblock")
+        store_sums(builder, [builder.gep(part, [ir.Constant(i64, i * W)]) for i in range(MR * NK)], totals, beta)
 
-    codegen = _outlined(f"cnnlab_igemm_wblock_{MR}x{NK}", body)
+    codegen = outlined(f"cnnlab_igemm_wblock_{MR}x{NK}", body)
 
     def wblock(typingctx, g_base, grow_ptr, x_base, xcol_ptr, gpos_ptr, xpos_ptr, S, p_base, beta):
-        """See _make_wblock; every argument an int64 (addresses, offsets in elements, counts)."""
+        """See make_wblock; every argument an int64 (addresses, offsets in elements, counts)."""
         return types.void(*([types.int64] * 9)), codegen
 
     return intrinsic(wblock)
 
 
-_wblock = _make_wblock(MRW, NKW)
+_wblock = make_wblock(MRW, NKW)
 
 
 @njit(**_OPTS)

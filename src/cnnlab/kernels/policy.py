@@ -276,6 +276,13 @@ def use_depthwise(x, w_shape, groups) -> bool:
             and w_shape[0] == groups == x.shape[1])
 
 
+def use_depthwise_vectors(a) -> bool:
+    """A depthwise layer (use_depthwise) or a pooling window run as one takes kernels/depthwise.py's
+    16-lane plane-by-plane kernels: float32 on a CPU with AVX-512; float64 and other CPUs keep the
+    whole-plane loops of kernels/cpu.py (benchmarks/README.md, "Depthwise in registers")."""
+    return a.dtype == np.float32 and has_avx512()
+
+
 # Bytes of one Winograd chunk's transformed input (16 values per 2x2 output tile and channel), so
 # that the chunk's transforms and its 16 matrix products stay in cache (benchmarks/README.md,
 # "WINOGRAD_CHUNK_BYTES").

@@ -1,0 +1,109 @@
+"""The float32 depthwise kernels of kernels/depthwise.py (plane by plane, sums in registers): the
+output against the definition by loops, both gradients against float64 central differences of
+that definition (exact up to rounding: the layer is linear in x and in w) and against PyTorch,
+on random kernels, strides (row phases without taps too), paddings (beyond the kernel's reach
+too) and dilations; and which arrays take them.
+
+The micro-kernels are LLVM vector code, correct on any x86-64 CPU; the tests force the path on
+(policy._avx512) so they run everywhere."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cnnlab
+import cnnlab.functional as F
+from cnnlab.kernels import depthwise, policy
+from harness import rel_error, torch
+from helpers import naive_conv
+
+
+@pytest.fixture(autouse=True)
+def _avx512(monkeypatch):
+    monkeypatch.setattr(policy, "_avx512", True)
+
+
+def _case(draw):
+    C, n = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    k = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 5)), draw(st.integers(0, 5)))
+    size = tuple(max(dilation[i] * (k[i] - 1) + 1 - 2 * padding[i], 1) + draw(st.integers(0, 40 if i else 12))
+                 for i in range(2))
+    return n, C, size, k, stride, padding, dilation
+
+
+def _geometry(size, k, stride, padding, dilation):
+    return tuple((size[i] + 2 * padding[i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(2))
+
+
+def _definition(x, w, stride, padding, dilation):
+    return naive_conv(x.astype(np.float64), w.astype(np.float64), None, stride, padding, dilation, x.shape[1])
+
+
+def _central(f, a):
+    """Central differences of the scalar f at a (float64), step 1: exact for a linear f."""
+    g = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + 1.0
+        up = f(a)
+        a[i] = old - 1.0
+        down = f(a)
+        a[i] = old
+        g[i] = (up - down) / 2.0
+    return g
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_kernels_match_definition_and_differences(data):
+    n, C, size, k, stride, padding, dilation = _case(data.draw)
+    out_shape = _geometry(size, k, stride, padding, dilation)
+    rng = np.random.default_rng(sum(size) * 7 + C)
+    x = rng.standard_normal((n, C) + size).astype(np.float32)
+    w = rng.standard_normal((C, 1) + k).astype(np.float32)
+    g = rng.standard_normal((n, C) + out_shape).astype(np.float32)
+    geom = (k, stride, padding, dilation, out_shape)
+
+    y = depthwise.forward(x, w, *geom).reshape(g.shape)
+    ref = _definition(x, w, stride, padding, dilation)
+    assert rel_error(y, ref) < 1e-5
+
+    g64 = g.astype(np.float64)
+    gx = depthwise.input_grad(g.reshape(n, C, -1), w, size, *geom)
+    gw = depthwise.weight_grad_part(g.reshape(n, C, -1), x, *geom)
+    assert gw.dtype == np.float64
+    if x.size <= 400:  # the differences take two naive convolutions per element
+        fx = _central(lambda a: float((_definition(a, w, stride, padding, dilation) * g64).sum()), x.astype(np.float64))
+        assert rel_error(gx, fx) < 1e-5
+    fw = _central(lambda a: float((_definition(x, a, stride, padding, dilation) * g64).sum()), w.astype(np.float64))
+    assert rel_error(gw, fw[:, 0]) < 1e-5
+
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, stride=stride, padding=padding, dilation=dilation, groups=C)
+    yt.backward(torch.tensor(g))
+    assert rel_error(y, yt.detach().numpy()) < 1e-5
+    assert rel_error(gx, xt.grad.numpy()) < 1e-5
+    assert rel_error(gw, wt.grad.numpy()[:, 0]) < 1e-5
+
+
+def test_output_written_in_place_and_chunks_agree():
+    """forward writes into the given array; the layer's chunks (split over the batch and the
+    cores) give the same bits as one call over the whole batch."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 8, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    geom = ((3, 3), (1, 1), (1, 1), (1, 1), (20, 20))
+    out = np.full((64, 8, 400), np.nan, np.float32)
+    assert depthwise.forward(x, w, *geom, out=out) is out
+    y = F.conv2d(cnnlab.tensor(x), cnnlab.tensor(w), padding=1, groups=8)
+    np.testing.assert_array_equal(y.numpy().reshape(out.shape), out)
+
+
+def test_which_arrays_take_the_vectors():
+    assert policy.use_depthwise_vectors(np.zeros(3, np.float32))
+    assert not policy.use_depthwise_vectors(np.zeros(3, np.float64))
