@@ -135,7 +135,7 @@ def correlate(src, taps, out, n, C, H, W_, up0, up1, top, left, Hs, Ws, s0, s1, 
     rb = np.empty(RD * span_r, np.float32)
     xrow = np.empty(RD, np.int64)
     s_flat, o_flat = src.reshape(-1), out.reshape(-1)
-    t_addr, b_addr, r_addr = taps.ctypes.data, boff.ctypes.data, xrow.ctypes.data
+    t_addr, b_addr = taps.ctypes.data, boff.ctypes.data  # arguments: alive for the whole call
     HW, L = H * W_, OH * OW
     for i in range(n):
         for c in range(C):
@@ -153,7 +153,7 @@ def correlate(src, taps, out, n, C, H, W_, up0, up1, top, left, Hs, Ws, s0, s1, 
                     for r in range(RD):  # rows past the last repeat it (computed, not kept)
                         xrow[r] = (a + min(m0 + r, M - 1) * P) * s0 * Ws
                     for j0 in range(0, span_r, SPAN):
-                        _rows(t_addr + (c * K + k0) * 4, scratch.ctypes.data + j0 * 4, r_addr, b_addr + k0 * 8,
+                        _rows(t_addr + (c * K + k0) * 4, scratch.ctypes.data + j0 * 4, xrow.ctypes.data, b_addr + k0 * 8,
                               rb.ctypes.data + j0 * 4, span_r, Ka)
                     for r in range(min(RD, M - m0)):
                         o, q0 = ob + (a + (m0 + r) * P) * OW, r * span_r

@@ -44,6 +44,22 @@ MR1 = 16  # the narrow block, for panels with at most 16 columns in use: 16 rows
 # process after an epoch: 1.2e-7 at 256, as with BLAS, against 4.8e-5 at 2048); a 256 x 32 slice
 # of B (32 KiB) also stays in the L1 cache (a long weight gradient: 198 GFLOP/s, 170 at 2048)
 KC = 256
+# A reduction is cut into ceil(K / KC_MAX) slices of equal length (at most KC_MAX = 1.25 KC):
+# K = 288 in one pass rather than 256 + 32, whose short second pass paid a whole block's set-up
+# and reloaded sums (benchmarks/README.md, "Equal reduction slices")
+KC_MAX = 320
+
+
+@njit(cache=True, nogil=True)
+def slice_start(K, i):
+    """Where reduction slice i starts (i = slices(K) gives K)."""
+    return K * i // max(1, -(-K // KC_MAX))
+
+
+@njit(cache=True, nogil=True)
+def slices(K):
+    """How many equal reduction slices a reduction of K steps runs in."""
+    return max(1, -(-K // KC_MAX))
 # The weight gradient packs the output gradient (positions x filters, zero-padded to 16 or 32
 # columns) for about this many positions at a time, so the packed copy stays small (2 MiB per 32
 # filters at 16,384)
@@ -199,7 +215,7 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
     ``bp`` (panels, K, NR or W): B in zero-padded panels (pack_columns). C[i, j] is
     c[c0 + crow[i] + j * ccs]; where ccs == 1, the block is whole (all its rows and a full panel)
     and its rows lie at a constant stride, the micro-kernel writes straight into c, elsewhere
-    through a small block that is then copied. The reduction runs in slices of KC.
+    through a small block that is then copied. The reduction runs in equal slices of at most KC_MAX.
     """
     M, Ktot = row.shape[0], col.shape[0]
     if M == 0:
@@ -209,8 +225,9 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
     rowpad = np.empty(MR1, np.int64)
     a_addr = a.ctypes.data + a0 * 4
     c_addr = c.ctypes.data
-    for k0 in range(0, max(Ktot, 1), KC):  # a long reduction in slices of B that stay in cache
-        K = min(KC, Ktot - k0)
+    for sl in range(slices(Ktot)):  # a long reduction in slices of B that stay in cache
+        k0 = slice_start(Ktot, sl)
+        K = slice_start(Ktot, sl + 1) - k0
         col_addr = col.ctypes.data + k0 * 8
         beta = 1 if (accumulate or k0 > 0) else 0
         for jb in range(bp.shape[0]):
@@ -268,7 +285,9 @@ def dconv(w, x, boff, out, n, F, P, xstride, ostride):
     rows = np.empty(MR, np.int64)
     cols = np.arange(K).astype(np.int64)
     scratch = np.zeros(MR * NR, np.float32)
-    w_addr, boff_addr, cols_addr = w.ctypes.data, boff.ctypes.data, cols.ctypes.data
+    # addresses of the arguments only: a local array's address outlives the array once numba has
+    # released it after its last use (cols is read through .ctypes.data at every call below)
+    w_addr, boff_addr = w.ctypes.data, boff.ctypes.data
     for f0 in range(0, F, MR):
         nf = min(MR, F - f0)
         for r in range(MR):  # rows past the last filter repeat it (computed, not stored)
@@ -279,13 +298,14 @@ def dconv(w, x, boff, out, n, F, P, xstride, ostride):
             for p0 in range(0, P, NR):
                 npos = min(NR, P - p0)
                 full = nf == MR and npos == NR
-                for k0 in range(0, K, KC):  # in slices, as igemm: float32 rounding near BLAS's
-                    kn = min(KC, K - k0)
+                for sl in range(slices(K)):  # in slices, as igemm: float32 rounding near BLAS's
+                    k0 = slice_start(K, sl)
+                    kn = slice_start(K, sl + 1) - k0
                     if full:
-                        _dblock(w_addr, rows.ctypes.data, cols_addr + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
+                        _dblock(w_addr, rows.ctypes.data, cols.ctypes.data + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
                                 out.ctypes.data + (ob + p0) * 4, P, kn, 1 if k0 > 0 else 0)
                     else:
-                        _dblock(w_addr, rows.ctypes.data, cols_addr + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
+                        _dblock(w_addr, rows.ctypes.data, cols.ctypes.data + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
                                 scratch.ctypes.data, NR, kn, 1 if k0 > 0 else 0)
                 if not full:
                     for r in range(nf):
@@ -397,6 +417,50 @@ def wgrad(g, g0, gstride, ldg, F, x, x0, xstride, n, xoff, out, accumulate):
                 out[f, k] += total
             else:
                 out[f, k] = total
+
+
+@njit(**_OPTS)
+def _u(i):
+    """An index as unsigned: numba then drops its negative-index wrap-around, and copy loops
+    vectorise."""
+    return np.uint64(i)
+
+
+@njit(**_OPTS)
+def pad_planes(x, out, ph, pw, slack):
+    """x (n, C, H, W) float32 into out, flat: each plane zero-padded by (ph, pw), then ``slack``
+    zeros; every element written once, without the GIL."""
+    n, C, H, W_ = x.shape
+    Hp, Wp = H + 2 * ph, W_ + 2 * pw
+    xf = x.reshape(-1)
+    for p in range(n * C):
+        ob, ib = p * Hp * Wp, p * H * W_
+        for i in range(ph * Wp):
+            out[_u(ob + i)] = 0.0
+        for h in range(H):
+            r = ob + (ph + h) * Wp
+            for i in range(pw):
+                out[_u(r + i)] = 0.0
+                out[_u(r + pw + W_ + i)] = 0.0
+            for i in range(W_):
+                out[_u(r + pw + i)] = xf[_u(ib + h * W_ + i)]
+        for i in range((ph + H) * Wp, Hp * Wp):
+            out[_u(ob + i)] = 0.0
+    for i in range(n * C * Hp * Wp, n * C * Hp * Wp + slack):
+        out[_u(i)] = 0.0
+
+
+@njit(**_OPTS)
+def transpose_into(tmp, out, n, L, Fpad, f0, Fg):
+    """out[i, f0 + f, l] = tmp[(i*L + l)*Fpad + f] for f < Fg: the row-major product into
+    (n, F, L), without the GIL."""
+    F = out.shape[1]
+    of = out.reshape(-1)
+    for i in range(n):
+        for f in range(Fg):
+            ob, tb = (i * F + f0 + f) * L, i * L * Fpad + f
+            for q in range(L):
+                of[_u(ob + q)] = tmp[_u(tb + q * Fpad)]
 
 
 def pack_columns(b):
@@ -691,6 +755,10 @@ class IndirectConv:
         if not any(self.padding) and not slack:
             return np.ascontiguousarray(xc, dtype=np.float32).reshape(-1)
         size = xc.shape[0] * self.C * self.plane
+        if len(self.S) == 2 and xc.dtype == np.float32:
+            xf = np.empty(size + slack, np.float32)
+            pad_planes(np.ascontiguousarray(xc), xf, *self.padding, slack)
+            return xf
         xf = np.zeros(size + slack, np.float32)
         xp = xf[:size].reshape((xc.shape[0], self.C) + self.padded)
         xp[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(self.padding, self.S))] = xc
@@ -714,7 +782,10 @@ class IndirectConv:
         crow = np.arange(n * L, dtype=np.int64) * Fpad
         for g in range(self.G):
             igemm(xf, g * Cg * self.plane, rows, self.fields, self._w_fwd[g], tmp, 0, crow, 1, Fpad, False)
-            out[:, g * Fg:(g + 1) * Fg] = tmp.reshape(n, L, Fpad)[:, :, :Fg].transpose(0, 2, 1)
+            if out.flags.c_contiguous:
+                transpose_into(tmp, out, n, L, Fpad, g * Fg, Fg)
+            else:
+                out[:, g * Fg:(g + 1) * Fg] = tmp.reshape(n, L, Fpad)[:, :, :Fg].transpose(0, 2, 1)
 
     def _forward_direct(self, xc, out):
         """The forward pass by dconv: positions along the vectors, the padded width's extra columns
