@@ -117,3 +117,56 @@ def test_ctrl_c_inside_a_compiled_kernel_arrives_as_an_interrupt(pool_of, worker
 
     with pytest.raises(SystemError, match="something else"):
         threads.run_chunks(other, [(0, 1), (1, 2)])
+
+
+def _fresh_pool(monkeypatch, seconds):
+    monkeypatch.setattr(kernels.policy, "SPIN_SECONDS", seconds)
+    if threads._the_pool is not None:
+        threads._the_pool.stop()
+    monkeypatch.setattr(threads, "_the_pool", None)
+
+
+@pytest.mark.skipif(not hasattr(time, "process_time"), reason="no process CPU clock")
+def test_helpers_spin_briefly_then_sleep(pool_of, monkeypatch):
+    """After a call the helpers spin (policy.SPIN_SECONDS), then sleep: an idle process uses no CPU."""
+    pool_of(2)
+    _fresh_pool(monkeypatch, 0.002)
+    assert threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2), (2, 3)]) == [0, 1, 2]
+    time.sleep(0.05)  # past the spin
+    cpu = time.process_time()
+    time.sleep(0.3)
+    assert time.process_time() - cpu < 0.1  # asleep, not spinning through the 0.3 s
+
+
+def test_no_spinning_when_told_or_oversubscribed(pool_of, monkeypatch):
+    pool_of(2)
+    _fresh_pool(monkeypatch, 0.0)
+    threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2)])
+    assert threads._the_pool.spin_turns == 0
+    monkeypatch.setattr(kernels.policy, "SPIN_SECONDS", 0.002)
+    assert not kernels.policy.spin_allowed(10_000)  # more threads than cores: a spinner would steal
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_gets_its_own_helpers(pool_of):
+    pool_of(2)
+    threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2)])  # the parent's pool exists
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's helper threads are not here
+        try:
+            names = set()
+
+            def fn(a, b):
+                time.sleep(0.002)
+                names.add(threading.current_thread().name)
+                return a
+
+            ok = threads.run_chunks(fn, [(i, i + 1) for i in range(20)]) == list(range(20)) and len(names) >= 2
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    assert got == b"1"

@@ -99,6 +99,20 @@ def use_compiled_lrn(x) -> bool:
 # machine has two cores).
 WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
 
+# After each call the pool's helpers wait this long spinning (no GIL, no sleep) before they sleep:
+# the calls of a training step come back to back, and a sleeping helper on a virtual machine's
+# idle core took 0.1-1 ms to wake, longer than most chunks (benchmarks/README.md, "Helpers that
+# spin before they sleep"). CNNLAB_SPIN_SECONDS sets another time; 0 never spins.
+SPIN_SECONDS = float(os.environ.get("CNNLAB_SPIN_SECONDS", "0.002"))
+
+
+def spin_allowed(threads) -> bool:
+    """Whether ``threads`` threads of this process may spin: each has a core of its own (a spinning
+    thread on a shared core would take time from the one it waits for)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return SPIN_SECONDS > 0 and threads <= cores
+
+
 # Work smaller than this (bytes touched) runs on one core: a thread hand-off costs more than it
 # saves (benchmarks/README.md, "SPLIT_MIN_BYTES").
 SPLIT_MIN_BYTES = 2 << 20

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import platform
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import policy
 
-_executor = None
-_executor_workers = 0
 _blas_limits = None
 _blas_lock = threading.Lock()
 
@@ -57,16 +55,145 @@ def configure_malloc() -> bool:
         mallopt(M_TRIM_THRESHOLD, policy.MALLOC_TRIM_BYTES))
 
 
+class _Job:
+    """One run_chunks call shared with the helpers: the chunks, who takes which, the results, and
+    how many helpers are still at work on it."""
+
+    def __init__(self, fn, chunks):
+        self.fn, self.chunks = fn, chunks
+        self.results = [None] * len(chunks)
+        self.taken = itertools.count()  # next() on a count is atomic under the GIL
+        self.failed = []
+        self.lock = threading.Lock()
+        self.closed = False  # no helper joins once the caller has run out of chunks
+        self.active = np.zeros(1, np.int64)  # helpers at work: the caller waits (spins) on it
+        self.finished = threading.Event()
+
+    def work(self):
+        for i in iter(self.taken.__next__, None):
+            if i >= len(self.chunks) or self.failed:
+                return
+            try:
+                self.results[i] = self.fn(*self.chunks[i])
+            except BaseException as e:  # the others stop at their next chunk; re-raised by the caller
+                self.failed.append(e)
+                return
+
+    def help(self):
+        """A helper's turn: join unless the caller has closed the job, work, leave."""
+        with self.lock:
+            if self.closed:
+                return
+            self.active[0] += 1
+        try:
+            self.work()
+        finally:
+            with self.lock:
+                self.active[0] -= 1
+                if self.closed and self.active[0] == 0:
+                    self.finished.set()
+
+    def close_and_wait(self, spin_turns):
+        """After the caller's own work: no more helpers join; wait for those at work (spinning
+        for about the time a chunk takes, then sleeping)."""
+        from .spin import wait_while  # noqa: PLC0415
+
+        with self.lock:
+            self.closed = True
+            if self.active[0] == 0:
+                return
+        addr = self.active.ctypes.data
+        while True:
+            left = int(self.active[0])
+            if left == 0 or wait_while(addr, left, spin_turns) == 0:
+                return
+            if self.finished.wait(0.001):  # still at work after the spin: sleep until it ends
+                return
+
+
+class _Pool:
+    """WORKERS - 1 helper threads that wait for jobs: spinning (kernels/spin.py, no GIL) for
+    policy.SPIN_SECONDS after each job, so that the calls of a training step, back to back, find
+    them awake, then sleeping on a condition. Nothing is lost if a helper never comes: the caller
+    takes every chunk left."""
+
+    def __init__(self, helpers):
+        from .spin import turns_for  # noqa: PLC0415 - numba, compiled once
+
+        self.signal = np.zeros(1, np.int64)  # bumped once per job; the helpers watch it
+        self.cond = threading.Condition()
+        self.job = None
+        self.stopping = False
+        self.busy = threading.Lock()  # one job at a time: a nested or concurrent call runs inline
+        self.spin_turns = turns_for(policy.SPIN_SECONDS) if policy.spin_allowed(helpers + 1) else 0
+        self.wait_turns = turns_for(policy.SPIN_SECONDS) if policy.spin_allowed(helpers + 1) else 1
+        self.threads = [threading.Thread(target=self._helper, name=f"cnnlab-{i}", daemon=True) for i in range(helpers)]
+        for t in self.threads:
+            t.start()
+
+    def _helper(self):
+        from .spin import wait_while  # noqa: PLC0415
+
+        seen = 0
+        addr = self.signal.ctypes.data
+        while True:
+            if self.spin_turns and wait_while(addr, seen, self.spin_turns) == seen:
+                pass  # spun out: sleep below
+            with self.cond:
+                while self.signal[0] == seen and not self.stopping:
+                    self.cond.wait()
+                if self.stopping:
+                    return
+                seen, job = int(self.signal[0]), self.job
+            if job is not None:
+                job.help()
+
+    def run(self, fn, chunks):
+        job = _Job(fn, chunks)
+        with self.cond:
+            self.job = job
+            self.signal[0] += 1
+            self.cond.notify_all()
+        try:
+            job.work()
+        finally:
+            job.close_and_wait(self.wait_turns)
+            self.job = None
+        return job
+
+    def stop(self):
+        with self.cond:
+            self.stopping = True
+            self.signal[0] += 1
+            self.cond.notify_all()
+
+
+_the_pool = None
+_pool_lock = threading.Lock()
+
+
 def _pool():
-    """The executor of the policy.WORKERS - 1 helper threads (a new one if that number changed);
-    the calling thread is the last worker."""
-    global _executor, _executor_workers
-    if _executor is None or _executor_workers != policy.WORKERS:
-        if _executor is not None:
-            _executor.shutdown(wait=False)
-        _executor = ThreadPoolExecutor(max_workers=max(1, policy.WORKERS - 1), thread_name_prefix="cnnlab")
-        _executor_workers = policy.WORKERS
-    return _executor
+    """The pool of policy.WORKERS - 1 helpers (a new one if that number changed)."""
+    global _the_pool
+    pool = _the_pool
+    if pool is None or len(pool.threads) != policy.WORKERS - 1:
+        with _pool_lock:
+            pool = _the_pool
+            if pool is None or len(pool.threads) != policy.WORKERS - 1:
+                if pool is not None:
+                    pool.stop()
+                pool = _the_pool = _Pool(policy.WORKERS - 1)
+    return pool
+
+
+def _forget_pool():
+    """In a forked child the helpers do not exist: the next call makes new ones."""
+    global _the_pool, _pool_lock
+    _the_pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def run_chunks(fn, chunks, on_cpu=True):
@@ -74,41 +201,28 @@ def run_chunks(fn, chunks, on_cpu=True):
     results in chunk order. ``on_cpu`` False (CuPy work) runs them in order on this thread.
 
     The calling thread works too: it and the helpers each take the next chunk not yet taken, so a
-    helper that is slow to wake (an idle core of a virtual machine can take a millisecond) leaves
-    its chunks to the others rather than holding up the call."""
+    helper that is slow to wake leaves its chunks to the others rather than holding up the call.
+    A call made while another is running (from inside a chunk, or from another thread) runs its
+    chunks on its own thread."""
     if on_cpu:
         configure_blas()
-    if not policy.use_threads(chunks, on_cpu):
+    pool = _pool() if policy.use_threads(chunks, on_cpu) else None
+    if pool is None or not pool.busy.acquire(blocking=False):
         try:
             return [fn(n0, n1) for n0, n1 in chunks]
         except SystemError as e:
             if _as_interrupt(e) is e:
                 raise
             raise _as_interrupt(e) from None
-    results = [None] * len(chunks)
-    taken = itertools.count()  # next() on a count is atomic under the GIL
-    failed = []
-
-    def work():
-        for i in iter(taken.__next__, None):
-            if i >= len(chunks) or failed:
-                return
-            try:
-                results[i] = fn(*chunks[i])
-            except BaseException as e:  # the others stop at their next chunk; re-raised below
-                failed.append(e)
-                return
-
-    helpers = [_pool().submit(work) for _ in range(min(policy.WORKERS, len(chunks)) - 1)]
-    work()
-    for h in helpers:  # one not started yet has nothing left to do (and its thread may be ours)
-        if not h.cancel():
-            h.result()
-    if failed:
-        if _as_interrupt(failed[0]) is failed[0]:
-            raise failed[0]
-        raise _as_interrupt(failed[0]) from None
-    return results
+    try:
+        job = pool.run(fn, chunks)
+    finally:
+        pool.busy.release()
+    if job.failed:
+        if _as_interrupt(job.failed[0]) is job.failed[0]:
+            raise job.failed[0]
+        raise _as_interrupt(job.failed[0]) from None
+    return job.results
 
 
 def _as_interrupt(e):
