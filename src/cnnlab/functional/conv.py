@@ -131,16 +131,17 @@ class ConvPlan:
         if self.bias is not None:
             out += self.bias
 
-    def backward_chunk(self, xc, g, needs_x, needs_w, needs_b):
+    def backward_chunk(self, xc, g, needs_x, needs_w, needs_b, gx_out=None):
         """For a chunk xc and its output gradient g (n, F, L): (dx chunk, dW part, db part),
-        each None where not needed."""
+        each None where not needed. The depthwise and indirect paths may write dx into
+        ``gx_out`` (the chunk's rows of the whole gradient) and return it."""
         xp, n, L, F = self.xp, xc.shape[0], self.L, self.F
         gx = gw = gb = None
         if self.depthwise:
-            gx, gw = kernels.depthwise_backward(g, xc, self.w, *self.geom, needs_x, needs_w)
+            gx, gw = kernels.depthwise_backward(g, xc, self.w, *self.geom, needs_x, needs_w, gx_out)
             return gx, gw, (g.sum(axis=2).sum(axis=0) if needs_b else None)
         if self.indirect:
-            gx, gw = self.ig.backward(xc, g, needs_x, needs_w)
+            gx, gw = self.ig.backward(xc, g, needs_x, needs_w, gx_out)
             return gx, gw, (g.sum(axis=2).sum(axis=0) if needs_b else None)
         if self.nhwc and self.G > 1:
             return self._grouped_backward_chunk(xc, g, needs_x, needs_w, needs_b)
@@ -202,8 +203,9 @@ class ConvPlan:
             self.u_back = kernels.winograd_transposed_weights(self.w)
 
         def chunk(n0, n1):
-            gxc, gw, gb = self.backward_chunk(x[n0:n1], out_grad(n0, n1), needs[0], needs[1], want_b)
-            if gxc is not None:
+            part = gx[n0:n1] if needs[0] and xp is np else None
+            gxc, gw, gb = self.backward_chunk(x[n0:n1], out_grad(n0, n1), needs[0], needs[1], want_b, part)
+            if gxc is not None and gxc is not part:
                 gx[n0:n1] = gxc
             return gw, gb
 

@@ -198,14 +198,15 @@ def _depthwise_padded(x, kernel, stride, padding, dilation):
     return xp, boff, Wq
 
 
-def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, needs_x, needs_w):
+def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, needs_x, needs_w, gx_out=None):
     """(dx (n, C, H, W) or None, dW part (C, KH, KW) float64 or None) of depthwise_forward for the
     chunk's output gradient g (n, C, OH*OW). The weight gradient runs along whole (phase) planes,
     as the forward pass; the input gradient as depthwise_input_grad says."""
     cpu, g, x = _cpu(), np.ascontiguousarray(g), np.ascontiguousarray(x)
     n, C = x.shape[:2]
     (KH, KW), (OH, OW) = kernel, out_shape
-    gx = depthwise_input_grad(g, w, x.shape[2:], kernel, stride, padding, dilation, out_shape) if needs_x else None
+    gx = depthwise_input_grad(g, w, x.shape[2:], kernel, stride, padding, dilation, out_shape, gx_out) \
+        if needs_x else None
     gw = None
     if needs_w and policy.use_depthwise_vectors(x):
         gw = _vectors().weight_grad_part(g, x, kernel, stride, padding, dilation, out_shape)
@@ -217,13 +218,14 @@ def depthwise_backward(g, x, w, kernel, stride, padding, dilation, out_shape, ne
     return gx, gw
 
 
-def depthwise_input_grad(g, w, size, kernel, stride, padding, dilation, out_shape):
+def depthwise_input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out=None):
     """The input gradient (n, C, *size) of depthwise_forward for g (n, C, OH*OW): for stride 1 the
     full correlation of g (padded by the kernel's reach) with the taps at mirrored offsets, along
     whole planes; for strided layers of dilation 1 by phases; strided and dilated ones row by row.
-    float32 with AVX-512: kernels/depthwise.py's input_grad for every geometry."""
-    if policy.use_depthwise_vectors(g):
-        return _vectors().input_grad(g, w, size, kernel, stride, padding, dilation, out_shape)
+    float32 with AVX-512: kernels/depthwise.py's input_grad for every geometry, written into
+    ``out`` (n, C, H, W) where given (elsewhere ``out`` is not used)."""
+    if policy.use_depthwise_vectors(g) and (out is None or (out.flags.c_contiguous and out.dtype == np.float32)):
+        return _vectors().input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out)
     cpu, g = _cpu(), np.ascontiguousarray(g)
     n, C = g.shape[:2]
     (H, W), (KH, KW), (ph, pw), (dh, dw), (OH, OW) = size, kernel, padding, dilation, out_shape

@@ -35,19 +35,30 @@ WSLICE = 64  # weight-gradient steps (of 16 positions) per float32 pass before t
 
 
 def _make_rows(R, NV):
-    """The forward micro-kernel as a numba intrinsic: for r < R, j < NV*16,
-    o[r*ldo + j] = sum_k w[k] * x[xrow[r] + boff[k] + j], k < K, the sums in R*NV registers."""
+    """The forward micro-kernel as a numba intrinsic: for blocks b < nb, r < R, j < NV*16,
+    o[(b*R + r)*ldo + j] = sum_k w[k] * x[xrow[r] + b*xstep + boff[k] + j], k < K, each block's
+    sums in R*NV registers; one call for all the row blocks of a plane."""
 
     def body(builder, args):
-        w_base, x_base, xrow_ptr, boff_ptr, o_base, ldo, K = args
+        w_base, x_base, xrow_ptr, boff_ptr, o_base, ldo, K, nb, xstep = args
         f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
         vt = ir.VectorType(f32, W)
         fma = vector_fma(builder)
         w = builder.inttoptr(w_base, f32.as_pointer())
         boffs = builder.inttoptr(boff_ptr, i64.as_pointer())
-        xrows = based(builder, x_base, xrow_ptr, R)
+        o = builder.inttoptr(o_base, f32.as_pointer())
+        xrows0 = based(builder, x_base, xrow_ptr, R)
         undef = ir.Constant(vt, ir.Undefined)
         splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
+        entry = builder.block
+        blocks = builder.function.append_basic_block("dwrows_blocks")
+        finish = builder.function.append_basic_block("dwrows_finish")
+        builder.cbranch(builder.icmp_signed(">", nb, ir.Constant(i64, 0)), blocks, finish)
+        builder.position_at_end(blocks)
+        bi = builder.phi(i64)
+        bi.add_incoming(ir.Constant(i64, 0), entry)
+        shift = builder.mul(bi, xstep)
+        xrows = [builder.gep(xr, [shift]) for xr in xrows0]
 
         def step(k, acc):
             off = builder.load(builder.gep(boffs, [k]))
@@ -63,18 +74,22 @@ def _make_rows(R, NV):
             return new
 
         totals = sum_loop(builder, K, R * NV, step, "dwrows")
-        o = builder.inttoptr(o_base, f32.as_pointer())
         for r in range(R):
-            row = builder.gep(o, [builder.mul(ir.Constant(i64, r), ldo)])
+            row = builder.gep(o, [builder.mul(builder.add(builder.mul(bi, ir.Constant(i64, R)), ir.Constant(i64, r)),
+                                              ldo)])
             for j in range(NV):
                 ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, j * W)]), vt.as_pointer())
                 builder.store(totals[r * NV + j], ptr, align=4)
+        b1 = builder.add(bi, ir.Constant(i64, 1))
+        bi.add_incoming(b1, builder.block)
+        builder.cbranch(builder.icmp_signed("<", b1, nb), blocks, finish)
+        builder.position_at_end(finish)
 
-    codegen = outlined(f"cnnlab_depthwise_rows_{R}x{NV * W}", body, nargs=7)
+    codegen = outlined(f"cnnlab_depthwise_rows_{R}x{NV * W}", body, nargs=9)
 
-    def rows(typingctx, w_base, x_base, xrow_ptr, boff_ptr, o_base, ldo, K):
+    def rows(typingctx, w_base, x_base, xrow_ptr, boff_ptr, o_base, ldo, K, nb, xstep):
         """See _make_rows; every argument an int64 (addresses, offsets in elements, counts)."""
-        return types.void(*([types.int64] * 7)), codegen
+        return types.void(*([types.int64] * 9)), codegen
 
     return intrinsic(rows)
 
@@ -131,8 +146,9 @@ def correlate(src, taps, out, n, C, H, W_, up0, up1, top, left, Hs, Ws, s0, s1, 
         return
     span = (OW - 1) * s1 + 1
     span_r = (span + SPAN - 1) // SPAN * SPAN
-    scratch = np.zeros(_scratch_size(Hs, Ws, OH, s0, span_r, boff), np.float32)
-    rb = np.empty(RD * span_r, np.float32)
+    rows_r = (OH + RD * P - 1) // (RD * P) * RD * P + P  # every phase's blocks, rounded up to whole blocks
+    scratch = np.zeros(_scratch_size(Hs, Ws, rows_r, s0, span_r, boff), np.float32)
+    rb = np.empty(rows_r * span_r, np.float32)
     xrow = np.empty(RD, np.int64)
     s_flat, o_flat = src.reshape(-1), out.reshape(-1)
     t_addr, b_addr = taps.ctypes.data, boff.ctypes.data  # arguments: alive for the whole call
@@ -149,20 +165,19 @@ def correlate(src, taps, out, n, C, H, W_, up0, up1, top, left, Hs, Ws, s0, s1, 
                         for q in range(OW):
                             o_flat[_u(o + q)] = 0.0
                     continue
-                for m0 in range(0, M, RD):
-                    for r in range(RD):  # rows past the last repeat it (computed, not kept)
-                        xrow[r] = (a + min(m0 + r, M - 1) * P) * s0 * Ws
-                    for j0 in range(0, span_r, SPAN):
-                        _rows(t_addr + (c * K + k0) * 4, scratch.ctypes.data + j0 * 4, xrow.ctypes.data, b_addr + k0 * 8,
-                              rb.ctypes.data + j0 * 4, span_r, Ka)
-                    for r in range(min(RD, M - m0)):
-                        o, q0 = ob + (a + (m0 + r) * P) * OW, r * span_r
-                        if s1 == 1:
-                            for q in range(OW):
-                                o_flat[_u(o + q)] = rb[_u(q0 + q)]
-                        else:
-                            for q in range(OW):
-                                o_flat[_u(o + q)] = rb[_u(q0 + q * s1)]
+                for r in range(RD):  # the last block's rows past M read the scratch's spare rows
+                    xrow[r] = (a + r * P) * s0 * Ws
+                for j0 in range(0, span_r, SPAN):
+                    _rows(t_addr + (c * K + k0) * 4, scratch.ctypes.data + j0 * 4, xrow.ctypes.data, b_addr + k0 * 8,
+                          rb.ctypes.data + j0 * 4, span_r, Ka, (M + RD - 1) // RD, RD * P * s0 * Ws)
+                for m in range(M):
+                    o, q0 = ob + (a + m * P) * OW, m * span_r
+                    if s1 == 1:
+                        for q in range(OW):
+                            o_flat[_u(o + q)] = rb[_u(q0 + q)]
+                    else:
+                        for q in range(OW):
+                            o_flat[_u(o + q)] = rb[_u(q0 + q * s1)]
 
 
 @njit(**_OPTS)
@@ -266,18 +281,18 @@ def forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):
     return out
 
 
-def input_grad(g, w, size, kernel, stride, padding, dilation, out_shape):
+def input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out=None):
     """The input gradient (n, C, H, W) of forward for its output gradient g (n, C, OH*OW): g laid
     s apart (zeros between) and correlated at stride 1 with the taps at mirrored offsets. With a
     row stride s0 > 1, the rows h of one phase h % s0 see only the kernel rows kh with
     (h + ph - kh*dh) % s0 == 0 (the others read the zero rows): one pass per phase, with those
-    taps."""
+    taps. Written into ``out`` (contiguous) where given."""
     g = np.ascontiguousarray(g)
     n, C = g.shape[:2]
     (H, W_), (KH, KW), (s0, s1), (ph, pw), (dh, dw), (OH, OW) = size, kernel, stride, padding, dilation, out_shape
     Hs, Ws, boff = _back_plane(*_key(size, kernel, dilation))
     cols, kstart = _row_phases(s0, ph, KH, KW, dh)
-    gx = np.empty((n, C, H, W_), np.float32)
+    gx = np.empty((n, C, H, W_), np.float32) if out is None else out
     taps = _taps(w, C)
     if cols is not None:
         taps, boff = np.ascontiguousarray(taps[:, cols]), boff[cols]

@@ -427,27 +427,53 @@ def _u(i):
 
 
 @njit(**_OPTS)
-def pad_planes(x, out, ph, pw, slack):
-    """x (n, C, H, W) float32 into out, flat: each plane zero-padded by (ph, pw), then ``slack``
-    zeros; every element written once, without the GIL."""
+def place_planes(x, out, Hp, Wp, top, left, plane, slack):
+    """x (n, C, H, W) float32 into out, flat, as planes of ``plane`` elements (>= Hp*Wp) read as
+    Hp x Wp: x's plane at row ``top``, column ``left`` (it must fit), zeros around it and past
+    Hp*Wp, then ``slack`` zeros; every element written once, without the GIL."""
     n, C, H, W_ = x.shape
-    Hp, Wp = H + 2 * ph, W_ + 2 * pw
     xf = x.reshape(-1)
+    right = Wp - left - W_
     for p in range(n * C):
-        ob, ib = p * Hp * Wp, p * H * W_
-        for i in range(ph * Wp):
+        ob, ib = p * plane, p * H * W_
+        for i in range(top * Wp):
             out[_u(ob + i)] = 0.0
         for h in range(H):
-            r = ob + (ph + h) * Wp
-            for i in range(pw):
+            r = ob + (top + h) * Wp
+            for i in range(left):
                 out[_u(r + i)] = 0.0
-                out[_u(r + pw + W_ + i)] = 0.0
+            for i in range(right):
+                out[_u(r + left + W_ + i)] = 0.0
             for i in range(W_):
-                out[_u(r + pw + i)] = xf[_u(ib + h * W_ + i)]
-        for i in range((ph + H) * Wp, Hp * Wp):
+                out[_u(r + left + i)] = xf[_u(ib + h * W_ + i)]
+        for i in range((top + H) * Wp, plane):
             out[_u(ob + i)] = 0.0
-    for i in range(n * C * Hp * Wp, n * C * Hp * Wp + slack):
+    for i in range(n * C * plane, n * C * plane + slack):
         out[_u(i)] = 0.0
+
+
+@njit(**_OPTS)
+def crop_rows(buf, out, rows, Wp, OW):
+    """out (flat) = the first OW of every Wp-wide row of buf (flat, ``rows`` rows): the direct
+    forward pass's outputs without the padded width's extra columns, without the GIL."""
+    of = out.reshape(-1)
+    for r in range(rows):
+        for q in range(OW):
+            of[_u(r * OW + q)] = buf[_u(r * Wp + q)]
+
+
+@njit(**_OPTS)
+def scatter_phase(buf, dx, Hq, Wq, r0, s0, c0, s1, i0, j0, nh, nw):
+    """dx[p, r0 + t*s0, c0 + u*s1] = buf[p, i0 + t, j0 + u] for t < nh, u < nw over the planes p
+    of dx (n, C, H, W) and of buf (flat, planes of Hq x Wq): one phase of a strided layer's input
+    gradient into its rows and columns, without the GIL."""
+    n, C, H, W_ = dx.shape
+    df = dx.reshape(-1)
+    for p in range(n * C):
+        for t in range(nh):
+            ob, ib = p * H * W_ + (r0 + t * s0) * W_ + c0, p * Hq * Wq + (i0 + t) * Wq + j0
+            for u in range(nw):
+                df[_u(ob + u * s1)] = buf[_u(ib + u)]
 
 
 @njit(**_OPTS)
@@ -646,26 +672,33 @@ class _PhaseBack:
             wt = np.ascontiguousarray(taps.reshape((G, Fg, Cg) + taps.shape[2:]).transpose(0, 2, 1, 3, 4))
             self.phases.append((cut, wt.reshape(G, Cg, -1), boff))
 
-    def __call__(self, gc):
-        """dx (n, C, *S) of the chunk's output gradient gc (n, F, L)."""
+    def __call__(self, gc, out=None):
+        """dx (n, C, *S) of the chunk's output gradient gc (n, F, L), into ``out`` where given
+        (contiguous float32)."""
         conv = self.conv
         n, F, C, G, Fg, Cg = gc.shape[0], conv.F, conv.C, conv.G, conv.Fg, conv.Cg
         OH, OW = conv.out_shape
         E0, E1, Hg, Wg, P = *self.E, self.Hg, self.Wg, self.P
-        size = n * F * Hg * Wg
-        gpad = np.zeros(size + self.slack, np.float32)
-        gpad[:size].reshape(n, F, Hg, Wg)[:, :, E0:E0 + OH, E1:E1 + OW] = gc.reshape(n, F, OH, OW)
+        gpad = np.empty(n * F * Hg * Wg + self.slack, np.float32)
+        place_planes(np.ascontiguousarray(gc, dtype=np.float32).reshape(n, F, OH, OW), gpad, Hg, Wg, E0, E1,
+                     Hg * Wg, self.slack)
         # every element of dx lies in one phase: written once, unless a phase has no taps
         whole = all(wt is not None for _, wt, _ in self.phases)
-        dx = (np.empty if whole else np.zeros)((n, C) + conv.S, np.float32)
+        if out is None:
+            dx = (np.empty if whole else np.zeros)((n, C) + conv.S, np.float32)
+        else:
+            dx = out
+            if not whole:
+                dx[...] = 0.0
         buf = np.empty(n * C * P, np.float32)
-        every = (slice(None), slice(None))
         for cut, wt, boff in self.phases:
             if wt is None:
                 continue
             for g in range(G):
                 dconv(wt[g].reshape(-1), gpad[g * Fg * Hg * Wg:], boff, buf[g * Cg * P:], n, Cg, P, F * Hg * Wg, C * P)
-            dx[every + cut[0]] = buf.reshape(n, C, self.Hq, Wg)[every + cut[1]]
+            (rows, cols), (prows, pcols) = cut
+            scatter_phase(buf, dx, self.Hq, Wg, rows.start, rows.step, cols.start, cols.step, prows.start, pcols.start,
+                          prows.stop - prows.start, pcols.stop - pcols.start)
         return dx
 
 
@@ -757,7 +790,7 @@ class IndirectConv:
         size = xc.shape[0] * self.C * self.plane
         if len(self.S) == 2 and xc.dtype == np.float32:
             xf = np.empty(size + slack, np.float32)
-            pad_planes(np.ascontiguousarray(xc), xf, *self.padding, slack)
+            place_planes(np.ascontiguousarray(xc), xf, *self.padded, *self.padding, self.plane, slack)
             return xf
         xf = np.zeros(size + slack, np.float32)
         xp = xf[:size].reshape((xc.shape[0], self.C) + self.padded)
@@ -797,10 +830,15 @@ class IndirectConv:
             dconv(self.wf[g * Fg:(g + 1) * Fg].reshape(-1), xf[g * self.Cg * plane:], self.fields, buf[g * Fg * P:], n,
                   Fg, P, C * plane, F * P)
         OW, Wp = self.out_shape[-1], self.padded[-1]
-        out.reshape((n, F, P // Wp, OW))[...] = buf.reshape(n, F, P // Wp, Wp)[..., :OW]
+        if out.flags.c_contiguous:
+            crop_rows(buf, out, n * F * (P // Wp), Wp, OW)
+        else:
+            out.reshape((n, F, P // Wp, OW))[...] = buf.reshape(n, F, P // Wp, Wp)[..., :OW]
 
-    def backward(self, xc, gc, needs_x, needs_w):
-        """(dx (n, C, *S) or None, dW part (F, Cg*K) in (c, *k) order or None) for a chunk."""
+    def backward(self, xc, gc, needs_x, needs_w, gx_out=None):
+        """(dx (n, C, *S) or None, dW part (F, Cg*K) in (c, *k) order or None) for a chunk; the
+        dx of strided layers and of the flipped convolution written into ``gx_out`` where given
+        (contiguous float32)."""
         from . import cpu  # noqa: PLC0415 - the compiled col2im
 
         n = xc.shape[0]
@@ -812,8 +850,8 @@ class IndirectConv:
         if needs_w and self.direct_w:
             xf = self._padded(xc, self.slack)
             OH, OW, Wp, ldg = *self.out_shape, self.padded[-1], self.ldg
-            gq = np.zeros((n, self.F, ldg), np.float32)  # positions along the padded rows
-            gq[:, :, :OH * Wp].reshape(n, self.F, OH, Wp)[..., :OW] = gc.reshape(n, self.F, OH, OW)
+            gq = np.empty((n, self.F, ldg), np.float32)  # positions along the padded rows, zero past OW
+            place_planes(gc.reshape(n, self.F, OH, OW), gq.reshape(-1), OH, Wp, 0, 0, ldg, 0)
             gw = np.empty((self.F, Cg * K), np.float32)
             for g in range(G):
                 wgrad(gq, g * Fg * ldg, self.F * ldg, ldg, Fg, xf, g * Cg * self.plane, self.C * self.plane, n,
@@ -831,15 +869,15 @@ class IndirectConv:
                     igemm(xf, g * Cg * self.plane, self.fields, rows[i0 * L:i1 * L], b, part.reshape(-1), 0, prow, 1,
                           Fg, i0 > 0)
                 gw[g * Fg:(g + 1) * Fg] = part.T
+        fits = gx_out is not None and gx_out.flags.c_contiguous and gx_out.dtype == np.float32
         if needs_x and self.phase_back:
             back = self._phased
             if back is None:  # the chunks' threads may both make one (the same)
                 back = self._phased = _PhaseBack(self)
-            gx = back(gc)
+            gx = back(gc, gx_out if fits else None)
         elif needs_x and self.flip_padding is not None:
-            gx = np.empty((n, self.C, math.prod(self.S)), np.float32)
-            self._back_conv().forward(gc.reshape((n, self.F) + self.out_shape), gx)
-            gx = gx.reshape((n, self.C) + self.S)
+            gx = gx_out if fits else np.empty((n, self.C) + self.S, np.float32)
+            self._back_conv().forward(gc.reshape((n, self.F) + self.out_shape), gx.reshape(n, self.C, -1))
         elif needs_x:
             if self._w_back is None:  # (F, K*Cg) in (kh, kw, c) order, as the channels-last col2im reads it
                 w_hwc = np.ascontiguousarray(np.moveaxis(np.asarray(self.w, np.float32), 1, -1)).reshape(
