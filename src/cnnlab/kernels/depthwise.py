@@ -23,6 +23,7 @@ import functools
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .igemm import W, based, make_wblock, outlined, sum_loop, vector_fma
@@ -94,6 +95,51 @@ def _make_rows(R, NV):
     return intrinsic(rows)
 
 
+def _copy_codegen(context, builder, signature, args):
+    """dst[0:n] = src[0:n] (float32 addresses): whole 16-float vectors, then one masked vector
+    for the last n % 16, so a 28-float row is two vector moves rather than one and 12 scalars."""
+    dst, src, n = args
+    f32, i1, i32, i64 = ir.FloatType(), ir.IntType(1), ir.IntType(32), ir.IntType(64)
+    vt, it = ir.VectorType(f32, W), ir.VectorType(i32, W)
+    pt = vt.as_pointer()
+    d, s = builder.inttoptr(dst, f32.as_pointer()), builder.inttoptr(src, f32.as_pointer())
+    full = builder.sdiv(n, ir.Constant(i64, W))
+    entry = builder.block
+    loop = builder.function.append_basic_block("copy_loop")
+    tail = builder.function.append_basic_block("copy_tail")
+    builder.cbranch(builder.icmp_signed(">", full, ir.Constant(i64, 0)), loop, tail)
+    builder.position_at_end(loop)
+    i = builder.phi(i64)
+    off = builder.mul(i, ir.Constant(i64, W))
+    builder.store(builder.load(builder.bitcast(builder.gep(s, [off]), pt), align=4),
+                  builder.bitcast(builder.gep(d, [off]), pt), align=4)
+    i_next = builder.add(i, ir.Constant(i64, 1))
+    i.add_incoming(ir.Constant(i64, 0), entry)
+    i.add_incoming(i_next, loop)
+    builder.cbranch(builder.icmp_signed("<", i_next, full), loop, tail)
+    builder.position_at_end(tail)
+    base = builder.mul(full, ir.Constant(i64, W))
+    undef = ir.Constant(it, ir.Undefined)
+    rem = builder.shuffle_vector(builder.insert_element(undef, builder.trunc(builder.sub(n, base), i32),
+                                                        ir.Constant(i32, 0)), undef, ir.Constant(it, [0] * W))
+    mask = builder.icmp_signed("<", ir.Constant(it, list(range(W))), rem)
+    mt = ir.VectorType(i1, W)
+    mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [pt, i32, mt, vt]),
+                                           "llvm.masked.load.v16f32.p0")
+    mstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vt, pt, i32, mt]),
+                                            "llvm.masked.store.v16f32.p0")
+    v = builder.call(mload, [builder.bitcast(builder.gep(s, [base]), pt), ir.Constant(i32, 4), mask,
+                             ir.Constant(vt, [0.0] * W)])
+    builder.call(mstore, [v, builder.bitcast(builder.gep(d, [base]), pt), ir.Constant(i32, 4), mask])
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _copy(typingctx, dst, src, n):
+    """Copy n floats from address src to address dst (int64 addresses)."""
+    return types.void(types.int64, types.int64, types.int64), _copy_codegen
+
+
 _rows = _make_rows(RD, NVD)
 _wblock = make_wblock(1, NKD)
 _wblock_small = make_wblock(1, NKD_SMALL)
@@ -119,8 +165,8 @@ def _lay(src, sb, H, W_, scratch, up0, up1, top, left, Hs, Ws):
         rb, s = r * Ws + left, sb + h * W_
         if up1 == 1:
             w0, w1 = max(0, -left), min(W_, Ws - left)
-            for w in range(w0, w1):
-                scratch[_u(rb + w)] = src[_u(s + w)]
+            if w1 > w0:
+                _copy(scratch.ctypes.data + (rb + w0) * 4, src.ctypes.data + (s + w0) * 4, w1 - w0)
         else:
             w0, w1 = max(0, (-left + up1 - 1) // up1), min(W_, (Ws - left + up1 - 1) // up1)
             for w in range(w0, w1):
@@ -173,8 +219,7 @@ def correlate(src, taps, out, n, C, H, W_, up0, up1, top, left, Hs, Ws, s0, s1, 
                 for m in range(M):
                     o, q0 = ob + (a + m * P) * OW, m * span_r
                     if s1 == 1:
-                        for q in range(OW):
-                            o_flat[_u(o + q)] = rb[_u(q0 + q)]
+                        _copy(o_flat.ctypes.data + o * 4, rb.ctypes.data + q0 * 4, OW)
                     else:
                         for q in range(OW):
                             o_flat[_u(o + q)] = rb[_u(q0 + q * s1)]
@@ -216,8 +261,11 @@ def weight_grad(g, x, totals, n, C, H, W_, top, left, Hs, Ws, s0, s1, boff, OH, 
             _lay(x_flat, (i * C + c) * HW, H, W_, scratch, 1, 1, top, left, Hs, Ws)
             gb = (i * C + c) * L
             for oh in range(OH):
-                for ow in range(OW):
-                    gl[_u(oh * span_r + ow * s1)] = g_flat[_u(gb + oh * OW + ow)]
+                if s1 == 1:
+                    _copy(gl.ctypes.data + oh * span_r * 4, g_flat.ctypes.data + (gb + oh * OW) * 4, OW)
+                else:
+                    for ow in range(OW):
+                        gl[_u(oh * span_r + ow * s1)] = g_flat[_u(gb + oh * OW + ow)]
             for q0 in range(0, S, WSLICE):
                 ns = min(WSLICE, S - q0)
                 for kb in range(nkb):
