@@ -92,6 +92,8 @@ class ConvPlan:
             self.chunks = kernels.winograd_chunks(x, Cg, self.L)
         elif self.indirect:
             self.chunks = kernels.indirect_chunks(x, self.ig.C * self.ig.plane + F * self.L, 2 * F * Cg * K * self.L)
+        elif self.depthwise and kernels.policy.use_depthwise_vectors(x):
+            self.chunks = kernels.policy.depthwise_chunks(x, self.L)
         else:
             self.chunks = kernels.conv_chunks(x, Cg * groups * K, self.L)
 

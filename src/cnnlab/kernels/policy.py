@@ -199,6 +199,22 @@ def indirect_chunks(x, image_values, image_flops):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def depthwise_chunks(x, L):
+    """(start, stop) ranges over the batch of ``x`` (N, C, H, W) for kernels/depthwise.py, whose
+    output maps have L positions: it works plane by plane in a scratch plane of its own and writes
+    straight into the result, so no chunk need fit a cache: two per core once the input and
+    output reach SPLIT_MIN_BYTES (one per core was 2-3% faster on an idle machine, but leaves a
+    core's whole share to the caller when the other core is busy). bench_cpu's two depthwise
+    layers on two cores, forward and backward, ms for 2 / 4 / 8 / 16 chunks: stride 1
+    0.80 / 0.82 / 0.88 / 1.01, stride 2 1.41 / 1.45 / 1.51 / 1.62 (benchmarks/README.md,
+    "Depthwise in registers")."""
+    N = x.shape[0]
+    nbytes = N * x.shape[1] * (math.prod(x.shape[2:]) + L) * x.dtype.itemsize
+    parts = min(N, 2 * WORKERS) if nbytes >= SPLIT_MIN_BYTES else 1
+    bounds = [N * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def batch_ranges(N, nbytes):
     """(n0, n1) slices of a batch of N: one per core when the work (``nbytes``) is large enough."""
     step = max(1, -(-N // (WORKERS if nbytes >= SPLIT_MIN_BYTES else 1)))
