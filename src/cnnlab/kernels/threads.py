@@ -147,6 +147,7 @@ class _Pool:
                 seen, job = int(self.signal[0]), self.job
             if job is not None:
                 job.help()
+            job = None  # not kept while waiting: its chunks' arrays (the layer's input, gradients) are freed
 
     def run(self, fn, chunks):
         job = _Job(fn, chunks)
