@@ -152,13 +152,21 @@ def timed(fn, data):
     return time.perf_counter() - t
 
 
-def side_by_side(cnn_fn, torch_fn, data, rounds, warmup=2):
+# Seconds between one framework's pass and the other's: after its last call each framework's
+# threads keep spinning (PyTorch's OpenMP threads 6-9 ms of CPU, cnnlab's helpers 2 ms), and a
+# pass started at once shared the cores with them: cnnlab's first 8 steps of a depthwise layer
+# 1.57-2.04 ms against 1.29-1.43 without PyTorch before it, 1.23-1.32 from the third step 20 ms
+# after (benchmarks/README.md, "Helpers that spin before they sleep").
+SETTLE_SECONDS = 0.03
+
+
+def side_by_side(cnn_fn, torch_fn, data, rounds, warmup=2, settle=SETTLE_SECONDS):
     """Alternate the two frameworks over ``rounds``; median seconds for one pass over ``data``.
 
-    Each timed pass starts with one untimed call of the same framework: on this virtual machine
-    an idle core takes milliseconds to come back, and the first call after the other framework's
-    pass (or after any pause) paid for it, whichever framework it was (benchmarks/README.md,
-    "Indirect GEMM")."""
+    Each pass waits ``settle`` seconds for the other framework's threads to go idle, then makes
+    two untimed calls of its own: on this virtual machine an idle core takes milliseconds to come
+    back, and the first calls after a pause paid for it, whichever framework it was
+    (benchmarks/README.md, "Indirect GEMM")."""
     for x, y in data[:warmup]:
         cnn_fn(x, y)
         torch_fn(x, y)
@@ -166,6 +174,8 @@ def side_by_side(cnn_fn, torch_fn, data, rounds, warmup=2):
     for r in range(rounds):
         order = [(cnn_fn, tc), (torch_fn, tt)] if r % 2 == 0 else [(torch_fn, tt), (cnn_fn, tc)]
         for fn, acc in order:
+            time.sleep(settle)
+            fn(*data[0])
             fn(*data[0])
             acc.append(timed(fn, data))
     return statistics.median(tc), statistics.median(tt)
