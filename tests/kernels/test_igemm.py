@@ -348,3 +348,17 @@ def test_linear_on_the_indirect_gemm_matches_float64_and_torch():
     for a, e, t in zip(got, exact, [to] + [t.grad for t in tt]):
         assert a.dtype == np.float32
         assert rel_error(a, e) < 2e-6 and rel_error(a, t.detach().numpy()) < 2e-6
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (1, 0), (2, 1)])
+def test_an_empty_batch_gives_empty_gradients(stride, padding):
+    """N = 0 through the indirect paths (the flipped convolution, phases): empty results, no error."""
+    x = cnnlab.tensor(np.zeros((0, 16, 12, 12), np.float32), requires_grad=True)
+    w = cnnlab.tensor(np.ones((32, 16, 3, 3), np.float32), requires_grad=True)
+    y = F.conv2d(x, w, stride=stride, padding=padding)
+    y.backward(np.ones(y.shape, np.float32))
+    assert x.grad.shape == x.shape
+    np.testing.assert_array_equal(w.grad, np.zeros(w.shape, np.float32))
+    z = F.conv_transpose2d(cnnlab.tensor(np.zeros((0, 32, 6, 6), np.float32), requires_grad=True), w,
+                           stride=stride, padding=padding)
+    assert z.shape[0] == 0

@@ -170,3 +170,25 @@ def test_a_forked_child_gets_its_own_helpers(pool_of):
     got = os.read(r, 1)
     os.waitpid(pid, 0)
     assert got == b"1"
+
+
+@pytest.mark.skipif(not hasattr(time, "process_time"), reason="no process CPU clock")
+def test_the_caller_sleeps_while_a_helper_finishes_a_long_chunk(pool_of, monkeypatch):
+    pool_of(2)
+    _fresh_pool(monkeypatch, 0.002)
+    main = threading.current_thread()
+    helped = []
+
+    def fn(n0, n1):
+        if threading.current_thread() is not main:
+            helped.append(n0)
+            time.sleep(0.3)  # the helper's chunk: long, and without CPU
+        else:
+            time.sleep(0.001)
+        return n0
+
+    threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2)])  # helpers awake
+    cpu = time.process_time()
+    assert threads.run_chunks(fn, [(i, i + 1) for i in range(40)]) == list(range(40))
+    assert helped  # a helper did take a chunk, and the caller waited for it
+    assert time.process_time() - cpu < 0.1  # asleep, not spinning through the 0.3 s

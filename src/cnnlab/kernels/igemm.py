@@ -882,7 +882,7 @@ class IndirectConv:
             gx = back(gc, gx_out if fits else None)
         elif needs_x and self.flip_padding is not None:
             gx = gx_out if fits else np.empty((n, self.C) + self.S, np.float32)
-            self._back_conv().forward(gc.reshape((n, self.F) + self.out_shape), gx.reshape(n, self.C, -1))
+            self._back_conv().forward(gc.reshape((n, self.F) + self.out_shape), gx.reshape(n, self.C, math.prod(self.S)))
         elif needs_x:
             if self._w_back is None:  # (F, K*Cg) in (kh, kw, c) order, as the channels-last col2im reads it
                 w_hwc = np.ascontiguousarray(np.moveaxis(np.asarray(self.w, np.float32), 1, -1)).reshape(

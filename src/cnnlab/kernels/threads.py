@@ -94,8 +94,8 @@ class _Job:
                     self.finished.set()
 
     def close_and_wait(self, spin_turns):
-        """After the caller's own work: no more helpers join; wait for those at work (spinning
-        for about the time a chunk takes, then sleeping)."""
+        """After the caller's own work: no more helpers join; wait for those at work, spinning
+        for up to ``spin_turns`` (about the time a chunk takes), then sleeping until they end."""
         from .spin import wait_while  # noqa: PLC0415
 
         with self.lock:
@@ -103,12 +103,11 @@ class _Job:
             if self.active[0] == 0:
                 return
         addr = self.active.ctypes.data
-        while True:
+        left = int(self.active[0])
+        while left and wait_while(addr, left, spin_turns) != left:  # one fewer at work: spin on for the rest
             left = int(self.active[0])
-            if left == 0 or wait_while(addr, left, spin_turns) == 0:
-                return
-            if self.finished.wait(0.001):  # still at work after the spin: sleep until it ends
-                return
+        if left:
+            self.finished.wait()  # set by the last helper to leave (under the lock, after closed)
 
 
 class _Pool:
@@ -137,8 +136,8 @@ class _Pool:
         seen = 0
         addr = self.signal.ctypes.data
         while True:
-            if self.spin_turns and wait_while(addr, seen, self.spin_turns) == seen:
-                pass  # spun out: sleep below
+            if self.spin_turns:  # spin until the next job is posted or the time is up, then (below) sleep
+                wait_while(addr, seen, self.spin_turns)
             with self.cond:
                 while self.signal[0] == seen and not self.stopping:
                     self.cond.wait()
@@ -151,15 +150,17 @@ class _Pool:
 
     def run(self, fn, chunks):
         job = _Job(fn, chunks)
-        with self.cond:
-            self.job = job
-            self.signal[0] += 1
-            self.cond.notify_all()
         try:
+            with self.cond:
+                self.job = job
+                self.signal[0] += 1
+                self.cond.notify_all()
             job.work()
-        finally:
-            job.close_and_wait(self.wait_turns)
-            self.job = None
+        finally:  # Ctrl-C included: no helper joins after this, and the job's arrays are let go
+            try:
+                job.close_and_wait(self.wait_turns)
+            finally:
+                self.job = None
         return job
 
     def stop(self):
@@ -208,17 +209,19 @@ def run_chunks(fn, chunks, on_cpu=True):
     if on_cpu:
         configure_blas()
     pool = _pool() if policy.use_threads(chunks, on_cpu) else None
-    if pool is None or not pool.busy.acquire(blocking=False):
-        try:
-            return [fn(n0, n1) for n0, n1 in chunks]
-        except SystemError as e:
-            if _as_interrupt(e) is e:
-                raise
-            raise _as_interrupt(e) from None
+    held = False
     try:
+        held = pool is not None and pool.busy.acquire(blocking=False)
+        if not held:
+            return [fn(n0, n1) for n0, n1 in chunks]
         job = pool.run(fn, chunks)
+    except SystemError as e:
+        if _as_interrupt(e) is e:
+            raise
+        raise _as_interrupt(e) from None
     finally:
-        pool.busy.release()
+        if held:  # an interrupt right after the acquire still releases it
+            pool.busy.release()
     if job.failed:
         if _as_interrupt(job.failed[0]) is job.failed[0]:
             raise job.failed[0]
