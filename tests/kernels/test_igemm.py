@@ -56,9 +56,9 @@ def test_product_matches_its_definition(M, K, N, layout):
 
 
 def test_long_reductions_are_summed_over_slices():
-    """More reduction steps than one cached slice (igemm.KC): the slices' sums add up."""
+    """More reduction steps than one slice (igemm.KC_MAX): the equal slices' sums add up."""
     rng = np.random.default_rng(1)
-    K = igemm.KC * 2 + 37
+    K = igemm.KC_MAX * 2 + 37
     a = rng.standard_normal(K + 16).astype(np.float32)
     row, col = np.arange(9, dtype=np.int64), np.arange(K, dtype=np.int64)
     b = rng.standard_normal((K, 20)).astype(np.float32)
@@ -116,7 +116,7 @@ CASES = [
     ((1, 40, 5, 5), (13, 40, 1, 1), 1, 0, 1, 1),  # 1x1
     ((2, 1, 16, 16), (8, 1, 3, 3), 1, 0, 1, 1),  # a first layer: 9 products, direct forward
     ((2, 6, 12, 12), (10, 6, 3, 3), 1, 2, 2, 1),  # dilated, direct forward
-    ((2, 32, 8, 8), (16, 32, 3, 3), 1, 1, 1, 1),  # direct forward, 288 products: two slices of igemm.KC
+    ((2, 48, 8, 8), (16, 48, 3, 3), 1, 1, 1, 1),  # direct forward, 432 products: two slices (KC_MAX)
     ((2, 1, 16, 16), (3, 1, 5, 5), 1, 2, 1, 1),  # the article's first layer: 3 filters, direct
     ((2, 4, 10, 10), (6, 2, 3, 3), 1, 1, 1, 2),  # grouped, 3 filters per group, direct
     # strided: the input gradient by phases (some phases without taps where the kernel is

@@ -39,15 +39,16 @@ from numba.extending import intrinsic
 W = 16  # lanes per vector
 MR, NR = 8, 32  # the wide block: 8 rows of two vectors; NR is also the width of B's packed panels
 MR1 = 16  # the narrow block, for panels with at most 16 columns in use: 16 rows of one vector
-# Reduction steps per pass: each block's sums start from zero every KC steps and are then added
-# to C, a two-level sum that keeps float32 rounding near BLAS's (data-parallel against one
-# process after an epoch: 1.2e-7 at 256, as with BLAS, against 4.8e-5 at 2048); a 256 x 32 slice
-# of B (32 KiB) also stays in the L1 cache (a long weight gradient: 198 GFLOP/s, 170 at 2048)
+# Reduction steps per pass: each block's sums start from zero every slice and are then added to
+# C, a two-level sum that keeps float32 rounding near BLAS's (data-parallel against one process
+# after an epoch: 1.2e-7 with slices of 256, as with BLAS, against 4.8e-5 with 2048); a 256 x 32
+# slice of B (32 KiB) also stays in the L1 cache (a long weight gradient: 198 GFLOP/s, 170 at
+# 2048). KC is that measured length; a reduction is cut into ceil(K / KC_MAX) slices of equal
+# length, at most KC_MAX = 1.25 KC: K = 288 in one pass rather than 256 + 32, whose short second
+# pass paid a whole block's set-up and reloaded sums (benchmarks/README.md, "Fifth session of
+# issue 22", "Smaller changes")
 KC = 256
-# A reduction is cut into ceil(K / KC_MAX) slices of equal length (at most KC_MAX = 1.25 KC):
-# K = 288 in one pass rather than 256 + 32, whose short second pass paid a whole block's set-up
-# and reloaded sums (benchmarks/README.md, "Equal reduction slices")
-KC_MAX = 320
+KC_MAX = KC + KC // 4
 
 
 @njit(cache=True, nogil=True)
@@ -315,7 +316,7 @@ def dconv(w, x, boff, out, n, F, P, xstride, ostride):
 
 # The weight gradient's direct block (_wblock): MRW filters x NKW field elements, each sum kept
 # as 16 per-lane partial sums over positions, SLICE steps of 16 positions per pass into the
-# partial-sum buffer (512 positions: float32 rounding near igemm's KC slices). Measured on one
+# partial-sum buffer (512 positions: float32 rounding near igemm's reduction slices). Measured on one
 # core (16 images): 4 x 4 ran at 136-178 GF/s; 4 x 5, 3 x 6 120-139; 4 x 6, 5 x 4, 8 x 2 and
 # 2 x 8 at 70-114 (more sums than the 32 vector registers hold, or too many loads per product);
 # SLICE 16/64/128 were 2-15% slower than 32 (benchmarks/README.md, "Direct weight gradient")
