@@ -26,7 +26,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .igemm import W, based, make_wblock, outlined, sum_loop, vector_fma
+from .igemm import W, based, broadcast, make_wblock, outlined, sum_loop, vector_fma
 
 RD, NVD = 4, 2  # output rows x vectors of positions per block: 8 sums in registers
 SPAN = NVD * W  # positions per block along a row
@@ -42,15 +42,13 @@ def _make_rows(R, NV):
 
     def body(builder, args):
         w_base, x_base, xrow_ptr, boff_ptr, o_base, ldo, K, nb, xstep = args
-        f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+        f32, i64 = ir.FloatType(), ir.IntType(64)
         vt = ir.VectorType(f32, W)
         fma = vector_fma(builder)
         w = builder.inttoptr(w_base, f32.as_pointer())
         boffs = builder.inttoptr(boff_ptr, i64.as_pointer())
         o = builder.inttoptr(o_base, f32.as_pointer())
         xrows0 = based(builder, x_base, xrow_ptr, R)
-        undef = ir.Constant(vt, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
         entry = builder.block
         blocks = builder.function.append_basic_block("dwrows_blocks")
         finish = builder.function.append_basic_block("dwrows_finish")
@@ -64,7 +62,7 @@ def _make_rows(R, NV):
         def step(k, acc):
             off = builder.load(builder.gep(boffs, [k]))
             wk = builder.load(builder.gep(w, [k]))
-            wv = builder.shuffle_vector(builder.insert_element(undef, wk, ir.Constant(i32, 0)), undef, splat)
+            wv = broadcast(builder, wk)
             new = []
             for r in range(R):
                 at = builder.gep(xrows[r], [off])
@@ -119,9 +117,7 @@ def _copy_codegen(context, builder, signature, args):
     builder.cbranch(builder.icmp_signed("<", i_next, full), loop, tail)
     builder.position_at_end(tail)
     base = builder.mul(full, ir.Constant(i64, W))
-    undef = ir.Constant(it, ir.Undefined)
-    rem = builder.shuffle_vector(builder.insert_element(undef, builder.trunc(builder.sub(n, base), i32),
-                                                        ir.Constant(i32, 0)), undef, ir.Constant(it, [0] * W))
+    rem = broadcast(builder, builder.trunc(builder.sub(n, base), i32))
     mask = builder.icmp_signed("<", ir.Constant(it, list(range(W))), rem)
     mt = ir.VectorType(i1, W)
     mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [pt, i32, mt, vt]),

@@ -104,6 +104,14 @@ def vector_fma(builder):
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{W}f32")
 
 
+def broadcast(builder, value):
+    """A 16-lane vector of ``value`` (a float32 or int32 IR value) in every lane."""
+    vt = ir.VectorType(value.type, W)
+    undef = ir.Constant(vt, ir.Undefined)
+    lane0 = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(lane0, undef, ir.Constant(ir.VectorType(ir.IntType(32), W), [0] * W))
+
+
 def based(builder, base, table, n):
     """float pointers base + table[i] for i < n: ``base`` the address of a float32 array, ``table``
     that of an int64 offset table (in elements)."""
@@ -160,15 +168,13 @@ def _make_block(MR, NV, b_rows=False):
 
     def body(builder, args):
         a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta = args
-        f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+        f32, i64 = ir.FloatType(), ir.IntType(64)
         vt = ir.VectorType(f32, W)
         fma = vector_fma(builder)
         cols = builder.inttoptr(col_ptr, i64.as_pointer())
         b = builder.inttoptr(b_base, f32.as_pointer())
         c = builder.inttoptr(c_base, f32.as_pointer())
         arows = based(builder, a_base, row_ptr, MR)
-        undef = ir.Constant(vt, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
 
         def step(k, acc):
             koff = builder.load(builder.gep(cols, [k]))
@@ -182,7 +188,7 @@ def _make_block(MR, NV, b_rows=False):
             new = []
             for r in range(MR):
                 s = builder.load(builder.gep(arows[r], [koff]))
-                sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
+                sv = broadcast(builder, s)
                 new.extend(builder.call(fma, [sv, bv[j], acc[r * NV + j]]) for j in range(NV))
             return new
 
