@@ -152,12 +152,17 @@ def _vectors():
     return depthwise
 
 
+def _takes(out):
+    """kernels/depthwise.py can write into ``out``: none given, or a C-contiguous float32 array."""
+    return out is None or (out.flags.c_contiguous and out.dtype == np.float32)
+
+
 def depthwise_forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):
     """Depthwise 2-D convolution of a chunk (policy.use_depthwise): x (n, C, H, W), w (C, 1, KH, KW)
     -> (n, C, OH*OW), without bias. float32 with AVX-512 plane by plane in registers
     (kernels/depthwise.py); otherwise along whole padded (phase) planes (cpu.depthwise_planes).
     Written into ``out`` (n, C, OH*OW) where given."""
-    if policy.use_depthwise_vectors(x) and (out is None or (out.flags.c_contiguous and out.dtype == np.float32)):
+    if policy.use_depthwise_vectors(x) and _takes(out):
         return _vectors().forward(x, w, kernel, stride, padding, dilation, out_shape, out)
     n, C = x.shape[:2]
     xp, boff, Wq = _depthwise_padded(x, kernel, stride, padding, dilation)
@@ -224,7 +229,7 @@ def depthwise_input_grad(g, w, size, kernel, stride, padding, dilation, out_shap
     whole planes; for strided layers of dilation 1 by phases; strided and dilated ones row by row.
     float32 with AVX-512: kernels/depthwise.py's input_grad for every geometry, written into
     ``out`` (n, C, H, W) where given (elsewhere ``out`` is not used)."""
-    if policy.use_depthwise_vectors(g) and (out is None or (out.flags.c_contiguous and out.dtype == np.float32)):
+    if policy.use_depthwise_vectors(g) and _takes(out):
         return _vectors().input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out)
     cpu, g = _cpu(), np.ascontiguousarray(g)
     n, C = g.shape[:2]

@@ -26,7 +26,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .igemm import W, based, broadcast, make_wblock, outlined, sum_loop, vector_fma
+from .igemm import W, based, broadcast, count_loop, make_wblock, outlined, sum_loop, vector_fma
 
 RD, NVD = 4, 2  # output rows x vectors of positions per block: 8 sums in registers
 SPAN = NVD * W  # positions per block along a row
@@ -49,40 +49,32 @@ def _make_rows(R, NV):
         boffs = builder.inttoptr(boff_ptr, i64.as_pointer())
         o = builder.inttoptr(o_base, f32.as_pointer())
         xrows0 = based(builder, x_base, xrow_ptr, R)
-        entry = builder.block
-        blocks = builder.function.append_basic_block("dwrows_blocks")
-        finish = builder.function.append_basic_block("dwrows_finish")
-        builder.cbranch(builder.icmp_signed(">", nb, ir.Constant(i64, 0)), blocks, finish)
-        builder.position_at_end(blocks)
-        bi = builder.phi(i64)
-        bi.add_incoming(ir.Constant(i64, 0), entry)
-        shift = builder.mul(bi, xstep)
-        xrows = [builder.gep(xr, [shift]) for xr in xrows0]
 
-        def step(k, acc):
-            off = builder.load(builder.gep(boffs, [k]))
-            wk = builder.load(builder.gep(w, [k]))
-            wv = broadcast(builder, wk)
-            new = []
+        def block(bi):  # one block of R rows: its sums over the taps, then stored
+            shift = builder.mul(bi, xstep)
+            xrows = [builder.gep(xr, [shift]) for xr in xrows0]
+
+            def step(k, acc):
+                off = builder.load(builder.gep(boffs, [k]))
+                wv = broadcast(builder, builder.load(builder.gep(w, [k])))
+                new = []
+                for r in range(R):
+                    at = builder.gep(xrows[r], [off])
+                    for j in range(NV):
+                        xv = builder.load(builder.bitcast(builder.gep(at, [ir.Constant(i64, j * W)]), vt.as_pointer()),
+                                          align=4)
+                        new.append(builder.call(fma, [wv, xv, acc[r * NV + j]]))
+                return new
+
+            totals = sum_loop(builder, K, R * NV, step, "dwrows")
             for r in range(R):
-                at = builder.gep(xrows[r], [off])
+                row = builder.gep(o, [builder.mul(builder.add(builder.mul(bi, ir.Constant(i64, R)),
+                                                              ir.Constant(i64, r)), ldo)])
                 for j in range(NV):
-                    xv = builder.load(builder.bitcast(builder.gep(at, [ir.Constant(i64, j * W)]), vt.as_pointer()),
-                                      align=4)
-                    new.append(builder.call(fma, [wv, xv, acc[r * NV + j]]))
-            return new
+                    ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, j * W)]), vt.as_pointer())
+                    builder.store(totals[r * NV + j], ptr, align=4)
 
-        totals = sum_loop(builder, K, R * NV, step, "dwrows")
-        for r in range(R):
-            row = builder.gep(o, [builder.mul(builder.add(builder.mul(bi, ir.Constant(i64, R)), ir.Constant(i64, r)),
-                                              ldo)])
-            for j in range(NV):
-                ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, j * W)]), vt.as_pointer())
-                builder.store(totals[r * NV + j], ptr, align=4)
-        b1 = builder.add(bi, ir.Constant(i64, 1))
-        bi.add_incoming(b1, builder.block)
-        builder.cbranch(builder.icmp_signed("<", b1, nb), blocks, finish)
-        builder.position_at_end(finish)
+        count_loop(builder, nb, "dwblocks", block)
 
     codegen = outlined(f"cnnlab_depthwise_rows_{R}x{NV * W}", body, nargs=9)
 
@@ -102,20 +94,13 @@ def _copy_codegen(context, builder, signature, args):
     pt = vt.as_pointer()
     d, s = builder.inttoptr(dst, f32.as_pointer()), builder.inttoptr(src, f32.as_pointer())
     full = builder.sdiv(n, ir.Constant(i64, W))
-    entry = builder.block
-    loop = builder.function.append_basic_block("copy_loop")
-    tail = builder.function.append_basic_block("copy_tail")
-    builder.cbranch(builder.icmp_signed(">", full, ir.Constant(i64, 0)), loop, tail)
-    builder.position_at_end(loop)
-    i = builder.phi(i64)
-    off = builder.mul(i, ir.Constant(i64, W))
-    builder.store(builder.load(builder.bitcast(builder.gep(s, [off]), pt), align=4),
-                  builder.bitcast(builder.gep(d, [off]), pt), align=4)
-    i_next = builder.add(i, ir.Constant(i64, 1))
-    i.add_incoming(ir.Constant(i64, 0), entry)
-    i.add_incoming(i_next, loop)
-    builder.cbranch(builder.icmp_signed("<", i_next, full), loop, tail)
-    builder.position_at_end(tail)
+
+    def whole(i):
+        off = builder.mul(i, ir.Constant(i64, W))
+        builder.store(builder.load(builder.bitcast(builder.gep(s, [off]), pt), align=4),
+                      builder.bitcast(builder.gep(d, [off]), pt), align=4)
+
+    count_loop(builder, full, "copy", whole)
     base = builder.mul(full, ir.Constant(i64, W))
     rem = broadcast(builder, builder.trunc(builder.sub(n, base), i32))
     mask = builder.icmp_signed("<", ir.Constant(it, list(range(W))), rem)

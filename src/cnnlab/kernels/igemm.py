@@ -121,6 +121,24 @@ def based(builder, base, table, n):
     return [builder.gep(start, [builder.load(builder.gep(offsets, [ir.Constant(i64, i)]))]) for i in range(n)]
 
 
+def count_loop(builder, count, name, body):
+    """Emit ``for j in range(count): body(j)`` (count an int64 IR value; body may open blocks of
+    its own), leaving the builder after the loop."""
+    i64 = ir.IntType(64)
+    entry = builder.block
+    loop = builder.function.append_basic_block(f"{name}_loop")
+    done = builder.function.append_basic_block(f"{name}_done")
+    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(i64, 0)), loop, done)
+    builder.position_at_end(loop)
+    j = builder.phi(i64)
+    j.add_incoming(ir.Constant(i64, 0), entry)
+    body(j)
+    j_next = builder.add(j, ir.Constant(i64, 1))
+    j.add_incoming(j_next, builder.block)
+    builder.cbranch(builder.icmp_signed("<", j_next, count), loop, done)
+    builder.position_at_end(done)
+
+
 def sum_loop(builder, count, n, step, name):
     """Emit ``for k in range(count)`` carrying n <16 x float> sums from zero, ``step(k, sums)``
     giving the next ones (built in the loop's one block); returns the final sums (zero where count

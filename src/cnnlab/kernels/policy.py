@@ -97,7 +97,8 @@ def use_compiled_lrn(x) -> bool:
 # ------------------------------------------------------------------ threads
 # One worker per core this process may use, capped at 8 (the cap is not measured: the reference
 # machine has two cores).
-WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+WORKERS = max(1, min(CORES, 8))
 
 # After each call the pool's helpers wait this long spinning (no GIL, no sleep) before they sleep:
 # the calls of a training step come back to back, and a sleeping helper on a virtual machine's
@@ -109,8 +110,7 @@ SPIN_SECONDS = float(os.environ.get("CNNLAB_SPIN_SECONDS", "0.002"))
 def spin_allowed(threads) -> bool:
     """Whether ``threads`` threads of this process may spin: each has a core of its own (a spinning
     thread on a shared core would take time from the one it waits for)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return SPIN_SECONDS > 0 and threads <= cores
+    return SPIN_SECONDS > 0 and threads <= CORES
 
 
 # Work smaller than this (bytes touched) runs on one core: a thread hand-off costs more than it
