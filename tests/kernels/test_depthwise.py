@@ -30,7 +30,7 @@ def _case(draw):
     stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     padding = (draw(st.integers(0, 5)), draw(st.integers(0, 5)))
-    size = tuple(max(dilation[i] * (k[i] - 1) + 1 - 2 * padding[i], 1) + draw(st.integers(0, 40 if i else 12))
+    size = tuple(max(dilation[i] * (k[i] - 1) + 1 - 2 * padding[i], 1) + draw(st.integers(0, 70 if i else 12))
                  for i in range(2))
     return n, C, size, k, stride, padding, dilation
 

@@ -1,19 +1,23 @@
 """Depthwise 2-D convolution of float32 planes with 16-lane micro-kernels (policy.use_depthwise_vectors):
 the forward pass, the input gradient and the weight gradient, one image plane at a time.
 
-Each plane is first laid into a zeroed scratch plane that stays in the L1 cache: at an offset (the
-padding), and for the input gradient of a strided layer with its values s apart (the zeros
-between them make the strided layer's adjoint a stride-1 correlation). Every output row is then
-a stride-1 run along one scratch row: ``rows`` keeps the sums of RD output rows x 32 positions
-in registers across all the taps (one broadcast weight and RD*2 loads per tap), and a strided
-layer takes every s-th position of the run. The weight gradient keeps one tap block's sums over
-positions in registers (igemm.make_wblock with one filter), the output gradient laid the same
-way, s apart and zero between, and adds each plane's lane sums to float64 totals.
+Each plane is first laid into a zeroed scratch plane that stays in the L1 cache, at an offset (the
+padding); the next plane is prefetched meanwhile. For the forward pass and the weight gradient of
+a layer with column stride s1 > 1, each scratch row holds its s1 column phases side by side
+(columns b, b + s1, ... of the padded row), so that every tap reads a stride-1 run along the
+outputs. For the input gradient the output gradient is laid with its rows s0 apart (zero rows
+between) and the input's s0 x s1 phases are computed apart, each with the taps that reach it;
+the column phases are interleaved on the way out. Every output row is then a stride-1 run along
+one scratch row: ``rows`` keeps the sums of RD output rows x 32 positions (RN x 16 for rows of at
+most 16) in registers across all the taps (one broadcast weight and one load per sum and tap) and
+stores them straight into the output. The weight gradient keeps one tap block's sums over
+positions in registers (igemm.make_wblock with one filter), the output gradient laid in rows of
+whole vectors, and adds each plane's lane sums to float64 totals.
 
 Nothing the size of the batch is copied: the old path (kernels/cpu.py's depthwise_planes, kept
 for float64 and for CPUs without AVX-512) zero-padded and phase-split the whole chunk, cropped
 the result and summed the weight gradient in float64 lane by lane. Measured:
-benchmarks/README.md, "Depthwise in registers".
+benchmarks/README.md, "Depthwise in registers" and "Sixth session of issue 22".
 """
 
 from __future__ import annotations
@@ -23,12 +27,26 @@ import functools
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .igemm import W, based, broadcast, count_loop, make_wblock, outlined, sum_loop, vector_fma
+from .igemm import (
+    W,
+    based,
+    broadcast,
+    copy_floats,
+    count_loop,
+    make_wblock,
+    masked_ops,
+    outlined,
+    prefetch,
+    split2,
+    sum_loop,
+    vector_fma,
+    zip2,
+)
 
 RD, NVD = 4, 2  # output rows x vectors of positions per block: 8 sums in registers
+RN = 8  # output rows per block of one vector, for rows of at most 16 outputs
 SPAN = NVD * W  # positions per block along a row
 NKD = 9  # taps per weight-gradient block (one 3x3 kernel), NKD_SMALL for kernels of < 6 taps
 NKD_SMALL = 3
@@ -38,17 +56,22 @@ WSLICE = 64  # weight-gradient steps (of 16 positions) per float32 pass before t
 def _make_rows(R, NV):
     """The forward micro-kernel as a numba intrinsic: for blocks b < nb, r < R, j < NV*16,
     o[(b*R + r)*ldo + j] = sum_k w[k] * x[xrow[r] + b*xstep + boff[k] + j], k < K, each block's
-    sums in R*NV registers; one call for all the row blocks of a plane."""
+    sums in R*NV registers; one call for all the row blocks of a plane. Only rows b*R + r < nrows
+    and positions j < width are stored (masked stores), so o may be the output itself."""
 
     def body(builder, args):
-        w_base, x_base, xrow_ptr, boff_ptr, o_base, ldo, K, nb, xstep = args
-        f32, i64 = ir.FloatType(), ir.IntType(64)
+        w_base, x_base, xrow_ptr, boff_ptr, o_base, ldo, K, nb, xstep, width, nrows = args
+        f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
         vt = ir.VectorType(f32, W)
         fma = vector_fma(builder)
+        _, store, lanes_below = masked_ops(builder)
         w = builder.inttoptr(w_base, f32.as_pointer())
         boffs = builder.inttoptr(boff_ptr, i64.as_pointer())
         o = builder.inttoptr(o_base, f32.as_pointer())
         xrows0 = based(builder, x_base, xrow_ptr, R)
+        width32 = builder.trunc(width, i32)
+        masks = [lanes_below(builder.sub(width32, ir.Constant(i32, j * W))) for j in range(NV)]
+        none = ir.Constant(masks[0].type, [0] * W)
 
         def block(bi):  # one block of R rows: its sums over the taps, then stored
             shift = builder.mul(bi, xstep)
@@ -68,60 +91,26 @@ def _make_rows(R, NV):
 
             totals = sum_loop(builder, K, R * NV, step, "dwrows")
             for r in range(R):
-                row = builder.gep(o, [builder.mul(builder.add(builder.mul(bi, ir.Constant(i64, R)),
-                                                              ir.Constant(i64, r)), ldo)])
+                at = builder.add(builder.mul(bi, ir.Constant(i64, R)), ir.Constant(i64, r))
+                row = builder.gep(o, [builder.mul(at, ldo)])
+                kept = builder.icmp_signed("<", at, nrows)
                 for j in range(NV):
-                    ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, j * W)]), vt.as_pointer())
-                    builder.store(totals[r * NV + j], ptr, align=4)
+                    store(totals[r * NV + j], builder.gep(row, [ir.Constant(i64, j * W)]),
+                          builder.select(kept, masks[j], none))
 
         count_loop(builder, nb, "dwblocks", block)
 
-    codegen = outlined(f"cnnlab_depthwise_rows_{R}x{NV * W}", body, nargs=9)
+    codegen = outlined(f"cnnlab_depthwise_rows_{R}x{NV * W}", body, nargs=11)
 
-    def rows(typingctx, w_base, x_base, xrow_ptr, boff_ptr, o_base, ldo, K, nb, xstep):
+    def rows(typingctx, w_base, x_base, xrow_ptr, boff_ptr, o_base, ldo, K, nb, xstep, width, nrows):
         """See _make_rows; every argument an int64 (addresses, offsets in elements, counts)."""
-        return types.void(*([types.int64] * 9)), codegen
+        return types.void(*([types.int64] * 11)), codegen
 
     return intrinsic(rows)
 
 
-def _copy_codegen(context, builder, signature, args):
-    """dst[0:n] = src[0:n] (float32 addresses): whole 16-float vectors, then one masked vector
-    for the last n % 16, so a 28-float row is two vector moves rather than one and 12 scalars."""
-    dst, src, n = args
-    f32, i1, i32, i64 = ir.FloatType(), ir.IntType(1), ir.IntType(32), ir.IntType(64)
-    vt, it = ir.VectorType(f32, W), ir.VectorType(i32, W)
-    pt = vt.as_pointer()
-    d, s = builder.inttoptr(dst, f32.as_pointer()), builder.inttoptr(src, f32.as_pointer())
-    full = builder.sdiv(n, ir.Constant(i64, W))
-
-    def whole(i):
-        off = builder.mul(i, ir.Constant(i64, W))
-        builder.store(builder.load(builder.bitcast(builder.gep(s, [off]), pt), align=4),
-                      builder.bitcast(builder.gep(d, [off]), pt), align=4)
-
-    count_loop(builder, full, "copy", whole)
-    base = builder.mul(full, ir.Constant(i64, W))
-    rem = broadcast(builder, builder.trunc(builder.sub(n, base), i32))
-    mask = builder.icmp_signed("<", ir.Constant(it, list(range(W))), rem)
-    mt = ir.VectorType(i1, W)
-    mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [pt, i32, mt, vt]),
-                                           "llvm.masked.load.v16f32.p0")
-    mstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vt, pt, i32, mt]),
-                                            "llvm.masked.store.v16f32.p0")
-    v = builder.call(mload, [builder.bitcast(builder.gep(s, [base]), pt), ir.Constant(i32, 4), mask,
-                             ir.Constant(vt, [0.0] * W)])
-    builder.call(mstore, [v, builder.bitcast(builder.gep(d, [base]), pt), ir.Constant(i32, 4), mask])
-    return context.get_dummy_value()
-
-
-@intrinsic
-def _copy(typingctx, dst, src, n):
-    """Copy n floats from address src to address dst (int64 addresses)."""
-    return types.void(types.int64, types.int64, types.int64), _copy_codegen
-
-
 _rows = _make_rows(RD, NVD)
+_rows_narrow = _make_rows(RN, 1)
 _wblock = make_wblock(1, NKD)
 _wblock_small = make_wblock(1, NKD_SMALL)
 
@@ -136,22 +125,38 @@ def _u(i):
 
 
 @njit(**_OPTS)
-def _lay(src, sb, H, W_, scratch, up0, up1, top, left, Hs, Ws):
+def _lay(src, sb, H, W_, scratch, up0, top, left, Hs, Ws):
     """Lay plane src[sb : sb + H*W_] into scratch: value (h, w) at row top + h*up0, column
-    left + w*up1 of the Hs x Ws scratch plane, those that fall outside dropped (never read)."""
+    left + w of the Hs x Ws scratch plane, those that fall outside dropped (never read)."""
     for h in range(H):
         r = top + h * up0
         if r < 0 or r >= Hs:
             continue
-        rb, s = r * Ws + left, sb + h * W_
-        if up1 == 1:
-            w0, w1 = max(0, -left), min(W_, Ws - left)
-            if w1 > w0:
-                _copy(scratch.ctypes.data + (rb + w0) * 4, src.ctypes.data + (s + w0) * 4, w1 - w0)
+        w0, w1 = max(0, -left), min(W_, Ws - left)
+        if w1 > w0:
+            copy_floats(scratch.ctypes.data + (r * Ws + left + w0) * 4, src.ctypes.data + (sb + h * W_ + w0) * 4, w1 - w0)
+
+
+@njit(**_OPTS)
+def _lay_split(src, sb, H, W_, scratch, top, left, Hs, Ws, split, Wq):
+    """_lay (rows 1 apart) with each scratch row's columns split into ``split`` phases of Wq:
+    padded column p = left + w at column (p % split)*Wq + p // split of the row (Ws = split*Wq)."""
+    w0, w1 = max(0, -left), min(W_, Ws - left)
+    h0, h1 = max(0, -top), min(H, Hs - top)
+    if w1 <= w0 or h1 <= h0:
+        return
+    p, q = left + w0, left + w0 + 1  # where the row's first two values go, the same for every row
+    d0 = scratch.ctypes.data + ((top + h0) * Ws + (p % split) * Wq + p // split) * 4
+    d1 = scratch.ctypes.data + ((top + h0) * Ws + (q % split) * Wq + q // split) * 4
+    s0 = src.ctypes.data + (sb + h0 * W_ + w0) * 4
+    for h in range(h1 - h0):
+        if split == 2:
+            split2(d0 + h * Ws * 4, d1 + h * Ws * 4, s0 + h * W_ * 4, w1 - w0)
         else:
-            w0, w1 = max(0, (-left + up1 - 1) // up1), min(W_, (Ws - left + up1 - 1) // up1)
+            rb, s = (top + h0 + h) * Ws, sb + (h0 + h) * W_
             for w in range(w0, w1):
-                scratch[_u(rb + w * up1)] = src[_u(s + w)]
+                p = left + w
+                scratch[_u(rb + (p % split) * Wq + p // split)] = src[_u(s + w)]
 
 
 @njit(**_OPTS)
@@ -162,62 +167,86 @@ def _scratch_size(Hs, Ws, OH, s0, span_r, boff):
 
 
 @njit(**_OPTS)
-def correlate(src, taps, out, n, C, H, W_, up0, up1, top, left, Hs, Ws, s0, s1, boff, kstart, OH, OW):
+def correlate(src, taps, out, n, C, H, W_, up0, split, Wq, top, left, Hs, Ws, s0, Q, boff, kstart, OH, OW):
     """For images i < n and channels c < C of src (n, C, H*W_) laid into an Hs x Ws scratch plane
-    (see _lay): out[i, c, oh*OW + ow] = sum_k taps[c, k] * scratch[oh*s0*Ws + ow*s1 + boff[k]],
-    the output rows in P = len(kstart) - 1 phases: rows oh = a (mod P) take the taps
-    kstart[a] <= k < kstart[a + 1] (zero where there are none). float32 throughout, contiguous
-    arrays; boff's offsets >= 0."""
-    K, P = taps.shape[1], kstart.shape[0] - 1
+    (see _lay): out[i, c, oh*OW + ow] = sum_k taps[c, k] * scratch[oh*s0*Ws + j + boff[k]], the
+    outputs in P x Q phases, P = (len(kstart) - 1) / Q: rows oh = a (mod P) and columns
+    ow = b + Q*j of phase (a, b) take the taps kstart[a*Q + b] <= k < kstart[a*Q + b + 1] (zero
+    where there are none). float32 throughout, contiguous arrays; boff's offsets >= 0."""
+    K, P = taps.shape[1], (kstart.shape[0] - 1) // Q
     if n == 0 or C == 0 or OH == 0 or OW == 0:
         return
-    span = (OW - 1) * s1 + 1
-    span_r = (span + SPAN - 1) // SPAN * SPAN
-    rows_r = (OH + RD * P - 1) // (RD * P) * RD * P + P  # every phase's blocks, rounded up to whole blocks
+    J = (OW + Q - 1) // Q  # outputs along a row of the widest column phase
+    narrow = J <= W  # one vector per row: blocks of RN rows x 16, else RD rows x 32
+    R = RN if narrow else RD
+    step = W if narrow else SPAN
+    span_r = (J + step - 1) // step * step
+    rows_r = (OH + R * P - 1) // (R * P) * R * P + P  # every phase's blocks, rounded up to whole blocks
     scratch = np.zeros(_scratch_size(Hs, Ws, rows_r, s0, span_r, boff), np.float32)
-    rb = np.empty(rows_r * span_r, np.float32)
-    xrow = np.empty(RD, np.int64)
+    Mr = ((OH + P - 1) // P + R - 1) // R * R  # a phase's rows in whole blocks
+    RB = Mr * span_r  # one column phase's sums
+    rb = np.zeros(Q * RB, np.float32)
+    xrow = np.empty(max(RN, RD), np.int64)
     s_flat, o_flat = src.reshape(-1), out.reshape(-1)
     t_addr, b_addr = taps.ctypes.data, boff.ctypes.data  # arguments: alive for the whole call
     HW, L = H * W_, OH * OW
     for i in range(n):
         for c in range(C):
-            _lay(s_flat, (i * C + c) * HW, H, W_, scratch, up0, up1, top, left, Hs, Ws)
+            if i * C + c + 1 < n * C:  # the next plane, while this one is worked on
+                prefetch(s_flat.ctypes.data + (i * C + c + 1) * HW * 4, HW)
+            if split == 1:
+                _lay(s_flat, (i * C + c) * HW, H, W_, scratch, up0, top, left, Hs, Ws)
+            else:
+                _lay_split(s_flat, (i * C + c) * HW, H, W_, scratch, top, left, Hs, Ws, split, Wq)
             ob = (i * C + c) * L
             for a in range(min(P, OH)):
-                M, k0, Ka = (OH - a + P - 1) // P, kstart[a], kstart[a + 1] - kstart[a]
-                if Ka == 0:
-                    for m in range(M):
-                        o = ob + (a + m * P) * OW
-                        for q in range(OW):
-                            o_flat[_u(o + q)] = 0.0
-                    continue
-                for r in range(RD):  # the last block's rows past M read the scratch's spare rows
+                M = (OH - a + P - 1) // P
+                for r in range(R):  # the last block's rows past M read the scratch's spare rows
                     xrow[r] = (a + r * P) * s0 * Ws
-                for j0 in range(0, span_r, SPAN):
-                    _rows(t_addr + (c * K + k0) * 4, scratch.ctypes.data + j0 * 4, xrow.ctypes.data, b_addr + k0 * 8,
-                          rb.ctypes.data + j0 * 4, span_r, Ka, (M + RD - 1) // RD, RD * P * s0 * Ws)
+                for b in range(Q):
+                    k0, Ka = kstart[a * Q + b], kstart[a * Q + b + 1] - kstart[a * Q + b]
+                    # one column phase: straight into the output, its rows P apart; else into
+                    # rb, the phases then interleaved
+                    dst, ldo = (o_flat.ctypes.data + (ob + a * OW) * 4, P * OW) if Q == 1 else \
+                        (rb.ctypes.data + b * RB * 4, span_r)
+                    if Ka == 0:  # no taps reach these outputs
+                        for m in range(M):
+                            for q in range(OW if Q == 1 else span_r):
+                                if Q == 1:
+                                    o_flat[_u(ob + (a + m * P) * OW + q)] = 0.0
+                                else:
+                                    rb[_u(b * RB + m * span_r + q)] = 0.0
+                        continue
+                    for j0 in range(0, span_r, step):
+                        args = (t_addr + (c * K + k0) * 4, scratch.ctypes.data + j0 * 4, xrow.ctypes.data,
+                                b_addr + k0 * 8, dst + j0 * 4, ldo, Ka, (M + R - 1) // R, R * P * s0 * Ws,
+                                min(step, (OW if Q == 1 else span_r) - j0), M)
+                        if narrow:
+                            _rows_narrow(*args)
+                        else:
+                            _rows(*args)
+                if Q == 1:
+                    continue
                 for m in range(M):
                     o, q0 = ob + (a + m * P) * OW, m * span_r
-                    if s1 == 1:
-                        _copy(o_flat.ctypes.data + o * 4, rb.ctypes.data + q0 * 4, OW)
+                    if Q == 2:
+                        zip2(o_flat.ctypes.data + o * 4, rb.ctypes.data + q0 * 4, rb.ctypes.data + (RB + q0) * 4, OW)
                     else:
                         for q in range(OW):
-                            o_flat[_u(o + q)] = rb[_u(q0 + q * s1)]
+                            o_flat[_u(o + q)] = rb[_u((q % Q) * RB + q0 + q // Q)]
 
 
 @njit(**_OPTS)
-def weight_grad(g, x, totals, n, C, H, W_, top, left, Hs, Ws, s0, s1, boff, OH, OW):
+def weight_grad(g, x, totals, n, C, H, W_, top, left, Hs, Ws, split, Wq, s0, boff, OH, OW):
     """totals[c, k] (float64, added to) += sum over images i < n and outputs (oh, ow) of
-    g[i, c, oh*OW + ow] * scratch[oh*s0*Ws + ow*s1 + boff[k]], x's planes laid as in correlate
-    (with their values 1 apart). The output gradient is laid in rows of 16-position steps, its
-    values s1 apart and zero between, so every step reads x contiguously."""
+    g[i, c, oh*OW + ow] * scratch[oh*s0*Ws + ow + boff[k]], x's planes laid as in correlate (its
+    columns split into the stride's phases). The output gradient is laid in rows of 16-position
+    steps, zero past OW, so every step reads x contiguously."""
     K = boff.shape[0]
     if n == 0 or C == 0 or OH == 0 or OW == 0 or K == 0:
         return
     NK = NKD if K >= 6 else NKD_SMALL
-    span = (OW - 1) * s1 + 1
-    span_r = (span + W - 1) // W * W
+    span_r = (OW + W - 1) // W * W
     T = span_r // W
     S = OH * T
     gpos = np.empty(S, np.int64)
@@ -239,14 +268,16 @@ def weight_grad(g, x, totals, n, C, H, W_, top, left, Hs, Ws, s0, s1, boff, OH, 
     HW, L, E = H * W_, OH * OW, nkb * NK * W
     for i in range(n):
         for c in range(C):
-            _lay(x_flat, (i * C + c) * HW, H, W_, scratch, 1, 1, top, left, Hs, Ws)
+            if i * C + c + 1 < n * C:  # the next planes, while these are worked on
+                prefetch(x_flat.ctypes.data + (i * C + c + 1) * HW * 4, HW)
+                prefetch(g_flat.ctypes.data + (i * C + c + 1) * L * 4, L)
+            if split == 1:
+                _lay(x_flat, (i * C + c) * HW, H, W_, scratch, 1, top, left, Hs, Ws)
+            else:
+                _lay_split(x_flat, (i * C + c) * HW, H, W_, scratch, top, left, Hs, Ws, split, Wq)
             gb = (i * C + c) * L
             for oh in range(OH):
-                if s1 == 1:
-                    _copy(gl.ctypes.data + oh * span_r * 4, g_flat.ctypes.data + (gb + oh * OW) * 4, OW)
-                else:
-                    for ow in range(OW):
-                        gl[_u(oh * span_r + ow * s1)] = g_flat[_u(gb + oh * OW + ow)]
+                copy_floats(gl.ctypes.data + oh * span_r * 4, g_flat.ctypes.data + (gb + oh * OW) * 4, OW)
             for q0 in range(0, S, WSLICE):
                 ns = min(WSLICE, S - q0)
                 for kb in range(nkb):
@@ -272,25 +303,47 @@ def _taps(w, C):
 
 @functools.lru_cache(maxsize=256)
 def _forward_plane(size, kernel, stride, padding, dilation, out_shape):
-    """(Hs, Ws, boff) of the forward pass and the weight gradient: the zero-padded plane, large
-    enough for every window (Hs x Ws), and each tap's offset in it."""
+    """(Hs, Ws, Wq, boff) of the forward pass and the weight gradient: the zero-padded plane, large
+    enough for every window, Hs rows of Ws = s1*Wq, each row's columns split into the column
+    stride's s1 phases of Wq (padded column p at (p % s1)*Wq + p // s1), and each tap's offset:
+    output column ow and tap kw read padded column ow*s1 + kw*dw, column ow + kw*dw // s1 of
+    phase kw*dw % s1, so every tap reads a stride-1 run along the outputs."""
     (H, W_), (KH, KW), (s0, s1), (ph, pw), (dh, dw), (OH, OW) = size, kernel, stride, padding, dilation, out_shape
     Hs = max(H + 2 * ph, (OH - 1) * s0 + (KH - 1) * dh + 1)
-    Ws = max(W_ + 2 * pw, (OW - 1) * s1 + (KW - 1) * dw + 1)
-    boff = ((np.arange(KH, dtype=np.int64) * dh * Ws)[:, None] + np.arange(KW, dtype=np.int64) * dw).ravel()
-    return Hs, Ws, boff
+    Wq = -(-max(W_ + 2 * pw, (OW - 1) * s1 + (KW - 1) * dw + 1) // s1)
+    Ws = s1 * Wq
+    tw = np.arange(KW, dtype=np.int64) * dw
+    boff = ((np.arange(KH, dtype=np.int64) * dh * Ws)[:, None] + (tw % s1) * Wq + tw // s1).ravel()
+    return Hs, Ws, Wq, boff
 
 
 @functools.lru_cache(maxsize=256)
-def _back_plane(size, kernel, dilation):
-    """(Hs, Ws, boff) of the input gradient: the output gradient's plane, reaching the kernel's
-    extent past the input's size, and each tap's mirrored offset in it."""
-    (H, W_), (KH, KW), (dh, dw) = size, kernel, dilation
-    rh, rw = (KH - 1) * dh, (KW - 1) * dw
-    Hs, Ws = H + rh, W_ + rw
-    boff = (((rh - np.arange(KH, dtype=np.int64) * dh) * Ws)[:, None]
-            + (rw - np.arange(KW, dtype=np.int64) * dw)).ravel()
-    return Hs, Ws, boff
+def _back_plane(size, kernel, stride, padding, dilation):
+    """(Hs, Ws, top, left, taps' order, boff, kstart) of the input gradient: the output gradient
+    laid with its rows s0 apart (row top + oh*s0) and its columns in place (column left + ow), and
+    the input's s0 x s1 phases: rows h = a (mod s0) see the kernel rows kh with
+    (a + ph - kh*dh) % s0 == 0 (the others read the zero rows), columns w = b + s1*j the kernel
+    columns kw with (b + pw - kw*dw) % s1 == 0, at gradient column j + (b + pw - kw*dw) / s1.
+    The taps are ordered by phase (a, b); kstart[a*s1 + b] is where phase (a, b)'s begin."""
+    (H, W_), (KH, KW), (s0, s1), (ph, pw), (dh, dw) = size, kernel, stride, padding, dilation
+    rh = (KH - 1) * dh
+    Hs = H + rh
+    rows = [[kh for kh in range(KH) if (a + ph - kh * dh) % s0 == 0] for a in range(s0)]
+    cols = [[kw for kw in range(KW) if (b + pw - kw * dw) % s1 == 0] for b in range(s1)]
+    shift = {(b, kw): (b + pw - kw * dw) // s1 for b in range(s1) for kw in cols[b]}
+    left = max([0] + [-e for e in shift.values()])
+    J = [-(-(W_ - b) // s1) for b in range(s1)]
+    Ws = max([1] + [left + e + J[b] for (b, kw), e in shift.items()])
+    order, boff, kstart = [], [], [0]
+    for a in range(s0):
+        for b in range(s1):
+            for kh in rows[a]:
+                for kw in cols[b]:
+                    order.append(kh * KW + kw)
+                    boff.append((rh - kh * dh) * Ws + left + shift[b, kw])
+            kstart.append(len(order))
+    return (Hs, Ws, rh - ph, left, np.array(order, np.int64), np.array(boff, np.int64),
+            np.array(kstart, np.int64))
 
 
 def _key(*geometry):
@@ -302,44 +355,27 @@ def forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):
     no bias; written into ``out`` (contiguous) where given."""
     x = np.ascontiguousarray(x)
     n, C, H, W_ = x.shape
-    Hs, Ws, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
+    Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     if out is None:
         out = np.empty((n, C, out_shape[0] * out_shape[1]), np.float32)
-    correlate(x, _taps(w, C), out, n, C, H, W_, 1, 1, padding[0], padding[1], Hs, Ws, *stride, boff, _ALL[boff.shape[0]],
-              *out_shape)
+    correlate(x, _taps(w, C), out, n, C, H, W_, 1, stride[1], Wq, padding[0], padding[1], Hs, Ws, stride[0], 1, boff,
+              _ALL[boff.shape[0]], *out_shape)
     return out
 
 
 def input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out=None):
-    """The input gradient (n, C, H, W) of forward for its output gradient g (n, C, OH*OW): g laid
-    s apart (zeros between) and correlated at stride 1 with the taps at mirrored offsets. With a
-    row stride s0 > 1, the rows h of one phase h % s0 see only the kernel rows kh with
-    (h + ph - kh*dh) % s0 == 0 (the others read the zero rows): one pass per phase, with those
-    taps. Written into ``out`` (contiguous) where given."""
+    """The input gradient (n, C, H, W) of forward for its output gradient g (n, C, OH*OW): by the
+    input's s0 x s1 phases (_back_plane), each a stride-1 correlation of g with the taps that reach
+    it at mirrored offsets; column phases interleaved on the way out. Written into ``out``
+    (contiguous) where given."""
     g = np.ascontiguousarray(g)
     n, C = g.shape[:2]
-    (H, W_), (KH, KW), (s0, s1), (ph, pw), (dh, dw), (OH, OW) = size, kernel, stride, padding, dilation, out_shape
-    Hs, Ws, boff = _back_plane(*_key(size, kernel, dilation))
-    cols, kstart = _row_phases(s0, ph, KH, KW, dh)
+    (H, W_), (OH, OW) = size, out_shape
+    Hs, Ws, top, left, order, boff, kstart = _back_plane(*_key(size, kernel, stride, padding, dilation))
     gx = np.empty((n, C, H, W_), np.float32) if out is None else out
-    taps = _taps(w, C)
-    if cols is not None:
-        taps, boff = np.ascontiguousarray(taps[:, cols]), boff[cols]
-    correlate(g, taps, gx, n, C, OH, OW, s0, s1, (KH - 1) * dh - ph, (KW - 1) * dw - pw, Hs, Ws, 1, 1, boff, kstart,
-              H, W_)
+    taps = np.ascontiguousarray(_taps(w, C)[:, order])
+    correlate(g, taps, gx, n, C, OH, OW, stride[0], 1, Ws, top, left, Hs, Ws, 1, stride[1], boff, kstart, H, W_)
     return gx
-
-
-@functools.lru_cache(maxsize=256)
-def _row_phases(s0, ph, KH, KW, dh):
-    """(the taps' order by row phase, kstart) for correlate: phase a < s0 takes the kernel rows kh
-    with (a + ph - kh*dh) % s0 == 0. (None, [0, K]) for stride 1."""
-    if s0 == 1:
-        return None, _ALL[KH * KW]
-    rows = [[kh for kh in range(KH) if (a + ph - kh * dh) % s0 == 0] for a in range(s0)]
-    cols = np.array([kh * KW + kw for ks in rows for kh in ks for kw in range(KW)], np.int64)
-    kstart = np.cumsum([0] + [len(ks) * KW for ks in rows]).astype(np.int64)
-    return cols, kstart
 
 
 class _All(dict):
@@ -358,7 +394,7 @@ def weight_grad_part(g, x, kernel, stride, padding, dilation, out_shape):
     the output gradient g (n, C, OH*OW)."""
     g, x = np.ascontiguousarray(g), np.ascontiguousarray(x)
     n, C, H, W_ = x.shape
-    Hs, Ws, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
+    Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     totals = np.zeros((C, boff.shape[0]))
-    weight_grad(g, x, totals, n, C, H, W_, padding[0], padding[1], Hs, Ws, *stride, boff, *out_shape)
+    weight_grad(g, x, totals, n, C, H, W_, padding[0], padding[1], Hs, Ws, stride[1], Wq, stride[0], boff, *out_shape)
     return totals.reshape(C, *kernel)

@@ -230,6 +230,141 @@ _block1 = _make_block(MR1, 1)
 _dblock = _make_block(MR, 2, b_rows=True)
 
 
+def masked_ops(builder):
+    """(masked load, masked store) of <16 x float> at a float pointer (llvm.masked.*), and
+    lanes_below(n): the mask of lanes < n (n an i32 IR value; no lane where n <= 0)."""
+    f32, i1, i32 = ir.FloatType(), ir.IntType(1), ir.IntType(32)
+    vt, it, mt = ir.VectorType(f32, W), ir.VectorType(i32, W), ir.VectorType(i1, W)
+    pt = vt.as_pointer()
+    mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [pt, i32, mt, vt]),
+                                           "llvm.masked.load.v16f32.p0")
+    mstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vt, pt, i32, mt]),
+                                            "llvm.masked.store.v16f32.p0")
+
+    def lanes_below(n):
+        return builder.icmp_signed("<", ir.Constant(it, list(range(W))), broadcast(builder, n))
+
+    def load(ptr, mask):
+        return builder.call(mload, [builder.bitcast(ptr, pt), ir.Constant(i32, 4), mask, ir.Constant(vt, [0.0] * W)])
+
+    def store(v, ptr, mask):
+        builder.call(mstore, [v, builder.bitcast(ptr, pt), ir.Constant(i32, 4), mask])
+
+    return load, store, lanes_below
+
+
+def vector_at(builder, ptr):
+    return builder.bitcast(ptr, ir.VectorType(ir.FloatType(), W).as_pointer())
+
+
+def copy_codegen(context, builder, signature, args):
+    """dst[0:n] = src[0:n] (float32 addresses): whole 16-float vectors, then one masked vector
+    for the last n % 16, so a 28-float row is two vector moves rather than one and 12 scalars."""
+    dst, src, n = args
+    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    load, store, lanes_below = masked_ops(builder)
+    d, s = builder.inttoptr(dst, f32.as_pointer()), builder.inttoptr(src, f32.as_pointer())
+    full = builder.sdiv(n, ir.Constant(i64, W))
+
+    def whole(i):
+        off = builder.mul(i, ir.Constant(i64, W))
+        builder.store(builder.load(vector_at(builder, builder.gep(s, [off])), align=4),
+                      vector_at(builder, builder.gep(d, [off])), align=4)
+
+    count_loop(builder, full, "copy", whole)
+    base = builder.mul(full, ir.Constant(i64, W))
+    mask = lanes_below(builder.trunc(builder.sub(n, base), i32))
+    store(load(builder.gep(s, [base]), mask), builder.gep(d, [base]), mask)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def copy_floats(typingctx, dst, src, n):
+    """Copy n floats from address src to address dst (int64 addresses)."""
+    return types.void(types.int64, types.int64, types.int64), copy_codegen
+
+
+def prefetch_codegen(context, builder, signature, args):
+    """llvm.prefetch (read, keep in all cache levels) of every 64-byte line of [addr, addr + n*4)."""
+    addr, n = args
+    i8p, i32, i64 = ir.IntType(8).as_pointer(), ir.IntType(32), ir.IntType(64)
+    fetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                           "llvm.prefetch.p0")
+    lines = builder.sdiv(builder.add(builder.mul(n, ir.Constant(i64, 4)), ir.Constant(i64, 63)), ir.Constant(i64, 64))
+    base = builder.inttoptr(addr, i8p)
+    count_loop(builder, lines, "prefetch", lambda j: builder.call(
+        fetch, [builder.gep(base, [builder.mul(j, ir.Constant(i64, 64))]), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                ir.Constant(i32, 1)]))
+    return context.get_dummy_value()
+
+
+@intrinsic
+def prefetch(typingctx, addr, n):
+    """Ask the cache for the n floats at address addr (an int64) ahead of their use: a plane's
+    loads otherwise waited behind the previous plane's arithmetic (benchmarks/README.md,
+    "Sixth session of issue 22")."""
+    return types.void(types.int64, types.int64), prefetch_codegen
+
+
+def pairs_codegen(split):
+    """Codegen of _split2 (split: each 32 floats of the source -> their 16 even ones into the
+    first target, the 16 odd ones into the second) or of _zip2 (the reverse: 16 floats of each
+    source interleaved into 32 of the target): whole blocks of 32, then one masked block."""
+
+    def codegen(context, builder, signature, args):
+        f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+        it = ir.VectorType(i32, W)
+        ptrs = [builder.inttoptr(v, f32.as_pointer()) for v in args[:3]]
+        even, odd, whole = ptrs if split else ptrs[1:] + ptrs[:1]  # (d0, d1, src) or (dst, s0, s1)
+        n = args[3]
+        # lanes of the (first, second) 16 floats of a 32-float run from or to the even and odd halves
+        picks = (ir.Constant(it, [2 * j for j in range(W)]), ir.Constant(it, [2 * j + 1 for j in range(W)]))
+        zips = (ir.Constant(it, [v for j in range(W // 2) for v in (j, W + j)]),
+                ir.Constant(it, [v for j in range(W // 2, W) for v in (j, W + j)]))
+        load, store, lanes_below = masked_ops(builder)
+
+        def block(i, get, put):
+            """The i-th block of 32: get(ptr, which) loads a vector, put(value, ptr, which) stores one,
+            ``which`` 0 or 1 naming its half (of the run, or even / odd)."""
+            o32, o16 = builder.mul(i, ir.Constant(i64, 2 * W)), builder.mul(i, ir.Constant(i64, W))
+            runs = (builder.gep(whole, [o32]), builder.gep(whole, [builder.add(o32, ir.Constant(i64, W))]))
+            halves = (builder.gep(even, [o16]), builder.gep(odd, [o16]))
+            if split:
+                v0, v1 = get(runs[0], 0), get(runs[1], 1)
+                for h in range(2):
+                    put(builder.shuffle_vector(v0, v1, picks[h]), halves[h], h)
+            else:
+                v0, v1 = get(halves[0], 0), get(halves[1], 1)
+                for h in range(2):
+                    put(builder.shuffle_vector(v0, v1, zips[h]), runs[h], h)
+
+        full = builder.sdiv(n, ir.Constant(i64, 2 * W))
+        count_loop(builder, full, "pairs", lambda i: block(
+            i, lambda p, h: builder.load(vector_at(builder, p), align=4),
+            lambda v, p, h: builder.store(v, vector_at(builder, p), align=4)))
+        rest = builder.trunc(builder.sub(n, builder.mul(full, ir.Constant(i64, 2 * W))), i32)
+        one = ir.Constant(i32, 1)
+        run = (lanes_below(rest), lanes_below(builder.sub(rest, ir.Constant(i32, W))))
+        half = (lanes_below(builder.ashr(builder.add(rest, one), one)), lanes_below(builder.ashr(rest, one)))
+        loads, stores = (run, half) if split else (half, run)
+        block(full, lambda p, h: load(p, loads[h]), lambda v, p, h: store(v, p, stores[h]))
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def split2(typingctx, d0, d1, src, n):
+    """d0[j] = src[2j] for 2j < n, d1[j] = src[2j + 1] for 2j + 1 < n (int64 float32 addresses)."""
+    return types.void(types.int64, types.int64, types.int64, types.int64), pairs_codegen(True)
+
+
+@intrinsic
+def zip2(typingctx, dst, s0, s1, n):
+    """dst[2j] = s0[j] for 2j < n, dst[2j + 1] = s1[j] for 2j + 1 < n (int64 float32 addresses)."""
+    return types.void(types.int64, types.int64, types.int64, types.int64), pairs_codegen(False)
+
+
 _OPTS = dict(cache=True, nogil=True, boundscheck=False)
 
 
@@ -453,24 +588,26 @@ def _u(i):
 
 @njit(**_OPTS)
 def place_planes(x, out, Hp, Wp, top, left, plane, slack):
-    """x (n, C, H, W) float32 into out, flat, as planes of ``plane`` elements (>= Hp*Wp) read as
-    Hp x Wp: x's plane at row ``top``, column ``left`` (it must fit), zeros around it and past
-    Hp*Wp, then ``slack`` zeros; every element written once, without the GIL."""
+    """x (n, C, H, W) float32, contiguous, into out, flat, as planes of ``plane`` elements
+    (>= Hp*Wp) read as Hp x Wp: x's plane at row ``top``, column ``left`` (it must fit), zeros
+    around it and past Hp*Wp, then ``slack`` zeros; every element written once, rows by vector
+    copies (copy_floats), the next plane prefetched, without the GIL."""
     n, C, H, W_ = x.shape
-    xf = x.reshape(-1)
     right = Wp - left - W_
+    x_addr, o_addr = x.ctypes.data, out.ctypes.data  # arguments: alive for the whole call
     for p in range(n * C):
         ob, ib = p * plane, p * H * W_
+        if p + 1 < n * C:
+            prefetch(x_addr + (ib + H * W_) * 4, H * W_)
         for i in range(top * Wp):
             out[_u(ob + i)] = 0.0
         for h in range(H):
             r = ob + (top + h) * Wp
             for i in range(left):
                 out[_u(r + i)] = 0.0
+            copy_floats(o_addr + (r + left) * 4, x_addr + (ib + h * W_) * 4, W_)
             for i in range(right):
                 out[_u(r + left + W_ + i)] = 0.0
-            for i in range(W_):
-                out[_u(r + left + i)] = xf[_u(ib + h * W_ + i)]
         for i in range((top + H) * Wp, plane):
             out[_u(ob + i)] = 0.0
     for i in range(n * C * plane, n * C * plane + slack):
@@ -499,6 +636,20 @@ def scatter_phase(buf, dx, Hq, Wq, r0, s0, c0, s1, i0, j0, nh, nw):
             ob, ib = p * H * W_ + (r0 + t * s0) * W_ + c0, p * Hq * Wq + (i0 + t) * Wq + j0
             for u in range(nw):
                 df[_u(ob + u * s1)] = buf[_u(ib + u)]
+
+
+@njit(**_OPTS)
+def zip_phases(even, odd, dx, Wq, r0, s0, je, jo, nh):
+    """dx[p, r0 + t*s0, 2u] = even[p, t, je + u] and dx[p, r0 + t*s0, 2u + 1] = odd[p, t, jo + u]
+    for t < nh over the planes p of dx (n, C, H, W) and of even and odd (flat, planes of nh x Wq):
+    a stride-2 layer's two column phases of one row phase interleaved into dx's rows by vector
+    shuffles (zip2), without the GIL."""
+    n, C, H, W_ = dx.shape
+    e_addr, o_addr, d_addr = even.ctypes.data, odd.ctypes.data, dx.ctypes.data  # arguments
+    for p in range(n * C):
+        for t in range(nh):
+            ib = p * nh * Wq + t * Wq
+            zip2(d_addr + (p * H * W_ + (r0 + t * s0) * W_) * 4, e_addr + (ib + je) * 4, o_addr + (ib + jo) * 4, W_)
 
 
 @njit(**_OPTS)
@@ -696,14 +847,39 @@ class _PhaseBack:
             # (G, Cg, Fg*T0*T1): dx's channels as dconv's filters, the reduction over (f, t0, t1)
             wt = np.ascontiguousarray(taps.reshape((G, Fg, Cg) + taps.shape[2:]).transpose(0, 2, 1, 3, 4))
             self.phases.append((cut, wt.reshape(G, Cg, -1), boff))
+        self.pairs = [ab for ab, _, _ in tables]
+        # stride-2 columns: the row phases whose two column phases both have taps and fill dx's
+        # rows between them (even columns from one, odd from the other) are interleaved by zip_phases
+        self.zipped = {}
+        if conv.stride[1] == 2:
+            for a in range(conv.stride[0]):
+                (cut0, w0, _), (cut1, w1, _) = (self.phases[self.pairs.index((a, b))] for b in range(2))
+                if w0 is None or w1 is None or cut0[1][0] != cut1[1][0]:
+                    continue
+                even, odd = ((a, 0), (a, 1)) if cut0[0][1].start == 0 else ((a, 1), (a, 0))
+                self.zipped[(a, 0)] = self.zipped[(a, 1)] = (even, odd)
+
+    def _phase(self, gpad, n, cut, wt, boff):
+        """One phase's gradient (n, C, nh, Wg) by dconv, flat: only the phase plane's rows that hold
+        input elements (for 28x28, stride 2, padding 1: 14 of 15), so 224 positions in 7 whole
+        blocks of 32 instead of 240 in 8."""
+        conv = self.conv
+        F, C, G, Fg, Cg, Hg, Wg = conv.F, conv.C, conv.G, conv.Fg, conv.Cg, self.Hg, self.Wg
+        _, (prows, _) = cut
+        nh, r0 = prows.stop - prows.start, prows.start * Wg
+        Pv = nh * Wg
+        buf = np.empty(n * C * Pv, np.float32)
+        for g in range(G):
+            dconv(wt[g].reshape(-1), gpad[g * Fg * Hg * Wg + r0:], boff, buf[g * Cg * Pv:], n, Cg, Pv, F * Hg * Wg, C * Pv)
+        return buf
 
     def __call__(self, gc, out=None):
         """dx (n, C, *S) of the chunk's output gradient gc (n, F, L), into ``out`` where given
         (contiguous float32)."""
         conv = self.conv
-        n, F, C, G, Fg, Cg = gc.shape[0], conv.F, conv.C, conv.G, conv.Fg, conv.Cg
+        n, F, C = gc.shape[0], conv.F, conv.C
         OH, OW = conv.out_shape
-        E0, E1, Hg, Wg, P = *self.E, self.Hg, self.Wg, self.P
+        E0, E1, Hg, Wg = *self.E, self.Hg, self.Wg
         gpad = np.empty(n * F * Hg * Wg + self.slack, np.float32)
         place_planes(np.ascontiguousarray(gc, dtype=np.float32).reshape(n, F, OH, OW), gpad, Hg, Wg, E0, E1,
                      Hg * Wg, self.slack)
@@ -715,20 +891,24 @@ class _PhaseBack:
             dx = out
             if not whole:
                 dx[...] = 0.0
-        buf = np.empty(n * C * P, np.float32)
-        for cut, wt, boff in self.phases:
-            if wt is None:
+        done = set()
+        for a_b, (cut, wt, boff) in zip(self.pairs, self.phases):
+            if wt is None or a_b in done:
                 continue
-            # only the phase plane's rows that hold input elements (for 28x28, stride 2, padding 1:
-            # 14 of 15), so 224 positions in 7 whole blocks of 32 instead of 240 in 8
-            (rows, cols), (prows, pcols) = cut
-            nh, r0 = prows.stop - prows.start, prows.start * Wg
-            Pv = nh * Wg
-            for g in range(G):
-                dconv(wt[g].reshape(-1), gpad[g * Fg * Hg * Wg + r0:], boff, buf[g * Cg * Pv:], n, Cg, Pv, F * Hg * Wg,
-                      C * Pv)
-            scatter_phase(buf, dx, nh, Wg, rows.start, rows.step, cols.start, cols.step, 0, pcols.start, nh,
-                          pcols.stop - pcols.start)
+            pair = self.zipped.get(a_b)
+            if pair is None:
+                buf = self._phase(gpad, n, cut, wt, boff)
+                (rows, cols), (prows, pcols) = cut
+                nh = prows.stop - prows.start
+                scatter_phase(buf, dx, nh, Wg, rows.start, rows.step, cols.start, cols.step, 0, pcols.start, nh,
+                              pcols.stop - pcols.start)
+                continue
+            # both column phases of a stride-2 row phase, then interleaved into whole rows of dx
+            (ce, we, be), (co, wo, bo) = (self.phases[self.pairs.index(q)] for q in pair)
+            (rows, _), (prows, pe) = ce
+            zip_phases(self._phase(gpad, n, ce, we, be), self._phase(gpad, n, co, wo, bo), dx, Wg, rows.start, rows.step,
+                       pe.start, co[1][1].start, prows.stop - prows.start)
+            done.update(pair)
         return dx
 
 
