@@ -192,3 +192,29 @@ def test_the_caller_sleeps_while_a_helper_finishes_a_long_chunk(pool_of, monkeyp
     assert threads.run_chunks(fn, [(i, i + 1) for i in range(40)]) == list(range(40))
     assert helped  # a helper did take a chunk, and the caller waited for it
     assert time.process_time() - cpu < 0.1  # asleep, not spinning through the 0.3 s
+
+
+@pytest.mark.skipif(threads.current_cpu() < 0 or not hasattr(os, "sched_setaffinity"), reason="no CPU query")
+def test_a_helper_on_the_callers_cpu_marks_the_job_shared():
+    """A helper that joins on the CPU its caller runs on marks the job: the caller then does not
+    spin while it waits, nor does that helper spin after it (both would only take the CPU from
+    the other); a helper on another CPU leaves the job unmarked."""
+    cpus = sorted(os.sched_getaffinity(0))
+
+    def helped_on(cpu):
+        job = threads._Job(lambda a, b: a, [(0, 1), (1, 2)])
+        job.cpu = cpus[0]  # where the caller runs
+
+        def helper():
+            os.sched_setaffinity(0, {cpu})  # this thread only
+            job.help()
+
+        t = threading.Thread(target=helper)
+        t.start()
+        t.join()
+        assert job.results == [0, 1]
+        return job.shared
+
+    assert helped_on(cpus[0])
+    if len(cpus) > 1:
+        assert not helped_on(cpus[1])

@@ -55,6 +55,24 @@ def configure_malloc() -> bool:
         mallopt(M_TRIM_THRESHOLD, policy.MALLOC_TRIM_BYTES))
 
 
+def _load_getcpu():
+    """libc's sched_getcpu (the CPU the calling thread runs on), or None where there is none."""
+    try:
+        fn = ctypes.CDLL(None).sched_getcpu
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = (), ctypes.c_int
+    return fn
+
+
+_getcpu = _load_getcpu() if platform.system() == "Linux" else None
+
+
+def current_cpu() -> int:
+    """The CPU this thread is running on (-1 where that cannot be told)."""
+    return _getcpu() if _getcpu is not None else -1
+
+
 class _Job:
     """One run_chunks call shared with the helpers: the chunks, who takes which, the results, and
     how many helpers are still at work on it."""
@@ -68,6 +86,8 @@ class _Job:
         self.closed = False  # no helper joins once the caller has run out of chunks
         self.active = np.zeros(1, np.int64)  # helpers at work: the caller waits (spins) on it
         self.finished = threading.Event()
+        self.cpu = current_cpu()  # the caller's
+        self.shared = False  # a helper joined on the caller's CPU: the caller does not spin for it
 
     def work(self):
         for i in iter(self.taken.__next__, None):
@@ -85,6 +105,8 @@ class _Job:
             if self.closed:
                 return
             self.active[0] += 1
+            if self.cpu >= 0 and current_cpu() == self.cpu:
+                self.shared = True
         try:
             self.work()
         finally:
@@ -102,9 +124,11 @@ class _Job:
             self.closed = True
             if self.active[0] == 0:
                 return
+        if self.shared:  # spinning would take the CPU from the helper it waits for
+            spin_turns = 0
         addr = self.active.ctypes.data
         left = int(self.active[0])
-        while left and wait_while(addr, left, spin_turns) != left:  # one fewer at work: spin on for the rest
+        while left and spin_turns and wait_while(addr, left, spin_turns) != left:  # one fewer at work: spin on for the rest
             left = int(self.active[0])
         if left:
             self.finished.wait()  # set by the last helper to leave (under the lock, after closed)
@@ -133,10 +157,12 @@ class _Pool:
     def _helper(self):
         from .spin import wait_while  # noqa: PLC0415
 
-        seen = 0
+        seen, apart = 0, True
         addr = self.signal.ctypes.data
         while True:
-            if self.spin_turns:  # spin until the next job is posted or the time is up, then (below) sleep
+            # spin until the next job is posted or the time is up, then (below) sleep; not on the
+            # caller's CPU, where spinning only takes its time
+            if self.spin_turns and apart:
                 wait_while(addr, seen, self.spin_turns)
             with self.cond:
                 while self.signal[0] == seen and not self.stopping:
@@ -146,6 +172,7 @@ class _Pool:
                 seen, job = int(self.signal[0]), self.job
             if job is not None:
                 job.help()
+                apart = job.cpu < 0 or current_cpu() != job.cpu
             job = None  # not kept while waiting: its chunks' arrays (the layer's input, gradients) are freed
 
     def run(self, fn, chunks):
