@@ -254,6 +254,7 @@ def masked_ops(builder):
 
 
 def vector_at(builder, ptr):
+    """A float pointer as a <16 x float> pointer."""
     return builder.bitcast(ptr, ir.VectorType(ir.FloatType(), W).as_pointer())
 
 
@@ -307,8 +308,8 @@ def prefetch(typingctx, addr, n):
 
 
 def pairs_codegen(split):
-    """Codegen of _split2 (split: each 32 floats of the source -> their 16 even ones into the
-    first target, the 16 odd ones into the second) or of _zip2 (the reverse: 16 floats of each
+    """Codegen of split2 (split: each 32 floats of the source -> their 16 even ones into the
+    first target, the 16 odd ones into the second) or of zip2 (the reverse: 16 floats of each
     source interleaved into 32 of the target): whole blocks of 32, then one masked block."""
 
     def codegen(context, builder, signature, args):
