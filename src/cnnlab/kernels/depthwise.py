@@ -185,7 +185,7 @@ def correlate(src, taps, out, n, C, H, W_, up0, split, Wq, top, left, Hs, Ws, s0
     scratch = np.zeros(_scratch_size(Hs, Ws, rows_r, s0, span_r, boff), np.float32)
     Mr = ((OH + P - 1) // P + R - 1) // R * R  # a phase's rows in whole blocks
     RB = Mr * span_r  # one column phase's sums
-    rb = np.zeros(Q * RB, np.float32)
+    rb = np.zeros(Q * RB if Q > 1 else 0, np.float32)  # column phases' sums, before interleaving
     xrow = np.empty(max(RN, RD), np.int64)
     s_flat, o_flat = src.reshape(-1), out.reshape(-1)
     t_addr, b_addr = taps.ctypes.data, boff.ctypes.data  # arguments: alive for the whole call

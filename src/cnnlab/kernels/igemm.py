@@ -848,17 +848,17 @@ class _PhaseBack:
             # (G, Cg, Fg*T0*T1): dx's channels as dconv's filters, the reduction over (f, t0, t1)
             wt = np.ascontiguousarray(taps.reshape((G, Fg, Cg) + taps.shape[2:]).transpose(0, 2, 1, 3, 4))
             self.phases.append((cut, wt.reshape(G, Cg, -1), boff))
-        self.pairs = [ab for ab, _, _ in tables]
         # stride-2 columns: the row phases whose two column phases both have taps and fill dx's
-        # rows between them (even columns from one, odd from the other) are interleaved by zip_phases
-        self.zipped = {}
-        if conv.stride[1] == 2:
-            for a in range(conv.stride[0]):
-                (cut0, w0, _), (cut1, w1, _) = (self.phases[self.pairs.index((a, b))] for b in range(2))
-                if w0 is None or w1 is None or cut0[1][0] != cut1[1][0]:
-                    continue
-                even, odd = ((a, 0), (a, 1)) if cut0[0][1].start == 0 else ((a, 1), (a, 0))
-                self.zipped[(a, 0)] = self.zipped[(a, 1)] = (even, odd)
+        # rows between them (even columns from one, odd from the other) are interleaved by
+        # zip_phases; the others are scattered one by one. Phases are in (a, b) order.
+        self.steps = []
+        s1 = conv.stride[1]
+        for a in range(conv.stride[0]):
+            row = [p for p in self.phases[a * s1:(a + 1) * s1] if p[1] is not None]
+            if s1 == 2 and len(row) == 2 and row[0][0][1][0] == row[1][0][1][0]:
+                self.steps.append(tuple(row) if row[0][0][0][1].start == 0 else (row[1], row[0]))
+            else:
+                self.steps.extend((p,) for p in row)
 
     def _phase(self, gpad, n, cut, wt, boff):
         """One phase's gradient (n, C, nh, Wg) by dconv, flat: only the phase plane's rows that hold
@@ -892,24 +892,19 @@ class _PhaseBack:
             dx = out
             if not whole:
                 dx[...] = 0.0
-        done = set()
-        for a_b, (cut, wt, boff) in zip(self.pairs, self.phases):
-            if wt is None or a_b in done:
-                continue
-            pair = self.zipped.get(a_b)
-            if pair is None:
-                buf = self._phase(gpad, n, cut, wt, boff)
+        for step in self.steps:
+            if len(step) == 1:
+                cut = step[0][0]
                 (rows, cols), (prows, pcols) = cut
                 nh = prows.stop - prows.start
-                scatter_phase(buf, dx, nh, Wg, rows.start, rows.step, cols.start, cols.step, 0, pcols.start, nh,
-                              pcols.stop - pcols.start)
+                scatter_phase(self._phase(gpad, n, *step[0]), dx, nh, Wg, rows.start, rows.step, cols.start, cols.step,
+                              0, pcols.start, nh, pcols.stop - pcols.start)
                 continue
-            # both column phases of a stride-2 row phase, then interleaved into whole rows of dx
-            (ce, we, be), (co, wo, bo) = (self.phases[self.pairs.index(q)] for q in pair)
-            (rows, _), (prows, pe) = ce
-            zip_phases(self._phase(gpad, n, ce, we, be), self._phase(gpad, n, co, wo, bo), dx, Wg, rows.start, rows.step,
-                       pe.start, co[1][1].start, prows.stop - prows.start)
-            done.update(pair)
+            # both column phases of a stride-2 row phase, interleaved into whole rows of dx
+            even, odd = step
+            (rows, _), (prows, pe) = even[0]
+            zip_phases(self._phase(gpad, n, *even), self._phase(gpad, n, *odd), dx, Wg, rows.start, rows.step,
+                       pe.start, odd[0][1][1].start, prows.stop - prows.start)
         return dx
 
 
