@@ -237,6 +237,32 @@ def test_chunks_on_both_threads_share_the_lazily_made_parts(monkeypatch):
             np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_calls_of_one_shape_share_its_geometry_not_its_weights(stride):
+    """Every call of a layer shape shares one conv_geometry (offset tables per chunk size, kept
+    for at most TABLES_KEPT sizes); the weights, and so the results, are each call's own: two
+    weights and more batch sizes than are kept, interleaved, each against the definition."""
+    rng = np.random.default_rng(12)
+    ws = [rng.standard_normal((16, 4, 3, 3)).astype(np.float32) for _ in range(2)]
+    sizes = list(range(1, igemm.TABLES_KEPT + 3))
+    for n in sizes + sizes[::-1]:
+        for w in ws:
+            x = rng.standard_normal((n, 4, 9, 9)).astype(np.float32)
+            xt, wt = cnnlab.tensor(x, requires_grad=True), cnnlab.tensor(w, requires_grad=True)
+            out = F.conv2d(xt, wt, stride=stride, padding=1)
+            g = rng.standard_normal(out.shape).astype(np.float32)
+            out.backward(cnnlab.tensor(g))
+            assert ConvPlan(x, w, None, (stride,) * 2, (1, 1), (1, 1), 1).indirect
+            assert rel_error(out.numpy(), naive_conv(x.astype(np.float64), w.astype(np.float64), None, (stride,) * 2,
+                                                     (1, 1), (1, 1), 1)) < 2e-6
+            ref = _run(((n, 4, 9, 9), (16, 4, 3, 3), stride, 1, 1, 1), (x, w, np.zeros(16)), np.float64, g)
+            assert rel_error(xt.grad.numpy(), ref[1]) < 5e-6 and rel_error(wt.grad.numpy(), ref[2]) < 5e-6
+    geometry = igemm.conv_geometry((4, 9, 9), (16, 4, 3, 3), (stride,) * 2, (1, 1), (1, 1), 1,
+                                   ((9 + 2 - 3) // stride + 1,) * 2)
+    assert 0 < len(geometry["_tables"]) <= igemm.TABLES_KEPT
+    assert all(not a.flags.writeable for pair in geometry["_tables"].values() for a in pair)
+
+
 def test_weight_gradient_packed_a_few_images_at_a_time(monkeypatch):
     """The output gradient packed for a few images at a time (igemm.PACK_POSITIONS), the products
     accumulated: the weight gradient of the whole chunk at once."""

@@ -826,6 +826,45 @@ def phase_geometry(stride, padding, size, padded, kernel, Fg):
     return E, Hq, Hg, Wg, Hq * Wg, E[1] + NR, tuple(tables)
 
 
+TABLES_KEPT = 8  # chunk sizes whose offset tables a layer shape keeps
+
+
+@functools.lru_cache(maxsize=128)
+def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape):
+    """IndirectConv's attributes that depend on the layer's shapes alone (cached; read-only but
+    for the offset tables per chunk size, ``_tables``, which the calls share)."""
+    C, *S = x_shape
+    F, Cg = w_shape[:2]
+    kernel = tuple(w_shape[2:])
+    g = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation, "out_shape": out_shape,
+         "G": groups, "F": F, "Cg": Cg, "Fg": F // groups, "S": tuple(S), "C": C,
+         "padded": tuple(s + 2 * p for s, p in zip(S, padding))}
+    g["plane"] = math.prod(g["padded"])
+    g["L"], g["K"] = math.prod(out_shape), math.prod(kernel)
+    g["fields"] = field_offsets(Cg, g["padded"], kernel, dilation)
+    few, wide = g["Fg"] <= DIRECT_MAX_FILTERS, out_shape[-1] >= DIRECT_MIN_WIDTH
+    g["direct"] = direct_forward(g["padded"], out_shape, stride) and (few or wide)
+    # positions along the padded rows (the direct forward pass and weight gradient, stride 1),
+    # the last Wp - OW of each row not outputs; the input is followed by slack zeros for their reads
+    stride1 = all(st == 1 for st in stride) and len(out_shape) == 2
+    g["P"] = out_shape[0] * g["padded"][-1] if stride1 else 0
+    g["slack"] = (kernel[-1] - 1) * dilation[-1] + NR
+    g["ldg"] = -(-g["P"] // W) * W  # the weight gradient's positions, in whole vectors
+    g["direct_w"] = (stride1 and g["L"] >= DIRECT_W_MIN_SHARE * g["ldg"]
+                     and (few or (wide and Cg * g["K"] <= DIRECT_W_MAX_FIELD)))
+    reach = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+    # the flipped convolution multiplies every input position by the whole kernel, zeros of the
+    # padded gradient included: only where the input is at most FLIP_MAX_GROWTH times the output
+    g["flip_padding"] = None  # the flipped convolution's padding, where it gives the input gradient
+    if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
+            and math.prod(S) <= FLIP_MAX_GROWTH * g["L"]):
+        g["flip_padding"] = tuple(r - p for r, p in zip(reach, padding))
+    # a strided layer's input gradient by phases (_PhaseBack), without col2im
+    g["phase_back"] = len(S) == 2 and any(st > 1 for st in stride) and all(d == 1 for d in dilation)
+    g["_tables"] = {}
+    return g
+
+
 class _PhaseBack:
     """The input gradient of a strided 2-D layer (dilation 1) without col2im: the padded input
     split into its s0 x s1 phases (rows a, a + s0, ...; columns b, b + s1, ...), each phase's
@@ -926,42 +965,14 @@ class IndirectConv:
     """
 
     def __init__(self, x_shape, w, stride, padding, dilation, groups, out_shape):
-        C, *S = x_shape
-        F, Cg = w.shape[:2]
+        # the geometry (offset tables, which products run how) is made once per layer shape and
+        # shared; only the weights' layouts belong to this call
+        self.__dict__.update(conv_geometry(tuple(x_shape), tuple(w.shape), tuple(stride), tuple(padding),
+                                           tuple(dilation), groups, tuple(out_shape)))
         self.w = w
-        self.kernel, self.stride, self.padding, self.dilation = tuple(w.shape[2:]), tuple(stride), tuple(padding), \
-            tuple(dilation)
-        self.out_shape, self.G, self.F, self.Cg, self.Fg = tuple(out_shape), groups, F, Cg, F // groups
-        self.S = tuple(S)
-        self.padded = tuple(s + 2 * p for s, p in zip(S, padding))
-        self.plane = math.prod(self.padded)
-        self.L, self.K = math.prod(out_shape), math.prod(self.kernel)
-        self.C = C
-        self.fields = field_offsets(Cg, self.padded, self.kernel, self.dilation)
-        few, wide = self.Fg <= DIRECT_MAX_FILTERS, self.out_shape[-1] >= DIRECT_MIN_WIDTH
-        self.direct = direct_forward(self.padded, self.out_shape, stride) and (few or wide)
-        self.wf = np.ascontiguousarray(w, dtype=np.float32).reshape(F, Cg * self.K)
+        self.wf = np.ascontiguousarray(w, dtype=np.float32).reshape(self.F, self.Cg * self.K)
         self._w_fwd = self._w_back = None
-        self._tables = {}
-        # positions along the padded rows (the direct forward pass and weight gradient, stride 1),
-        # the last Wp - OW of each row not outputs; the input is followed by slack zeros for their reads
-        stride1 = all(st == 1 for st in self.stride) and len(self.out_shape) == 2
-        self.P = self.out_shape[0] * self.padded[-1] if stride1 else 0
-        self.slack = (self.kernel[-1] - 1) * self.dilation[-1] + NR
-        self.ldg = -(-self.P // W) * W  # the weight gradient's positions, in whole vectors
-        self.direct_w = (stride1 and self.L >= DIRECT_W_MIN_SHARE * self.ldg
-                         and (few or (wide and Cg * self.K <= DIRECT_W_MAX_FIELD)))
-        reach = tuple(d * (k - 1) for d, k in zip(dilation, self.kernel))
-        # the flipped convolution multiplies every input position by the whole kernel, zeros of the
-        # padded gradient included: only where the input is at most FLIP_MAX_GROWTH times the output
-        self.flip_padding = None  # the flipped convolution's padding, where it gives the input gradient
-        if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
-                and math.prod(S) <= FLIP_MAX_GROWTH * self.L):
-            self.flip_padding = tuple(r - p for r, p in zip(reach, padding))
         self._back = None
-        # a strided layer's input gradient by phases (_PhaseBack), without col2im
-        self.phase_back = (len(self.S) == 2 and any(st > 1 for st in stride)
-                           and all(d == 1 for d in dilation))
         self._phased = None
 
     def _back_conv(self):
@@ -980,13 +991,18 @@ class IndirectConv:
     def _table(self, n):
         """(rows, out_rows): each output position's field offset in the padded chunk (n*L,), and
         where (image, position) sits in an (n, F, L) array (n*L,)."""
-        if n not in self._tables:
+        tables = self._tables  # shared by the layer's calls (conv_geometry)
+        got = tables.get(n)
+        if got is None:
             img = np.arange(n, dtype=np.int64)[:, None]
             positions = position_offsets(self.out_shape, self.padded, self.stride)
             rows = (img * self.C * self.plane + positions).ravel()
             out_rows = (img * self.F * self.L + np.arange(self.L, dtype=np.int64)).ravel()
-            self._tables[n] = (rows, out_rows)  # a batch's chunks come in at most two sizes
-        return self._tables[n]
+            rows.flags.writeable = out_rows.flags.writeable = False
+            if len(tables) >= TABLES_KEPT:  # a batch's chunks come in at most two sizes, the last batch two more
+                tables.clear()
+            got = tables[n] = (rows, out_rows)
+        return got
 
     def _padded(self, xc, slack=0):
         """The chunk zero-padded, flat float32, followed by ``slack`` zeros (dconv reads past the
