@@ -218,3 +218,42 @@ def test_a_helper_on_the_callers_cpu_marks_the_job_shared():
     assert helped_on(cpus[0])
     if len(cpus) > 1:
         assert not helped_on(cpus[1])
+
+
+def test_a_spinning_helper_leaves_a_job_without_the_gil():
+    """A helper that will spin for its next job stays counted in the job after its work
+    (help returns True) and leaves it by spin.leave_and_wait, without the GIL; one that shares
+    the caller's CPU, or whose caller already sleeps, leaves under the lock as before."""
+    from cnnlab.kernels.spin import leave_and_wait
+
+    job = threads._Job(lambda a, b: a, [(0, 1), (1, 2)])
+    job.cpu = -1
+    assert job.help(defer=True) and job.active[0] == 1 and job.results == [0, 1]
+    signal = threads.np.zeros(1, threads.np.int64)
+    assert leave_and_wait(job.active.ctypes.data, signal.ctypes.data, 0, 0) == 0  # no spin when 0 turns
+    assert job.active[0] == 0
+    for mark in ("shared", "sleeping"):
+        job = threads._Job(lambda a, b: a, [(0, 1)])
+        job.cpu = -1
+        setattr(job, mark, True)
+        assert not job.help(defer=True) and job.active[0] == 0
+
+
+def test_callers_that_sleep_at_once_still_see_helpers_leave(pool_of, monkeypatch):
+    """The caller spins one turn, then sleeps: helpers that had already chosen to leave without
+    the lock (so set no event) are seen by the caller looking again; every call returns, whole."""
+    pool_of(2)
+    _fresh_pool(monkeypatch, 0.002)
+    threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2)])
+    monkeypatch.setattr(threads._the_pool, "wait_turns", 1)
+    chunks = [(i, i + 1) for i in range(6)]
+    for k in range(300):
+        spin = (k % 7) * 1e-5
+        start = time.perf_counter()
+
+        def fn(n0, n1, spin=spin, start=start):
+            while time.perf_counter() - start < spin * n0:
+                pass
+            return n0
+
+        assert threads.run_chunks(fn, chunks) == list(range(6))

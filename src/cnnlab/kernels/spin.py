@@ -48,6 +48,30 @@ def _spin(typingctx, addr, old, limit):
     return types.int64(types.int64, types.int64, types.int64), _codegen
 
 
+def _leave_codegen(context, builder, signature, args):
+    (addr,) = args
+    i64 = ir.IntType(64)
+    ptr = builder.inttoptr(addr, i64.as_pointer())
+    return builder.atomic_rmw("sub", ptr, ir.Constant(i64, 1), "seq_cst")
+
+
+@intrinsic
+def _decrement(typingctx, addr):
+    """Atomically subtract 1 from the int64 at ``addr``; the value before."""
+    return types.int64(types.int64), _leave_codegen
+
+
+@njit(nogil=True, cache=True)
+def leave_and_wait(counter, addr, old, turns):
+    """Subtract 1 from the int64 at address ``counter`` (atomically, without the GIL: a thread
+    that waits for it to reach 0 can take the GIL at once), then wait_while(addr, old, turns)
+    where ``turns`` > 0."""
+    _decrement(counter)
+    if turns <= 0:
+        return old
+    return _spin(addr, old, turns)
+
+
 @njit(nogil=True, cache=True)
 def wait_while(addr, old, turns):
     """The int64 at address ``addr`` once it differs from ``old``, or after ``turns`` turns (then

@@ -88,6 +88,7 @@ class _Job:
         self.finished = threading.Event()
         self.cpu = current_cpu()  # the caller's
         self.shared = False  # a helper joined on the caller's CPU: the caller does not spin for it
+        self.sleeping = False  # the caller sleeps until the helpers leave: they leave under the lock
 
     def work(self):
         for i in iter(self.taken.__next__, None):
@@ -99,11 +100,15 @@ class _Job:
                 self.failed.append(e)
                 return
 
-    def help(self):
-        """A helper's turn: join unless the caller has closed the job, work, leave."""
+    def help(self, defer=False):
+        """A helper's turn: join unless the caller has closed the job, work, leave. With ``defer``
+        (a helper that spins for its next job) it may stay counted in ``active`` after its work:
+        then it returns True, and leaves by kernels/spin.py's leave_and_wait, without the GIL,
+        so that the caller waiting for it takes the GIL at once rather than sleeping until the
+        helper's last Python lines are done (20-40 us to wake on this VM, per call)."""
         with self.lock:
             if self.closed:
-                return
+                return False
             self.active[0] += 1
             if self.cpu >= 0 and current_cpu() == self.cpu:
                 self.shared = True
@@ -111,9 +116,12 @@ class _Job:
             self.work()
         finally:
             with self.lock:
-                self.active[0] -= 1
-                if self.closed and self.active[0] == 0:
-                    self.finished.set()
+                stay = defer and not self.shared and not self.sleeping
+                if not stay:
+                    self.active[0] -= 1
+                    if self.closed and self.active[0] == 0:
+                        self.finished.set()
+        return stay
 
     def close_and_wait(self, spin_turns):
         """After the caller's own work: no more helpers join; wait for those at work, spinning
@@ -130,8 +138,15 @@ class _Job:
         left = int(self.active[0])
         while left and spin_turns and wait_while(addr, left, spin_turns) != left:  # one fewer at work: spin on for the rest
             left = int(self.active[0])
-        if left:
-            self.finished.wait()  # set by the last helper to leave (under the lock, after closed)
+        if not left:
+            return
+        with self.lock:  # from here helpers leave under the lock, and the last one sets finished
+            self.sleeping = True
+            if self.active[0] == 0:
+                return
+        # one that had already chosen to leave without the lock is seen by looking again
+        while self.active[0] and not self.finished.wait(SLEEP_POLL_SECONDS):
+            pass
 
 
 class _Pool:
@@ -155,14 +170,18 @@ class _Pool:
             t.start()
 
     def _helper(self):
-        from .spin import wait_while  # noqa: PLC0415
+        from .spin import leave_and_wait, wait_while  # noqa: PLC0415
 
         seen, apart = 0, True
         addr = self.signal.ctypes.data
+        counted = None  # the active counter of the last job, where this helper has yet to leave it
         while True:
-            # spin until the next job is posted or the time is up, then (below) sleep; not on the
-            # caller's CPU, where spinning only takes its time
-            if self.spin_turns and apart:
+            # leave the last job, and spin until the next is posted or the time is up, then (below)
+            # sleep; not on the caller's CPU, where spinning only takes its time
+            if counted is not None:
+                leave_and_wait(counted.ctypes.data, addr, seen, self.spin_turns if apart else 0)
+                counted = None
+            elif self.spin_turns and apart:
                 wait_while(addr, seen, self.spin_turns)
             with self.cond:
                 while self.signal[0] == seen and not self.stopping:
@@ -171,7 +190,8 @@ class _Pool:
                     return
                 seen, job = int(self.signal[0]), self.job
             if job is not None:
-                job.help()
+                if job.help(defer=self.spin_turns > 0):
+                    counted = job.active  # its array, kept until left
                 apart = job.cpu < 0 or current_cpu() != job.cpu
             job = None  # not kept while waiting: its chunks' arrays (the layer's input, gradients) are freed
 
@@ -196,6 +216,11 @@ class _Pool:
             self.signal[0] += 1
             self.cond.notify_all()
 
+
+# A caller asleep until its helpers leave looks at their count again this often: a helper that
+# chose to leave without the GIL (help's ``defer``) just before the caller went to sleep sets no
+# event. Such a race needs the caller's spin to end within the helper's last few microseconds.
+SLEEP_POLL_SECONDS = 0.0005
 
 _the_pool = None
 _pool_lock = threading.Lock()
