@@ -724,6 +724,129 @@ def pack_rows_of(g, f0, F):
     return out
 
 
+@njit(**_OPTS)
+def _planes_of(x, pad, Hp, Wp, top, left, plane):
+    """x (n, C, H, W) contiguous as flat planes: zero-padded by place_planes where ``pad``, else
+    x itself."""
+    if not pad:
+        return x.reshape(-1)
+    xf = np.empty(x.shape[0] * x.shape[1] * plane, np.float32)
+    place_planes(x, xf, Hp, Wp, top, left, plane, 0)
+    return xf
+
+
+@njit(**_OPTS)
+def forward_chunk(x, pad, Hp, Wp, top, left, plane, rows, fields, wpk, out, Cg, Fg):
+    """IndirectConv's forward pass of a chunk in one call without the GIL: out (n, F, L)
+    (contiguous) = conv(x) by igemm from the padded planes and the packed weights wpk
+    (G, panels, Cg*K, width), each group's row-major product transposed into out. One call per
+    chunk rather than three and more: two threads' chunks otherwise queue for the GIL between
+    them (benchmarks/README.md, "Seventh session of issue 22")."""
+    n, L = x.shape[0], out.shape[2]
+    xf = _planes_of(x, pad, Hp, Wp, top, left, plane)
+    Fpad = wpk.shape[1] * wpk.shape[3]
+    tmp = np.empty(n * L * Fpad, np.float32)
+    crow = np.arange(n * L) * Fpad
+    for g in range(wpk.shape[0]):
+        igemm(xf, g * Cg * plane, rows, fields, wpk[g], tmp, 0, crow, 1, Fpad, False)
+        transpose_into(tmp, out, n, L, Fpad, g * Fg, Fg)
+
+
+@njit(**_OPTS)
+def weight_grad_chunk(x, pad, Hp, Wp, top, left, plane, g, rows, fields, Cg, Fg, images, gw):
+    """IndirectConv's weight gradient of a chunk in one call without the GIL: gw (F, Cg*K) from the
+    padded planes of x and the output gradient g (n, F, L) packed ``images`` images at a time."""
+    n, F, L = g.shape
+    CgK = fields.shape[0]
+    xf = _planes_of(x, pad, Hp, Wp, top, left, plane)
+    part = np.zeros(CgK * Fg, np.float32)  # zeros: an empty chunk has no products to add
+    prow = np.arange(CgK) * Fg
+    for gi in range(F // Fg):
+        for i0 in range(0, n, images):
+            i1 = min(n, i0 + images)
+            b = pack_rows_of(g[i0:i1], gi * Fg, Fg)
+            igemm(xf, gi * Cg * plane, fields, rows[i0 * L:i1 * L], b, part, 0, prow, 1, Fg, i0 > 0)
+        for f in range(Fg):
+            for k in range(CgK):
+                gw[gi * Fg + f, k] = part[k * Fg + f]
+
+
+@njit(**_OPTS)
+def direct_forward_chunk(x, Hp, Wp, top, left, plane, slack, wf, fields, out, Cg, Fg, P):
+    """IndirectConv's direct forward pass of a chunk in one call without the GIL: the padded
+    planes (with ``slack`` zeros), dconv per group over P positions of the padded rows, the rows
+    cropped to their outputs in out (n, F, L), contiguous."""
+    n, C = x.shape[0], x.shape[1]
+    F, CgK = wf.shape
+    xf = np.empty(n * C * plane + slack, np.float32)
+    place_planes(x, xf, Hp, Wp, top, left, plane, slack)
+    buf = np.empty(n * F * P, np.float32)
+    w = wf.reshape(-1)
+    for g in range(F // Fg):
+        dconv(w[g * Fg * CgK:(g + 1) * Fg * CgK], xf[g * Cg * plane:], fields, buf[g * Fg * P:], n, Fg, P, C * plane,
+              F * P)
+    crop_rows(buf, out, n * F * (P // Wp), Wp, out.shape[2] // (P // Wp))
+
+
+@njit(**_OPTS)
+def direct_weight_grad_chunk(x, Hp, Wp, top, left, plane, slack, g, ldg, fields, gw, Cg, Fg):
+    """IndirectConv's direct weight gradient of a chunk in one call without the GIL: the output
+    gradient g (n, F, OH, OW) spread over the padded rows (``ldg`` positions, zero past each
+    row's outputs), wgrad per group against the padded planes of x, into gw (F, Cg*K)."""
+    n, C = x.shape[0], x.shape[1]
+    F, OH = g.shape[1], g.shape[2]
+    xf = np.empty(n * C * plane + slack, np.float32)
+    place_planes(x, xf, Hp, Wp, top, left, plane, slack)
+    gq = np.empty((n, F, ldg), np.float32)
+    place_planes(g, gq.reshape(-1), OH, Wp, 0, 0, ldg, 0)
+    for gi in range(F // Fg):
+        wgrad(gq, gi * Fg * ldg, F * ldg, ldg, Fg, xf, gi * Cg * plane, C * plane, n, fields, gw[gi * Fg:(gi + 1) * Fg],
+              False)
+
+
+# _PhaseBack's plan: one row per step (a phase alone, or the two column phases of a stride-2 row
+# phase); after the count of phases, per phase PLAN_FIELDS values: rows of the phase plane in use
+# (nh), its first row, dx's rows (start, step) and columns (start, step), the phase plane's columns
+# (start, stop), and where its weights (offset, reduction length K) and tap offsets start
+PLAN_FIELDS = 11
+
+
+@njit(**_OPTS)
+def _phase_grad(gpad, n, plan, s, base, wts, boffs, C, Cg, Fg, F, HgWg, Wg):
+    """One phase's gradient (n, C, nh, Wg), flat, by dconv over the padded gradient's planes."""
+    nh, r0 = plan[s, base + 1], plan[s, base + 2] * Wg
+    w0, K, b0 = plan[s, base + 9], plan[s, base + 10], plan[s, base + 11]
+    Pv = nh * Wg
+    buf = np.empty(n * C * Pv, np.float32)
+    boff = boffs[b0:b0 + K]
+    for gi in range(F // Fg):
+        dconv(wts[w0 + gi * Cg * K:w0 + (gi + 1) * Cg * K], gpad[gi * Fg * HgWg + r0:], boff, buf[gi * Cg * Pv:], n,
+              Cg, Pv, F * HgWg, C * Pv)
+    return buf
+
+
+@njit(**_OPTS)
+def phase_back_chunk(g, Hg, Wg, E0, E1, slack, plan, wts, boffs, dx, Cg, Fg):
+    """_PhaseBack's input gradient of a chunk in one call without the GIL: g (n, F, OH, OW)
+    zero-padded into planes of Hg x Wg, each step of ``plan`` (see PLAN_FIELDS) computed by dconv
+    and written into dx (n, C, H, W): one phase scattered into its rows and columns, two column
+    phases interleaved into whole rows."""
+    n, F = g.shape[0], g.shape[1]
+    C = dx.shape[1]
+    HgWg = Hg * Wg
+    gpad = np.empty(n * F * HgWg + slack, np.float32)
+    place_planes(g, gpad, Hg, Wg, E0, E1, HgWg, slack)
+    for s in range(plan.shape[0]):
+        a = _phase_grad(gpad, n, plan, s, 0, wts, boffs, C, Cg, Fg, F, HgWg, Wg)
+        nh = plan[s, 1]
+        if plan[s, 0] == 1:
+            scatter_phase(a, dx, nh, Wg, plan[s, 3], plan[s, 4], plan[s, 5], plan[s, 6], 0, plan[s, 7], nh,
+                          plan[s, 8] - plan[s, 7])
+        else:
+            b = _phase_grad(gpad, n, plan, s, PLAN_FIELDS, wts, boffs, C, Cg, Fg, F, HgWg, Wg)
+            zip_phases(a, b, dx, Wg, plan[s, 3], plan[s, 4], plan[s, 7], plan[s, PLAN_FIELDS + 7], nh)
+
+
 # The input gradient of a stride-1 layer is the flipped convolution of the padded output gradient
 # while the input has at most this many times the output's positions; beyond, the fields' gradients
 # and col2im were faster (1.31x and 1.36x larger inputs: flipped 2.8x and 1.8x faster; 1.56x
@@ -826,6 +949,45 @@ def phase_geometry(stride, padding, size, padded, kernel, Fg):
     return E, Hq, Hg, Wg, Hq * Wg, E[1] + NR, tuple(tables)
 
 
+@functools.lru_cache(maxsize=128)
+def phase_plan(stride, padding, size, padded, kernel, Fg, Cg, G):
+    """_PhaseBack's steps for phase_back_chunk (cached): (plan (steps, 1 + 2*PLAN_FIELDS), the
+    phases' tap offsets one after the other, the phases with taps as (table index, (a, b)) in the
+    order of their weights, whether every element of dx lies in a phase with taps)."""
+    E, Hq, Hg, Wg, P, slack, tables = phase_geometry(stride, padding, size, padded, kernel, Fg)
+    info, order, boffs = {}, [], []
+    w0 = b0 = 0
+    for i, (ab, cut, boff) in enumerate(tables):
+        if boff is None:
+            continue
+        info[i] = (cut, w0, boff.shape[0], b0)
+        order.append((i, ab))
+        boffs.append(boff)
+        w0 += G * Cg * boff.shape[0]
+        b0 += boff.shape[0]
+    # stride-2 columns: the row phases whose two column phases both have taps and fill dx's rows
+    # between them (even columns from one, odd from the other) are interleaved; the others are
+    # scattered one by one
+    steps, s1 = [], stride[1]
+    for a in range(stride[0]):
+        row = [i for i in range(a * s1, (a + 1) * s1) if i in info]
+        if s1 == 2 and len(row) == 2 and info[row[0]][0][1][0] == info[row[1]][0][1][0]:
+            steps.append(tuple(row) if info[row[0]][0][0][1].start == 0 else (row[1], row[0]))
+        else:
+            steps.extend((i,) for i in row)
+    plan = np.zeros((len(steps), 1 + 2 * PLAN_FIELDS), np.int64)
+    for k, step in enumerate(steps):
+        plan[k, 0] = len(step)
+        for j, i in enumerate(step):
+            (rows, cols), (prows, pcols) = info[i][0]
+            plan[k, 1 + j * PLAN_FIELDS:1 + (j + 1) * PLAN_FIELDS] = (
+                prows.stop - prows.start, prows.start, rows.start, rows.step, cols.start, cols.step, pcols.start,
+                pcols.stop, *info[i][1:])
+    boffs = np.concatenate(boffs) if boffs else np.zeros(0, np.int64)
+    plan.flags.writeable = boffs.flags.writeable = False
+    return plan, boffs, tuple(order), len(order) == len(tables)
+
+
 TABLES_KEPT = 8  # chunk sizes whose offset tables a layer shape keeps
 
 
@@ -870,80 +1032,39 @@ class _PhaseBack:
     split into its s0 x s1 phases (rows a, a + s0, ...; columns b, b + s1, ...), each phase's
     gradient is a stride-1 correlation of the output gradient with the taps kh = a mod s0,
     kw = b mod s1 of the kernel, run by dconv over the zero-padded gradient's plane, positions
-    along the vectors; the phases are then written into their rows and columns of dx."""
+    along the vectors, over only the phase plane's rows that hold input elements (for 28x28,
+    stride 2, padding 1: 14 of 15, so 224 positions in 7 whole blocks of 32 instead of 240 in 8);
+    the phases are then written into their rows and columns of dx (phase_back_chunk)."""
 
     def __init__(self, conv):
         self.conv = conv
-        geometry = phase_geometry(conv.stride, conv.padding, conv.S, conv.padded, conv.kernel, conv.Fg)
-        self.E, self.Hq, self.Hg, self.Wg, self.P, self.slack, tables = geometry
-        w = np.asarray(conv.w, dtype=np.float32)
+        self.E, self.Hq, self.Hg, self.Wg, self.P, self.slack, tables = phase_geometry(
+            conv.stride, conv.padding, conv.S, conv.padded, conv.kernel, conv.Fg)
         G, Fg, Cg = conv.G, conv.Fg, conv.Cg
-        self.phases = []
-        for (a, b), cut, boff in tables:
-            if boff is None:
-                self.phases.append((cut, None, None))
-                continue
+        self.plan, self.boffs, order, self.whole = phase_plan(conv.stride, conv.padding, conv.S, conv.padded,
+                                                              conv.kernel, Fg, Cg, G)
+        w = np.asarray(conv.w, dtype=np.float32)
+        parts = []
+        for _, (a, b) in order:
             taps = w[:, :, a::conv.stride[0], b::conv.stride[1]]  # (F, Cg, T0, T1)
             # (G, Cg, Fg*T0*T1): dx's channels as dconv's filters, the reduction over (f, t0, t1)
-            wt = np.ascontiguousarray(taps.reshape((G, Fg, Cg) + taps.shape[2:]).transpose(0, 2, 1, 3, 4))
-            self.phases.append((cut, wt.reshape(G, Cg, -1), boff))
-        # stride-2 columns: the row phases whose two column phases both have taps and fill dx's
-        # rows between them (even columns from one, odd from the other) are interleaved by
-        # zip_phases; the others are scattered one by one. Phases are in (a, b) order.
-        self.steps = []
-        s1 = conv.stride[1]
-        for a in range(conv.stride[0]):
-            row = [p for p in self.phases[a * s1:(a + 1) * s1] if p[1] is not None]
-            if s1 == 2 and len(row) == 2 and row[0][0][1][0] == row[1][0][1][0]:
-                self.steps.append(tuple(row) if row[0][0][0][1].start == 0 else (row[1], row[0]))
-            else:
-                self.steps.extend((p,) for p in row)
-
-    def _phase(self, gpad, n, cut, wt, boff):
-        """One phase's gradient (n, C, nh, Wg) by dconv, flat: only the phase plane's rows that hold
-        input elements (for 28x28, stride 2, padding 1: 14 of 15), so 224 positions in 7 whole
-        blocks of 32 instead of 240 in 8."""
-        conv = self.conv
-        F, C, G, Fg, Cg, Hg, Wg = conv.F, conv.C, conv.G, conv.Fg, conv.Cg, self.Hg, self.Wg
-        _, (prows, _) = cut
-        nh, r0 = prows.stop - prows.start, prows.start * Wg
-        Pv = nh * Wg
-        buf = np.empty(n * C * Pv, np.float32)
-        for g in range(G):
-            dconv(wt[g].reshape(-1), gpad[g * Fg * Hg * Wg + r0:], boff, buf[g * Cg * Pv:], n, Cg, Pv, F * Hg * Wg, C * Pv)
-        return buf
+            parts.append(taps.reshape((G, Fg, Cg) + taps.shape[2:]).transpose(0, 2, 1, 3, 4).reshape(-1))
+        self.wts = np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def __call__(self, gc, out=None):
         """dx (n, C, *S) of the chunk's output gradient gc (n, F, L), into ``out`` where given
         (contiguous float32)."""
         conv = self.conv
-        n, F, C = gc.shape[0], conv.F, conv.C
-        OH, OW = conv.out_shape
-        E0, E1, Hg, Wg = *self.E, self.Hg, self.Wg
-        gpad = np.empty(n * F * Hg * Wg + self.slack, np.float32)
-        place_planes(np.ascontiguousarray(gc, dtype=np.float32).reshape(n, F, OH, OW), gpad, Hg, Wg, E0, E1,
-                     Hg * Wg, self.slack)
+        n = gc.shape[0]
         # every element of dx lies in one phase: written once, unless a phase has no taps
-        whole = all(wt is not None for _, wt, _ in self.phases)
         if out is None:
-            dx = (np.empty if whole else np.zeros)((n, C) + conv.S, np.float32)
+            dx = (np.empty if self.whole else np.zeros)((n, conv.C) + conv.S, np.float32)
         else:
             dx = out
-            if not whole:
+            if not self.whole:
                 dx[...] = 0.0
-        for step in self.steps:
-            if len(step) == 1:
-                cut = step[0][0]
-                (rows, cols), (prows, pcols) = cut
-                nh = prows.stop - prows.start
-                scatter_phase(self._phase(gpad, n, *step[0]), dx, nh, Wg, rows.start, rows.step, cols.start, cols.step,
-                              0, pcols.start, nh, pcols.stop - pcols.start)
-                continue
-            # both column phases of a stride-2 row phase, interleaved into whole rows of dx
-            even, odd = step
-            (rows, _), (prows, pe) = even[0]
-            zip_phases(self._phase(gpad, n, *even), self._phase(gpad, n, *odd), dx, Wg, rows.start, rows.step,
-                       pe.start, odd[0][1][1].start, prows.stop - prows.start)
+        phase_back_chunk(np.ascontiguousarray(gc, dtype=np.float32).reshape((n, conv.F) + conv.out_shape), self.Hg,
+                         self.Wg, *self.E, self.slack, self.plan, self.wts, self.boffs, dx, conv.Cg, conv.Fg)
         return dx
 
 
@@ -1004,58 +1125,22 @@ class IndirectConv:
             got = tables[n] = (rows, out_rows)
         return got
 
-    def _padded(self, xc, slack=0):
-        """The chunk zero-padded, flat float32, followed by ``slack`` zeros (dconv reads past the
-        last field); without padding or slack, the chunk itself."""
-        if not any(self.padding) and not slack:
-            return np.ascontiguousarray(xc, dtype=np.float32).reshape(-1)
-        size = xc.shape[0] * self.C * self.plane
-        if len(self.S) == 2 and xc.dtype == np.float32:
-            xf = np.empty(size + slack, np.float32)
-            place_planes(np.ascontiguousarray(xc), xf, *self.padded, *self.padding, self.plane, slack)
-            return xf
-        xf = np.zeros(size + slack, np.float32)
-        xp = xf[:size].reshape((xc.shape[0], self.C) + self.padded)
-        xp[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(self.padding, self.S))] = xc
-        return xf
-
     def forward(self, xc, out):
-        """out (n, F, L) = conv(xc), without bias."""
-        n = xc.shape[0]
-        if self.direct:
-            return self._forward_direct(xc, out)
-        rows, _ = self._table(n)
-        xf = self._padded(xc)
-        Cg, Fg, L = self.Cg, self.Fg, self.L
-        if self._w_fwd is None:
-            self._w_fwd = [pack_columns(np.ascontiguousarray(self.wf[g * Fg:(g + 1) * Fg].T)) for g in range(self.G)]
+        """out (n, F, L) (contiguous float32) = conv(xc), without bias, in one compiled call."""
+        x = np.ascontiguousarray(xc, dtype=np.float32)
+        Cg, Fg = self.Cg, self.Fg
+        if self.direct:  # positions along the vectors, the padded width's extra columns dropped
+            direct_forward_chunk(x, *self.padded, *self.padding, self.plane, self.slack, self.wf, self.fields, out, Cg,
+                                 Fg, self.P)
+            return
+        if self._w_fwd is None:  # (G, panels, Cg*K, width)
+            self._w_fwd = np.stack([pack_columns(np.ascontiguousarray(self.wf[g * Fg:(g + 1) * Fg].T))
+                                    for g in range(self.G)])
         # C row-major (n*L, filters padded to whole panels), every block stored whole by the
         # micro-kernel, then transposed into (n, F, L): 10-17% faster than storing each block
         # transposed through a scratch block (benchmarks/README.md, "Direct or transposed")
-        Fpad = self._w_fwd[0].shape[0] * self._w_fwd[0].shape[2]
-        tmp = np.empty(n * L * Fpad, np.float32)
-        crow = np.arange(n * L, dtype=np.int64) * Fpad
-        for g in range(self.G):
-            igemm(xf, g * Cg * self.plane, rows, self.fields, self._w_fwd[g], tmp, 0, crow, 1, Fpad, False)
-            if out.flags.c_contiguous:
-                transpose_into(tmp, out, n, L, Fpad, g * Fg, Fg)
-            else:
-                out[:, g * Fg:(g + 1) * Fg] = tmp.reshape(n, L, Fpad)[:, :, :Fg].transpose(0, 2, 1)
-
-    def _forward_direct(self, xc, out):
-        """The forward pass by dconv: positions along the vectors, the padded width's extra columns
-        computed into a buffer and dropped."""
-        n, C, plane, F, Fg, P = xc.shape[0], self.C, self.plane, self.F, self.Fg, self.P
-        xf = self._padded(xc, self.slack)
-        buf = np.empty(n * F * P, np.float32)
-        for g in range(self.G):
-            dconv(self.wf[g * Fg:(g + 1) * Fg].reshape(-1), xf[g * self.Cg * plane:], self.fields, buf[g * Fg * P:], n,
-                  Fg, P, C * plane, F * P)
-        OW, Wp = self.out_shape[-1], self.padded[-1]
-        if out.flags.c_contiguous:
-            crop_rows(buf, out, n * F * (P // Wp), Wp, OW)
-        else:
-            out.reshape((n, F, P // Wp, OW))[...] = buf.reshape(n, F, P // Wp, Wp)[..., :OW]
+        forward_chunk(x, any(self.padding), *self.padded, *self.padding, self.plane, self._table(x.shape[0])[0],
+                      self.fields, self._w_fwd, out, Cg, Fg)
 
     def backward(self, xc, gc, needs_x, needs_w, gx_out=None):
         """(dx (n, C, *S) or None, dW part (F, Cg*K) in (c, *k) order or None) for a chunk; the
@@ -1069,28 +1154,15 @@ class IndirectConv:
         gc = np.ascontiguousarray(gc, dtype=np.float32)
         gf = gc.reshape(-1)
         gw = gx = None
+        if needs_w:
+            x = np.ascontiguousarray(xc, dtype=np.float32)
+            gw = np.empty((self.F, Cg * K), np.float32)
         if needs_w and self.direct_w:
-            xf = self._padded(xc, self.slack)
-            OH, OW, Wp, ldg = *self.out_shape, self.padded[-1], self.ldg
-            gq = np.empty((n, self.F, ldg), np.float32)  # positions along the padded rows, zero past OW
-            place_planes(gc.reshape(n, self.F, OH, OW), gq.reshape(-1), OH, Wp, 0, 0, ldg, 0)
-            gw = np.empty((self.F, Cg * K), np.float32)
-            for g in range(G):
-                wgrad(gq, g * Fg * ldg, self.F * ldg, ldg, Fg, xf, g * Cg * self.plane, self.C * self.plane, n,
-                      self.fields, gw[g * Fg:(g + 1) * Fg], False)
-        elif needs_w:
-            xf = self._padded(xc)
-            gw = np.empty((self.F, Cg * K), np.float32)
-            part = np.zeros((Cg * K, Fg), np.float32)  # zeros: an empty chunk has no products to add
-            prow = np.arange(Cg * K, dtype=np.int64) * Fg
-            images = max(1, PACK_POSITIONS // L)  # the gradient packed a few images at a time
-            for g in range(G):
-                for i0 in range(0, n, images):
-                    i1 = min(n, i0 + images)
-                    b = pack_rows_of(gc[i0:i1], g * Fg, Fg)
-                    igemm(xf, g * Cg * self.plane, self.fields, rows[i0 * L:i1 * L], b, part.reshape(-1), 0, prow, 1,
-                          Fg, i0 > 0)
-                gw[g * Fg:(g + 1) * Fg] = part.T
+            direct_weight_grad_chunk(x, *self.padded, *self.padding, self.plane, self.slack,
+                                     gc.reshape((n, self.F) + self.out_shape), self.ldg, self.fields, gw, Cg, Fg)
+        elif needs_w:  # the gradient packed a few images at a time
+            weight_grad_chunk(x, any(self.padding), *self.padded, *self.padding, self.plane, gc, rows, self.fields, Cg,
+                              Fg, max(1, PACK_POSITIONS // L), gw)
         fits = gx_out is not None and gx_out.flags.c_contiguous and gx_out.dtype == np.float32
         if needs_x and self.phase_back:
             back = self._phased
