@@ -303,15 +303,9 @@ def sum_pool_forward(x, kernel, stride, padding, out_shape):
     """Sum over each window (zero padding): (N, C, *S) -> (N, C, *O). 2-D windows other than 2x2/2
     are a depthwise convolution with unit weights, along whole (phase) planes."""
     if policy.use_compiled_2d(x, len(kernel)):
-        x, cpu = np.ascontiguousarray(x), _cpu()
-        if _sum_pool_2x2(kernel, stride, padding):
-            return threads.over_batch(
-                lambda n0, n1: cpu.sum_pool2d_2x2_forward(x[n0:n1], *out_shape),
-                x.shape[0], x.nbytes)
-        ones = np.ones((x.shape[1], 1) + tuple(kernel), x.dtype)
-        return threads.over_batch(
-            lambda n0, n1: depthwise_forward(x[n0:n1], ones, kernel, stride, padding, (1, 1), out_shape).reshape(
-                (n1 - n0, x.shape[1]) + tuple(out_shape)), x.shape[0], x.nbytes)
+        x = np.ascontiguousarray(x)
+        return threads.over_batch(lambda n0, n1: sum_pool2d_chunk(x[n0:n1], kernel, stride, padding, out_shape),
+                                  x.shape[0], x.nbytes)
     return generic.sum_pool_forward(_pad(x, padding), kernel, stride, out_shape)
 
 
@@ -322,16 +316,9 @@ def _sum_pool_2x2(kernel, stride, padding):
 
 def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
     if policy.use_compiled_2d(g, len(kernel)):
-        g, cpu = np.ascontiguousarray(g), _cpu()
-        if _sum_pool_2x2(kernel, stride, padding):
-            return threads.over_batch(
-                lambda n0, n1: cpu.sum_pool2d_2x2_backward(g[n0:n1], *x_shape[2:]),
-                g.shape[0], math.prod(x_shape) * g.itemsize)
-        ones = np.ones((g.shape[1], 1) + tuple(kernel), g.dtype)
-        L = math.prod(out_shape)
+        g = np.ascontiguousarray(g)
         return threads.over_batch(
-            lambda n0, n1: depthwise_input_grad(g[n0:n1].reshape(n1 - n0, g.shape[1], L), ones, x_shape[2:], kernel,
-                                                stride, padding, (1, 1), out_shape),
+            lambda n0, n1: sum_pool2d_backward_chunk(g[n0:n1], x_shape[2:], kernel, stride, padding),
             g.shape[0], math.prod(x_shape) * g.itemsize)
     dx = generic.sum_pool_backward(g, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
@@ -446,8 +433,8 @@ def max_pool2d_backward_chunk(g, arg, in_shape):
 
 
 def sum_pool2d_chunk(x, kernel, stride, padding, out_shape):
-    """Window sums (zero padding) of (n, C, H, W) -> (n, C, *out_shape); the same arithmetic as
-    sum_pool_forward (the 2x2/2 loop, else a depthwise convolution with unit weights)."""
+    """Window sums (zero padding) of (n, C, H, W) -> (n, C, *out_shape): the 2x2/2 loop, else a
+    depthwise convolution with unit weights (sum_pool_forward's chunks)."""
     if _sum_pool_2x2(kernel, stride, padding):
         return _cpu().sum_pool2d_2x2_forward(x, *out_shape)
     ones = np.ones((x.shape[1], 1) + tuple(kernel), x.dtype)

@@ -121,15 +121,22 @@ def based(builder, base, table, n):
     return [builder.gep(start, [builder.load(builder.gep(offsets, [ir.Constant(i64, i)]))]) for i in range(n)]
 
 
+def loop_head(builder, count, name):
+    """Open a loop of ``count`` (an int64 IR value) turns: (entry, loop, done) blocks, the loop
+    entered only where count > 0, the builder at the loop's head."""
+    entry = builder.block
+    loop = builder.function.append_basic_block(f"{name}_loop")
+    done = builder.function.append_basic_block(f"{name}_done")
+    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(ir.IntType(64), 0)), loop, done)
+    builder.position_at_end(loop)
+    return entry, loop, done
+
+
 def count_loop(builder, count, name, body):
     """Emit ``for j in range(count): body(j)`` (count an int64 IR value; body may open blocks of
     its own), leaving the builder after the loop."""
     i64 = ir.IntType(64)
-    entry = builder.block
-    loop = builder.function.append_basic_block(f"{name}_loop")
-    done = builder.function.append_basic_block(f"{name}_done")
-    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(i64, 0)), loop, done)
-    builder.position_at_end(loop)
+    entry, loop, done = loop_head(builder, count, name)
     j = builder.phi(i64)
     j.add_incoming(ir.Constant(i64, 0), entry)
     body(j)
@@ -145,11 +152,7 @@ def sum_loop(builder, count, n, step, name):
     <= 0), as phis at the head of the block after the loop."""
     i64, vt = ir.IntType(64), ir.VectorType(ir.FloatType(), W)
     zero = ir.Constant(vt, [0.0] * W)
-    entry = builder.block
-    loop = builder.function.append_basic_block(f"{name}_loop")
-    done = builder.function.append_basic_block(f"{name}_done")
-    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(i64, 0)), loop, done)
-    builder.position_at_end(loop)
+    entry, loop, done = loop_head(builder, count, name)
     k = builder.phi(i64)
     acc = [builder.phi(vt) for _ in range(n)]
     new = step(k, acc)
@@ -725,13 +728,13 @@ def pack_rows_of(g, f0, F):
 
 
 @njit(**_OPTS)
-def _planes_of(x, pad, Hp, Wp, top, left, plane):
-    """x (n, C, H, W) contiguous as flat planes: zero-padded by place_planes where ``pad``, else
-    x itself."""
-    if not pad:
+def _planes_of(x, pad, Hp, Wp, top, left, plane, slack=0):
+    """x (n, C, H, W) contiguous as flat planes followed by ``slack`` zeros: zero-padded by
+    place_planes where ``pad`` or ``slack``, else x itself."""
+    if not pad and slack == 0:
         return x.reshape(-1)
-    xf = np.empty(x.shape[0] * x.shape[1] * plane, np.float32)
-    place_planes(x, xf, Hp, Wp, top, left, plane, 0)
+    xf = np.empty(x.shape[0] * x.shape[1] * plane + slack, np.float32)
+    place_planes(x, xf, Hp, Wp, top, left, plane, slack)
     return xf
 
 
@@ -778,8 +781,7 @@ def direct_forward_chunk(x, Hp, Wp, top, left, plane, slack, wf, fields, out, Cg
     cropped to their outputs in out (n, F, L), contiguous."""
     n, C = x.shape[0], x.shape[1]
     F, CgK = wf.shape
-    xf = np.empty(n * C * plane + slack, np.float32)
-    place_planes(x, xf, Hp, Wp, top, left, plane, slack)
+    xf = _planes_of(x, True, Hp, Wp, top, left, plane, slack)
     buf = np.empty(n * F * P, np.float32)
     w = wf.reshape(-1)
     for g in range(F // Fg):
@@ -795,8 +797,7 @@ def direct_weight_grad_chunk(x, Hp, Wp, top, left, plane, slack, g, ldg, fields,
     row's outputs), wgrad per group against the padded planes of x, into gw (F, Cg*K)."""
     n, C = x.shape[0], x.shape[1]
     F, OH = g.shape[1], g.shape[2]
-    xf = np.empty(n * C * plane + slack, np.float32)
-    place_planes(x, xf, Hp, Wp, top, left, plane, slack)
+    xf = _planes_of(x, True, Hp, Wp, top, left, plane, slack)
     gq = np.empty((n, F, ldg), np.float32)
     place_planes(g, gq.reshape(-1), OH, Wp, 0, 0, ldg, 0)
     for gi in range(F // Fg):
@@ -1038,7 +1039,7 @@ class _PhaseBack:
 
     def __init__(self, conv):
         self.conv = conv
-        self.E, self.Hq, self.Hg, self.Wg, self.P, self.slack, tables = phase_geometry(
+        self.E, _, self.Hg, self.Wg, _, self.slack, _ = phase_geometry(
             conv.stride, conv.padding, conv.S, conv.padded, conv.kernel, conv.Fg)
         G, Fg, Cg = conv.G, conv.Fg, conv.Cg
         self.plan, self.boffs, order, self.whole = phase_plan(conv.stride, conv.padding, conv.S, conv.padded,

@@ -163,8 +163,9 @@ class _Pool:
         self.job = None
         self.stopping = False
         self.busy = threading.Lock()  # one job at a time: a nested or concurrent call runs inline
-        self.spin_turns = turns_for(policy.SPIN_SECONDS) if policy.spin_allowed(helpers + 1) else 0
-        self.wait_turns = turns_for(policy.SPIN_SECONDS) if policy.spin_allowed(helpers + 1) else 1
+        spins = policy.spin_allowed(helpers + 1)
+        self.spin_turns = turns_for(policy.SPIN_SECONDS) if spins else 0
+        self.wait_turns = self.spin_turns if spins else 1  # the caller: one turn, then sleep
         self.threads = [threading.Thread(target=self._helper, name=f"cnnlab-{i}", daemon=True) for i in range(helpers)]
         for t in self.threads:
             t.start()
