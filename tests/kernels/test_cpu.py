@@ -65,6 +65,7 @@ def test_chunks_cover_the_batch_once_in_balanced_pieces(N):
     assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(chunks, chunks[1:]))
     sizes = [b - a for a, b in chunks]
     assert max(sizes) - min(sizes) <= 1
+    assert sizes == sorted(sizes, reverse=True)  # the larger first: handed out first
     per_image = 500 * 64 * 4
     assert max(sizes) * per_image <= max(kernels.policy.CPU_CHUNK_BYTES, per_image)
     if N * per_image >= kernels.policy.SPLIT_MIN_BYTES and N >= kernels.policy.WORKERS:
@@ -82,6 +83,7 @@ def test_indirect_chunks_split_by_work_and_size(N, values, flops, monkeypatch):
     assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(chunks, chunks[1:]))
     sizes = [b - a for a, b in chunks]
     assert max(sizes) - min(sizes) <= 1
+    assert sizes == sorted(sizes, reverse=True)  # the larger first: handed out first
     assert max(sizes) * values * 4 <= max(kernels.policy.INDIRECT_CHUNK_BYTES, values * 4)
     if N * flops >= kernels.policy.SPLIT_MIN_FLOPS and N >= 2:
         assert len(chunks) % 2 == 0  # both cores get as many chunks

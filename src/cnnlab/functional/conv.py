@@ -77,6 +77,7 @@ class ConvPlan:
         self.winograd_dw = self.winograd and kernels.use_winograd_weight_grad()
         if self.indirect:
             self.ig = kernels.indirect_conv(x.shape[1:], w, stride, padding, dilation, groups, self.out_shape)
+            self.ig.prepare_forward()  # the weights' layout, once, before the chunks' job
             self.w = w
         elif self.depthwise:
             self.w = w
@@ -203,6 +204,8 @@ class ConvPlan:
         gx = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
         if self.winograd and needs[0]:  # the input gradient's weights, once for all chunks
             self.u_back = kernels.winograd_transposed_weights(self.w)
+        if self.indirect:
+            self.ig.prepare_backward(needs[0])
 
         def chunk(n0, n1):
             part = gx[n0:n1] if needs[0] and xp is np else None

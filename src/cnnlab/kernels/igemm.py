@@ -989,6 +989,21 @@ def phase_plan(stride, padding, size, padded, kernel, Fg, Cg, G):
     return plan, boffs, tuple(order), len(order) == len(tables)
 
 
+@functools.lru_cache(maxsize=128)
+def phase_taps(shape, stride, phases):
+    """Where _PhaseBack's weights come from in the flat weight (G*Fg, Cg, *kernel) of ``shape``
+    (G, Fg, Cg, KH, KW) (cached, read-only): per phase (a, b) in turn, its taps kh = a mod s0,
+    kw = b mod s1 as (G, Cg, Fg*T0*T1), dx's channels as dconv's filters and the reduction over
+    (f, t0, t1). One gather per call instead of a slice, transpose and copy per phase."""
+    G, Fg, Cg = shape[:3]
+    index = np.arange(math.prod(shape), dtype=np.int64).reshape((G * Fg, Cg) + shape[3:])
+    parts = [index[:, :, a::stride[0], b::stride[1]] for a, b in phases]
+    parts = [t.reshape((G, Fg, Cg) + t.shape[2:]).transpose(0, 2, 1, 3, 4).reshape(-1) for t in parts]
+    out = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    out.flags.writeable = False
+    return out
+
+
 TABLES_KEPT = 8  # chunk sizes whose offset tables a layer shape keeps
 
 
@@ -1044,13 +1059,8 @@ class _PhaseBack:
         G, Fg, Cg = conv.G, conv.Fg, conv.Cg
         self.plan, self.boffs, order, self.whole = phase_plan(conv.stride, conv.padding, conv.S, conv.padded,
                                                               conv.kernel, Fg, Cg, G)
-        w = np.asarray(conv.w, dtype=np.float32)
-        parts = []
-        for _, (a, b) in order:
-            taps = w[:, :, a::conv.stride[0], b::conv.stride[1]]  # (F, Cg, T0, T1)
-            # (G, Cg, Fg*T0*T1): dx's channels as dconv's filters, the reduction over (f, t0, t1)
-            parts.append(taps.reshape((G, Fg, Cg) + taps.shape[2:]).transpose(0, 2, 1, 3, 4).reshape(-1))
-        self.wts = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        w = np.asarray(conv.w, dtype=np.float32).reshape(-1)
+        self.wts = w.take(phase_taps((G, Fg, Cg) + conv.kernel, conv.stride, tuple(ab for _, ab in order)))
 
     def __call__(self, gc, out=None):
         """dx (n, C, *S) of the chunk's output gradient gc (n, F, L), into ``out`` where given
@@ -1097,6 +1107,31 @@ class IndirectConv:
         self._back = None
         self._phased = None
 
+    def prepare_forward(self):
+        """Lay out the weights the forward pass reads (a no-op once done, or for the direct form).
+        ConvPlan calls it before the chunks' job: made inside the first chunks, both threads made
+        it at once under the GIL, one waiting for the other (benchmarks/README.md, "Eighth session
+        of issue 22")."""
+        if not self.direct and self._w_fwd is None:  # (G, panels, Cg*K, width)
+            Fg = self.Fg
+            self._w_fwd = np.stack([pack_columns(np.ascontiguousarray(self.wf[g * Fg:(g + 1) * Fg].T))
+                                    for g in range(self.G)])
+
+    def prepare_backward(self, needs_x):
+        """Lay out the weights the input gradient reads (see prepare_forward): the phases' taps of a
+        strided layer, the flipped convolution's packed weights, or the col2im product's panels."""
+        if not needs_x:
+            return
+        if self.phase_back:
+            if self._phased is None:
+                self._phased = _PhaseBack(self)
+        elif self.flip_padding is not None:
+            self._back_conv().prepare_forward()
+        elif self._w_back is None:  # (F, K*Cg) in (kh, kw, c) order, as the channels-last col2im reads it
+            G, Fg, K, Cg = self.G, self.Fg, self.K, self.Cg
+            w_hwc = np.ascontiguousarray(np.moveaxis(np.asarray(self.w, np.float32), 1, -1)).reshape(self.F, K * Cg)
+            self._w_back = [pack_columns(w_hwc[g * Fg:(g + 1) * Fg]) for g in range(G)]
+
     def _back_conv(self):
         """The IndirectConv whose forward pass is this one's input gradient, made on first use. The
         chunks' threads may both make one (the same); each uses the one it got."""
@@ -1134,9 +1169,7 @@ class IndirectConv:
             direct_forward_chunk(x, *self.padded, *self.padding, self.plane, self.slack, self.wf, self.fields, out, Cg,
                                  Fg, self.P)
             return
-        if self._w_fwd is None:  # (G, panels, Cg*K, width)
-            self._w_fwd = np.stack([pack_columns(np.ascontiguousarray(self.wf[g * Fg:(g + 1) * Fg].T))
-                                    for g in range(self.G)])
+        self.prepare_forward()
         # C row-major (n*L, filters padded to whole panels), every block stored whole by the
         # micro-kernel, then transposed into (n, F, L): 10-17% faster than storing each block
         # transposed through a scratch block (benchmarks/README.md, "Direct or transposed")
@@ -1166,18 +1199,13 @@ class IndirectConv:
                               Fg, max(1, PACK_POSITIONS // L), gw)
         fits = gx_out is not None and gx_out.flags.c_contiguous and gx_out.dtype == np.float32
         if needs_x and self.phase_back:
-            back = self._phased
-            if back is None:  # the chunks' threads may both make one (the same)
-                back = self._phased = _PhaseBack(self)
-            gx = back(gc, gx_out if fits else None)
+            self.prepare_backward(True)  # made before the chunks' job where ConvPlan runs it
+            gx = self._phased(gc, gx_out if fits else None)
         elif needs_x and self.flip_padding is not None:
             gx = gx_out if fits else np.empty((n, self.C) + self.S, np.float32)
             self._back_conv().forward(gc.reshape((n, self.F) + self.out_shape), gx.reshape(n, self.C, math.prod(self.S)))
         elif needs_x:
-            if self._w_back is None:  # (F, K*Cg) in (kh, kw, c) order, as the channels-last col2im reads it
-                w_hwc = np.ascontiguousarray(np.moveaxis(np.asarray(self.w, np.float32), 1, -1)).reshape(
-                    self.F, K * Cg)
-                self._w_back = [pack_columns(w_hwc[g * Fg:(g + 1) * Fg]) for g in range(G)]
+            self.prepare_backward(True)
             cols = np.empty((n * L, K * Cg), np.float32)
             crow = np.arange(n * L, dtype=np.int64) * (K * Cg)
             fcol = np.arange(Fg, dtype=np.int64) * L
