@@ -257,3 +257,59 @@ def test_callers_that_sleep_at_once_still_see_helpers_leave(pool_of, monkeypatch
             return n0
 
         assert threads.run_chunks(fn, chunks) == list(range(6))
+
+
+def test_threads_are_bound_only_where_the_process_owns_as_many_cpus_as_workers(monkeypatch):
+    """policy.pin_plan: the caller's CPUs and one CPU per helper where the process may use exactly
+    workers CPUs; None where it may use more or fewer (other processes may share them), or where
+    CNNLAB_PIN_THREADS=0 said no."""
+    monkeypatch.setattr(kernels.policy.os, "sched_getaffinity", lambda pid: {4, 9, 2})
+    assert kernels.policy.pin_plan(2) == (frozenset({2}), (4, 9))
+    assert kernels.policy.pin_plan(1) is None and kernels.policy.pin_plan(3) is None
+    assert kernels.policy.pin_plan(0) is None
+    monkeypatch.setattr(kernels.policy, "PIN_THREADS", False)
+    assert kernels.policy.pin_plan(2) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or threads.current_cpu() < 0, reason="needs two CPUs and affinity calls")
+def test_a_bound_pool_keeps_its_helpers_apart_and_gives_the_caller_its_mask_back(pool_of, monkeypatch):
+    """With as many workers as CPUs, each helper runs on its own CPU and the caller, during a job,
+    on the others; after the job (and after one whose chunk failed) the caller's mask is what it
+    was, so threads it starts later are not bound. A caller its owner bound elsewhere stays so."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pool_of(len(cpus))
+    monkeypatch.setattr(kernels.policy, "PIN_THREADS", True)
+    _fresh_pool(monkeypatch, 0.002)
+    before = os.sched_getaffinity(0)
+    seen = {}
+
+    def fn(n0, n1):
+        time.sleep(0.002)  # long enough that every helper joins
+        seen.setdefault(threading.get_ident(), set()).add(frozenset(os.sched_getaffinity(0)))
+        return n0
+
+    chunks = [(i, i + 1) for i in range(8 * len(cpus))]
+    assert threads.run_chunks(fn, chunks) == list(range(len(chunks)))
+    pool = threads._the_pool
+    assert pool.home == frozenset(cpus[:1])
+    assert seen[threading.get_ident()] == {pool.home}
+    for t, cpu in zip(pool.threads, cpus[1:]):
+        assert os.sched_getaffinity(t.native_id) == {cpu}
+        assert seen.get(t.ident, {frozenset({cpu})}) == {frozenset({cpu})}
+    assert os.sched_getaffinity(0) == before
+
+    def fails(n0, n1):
+        raise ValueError("chunk")
+
+    with pytest.raises(ValueError, match="chunk"):
+        threads.run_chunks(fails, chunks)
+    assert os.sched_getaffinity(0) == before
+
+    os.sched_setaffinity(0, {cpus[-1]})  # bound by its owner away from the pool's caller CPUs
+    try:
+        threads.run_chunks(fn, chunks)
+        assert seen[threading.get_ident()] >= {frozenset({cpus[-1]})}
+        assert os.sched_getaffinity(0) == {cpus[-1]}
+    finally:
+        os.sched_setaffinity(0, before)

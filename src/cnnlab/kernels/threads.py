@@ -153,7 +153,8 @@ class _Pool:
     """WORKERS - 1 helper threads that wait for jobs: spinning (kernels/spin.py, no GIL) for
     policy.SPIN_SECONDS after each job, so that the calls of a training step, back to back, find
     them awake, then sleeping on a condition. Nothing is lost if a helper never comes: the caller
-    takes every chunk left."""
+    takes every chunk left. Where policy.pin_plan allows, each helper is bound to a CPU of its own,
+    and the caller to the rest while a job runs."""
 
     def __init__(self, helpers):
         from .spin import turns_for  # noqa: PLC0415 - numba, compiled once
@@ -166,13 +167,18 @@ class _Pool:
         spins = policy.spin_allowed(helpers + 1)
         self.spin_turns = turns_for(policy.SPIN_SECONDS) if spins else 0
         self.wait_turns = self.spin_turns if spins else 1  # the caller: one turn, then sleep
-        self.threads = [threading.Thread(target=self._helper, name=f"cnnlab-{i}", daemon=True) for i in range(helpers)]
+        plan = policy.pin_plan(helpers)
+        self.home, cpus = plan if plan is not None else (None, (None,) * helpers)
+        self.threads = [threading.Thread(target=self._helper, args=(cpu,), name=f"cnnlab-{i}", daemon=True)
+                        for i, cpu in enumerate(cpus)]
         for t in self.threads:
             t.start()
 
-    def _helper(self):
+    def _helper(self, cpu=None):
         from .spin import leave_and_wait, wait_while  # noqa: PLC0415
 
+        if cpu is not None:  # policy.pin_plan: this helper's own CPU
+            _bind({cpu})
         seen, apart = 0, True
         addr = self.signal.ctypes.data
         counted = None  # the active counter of the last job, where this helper has yet to leave it
@@ -197,6 +203,15 @@ class _Pool:
             job = None  # not kept while waiting: its chunks' arrays (the layer's input, gradients) are freed
 
     def run(self, fn, chunks):
+        # the caller on the CPUs no helper is bound to, for this job only (policy.PIN_THREADS)
+        mask = _bind(self.home) if self.home is not None else None
+        try:
+            return self._run(fn, chunks)
+        finally:
+            if mask is not None:
+                _restore(mask)
+
+    def _run(self, fn, chunks):
         job = _Job(fn, chunks)
         try:
             with self.cond:
@@ -216,6 +231,28 @@ class _Pool:
             self.stopping = True
             self.signal[0] += 1
             self.cond.notify_all()
+
+
+def _bind(cpus):
+    """Bind the calling thread to ``cpus``; its mask before, or None where it was left as it was:
+    already bound so, bound by its owner to CPUs that exclude some of ``cpus``, or refused by the
+    system (a CPU taken away since)."""
+    try:
+        before = os.sched_getaffinity(0)
+        if before == cpus or not cpus <= before:  # already there, or narrowed by its owner: left alone
+            return None
+        os.sched_setaffinity(0, cpus)
+    except OSError:
+        return None
+    return before
+
+
+def _restore(mask):
+    """Give the calling thread back the CPU mask _bind returned."""
+    try:
+        os.sched_setaffinity(0, mask)
+    except OSError:  # a CPU taken away since: the system's mask stands
+        pass
 
 
 # A caller asleep until its helpers leave looks at their count again this often: a helper that
