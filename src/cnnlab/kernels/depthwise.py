@@ -184,8 +184,15 @@ def correlate(src, taps, out, n, C, H, W_, up0, split, Wq, top, left, Hs, Ws, s0
     rows_r = (OH + R * P - 1) // (R * P) * R * P + P  # every phase's blocks, rounded up to whole blocks
     scratch = np.zeros(_scratch_size(Hs, Ws, rows_r, s0, span_r, boff), np.float32)
     Mr = ((OH + P - 1) // P + R - 1) // R * R  # a phase's rows in whole blocks
-    RB = Mr * span_r  # one column phase's sums
-    rb = np.zeros(Q * RB if Q > 1 else 0, np.float32)  # column phases' sums, before interleaving
+    RB = Mr * span_r  # one phase's sums
+    # one phase (the forward pass): straight into the output, row after row; several (a strided
+    # layer's input gradient): every phase's sums into rb, then the output's rows in order, the
+    # column phases interleaved. Written phase by phase, the plane's rows came P apart and each
+    # cache line of a cold output was fetched and written twice: 0.35 ms for 8 images of the
+    # stride-2 layer against 0.10 into a warm output (benchmarks/README.md, "Eighth session of
+    # issue 22")
+    direct = P == 1 and Q == 1
+    rb = np.zeros(0 if direct else P * Q * RB, np.float32)
     xrow = np.empty(max(RN, RD), np.int64)
     s_flat, o_flat = src.reshape(-1), out.reshape(-1)
     t_addr, b_addr = taps.ctypes.data, boff.ctypes.data  # arguments: alive for the whole call
@@ -205,35 +212,35 @@ def correlate(src, taps, out, n, C, H, W_, up0, split, Wq, top, left, Hs, Ws, s0
                     xrow[r] = (a + r * P) * s0 * Ws
                 for b in range(Q):
                     k0, Ka = kstart[a * Q + b], kstart[a * Q + b + 1] - kstart[a * Q + b]
-                    # one column phase: straight into the output, its rows P apart; else into
-                    # rb, the phases then interleaved
-                    dst, ldo = (o_flat.ctypes.data + (ob + a * OW) * 4, P * OW) if Q == 1 else \
-                        (rb.ctypes.data + b * RB * 4, span_r)
+                    dst, ldo = (o_flat.ctypes.data + ob * 4, OW) if direct else \
+                        (rb.ctypes.data + (a * Q + b) * RB * 4, span_r)
                     if Ka == 0:  # no taps reach these outputs
                         for m in range(M):
-                            for q in range(OW if Q == 1 else span_r):
-                                if Q == 1:
-                                    o_flat[_u(ob + (a + m * P) * OW + q)] = 0.0
+                            for q in range(OW if direct else span_r):
+                                if direct:
+                                    o_flat[_u(ob + m * OW + q)] = 0.0
                                 else:
-                                    rb[_u(b * RB + m * span_r + q)] = 0.0
+                                    rb[_u((a * Q + b) * RB + m * span_r + q)] = 0.0
                         continue
                     for j0 in range(0, span_r, step):
                         args = (t_addr + (c * K + k0) * 4, scratch.ctypes.data + j0 * 4, xrow.ctypes.data,
                                 b_addr + k0 * 8, dst + j0 * 4, ldo, Ka, (M + R - 1) // R, R * P * s0 * Ws,
-                                min(step, (OW if Q == 1 else span_r) - j0), M)
+                                min(step, (OW if direct else span_r) - j0), M)
                         if narrow:
                             _rows_narrow(*args)
                         else:
                             _rows(*args)
+            if direct:
+                continue
+            for oh in range(OH):  # the output's rows in order
+                o, q0 = ob + oh * OW, (oh % P) * Q * RB + (oh // P) * span_r
                 if Q == 1:
-                    continue
-                for m in range(M):
-                    o, q0 = ob + (a + m * P) * OW, m * span_r
-                    if Q == 2:
-                        zip2(o_flat.ctypes.data + o * 4, rb.ctypes.data + q0 * 4, rb.ctypes.data + (RB + q0) * 4, OW)
-                    else:
-                        for q in range(OW):
-                            o_flat[_u(o + q)] = rb[_u((q % Q) * RB + q0 + q // Q)]
+                    copy_floats(o_flat.ctypes.data + o * 4, rb.ctypes.data + q0 * 4, OW)
+                elif Q == 2:
+                    zip2(o_flat.ctypes.data + o * 4, rb.ctypes.data + q0 * 4, rb.ctypes.data + (RB + q0) * 4, OW)
+                else:
+                    for q in range(OW):
+                        o_flat[_u(o + q)] = rb[_u(q0 + (q % Q) * RB + q // Q)]
 
 
 @njit(**_OPTS)
