@@ -115,3 +115,64 @@ def test_chunks_two_per_core_once_large(monkeypatch):
     assert policy.depthwise_chunks(big, 784) == [(0, 8), (8, 16), (16, 24), (24, 32)]
     assert policy.depthwise_chunks(np.zeros((2, 3, 5, 5), np.float32), 25) == [(0, 2)]
     assert policy.depthwise_chunks(np.zeros((3, 128, 28, 28), np.float32), 784) == [(0, 1), (1, 2), (2, 3)]
+
+
+@st.composite
+def _same_case(draw):
+    """A stride-1 layer whose output keeps the input's size (2p = d(k - 1) on each axis)."""
+    k, d = [], []
+    for _ in range(2):
+        d.append(draw(st.integers(1, 3)))
+        k.append(draw(st.sampled_from([kk for kk in range(1, 8) if d[-1] * (kk - 1) % 2 == 0])))
+    padding = tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
+    size = (draw(st.integers(1, 18)), draw(st.integers(1, 30)))
+    return draw(st.integers(1, 3)), draw(st.integers(1, 4)), size, tuple(k), (1, 1), padding, tuple(d)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_same_case(), st.booleans())
+def test_same_layers_read_in_place_match_definition_and_differences(case, in_place):
+    """Layers that keep their size run the in-place kernels (no padded copy; lanes outside the
+    plane masked): the weight gradient at every width, the output and input gradient up to
+    SAME_MAX_WIDTH columns (forced on or off here, so both paths meet the same references)."""
+    n, C, size, k, stride, padding, dilation = case
+    old = depthwise.SAME_MAX_WIDTH
+    depthwise.SAME_MAX_WIDTH = 1000 if in_place else 0
+    try:
+        assert depthwise.use_same(size, k, stride, padding, dilation) == in_place
+        assert depthwise.use_same(size, k, stride, padding, dilation, weight_grad=True)
+        rng = np.random.default_rng(sum(size) * 11 + C + sum(k))
+        x = rng.standard_normal((n, C) + size).astype(np.float32)
+        w = rng.standard_normal((C, 1) + k).astype(np.float32)
+        g = rng.standard_normal((n, C) + size).astype(np.float32)
+        geom = (k, stride, padding, dilation, size)
+        y = depthwise.forward(x, w, *geom, out=np.full((n, C, size[0] * size[1]), np.nan, np.float32))
+        gx = depthwise.input_grad(g.reshape(n, C, -1), w, size, *geom, out=np.full(x.shape, np.nan, np.float32))
+        gw = depthwise.weight_grad_part(g.reshape(n, C, -1), x, *geom)
+    finally:
+        depthwise.SAME_MAX_WIDTH = old
+    assert rel_error(y.reshape(g.shape), _definition(x, w, stride, padding, dilation)) < 1e-5
+    g64 = g.astype(np.float64)
+    if x.size <= 300:
+        fx = _central(lambda a: float((_definition(a, w, stride, padding, dilation) * g64).sum()), x.astype(np.float64))
+        assert rel_error(gx, fx) < 1e-5
+    fw = _central(lambda a: float((_definition(x, a, stride, padding, dilation) * g64).sum()), w.astype(np.float64))
+    assert rel_error(gw, fw[:, 0]) < 1e-5
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    torch.nn.functional.conv2d(xt, wt, padding=padding, dilation=dilation, groups=C).backward(torch.tensor(g))
+    assert rel_error(gx, xt.grad.numpy()) < 1e-5
+    assert rel_error(gw, wt.grad.numpy()[:, 0]) < 1e-5
+
+
+def test_same_layers_of_many_images_carry_float32_sums_then_float64():
+    """The in-place weight gradient over many small planes (float32 sums carried across images up
+    to WSLICE vectors, then float64) agrees with float64 sums of the definition."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((200, 3, 7, 7)).astype(np.float32)
+    g = rng.standard_normal((200, 3, 7, 7)).astype(np.float32)
+    geom = ((3, 3), (1, 1), (1, 1), (1, 1), (7, 7))
+    gw = depthwise.weight_grad_part(g.reshape(200, 3, -1), x, *geom)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.array([[[(g[:, c].astype(np.float64) * xp[:, c, kh:kh + 7, kw:kw + 7]).sum() for kw in range(3)]
+                     for kh in range(3)] for c in range(3)])
+    assert rel_error(gw, ref) < 1e-6

@@ -12,7 +12,14 @@ one scratch row: ``rows`` keeps the sums of RD output rows x 32 positions (RN x 
 most 16) in registers across all the taps (one broadcast weight and one load per sum and tap) and
 stores them straight into the output. The weight gradient keeps one tap block's sums over
 positions in registers (igemm.make_wblock with one filter), the output gradient laid in rows of
-whole vectors, and adds each plane's lane sums to float64 totals.
+whole vectors, and adds each channel's lane sums to float64 totals.
+
+Layers that keep their size (stride 1, 2p = d(k - 1): the usual 3x3 padding 1) read their planes
+in place instead, no scratch copy: along the flat plane every tap is one offset, and the lanes
+whose source falls outside the plane (a row above or below, a column wrapped round) are masked to
+zero by a table made once per geometry (same_correlate for the output and the input gradient of
+planes up to SAME_MAX_WIDTH columns, same_weight_grad for the weight gradient at any width). For
+7x7 planes that is 2.4x faster than the scratch planes, whose rows of 7 used 7 of 16 lanes.
 
 Nothing the size of the batch is copied: the old path (kernels/cpu.py's depthwise_planes, kept
 for float64 and for CPUs without AVX-512) zero-padded and phase-split the whole chunk, cropped
@@ -23,6 +30,7 @@ benchmarks/README.md, "Depthwise in registers" and "Sixth session of issue 22".
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from llvmlite import ir
@@ -40,6 +48,7 @@ from .igemm import (
     outlined,
     prefetch,
     split2,
+    store_sums,
     sum_loop,
     vector_fma,
     zip2,
@@ -50,6 +59,13 @@ RN = 8  # output rows per block of one vector, for rows of at most 16 outputs
 SPAN = NVD * W  # positions per block along a row
 NKD = 9  # taps per weight-gradient block (one 3x3 kernel), NKD_SMALL for kernels of < 6 taps
 NKD_SMALL = 3
+# The in-place kernels of "same" stride-1 layers (use_same) against the padded scratch planes, one
+# core, ms ratio in-place / scratch for 16-144 channels, fwd / input grad / weight grad: 7x7 0.41 /
+# 0.41 / 0.53, 8x8 0.43 / 0.43 / 0.53, 14x14 0.91 / 0.89 / 0.73, 16x16 0.78 / 0.75 / 0.65, 20x20
+# 0.80 / 0.79 / 0.59, 28x28 0.98-1.13 / 1.00-1.10 / 0.70-0.84, 112x112 0.91 / 0.86 / 0.77: the
+# weight gradient takes them at every width, the other two up to 20 columns (benchmarks/README.md,
+# "Eighth session of issue 22")
+SAME_MAX_WIDTH = 20
 WSLICE = 64  # weight-gradient steps (of 16 positions) per float32 pass before the float64 totals
 
 
@@ -109,8 +125,98 @@ def _make_rows(R, NV):
     return intrinsic(rows)
 
 
+def _make_same(G):
+    """The micro-kernel of a "same" stride-1 layer on small planes, as a numba intrinsic: G vectors
+    of the plane's positions, read in place (no padded copy), for o[g*16 + j] = sum_k w[k] *
+    x[g*16 + j + off[k]] over the lanes that mask[k*G + g] (16 bits) keeps, the others zero; the
+    sums stored at positions g*16 + j < count."""
+
+    def body(builder, args):
+        w_base, x_base, off_ptr, mask_ptr, o_base, K, count = args
+        f32, i16, i32, i64 = ir.FloatType(), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        fma = vector_fma(builder)
+        load, store, lanes_below = masked_ops(builder)
+        w = builder.inttoptr(w_base, f32.as_pointer())
+        x = builder.inttoptr(x_base, f32.as_pointer())
+        o = builder.inttoptr(o_base, f32.as_pointer())
+        offs = builder.inttoptr(off_ptr, i64.as_pointer())
+        masks = builder.inttoptr(mask_ptr, i16.as_pointer())
+        mt = ir.VectorType(ir.IntType(1), W)
+
+        def step(k, acc):
+            at = builder.gep(x, [builder.load(builder.gep(offs, [k]))])
+            wv = broadcast(builder, builder.load(builder.gep(w, [k])))
+            row = builder.mul(k, ir.Constant(i64, G))
+            new = []
+            for g in range(G):
+                bits = builder.load(builder.gep(masks, [builder.add(row, ir.Constant(i64, g))]))
+                xv = load(builder.gep(at, [ir.Constant(i64, g * W)]), builder.bitcast(bits, mt))
+                new.append(builder.call(fma, [wv, xv, acc[g]]))
+            return new
+
+        totals = sum_loop(builder, K, G, step, "dwsame")
+        left = builder.trunc(count, i32)
+        for g in range(G):
+            store(totals[g], builder.gep(o, [ir.Constant(i64, g * W)]),
+                  lanes_below(builder.sub(left, ir.Constant(i32, g * W))))
+
+    codegen = outlined(f"cnnlab_depthwise_same_{G}", body, nargs=7)
+
+    def same(typingctx, w_base, x_base, off_ptr, mask_ptr, o_base, K, count):
+        """See _make_same; every argument an int64 (addresses, counts)."""
+        return types.void(*([types.int64] * 7)), codegen
+
+    return intrinsic(same)
+
+
+def _make_same_grad(NK):
+    """The weight gradient's micro-kernel of a "same" stride-1 layer on small planes (see
+    _make_same): p[j*16 : +16] (+ p if beta) = sum over the plane's V vectors v of
+    g[v*16 : +16] * x[v*16 + off[j] : +16], x's lanes kept by mask[v*ldm + j], g's below count;
+    NK taps, NK sums in registers, summed across the lanes later."""
+
+    def body(builder, args):
+        g_base, x_base, off_ptr, mask_ptr, p_base, V, count, ldm, beta = args
+        f32, i16, i32, i64 = ir.FloatType(), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        fma = vector_fma(builder)
+        load, _, lanes_below = masked_ops(builder)
+        g = builder.inttoptr(g_base, f32.as_pointer())
+        x = builder.inttoptr(x_base, f32.as_pointer())
+        part = builder.inttoptr(p_base, f32.as_pointer())
+        offs = builder.inttoptr(off_ptr, i64.as_pointer())
+        masks = builder.inttoptr(mask_ptr, i16.as_pointer())
+        mt = ir.VectorType(ir.IntType(1), W)
+        taps = [builder.gep(x, [builder.load(builder.gep(offs, [ir.Constant(i64, j)]))]) for j in range(NK)]
+        left = builder.trunc(count, i32)
+
+        def step(v, acc):
+            at = builder.mul(v, ir.Constant(i64, W))
+            gv = load(builder.gep(g, [at]), lanes_below(builder.sub(left, builder.trunc(at, i32))))
+            row = builder.mul(v, ldm)
+            new = []
+            for j in range(NK):
+                bits = builder.load(builder.gep(masks, [builder.add(row, ir.Constant(i64, j))]))
+                xv = load(builder.gep(taps[j], [at]), builder.bitcast(bits, mt))
+                new.append(builder.call(fma, [gv, xv, acc[j]]))
+            return new
+
+        totals = sum_loop(builder, V, NK, step, "dwsamegrad")
+        store_sums(builder, [builder.gep(part, [ir.Constant(i64, j * W)]) for j in range(NK)], totals, beta)
+
+    codegen = outlined(f"cnnlab_depthwise_same_grad_{NK}", body)
+
+    def same_grad(typingctx, g_base, x_base, off_ptr, mask_ptr, p_base, V, count, ldm, beta):
+        """See _make_same_grad; every argument an int64 (addresses, counts)."""
+        return types.void(*([types.int64] * 9)), codegen
+
+    return intrinsic(same_grad)
+
+
 _rows = _make_rows(RD, NVD)
 _rows_narrow = _make_rows(RN, 1)
+_same4 = _make_same(4)
+_same8 = _make_same(8)
+_same_grad = _make_same_grad(NKD)
 _wblock = make_wblock(1, NKD)
 _wblock_small = make_wblock(1, NKD_SMALL)
 
@@ -365,6 +471,118 @@ def _back_plane(size, kernel, stride, padding, dilation):
             np.array(kstart, np.int64))
 
 
+@functools.lru_cache(maxsize=256)
+def _same_plane(size, kernel, padding, dilation, flip):
+    """(offsets (K,), masks (groups, K, G) of 16 lane bits, G) for same_correlate over an H x W
+    plane of a stride-1 layer that keeps its size: tap k = (kh, kw) reads the source at row
+    h + e0, column w + e1, e = k*d - p (flip: p - k*d, the input gradient's mirrored taps), which
+    is offset e0*W + e1 along the flat plane; a lane is kept where its position lies in the plane
+    and its source in the source plane. G vectors of 16 positions per call, 8 where the plane has
+    more than 4."""
+    (H, W_), (KH, KW), (ph, pw), (dh, dw) = size, kernel, padding, dilation
+    HW = H * W_
+    V = -(-HW // W)
+    G = 8 if V > 4 else 4
+    groups = -(-V // G)
+    pos = np.arange(groups * G * W)
+    h, w = pos // W_, pos % W_
+    sign = -1 if flip else 1
+    offs, masks = [], []
+    for kh in range(KH):
+        for kw in range(KW):
+            e0, e1 = sign * (kh * dh - ph), sign * (kw * dw - pw)
+            ok = (pos < HW) & (h + e0 >= 0) & (h + e0 < H) & (w + e1 >= 0) & (w + e1 < W_)
+            offs.append(e0 * W_ + e1)
+            masks.append((ok.reshape(groups, G, W).astype(np.int64) << np.arange(W)).sum(axis=2))
+    m = np.stack(masks, axis=1).astype(np.uint16).view(np.int16)  # (groups, K, G)
+    offs = np.array(offs, np.int64)
+    m.flags.writeable = offs.flags.writeable = False
+    return offs, np.ascontiguousarray(m), G
+
+
+@functools.lru_cache(maxsize=256)
+def _same_grad_plane(size, kernel, padding, dilation):
+    """(offsets (Kpad,), masks (V, Kpad) of 16 lane bits) of the forward pass's taps for
+    same_weight_grad: V vectors of the plane's positions, the taps padded with unused ones (no
+    lane kept) to whole blocks of NKD."""
+    offs, masks, G = _same_plane(size, kernel, padding, dilation, False)
+    K = offs.shape[0]
+    V = -(-(size[0] * size[1]) // W)
+    Kpad = -(-K // NKD) * NKD
+    per_vector = masks.view(np.uint16).transpose(0, 2, 1).reshape(-1, K)[:V]  # (V, K)
+    m = np.zeros((V, Kpad), np.uint16)
+    m[:, :K] = per_vector
+    o = np.zeros(Kpad, np.int64)
+    o[:K] = offs
+    m = m.view(np.int16)
+    m.flags.writeable = o.flags.writeable = False
+    return o, m
+
+
+def use_same(size, kernel, stride, padding, dilation, weight_grad=False):
+    """Whether the in-place kernels serve a layer (same_correlate; same_weight_grad with
+    ``weight_grad``): stride 1, the output the input's size (2p = d(k - 1) on both axes), and for
+    the forward pass and input gradient planes of at most SAME_MAX_WIDTH columns."""
+    return (all(s == 1 for s in stride) and (weight_grad or size[1] <= SAME_MAX_WIDTH)
+            and all(2 * p == d * (k - 1) for p, d, k in zip(padding, dilation, kernel)))
+
+
+@njit(**_OPTS)
+def same_correlate(src, taps, out, offs, masks, G):
+    """out[i, c, q] = sum_k taps[c, k] * src[i, c, q + offs[k]] over the lanes masks keeps (see
+    _same_plane), src and out (n, C, HW) float32, contiguous: every plane read in place, G
+    vectors of positions per micro-kernel call."""
+    n, C, HW = src.shape
+    K, groups = taps.shape[1], masks.shape[0]
+    t_addr, s_addr, o_addr = taps.ctypes.data, src.ctypes.data, out.ctypes.data  # arguments
+    o_addr_, m_addr = offs.ctypes.data, masks.ctypes.data
+    for p in range(n * C):
+        c = p % C
+        for grp in range(groups):
+            q0 = grp * G * W
+            at = (p * HW + q0) * 4
+            if G == 8:
+                _same8(t_addr + c * K * 4, s_addr + at, o_addr_, m_addr + grp * K * G * 2, o_addr + at, K, HW - q0)
+            else:
+                _same4(t_addr + c * K * 4, s_addr + at, o_addr_, m_addr + grp * K * G * 2, o_addr + at, K, HW - q0)
+
+
+@njit(**_OPTS)
+def same_weight_grad(g, x, totals, offs, masks):
+    """totals[c, k] (float64, added to) += sum over images and positions q of g[i, c, q] *
+    x[i, c, q + offs[k]] over the lanes masks keeps (_same_grad_plane), g and x (n, C, HW)
+    float32, contiguous, read in place, plane after plane; each channel's float32 sums carried
+    across images up to WSLICE vectors before they go to float64 lanes, as weight_grad."""
+    n, C, HW = x.shape
+    K = totals.shape[1]
+    V, Kpad = masks.shape
+    nkb, E = Kpad // NKD, Kpad * W
+    part = np.empty(C * E, np.float32)
+    lanes = np.zeros(C * E)
+    g_addr, x_addr, o_addr, m_addr = g.ctypes.data, x.ctypes.data, offs.ctypes.data, masks.ctypes.data
+    held = 0  # vectors in every channel's part not yet added to its lanes
+    for i in range(n):
+        if held + V > WSLICE and held:
+            for e in range(C * E):
+                lanes[e] += part[e]
+            held = 0
+        for c in range(C):
+            at = (i * C + c) * HW * 4
+            for kb in range(nkb):
+                _same_grad(g_addr + at, x_addr + at, o_addr + kb * NKD * 8, m_addr + kb * NKD * 2,
+                           part.ctypes.data + (c * E + kb * NKD * W) * 4, V, HW, Kpad, 1 if held else 0)
+        held += V
+    if held:
+        for e in range(C * E):
+            lanes[e] += part[e]
+    for c in range(C):
+        for k in range(K):
+            t = 0.0
+            for lane in range(W):
+                t += lanes[c * E + k * W + lane]
+            totals[c, k] += t
+
+
 def _key(*geometry):
     return tuple(tuple(int(v) for v in g) for g in geometry)
 
@@ -374,9 +592,13 @@ def forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):
     no bias; written into ``out`` (contiguous) where given."""
     x = np.ascontiguousarray(x)
     n, C, H, W_ = x.shape
-    Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     if out is None:
         out = np.empty((n, C, out_shape[0] * out_shape[1]), np.float32)
+    if use_same((H, W_), kernel, stride, padding, dilation):
+        offs, masks, G = _same_plane(*_key((H, W_), kernel, padding, dilation), False)
+        same_correlate(x.reshape(n, C, H * W_), _taps(w, C), out, offs, masks, G)
+        return out
+    Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     correlate(x, _taps(w, C), out, n, C, H, W_, 1, stride[1], Wq, padding[0], padding[1], Hs, Ws, stride[0], 1, boff,
               _ALL[boff.shape[0]], *out_shape)
     return out
@@ -390,8 +612,12 @@ def input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out=Non
     g = np.ascontiguousarray(g)
     n, C = g.shape[:2]
     (H, W_), (OH, OW) = size, out_shape
-    Hs, Ws, top, left, order, boff, kstart = _back_plane(*_key(size, kernel, stride, padding, dilation))
     gx = np.empty((n, C, H, W_), np.float32) if out is None else out
+    if use_same(size, kernel, stride, padding, dilation):
+        offs, masks, G = _same_plane(*_key(size, kernel, padding, dilation), True)
+        same_correlate(g.reshape(n, C, H * W_), _taps(w, C), gx.reshape(n, C, H * W_), offs, masks, G)
+        return gx
+    Hs, Ws, top, left, order, boff, kstart = _back_plane(*_key(size, kernel, stride, padding, dilation))
     taps = np.ascontiguousarray(_taps(w, C)[:, order])
     correlate(g, taps, gx, n, C, OH, OW, stride[0], 1, Ws, top, left, Hs, Ws, 1, stride[1], boff, kstart, H, W_)
     return gx
@@ -413,6 +639,11 @@ def weight_grad_part(g, x, kernel, stride, padding, dilation, out_shape):
     the output gradient g (n, C, OH*OW)."""
     g, x = np.ascontiguousarray(g), np.ascontiguousarray(x)
     n, C, H, W_ = x.shape
+    if use_same((H, W_), kernel, stride, padding, dilation, weight_grad=True):
+        offs, masks = _same_grad_plane(*_key((H, W_), kernel, padding, dilation))
+        totals = np.zeros((C, math.prod(kernel)))
+        same_weight_grad(g.reshape(n, C, H * W_), x.reshape(n, C, H * W_), totals, offs, masks)
+        return totals.reshape(C, *kernel)
     Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     totals = np.zeros((C, boff.shape[0]))
     weight_grad(g, x, totals, n, C, H, W_, padding[0], padding[1], Hs, Ws, stride[1], Wq, stride[0], boff, *out_shape)
