@@ -164,15 +164,20 @@ def test_same_layers_read_in_place_match_definition_and_differences(case, in_pla
     assert rel_error(gw, wt.grad.numpy()[:, 0]) < 1e-5
 
 
-def test_same_layers_of_many_images_carry_float32_sums_then_float64():
-    """The in-place weight gradient over many small planes (float32 sums carried across images up
-    to WSLICE vectors, then float64) agrees with float64 sums of the definition."""
+@pytest.mark.parametrize("n,size,stride", [(200, 7, 1), (300, 7, 2), (2, 150, 1), (40, 30, 2)])
+def test_weight_gradients_carry_float32_sums_then_float64(n, size, stride):
+    """The weight gradient's float32 sums run over at most WSLICE vectors before they go to float64
+    totals: carried across many small planes (the in-place kernel at stride 1, the scratch planes
+    at stride 2), a large plane cut into pieces. Against float64 sums of the definition, on inputs
+    of one sign, where float32 sums over whole planes lost 20-60x more."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((200, 3, 7, 7)).astype(np.float32)
-    g = rng.standard_normal((200, 3, 7, 7)).astype(np.float32)
-    geom = ((3, 3), (1, 1), (1, 1), (1, 1), (7, 7))
-    gw = depthwise.weight_grad_part(g.reshape(200, 3, -1), x, *geom)
+    x = (np.abs(rng.standard_normal((n, 3, size, size))) + 1).astype(np.float32)
+    out = (size + 2 - 3) // stride + 1
+    g = (rng.standard_normal((n, 3, out, out)) + 1).astype(np.float32)
+    geom = ((3, 3), (stride, stride), (1, 1), (1, 1), (out, out))
+    gw = depthwise.weight_grad_part(g.reshape(n, 3, -1), x, *geom)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
-    ref = np.array([[[(g[:, c].astype(np.float64) * xp[:, c, kh:kh + 7, kw:kw + 7]).sum() for kw in range(3)]
-                     for kh in range(3)] for c in range(3)])
-    assert rel_error(gw, ref) < 1e-6
+    span = (out - 1) * stride + 1
+    ref = np.array([[[(g[:, c].astype(np.float64) * xp[:, c, kh:kh + span:stride, kw:kw + span:stride]).sum()
+                      for kw in range(3)] for kh in range(3)] for c in range(3)])
+    assert rel_error(gw, ref) < 5e-8

@@ -259,6 +259,7 @@ def test_callers_that_sleep_at_once_still_see_helpers_leave(pool_of, monkeypatch
         assert threads.run_chunks(fn, chunks) == list(range(6))
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no affinity calls")
 def test_threads_are_bound_only_where_the_process_owns_as_many_cpus_as_workers(monkeypatch):
     """policy.pin_plan: the caller's CPUs and one CPU per helper where the process may use exactly
     workers CPUs; None where it may use more or fewer (other processes may share them), or where
@@ -313,3 +314,30 @@ def test_a_bound_pool_keeps_its_helpers_apart_and_gives_the_caller_its_mask_back
         assert os.sched_getaffinity(0) == {cpus[-1]}
     finally:
         os.sched_setaffinity(0, before)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or threads.current_cpu() < 0, reason="needs two CPUs and affinity calls")
+def test_an_interrupt_as_the_caller_is_bound_still_gives_its_mask_back(pool_of, monkeypatch):
+    """Ctrl-C that arrives as the binding's system call returns (before the job starts) still
+    gives the caller its mask back."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pool_of(len(cpus))
+    monkeypatch.setattr(kernels.policy, "PIN_THREADS", True)
+    _fresh_pool(monkeypatch, 0.002)
+    threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2)])  # the pool, bound
+    before = os.sched_getaffinity(0)
+    real = os.sched_setaffinity
+    calls = []
+
+    def interrupted(pid, mask):
+        real(pid, mask)
+        calls.append(set(mask))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threads.os, "sched_setaffinity", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2)])
+    assert calls[0] == set(threads._the_pool.home)
+    assert os.sched_getaffinity(0) == before

@@ -562,16 +562,19 @@ def same_weight_grad(g, x, totals, offs, masks):
     g_addr, x_addr, o_addr, m_addr = g.ctypes.data, x.ctypes.data, offs.ctypes.data, masks.ctypes.data
     held = 0  # vectors in every channel's part not yet added to its lanes
     for i in range(n):
-        if held + V > WSLICE and held:
-            for e in range(C * E):
-                lanes[e] += part[e]
-            held = 0
-        for c in range(C):
-            at = (i * C + c) * HW * 4
-            for kb in range(nkb):
-                _same_grad(g_addr + at, x_addr + at, o_addr + kb * NKD * 8, m_addr + kb * NKD * 2,
-                           part.ctypes.data + (c * E + kb * NKD * W) * 4, V, HW, Kpad, 1 if held else 0)
-        held += V
+        for v0 in range(0, V, WSLICE):  # a large plane in pieces of at most WSLICE vectors
+            nv = min(WSLICE, V - v0)
+            if held + nv > WSLICE and held:
+                for e in range(C * E):
+                    lanes[e] += part[e]
+                held = 0
+            for c in range(C):
+                at = ((i * C + c) * HW + v0 * W) * 4
+                for kb in range(nkb):
+                    _same_grad(g_addr + at, x_addr + at, o_addr + kb * NKD * 8, m_addr + (v0 * Kpad + kb * NKD) * 2,
+                               part.ctypes.data + (c * E + kb * NKD * W) * 4, nv, HW - v0 * W, Kpad,
+                               1 if held else 0)
+            held += nv
     if held:
         for e in range(C * E):
             lanes[e] += part[e]

@@ -1000,6 +1000,7 @@ def phase_taps(shape, stride, phases):
     parts = [index[:, :, a::stride[0], b::stride[1]] for a, b in phases]
     parts = [t.reshape((G, Fg, Cg) + t.shape[2:]).transpose(0, 2, 1, 3, 4).reshape(-1) for t in parts]
     out = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    out = out.astype(np.int32 if out.size < 2**31 else np.int64)  # half the cache's memory
     out.flags.writeable = False
     return out
 

@@ -117,18 +117,21 @@ def spin_allowed(threads) -> bool:
 # of its own and the calling thread, for the length of each job, to the others. This virtual
 # machine's scheduler (booted with sched_vcpu_pack) otherwise put a woken helper on the caller's
 # CPU, or moved the caller onto the helper's, and the two took turns while the other CPU idled:
-# after 30 ms pauses a depthwise layer ran 1.33-1.41 ms a call unbound, 0.74-0.85 bound (on two
-# CPUs apart 0.70-0.75; benchmarks/README.md, "Eighth session of issue 22"). The caller's own
-# mask is put back before each job returns, so no thread it starts inherits the binding.
-# CNNLAB_PIN_THREADS=0 leaves every thread where the scheduler puts it.
+# after 30 ms pauses a depthwise layer ran 1.20-1.38 ms a call unbound, 0.75-0.82 bound
+# (benchmarks/README.md, "Eighth session of issue 22"). The caller's own mask is put back before
+# each job returns, so threads it starts between calls are not bound (one started inside a chunk
+# would be). It is on by default wherever the process may use as many CPUs as workers (any machine
+# of up to 8 CPUs without taskset): two such processes on one machine then share the same CPUs,
+# as unbound they would share them too. CNNLAB_PIN_THREADS=0 leaves every thread where the
+# scheduler puts it.
 PIN_THREADS = os.environ.get("CNNLAB_PIN_THREADS", "1") != "0"
 
 
 def pin_plan(helpers):
     """(the caller's CPUs during a job, one CPU per helper) for a pool of ``helpers`` helper
     threads, or None where threads stay unbound: pinning off, no affinity calls, or a process that
-    may use more or fewer CPUs than its workers (other processes may share them: several
-    processes on one machine, or workers set by hand)."""
+    may use more or fewer CPUs than its workers (kernels.set_workers by hand, or distributed
+    training's share of a machine's cores)."""
     if not PIN_THREADS or helpers < 1 or not hasattr(os, "sched_setaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))

@@ -178,7 +178,7 @@ class _Pool:
         from .spin import leave_and_wait, wait_while  # noqa: PLC0415
 
         if cpu is not None:  # policy.pin_plan: this helper's own CPU
-            _bind({cpu})
+            _set_mask({cpu})
         seen, apart = 0, True
         addr = self.signal.ctypes.data
         counted = None  # the active counter of the last job, where this helper has yet to leave it
@@ -203,13 +203,16 @@ class _Pool:
             job = None  # not kept while waiting: its chunks' arrays (the layer's input, gradients) are freed
 
     def run(self, fn, chunks):
-        # the caller on the CPUs no helper is bound to, for this job only (policy.PIN_THREADS)
-        mask = _bind(self.home) if self.home is not None else None
-        try:
+        # the caller on the CPUs no helper is bound to, for this job only (policy.PIN_THREADS); a
+        # thread or process started inside a chunk would inherit that binding
+        before = _mask_to_leave(self.home) if self.home is not None else None
+        try:  # an interrupt as or after the binding is made still gives the mask back
+            if before is not None:
+                _set_mask(self.home)
             return self._run(fn, chunks)
         finally:
-            if mask is not None:
-                _restore(mask)
+            if before is not None:
+                _set_mask(before)
 
     def _run(self, fn, chunks):
         job = _Job(fn, chunks)
@@ -233,25 +236,23 @@ class _Pool:
             self.cond.notify_all()
 
 
-def _bind(cpus):
-    """Bind the calling thread to ``cpus``; its mask before, or None where it was left as it was:
-    already bound so, bound by its owner to CPUs that exclude some of ``cpus``, or refused by the
-    system (a CPU taken away since)."""
+def _mask_to_leave(cpus):
+    """The calling thread's CPU mask, where binding it to ``cpus`` is wanted; None where it is
+    already so bound, bound by its owner to CPUs that exclude some of ``cpus``, or where the
+    system will not say."""
     try:
         before = os.sched_getaffinity(0)
-        if before == cpus or not cpus <= before:  # already there, or narrowed by its owner: left alone
-            return None
-        os.sched_setaffinity(0, cpus)
     except OSError:
         return None
-    return before
+    return None if before == cpus or not cpus <= before else before
 
 
-def _restore(mask):
-    """Give the calling thread back the CPU mask _bind returned."""
+def _set_mask(cpus):
+    """Bind the calling thread to ``cpus``, where the system allows (a CPU taken away since: the
+    thread stays as it was)."""
     try:
-        os.sched_setaffinity(0, mask)
-    except OSError:  # a CPU taken away since: the system's mask stands
+        os.sched_setaffinity(0, cpus)
+    except OSError:
         pass
 
 
