@@ -125,6 +125,19 @@ def _make_rows(R, NV):
     return intrinsic(rows)
 
 
+def _pointers(builder, f0, f1, f2, offsets, masks):
+    """Three float pointers, an int64 pointer (tap offsets) and an int16 pointer (lane masks) from
+    their int64 addresses: the in-place kernels' arguments."""
+    f32p = ir.FloatType().as_pointer()
+    return ([builder.inttoptr(a, f32p) for a in (f0, f1, f2)]
+            + [builder.inttoptr(offsets, ir.IntType(64).as_pointer()), builder.inttoptr(masks, ir.IntType(16).as_pointer())])
+
+
+def _lane_mask(builder, masks, index):
+    """The <16 x i1> lane mask kept as 16 bits at masks[index] (an int16 pointer)."""
+    return builder.bitcast(builder.load(builder.gep(masks, [index])), ir.VectorType(ir.IntType(1), W))
+
+
 def _make_same(G):
     """The micro-kernel of a "same" stride-1 layer on small planes, as a numba intrinsic: G vectors
     of the plane's positions, read in place (no padded copy), for o[g*16 + j] = sum_k w[k] *
@@ -133,15 +146,10 @@ def _make_same(G):
 
     def body(builder, args):
         w_base, x_base, off_ptr, mask_ptr, o_base, K, count = args
-        f32, i16, i32, i64 = ir.FloatType(), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
         fma = vector_fma(builder)
         load, store, lanes_below = masked_ops(builder)
-        w = builder.inttoptr(w_base, f32.as_pointer())
-        x = builder.inttoptr(x_base, f32.as_pointer())
-        o = builder.inttoptr(o_base, f32.as_pointer())
-        offs = builder.inttoptr(off_ptr, i64.as_pointer())
-        masks = builder.inttoptr(mask_ptr, i16.as_pointer())
-        mt = ir.VectorType(ir.IntType(1), W)
+        w, x, o, offs, masks = _pointers(builder, w_base, x_base, o_base, off_ptr, mask_ptr)
 
         def step(k, acc):
             at = builder.gep(x, [builder.load(builder.gep(offs, [k]))])
@@ -149,8 +157,8 @@ def _make_same(G):
             row = builder.mul(k, ir.Constant(i64, G))
             new = []
             for g in range(G):
-                bits = builder.load(builder.gep(masks, [builder.add(row, ir.Constant(i64, g))]))
-                xv = load(builder.gep(at, [ir.Constant(i64, g * W)]), builder.bitcast(bits, mt))
+                xv = load(builder.gep(at, [ir.Constant(i64, g * W)]),
+                          _lane_mask(builder, masks, builder.add(row, ir.Constant(i64, g))))
                 new.append(builder.call(fma, [wv, xv, acc[g]]))
             return new
 
@@ -177,15 +185,10 @@ def _make_same_grad(NK):
 
     def body(builder, args):
         g_base, x_base, off_ptr, mask_ptr, p_base, V, count, ldm, beta = args
-        f32, i16, i32, i64 = ir.FloatType(), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
         fma = vector_fma(builder)
         load, _, lanes_below = masked_ops(builder)
-        g = builder.inttoptr(g_base, f32.as_pointer())
-        x = builder.inttoptr(x_base, f32.as_pointer())
-        part = builder.inttoptr(p_base, f32.as_pointer())
-        offs = builder.inttoptr(off_ptr, i64.as_pointer())
-        masks = builder.inttoptr(mask_ptr, i16.as_pointer())
-        mt = ir.VectorType(ir.IntType(1), W)
+        g, x, part, offs, masks = _pointers(builder, g_base, x_base, p_base, off_ptr, mask_ptr)
         taps = [builder.gep(x, [builder.load(builder.gep(offs, [ir.Constant(i64, j)]))]) for j in range(NK)]
         left = builder.trunc(count, i32)
 
@@ -195,8 +198,7 @@ def _make_same_grad(NK):
             row = builder.mul(v, ldm)
             new = []
             for j in range(NK):
-                bits = builder.load(builder.gep(masks, [builder.add(row, ir.Constant(i64, j))]))
-                xv = load(builder.gep(taps[j], [at]), builder.bitcast(bits, mt))
+                xv = load(builder.gep(taps[j], [at]), _lane_mask(builder, masks, builder.add(row, ir.Constant(i64, j))))
                 new.append(builder.call(fma, [gv, xv, acc[j]]))
             return new
 
