@@ -7,6 +7,8 @@ too) and dilations; and which arrays take them.
 The micro-kernels are LLVM vector code, correct on any x86-64 CPU; the tests force the path on
 (policy._avx512) so they run everywhere."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -151,6 +153,12 @@ def test_same_layers_read_in_place_match_definition_and_differences(case, in_pla
         gw = depthwise.weight_grad_part(g.reshape(n, C, -1), x, *geom)
     finally:
         depthwise.SAME_MAX_WIDTH = old
+    _meet_references(x, w, g, stride, padding, dilation, y, gx, gw)
+
+
+def _meet_references(x, w, g, stride, padding, dilation, y, gx, gw):
+    """The output y, input gradient gx and weight gradient gw of a depthwise layer for x, w and the
+    output gradient g against the definition, central differences (gx only on small x) and PyTorch."""
     assert rel_error(y.reshape(g.shape), _definition(x, w, stride, padding, dilation)) < 1e-5
     g64 = g.astype(np.float64)
     if x.size <= 300:
@@ -159,17 +167,22 @@ def test_same_layers_read_in_place_match_definition_and_differences(case, in_pla
     fw = _central(lambda a: float((_definition(x, a, stride, padding, dilation) * g64).sum()), w.astype(np.float64))
     assert rel_error(gw, fw[:, 0]) < 1e-5
     xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    torch.nn.functional.conv2d(xt, wt, padding=padding, dilation=dilation, groups=C).backward(torch.tensor(g))
+    torch.nn.functional.conv2d(xt, wt, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1]).backward(
+        torch.tensor(g))
     assert rel_error(gx, xt.grad.numpy()) < 1e-5
     assert rel_error(gw, wt.grad.numpy()[:, 0]) < 1e-5
 
 
-@pytest.mark.parametrize("n,size,stride", [(200, 7, 1), (300, 7, 2), (2, 150, 1), (40, 30, 2)])
-def test_weight_gradients_carry_float32_sums_then_float64(n, size, stride):
+@pytest.mark.parametrize("n,size,stride,narrow", [(200, 7, 1, True), (300, 7, 2, True), (300, 7, 2, False),
+                                                  (2, 150, 1, True), (40, 30, 2, True), (40, 30, 2, False)])
+def test_weight_gradients_carry_float32_sums_then_float64(n, size, stride, narrow, monkeypatch):
     """The weight gradient's float32 sums run over at most WSLICE vectors before they go to float64
-    totals: carried across many small planes (the in-place kernel at stride 1, the scratch planes
-    at stride 2), a large plane cut into pieces. Against float64 sums of the definition, on inputs
-    of one sign, where float32 sums over whole planes lost 20-60x more."""
+    totals: carried across many small planes (the in-place kernel at stride 1, the narrow-plane
+    and the scratch-plane kernels at stride 2), a large plane cut into pieces. Against float64
+    sums of the definition, on inputs of one sign, where float32 sums over whole planes lost
+    20-60x more."""
+    if not narrow:
+        monkeypatch.setattr(depthwise, "NARROW_MAX_WIDTH", 0)
     rng = np.random.default_rng(5)
     x = (np.abs(rng.standard_normal((n, 3, size, size))) + 1).astype(np.float32)
     out = (size + 2 - 3) // stride + 1
@@ -181,3 +194,66 @@ def test_weight_gradients_carry_float32_sums_then_float64(n, size, stride):
     ref = np.array([[[(g[:, c].astype(np.float64) * xp[:, c, kh:kh + span:stride, kw:kw + span:stride]).sum()
                       for kw in range(3)] for kh in range(3)] for c in range(3)])
     assert rel_error(gw, ref) < 5e-8
+
+
+@st.composite
+def _narrow_case(draw):
+    """A layer on planes of at most 32 columns whose output rows have at most 16 (kernels/narrow.py)."""
+    while True:
+        k = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+        stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        padding = (draw(st.integers(0, 5)), draw(st.integers(0, 5)))
+        size = (draw(st.integers(1, 20)), draw(st.integers(1, 32)))
+        out = _geometry(size, k, stride, padding, dilation)
+        if min(out) > 0 and out[1] <= 16:
+            return draw(st.integers(1, 3)), draw(st.integers(1, 4)), size, k, stride, padding, dilation
+
+
+@settings(max_examples=50, deadline=None)
+@given(_narrow_case(), st.booleans())
+def test_narrow_planes_read_in_place_match_definition_and_differences(case, narrow):
+    """Layers on narrow planes (every tap's columns one permute of the row's two vectors, rows
+    outside the plane read from a zero row) against the definition, central differences and
+    PyTorch, with the narrow-plane kernels on or off (the scratch planes then) so both paths meet
+    the same references; every output element written (NaN-filled beforehand)."""
+    n, C, size, k, stride, padding, dilation = case
+    out_shape = _geometry(size, k, stride, padding, dilation)
+    old = depthwise.NARROW_MAX_WIDTH
+    depthwise.NARROW_MAX_WIDTH = 32 if narrow else 0
+    try:
+        taken = depthwise.use_narrow(size, out_shape) and not depthwise.use_same(size, k, stride, padding, dilation)
+        assert taken == (narrow and not depthwise.use_same(size, k, stride, padding, dilation))
+        rng = np.random.default_rng(sum(size) * 13 + C + sum(k) + sum(stride))
+        x = rng.standard_normal((n, C) + size).astype(np.float32)
+        w = rng.standard_normal((C, 1) + k).astype(np.float32)
+        g = rng.standard_normal((n, C) + out_shape).astype(np.float32)
+        geom = (k, stride, padding, dilation, out_shape)
+        y = depthwise.forward(x, w, *geom, out=np.full((n, C, math.prod(out_shape)), np.nan, np.float32))
+        gx = depthwise.input_grad(g.reshape(n, C, -1), w, size, *geom, out=np.full(x.shape, np.nan, np.float32))
+        gw = depthwise.weight_grad_part(g.reshape(n, C, -1), x, *geom)
+    finally:
+        depthwise.NARROW_MAX_WIDTH = old
+    _meet_references(x, w, g, stride, padding, dilation, y, gx, gw)
+
+
+def test_narrow_tall_planes_cut_into_pieces():
+    """A narrow plane with more output rows than WSLICE: the weight gradient's float32 sums cut
+    within the plane, against float64 sums of the definition; the other two against PyTorch."""
+    rng = np.random.default_rng(9)
+    n, C, size, k = 2, 3, (300, 9), (3, 3)
+    x = (np.abs(rng.standard_normal((n, C) + size)) + 1).astype(np.float32)
+    w = rng.standard_normal((C, 1) + k).astype(np.float32)
+    out_shape = _geometry(size, k, (1, 1), (0, 0), (1, 1))
+    assert depthwise.use_narrow(size, out_shape) and out_shape[0] > depthwise.WSLICE
+    g = (rng.standard_normal((n, C) + out_shape) + 1).astype(np.float32)
+    geom = (k, (1, 1), (0, 0), (1, 1), out_shape)
+    gw = depthwise.weight_grad_part(g.reshape(n, C, -1), x, *geom)
+    ref = np.array([[[(g[:, c].astype(np.float64) * x[:, c, kh:kh + out_shape[0], kw:kw + out_shape[1]]).sum()
+                      for kw in range(3)] for kh in range(3)] for c in range(C)])
+    assert rel_error(gw, ref) < 5e-8
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, groups=C)
+    yt.backward(torch.tensor(g))
+    assert rel_error(depthwise.forward(x, w, *geom).reshape(g.shape), yt.detach().numpy()) < 1e-5
+    assert rel_error(depthwise.input_grad(g.reshape(n, C, -1), w, size, *geom), xt.grad.numpy()) < 1e-5

@@ -37,6 +37,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from . import narrow
 from .igemm import (
     W,
     based,
@@ -66,6 +67,12 @@ NKD_SMALL = 3
 # weight gradient takes them at every width, the other two up to 20 columns (benchmarks/README.md,
 # "Eighth session of issue 22")
 SAME_MAX_WIDTH = 20
+# Planes of at most this many columns, whose output rows have at most 16, go to kernels/narrow.py
+# (read in place, every tap's columns one permute of the row): one core, 28x28 x64 at stride 2,
+# forward / input grad / weight grad 0.17 / 0.21 / 0.12 ms against 0.24 / 0.40 / 0.27 here, 14x14
+# x96 0.22 / 0.25 / 0.19 against 0.35 / 0.59 / 0.43 (benchmarks/README.md, "Ninth session of
+# issue 22")
+NARROW_MAX_WIDTH = narrow.MAX_WIDTH
 WSLICE = 64  # weight-gradient steps (of 16 positions) per float32 pass before the float64 totals
 
 
@@ -593,8 +600,7 @@ def same_weight_grad(g, x, totals, offs, masks):
         for v0 in range(0, V, WSLICE):  # a large plane in pieces of at most WSLICE vectors
             nv = min(WSLICE, V - v0)
             if held + nv > WSLICE and held:
-                for e in range(C * E):
-                    lanes[e] += part[e]
+                narrow.add_parts(lanes, part)
                 held = 0
             for c in range(C):
                 at = ((i * C + c) * HW + v0 * W) * 4
@@ -604,18 +610,18 @@ def same_weight_grad(g, x, totals, offs, masks):
                                1 if held else 0)
             held += nv
     if held:
-        for e in range(C * E):
-            lanes[e] += part[e]
-    for c in range(C):
-        for k in range(K):
-            t = 0.0
-            for lane in range(W):
-                t += lanes[c * E + k * W + lane]
-            totals[c, k] += t
+        narrow.add_parts(lanes, part)
+    narrow.sum_lanes(lanes, E, np.arange(K), totals)
 
 
 def _key(*geometry):
     return tuple(tuple(int(v) for v in g) for g in geometry)
+
+
+def use_narrow(size, out_shape):
+    """Whether kernels/narrow.py serves a layer that use_same does not: planes of at most
+    NARROW_MAX_WIDTH columns, output rows of at most 16."""
+    return size[1] <= NARROW_MAX_WIDTH and narrow.use_narrow(size, out_shape)
 
 
 def forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):
@@ -628,6 +634,10 @@ def forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):
     if use_same((H, W_), kernel, stride, padding, dilation):
         offs, masks, G = _same_plane(*_key((H, W_), kernel, padding, dilation), False)
         same_correlate(x.reshape(n, C, H * W_), _taps(w, C), out, offs, masks, G)
+        return out
+    if use_narrow((H, W_), out_shape):
+        narrow.forward(x, _taps(w, C), out, *narrow.forward_tables(*_key((H, W_), kernel, stride, padding, dilation,
+                                                                         out_shape)))
         return out
     Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     correlate(x, _taps(w, C), out, n, C, H, W_, 1, stride[1], Wq, padding[0], padding[1], Hs, Ws, stride[0], 1, boff,
@@ -647,6 +657,10 @@ def input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out=Non
     if use_same(size, kernel, stride, padding, dilation):
         offs, masks, G = _same_plane(*_key(size, kernel, padding, dilation), True)
         same_correlate(g.reshape(n, C, H * W_), _taps(w, C), gx.reshape(n, C, H * W_), offs, masks, G)
+        return gx
+    if use_narrow(size, out_shape):
+        narrow.input_grad(g.reshape(n, C, -1), _taps(w, C), gx, *narrow.back_tables(*_key(size, kernel, stride, padding, dilation,
+                                                                       out_shape)))
         return gx
     Hs, Ws, top, left, order, boff, kstart = _back_plane(*_key(size, kernel, stride, padding, dilation))
     taps = np.ascontiguousarray(_taps(w, C)[:, order])
@@ -674,6 +688,11 @@ def weight_grad_part(g, x, kernel, stride, padding, dilation, out_shape):
         offs, masks = _same_grad_plane(*_key((H, W_), kernel, padding, dilation))
         totals = np.zeros((C, math.prod(kernel)))
         same_weight_grad(g.reshape(n, C, H * W_), x.reshape(n, C, H * W_), totals, offs, masks)
+        return totals.reshape(C, *kernel)
+    if use_narrow((H, W_), out_shape):
+        totals = np.zeros((C, math.prod(kernel)))
+        narrow.weight_grad(g.reshape(n, C, -1), x, totals, *narrow.grad_tables(*_key((H, W_), kernel, stride, padding, dilation,
+                                                                   out_shape)), WSLICE)
         return totals.reshape(C, *kernel)
     Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     totals = np.zeros((C, boff.shape[0]))
