@@ -158,7 +158,8 @@ def test_same_layers_read_in_place_match_definition_and_differences(case, in_pla
 
 def _meet_references(x, w, g, stride, padding, dilation, y, gx, gw):
     """The output y, input gradient gx and weight gradient gw of a depthwise layer for x, w and the
-    output gradient g against the definition, central differences (gx only on small x) and PyTorch."""
+    output gradient g against the definition, central differences (gx only on small x) and PyTorch
+    (float64)."""
     assert rel_error(y.reshape(g.shape), _definition(x, w, stride, padding, dilation)) < 1e-5
     g64 = g.astype(np.float64)
     if x.size <= 300:
@@ -166,9 +167,10 @@ def _meet_references(x, w, g, stride, padding, dilation, y, gx, gw):
         assert rel_error(gx, fx) < 1e-5
     fw = _central(lambda a: float((_definition(x, a, stride, padding, dilation) * g64).sum()), w.astype(np.float64))
     assert rel_error(gw, fw[:, 0]) < 1e-5
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    # PyTorch in float64: its float32 sums are no reference where a gradient's terms nearly cancel
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
     torch.nn.functional.conv2d(xt, wt, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1]).backward(
-        torch.tensor(g))
+        torch.tensor(g, dtype=torch.float64))
     assert rel_error(gx, xt.grad.numpy()) < 1e-5
     assert rel_error(gw, wt.grad.numpy()[:, 0]) < 1e-5
 
