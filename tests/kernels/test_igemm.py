@@ -12,7 +12,7 @@ import pytest
 import cnnlab
 import cnnlab.functional as F
 from cnnlab import kernels
-from cnnlab.functional.conv import ConvPlan
+from cnnlab.functional.conv import ConvPlan, conv_output_shape
 from cnnlab.kernels import igemm, policy
 from harness import rel_error, torch
 from helpers import naive_conv
@@ -218,6 +218,31 @@ def test_batch_in_chunks_over_threads_is_deterministic(monkeypatch):
     whole = _run(case, (x, w, b), np.float32, up)
     for a, c in zip(first, whole):
         assert rel_error(a, c) < 2e-6
+
+
+@pytest.mark.parametrize("case", [((1, 8, 9, 9), (16, 8, 3, 3), 1, 1, 1, 1), ((4, 6, 11, 11), (6, 1, 3, 3), 2, 1, 1, 6)])
+def test_one_chunk_backward_as_two_jobs_gives_the_same_bits(case, monkeypatch):
+    """A batch of one chunk computes its input and weight gradients as two jobs on the two cores
+    (policy.split_backward; the indirect GEMM, and a depthwise layer): the same bits as the two in
+    one job, twice, and the split was taken."""
+    x, w, b = _case(case, 3)
+    s, p, d, g = _params(case)
+    up = np.random.default_rng(4).standard_normal((case[0][0], case[1][0]) + conv_output_shape(case[0][2:], case[1][2:],
+                                                                                               s, p, d))
+    monkeypatch.setattr(policy, "WORKERS", 2)
+    monkeypatch.setattr(policy, "SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(policy, "_avx512", True)
+    taken = []
+    split = policy.split_backward
+    monkeypatch.setattr(policy, "split_backward", lambda *a: taken.append(split(*a)) or taken[-1])
+    first = _run(case, (x, w, b), np.float32, up)
+    assert taken == [True]
+    again = _run(case, (x, w, b), np.float32, up)
+    monkeypatch.setattr(policy, "split_backward", lambda *a: False)
+    serial = _run(case, (x, w, b), np.float32, up)
+    for a, c, e in zip(first, again, serial):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(a, e)
 
 
 def test_chunks_on_both_threads_share_the_lazily_made_parts(monkeypatch):

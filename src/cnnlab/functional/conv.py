@@ -214,11 +214,30 @@ class ConvPlan:
                 gx[n0:n1] = gxc
             return gw, gb
 
-        partial = kernels.run_chunks(chunk, self.chunks, xp is np)
+        if self._split_backward(x, needs):  # one chunk: the two gradients as two jobs, side by side
+            N = x.shape[0]
+
+            def job(which, _):
+                gxc, gw, gb = self.backward_chunk(x, out_grad(0, N), which == 0, which == 1, want_b and which == 1,
+                                                  gx if which == 0 else None)
+                if gxc is not None and gxc is not gx:
+                    gx[...] = gxc
+                return gw, gb
+
+            partial = kernels.run_chunks(job, [(0, 0), (1, 1)])[1:]
+        else:
+            partial = kernels.run_chunks(chunk, self.chunks, xp is np)
         gw = self._weight_grad([p[0] for p in partial]) if needs[1] else None
         if not has_bias:
             return gx, gw
         return gx, gw, (_sum_parts([p[1] for p in partial]) if want_b else None)
+
+    def _split_backward(self, x, needs):
+        """Whether backward runs the input gradient and the weight gradient as two jobs
+        (policy.split_backward): NumPy arrays, both wanted, the indirect GEMM or the depthwise
+        kernels (which compute the two apart anyway)."""
+        return (self.xp is np and needs[0] and needs[1] and (self.indirect or self.depthwise)
+                and kernels.policy.split_backward(self.chunks, 2 * x.shape[0] * self.F * self.Cg * self.K * self.L))
 
     def _weight_grad(self, parts):
         """The chunks' dW parts summed in chunk order (deterministic), as (F, C/G, *kernel)."""
