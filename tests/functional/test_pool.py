@@ -118,6 +118,33 @@ def test_tied_windows_send_the_gradient_to_the_first_maximum_on_every_path(d, co
     np.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_windows_over_the_whole_map(d, dtype):
+    """Global pooling (one window the size of the map, the sum one product with ones), and 3-D and
+    1-D windows in float32 (the compiled depth pass, the 2-D loops), against the definition and
+    PyTorch; every path's gradient by finite differences in float64."""
+    rng = np.random.default_rng(d)
+    size = (7, 5, 4)[:d]
+    n = 2 * 3 * int(np.prod(size))
+    x = ((rng.permutation(n) * 0.01 + 0.5) * rng.choice([-1, 1], n)).reshape((2, 3) + size).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    for k, s, p in ((size, size, (0,) * d), ((3,) * d, (2,) * d, (1,) * d)):
+        for name, fn, tf in (("max", MAX[d], TMAX[d]), ("avg", AVG[d], TAVG[d])):
+            t = cnnlab.tensor(x, requires_grad=True)
+            out = fn(t, k, s, p)
+            g = rng.standard_normal(out.shape)
+            out.backward(g.astype(dtype))
+            tt = torch.tensor(x.astype(np.float64), requires_grad=True)
+            tout = tf(tt, k, s, p)
+            tout.backward(torch.tensor(g))
+            np.testing.assert_allclose(out.numpy(), naive_pool(x.astype(np.float64), k, s, p, name), rtol=tol,
+                                       atol=tol)
+            np.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=tol, atol=tol)
+            if dtype == np.float64:
+                check_op(lambda a, f=fn, k=k, s=s, p=p: f(a, k, s, p), [x], None, None)
+
+
 def test_l2_pooling_is_the_articles_definition():
     x = np.array([[[[3., 4, 0, 0], [0, 0, 1, 1], [1, 2, 0, 0], [2, 4, 0, 0]]]])
     out = F.lp_pool2d(cnnlab.tensor(x), 2, 2).numpy()

@@ -139,6 +139,16 @@ def _max_pool2d_forward_nopad(x, KH, KW, sh, sw, OH, OW):
 
 
 @njit(**_OPTS)
+def _window_ranges(count, s, p, K, S):
+    """For each of ``count`` outputs o along an axis: the window's first and last-plus-one taps k
+    whose input o*s - p + k lies in [0, S)."""
+    k0, k1 = np.empty(count, np.int64), np.empty(count, np.int64)
+    for o in range(count):
+        k0[o], k1[o] = max(0, p - o * s), min(K, S + p - o * s)
+    return k0, k1
+
+
+@njit(**_OPTS)
 def max_pool2d_forward(x, KH, KW, sh, sw, ph, pw, OH, OW):
     """Max over each window; also the flat input index (ih*W + iw) of the first maximum."""
     N, C, H, W = x.shape
@@ -148,24 +158,26 @@ def max_pool2d_forward(x, KH, KW, sh, sw, ph, pw, OH, OW):
         if KH == 2 and KW == 2 and sh == 2 and sw == 2:
             return _max_pool2d_forward_2x2(x, OH, OW)
         return _max_pool2d_forward_nopad(x, KH, KW, sh, sw, OH, OW)
+    # padded: each window's rows and columns inside the input, found once per output row and
+    # column, so the loops test no bounds (3x3/2 with padding 1, 16 x 64 maps of 56x56, forward:
+    # 11.3 -> 4.5 ms; PyTorch 9.4)
+    kh0, kh1 = _window_ranges(OH, sh, ph, KH, H)
+    kw0, kw1 = _window_ranges(OW, sw, pw, KW, W)
     for n in prange(N):
         for c in range(C):
+            plane = x[n, c]
             for oh in range(OH):
+                ih0 = oh * sh - ph
                 for ow in range(OW):
-                    best = -np.inf
-                    where = -1
-                    for kh in range(KH):
-                        ih = oh * sh - ph + kh
-                        if ih < 0 or ih >= H:
-                            continue
-                        for kw in range(KW):
-                            iw = ow * sw - pw + kw
-                            if iw < 0 or iw >= W:
-                                continue
-                            v = x[n, c, ih, iw]
-                            if v > best or where < 0:  # strict '>': the first maximum wins ties
+                    iw0 = ow * sw - pw
+                    best = plane[ih0 + kh0[oh], iw0 + kw0[ow]]  # the window's first element inside
+                    where = (ih0 + kh0[oh]) * W + iw0 + kw0[ow]
+                    for kh in range(kh0[oh], kh1[oh]):
+                        for kw in range(kw0[ow], kw1[ow]):
+                            v = plane[ih0 + kh, iw0 + kw]
+                            if v > best:  # strict '>': the first maximum wins ties
                                 best = v
-                                where = ih * W + iw
+                                where = (ih0 + kh) * W + iw0 + kw
                     out[n, c, oh, ow] = best
                     arg[n, c, oh, ow] = where
     return out, arg
@@ -225,6 +237,80 @@ def sum_pool2d_2x2_backward(g, H, W):
                     d1[j] = v
                     d1[j + 1] = v
     return dx
+
+
+@njit(**_OPTS)
+def depth_max(m, KD, sd, pd, OD):
+    """The depth pass of 3-D max pooling: m (A, D, P) holds each depth slice's 2-D window maxima;
+    best[a, od, q] = the first largest of m[a, od*sd - pd + kd, q] over the kernel depths kd whose
+    slice lies in [0, D) (strict '>': with the 2-D loop's own order, the first maximum of the
+    window in (d, h, w) order), pick = that slice (int32)."""
+    A, D, P = m.shape
+    best = np.empty((A, OD, P), dtype=m.dtype)
+    pick = np.empty((A, OD, P), dtype=np.int32)
+    k0, k1 = _window_ranges(OD, sd, pd, KD, D)
+    for a in range(A):
+        for od in range(OD):
+            first = od * sd - pd + k0[od]
+            b, pk = best[a, od], pick[a, od]
+            src = m[a, first]
+            for q in range(P):
+                b[q] = src[q]
+                pk[q] = first
+            for kd in range(k0[od] + 1, k1[od]):
+                d = od * sd - pd + kd
+                src = m[a, d]
+                for q in range(P):
+                    if src[q] > b[q]:
+                        b[q] = src[q]
+                        pk[q] = d
+    return best, pick
+
+
+@njit(**_OPTS)
+def depth_route(g, pick, D):
+    """Adjoint of depth_max's selection: g (A, OD, P) summed into (A, D, P) at each output's
+    picked slice."""
+    A, OD, P = g.shape
+    out = np.zeros((A, D, P), dtype=g.dtype)
+    for a in range(A):
+        for od in range(OD):
+            for q in range(P):
+                out[a, pick[a, od, q], q] += g[a, od, q]
+    return out
+
+
+@njit(**_OPTS)
+def depth_sum(s, KD, sd, pd, OD):
+    """The depth pass of 3-D sum pooling: out[a, od] = sum of s[a, od*sd - pd + kd] (A, D, P) over
+    the kernel depths whose slice lies in [0, D)."""
+    A, D, P = s.shape
+    out = np.zeros((A, OD, P), dtype=s.dtype)
+    k0, k1 = _window_ranges(OD, sd, pd, KD, D)
+    for a in range(A):
+        for od in range(OD):
+            o = out[a, od]
+            for kd in range(k0[od], k1[od]):
+                src = s[a, od * sd - pd + kd]
+                for q in range(P):
+                    o[q] += src[q]
+    return out
+
+
+@njit(**_OPTS)
+def depth_sum_adjoint(g, KD, sd, pd, D):
+    """Adjoint of depth_sum: g (A, OD, P) -> (A, D, P)."""
+    A, OD, P = g.shape
+    out = np.zeros((A, D, P), dtype=g.dtype)
+    k0, k1 = _window_ranges(OD, sd, pd, KD, D)
+    for a in range(A):
+        for od in range(OD):
+            src = g[a, od]
+            for kd in range(k0[od], k1[od]):
+                o = out[a, od * sd - pd + kd]
+                for q in range(P):
+                    o[q] += src[q]
+    return out
 
 
 @njit(**_OPTS)
