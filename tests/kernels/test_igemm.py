@@ -129,6 +129,38 @@ CASES = [
 ]
 
 
+# the strided cases of dilation 1, a 16x16 input (phase rows of 80 positions: 64 + 16) and a 6x6 one
+STRIDED = [c for c in CASES if c[2] != 1 and c[4] == 1] + [((2, 6, 16, 16), (12, 6, 3, 3), 2, 1, 1, 1),
+                                                          ((1, 4, 6, 6), (8, 4, 3, 3), 2, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("phases", [True, False], ids=["phases", "col2im"])
+@pytest.mark.parametrize("case", STRIDED)
+def test_strided_input_gradient_both_ways(case, phases, monkeypatch):
+    """A strided layer's input gradient by phases (dconv, its last blocks of 16 or 32 positions)
+    or through the fields' gradients and col2im (igemm.PHASE_MIN_SHARE decides; forced either
+    way here) against the definition's float64 path and PyTorch."""
+    monkeypatch.setattr(igemm, "PHASE_MIN_SHARE", 0.0 if phases else 2.0)
+    igemm.conv_geometry.cache_clear()
+    try:
+        x, w, b = _case(case, 5)
+        s, p, d, g = _params(case)
+        assert kernels.indirect_conv(x.shape[1:], w.astype(np.float32), s, p, d, g,
+                                     conv_output_shape(x.shape[2:], w.shape[2:], s, p, d)).phase_back == phases
+        up = np.random.default_rng(6).standard_normal(naive_conv(x, w, b, s, p, d, g).shape)
+        got = _run(case, (x, w, b), np.float32, up)
+        exact = _run(case, (x, w, b), np.float64, up)
+    finally:
+        igemm.conv_geometry.cache_clear()
+    for a, e in zip(got, exact):
+        assert rel_error(a, e) < 2e-6
+    ts = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    out = torch.nn.functional.conv2d(*ts, stride=s, padding=p, dilation=d, groups=g)
+    out.backward(torch.tensor(up))
+    for a, t in zip(got[1:], ts):
+        assert rel_error(a, t.grad.numpy()) < 2e-6
+
+
 def test_both_weight_gradient_forms_are_in_the_cases():
     """The cases below reach the direct weight gradient (stride 1, outputs filling most of the
     padded rows) and igemm's packed one."""

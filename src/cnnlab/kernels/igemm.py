@@ -231,6 +231,7 @@ def _make_block(MR, NV, b_rows=False):
 _block = _make_block(MR, 2)
 _block1 = _make_block(MR1, 1)
 _dblock = _make_block(MR, 2, b_rows=True)
+_dblock1 = _make_block(MR, 1, b_rows=True)  # dconv's last block of a row of at most 16 positions
 
 
 def masked_ops(builder):
@@ -461,16 +462,18 @@ def dconv(w, x, boff, out, n, F, P, xstride, ostride):
             ob = i * ostride + f0 * P
             for p0 in range(0, P, NR):
                 npos = min(NR, P - p0)
-                full = nf == MR and npos == NR
+                half = npos <= W  # a last block of at most 16 positions: one vector wide
+                full = nf == MR and npos == (W if half else NR)
                 for sl in range(slices(K)):  # in slices, as igemm: float32 rounding near BLAS's
                     k0 = slice_start(K, sl)
                     kn = slice_start(K, sl + 1) - k0
-                    if full:
-                        _dblock(w_addr, rows.ctypes.data, cols.ctypes.data + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
-                                out.ctypes.data + (ob + p0) * 4, P, kn, 1 if k0 > 0 else 0)
+                    dst, ldd = (out.ctypes.data + (ob + p0) * 4, P) if full else (scratch.ctypes.data, NR)
+                    if half:
+                        _dblock1(w_addr, rows.ctypes.data, cols.ctypes.data + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
+                                 dst, ldd, kn, 1 if k0 > 0 else 0)
                     else:
                         _dblock(w_addr, rows.ctypes.data, cols.ctypes.data + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
-                                scratch.ctypes.data, NR, kn, 1 if k0 > 0 else 0)
+                                dst, ldd, kn, 1 if k0 > 0 else 0)
                 if not full:
                     for r in range(nf):
                         for j in range(npos):
@@ -950,6 +953,29 @@ def phase_geometry(stride, padding, size, padded, kernel, Fg):
     return E, Hq, Hg, Wg, Hq * Wg, E[1] + NR, tuple(tables)
 
 
+def phase_share(stride, size, padded, kernel):
+    """The share of _PhaseBack's computed positions that are input positions: each of the s0 x s1
+    phase planes has about ceil(H / s0) rows of Wg positions (phase_geometry), computed in whole
+    blocks of NR."""
+    (s0, s1), (H, W_) = stride, size
+    E1 = (kernel[1] - 1) // s1
+    Wg = -(-padded[1] // s1) + E1
+    computed = s0 * s1 * (-(-(-(-H // s0) * Wg) // NR) * NR)
+    return H * W_ / computed
+
+
+# The input gradient of a strided layer goes by phases where they fill at least this share of the
+# positions they compute, else through the fields' gradients and col2im. bench-style op rows
+# (forward + backward, two cores), phases -> col2im: 128->256 on 8x8 inputs at batch 32 4.86 ->
+# 3.85 ms, 64->128 on 10x10 1.57 -> 1.26, 32->64 on 12x12 at batch 64 1.14 -> 1.13. One core, 16 images,
+# 3x3 stride-2 layers C -> 2C, ms phases / col2im: 8x8 inputs (share 0.50) 0.12 / 0.09 (C 32),
+# 0.39 / 0.24 (64), 1.35 / 0.77 (128); 10x10 (0.39) 0.18 / 0.13, 0.66 / 0.38, 2.50 / 1.20; 12x12
+# (0.56) 0.20 / 0.19, 0.69 / 0.53, 2.61 / 1.73; 14x14 (0.77) 0.22 / 0.27, 0.75 / 2.07, 2.97 /
+# 2.51; 16x16 (0.67) 0.29 / 0.34, 1.05 / 2.85, 4.22 / 4.50 (benchmarks/README.md, "Ninth session
+# of issue 22").
+PHASE_MIN_SHARE = 0.6
+
+
 @functools.lru_cache(maxsize=128)
 def phase_plan(stride, padding, size, padded, kernel, Fg, Cg, G):
     """_PhaseBack's steps for phase_back_chunk (cached): (plan (steps, 1 + 2*PLAN_FIELDS), the
@@ -1038,8 +1064,10 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
             and math.prod(S) <= FLIP_MAX_GROWTH * g["L"]):
         g["flip_padding"] = tuple(r - p for r, p in zip(reach, padding))
-    # a strided layer's input gradient by phases (_PhaseBack), without col2im
-    g["phase_back"] = len(S) == 2 and any(st > 1 for st in stride) and all(d == 1 for d in dilation)
+    # a strided layer's input gradient by phases (_PhaseBack), without col2im, where the phase
+    # planes' rows fill enough of dconv's blocks of positions (phase_share)
+    g["phase_back"] = (len(S) == 2 and any(st > 1 for st in stride) and all(d == 1 for d in dilation)
+                       and phase_share(stride, tuple(S), g["padded"], kernel) >= PHASE_MIN_SHARE)
     g["_tables"] = {}
     return g
 
