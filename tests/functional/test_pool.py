@@ -145,6 +145,43 @@ def test_windows_over_the_whole_map(d, dtype):
                 check_op(lambda a, f=fn, k=k, s=s, p=p: f(a, k, s, p), [x], None, None)
 
 
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("k,stride,padding", [(2, 2, 0), (3, 1, 1), (2, 1, 0)])
+def test_max_pooling_propagates_nan_as_pytorch(d, k, stride, padding):
+    """A window holding a NaN gives NaN, as in PyTorch, in every dimension and window (2x2/2,
+    padded, overlapping); the other windows' values and gradients are PyTorch's, and each NaN
+    window's gradient goes to one of its NaNs (the first; PyTorch's to the last)."""
+    rng = np.random.default_rng(d * 10 + k)
+    x = rng.standard_normal((2, 2) + (5,) * d)
+    x.reshape(-1)[rng.choice(x.size, 6, replace=False)] = np.nan
+    t = cnnlab.tensor(x, requires_grad=True)
+    out = MAX[d](t, k, stride, padding)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    tt = torch.tensor(x, requires_grad=True)
+    tout = TMAX[d](tt, k, stride, padding)
+    tout.backward(torch.tensor(g))
+    np.testing.assert_array_equal(np.isnan(out.numpy()), np.isnan(tout.detach().numpy()))
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=0, atol=0)
+    ok = ~np.isnan(x)
+    np.testing.assert_allclose(t.grad.numpy()[ok], tt.grad.numpy()[ok], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(t.grad.numpy().sum(), tt.grad.numpy().sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape,fn", [((0, 3, 9, 9), lambda t: F.avg_pool2d(t, 3, 2, 1)),
+                                      ((2, 0, 4, 4, 4), lambda t: F.avg_pool3d(t, 3, 1, 1)),
+                                      ((0, 3, 4, 4, 4), lambda t: F.max_pool3d(t, 2)),
+                                      ((0, 3, 8), lambda t: F.max_pool1d(t, 2)),
+                                      ((2, 0, 7, 7), lambda t: F.avg_pool2d(t, 7))])
+def test_empty_batches_and_channels(shape, fn):
+    """No images or no channels: empty outputs and gradients of the right shapes, float32 (the
+    depthwise kernels with unit weights, the depth pass, the global window)."""
+    t = cnnlab.tensor(np.zeros(shape, np.float32), requires_grad=True)
+    out = fn(t)
+    out.backward(np.zeros(out.shape, np.float32))
+    assert out.numpy().size == 0 and t.grad.numpy().shape == shape
+
+
 def test_l2_pooling_is_the_articles_definition():
     x = np.array([[[[3., 4, 0, 0], [0, 0, 1, 1], [1, 2, 0, 0], [2, 4, 0, 0]]]])
     out = F.lp_pool2d(cnnlab.tensor(x), 2, 2).numpy()

@@ -259,3 +259,15 @@ def test_narrow_tall_planes_cut_into_pieces():
     yt.backward(torch.tensor(g))
     assert rel_error(depthwise.forward(x, w, *geom).reshape(g.shape), yt.detach().numpy()) < 1e-5
     assert rel_error(depthwise.input_grad(g.reshape(n, C, -1), w, size, *geom), xt.grad.numpy()) < 1e-5
+
+
+@pytest.mark.parametrize("size,stride", [((14, 14), 2), ((7, 7), 1), ((40, 40), 2)])
+def test_empty_batch_forward_and_backward(size, stride):
+    """A batch of no images through a depthwise layer (narrow planes, scratch planes): empty
+    output and input gradient, a zero weight gradient."""
+    x = cnnlab.tensor(np.zeros((0, 4) + size, np.float32), requires_grad=True)
+    w = cnnlab.tensor(np.ones((4, 1, 3, 3), np.float32), requires_grad=True)
+    out = F.conv2d(x, w, stride=stride, groups=4)
+    out.backward(np.zeros(out.shape, np.float32))
+    assert out.shape[0] == 0 and x.grad.shape == x.shape
+    np.testing.assert_array_equal(w.grad.numpy(), 0)

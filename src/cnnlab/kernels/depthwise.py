@@ -458,7 +458,7 @@ def weight_grad(g, x, totals, n, C, H, W_, top, left, Hs, Ws, split, Wq, s0, bof
 
 
 def _taps(w, C):
-    return np.ascontiguousarray(w.reshape(C, -1), dtype=np.float32)
+    return np.ascontiguousarray(w.reshape(C, math.prod(w.shape[2:])), dtype=np.float32)  # C may be 0
 
 
 @functools.lru_cache(maxsize=256)
@@ -619,8 +619,8 @@ def _key(*geometry):
 
 
 def use_narrow(size, out_shape):
-    """Whether kernels/narrow.py serves a layer that use_same does not: planes of at most
-    NARROW_MAX_WIDTH columns, output rows of at most 16."""
+    """Whether kernels/narrow.py can serve a layer (forward, input_grad and weight_grad_part try
+    use_same first): planes of at most NARROW_MAX_WIDTH columns, output rows of at most 16."""
     return size[1] <= NARROW_MAX_WIDTH and narrow.use_narrow(size, out_shape)
 
 
@@ -659,8 +659,8 @@ def input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out=Non
         same_correlate(g.reshape(n, C, H * W_), _taps(w, C), gx.reshape(n, C, H * W_), offs, masks, G)
         return gx
     if use_narrow(size, out_shape):
-        narrow.input_grad(g.reshape(n, C, -1), _taps(w, C), gx, *narrow.back_tables(*_key(size, kernel, stride, padding, dilation,
-                                                                       out_shape)))
+        tables = narrow.back_tables(*_key(size, kernel, stride, padding, dilation, out_shape))
+        narrow.input_grad(g.reshape(n, C, OH * OW), _taps(w, C), gx, *tables)
         return gx
     Hs, Ws, top, left, order, boff, kstart = _back_plane(*_key(size, kernel, stride, padding, dilation))
     taps = np.ascontiguousarray(_taps(w, C)[:, order])
@@ -691,8 +691,8 @@ def weight_grad_part(g, x, kernel, stride, padding, dilation, out_shape):
         return totals.reshape(C, *kernel)
     if use_narrow((H, W_), out_shape):
         totals = np.zeros((C, math.prod(kernel)))
-        narrow.weight_grad(g.reshape(n, C, -1), x, totals, *narrow.grad_tables(*_key((H, W_), kernel, stride, padding, dilation,
-                                                                   out_shape)), WSLICE)
+        tables = narrow.grad_tables(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
+        narrow.weight_grad(g.reshape(n, C, math.prod(out_shape)), x, totals, *tables, WSLICE)
         return totals.reshape(C, *kernel)
     Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     totals = np.zeros((C, boff.shape[0]))

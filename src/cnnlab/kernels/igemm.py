@@ -955,8 +955,9 @@ def phase_geometry(stride, padding, size, padded, kernel, Fg):
 
 def phase_share(stride, size, padded, kernel):
     """The share of _PhaseBack's computed positions that are input positions: each of the s0 x s1
-    phase planes has about ceil(H / s0) rows of Wg positions (phase_geometry), computed in whole
-    blocks of NR."""
+    phase planes has about ceil(H / s0) rows of Wg positions (phase_geometry), counted in whole
+    blocks of NR: the model PHASE_MIN_SHARE was measured with (dconv now computes a last block of
+    at most 16 positions one vector wide, which this does not count)."""
     (s0, s1), (H, W_) = stride, size
     E1 = (kernel[1] - 1) // s1
     Wg = -(-padded[1] // s1) + E1

@@ -11,8 +11,8 @@ input gradient runs the other way: lane c of an input row takes the output gradi
 (c + p1 - kw*d1) / s1 where that divides and lies in the row, one permute of the gradient row.
 Rows above or below the plane are read from a zero row. Nothing is copied: the scratch planes of
 kernels/depthwise.py laid every plane into a padded, phase-split copy first, which cost as much
-as the products on planes this small (one core, 28x28 x64 at stride 2: forward 0.23 ms there,
-0.16 here; benchmarks/README.md, "Ninth session of issue 22").
+as the products on planes this small (one core, 28x28 x64 at stride 2: forward 0.24 ms there,
+0.17 here; benchmarks/README.md, "Ninth session of issue 22").
 """
 
 from __future__ import annotations
