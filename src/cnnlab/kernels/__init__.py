@@ -281,8 +281,9 @@ def _depthwise_phase_input_grad(cpu, g, w, size, kernel, stride, padding, out_sh
 # windows over each depth slice (the volume's slices as an image's channels), then a compiled
 # pass along the depth (cpu.depth_max, cpu.depth_sum). A window over the whole map (global
 # pooling) is one product with a vector of ones. Against PyTorch, forward + backward, before ->
-# after: max_pool1d 0.31x -> 1.37x, max_pool3d 0.21x -> 2.05x, avg_pool3d 0.62x -> 1.71x, a 7x7
-# average over 7x7 maps 0.28x -> 1.87x (benchmarks/README.md, "Ninth session of issue 22").
+# after: max_pool1d 0.31x -> 1.27-1.40x, max_pool3d 0.21x -> 1.51-2.05x, avg_pool3d 0.62x ->
+# 1.39-1.71x, a 7x7 average over 7x7 maps 0.28x -> 1.75-1.87x (benchmarks/README.md, "Ninth
+# session of issue 22").
 def _whole_map(shape, kernel, padding):
     """One window covers each whole (unpadded) map: pooling is a sum over the map."""
     return tuple(kernel) == tuple(shape[2:]) and not any(padding)

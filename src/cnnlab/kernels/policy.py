@@ -240,8 +240,8 @@ def split_backward(chunks, pass_flops) -> bool:
     """Whether a convolution whose batch is one chunk (``chunks``) computes its input gradient and
     its weight gradient as two jobs on two cores, side by side: where there are two workers and
     the two products (``pass_flops`` each) together reach SPLIT_MIN_FLOPS. bench_cpu's conv1d
-    layer (8 signals, 10 MFLOP a product): forward + backward 0.23 -> 0.18 ms (benchmarks/README.md,
-    "Ninth session of issue 22")."""
+    layer (8 signals, 10 MFLOP a product): forward + backward 0.236 -> 0.221 ms
+    (benchmarks/README.md, "Ninth session of issue 22")."""
     return len(chunks) == 1 and WORKERS >= 2 and _compiled_enabled and 2 * pass_flops >= SPLIT_MIN_FLOPS
 
 
