@@ -396,6 +396,16 @@ def test_the_rule_sees_dilation(monkeypatch):
     assert not ConvPlan(x, w, None, (1, 1), (1, 1), (2, 2), 1).indirect
 
 
+@pytest.mark.parametrize("F,CK,G", [(256, 1152, 1), (26, 36, 2), (16, 432, 1), (8, 25, 1), (33, 63, 1), (64, 72, 8)])
+def test_packed_filters_are_each_groups_transposed_panels(F, CK, G):
+    """pack_filters (one pass) lays out the forward pass's weights exactly as pack_columns of each
+    group's transposed rows, the last panel zero-padded."""
+    wf = np.random.default_rng(F + CK).standard_normal((F, CK)).astype(np.float32)
+    Fg = F // G
+    ref = np.stack([igemm.pack_columns(np.ascontiguousarray(wf[g * Fg:(g + 1) * Fg].T)) for g in range(G)])
+    np.testing.assert_array_equal(igemm.pack_filters(wf, G), ref)
+
+
 @pytest.mark.parametrize("M,K,N", [(5, 7, 3), (130, 300, 40), (9, 17, 33), (128, 800, 256)])
 def test_matmul_in_its_three_forms(M, K, N):
     rng = np.random.default_rng(M + K + N)
