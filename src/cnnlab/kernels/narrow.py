@@ -102,8 +102,8 @@ class _Kernel:
         return self.lanes_below(self.b.trunc(n, self.i32))
 
     def index(self, base, at):
-        """The <16 x i32> index vector and <16 x i1> mask number ``at`` of the tables at ``base``
-        (int32 (., 16)) and ``base_m`` (int16 (.))."""
+        """The <16 x i32> index vector and <16 x i1> mask number ``at`` of the tables whose
+        addresses ``base`` holds: (index vectors, int32 (., 16); masks, int16 (.))."""
         idx_base, mask_base = base
         idx = self.b.load(self.b.gep(self.b.inttoptr(idx_base, self.it.as_pointer()), [at]), align=4)
         m = self.b.load(self.b.gep(self.b.inttoptr(mask_base, self.i16.as_pointer()), [at]))
