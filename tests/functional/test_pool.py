@@ -105,17 +105,24 @@ def test_tied_windows_send_the_gradient_to_the_first_maximum_on_every_path(d, co
     x = rng.integers(0, 2, size=(2, 2) + (5,) * d).astype(np.float64)
     k, s, p = (3,) * d, (1,) * d, (1,) * d
     with kernels.compiled(compiled):
-        t = cnnlab.tensor(x, requires_grad=True)
-        out = MAX[d](t, k, s, p)
-        g = rng.standard_normal(out.shape)
-        out.backward(g)
+        out, grad, g, tout, tgrad = _max_pool_and_pytorch(x, d, k, s, p, rng)
+    np.testing.assert_array_equal(out, naive_pool(x, k, s, p, "max"))
+    np.testing.assert_array_equal(out, tout)
+    np.testing.assert_allclose(grad, _naive_max_pool_grad(x, k, s, p, g), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad, tgrad, rtol=1e-12, atol=1e-12)
+
+
+def _max_pool_and_pytorch(x, d, k, s, p, rng):
+    """cnnlab's d-D max pooling of x (float64) and PyTorch's, both differentiated with one random
+    output gradient g: (out, x's gradient, g, PyTorch's out, PyTorch's x gradient), as arrays."""
+    t = cnnlab.tensor(x, requires_grad=True)
+    out = MAX[d](t, k, s, p)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
     tt = torch.tensor(x, requires_grad=True)
     tout = TMAX[d](tt, k, s, p)
     tout.backward(torch.tensor(g))
-    np.testing.assert_array_equal(out.numpy(), naive_pool(x, k, s, p, "max"))
-    np.testing.assert_array_equal(out.numpy(), tout.detach().numpy())
-    np.testing.assert_allclose(t.grad.numpy(), _naive_max_pool_grad(x, k, s, p, g), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    return out.numpy(), t.grad.numpy(), g, tout.detach().numpy(), tt.grad.numpy()
 
 
 @pytest.mark.parametrize("d", [1, 2, 3])
@@ -154,18 +161,12 @@ def test_max_pooling_propagates_nan_as_pytorch(d, k, stride, padding):
     rng = np.random.default_rng(d * 10 + k)
     x = rng.standard_normal((2, 2) + (5,) * d)
     x.reshape(-1)[rng.choice(x.size, 6, replace=False)] = np.nan
-    t = cnnlab.tensor(x, requires_grad=True)
-    out = MAX[d](t, k, stride, padding)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    tt = torch.tensor(x, requires_grad=True)
-    tout = TMAX[d](tt, k, stride, padding)
-    tout.backward(torch.tensor(g))
-    np.testing.assert_array_equal(np.isnan(out.numpy()), np.isnan(tout.detach().numpy()))
-    np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=0, atol=0)
+    out, grad, _, tout, tgrad = _max_pool_and_pytorch(x, d, k, stride, padding, rng)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(tout))
+    np.testing.assert_allclose(out, tout, rtol=0, atol=0)
     ok = ~np.isnan(x)
-    np.testing.assert_allclose(t.grad.numpy()[ok], tt.grad.numpy()[ok], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(t.grad.numpy().sum(), tt.grad.numpy().sum(), rtol=1e-12)
+    np.testing.assert_allclose(grad[ok], tgrad[ok], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad.sum(), tgrad.sum(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("shape,fn", [((0, 3, 9, 9), lambda t: F.avg_pool2d(t, 3, 2, 1)),

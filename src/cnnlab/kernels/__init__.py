@@ -307,28 +307,30 @@ def max_pool_forward(x, kernel, stride, padding, out_shape):
     NaN; PyTorch's to its last): the compiled loops' strict '>' never takes a NaN, and testing
     for one at every step made them 2.3x slower (a max over the input costs 4% of a 3x3 pooling)."""
     d = len(kernel)
-    if policy.use_compiled(x) and x.size and np.isnan(x.max()):
-        out, arg = generic.max_pool_forward(_pad(x, padding, -np.inf), kernel, stride, out_shape)
-        return out, ("generic", arg)
-    if d == 1 and policy.use_compiled(x):
-        shape, *geom = _lifted(x.shape, kernel, stride, padding, out_shape)
-        out, routing = max_pool_forward(x.reshape(shape), *geom)
-        return out.reshape(out.shape[:2] + out.shape[3:]), ("1d", routing)
-    if d == 3 and policy.use_compiled(x):
+    if policy.use_compiled(x) and d in (1, 2, 3) and not (x.size and np.isnan(x.max())):
+        if d == 2:
+            return _max_pool2d(x, kernel, stride, padding, out_shape)
+        if d == 1:
+            shape, *geom = _lifted(x.shape, kernel, stride, padding, out_shape)
+            out, routing = _max_pool2d(x.reshape(shape), *geom)
+            return out.reshape(out.shape[:2] + out.shape[3:]), ("1d", routing)
         planes, _ = _slices(x.shape)
-        m, routing = max_pool_forward(np.ascontiguousarray(x).reshape(planes), kernel[1:], stride[1:], padding[1:],
-                                      out_shape[1:])
+        m, routing = _max_pool2d(np.ascontiguousarray(x).reshape(planes), kernel[1:], stride[1:], padding[1:],
+                                 out_shape[1:])
         _, depth = _slices(x.shape[:3] + tuple(out_shape[1:]))
         best, pick = _cpu().depth_max(m.reshape(depth), kernel[0], stride[0], padding[0], out_shape[0])
         return best.reshape(x.shape[:2] + tuple(out_shape)), ("3d", (routing, pick))
-    if policy.use_compiled_2d(x, d):
-        x, cpu = np.ascontiguousarray(x), _cpu()
-        out, arg = threads.over_batch(
-            lambda n0, n1: cpu.max_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
-            x.shape[0], x.nbytes)
-        return out, ("cpu", arg)
     out, arg = generic.max_pool_forward(_pad(x, padding, -np.inf), kernel, stride, out_shape)
     return out, ("generic", arg)
+
+
+def _max_pool2d(x, kernel, stride, padding, out_shape):
+    """2-D max pooling on the compiled loops, over the batch's chunks: (out, ("cpu", arg-max))."""
+    x, cpu = np.ascontiguousarray(x), _cpu()
+    out, arg = threads.over_batch(
+        lambda n0, n1: cpu.max_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
+        x.shape[0], x.nbytes)
+    return out, ("cpu", arg)
 
 
 def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):

@@ -284,32 +284,29 @@ def depth_route(g, pick, D):
 def depth_sum(s, KD, sd, pd, OD):
     """The depth pass of 3-D sum pooling: out[a, od] = sum of s[a, od*sd - pd + kd] (A, D, P) over
     the kernel depths whose slice lies in [0, D)."""
-    A, D, P = s.shape
-    out = np.zeros((A, OD, P), dtype=s.dtype)
-    k0, k1 = _window_ranges(OD, sd, pd, KD, D)
-    for a in range(A):
-        for od in range(OD):
-            o = out[a, od]
-            for kd in range(k0[od], k1[od]):
-                src = s[a, od * sd - pd + kd]
-                for q in range(P):
-                    o[q] += src[q]
-    return out
+    return _depth_add(s, KD, sd, pd, OD, s.shape[1], False)
 
 
 @njit(**_OPTS)
 def depth_sum_adjoint(g, KD, sd, pd, D):
     """Adjoint of depth_sum: g (A, OD, P) -> (A, D, P)."""
-    A, OD, P = g.shape
-    out = np.zeros((A, D, P), dtype=g.dtype)
+    return _depth_add(g, KD, sd, pd, g.shape[1], D, True)
+
+
+@njit(**_OPTS)
+def _depth_add(src, KD, sd, pd, OD, D, adjoint):
+    """For every output depth od and kernel depth kd whose slice d = od*sd - pd + kd lies in
+    [0, D): out[a, od] += src[a, d] (depth_sum), or with ``adjoint`` out[a, d] += src[a, od]."""
+    A, P = src.shape[0], src.shape[2]
+    out = np.zeros((A, D if adjoint else OD, P), dtype=src.dtype)
     k0, k1 = _window_ranges(OD, sd, pd, KD, D)
     for a in range(A):
         for od in range(OD):
-            src = g[a, od]
             for kd in range(k0[od], k1[od]):
-                o = out[a, od * sd - pd + kd]
+                d = od * sd - pd + kd
+                o, i = (out[a, d], src[a, od]) if adjoint else (out[a, od], src[a, d])
                 for q in range(P):
-                    o[q] += src[q]
+                    o[q] += i[q]
     return out
 
 

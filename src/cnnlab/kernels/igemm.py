@@ -464,10 +464,10 @@ def dconv(w, x, boff, out, n, F, P, xstride, ostride):
                 npos = min(NR, P - p0)
                 half = npos <= W  # a last block of at most 16 positions: one vector wide
                 full = nf == MR and npos == (W if half else NR)
+                dst, ldd = (out.ctypes.data + (ob + p0) * 4, P) if full else (scratch.ctypes.data, NR)
                 for sl in range(slices(K)):  # in slices, as igemm: float32 rounding near BLAS's
                     k0 = slice_start(K, sl)
                     kn = slice_start(K, sl + 1) - k0
-                    dst, ldd = (out.ctypes.data + (ob + p0) * 4, P) if full else (scratch.ctypes.data, NR)
                     if half:
                         _dblock1(w_addr, rows.ctypes.data, cols.ctypes.data + k0 * 8, xb + p0 * 4, boff_addr + k0 * 8,
                                  dst, ldd, kn, 1 if k0 > 0 else 0)
