@@ -334,28 +334,128 @@ def test_weight_gradient_packed_a_few_images_at_a_time(monkeypatch):
         assert rel_error(a, c) < 2e-6
 
 
-@pytest.mark.parametrize("d", [1, 3])
-def test_one_and_three_dimensions(d, monkeypatch):
-    """conv1d runs as a 2-D convolution of height 1, conv3d as stacked 2-D slices: both on the path."""
+@pytest.mark.parametrize("d,stride,padding,filters,inputs", [
+    (1, 1, 1, 16, (8, 1, 20)), (1, 2, 1, 16, (8, 1, 20)),
+    (3, 1, 1, 16, (3, 5, 6, 6)), (3, 2, 1, 16, (3, 5, 6, 6)), (3, 1, 0, 8, (9, 6, 6))])
+def test_one_and_three_dimensions(d, stride, padding, filters, inputs, monkeypatch):
+    """conv1d runs as a 2-D convolution of height 1; conv3d reads its padded volumes in place (the
+    made convolution has the input's 3-D shape), or, stride-1 with few filters and no flipped
+    input gradient, runs as stacked 2-D slices (KD*C channels of 2-D images): all on the path."""
     made = []
     real = kernels.indirect_conv
     monkeypatch.setattr(kernels, "indirect_conv", lambda *a: made.append(a) or real(*a))
     rng = np.random.default_rng(d)
     shape = (2, 8, 20) if d == 1 else (2, 3, 5, 6, 6)
-    ws = (16, 8, 5) if d == 1 else (16, 3, 3, 3, 3)
+    ws = (filters, 8, 5) if d == 1 else (filters, 3, 3, 3, 3)
     x, w = rng.standard_normal(shape), 0.3 * rng.standard_normal(ws)
     fn = F.conv1d if d == 1 else F.conv3d
     tfn = torch.nn.functional.conv1d if d == 1 else torch.nn.functional.conv3d
     ts = [cnnlab.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w)]
-    out = fn(*ts, padding=1)
+    out = fn(*ts, stride=stride, padding=padding)
     up = rng.standard_normal(out.shape).astype(np.float32)
     out.backward(cnnlab.tensor(up))
     tt = [torch.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w)]
-    to = tfn(*tt, padding=1)
+    to = tfn(*tt, stride=stride, padding=padding)
     to.backward(torch.tensor(up))
     for a, t in zip([out.numpy()] + [t.grad.numpy() for t in ts], [to] + [t.grad for t in tt]):
         assert rel_error(a, t.detach().numpy()) < 5e-6
-    assert made
+    assert tuple(made[0][0]) == inputs
+
+
+# (N, C, D, H, W), (F, C/groups, KD, KH, KW), stride, padding, dilation, groups: 3-D layers whose
+# padded volumes the indirect GEMM reads in place
+CASES3 = [
+    ((2, 6, 5, 6, 7), (16, 6, 3, 3, 3), 1, 1, 1, 1),  # 'same', a box of three sizes
+    ((2, 4, 6, 6, 6), (12, 4, 3, 3, 3), 1, 2, 2, 1),  # dilated 'same'
+    ((2, 8, 5, 4, 5), (16, 4, 3, 3, 3), 1, 1, 1, 2),  # grouped
+    ((1, 5, 6, 5, 4), (20, 5, 3, 1, 3), 1, (1, 0, 1), 1, 1),  # padding and kernel per axis
+    ((2, 4, 5, 5, 5), (8, 4, 2, 2, 2), 1, 1, 1, 1),  # even kernel: the output larger than the input
+    ((1, 3, 4, 5, 6), (40, 3, 3, 3, 3), 1, 1, 1, 1),  # two panels of filters
+    ((2, 32, 3, 4, 5), (16, 32, 1, 1, 1), 1, 0, 1, 1),  # 1x1x1
+    ((3, 16, 4, 4, 4), (16, 16, 3, 3, 3), 1, 1, 1, 1),  # 432 products: two reduction slices
+    # the input gradient through the fields' gradients and col2im3d_nhwc
+    ((2, 4, 7, 6, 7), (16, 4, 3, 3, 3), 2, 1, 1, 1),  # strided
+    ((2, 3, 6, 7, 8), (16, 3, 3, 3, 3), (1, 2, 3), (0, 1, 2), 1, 1),  # stride and padding per axis
+    ((2, 4, 7, 7, 7), (16, 4, 3, 3, 3), 1, 0, 1, 1),  # 'valid', 16 filters
+    ((1, 4, 9, 8, 9), (12, 4, 3, 2, 3), 2, 1, (2, 1, 2), 1),  # dilated, strided: kernel columns apart
+    ((2, 6, 6, 6, 6), (16, 3, 3, 3, 3), 2, 1, 1, 2),  # grouped, strided
+]
+
+
+def _params3(case):
+    _, _, s, p, d, g = case
+    t = lambda v: (v,) * 3 if isinstance(v, int) else tuple(v)  # noqa: E731
+    return t(s), t(p), t(d), g
+
+
+@pytest.mark.parametrize("case", CASES3)
+def test_volumes_read_in_place_match_definition_float64_path_and_torch(case):
+    """conv3d on the indirect GEMM's padded volumes: output, input and weight gradients against
+    the definition (output), the float64 path (stacked slices on BLAS, finite-difference checked
+    in test_conv.py) and PyTorch."""
+    x, w, b = _case(case, 13)
+    s, p, d, g = _params3(case)
+    assert ConvPlan(x.astype(np.float32), w.astype(np.float32), None, s, p, d, g).indirect
+    assert not ConvPlan(x, w, None, s, p, d, g).indirect
+
+    def run(dtype, up):
+        ts = [cnnlab.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b)]
+        out = F.conv3d(*ts, stride=s, padding=p, dilation=d, groups=g)
+        out.backward(cnnlab.tensor(up.astype(dtype)))
+        return [out.numpy()] + [t.grad.numpy() for t in ts]
+
+    ref = naive_conv(x, w, b, s, p, d, g)
+    up = np.random.default_rng(14).standard_normal(ref.shape)
+    got = run(np.float32, up)
+    assert got[0].shape == ref.shape and rel_error(got[0], ref) < 2e-6
+    for a, e in zip(got, run(np.float64, up)):
+        assert a.dtype == np.float32 and rel_error(a, e) < 5e-6
+    tt = [torch.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
+    to = torch.nn.functional.conv3d(*tt, stride=s, padding=p, dilation=d, groups=g)
+    to.backward(torch.tensor(up.astype(np.float32)))
+    for a, t in zip(got, [to] + [t.grad for t in tt]):
+        assert rel_error(a, t.detach().numpy()) < 5e-6
+
+
+@pytest.mark.parametrize("shape,filters,stride,padding,expected", [
+    ((2, 4, 6, 6, 6), 8, 1, 1, True),  # the input gradient by the flipped convolution
+    ((2, 4, 6, 6, 6), 8, 2, 1, True),  # strided: col2im
+    ((2, 4, 8, 8, 8), 16, 1, 0, True),  # 'valid' on 8^3 (input 2.4x the output: col2im), 16 filters
+    ((2, 4, 8, 8, 8), 8, 1, 0, False),  # the same with 8 filters: stacked, the 2-D direct forms
+    ((2, 4, 6, 6, 6), 6, 2, 1, False),  # too few filters, as in 2-D
+    ((2, 4, 6, 6), 8, 1, 1, True),  # 2-D
+])
+def test_which_volumes_take_it(shape, filters, stride, padding, expected):
+    """policy.use_igemm on 3-D layers: all with enough filters and products, but stride-1 ones
+    of few filters whose input gradient is not the flipped convolution."""
+    d = len(shape) - 2
+    x, ws = np.zeros(shape, np.float32), (filters, 4) + (3,) * d
+    assert kernels.use_igemm(x, ws, (stride,) * d, (padding,) * d, (1,) * d, 1) is expected
+
+
+def test_volumes_in_chunks_over_threads_are_deterministic(monkeypatch):
+    """A batch of volumes in many chunks on both cores: the same bits twice, and the one-chunk
+    result."""
+    case = ((6, 8, 4, 5, 5), (16, 8, 3, 3, 3), 1, 1, 1, 1)
+    x, w, b = _case(case, 15)
+    s, p, d, g = _params3(case)
+    up = np.random.default_rng(16).standard_normal((6, 16, 4, 5, 5))
+
+    def run():
+        ts = [cnnlab.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
+        out = F.conv3d(*ts, stride=s, padding=p, dilation=d, groups=g)
+        out.backward(cnnlab.tensor(up.astype(np.float32)))
+        return [out.numpy()] + [t.grad.numpy() for t in ts]
+
+    monkeypatch.setattr(policy, "INDIRECT_CHUNK_BYTES", 1 << 12)
+    monkeypatch.setattr(policy, "SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(policy, "WORKERS", 2)
+    first, again = run(), run()
+    monkeypatch.setattr(policy, "INDIRECT_CHUNK_BYTES", 1 << 30)
+    whole = run()
+    for a, c, e in zip(first, again, whole):
+        np.testing.assert_array_equal(a, c)
+        assert rel_error(a, e) < 2e-6
 
 
 @pytest.mark.parametrize("ws,groups,stride,dtype,avx512,expected", [

@@ -255,10 +255,12 @@ class ConvNd(Function):
     """Convolution (cross-correlation, as in every deep-learning library) over d dimensions,
     chunk by chunk over the batch (see ConvPlan).
 
-    Where the compiled CPU kernels apply, 1-D and 3-D convolutions run as 2-D ones, so they get
-    the 2-D paths (indirect GEMM, channels-last layout, compiled scatter): a 1-D signal is an image
-    of height 1, and a 3-D volume (one group) becomes N*OD images whose channels are the KD input
-    slices each output slice sees, (kd, c), convolved with the weight's (kd, c) channels."""
+    Where the compiled CPU kernels apply, 1-D and most 3-D convolutions run as 2-D ones, so they
+    get the 2-D paths (indirect GEMM, channels-last layout, compiled scatter): a 1-D signal is an
+    image of height 1, and a 3-D volume (one group) becomes N*OD images whose channels are the KD
+    input slices each output slice sees, (kd, c), convolved with the weight's (kd, c) channels.
+    3-D layers the indirect GEMM takes as they are (stride 1: policy.use_igemm) read the padded
+    volumes in place instead, without those stacked copies."""
 
     def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups):
         bias = maybe_bias[0] if maybe_bias else None
@@ -267,7 +269,8 @@ class ConvNd(Function):
             self.lift = "1d"
             x, w = x[:, :, None, :], w[:, :, None, :]
             stride, padding, dilation = (1,) + tuple(stride), (0,) + tuple(padding), (1,) + tuple(dilation)
-        elif x.ndim == 5 and groups == 1 and kernels.use_compiled(x):
+        elif (x.ndim == 5 and groups == 1 and kernels.use_compiled(x)
+              and not kernels.use_igemm(x, w.shape, stride, padding, dilation, groups)):
             self.lift = "3d"
             self.depth = (stride[0], padding[0], dilation[0], w.shape[2])
             x, w, od = _stack_depth(x, w, *self.depth)

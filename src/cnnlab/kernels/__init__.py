@@ -73,7 +73,7 @@ def _cpu():
 
 
 def indirect_conv(x_shape, w, stride, padding, dilation, groups, out_shape):
-    """An igemm.IndirectConv for one 2-D convolution (policy.use_igemm)."""
+    """An igemm.IndirectConv for one 2-D or 3-D convolution (policy.use_igemm)."""
     from .igemm import IndirectConv  # noqa: PLC0415 - compiled on first use
 
     return IndirectConv(x_shape, w, stride, padding, dilation, groups, out_shape)

@@ -342,42 +342,61 @@ def sigmoid_backward_range(g, out, dx, lo, hi):
 
 
 @njit(**_OPTS)
-def col2im2d_nhwc(dcols, n, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
-    """Adjoint of the channels-last im2col: (n*OH*OW, KH*KW*C) -> (n, C, H, W).
+def _u(i):
+    """An index as unsigned: numba then drops its negative-index wrap-around, and loops vectorise."""
+    return np.uint64(i)
 
-    Row (i, oh, ow) of ``dcols`` holds one receptive field as (kh, kw, c); with dw == 1 the
-    (kw, c) part of a kernel row is one contiguous run in both arrays, so the inner loop is a
-    vector add. Accumulates in a padded channels-last buffer, then writes NCHW without padding.
+
+@njit(**_OPTS)
+def col2im3d_nhwc(dcols, n, C, D, H, W, KD, KH, KW, sd, sh, sw, pd, ph, pw, dd, dh, dw, OD, OH, OW):
+    """Adjoint of the channels-last im2col of volumes: (n*OD*OH*OW, KD*KH*KW*C) -> (n, C, D, H, W).
+
+    Row (i, od, oh, ow) of ``dcols`` holds one receptive field as (kd, kh, kw, c); with dw == 1
+    the (kw, c) part of a kernel row is one contiguous run in both arrays, so the inner loop is a
+    vector add. Accumulates in a padded channels-last buffer, then writes NCDHW without padding.
+    Flat unsigned indices (no negative-index wrap-around), so that the adds vectorise: indexed
+    as 2-D and 4-D arrays they ran at about 2 ns per element. Images are volumes of depth 1
+    (col2im2d_nhwc).
     """
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    KC = KW * C
-    acc = np.zeros((n, Hp, Wp * C), dtype=dcols.dtype)
-    out = np.empty((n, C, H, W), dtype=dcols.dtype)
+    Dp, Hp, Wp = D + 2 * pd, H + 2 * ph, W + 2 * pw
+    KC, WC = KW * C, Wp * C
+    src = dcols.reshape(-1)
+    acc = np.zeros(n * Dp * Hp * WC, dtype=dcols.dtype)
+    out = np.empty((n, C, D, H, W), dtype=dcols.dtype)
+    of = out.reshape(-1)
+    row_len = KD * KH * KC
     for i in range(n):
-        a = acc[i]
-        for oh in range(OH):
-            for ow in range(OW):
-                src = dcols[(i * OH + oh) * OW + ow]
-                for kh in range(KH):
-                    dst = a[oh * sh + kh * dh]
-                    if dw == 1:
-                        d0 = ow * sw * C
-                        s0 = kh * KC
-                        for j in range(KC):
-                            dst[d0 + j] += src[s0 + j]
-                    else:
-                        for kw in range(KW):
-                            d0 = (ow * sw + kw * dw) * C
-                            s0 = (kh * KW + kw) * C
-                            for c in range(C):
-                                dst[d0 + c] += src[s0 + c]
-        for h in range(H):
-            row = a[h + ph]
-            for w in range(W):
-                base = (w + pw) * C
-                for c in range(C):
-                    out[i, c, h, w] = row[base + c]
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    s_row = ((i * OD + od) * OH + oh) * OW + ow
+                    for kd in range(KD):
+                        for kh in range(KH):
+                            s0 = s_row * row_len + (kd * KH + kh) * KC
+                            r0 = ((i * Dp + od * sd + kd * dd) * Hp + oh * sh + kh * dh) * WC + ow * sw * C
+                            if dw == 1:
+                                for j in range(KC):
+                                    acc[_u(r0 + j)] += src[_u(s0 + j)]
+                            else:
+                                for kw in range(KW):
+                                    for c in range(C):
+                                        acc[_u(r0 + kw * dw * C + c)] += src[_u(s0 + kw * C + c)]
+        for c in range(C):
+            for dz in range(D):
+                for h in range(H):
+                    r0 = ((i * Dp + dz + pd) * Hp + h + ph) * WC + pw * C + c
+                    o0 = (((i * C + c) * D + dz) * H + h) * W
+                    for w in range(W):
+                        of[_u(o0 + w)] = acc[_u(r0 + w * C)]
     return out
+
+
+@njit(**_OPTS)
+def col2im2d_nhwc(dcols, n, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
+    """Adjoint of the channels-last im2col: (n*OH*OW, KH*KW*C) -> (n, C, H, W) (col2im3d_nhwc
+    at depth 1)."""
+    return col2im3d_nhwc(dcols, n, C, 1, H, W, 1, KH, KW, 1, sh, sw, 0, ph, pw, 1, dh, dw, 1, OH, OW).reshape(
+        (n, C, H, W))
 
 
 @njit(**_OPTS)

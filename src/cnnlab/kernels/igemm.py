@@ -594,31 +594,50 @@ def _u(i):
 
 
 @njit(**_OPTS)
-def place_planes(x, out, Hp, Wp, top, left, plane, slack):
-    """x (n, C, H, W) float32, contiguous, into out, flat, as planes of ``plane`` elements
-    (>= Hp*Wp) read as Hp x Wp: x's plane at row ``top``, column ``left`` (it must fit), zeros
-    around it and past Hp*Wp, then ``slack`` zeros; every element written once, rows by vector
-    copies (copy_floats), the next plane prefetched, without the GIL."""
-    n, C, H, W_ = x.shape
-    right = Wp - left - W_
+def place_volumes(x, out, Dp, Hp, Wp, front, top, left, vol, slack):
+    """x (n, C, D, H, W) float32, contiguous, into out, flat, as volumes of ``vol`` elements
+    (>= Dp*Hp*Wp) read as Dp x Hp x Wp: x's volume at depth ``front``, row ``top``, column
+    ``left`` (it must fit), zeros around it and past Dp*Hp*Wp, then ``slack`` zeros; every element
+    written once, rows by vector copies (copy_floats), the next volume prefetched, without the GIL."""
+    n, C, D, H, W_ = x.shape
+    right, plane, size = Wp - left - W_, Hp * Wp, D * H * W_
     x_addr, o_addr = x.ctypes.data, out.ctypes.data  # arguments: alive for the whole call
     for p in range(n * C):
-        ob, ib = p * plane, p * H * W_
+        ob, ib = p * vol, p * size
         if p + 1 < n * C:
-            prefetch(x_addr + (ib + H * W_) * 4, H * W_)
-        for i in range(top * Wp):
+            prefetch(x_addr + (ib + size) * 4, size)
+        for i in range(front * plane):
             out[_u(ob + i)] = 0.0
-        for h in range(H):
-            r = ob + (top + h) * Wp
-            for i in range(left):
-                out[_u(r + i)] = 0.0
-            copy_floats(o_addr + (r + left) * 4, x_addr + (ib + h * W_) * 4, W_)
-            for i in range(right):
-                out[_u(r + left + W_ + i)] = 0.0
-        for i in range((top + H) * Wp, plane):
+        for d in range(D):
+            sb = ob + (front + d) * plane
+            for i in range(top * Wp):
+                out[_u(sb + i)] = 0.0
+            for h in range(H):
+                r = sb + (top + h) * Wp
+                for i in range(left):
+                    out[_u(r + i)] = 0.0
+                copy_floats(o_addr + (r + left) * 4, x_addr + (ib + (d * H + h) * W_) * 4, W_)
+                for i in range(right):
+                    out[_u(r + left + W_ + i)] = 0.0
+            for i in range((top + H) * Wp, plane):
+                out[_u(sb + i)] = 0.0
+        for i in range((front + D) * plane, vol):
             out[_u(ob + i)] = 0.0
-    for i in range(n * C * plane, n * C * plane + slack):
+    for i in range(n * C * vol, n * C * vol + slack):
         out[_u(i)] = 0.0
+
+
+@njit(**_OPTS)
+def as_volumes(x):
+    """x (n, C, H, W) or (n, C, D, H, W), contiguous, as (n, C, D, H, W): D = 1 for an image."""
+    D = 1 if x.ndim == 4 else x.shape[2]
+    return x.reshape((x.shape[0], x.shape[1], D, x.shape[-2], x.shape[-1]))
+
+
+@njit(**_OPTS)
+def place_planes(x, out, Hp, Wp, top, left, plane, slack):
+    """place_volumes of images x (n, C, H, W): planes of ``plane`` elements read as Hp x Wp."""
+    place_volumes(as_volumes(x), out, 1, Hp, Wp, 0, top, left, plane, slack)
 
 
 @njit(**_OPTS)
@@ -752,25 +771,26 @@ def pack_rows_of(g, f0, F):
 
 
 @njit(**_OPTS)
-def _planes_of(x, pad, Hp, Wp, top, left, plane, slack=0):
-    """x (n, C, H, W) contiguous as flat planes followed by ``slack`` zeros: zero-padded by
-    place_planes where ``pad`` or ``slack``, else x itself."""
+def _planes_of(x, pad, box, at, plane, slack=0):
+    """x (n, C, H, W) or (n, C, D, H, W), contiguous, as flat padded planes (volumes) followed by
+    ``slack`` zeros: x placed at ``at`` = (front, top, left) in a ``box`` = (Dp, Hp, Wp) of zeros
+    by place_volumes where ``pad`` or ``slack``, else x itself."""
     if not pad and slack == 0:
         return x.reshape(-1)
     xf = np.empty(x.shape[0] * x.shape[1] * plane + slack, np.float32)
-    place_planes(x, xf, Hp, Wp, top, left, plane, slack)
+    place_volumes(as_volumes(x), xf, box[0], box[1], box[2], at[0], at[1], at[2], plane, slack)
     return xf
 
 
 @njit(**_OPTS)
-def forward_chunk(x, pad, Hp, Wp, top, left, plane, rows, fields, wpk, out, Cg, Fg):
+def forward_chunk(x, pad, box, at, plane, rows, fields, wpk, out, Cg, Fg):
     """IndirectConv's forward pass of a chunk in one call without the GIL: out (n, F, L)
-    (contiguous) = conv(x) by igemm from the padded planes and the packed weights wpk
+    (contiguous) = conv(x) by igemm from the padded planes (volumes: _planes_of) and the packed weights wpk
     (G, panels, Cg*K, width), each group's row-major product transposed into out. One call per
     chunk rather than three and more: two threads' chunks otherwise queue for the GIL between
     them (benchmarks/README.md, "Seventh session of issue 22")."""
     n, L = x.shape[0], out.shape[2]
-    xf = _planes_of(x, pad, Hp, Wp, top, left, plane)
+    xf = _planes_of(x, pad, box, at, plane)
     Fpad = wpk.shape[1] * wpk.shape[3]
     tmp = np.empty(n * L * Fpad, np.float32)
     crow = np.arange(n * L) * Fpad
@@ -780,12 +800,12 @@ def forward_chunk(x, pad, Hp, Wp, top, left, plane, rows, fields, wpk, out, Cg, 
 
 
 @njit(**_OPTS)
-def weight_grad_chunk(x, pad, Hp, Wp, top, left, plane, g, rows, fields, Cg, Fg, images, gw):
+def weight_grad_chunk(x, pad, box, at, plane, g, rows, fields, Cg, Fg, images, gw):
     """IndirectConv's weight gradient of a chunk in one call without the GIL: gw (F, Cg*K) from the
     padded planes of x and the output gradient g (n, F, L) packed ``images`` images at a time."""
     n, F, L = g.shape
     CgK = fields.shape[0]
-    xf = _planes_of(x, pad, Hp, Wp, top, left, plane)
+    xf = _planes_of(x, pad, box, at, plane)
     part = np.zeros(CgK * Fg, np.float32)  # zeros: an empty chunk has no products to add
     prow = np.arange(CgK) * Fg
     for gi in range(F // Fg):
@@ -805,7 +825,7 @@ def direct_forward_chunk(x, Hp, Wp, top, left, plane, slack, wf, fields, out, Cg
     cropped to their outputs in out (n, F, L), contiguous."""
     n, C = x.shape[0], x.shape[1]
     F, CgK = wf.shape
-    xf = _planes_of(x, True, Hp, Wp, top, left, plane, slack)
+    xf = _planes_of(x, True, (1, Hp, Wp), (0, top, left), plane, slack)
     buf = np.empty(n * F * P, np.float32)
     w = wf.reshape(-1)
     for g in range(F // Fg):
@@ -821,7 +841,7 @@ def direct_weight_grad_chunk(x, Hp, Wp, top, left, plane, slack, g, ldg, fields,
     row's outputs), wgrad per group against the padded planes of x, into gw (F, Cg*K)."""
     n, C = x.shape[0], x.shape[1]
     F, OH = g.shape[1], g.shape[2]
-    xf = _planes_of(x, True, Hp, Wp, top, left, plane, slack)
+    xf = _planes_of(x, True, (1, Hp, Wp), (0, top, left), plane, slack)
     gq = np.empty((n, F, ldg), np.float32)
     place_planes(g, gq.reshape(-1), OH, Wp, 0, 0, ldg, 0)
     for gi in range(F // Fg):
@@ -898,6 +918,18 @@ DIRECT_W_MAX_FIELD = 32
 # The direct forward pass computes the padded width's Wp positions per output row to use OW:
 # below this share it wastes more than the transposed stores of the other orientation cost.
 DIRECT_MIN_SHARE = 0.75
+
+
+def flip_padding(size, out_shape, stride, padding, kernel, dilation):
+    """The padding of the flipped convolution that gives a stride-1 layer's input gradient, or None
+    where it does not serve: it multiplies every input position by the whole kernel, zeros of the
+    padded gradient included, so only where the input has at most FLIP_MAX_GROWTH times the
+    output's positions (and the padding is at most the kernel's reach)."""
+    reach = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+    if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
+            and math.prod(size) <= FLIP_MAX_GROWTH * math.prod(out_shape)):
+        return tuple(r - p for r, p in zip(reach, padding))
+    return None
 
 
 def direct_forward(padded, out_shape, stride) -> bool:
@@ -1067,10 +1099,15 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
          "G": groups, "F": F, "Cg": Cg, "Fg": F // groups, "S": tuple(S), "C": C,
          "padded": tuple(s + 2 * p for s, p in zip(S, padding))}
     g["plane"] = math.prod(g["padded"])
+    # the padded volume (Dp, Hp, Wp) and where the input starts in it, Dp = 1 for images
+    g["box"], g["at"] = (1,) * (3 - len(S)) + g["padded"], (0,) * (3 - len(S)) + tuple(padding)
+    # col2im3d_nhwc's geometry: sizes, kernel, stride, padding, dilation, output, each per axis of a volume
+    g["volume"] = sum(((v,) * (3 - len(S)) + tuple(t) for t, v in
+                       ((S, 1), (kernel, 1), (stride, 1), (padding, 0), (dilation, 1), (out_shape, 1))), ())
     g["L"], g["K"] = math.prod(out_shape), math.prod(kernel)
     g["fields"] = field_offsets(Cg, g["padded"], kernel, dilation)
     few, wide = g["Fg"] <= DIRECT_MAX_FILTERS, out_shape[-1] >= DIRECT_MIN_WIDTH
-    g["direct"] = direct_forward(g["padded"], out_shape, stride) and (few or wide)
+    g["direct"] = len(S) == 2 and direct_forward(g["padded"], out_shape, stride) and (few or wide)
     # positions along the padded rows (the direct forward pass and weight gradient, stride 1),
     # the last Wp - OW of each row not outputs; the input is followed by slack zeros for their reads
     stride1 = all(st == 1 for st in stride) and len(out_shape) == 2
@@ -1079,13 +1116,7 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     g["ldg"] = -(-g["P"] // W) * W  # the weight gradient's positions, in whole vectors
     g["direct_w"] = (stride1 and g["L"] >= DIRECT_W_MIN_SHARE * g["ldg"]
                      and (few or (wide and Cg * g["K"] <= DIRECT_W_MAX_FIELD)))
-    reach = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
-    # the flipped convolution multiplies every input position by the whole kernel, zeros of the
-    # padded gradient included: only where the input is at most FLIP_MAX_GROWTH times the output
-    g["flip_padding"] = None  # the flipped convolution's padding, where it gives the input gradient
-    if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
-            and math.prod(S) <= FLIP_MAX_GROWTH * g["L"]):
-        g["flip_padding"] = tuple(r - p for r, p in zip(reach, padding))
+    g["flip_padding"] = flip_padding(tuple(S), out_shape, stride, padding, kernel, dilation)
     # a strided layer's input gradient by phases (_PhaseBack), without col2im, where the phase
     # planes' rows fill enough of dconv's blocks of positions (phase_share)
     g["phase_back"] = (len(S) == 2 and any(st > 1 for st in stride) and all(d == 1 for d in dilation)
@@ -1222,7 +1253,7 @@ class IndirectConv:
         # C row-major (n*L, filters padded to whole panels), every block stored whole by the
         # micro-kernel, then transposed into (n, F, L): 10-17% faster than storing each block
         # transposed through a scratch block (benchmarks/README.md, "Direct or transposed")
-        forward_chunk(x, any(self.padding), *self.padded, *self.padding, self.plane, self._table(x.shape[0])[0],
+        forward_chunk(x, any(self.padding), self.box, self.at, self.plane, self._table(x.shape[0])[0],
                       self.fields, self._w_fwd, out, Cg, Fg)
 
     def backward(self, xc, gc, needs_x, needs_w, gx_out=None):
@@ -1244,7 +1275,7 @@ class IndirectConv:
             direct_weight_grad_chunk(x, *self.padded, *self.padding, self.plane, self.slack,
                                      gc.reshape((n, self.F) + self.out_shape), self.ldg, self.fields, gw, Cg, Fg)
         elif needs_w:  # the gradient packed a few images at a time
-            weight_grad_chunk(x, any(self.padding), *self.padded, *self.padding, self.plane, gc, rows, self.fields, Cg,
+            weight_grad_chunk(x, any(self.padding), self.box, self.at, self.plane, gc, rows, self.fields, Cg,
                               Fg, max(1, PACK_POSITIONS // L), gw)
         fits = gx_out is not None and gx_out.flags.c_contiguous and gx_out.dtype == np.float32
         if needs_x and self.phase_back:
@@ -1259,10 +1290,9 @@ class IndirectConv:
             crow = np.arange(n * L, dtype=np.int64) * (K * Cg)
             fcol = np.arange(Fg, dtype=np.int64) * L
             gx = np.empty((n, self.C) + self.S, np.float32) if G > 1 else None
-            geom = (*self.kernel, *self.stride, *self.padding, *self.dilation, *self.out_shape)
             for g in range(G):
                 igemm(gf, g * Fg * L, out_rows, fcol, self._w_back[g], cols.reshape(-1), 0, crow, 1, K * Cg, False)
-                part = cpu.col2im2d_nhwc(cols, n, Cg, *self.S, *geom)
+                part = cpu.col2im3d_nhwc(cols, n, Cg, *self.volume).reshape((n, Cg) + self.S)
                 if G == 1:
                     gx = part
                 else:

@@ -328,15 +328,25 @@ def use_igemm(x, w_shape, stride, padding, dilation, groups) -> bool:
     products per output) or one with at least IGEMM_MIN_FILTERS filters per group and
     IGEMM_MIN_REDUCTION products per output. Its 16-lane micro-kernel ran at about 2x OpenBLAS's
     single-core rate where OpenBLAS is held to AVX2, and it beat Winograd on every 3x3 layer
-    measured (benchmarks/README.md, "Indirect GEMM"); float64 keeps the BLAS paths."""
-    if not (_igemm_enabled and len(w_shape) == 4 and use_compiled_2d(x, 2) and x.dtype == np.float32
+    measured (benchmarks/README.md, "Indirect GEMM"); float64 keeps the BLAS paths. A 3-D
+    convolution with as many filters and products takes it too, its padded volumes read in place,
+    but for a stride-1 layer of at most DIRECT_MAX_FILTERS filters per group whose input gradient
+    is not the flipped convolution (igemm.flip_padding): as stacked depth slices
+    (functional/conv.py) that one gets the 2-D direct forms, positions along the vectors
+    (benchmarks/README.md, "Tenth session of issue 22")."""
+    d = len(w_shape) - 2
+    if not (_igemm_enabled and d in (2, 3) and x.ndim == d + 2 and use_compiled(x) and x.dtype == np.float32
             and not use_depthwise(x, w_shape, groups) and has_avx512()):
         return False
-    from .igemm import direct_forward  # noqa: PLC0415
+    from .igemm import DIRECT_MAX_FILTERS, direct_forward, flip_padding  # noqa: PLC0415
 
     padded = [s + 2 * p for s, p in zip(x.shape[2:], padding)]
-    out = [(s - d * (k - 1) - 1) // st + 1 for s, k, d, st in zip(padded, w_shape[2:], dilation, stride)]
-    if min(out) >= 1 and direct_forward(padded, out, stride):
+    out = [(s - dl * (k - 1) - 1) // st + 1 for s, k, dl, st in zip(padded, w_shape[2:], dilation, stride)]
+    if (d == 3 and all(st == 1 for st in stride) and w_shape[0] // groups <= DIRECT_MAX_FILTERS
+            and flip_padding(tuple(x.shape[2:]), tuple(out), tuple(stride), tuple(padding), tuple(w_shape[2:]),
+                             tuple(dilation)) is None):
+        return False  # stacked: the 2-D layer's direct forms fill the vectors with positions
+    if d == 2 and min(out) >= 1 and direct_forward(padded, out, stride):
         return True
     return w_shape[0] // groups >= IGEMM_MIN_FILTERS and math.prod(w_shape[1:]) >= IGEMM_MIN_REDUCTION
 
