@@ -6,6 +6,8 @@ both input-gradient forms) against the naive definition, PyTorch and the float64
 The micro-kernel is LLVM vector code, correct on any x86-64 CPU (16-lane vectors are split where
 AVX-512 is missing); the tests force the path on (policy._avx512) so they run everywhere."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -278,6 +280,37 @@ def test_one_chunk_backward_as_two_jobs_gives_the_same_bits(case, monkeypatch):
         np.testing.assert_array_equal(a, e)
 
 
+@pytest.mark.parametrize("case", [((6, 8, 8, 8), (16, 8, 3, 3), 2, 1, 1, 1),  # strided, col2im
+                                  ((5, 6, 9, 9), (16, 6, 3, 3), 1, 1, 1, 1),  # the flipped input gradient
+                                  ((4, 8, 10, 10), (32, 4, 3, 3), 2, 1, 1, 2),  # grouped, phases
+                                  ((5, 40, 4, 4), (20, 40, 1, 1), 1, 0, 1, 1)])  # 1x1
+def test_weight_gradient_over_the_batch_by_rows(case, monkeypatch):
+    """Chunks with short reductions (policy.weight_rows): the weight gradient over the whole batch
+    as one job per core, each for a share of the fields' elements, beside the chunks' input
+    gradients: the float64 path's results and PyTorch's, the same bits twice, and the path taken."""
+    x, w, b = _case(case, 17)
+    s, p, d, g = _params(case)
+    up = np.random.default_rng(18).standard_normal(naive_conv(x, w, b, s, p, d, g).shape)
+    monkeypatch.setattr(policy, "WORKERS", 2)
+    monkeypatch.setattr(policy, "SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(policy, "INDIRECT_CHUNK_BYTES", 1)  # one image a chunk
+    monkeypatch.setattr(policy, "WEIGHT_ROWS_MAX_POSITIONS", 1 << 20)
+    taken = []
+    rows = policy.weight_rows
+    monkeypatch.setattr(policy, "weight_rows", lambda *a: taken.append(rows(*a)) or taken[-1])
+    got = _run(case, (x, w, b), np.float32, up)
+    assert taken == [True]
+    again = _run(case, (x, w, b), np.float32, up)
+    exact = _run(case, (x, w, b), np.float64, up)
+    for a, c, e in zip(got, again, exact):
+        np.testing.assert_array_equal(a, c)
+        assert rel_error(a, e) < 5e-6
+    ts = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    torch.nn.functional.conv2d(*ts, stride=s, padding=p, dilation=d, groups=g).backward(torch.tensor(up))
+    for a, t in zip(got[1:], ts):
+        assert rel_error(a, t.grad.numpy()) < 5e-6
+
+
 def test_chunks_on_both_threads_share_the_lazily_made_parts(monkeypatch):
     """The chunks' threads make the flipped convolution and the packed weights on first use, at
     the same time: repeated, every pass gives the same bits and none fails. (A race there once
@@ -496,14 +529,34 @@ def test_the_rule_sees_dilation(monkeypatch):
     assert not ConvPlan(x, w, None, (1, 1), (1, 1), (2, 2), 1).indirect
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["one core", "all cores"])
 @pytest.mark.parametrize("F,CK,G", [(256, 1152, 1), (26, 36, 2), (16, 432, 1), (8, 25, 1), (33, 63, 1), (64, 72, 8)])
-def test_packed_filters_are_each_groups_transposed_panels(F, CK, G):
-    """pack_filters (one pass) lays out the forward pass's weights exactly as pack_columns of each
-    group's transposed rows, the last panel zero-padded."""
+def test_packed_filters_are_each_groups_transposed_panels(F, CK, G, split, monkeypatch):
+    """pack_filters (one pass, its panels shared out over the cores where the weights are large)
+    lays out the forward pass's weights exactly as pack_columns of each group's transposed rows,
+    the last panel zero-padded."""
+    monkeypatch.setattr(igemm, "PACK_SPLIT_BYTES", 0 if split else 1 << 40)
+    monkeypatch.setattr(policy, "WORKERS", 2)
     wf = np.random.default_rng(F + CK).standard_normal((F, CK)).astype(np.float32)
     Fg = F // G
     ref = np.stack([igemm.pack_columns(np.ascontiguousarray(wf[g * Fg:(g + 1) * Fg].T)) for g in range(G)])
     np.testing.assert_array_equal(igemm.pack_filters(wf, G), ref)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one core", "all cores"])
+@pytest.mark.parametrize("F,Cg,kernel,G", [(16, 8, (3, 3), 1), (12, 40, (2, 3), 1), (8, 3, (3, 3, 3), 2), (64, 36, (1, 1), 4)])
+def test_flipped_weights_swap_channels_and_reverse_taps(F, Cg, kernel, G, split, monkeypatch):
+    """flip_filters is the flipped convolution's weight (in- and out-channels swapped within each
+    group, every kernel axis reversed); pack_flipped is pack_filters of it."""
+    monkeypatch.setattr(igemm, "PACK_SPLIT_BYTES", 0 if split else 1 << 40)
+    monkeypatch.setattr(policy, "WORKERS", 2)
+    w = np.random.default_rng(F + Cg).standard_normal((F, Cg) + kernel).astype(np.float32)
+    Fg, k = F // G, len(kernel)
+    ref = np.swapaxes(w.reshape((G, Fg, Cg) + kernel), 1, 2)[(Ellipsis,) + (slice(None, None, -1),) * k]
+    ref = ref.reshape(G * Cg, Fg * math.prod(kernel))
+    w3 = w.reshape(F, Cg, -1)
+    np.testing.assert_array_equal(igemm.flip_filters(w3, G), ref)
+    np.testing.assert_array_equal(igemm.pack_flipped(w3, G), igemm.pack_filters(ref, G))
 
 
 @pytest.mark.parametrize("M,K,N", [(5, 7, 3), (130, 300, 40), (9, 17, 33), (128, 800, 256)])

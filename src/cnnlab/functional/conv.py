@@ -196,9 +196,10 @@ class ConvPlan:
         gb = g.sum(axis=2).sum(axis=0) if needs_b else None
         return gx, gw, gb
 
-    def backward(self, x, out_grad, needs, has_bias):
+    def backward(self, x, out_grad, needs, has_bias, whole=None):
         """The gradients (x, w[, b]) over all chunks, None where not needed; ``out_grad(n0, n1)``
-        gives a chunk's gradient at the convolution's output, (n, F, L)."""
+        gives a chunk's gradient at the convolution's output, (n, F, L), ``whole`` the whole
+        batch's where the caller has it."""
         xp = self.xp
         want_b = has_bias and needs[2]
         gx = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
@@ -206,6 +207,9 @@ class ConvPlan:
             self.u_back = kernels.winograd_transposed_weights(self.w)
         if self.indirect:
             self.ig.prepare_backward(needs[0])
+        if (whole is not None and self.indirect and needs[1] and xp is np and not self.ig.direct_w
+                and kernels.policy.weight_rows(self.chunks, self.L)):
+            return self._backward_weight_rows(x, whole, needs, has_bias, gx)
 
         def chunk(n0, n1):
             part = gx[n0:n1] if needs[0] and xp is np else None
@@ -231,6 +235,33 @@ class ConvPlan:
         if not has_bias:
             return gx, gw
         return gx, gw, (_sum_parts([p[1] for p in partial]) if want_b else None)
+
+    def _backward_weight_rows(self, x, whole, needs, has_bias, gx):
+        """backward where the chunks' reductions are short (policy.weight_rows): the weight
+        gradient as one job per core over the whole batch, each for its share of the fields'
+        elements (rows of the product, columns of gw), written in place, beside the chunks' input
+        gradients (and bias parts)."""
+        want_b = has_bias and needs[2]
+        CgK = self.Cg * self.K
+        gw = np.empty((self.F, CgK), np.float32)
+
+        def job(kind, a, b):
+            if kind == 0:  # columns [a, b) of gw
+                self.ig.weight_grad_rows(x, whole, a, b, gw)
+                return None
+            part = gx[a:b] if needs[0] else None
+            gxc, _, gb = self.backward_chunk(x[a:b], whole[a:b], needs[0], False, want_b, part)
+            if gxc is not None and gxc is not part:
+                gx[a:b] = gxc
+            return gb
+
+        rows = kernels.policy.even_ranges(CgK, min(CgK, kernels.policy.WORKERS))
+        jobs = [(0, m0, m1) for m0, m1 in rows] + [(1, n0, n1) for n0, n1 in self.chunks]
+        parts = kernels.run_chunks(job, jobs)[len(rows):]
+        gw = self._weight_grad([gw])
+        if not has_bias:
+            return gx, gw
+        return gx, gw, (_sum_parts(parts) if want_b else None)
 
     def _split_backward(self, x, needs):
         """Whether backward runs the input gradient and the weight gradient as two jobs
@@ -293,7 +324,7 @@ class ConvNd(Function):
         if self.lift == "3d":  # (N, F, OD, OH, OW) -> (N*OD, F, L)
             g = np.ascontiguousarray(g.transpose(0, 2, 1, 3, 4))
         g3 = g.reshape(x.shape[0], plan.F, plan.L)
-        grads = list(plan.backward(x, lambda n0, n1: g3[n0:n1], self.needs_input_grad, self.has_bias))
+        grads = list(plan.backward(x, lambda n0, n1: g3[n0:n1], self.needs_input_grad, self.has_bias, g3))
         if self.lift == "1d":
             grads[0] = None if grads[0] is None else grads[0].reshape(self.x_shape)
             grads[1] = None if grads[1] is None else grads[1].reshape(self.w_shape)

@@ -36,6 +36,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import policy
+from .threads import run_chunks
+
 W = 16  # lanes per vector
 MR, NR = 8, 32  # the wide block: 8 rows of two vectors; NR is also the width of B's packed panels
 MR1 = 16  # the narrow block, for panels with at most 16 columns in use: 16 rows of one vector
@@ -708,24 +711,98 @@ def pack_columns(b):
 
 
 @njit(**_OPTS)
+def pack_panels(wf, G, out, p0, p1):
+    """Panels p0..p1 - 1 (counted over the groups, G * panels in all) of the forward pass's weights
+    ``out`` (G, panels, Cg*K, width) from wf (F, Cg*K) (C-contiguous float32): panel p of group g
+    holds wf[g*Fg + p*width + j, k] at [g, p, k, j], zeros past the group's filters; written in
+    order, the panel's rows read side by side (1.5-2x faster than writing each row's values a
+    panel width apart: benchmarks/README.md, "Tenth session of issue 22")."""
+    F, CK = wf.shape
+    nb, width = out.shape[1], out.shape[3]
+    Fg = F // G
+    o, src = out.reshape(-1), wf.reshape(-1)
+    for gp in range(p0, p1):
+        g, p = gp // nb, gp % nb
+        nj = min(width, Fg - p * width)
+        base, r0 = gp * CK * width, (g * Fg + p * width) * CK
+        for k in range(CK):
+            for j in range(nj):
+                o[_u(base + k * width + j)] = src[_u(r0 + j * CK + k)]
+            for j in range(nj, width):
+                o[_u(base + k * width + j)] = 0.0
+
+
+# Weights of at least this many bytes are packed on all the cores (pack_filters): a 512->512 3x3
+# layer's 9.4 MB took 1.2 ms on one
+PACK_SPLIT_BYTES = 1 << 20
+
+
 def pack_filters(wf, G):
     """The forward pass's weights (G, panels, Cg*K, width): pack_columns of each group's transposed
-    rows wf[g*Fg:(g + 1)*Fg].T in one pass, 16 filters at a time. Transposed and packed by NumPy
-    (a transposed copy, the panels' copy, a stack) 295K weights took 0.34 ms, as long as a chunk's
+    rows wf[g*Fg:(g + 1)*Fg].T (wf (F, Cg*K) C-contiguous float32) in one pass (pack_panels), on
+    all the cores where wf has PACK_SPLIT_BYTES or more. Transposed and packed by NumPy (a
+    transposed copy, the panels' copy, a stack) 295K weights took 0.34 ms, as long as a chunk's
     products of a 128->256 layer on 8x8 maps (benchmarks/README.md, "Ninth session of issue 22")."""
-    F, CK = wf.shape
+    return _panels(pack_panels, wf, G, wf.shape[0] // G, wf.shape[1], wf.nbytes)
+
+
+@njit(**_OPTS)
+def flip_filters(w, G):
+    """The flipped convolution's weights (C, Fg*K) of w (F, Cg, K) (C-contiguous float32, K the
+    kernel's taps flattened): row g*Cg + c holds w[g*Fg + f, c, K - 1 - t] at f*K + t, in- and
+    out-channels swapped within each group and the taps reversed, in one pass; for a flipped
+    convolution that runs direct (the others take pack_flipped)."""
+    F, Cg, K = w.shape
     Fg = F // G
-    width = W if Fg <= W else NR
-    nb = (Fg + width - 1) // width
-    out = np.zeros((G, nb, CK, width), np.float32)
+    out = np.empty((G * Cg, Fg * K), np.float32)
     for g in range(G):
         for f in range(Fg):
-            p, j = f // width, f % width
-            src = wf[g * Fg + f]
-            dst = out[g, p]
-            for k in range(CK):
-                dst[k, j] = src[k]
+            for c in range(Cg):
+                row, src = out[g * Cg + c], w[g * Fg + f, c]
+                for t in range(K):
+                    row[f * K + t] = src[K - 1 - t]
     return out
+
+
+@njit(**_OPTS)
+def flipped_panels(w, G, out, p0, p1):
+    """Panels p0..p1 - 1 of the flipped convolution's packed weights ``out`` (G, panels, Fg*K,
+    width), pack_filters' layout of flip_filters(w, G) made from w (F, Cg, K) at once:
+    [g, p, f*K + t, j] = w[g*Fg + f, p*width + j, K - 1 - t]. Each (f, p) reads one contiguous run
+    of w and writes one of out: flipped by NumPy (a copy of the swapped, reversed view) and then
+    packed, a 512->256 3x3 layer's weights took 1.3 ms, this 0.55 (benchmarks/README.md, "Tenth
+    session of issue 22")."""
+    F, Cg, K = w.shape
+    nb, width = out.shape[1], out.shape[3]
+    Fg = F // G
+    o, src = out.reshape(-1), w.reshape(-1)
+    for gp in range(p0, p1):
+        g, p = gp // nb, gp % nb
+        nj = min(width, Cg - p * width)
+        base = gp * Fg * K * width
+        for f in range(Fg):
+            s0, d0 = ((g * Fg + f) * Cg + p * width) * K, base + f * K * width
+            for t in range(K):
+                for j in range(nj):
+                    o[_u(d0 + t * width + j)] = src[_u(s0 + j * K + K - 1 - t)]
+                for j in range(nj, width):
+                    o[_u(d0 + t * width + j)] = 0.0
+
+
+def _panels(fill, source, G, rows, CK, nbytes):
+    """(G, panels, CK, width) weights whose panels ``fill(source, G, out, p0, p1)`` writes, for
+    ``rows`` filters per group, on all the cores where the weights have PACK_SPLIT_BYTES or more."""
+    width = W if rows <= W else NR
+    count = G * -(-rows // width)
+    out = np.empty((G, count // G, CK, width), np.float32)
+    parts = policy.even_ranges(count, min(count, policy.WORKERS)) if nbytes >= PACK_SPLIT_BYTES else [(0, count)]
+    run_chunks(lambda p0, p1: fill(source, G, out, p0, p1), parts)
+    return out
+
+
+def pack_flipped(w, G):
+    """pack_filters(flip_filters(w, G), G) in one pass per panel (flipped_panels)."""
+    return _panels(flipped_panels, w, G, w.shape[1], (w.shape[0] // G) * w.shape[2], w.nbytes)
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False):
@@ -800,22 +877,26 @@ def forward_chunk(x, pad, box, at, plane, rows, fields, wpk, out, Cg, Fg):
 
 
 @njit(**_OPTS)
-def weight_grad_chunk(x, pad, box, at, plane, g, rows, fields, Cg, Fg, images, gw):
+def weight_grad_chunk(x, pad, box, at, plane, g, rows, fields, Cg, Fg, images, gw, m0=0, m1=-1):
     """IndirectConv's weight gradient of a chunk in one call without the GIL: gw (F, Cg*K) from the
-    padded planes of x and the output gradient g (n, F, L) packed ``images`` images at a time."""
+    padded planes of x and the output gradient g (n, F, L) packed ``images`` images at a time;
+    only gw's columns [m0, m1) (all by default), the fields' elements m0..m1 - 1, where given."""
     n, F, L = g.shape
-    CgK = fields.shape[0]
+    if m1 < 0:
+        m1 = fields.shape[0]
+    M = m1 - m0
     xf = _planes_of(x, pad, box, at, plane)
-    part = np.zeros(CgK * Fg, np.float32)  # zeros: an empty chunk has no products to add
-    prow = np.arange(CgK) * Fg
+    part = np.zeros(M * Fg, np.float32)  # zeros: an empty chunk has no products to add
+    prow = np.arange(M) * Fg
+    cols = fields[m0:m1]
     for gi in range(F // Fg):
         for i0 in range(0, n, images):
             i1 = min(n, i0 + images)
             b = pack_rows_of(g[i0:i1], gi * Fg, Fg)
-            igemm(xf, gi * Cg * plane, fields, rows[i0 * L:i1 * L], b, part, 0, prow, 1, Fg, i0 > 0)
+            igemm(xf, gi * Cg * plane, cols, rows[i0 * L:i1 * L], b, part, 0, prow, 1, Fg, i0 > 0)
         for f in range(Fg):
-            for k in range(CgK):
-                gw[gi * Fg + f, k] = part[k * Fg + f]
+            for k in range(M):
+                gw[gi * Fg + f, m0 + k] = part[k * Fg + f]
 
 
 @njit(**_OPTS)
@@ -1178,13 +1259,15 @@ class IndirectConv:
     Offset tables are cached per geometry and chunk size; each weight layout is made when first used.
     """
 
-    def __init__(self, x_shape, w, stride, padding, dilation, groups, out_shape):
+    def __init__(self, x_shape, w, stride, padding, dilation, groups, out_shape, w_shape=None):
         # the geometry (offset tables, which products run how) is made once per layer shape and
-        # shared; only the weights' layouts belong to this call
-        self.__dict__.update(conv_geometry(tuple(x_shape), tuple(w.shape), tuple(stride), tuple(padding),
+        # shared; only the weights' layouts belong to this call. w None (with its w_shape): the
+        # caller sets the weights' layouts (the flipped convolution, _back_conv)
+        self.w_shape = tuple(w.shape) if w is not None else tuple(w_shape)
+        self.__dict__.update(conv_geometry(tuple(x_shape), self.w_shape, tuple(stride), tuple(padding),
                                            tuple(dilation), groups, tuple(out_shape)))
         self.w = w
-        self.wf = np.ascontiguousarray(w, dtype=np.float32).reshape(self.F, self.Cg * self.K)
+        self.wf = None if w is None else np.ascontiguousarray(w, dtype=np.float32).reshape(self.F, self.Cg * self.K)
         self._w_fwd = self._w_back = None
         self._back = None
         self._phased = None
@@ -1217,11 +1300,15 @@ class IndirectConv:
         chunks' threads may both make one (the same); each uses the one it got."""
         back = self._back
         if back is None:
-            G, Fg, Cg, k = self.G, self.Fg, self.Cg, len(self.kernel)
-            wt = np.asarray(self.w, dtype=np.float32).reshape((G, Fg, Cg) + self.kernel)
-            wt = np.swapaxes(wt, 1, 2)[(Ellipsis,) + (slice(None, None, -1),) * k]  # (G, Cg, Fg, *flipped k)
-            back = IndirectConv((self.F,) + self.out_shape, wt.reshape((self.C, Fg) + self.kernel),
-                                (1,) * k, self.flip_padding, self.dilation, G, self.S)
+            G, Fg, k = self.G, self.Fg, len(self.kernel)
+            w3 = np.ascontiguousarray(self.w, dtype=np.float32).reshape(self.F, self.Cg, self.K)
+            back = IndirectConv((self.F,) + self.out_shape, None, (1,) * k, self.flip_padding, self.dilation, G,
+                                self.S, w_shape=(self.C, Fg) + self.kernel)
+            if back.direct:  # dconv reads the flipped weights as they are
+                back.w = flip_filters(w3, G).reshape(back.w_shape)
+                back.wf = back.w.reshape(back.F, back.Cg * back.K)
+            else:  # igemm reads them packed, made at once
+                back._w_fwd = pack_flipped(w3, G)
             self._back = back
         return back
 
@@ -1256,6 +1343,15 @@ class IndirectConv:
         forward_chunk(x, any(self.padding), self.box, self.at, self.plane, self._table(x.shape[0])[0],
                       self.fields, self._w_fwd, out, Cg, Fg)
 
+    def weight_grad_rows(self, xc, gc, m0, m1, gw):
+        """Columns [m0, m1) of the weight gradient gw (F, Cg*K) of images xc and their output
+        gradient gc (n, F, L) by igemm, the gradient packed a few images at a time (not the direct
+        form): the fields' elements m0..m1 - 1 over all of the images' positions."""
+        x = np.ascontiguousarray(xc, dtype=np.float32)
+        gc = np.ascontiguousarray(gc, dtype=np.float32)
+        weight_grad_chunk(x, any(self.padding), self.box, self.at, self.plane, gc, self._table(x.shape[0])[0],
+                          self.fields, self.Cg, self.Fg, max(1, PACK_POSITIONS // self.L), gw, m0, m1)
+
     def backward(self, xc, gc, needs_x, needs_w, gx_out=None):
         """(dx (n, C, *S) or None, dW part (F, Cg*K) in (c, *k) order or None) for a chunk; the
         dx of strided layers and of the flipped convolution written into ``gx_out`` where given
@@ -1275,8 +1371,7 @@ class IndirectConv:
             direct_weight_grad_chunk(x, *self.padded, *self.padding, self.plane, self.slack,
                                      gc.reshape((n, self.F) + self.out_shape), self.ldg, self.fields, gw, Cg, Fg)
         elif needs_w:  # the gradient packed a few images at a time
-            weight_grad_chunk(x, any(self.padding), self.box, self.at, self.plane, gc, rows, self.fields, Cg,
-                              Fg, max(1, PACK_POSITIONS // L), gw)
+            self.weight_grad_rows(x, gc, 0, Cg * K, gw)
         fits = gx_out is not None and gx_out.flags.c_contiguous and gx_out.dtype == np.float32
         if needs_x and self.phase_back:
             self.prepare_backward(True)  # made before the chunks' job where ConvPlan runs it

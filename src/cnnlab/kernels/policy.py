@@ -245,6 +245,24 @@ def split_backward(chunks, pass_flops) -> bool:
     return len(chunks) == 1 and WORKERS >= 2 and _compiled_enabled and 2 * pass_flops >= SPLIT_MIN_FLOPS
 
 
+# An indirect-GEMM layer whose batch chunks each reduce over fewer output positions than this
+# computes its weight gradient over the whole batch instead, the fields' rows split over the
+# cores, beside the chunks' input gradients (weight_rows)
+WEIGHT_ROWS_MAX_POSITIONS = 512
+
+
+def weight_rows(chunks, L) -> bool:
+    """Whether an indirect-GEMM layer's weight gradient runs as WORKERS jobs over the whole batch,
+    each for a share of the receptive fields' elements (the product's rows), rather than one part
+    per batch chunk, summed after: where there are two workers or more and the chunks, of
+    ``L`` output positions per image, reduce over fewer than WEIGHT_ROWS_MAX_POSITIONS. Short
+    reductions paid each block's set-up and stores per chunk, and the parts, as large as the
+    weights, were zeroed, transposed and summed: a 128->256 3x3 stride-2 layer on 8x8 maps at
+    batch 32 (4 chunks of 128 positions) (benchmarks/README.md, "Tenth session of issue 22")."""
+    return (WORKERS >= 2 and _compiled_enabled and len(chunks) >= 2
+            and max(n1 - n0 for n0, n1 in chunks) * L < WEIGHT_ROWS_MAX_POSITIONS)
+
+
 def depthwise_chunks(x, L):
     """(start, stop) ranges over the batch of ``x`` (N, C, H, W) for kernels/depthwise.py, whose
     output maps have L positions: it works plane by plane in a scratch plane of its own and writes
