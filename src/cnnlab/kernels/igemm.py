@@ -900,6 +900,41 @@ def weight_grad_chunk(x, pad, box, at, plane, g, rows, fields, Cg, Fg, images, g
 
 
 @njit(**_OPTS)
+def gather_panel(xf, a0, rows, fields, k0, w, out):
+    """out (P, NR), flat: B[p, j] = xf[a0 + rows[p] + fields[k0 + j]] for j < w, zeros beyond: one
+    panel of the receptive fields, positions as rows, for weight_grad_filters."""
+    for p in range(rows.shape[0]):
+        b = a0 + rows[p]
+        for j in range(w):
+            out[_u(p * NR + j)] = xf[_u(b + fields[k0 + j])]
+        for j in range(w, NR):
+            out[_u(p * NR + j)] = 0.0
+
+
+@njit(**_OPTS)
+def weight_grad_filters(x, pad, box, at, plane, g, rows, gcol, fields, Cg, Fg, gw, m0, m1):
+    """weight_grad_chunk the other way round, for large weights: gw[f, m0:m1] (gw (F, Cg*K)) =
+    sum over positions of g[f, position] * field[position, m], filters as the product's rows read
+    from g (n, F, L) in place (``gcol``: each position's offset, (i*F*L + l)), the fields gathered
+    a panel of NR elements at a time (gather_panel), gw written in its own layout. The other way,
+    the product (Cg*K x F) is written a row of F apart per field element and then transposed: with
+    millions of weights and a short reduction that ran at 16-130 GFLOP/s, this at 180-195
+    (benchmarks/README.md, "Tenth session of issue 22")."""
+    n, F, L = g.shape
+    CgK = fields.shape[0]
+    xf = _planes_of(x, pad, box, at, plane)
+    panel = np.empty((1, rows.shape[0], NR), np.float32)
+    pf, gf, wf = panel.reshape(-1), g.reshape(-1), gw.reshape(-1)
+    grow = np.arange(Fg) * L
+    crow = np.arange(Fg) * CgK
+    for gi in range(F // Fg):
+        for k0 in range(m0, m1, NR):
+            w = min(NR, m1 - k0)
+            gather_panel(xf, gi * Cg * plane, rows, fields, k0, w, pf)
+            igemm(gf, gi * Fg * L, grow, gcol, panel, wf, gi * Fg * CgK + k0, crow, 1, w, False)
+
+
+@njit(**_OPTS)
 def direct_forward_chunk(x, Hp, Wp, top, left, plane, slack, wf, fields, out, Cg, Fg, P):
     """IndirectConv's direct forward pass of a chunk in one call without the GIL: the padded
     planes (with ``slack`` zeros), dconv per group over P positions of the padded rows, the rows
@@ -972,6 +1007,15 @@ def phase_back_chunk(g, Hg, Wg, E0, E1, slack, plan, wts, boffs, dx, Cg, Fg):
             b = _phase_grad(gpad, n, plan, s, PLAN_FIELDS, wts, boffs, C, Cg, Fg, F, HgWg, Wg)
             zip_phases(a, b, dx, Wg, plan[s, 3], plan[s, 4], plan[s, 7], plan[s, PLAN_FIELDS + 7], nh)
 
+
+# The weight gradient runs with the filters as the product's rows (weight_grad_filters) for layers
+# of at least this many weights, while a chunk's fields panel (positions x NR) stays under 1 MiB:
+# one core, whole batch, GFLOP/s the usual way / this way: 512->512 on 4x4 at batch 16 (2.4M
+# weights) 97 / 195, 1024->1024 on 2x2 16 / 179, 256->512 on 4x4 132 / 195, 256->512 stride 2 on
+# 8x8 143 / 189; 256->256 on 5x5 (590K) 176 / 194, on 7x7 196 / 194, on 8x8 160 / 155; 128->256
+# stride 2 on 8x8 (295K) 162 / 136, 128->128 on 6x6 206 / 168, 64->64 on 4x4 169 / 132
+FILTER_ROWS_MIN_WEIGHTS = 1 << 20
+FILTER_ROWS_MAX_POSITIONS = 8192
 
 # The input gradient of a stride-1 layer is the flipped convolution of the padded output gradient
 # while the input has at most this many times the output's positions; beyond, the fields' gradients
@@ -1349,8 +1393,13 @@ class IndirectConv:
         form): the fields' elements m0..m1 - 1 over all of the images' positions."""
         x = np.ascontiguousarray(xc, dtype=np.float32)
         gc = np.ascontiguousarray(gc, dtype=np.float32)
-        weight_grad_chunk(x, any(self.padding), self.box, self.at, self.plane, gc, self._table(x.shape[0])[0],
-                          self.fields, self.Cg, self.Fg, max(1, PACK_POSITIONS // self.L), gw, m0, m1)
+        rows, gcol = self._table(x.shape[0])
+        if self.F * self.Cg * self.K >= FILTER_ROWS_MIN_WEIGHTS and rows.shape[0] <= FILTER_ROWS_MAX_POSITIONS:
+            weight_grad_filters(x, any(self.padding), self.box, self.at, self.plane, gc, rows, gcol, self.fields,
+                                self.Cg, self.Fg, gw, m0, m1)
+        else:
+            weight_grad_chunk(x, any(self.padding), self.box, self.at, self.plane, gc, rows, self.fields, self.Cg,
+                              self.Fg, max(1, PACK_POSITIONS // self.L), gw, m0, m1)
 
     def backward(self, xc, gc, needs_x, needs_w, gx_out=None):
         """(dx (n, C, *S) or None, dW part (F, Cg*K) in (c, *k) order or None) for a chunk; the
