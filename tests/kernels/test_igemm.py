@@ -520,6 +520,15 @@ def test_which_layers_take_it(monkeypatch, ws, groups, stride, dtype, avx512, ex
         assert not ConvPlan(x, w, None, s, (1, 1), (1, 1), groups).indirect
 
 
+@pytest.mark.parametrize("length,filters,direct", [(64, 64, False), (128, 16, False), (300, 16, True), (64, 8, True)])
+def test_signals_take_the_direct_forward_pass_when_long_or_few_filters(length, filters, direct):
+    """A 1-D layer (an image of height 1) runs its forward pass direct with few filters, or with
+    more on signals of DIRECT_MIN_SIGNAL outputs or more; else the positions-as-rows product."""
+    x, w = np.zeros((2, 8, 1, length), np.float32), np.zeros((filters, 8, 1, 3), np.float32)
+    plan = ConvPlan(x, w, None, (1, 1), (0, 1), (1, 1), 1)
+    assert plan.indirect and plan.ig.direct is direct
+
+
 def test_the_rule_sees_dilation(monkeypatch):
     """Dilation 2 makes 6 of 10 padded columns: not the direct forward pass, and 9 products are
     too few for the other: BLAS."""

@@ -1039,6 +1039,11 @@ DIRECT_W_MIN_SHARE = 0.75
 DIRECT_MAX_FILTERS = 8
 DIRECT_MIN_WIDTH = 20
 DIRECT_W_MAX_FIELD = 32
+# 1-D layers (a signal as an image of height 1) with more filters: the other orientation won on
+# signals of 64-128 outputs (forward + backward, two cores: 128->128 k3 on 64 1.18x, 64->64 on 128
+# 1.05x, 32->64 on 128 1.01x), tied at 100, lost at 512 (0.95x) (benchmarks/README.md, "Tenth
+# session of issue 22"); the direct forms' blocks of 32 positions waste more of a short signal
+DIRECT_MIN_SIGNAL = 256
 
 # The direct forward pass computes the padded width's Wp positions per output row to use OW:
 # below this share it wastes more than the transposed stores of the other orientation cost.
@@ -1231,7 +1236,9 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
                        ((S, 1), (kernel, 1), (stride, 1), (padding, 0), (dilation, 1), (out_shape, 1))), ())
     g["L"], g["K"] = math.prod(out_shape), math.prod(kernel)
     g["fields"] = field_offsets(Cg, g["padded"], kernel, dilation)
-    few, wide = g["Fg"] <= DIRECT_MAX_FILTERS, out_shape[-1] >= DIRECT_MIN_WIDTH
+    few = g["Fg"] <= DIRECT_MAX_FILTERS
+    # a signal (1-D, height 1) is wide from DIRECT_MIN_SIGNAL outputs on
+    wide = out_shape[-1] >= (DIRECT_MIN_SIGNAL if len(out_shape) == 2 and out_shape[0] == 1 else DIRECT_MIN_WIDTH)
     g["direct"] = len(S) == 2 and direct_forward(g["padded"], out_shape, stride) and (few or wide)
     # positions along the padded rows (the direct forward pass and weight gradient, stride 1),
     # the last Wp - OW of each row not outputs; the input is followed by slack zeros for their reads
