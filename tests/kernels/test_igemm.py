@@ -57,6 +57,28 @@ def test_product_matches_its_definition(M, K, N, layout):
     np.testing.assert_allclose(got(), 2 * ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n,L,K,F", [(3, 40, 50, 32), (2, 64, 300, 16), (2, 37, 20, 20), (1, 17, 5, 40),
+                                     (4, 16, 700, 8), (2, 48, 33, 64), (2, 1, 9, 24)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_product_into_a_filters_by_positions_layout(n, L, K, F, accumulate):
+    """C written as (n, F, L), its columns L apart (the forward pass's output): straight from the
+    registers, transposed, where a block's rows are consecutive positions of one image, through the
+    small block where they cross images; a last panel of fewer filters; added to C with
+    ``accumulate``; nothing outside C written."""
+    rng = np.random.default_rng(n * L + K + F)
+    a = rng.standard_normal(n * L * K).astype(np.float32)
+    b = rng.standard_normal((K, F)).astype(np.float32)
+    row = (np.arange(n * L) * K).astype(np.int64)
+    crow = (np.arange(n)[:, None] * F * L + np.arange(L)).ravel().astype(np.int64)
+    start = rng.standard_normal((n, F, L)).astype(np.float32) if accumulate else np.zeros((n, F, L), np.float32)
+    buf = np.full(n * F * L + 64, np.nan, np.float32)
+    buf[16:16 + n * F * L] = start.ravel()
+    igemm.igemm(a, 0, row, np.arange(K, dtype=np.int64), igemm.pack_columns(b), buf, 16, crow, L, F, accumulate)
+    ref = start + (a.reshape(n * L, K).astype(np.float64) @ b.astype(np.float64)).reshape(n, L, F).transpose(0, 2, 1)
+    assert rel_error(buf[16:16 + n * F * L].reshape(n, F, L), ref) < 2e-6
+    assert np.isnan(buf[:16]).all() and np.isnan(buf[16 + n * F * L:]).all()
+
+
 def test_long_reductions_are_summed_over_slices():
     """More reduction steps than one slice (igemm.KC_MAX): the equal slices' sums add up."""
     rng = np.random.default_rng(1)

@@ -186,12 +186,55 @@ def store_sums(builder, ptrs, sums, beta):
         builder.store(builder.select(add_old, builder.fadd(total, old), total), ptr, align=4)
 
 
-def _make_block(MR, NV, b_rows=False):
+def columns_of(builder, rows):
+    """The columns of the matrix whose rows are ``rows`` (n <16 x float> vectors, n 8 or 16): 16
+    <n x float> vectors, column j holding rows[i][j] in lane i. log2(n) rounds of two-vector
+    shuffles, each merging groups of lanes (the columns' parts) of two vectors in turn."""
+    n, undef = len(rows), ir.Constant(ir.VectorType(ir.FloatType(), W), ir.Undefined)
+    level, width = [[(list(range(W)), v)] for v in rows], 1  # per set of rows: (columns, vector)
+    while len(level) > 1:
+        merged = []
+        for a_set, b_set in zip(level[0::2], level[1::2]):
+            out = []
+            for (cols, a), (_, b) in zip(a_set, b_set):
+                half = len(cols) // 2
+                for part in (range(half), range(half, len(cols))):
+                    mask = [o + g * width + i for g in part for o in (0, W) for i in range(width)]
+                    out.append(([cols[g] for g in part], builder.shuffle_vector(a, b, ir.Constant(
+                        ir.VectorType(ir.IntType(32), W), mask))))
+            merged.append(out)
+        level, width = merged, 2 * width
+    columns = [None] * W
+    for cols, v in level[0]:
+        for g, j in enumerate(cols):
+            columns[j] = v if n == W else builder.shuffle_vector(v, undef, ir.Constant(
+                ir.VectorType(ir.IntType(32), n), list(range(g * n, g * n + n))))
+    return columns
+
+
+def store_columns(builder, c, ldc, sums, MR, NV, beta, nj):
+    """Store an MR x NV*W block of sums (row r, vector j at sums[r*NV + j]) transposed: column j's
+    MR values at c + j*ldc, consecutive, added to what is there where beta != 0, for j < nj."""
+    i64 = ir.IntType(64)
+    vt = ir.VectorType(ir.FloatType(), MR)
+    add_old = builder.icmp_signed("!=", beta, ir.Constant(i64, 0))
+    for jv in range(NV):
+        for j, col in enumerate(columns_of(builder, [sums[r * NV + jv] for r in range(MR)])):
+            f = jv * W + j
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, f), nj)):
+                ptr = builder.bitcast(builder.gep(c, [builder.mul(ir.Constant(i64, f), ldc)]), vt.as_pointer())
+                old = builder.load(ptr, align=4)
+                builder.store(builder.select(add_old, builder.fadd(col, old), col), ptr, align=4)
+
+
+def _make_block(MR, NV, b_rows=False, transposed=False):
     """The micro-kernel for an MR x NV*W block of C, as a numba intrinsic. With ``b_rows``, B's
-    row k starts at b + boff[k] (an offset table, passed in place of ldb) instead of b + k*ldb."""
+    row k starts at b + boff[k] (an offset table, passed in place of ldb) instead of b + k*ldb.
+    ``transposed``: C's rows are consecutive elements and its columns ldc apart (an (F, L) layout,
+    positions as rows), the first nj columns stored (a tenth argument)."""
 
     def body(builder, args):
-        a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta = args
+        a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta = args[:9]
         f32, i64 = ir.FloatType(), ir.IntType(64)
         vt = ir.VectorType(f32, W)
         fma = vector_fma(builder)
@@ -217,16 +260,26 @@ def _make_block(MR, NV, b_rows=False):
             return new
 
         totals = sum_loop(builder, K, MR * NV, step, "block")
+        if transposed:
+            store_columns(builder, c, ldc, totals, MR, NV, beta, args[9])
+            return
         ptrs = [builder.gep(builder.gep(c, [builder.mul(ir.Constant(i64, r), ldc)]), [ir.Constant(i64, j * W)])
                 for r in range(MR) for j in range(NV)]
         store_sums(builder, ptrs, totals, beta)
 
-    codegen = outlined(f"cnnlab_igemm_block_{MR}x{NV * W}{'_rows' if b_rows else ''}", body)
+    name = f"cnnlab_igemm_block_{MR}x{NV * W}{'_rows' if b_rows else ''}{'_t' if transposed else ''}"
+    codegen = outlined(name, body, 10 if transposed else 9)
 
-    def block(typingctx, a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta):
-        """C[r, 0:NV*W] (+ C if beta) = sum_k A[row[r] + col[k]] * B[k, 0:NV*W] for r < MR, all
-        addresses int64 (offsets in elements): A, B and C float32, row and col int64."""
-        return types.void(*([types.int64] * 9)), codegen
+    if transposed:
+        def block(typingctx, a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta, nj):
+            """C[r, j] (+ C if beta) at c + r + j*ldc = sum_k A[row[r] + col[k]] * B[k, j] for r < MR,
+            j < nj, all addresses int64 (offsets in elements): A, B and C float32, row and col int64."""
+            return types.void(*([types.int64] * 10)), codegen
+    else:
+        def block(typingctx, a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta):
+            """C[r, 0:NV*W] (+ C if beta) = sum_k A[row[r] + col[k]] * B[k, 0:NV*W] for r < MR, all
+            addresses int64 (offsets in elements): A, B and C float32, row and col int64."""
+            return types.void(*([types.int64] * 9)), codegen
 
     return intrinsic(block)
 
@@ -235,6 +288,8 @@ _block = _make_block(MR, 2)
 _block1 = _make_block(MR1, 1)
 _dblock = _make_block(MR, 2, b_rows=True)
 _dblock1 = _make_block(MR, 1, b_rows=True)  # dconv's last block of a row of at most 16 positions
+_tblock = _make_block(MR, 2, transposed=True)  # C in (F, L) layout: the forward pass's output
+_tblock1 = _make_block(MR1, 1, transposed=True)
 
 
 def masked_ops(builder):
@@ -382,7 +437,9 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
 
     ``bp`` (panels, K, NR or W): B in zero-padded panels (pack_columns). C[i, j] is
     c[c0 + crow[i] + j * ccs]; where ccs == 1, the block is whole (all its rows and a full panel)
-    and its rows lie at a constant stride, the micro-kernel writes straight into c, elsewhere
+    and its rows lie at a constant stride, the micro-kernel writes straight into c; where ccs != 1
+    and the block's rows are consecutive elements (positions of one image in an (n, F, L) output),
+    the transposed micro-kernel writes its columns straight into c (store_columns); elsewhere
     through a small block that is then copied. The reduction runs in equal slices of at most KC_MAX.
     """
     M, Ktot = row.shape[0], col.shape[0]
@@ -412,6 +469,19 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
                     for r in range(mr):
                         rowpad[r] = row[min(i0 + r, M - 1)]
                     row_addr = rowpad.ctypes.data
+                if ccs != 1 and ni == mr:  # C's columns ccs apart: straight where the rows are consecutive
+                    t = crow[i0]
+                    for r in range(1, mr):
+                        if crow[i0 + r] != t + r:
+                            t = -1
+                            break
+                    if t >= 0:
+                        dst = c_addr + (c0 + t + j0 * ccs) * 4
+                        if narrow:
+                            _tblock1(a_addr, row_addr, col_addr, b_addr, pw, dst, ccs, K, beta, nj)
+                        else:
+                            _tblock(a_addr, row_addr, col_addr, b_addr, pw, dst, ccs, K, beta, nj)
+                        continue
                 straight = ccs == 1 and ni == mr and nj == (W if narrow else NR)
                 ldc = crow[i0 + 1] - crow[i0] if straight else 0
                 if straight:
@@ -681,19 +751,6 @@ def zip_phases(even, odd, dx, Wq, r0, s0, je, jo, nh):
             zip2(d_addr + (p * H * W_ + (r0 + t * s0) * W_) * 4, e_addr + (ib + je) * 4, o_addr + (ib + jo) * 4, W_)
 
 
-@njit(**_OPTS)
-def transpose_into(tmp, out, n, L, Fpad, f0, Fg):
-    """out[i, f0 + f, l] = tmp[(i*L + l)*Fpad + f] for f < Fg: the row-major product into
-    (n, F, L), without the GIL."""
-    F = out.shape[1]
-    of = out.reshape(-1)
-    for i in range(n):
-        for f in range(Fg):
-            ob, tb = (i * F + f0 + f) * L, i * L * Fpad + f
-            for q in range(L):
-                of[_u(ob + q)] = tmp[_u(tb + q * Fpad)]
-
-
 def pack_columns(b):
     """(K, N) -> (ceil(N / NR), K, NR) float32 panels of NR columns, the last one zero-padded; a B
     of at most W columns is one panel of W (the narrow block reads no more)."""
@@ -860,20 +917,18 @@ def _planes_of(x, pad, box, at, plane, slack=0):
 
 
 @njit(**_OPTS)
-def forward_chunk(x, pad, box, at, plane, rows, fields, wpk, out, Cg, Fg):
+def forward_chunk(x, pad, box, at, plane, rows, out_rows, fields, wpk, out, Cg, Fg):
     """IndirectConv's forward pass of a chunk in one call without the GIL: out (n, F, L)
-    (contiguous) = conv(x) by igemm from the padded planes (volumes: _planes_of) and the packed weights wpk
-    (G, panels, Cg*K, width), each group's row-major product transposed into out. One call per
-    chunk rather than three and more: two threads' chunks otherwise queue for the GIL between
+    (contiguous) = conv(x) by igemm from the padded planes (volumes: _planes_of) and the packed
+    weights wpk (G, panels, Cg*K, width), each group's product written straight into out's
+    layout (``out_rows``: each position's offset there) by the transposed micro-kernel. One call
+    per chunk rather than three and more: two threads' chunks otherwise queue for the GIL between
     them (benchmarks/README.md, "Seventh session of issue 22")."""
-    n, L = x.shape[0], out.shape[2]
+    L = out.shape[2]
     xf = _planes_of(x, pad, box, at, plane)
-    Fpad = wpk.shape[1] * wpk.shape[3]
-    tmp = np.empty(n * L * Fpad, np.float32)
-    crow = np.arange(n * L) * Fpad
+    of = out.reshape(-1)
     for g in range(wpk.shape[0]):
-        igemm(xf, g * Cg * plane, rows, fields, wpk[g], tmp, 0, crow, 1, Fpad, False)
-        transpose_into(tmp, out, n, L, Fpad, g * Fg, Fg)
+        igemm(xf, g * Cg * plane, rows, fields, wpk[g], of, g * Fg * L, out_rows, L, Fg, False)
 
 
 @njit(**_OPTS)
@@ -1388,10 +1443,11 @@ class IndirectConv:
                                  Fg, self.P)
             return
         self.prepare_forward()
-        # C row-major (n*L, filters padded to whole panels), every block stored whole by the
-        # micro-kernel, then transposed into (n, F, L): 10-17% faster than storing each block
-        # transposed through a scratch block (benchmarks/README.md, "Direct or transposed")
-        forward_chunk(x, any(self.padding), self.box, self.at, self.plane, self._table(x.shape[0])[0],
+        # each block's columns stored straight into (n, F, L) from the registers (store_columns):
+        # the row-major product and a transposing pass took 3-11% longer, and were 10-17% faster
+        # than a transposing copy of each block through a scratch block (benchmarks/README.md,
+        # "Direct or transposed", "Tenth session of issue 22")
+        forward_chunk(x, any(self.padding), self.box, self.at, self.plane, *self._table(x.shape[0]),
                       self.fields, self._w_fwd, out, Cg, Fg)
 
     def weight_grad_rows(self, xc, gc, m0, m1, gw):
