@@ -371,9 +371,18 @@ def sum_pool_forward(x, kernel, stride, padding, out_shape):
         return out.reshape(x.shape[:2] + tuple(out_shape))
     if policy.use_compiled_2d(x, d):
         x = np.ascontiguousarray(x)
-        return threads.over_batch(lambda n0, n1: sum_pool2d_chunk(x[n0:n1], kernel, stride, padding, out_shape),
-                                  x.shape[0], x.nbytes)
+        return _into_batch(lambda n0, n1, part: sum_pool2d_chunk(x[n0:n1], kernel, stride, padding, out_shape, part),
+                           x.shape[:2] + tuple(out_shape), x.dtype, x.nbytes)
     return generic.sum_pool_forward(_pad(x, padding), kernel, stride, out_shape)
+
+
+def _into_batch(fn, shape, dtype, nbytes):
+    """An array of ``shape`` whose batch slices ``fn(n0, n1, out[n0:n1])`` write in place, over the
+    cores as threads.over_batch: no join of the parts after them (a serial copy of the whole
+    result: 0.3 ms of a 5x5 average pooling's 2.2 on 6.4 MB of input gradient)."""
+    out = np.empty(shape, dtype)
+    run_chunks(lambda n0, n1: fn(n0, n1, out[n0:n1]), policy.batch_ranges(shape[0], nbytes) or [(0, 0)])
+    return out
 
 
 def _sum_pool_2x2(kernel, stride, padding):
@@ -398,9 +407,9 @@ def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
                                  out_shape[1:]).reshape(x_shape)
     if policy.use_compiled_2d(g, len(kernel)):
         g = np.ascontiguousarray(g)
-        return threads.over_batch(
-            lambda n0, n1: sum_pool2d_backward_chunk(g[n0:n1], x_shape[2:], kernel, stride, padding),
-            g.shape[0], math.prod(x_shape) * g.itemsize)
+        return _into_batch(lambda n0, n1, part: sum_pool2d_backward_chunk(g[n0:n1], x_shape[2:], kernel, stride,
+                                                                          padding, part),
+                           tuple(x_shape), g.dtype, math.prod(x_shape) * g.itemsize)
     dx = generic.sum_pool_backward(g, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
 
@@ -513,23 +522,36 @@ def max_pool2d_backward_chunk(g, arg, in_shape):
     return _cpu().max_pool2d_backward(g, arg, *in_shape)
 
 
-def sum_pool2d_chunk(x, kernel, stride, padding, out_shape):
+def sum_pool2d_chunk(x, kernel, stride, padding, out_shape, out=None):
     """Window sums (zero padding) of (n, C, H, W) -> (n, C, *out_shape): the 2x2/2 loop, else a
-    depthwise convolution with unit weights (sum_pool_forward's chunks)."""
+    depthwise convolution with unit weights (sum_pool_forward's chunks); into ``out`` (contiguous)
+    where given."""
     if _sum_pool_2x2(kernel, stride, padding):
-        return _cpu().sum_pool2d_2x2_forward(x, *out_shape)
-    ones = np.ones((x.shape[1], 1) + tuple(kernel), x.dtype)
-    return depthwise_forward(np.ascontiguousarray(x), ones, kernel, stride, padding, (1, 1), out_shape).reshape(
-        x.shape[:2] + tuple(out_shape))
+        return _written(_cpu().sum_pool2d_2x2_forward(x, *out_shape), out)
+    n, C = x.shape[:2]
+    ones = np.ones((C, 1) + tuple(kernel), x.dtype)
+    flat = None if out is None else out.reshape(n, C, math.prod(out_shape))
+    y = depthwise_forward(np.ascontiguousarray(x), ones, kernel, stride, padding, (1, 1), out_shape, flat)
+    return _written(y.reshape((n, C) + tuple(out_shape)), out)
 
 
-def sum_pool2d_backward_chunk(g, in_shape, kernel, stride, padding):
-    """Adjoint of sum_pool2d_chunk: (n, C, PH, PW) -> (n, C, *in_shape)."""
+def sum_pool2d_backward_chunk(g, in_shape, kernel, stride, padding, out=None):
+    """Adjoint of sum_pool2d_chunk: (n, C, PH, PW) -> (n, C, *in_shape), into ``out`` where given."""
     if _sum_pool_2x2(kernel, stride, padding):
-        return _cpu().sum_pool2d_2x2_backward(g, *in_shape)
+        return _written(_cpu().sum_pool2d_2x2_backward(g, *in_shape), out)
     n, C, PH, PW = g.shape
     ones = np.ones((C, 1) + tuple(kernel), g.dtype)
-    return depthwise_input_grad(g.reshape(n, C, PH * PW), ones, in_shape, kernel, stride, padding, (1, 1), (PH, PW))
+    return _written(depthwise_input_grad(g.reshape(n, C, PH * PW), ones, in_shape, kernel, stride, padding, (1, 1),
+                                         (PH, PW), out), out)
+
+
+def _written(y, out):
+    """y, or ``out`` holding y where given: copied unless y was written there (a view of out's data)."""
+    if out is None:
+        return y
+    if y.__array_interface__["data"][0] != out.__array_interface__["data"][0]:
+        out[...] = y
+    return out
 
 
 # ------------------------------------------------------------------ normalisation

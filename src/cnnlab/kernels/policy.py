@@ -278,10 +278,16 @@ def depthwise_chunks(x, L):
     return even_ranges(N, parts)
 
 
+BATCH_PARTS_PER_WORKER = 2
+
+
 def batch_ranges(N, nbytes):
-    """(n0, n1) slices of a batch of N: one per core when the work (``nbytes``) is large enough."""
-    step = max(1, -(-N // (WORKERS if nbytes >= SPLIT_MIN_BYTES else 1)))
-    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+    """(n0, n1) slices of a batch of N: BATCH_PARTS_PER_WORKER per core when the work (``nbytes``)
+    is large enough, the larger first (even_ranges), so that a core slowed by another process
+    leaves its last slices to the other."""
+    if nbytes < SPLIT_MIN_BYTES or N <= 1:
+        return [(0, N)] if N else []
+    return even_ranges(N, min(N, BATCH_PARTS_PER_WORKER * WORKERS))
 
 
 def flat_chunks(size, itemsize=4):
