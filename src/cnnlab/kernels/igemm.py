@@ -41,7 +41,10 @@ from .threads import run_chunks
 
 W = 16  # lanes per vector
 MR, NR = 8, 32  # the wide block: 8 rows of two vectors; NR is also the width of B's packed panels
-MR1 = 16  # the narrow block, for panels with at most 16 columns in use: 16 rows of one vector
+# the narrow block, for panels with at most 16 columns in use: 8 rows of one vector. 16 rows kept
+# more sums in registers but spilled 7 of their 16 row pointers, reloaded every step; 8 rows were
+# 0-8% faster on layers of 16 filters per group (benchmarks/README.md, "Tenth session of issue 22")
+MR1 = 8
 # Reduction steps per pass: each block's sums start from zero every slice and are then added to
 # C, a two-level sum that keeps float32 rounding near BLAS's (data-parallel against one process
 # after an epoch: 1.2e-7 with slices of 256, as with BLAS, against 4.8e-5 with 2048); a 256 x 32
@@ -458,7 +461,7 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
         for jb in range(bp.shape[0]):
             j0 = jb * NR
             nj = min(NR, N - j0)
-            narrow = nj <= W  # a last panel of at most 16 columns: the 16 x 16 block
+            narrow = nj <= W  # a last panel of at most 16 columns: the MR1 x 16 block
             mr = MR1 if narrow else MR
             b_addr = bp.ctypes.data + (jb * Ktot + k0) * pw * 4
             for i0 in range(0, M, mr):
