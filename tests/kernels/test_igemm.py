@@ -150,6 +150,8 @@ CASES = [
     ((2, 3, 27, 27), (16, 3, 11, 11), 4, 2, 1, 1),  # AlexNet's first layer's shape, smaller
     ((2, 8, 10, 10), (16, 4, 3, 3), 2, 1, 1, 2),  # grouped
     ((2, 40, 7, 7), (16, 40, 1, 1), 2, 0, 1, 1),  # 1x1, stride 2: three phases without taps
+    ((2, 3, 22, 29), (24, 3, 3, 3), 1, 1, 1, 1),  # 24 filters on rows of 29 of 31: direct
+    ((2, 4, 20, 28), (24, 4, 3, 3), 1, 2, 2, 1),  # the same dilated, 28 of 32: the other orientation
 ]
 
 
@@ -548,6 +550,17 @@ def test_signals_take_the_direct_forward_pass_when_long_or_few_filters(length, f
     more on signals of DIRECT_MIN_SIGNAL outputs or more; else the positions-as-rows product."""
     x, w = np.zeros((2, 8, 1, length), np.float32), np.zeros((filters, 8, 1, 3), np.float32)
     plan = ConvPlan(x, w, None, (1, 1), (0, 1), (1, 1), 1)
+    assert plan.indirect and plan.ig.direct is direct
+
+
+@pytest.mark.parametrize("filters,dilation,direct", [(24, 1, True), (24, 2, False), (16, 2, True), (8, 2, True)])
+def test_many_filters_take_the_direct_forward_pass_on_fuller_rows(filters, dilation, direct, monkeypatch):
+    """Groups of more than 16 filters run direct only where the outputs fill DIRECT_MIN_SHARE_PANELS
+    of the padded row (28 of 30 columns at dilation 1, 28 of 32 at dilation 2); 16 and fewer from
+    DIRECT_MIN_SHARE on."""
+    monkeypatch.setattr(policy, "_avx512", True)
+    x, w = np.zeros((2, 4, 28, 28), np.float32), np.zeros((filters, 4, 3, 3), np.float32)
+    plan = ConvPlan(x, w, None, (1, 1), (dilation,) * 2, (dilation,) * 2, 1)
     assert plan.indirect and plan.ig.direct is direct
 
 

@@ -1106,6 +1106,12 @@ DIRECT_MIN_SIGNAL = 256
 # The direct forward pass computes the padded width's Wp positions per output row to use OW:
 # below this share it wastes more than the transposed stores of the other orientation cost.
 DIRECT_MIN_SHARE = 0.75
+# ... and below this share where a group has more than 16 filters (the other orientation's whole
+# 8 x 32 blocks, its columns stored straight from the registers): fwd+bwd on two cores, ms at
+# 0.75 / 0.9 (PyTorch): 32->32 3x3 dilation 2 on 28x28 (share 0.875) 2.31 / 2.12 (1.97); 32->32
+# 5x5 'same' on 24x24 (0.857) 4.10 / 3.71 (3.52); at 0.93-0.97 (3x3 'same' on 28-56 px) within 2%
+# either way; 16 filters 5x5 'valid' on 24x24 (0.83) 1.07 / 1.15, so groups of 16 filters keep 0.75
+DIRECT_MIN_SHARE_PANELS = 0.9
 
 
 def flip_padding(size, out_shape, stride, padding, kernel, dilation):
@@ -1297,7 +1303,8 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     few = g["Fg"] <= DIRECT_MAX_FILTERS
     # a signal (1-D, height 1) is wide from DIRECT_MIN_SIGNAL outputs on
     wide = out_shape[-1] >= (DIRECT_MIN_SIGNAL if len(out_shape) == 2 and out_shape[0] == 1 else DIRECT_MIN_WIDTH)
-    g["direct"] = len(S) == 2 and direct_forward(g["padded"], out_shape, stride) and (few or wide)
+    g["direct"] = (len(S) == 2 and direct_forward(g["padded"], out_shape, stride) and (few or wide)
+                   and (g["Fg"] <= W or out_shape[-1] >= DIRECT_MIN_SHARE_PANELS * g["padded"][-1]))
     # positions along the padded rows (the direct forward pass and weight gradient, stride 1),
     # the last Wp - OW of each row not outputs; the input is followed by slack zeros for their reads
     stride1 = all(st == 1 for st in stride) and len(out_shape) == 2
