@@ -584,7 +584,7 @@ def test_packed_filters_are_each_groups_transposed_panels(F, CK, G, split, monke
     wf = np.random.default_rng(F + CK).standard_normal((F, CK)).astype(np.float32)
     Fg = F // G
     ref = np.stack([igemm.pack_columns(np.ascontiguousarray(wf[g * Fg:(g + 1) * Fg].T)) for g in range(G)])
-    np.testing.assert_array_equal(igemm.pack_filters(wf, G), ref)
+    np.testing.assert_array_equal(igemm.pack_filters(wf, G, kernels.over_panels), ref)
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one core", "all cores"])
@@ -600,7 +600,7 @@ def test_flipped_weights_swap_channels_and_reverse_taps(F, Cg, kernel, G, split,
     ref = ref.reshape(G * Cg, Fg * math.prod(kernel))
     w3 = w.reshape(F, Cg, -1)
     np.testing.assert_array_equal(igemm.flip_filters(w3, G), ref)
-    np.testing.assert_array_equal(igemm.pack_flipped(w3, G), igemm.pack_filters(ref, G))
+    np.testing.assert_array_equal(igemm.pack_flipped(w3, G, kernels.over_panels), igemm.pack_filters(ref, G))
 
 
 @pytest.mark.parametrize("M,K,N", [(5, 7, 3), (130, 300, 40), (9, 17, 33), (128, 800, 256)])

@@ -207,8 +207,15 @@ class ConvPlan:
             self.u_back = kernels.winograd_transposed_weights(self.w)
         if self.indirect:
             self.ig.prepare_backward(needs[0])
-        if (whole is not None and self.indirect and needs[1] and xp is np and not self.ig.direct_w
+        if (self.indirect and needs[1] and xp is np and not self.ig.direct_w
                 and kernels.policy.weight_rows(self.chunks, self.L)):
+            if whole is None:  # the chunks' gradients gathered first (the fused layers': the same bits)
+                whole = np.empty((x.shape[0], self.F, self.L), x.dtype)
+
+                def gather(n0, n1):
+                    whole[n0:n1] = out_grad(n0, n1)
+
+                kernels.run_chunks(gather, self.chunks)
             return self._backward_weight_rows(x, whole, needs, has_bias, gx)
 
         def chunk(n0, n1):

@@ -50,7 +50,7 @@ from .winograd import (
 
 __all__ = [
     "act_forward_chunk", "act_backward_chunk", "allow_igemm", "allow_winograd", "bn_relu_train_backward",
-    "bn_relu_train_forward", "indirect_conv", "use_igemm",
+    "bn_relu_train_forward", "indirect_conv", "over_panels", "use_igemm",
     "col2im", "col2im_nhwc", "compiled", "conv_chunks", "erf", "indirect_chunks", "generic", "im2col", "im2col_nhwc",
     "linear_backward", "linear_forward",
     "lrn_backward", "lrn_forward", "lrn_forward_eval", "max_pool2d_backward_chunk", "max_pool2d_chunk",
@@ -73,10 +73,20 @@ def _cpu():
 
 
 def indirect_conv(x_shape, w, stride, padding, dilation, groups, out_shape):
-    """An igemm.IndirectConv for one 2-D or 3-D convolution (policy.use_igemm)."""
+    """An igemm.IndirectConv for one 2-D or 3-D convolution (policy.use_igemm), its weights packed
+    over the cores (over_panels)."""
     from .igemm import IndirectConv  # noqa: PLC0415 - compiled on first use
 
-    return IndirectConv(x_shape, w, stride, padding, dilation, groups, out_shape)
+    return IndirectConv(x_shape, w, stride, padding, dilation, groups, out_shape, over=over_panels)
+
+
+def over_panels(fn, count, nbytes):
+    """fn(p0, p1) over ``count`` panels of weights of ``nbytes``: shared out over the cores where
+    they reach igemm.PACK_SPLIT_BYTES, else in one call on this thread (igemm.pack_filters)."""
+    from .igemm import PACK_SPLIT_BYTES  # noqa: PLC0415
+
+    parts = policy.even_ranges(count, min(count, policy.WORKERS)) if nbytes >= PACK_SPLIT_BYTES else [(0, count)]
+    run_chunks(fn, parts)
 
 
 def _pad(x, padding, value=0.0):

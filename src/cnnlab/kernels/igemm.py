@@ -36,9 +36,6 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import policy
-from .threads import run_chunks
-
 W = 16  # lanes per vector
 MR, NR = 8, 32  # the wide block: 8 rows of two vectors; NR is also the width of B's packed panels
 # the narrow block, for panels with at most 16 columns in use: 8 rows of one vector. 16 rows kept
@@ -797,13 +794,19 @@ def pack_panels(wf, G, out, p0, p1):
 PACK_SPLIT_BYTES = 1 << 20
 
 
-def pack_filters(wf, G):
+def inline(fn, count, nbytes):
+    """fn(0, count) on this thread: pack_filters' ``over`` where no other is given."""
+    fn(0, count)
+
+
+def pack_filters(wf, G, over=inline):
     """The forward pass's weights (G, panels, Cg*K, width): pack_columns of each group's transposed
-    rows wf[g*Fg:(g + 1)*Fg].T (wf (F, Cg*K) C-contiguous float32) in one pass (pack_panels), on
-    all the cores where wf has PACK_SPLIT_BYTES or more. Transposed and packed by NumPy (a
-    transposed copy, the panels' copy, a stack) 295K weights took 0.34 ms, as long as a chunk's
-    products of a 128->256 layer on 8x8 maps (benchmarks/README.md, "Ninth session of issue 22")."""
-    return _panels(pack_panels, wf, G, wf.shape[0] // G, wf.shape[1], wf.nbytes)
+    rows wf[g*Fg:(g + 1)*Fg].T (wf (F, Cg*K) C-contiguous float32) in one pass (pack_panels);
+    ``over(fn, panels, nbytes)`` runs fn(p0, p1) over the panels (kernels.over_panels: on all the
+    cores from PACK_SPLIT_BYTES of weights). Transposed and packed by NumPy (a transposed copy, the
+    panels' copy, a stack) 295K weights took 0.34 ms, as long as a chunk's products of a 128->256
+    layer on 8x8 maps (benchmarks/README.md, "Ninth session of issue 22")."""
+    return _panels(pack_panels, wf, G, wf.shape[0] // G, wf.shape[1], over)
 
 
 @njit(**_OPTS)
@@ -849,20 +852,19 @@ def flipped_panels(w, G, out, p0, p1):
                     o[_u(d0 + t * width + j)] = 0.0
 
 
-def _panels(fill, source, G, rows, CK, nbytes):
+def _panels(fill, source, G, rows, CK, over):
     """(G, panels, CK, width) weights whose panels ``fill(source, G, out, p0, p1)`` writes, for
-    ``rows`` filters per group, on all the cores where the weights have PACK_SPLIT_BYTES or more."""
+    ``rows`` filters per group, the panels run by ``over`` (see pack_filters)."""
     width = W if rows <= W else NR
     count = G * -(-rows // width)
     out = np.empty((G, count // G, CK, width), np.float32)
-    parts = policy.even_ranges(count, min(count, policy.WORKERS)) if nbytes >= PACK_SPLIT_BYTES else [(0, count)]
-    run_chunks(lambda p0, p1: fill(source, G, out, p0, p1), parts)
+    over(lambda p0, p1: fill(source, G, out, p0, p1), count, source.nbytes)
     return out
 
 
-def pack_flipped(w, G):
+def pack_flipped(w, G, over=inline):
     """pack_filters(flip_filters(w, G), G) in one pass per panel (flipped_panels)."""
-    return _panels(flipped_panels, w, G, w.shape[1], (w.shape[0] // G) * w.shape[2], w.nbytes)
+    return _panels(flipped_panels, w, G, w.shape[1], (w.shape[0] // G) * w.shape[2], over)
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False):
@@ -1375,14 +1377,14 @@ class IndirectConv:
     Offset tables are cached per geometry and chunk size; each weight layout is made when first used.
     """
 
-    def __init__(self, x_shape, w, stride, padding, dilation, groups, out_shape, w_shape=None):
+    def __init__(self, x_shape, w, stride, padding, dilation, groups, out_shape, w_shape=None, over=inline):
         # the geometry (offset tables, which products run how) is made once per layer shape and
         # shared; only the weights' layouts belong to this call. w None (with its w_shape): the
         # caller sets the weights' layouts (the flipped convolution, _back_conv)
         self.w_shape = tuple(w.shape) if w is not None else tuple(w_shape)
         self.__dict__.update(conv_geometry(tuple(x_shape), self.w_shape, tuple(stride), tuple(padding),
                                            tuple(dilation), groups, tuple(out_shape)))
-        self.w = w
+        self.w, self.over = w, over  # over: how the weights' panels are packed (pack_filters)
         self.wf = None if w is None else np.ascontiguousarray(w, dtype=np.float32).reshape(self.F, self.Cg * self.K)
         self._w_fwd = self._w_back = None
         self._back = None
@@ -1394,7 +1396,7 @@ class IndirectConv:
         it at once under the GIL, one waiting for the other (benchmarks/README.md, "Eighth session
         of issue 22")."""
         if not self.direct and self._w_fwd is None:  # (G, panels, Cg*K, width)
-            self._w_fwd = pack_filters(self.wf, self.G)
+            self._w_fwd = pack_filters(self.wf, self.G, self.over)
 
     def prepare_backward(self, needs_x):
         """Lay out the weights the input gradient reads (see prepare_forward): the phases' taps of a
@@ -1419,12 +1421,12 @@ class IndirectConv:
             G, Fg, k = self.G, self.Fg, len(self.kernel)
             w3 = np.ascontiguousarray(self.w, dtype=np.float32).reshape(self.F, self.Cg, self.K)
             back = IndirectConv((self.F,) + self.out_shape, None, (1,) * k, self.flip_padding, self.dilation, G,
-                                self.S, w_shape=(self.C, Fg) + self.kernel)
+                                self.S, w_shape=(self.C, Fg) + self.kernel, over=self.over)
             if back.direct:  # dconv reads the flipped weights as they are
                 back.w = flip_filters(w3, G).reshape(back.w_shape)
                 back.wf = back.w.reshape(back.F, back.Cg * back.K)
             else:  # igemm reads them packed, made at once
-                back._w_fwd = pack_flipped(w3, G)
+                back._w_fwd = pack_flipped(w3, G, self.over)
             self._back = back
         return back
 
