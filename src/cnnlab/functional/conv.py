@@ -297,8 +297,8 @@ class ConvNd(Function):
     get the 2-D paths (indirect GEMM, channels-last layout, compiled scatter): a 1-D signal is an
     image of height 1, and a 3-D volume (one group) becomes N*OD images whose channels are the KD
     input slices each output slice sees, (kd, c), convolved with the weight's (kd, c) channels.
-    3-D layers the indirect GEMM takes as they are (stride 1: policy.use_igemm) read the padded
-    volumes in place instead, without those stacked copies."""
+    3-D layers the indirect GEMM takes as they are (policy.use_igemm) read the padded volumes in
+    place instead, without those stacked copies."""
 
     def forward(self, x, w, *maybe_bias, stride, padding, dilation, groups):
         bias = maybe_bias[0] if maybe_bias else None

@@ -267,7 +267,7 @@ def _lay_split(src, sb, H, W_, scratch, top, left, Hs, Ws, split, Wq):
     for h in range(h1 - h0):
         if split == 2:
             split2(d0 + h * Ws * 4, d1 + h * Ws * 4, s0 + h * W_ * 4, w1 - w0)
-        else:  # phase by phase: no division per value (7x faster for stride 3)
+        else:  # phase by phase, no division per value (a 5x5/3 pooling forward: 3.5 -> 1.3-1.9 ms)
             rb, s = (top + h0 + h) * Ws, sb + (h0 + h) * W_
             for ph in range(split):
                 wa = w0 + (ph - (left + w0)) % split  # the first column of this phase

@@ -978,7 +978,7 @@ def weight_grad_filters(x, pad, box, at, plane, g, rows, gcol, fields, Cg, Fg, g
     from g (n, F, L) in place (``gcol``: each position's offset, (i*F*L + l)), the fields gathered
     a panel of NR elements at a time (gather_panel), gw written in its own layout. The other way,
     the product (Cg*K x F) is written a row of F apart per field element and then transposed: with
-    millions of weights and a short reduction that ran at 16-130 GFLOP/s, this at 180-195
+    millions of weights and a short reduction that ran at 16-143 GFLOP/s, this at 179-195
     (benchmarks/README.md, "Tenth session of issue 22")."""
     n, F, L = g.shape
     CgK = fields.shape[0]
