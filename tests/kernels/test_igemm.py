@@ -164,9 +164,10 @@ STRIDED = [c for c in CASES if c[2] != 1 and c[4] == 1] + [((2, 6, 16, 16), (12,
 @pytest.mark.parametrize("case", STRIDED)
 def test_strided_input_gradient_both_ways(case, phases, monkeypatch):
     """A strided layer's input gradient by phases (dconv, its last blocks of 16 or 32 positions)
-    or through the fields' gradients and col2im (igemm.PHASE_MIN_SHARE decides; forced either
+    or through the fields' gradients and col2im (igemm.PHASE_MIN_SHARE(_SMALL) decide; forced either
     way here) against the definition's float64 path and PyTorch."""
-    monkeypatch.setattr(igemm, "PHASE_MIN_SHARE", 0.0 if phases else 2.0)
+    for name in ("PHASE_MIN_SHARE", "PHASE_MIN_SHARE_SMALL"):
+        monkeypatch.setattr(igemm, name, 0.0 if phases else 2.0)
     igemm.conv_geometry.cache_clear()
     try:
         x, w, b = _case(case, 5)

@@ -1224,6 +1224,15 @@ def phase_share(stride, size, padded, kernel):
 # 2.51; 16x16 (0.67) 0.29 / 0.34, 1.05 / 2.85, 4.22 / 4.50 (benchmarks/README.md, "Ninth session
 # of issue 22").
 PHASE_MIN_SHARE = 0.6
+# ... and for kernels of at most 9 taps, this share, since col2im's adds vectorise (col2im3d_nhwc):
+# fwd+bwd on two cores, ms phases / col2im (PyTorch), 3x3 stride 2: 32->64 on 16x16 (share 0.67)
+# 0.88 / 0.86 (0.83), 64->128 3.32 / 3.03 (2.73), 128->256 12.28 / 10.53 (9.62); 64->64 on 14x14
+# (0.77) 2.79 / 2.59 (2.49); 64->128 on 20x20 (0.78) 5.26 / 4.94 (4.94), on 24x24 (0.75) 6.71 /
+# 6.49 (7.10); 1-D 64->128 on 128 (0.67) 1.11 / 1.04 (1.00); phases kept: 28x28 (0.875) 2.30 /
+# 2.56 (2.63), 32x32 (0.89) 3.22 / 3.33, 56x56 (0.91) 1.38 / 1.73, 1-D on 256 (0.8) 0.61 / 0.67,
+# 5x5 stride 2 on 28x28 (0.77, 25 taps) 1.55 / 1.69 (benchmarks/README.md, "Tenth session of
+# issue 22")
+PHASE_MIN_SHARE_SMALL = 0.8
 
 
 @functools.lru_cache(maxsize=128)
@@ -1319,7 +1328,8 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     # a strided layer's input gradient by phases (_PhaseBack), without col2im, where the phase
     # planes' rows fill enough of dconv's blocks of positions (phase_share)
     g["phase_back"] = (len(S) == 2 and any(st > 1 for st in stride) and all(d == 1 for d in dilation)
-                       and phase_share(stride, tuple(S), g["padded"], kernel) >= PHASE_MIN_SHARE)
+                       and phase_share(stride, tuple(S), g["padded"], kernel)
+                       >= (PHASE_MIN_SHARE_SMALL if g["K"] <= 9 else PHASE_MIN_SHARE))
     g["_tables"] = {}
     return g
 
