@@ -208,17 +208,26 @@ def _case(case, seed=0):
 
 
 def _params(case):
-    _, _, s, p, d, g = case
-    t = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    """(stride, padding, dilation) as tuples over the case's spatial axes (2 or 3), and groups."""
+    xs, _, s, p, d, g = case
+    t = lambda v: (v,) * (len(xs) - 2) if isinstance(v, int) else tuple(v)  # noqa: E731
     return t(s), t(p), t(d), g
 
 
 def _run(case, arrays, dtype, up):
+    """conv2d or conv3d (by the case's input) forward and backward: [output, *gradients]."""
     s, p, d, g = _params(case)
     ts = [cnnlab.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
-    out = F.conv2d(*ts, stride=s, padding=p, dilation=d, groups=g)
+    out = (F.conv2d if len(case[0]) == 4 else F.conv3d)(*ts, stride=s, padding=p, dilation=d, groups=g)
     out.backward(cnnlab.tensor(up.astype(dtype)))
     return [out.numpy()] + [t.grad.numpy() for t in ts]
+
+
+def _spy(monkeypatch, name):
+    """The decisions policy.<name> returns from now on, listed as they are made."""
+    taken, rule = [], getattr(policy, name)
+    monkeypatch.setattr(policy, name, lambda *a: taken.append(rule(*a)) or taken[-1])
+    return taken
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -292,9 +301,7 @@ def test_one_chunk_backward_as_two_jobs_gives_the_same_bits(case, monkeypatch):
     monkeypatch.setattr(policy, "WORKERS", 2)
     monkeypatch.setattr(policy, "SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(policy, "_avx512", True)
-    taken = []
-    split = policy.split_backward
-    monkeypatch.setattr(policy, "split_backward", lambda *a: taken.append(split(*a)) or taken[-1])
+    taken = _spy(monkeypatch, "split_backward")
     first = _run(case, (x, w, b), np.float32, up)
     assert taken == [True]
     again = _run(case, (x, w, b), np.float32, up)
@@ -320,9 +327,7 @@ def test_weight_gradient_over_the_batch_by_rows(case, monkeypatch):
     monkeypatch.setattr(policy, "SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(policy, "INDIRECT_CHUNK_BYTES", 1)  # one image a chunk
     monkeypatch.setattr(policy, "WEIGHT_ROWS_MAX_POSITIONS", 1 << 20)
-    taken = []
-    rows = policy.weight_rows
-    monkeypatch.setattr(policy, "weight_rows", lambda *a: taken.append(rows(*a)) or taken[-1])
+    taken = _spy(monkeypatch, "weight_rows")
     got = _run(case, (x, w, b), np.float32, up)
     assert taken == [True]
     again = _run(case, (x, w, b), np.float32, up)
@@ -440,33 +445,20 @@ CASES3 = [
 ]
 
 
-def _params3(case):
-    _, _, s, p, d, g = case
-    t = lambda v: (v,) * 3 if isinstance(v, int) else tuple(v)  # noqa: E731
-    return t(s), t(p), t(d), g
-
-
 @pytest.mark.parametrize("case", CASES3)
 def test_volumes_read_in_place_match_definition_float64_path_and_torch(case):
     """conv3d on the indirect GEMM's padded volumes: output, input and weight gradients against
     the definition (output), the float64 path (stacked slices on BLAS, finite-difference checked
     in test_conv.py) and PyTorch."""
     x, w, b = _case(case, 13)
-    s, p, d, g = _params3(case)
+    s, p, d, g = _params(case)
     assert ConvPlan(x.astype(np.float32), w.astype(np.float32), None, s, p, d, g).indirect
     assert not ConvPlan(x, w, None, s, p, d, g).indirect
-
-    def run(dtype, up):
-        ts = [cnnlab.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b)]
-        out = F.conv3d(*ts, stride=s, padding=p, dilation=d, groups=g)
-        out.backward(cnnlab.tensor(up.astype(dtype)))
-        return [out.numpy()] + [t.grad.numpy() for t in ts]
-
     ref = naive_conv(x, w, b, s, p, d, g)
     up = np.random.default_rng(14).standard_normal(ref.shape)
-    got = run(np.float32, up)
+    got = _run(case, (x, w, b), np.float32, up)
     assert got[0].shape == ref.shape and rel_error(got[0], ref) < 2e-6
-    for a, e in zip(got, run(np.float64, up)):
+    for a, e in zip(got, _run(case, (x, w, b), np.float64, up)):
         assert a.dtype == np.float32 and rel_error(a, e) < 5e-6
     tt = [torch.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
     to = torch.nn.functional.conv3d(*tt, stride=s, padding=p, dilation=d, groups=g)
@@ -496,14 +488,10 @@ def test_volumes_in_chunks_over_threads_are_deterministic(monkeypatch):
     result."""
     case = ((6, 8, 4, 5, 5), (16, 8, 3, 3, 3), 1, 1, 1, 1)
     x, w, b = _case(case, 15)
-    s, p, d, g = _params3(case)
     up = np.random.default_rng(16).standard_normal((6, 16, 4, 5, 5))
 
     def run():
-        ts = [cnnlab.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
-        out = F.conv3d(*ts, stride=s, padding=p, dilation=d, groups=g)
-        out.backward(cnnlab.tensor(up.astype(np.float32)))
-        return [out.numpy()] + [t.grad.numpy() for t in ts]
+        return _run(case, (x, w, b), np.float32, up)
 
     monkeypatch.setattr(policy, "INDIRECT_CHUNK_BYTES", 1 << 12)
     monkeypatch.setattr(policy, "SPLIT_MIN_FLOPS", 0)
