@@ -945,18 +945,19 @@ def weight_grad_chunk(x, pad, box, at, plane, g, rows, fields, Cg, Fg, images, g
     if m1 < 0:
         m1 = fields.shape[0]
     M = m1 - m0
+    if n == 0:  # no products: zeros
+        gw[:, m0:m1] = 0.0
+        return
     xf = _planes_of(x, pad, box, at, plane)
-    part = np.zeros(M * Fg, np.float32)  # zeros: an empty chunk has no products to add
-    prow = np.arange(M) * Fg
+    CgK = gw.shape[1]
+    crow = np.arange(M)  # the product's rows are consecutive elements of gw, its columns CgK apart
     cols = fields[m0:m1]
+    gwf = gw.reshape(-1)
     for gi in range(F // Fg):
         for i0 in range(0, n, images):
             i1 = min(n, i0 + images)
             b = pack_rows_of(g[i0:i1], gi * Fg, Fg)
-            igemm(xf, gi * Cg * plane, cols, rows[i0 * L:i1 * L], b, part, 0, prow, 1, Fg, i0 > 0)
-        for f in range(Fg):
-            for k in range(M):
-                gw[gi * Fg + f, m0 + k] = part[k * Fg + f]
+            igemm(xf, gi * Cg * plane, cols, rows[i0 * L:i1 * L], b, gwf, gi * Fg * CgK + m0, crow, CgK, Fg, i0 > 0)
 
 
 @njit(**_OPTS)
