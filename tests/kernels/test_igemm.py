@@ -129,6 +129,23 @@ def test_pack_columns():
     assert not narrow[0, :, 12:].any()
 
 
+@pytest.mark.parametrize("n, Fall, L, f0, F", [
+    (3, 64, 196, 0, 64),  # whole tiles of filters, positions 12 past the last whole tile
+    (2, 40, 17, 8, 20),  # a part panel: 16 + 4 filters of 32 columns, the rest zeros
+    (2, 7, 5, 2, 5),  # fewer filters and positions than one tile
+    (1, 3, 1, 0, 3),
+    (4, 96, 48, 32, 33),  # two panels, the second holding one filter
+    (2, 16, 784, 0, 16),  # one 16-column panel
+])
+def test_pack_rows_of_is_the_gradient_transposed_in_panels(n, Fall, L, f0, F):
+    """The weight gradient's packed output gradient (16 x 16 tiles transposed in registers):
+    row (i, l) of panel jb holds g[i, f0 + jb*width : ..., l], zeros past the F filters."""
+    g = np.random.default_rng(n * L + F).standard_normal((n, Fall, L)).astype(np.float32)
+    p = igemm.pack_rows_of(g, f0, F)
+    rows = np.ascontiguousarray(g[:, f0:f0 + F].transpose(0, 2, 1)).reshape(n * L, F)
+    np.testing.assert_array_equal(p, igemm.pack_columns(rows))
+
+
 # (N, C, H, W), (F, C/groups, KH, KW), stride, padding, dilation, groups; all take the path
 CASES = [
     ((3, 6, 9, 9), (16, 6, 3, 3), 1, 1, 1, 1),  # 'same': input gradient by the flipped convolution

@@ -369,6 +369,34 @@ def prefetch(typingctx, addr, n):
     return types.void(types.int64, types.int64), prefetch_codegen
 
 
+def tile_codegen(context, builder, signature, args):
+    """dst[j*ldd + r] = src[r*lds + j] for r < 16, j < ncols (ncols <= 16), zeros for rows r >= nrows:
+    a 16 x 16 tile transposed in registers (columns_of), each row of the result one vector store."""
+    dst, ldd, src, lds, nrows, ncols = args
+    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    load, _, lanes_below = masked_ops(builder)
+    d, s = builder.inttoptr(dst, f32.as_pointer()), builder.inttoptr(src, f32.as_pointer())
+    mask = lanes_below(builder.trunc(ncols, i32))
+    zero = ir.Constant(ir.VectorType(f32, W), [0.0] * W)
+    last = builder.sub(nrows, ir.Constant(i64, 1))
+    last = builder.select(builder.icmp_signed("<", last, ir.Constant(i64, 0)), ir.Constant(i64, 0), last)
+    rows = []
+    for r in range(W):  # rows past nrows read the last row (or the first) and are then zeroed
+        rr = builder.select(builder.icmp_signed("<", ir.Constant(i64, r), last), ir.Constant(i64, r), last)
+        v = load(builder.gep(s, [builder.mul(rr, lds)]), mask)
+        rows.append(builder.select(builder.icmp_signed("<", ir.Constant(i64, r), nrows), v, zero))
+    for j, col in enumerate(columns_of(builder, rows)):
+        with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, j), ncols)):
+            builder.store(col, vector_at(builder, builder.gep(d, [builder.mul(ir.Constant(i64, j), ldd)])), align=4)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def transpose_tile(typingctx, dst, ldd, src, lds, nrows, ncols):
+    """See tile_codegen; float32 addresses, strides and counts in elements, all int64."""
+    return types.void(*([types.int64] * 6)), tile_codegen
+
+
 def pairs_codegen(split):
     """Codegen of split2 (split: each 32 floats of the source -> their 16 even ones into the
     first target, the 16 odd ones into the second) or of zip2 (the reverse: 16 floats of each
@@ -889,23 +917,24 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
 
 @njit(**_OPTS)
 def pack_rows_of(g, f0, F):
-    """pack_columns of the (n*L, F) matrix whose row (i, l) is g[i, f0:f0 + F, l] (g (n, Fall, L)),
-    in one pass: the output gradient, positions as rows, for the weight gradient."""
-    n, L = g.shape[0], g.shape[2]
+    """pack_columns of the (n*L, F) matrix whose row (i, l) is g[i, f0:f0 + F, l] (g (n, Fall, L),
+    contiguous), in one pass of 16 x 16 tiles transposed in registers (transpose_tile): the output
+    gradient, positions as rows, for the weight gradient. Element by element, the strided writes
+    took 15-20% of a 32-filter layer's weight gradient on 28-32 px maps."""
+    n, Fall, L = g.shape
     width = W if F <= W else NR
     nb = (F + width - 1) // width
     out = np.empty((nb, n * L, width), np.float32)
+    g_addr, o_addr = g.ctypes.data, out.ctypes.data
     for jb in range(nb):
         for i in range(n):
-            for j in range(width):
-                f = jb * width + j
-                if f < F:
-                    src = g[i, f0 + f]
-                    for m in range(L):
-                        out[jb, i * L + m, j] = src[m]
-                else:
-                    for m in range(L):
-                        out[jb, i * L + m, j] = 0.0
+            for h in range(width // W):
+                f = jb * width + h * W
+                nrows = max(0, min(W, F - f))
+                src = g_addr + ((i * Fall + f0 + min(f, F - 1)) * L) * 4
+                for m0 in range(0, L, W):
+                    transpose_tile(o_addr + ((jb * n * L + i * L + m0) * width + h * W) * 4, width,
+                                   src + m0 * 4, L, nrows, min(W, L - m0))
     return out
 
 
