@@ -397,6 +397,52 @@ def transpose_tile(typingctx, dst, ldd, src, lds, nrows, ncols):
     return types.void(*([types.int64] * 6)), tile_codegen
 
 
+def plane_codegen(context, builder, signature, args):
+    """dst (Hp x Wp, flat) = an H x W plane at src placed at row ``top``, column ``left``, zeros
+    around it: each padded row in whole vectors, a masked load of the row's inputs (no lane reads
+    outside them) and a store (masked for the last Wp % 16)."""
+    dst, src, top, left, H, W_, Hp, Wp = args
+    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    load, store, lanes_below = masked_ops(builder)
+    d, s = builder.inttoptr(dst, f32.as_pointer()), builder.inttoptr(src, f32.as_pointer())
+    it = ir.VectorType(i32, W)
+    lanes = ir.Constant(it, list(range(W)))
+    nv = builder.sdiv(builder.add(Wp, ir.Constant(i64, W - 1)), ir.Constant(i64, W))
+    lo, hi = builder.trunc(left, i32), builder.trunc(builder.add(left, W_), i32)
+    full = builder.sdiv(Wp, ir.Constant(i64, W))
+
+    def row(i):
+        h = builder.sub(i, top)
+        inside = builder.and_(builder.icmp_signed(">=", h, ir.Constant(i64, 0)), builder.icmp_signed("<", h, H))
+        rin = builder.select(inside, ir.Constant(i64, -1), ir.Constant(i64, 0))  # all lanes on, or none
+        src_row = builder.gep(s, [builder.sub(builder.mul(builder.select(inside, h, ir.Constant(i64, 0)), W_), left)])
+        dst_row = builder.gep(d, [builder.mul(i, Wp)])
+
+        def vec(v):
+            j0 = builder.mul(v, ir.Constant(i64, W))
+            idx = builder.add(lanes, broadcast(builder, builder.trunc(j0, i32)))
+            mask = builder.and_(builder.icmp_signed(">=", idx, broadcast(builder, lo)),
+                                builder.icmp_signed("<", idx, broadcast(builder, hi)))
+            mask = builder.and_(mask, builder.trunc(broadcast(builder, builder.trunc(rin, i32)), ir.VectorType(ir.IntType(1), W)))
+            value = load(builder.gep(src_row, [j0]), mask)
+            with builder.if_else(builder.icmp_signed("<", v, full)) as (whole, part):
+                with whole:
+                    builder.store(value, vector_at(builder, builder.gep(dst_row, [j0])), align=4)
+                with part:
+                    store(value, builder.gep(dst_row, [j0]), lanes_below(builder.trunc(builder.sub(Wp, j0), i32)))
+
+        count_loop(builder, nv, "plane_vec", vec)
+
+    count_loop(builder, Hp, "plane_row", row)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def place_plane(typingctx, dst, src, top, left, H, W_, Hp, Wp):
+    """See plane_codegen; float32 addresses, the rest counts in elements, all int64."""
+    return types.void(*([types.int64] * 8)), plane_codegen
+
+
 def pairs_codegen(split):
     """Codegen of split2 (split: each 32 floats of the source -> their 16 even ones into the
     first target, the 16 odd ones into the second) or of zip2 (the reverse: 16 floats of each
@@ -699,9 +745,10 @@ def place_volumes(x, out, Dp, Hp, Wp, front, top, left, vol, slack):
     """x (n, C, D, H, W) float32, contiguous, into out, flat, as volumes of ``vol`` elements
     (>= Dp*Hp*Wp) read as Dp x Hp x Wp: x's volume at depth ``front``, row ``top``, column
     ``left`` (it must fit), zeros around it and past Dp*Hp*Wp, then ``slack`` zeros; every element
-    written once, rows by vector copies (copy_floats), the next volume prefetched, without the GIL."""
+    written once, each plane a padded row at a time in whole vectors (place_plane), the next volume
+    prefetched, without the GIL."""
     n, C, D, H, W_ = x.shape
-    right, plane, size = Wp - left - W_, Hp * Wp, D * H * W_
+    plane, size = Hp * Wp, D * H * W_
     x_addr, o_addr = x.ctypes.data, out.ctypes.data  # arguments: alive for the whole call
     for p in range(n * C):
         ob, ib = p * vol, p * size
@@ -711,17 +758,7 @@ def place_volumes(x, out, Dp, Hp, Wp, front, top, left, vol, slack):
             out[_u(ob + i)] = 0.0
         for d in range(D):
             sb = ob + (front + d) * plane
-            for i in range(top * Wp):
-                out[_u(sb + i)] = 0.0
-            for h in range(H):
-                r = sb + (top + h) * Wp
-                for i in range(left):
-                    out[_u(r + i)] = 0.0
-                copy_floats(o_addr + (r + left) * 4, x_addr + (ib + (d * H + h) * W_) * 4, W_)
-                for i in range(right):
-                    out[_u(r + left + W_ + i)] = 0.0
-            for i in range((top + H) * Wp, plane):
-                out[_u(sb + i)] = 0.0
+            place_plane(o_addr + sb * 4, x_addr + (ib + d * H * W_) * 4, top, left, H, W_, Hp, Wp)
         for i in range((front + D) * plane, vol):
             out[_u(ob + i)] = 0.0
     for i in range(n * C * vol, n * C * vol + slack):
