@@ -146,6 +146,29 @@ def test_pack_rows_of_is_the_gradient_transposed_in_panels(n, Fall, L, f0, F):
     np.testing.assert_array_equal(p, igemm.pack_columns(rows))
 
 
+@pytest.mark.parametrize("shape, at, box, extra, slack", [
+    ((2, 3, 1, 16, 16), (0, 1, 1), (1, 18, 18), 0, 0),  # padded rows of one vector and two lanes
+    ((2, 2, 1, 28, 28), (0, 2, 2), (1, 32, 32), 5, 31),  # planes longer than the box, slack after
+    ((2, 2, 4, 5, 5), (1, 1, 2), (6, 7, 9), 3, 7),  # volumes, asymmetric padding
+    ((1, 2, 1, 5, 40), (0, 3, 0), (1, 9, 41), 0, 2),  # no left padding, rows of 2 vectors + 9 lanes
+    ((1, 1, 1, 1, 100), (0, 0, 7), (1, 1, 120), 1, 0),  # a 1-D signal
+    ((1, 2, 1, 3, 3), (0, 0, 0), (1, 3, 3), 0, 0),  # nothing around it
+])
+def test_place_volumes_puts_each_volume_in_its_box_of_zeros(shape, at, box, extra, slack):
+    """Every element of out is written: x at ``at`` in each box of zeros, zeros to the end of each
+    volume of Dp*Hp*Wp + extra, then ``slack`` zeros (out starts full of sevens)."""
+    n, C, D, H, W_ = shape
+    x = np.random.default_rng(H * W_).standard_normal(shape).astype(np.float32)
+    vol = math.prod(box) + extra
+    out = np.full(n * C * vol + slack, 7.0, np.float32)
+    igemm.place_volumes(x, out, *box, *at, vol, slack)
+    ref = np.zeros((n * C, vol), np.float32)
+    boxes = ref[:, :math.prod(box)].reshape((n * C,) + box)
+    (f, t, left) = at
+    boxes[:, f:f + D, t:t + H, left:left + W_] = x.reshape(n * C, D, H, W_)
+    np.testing.assert_array_equal(out, np.concatenate([ref.ravel(), np.zeros(slack, np.float32)]))
+
+
 # (N, C, H, W), (F, C/groups, KH, KW), stride, padding, dilation, groups; all take the path
 CASES = [
     ((3, 6, 9, 9), (16, 6, 3, 3), 1, 1, 1, 1),  # 'same': input gradient by the flipped convolution
