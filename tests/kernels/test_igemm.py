@@ -79,6 +79,48 @@ def test_product_into_a_filters_by_positions_layout(n, L, K, F, accumulate):
     assert np.isnan(buf[:16]).all() and np.isnan(buf[16 + n * F * L:]).all()
 
 
+def _runs_of_rows(M, step, breaks, seed):
+    """M row offsets step apart (the run block's rows), restarting at ``breaks``: runs broken there."""
+    rng = np.random.default_rng(seed)
+    row = np.arange(M, dtype=np.int64) * step
+    for b in breaks:
+        row[b:] += rng.integers(3, 40)
+    return row
+
+
+@pytest.mark.parametrize("M, step, breaks", [
+    (64, 1, []), (64, 2, []),  # every block of RUN_ROWS rows in runs, 1 or 2 apart
+    (53, 1, [14, 30]), (40, 2, [17]),  # runs broken inside blocks: the 8-row block there, last rows padded
+    (37, 3, []),  # rows 3 apart: never the run block
+])
+@pytest.mark.parametrize("layout", ["dense", "transposed", "scattered"])
+@pytest.mark.parametrize("N", [16, 9, 40])
+def test_narrow_panels_on_rows_in_runs(M, step, breaks, layout, N):
+    """A last panel of at most 16 columns on rows in runs (igemm.RUN_ROWS rows, runs of
+    RUN_LENGTH rows 1 or 2 elements apart): the same products as the definition, in each of C's
+    layouts, added with ``accumulate``; nothing outside C written."""
+    rng = np.random.default_rng(M * N + step)
+    row = _runs_of_rows(M, step, breaks, M)
+    K = 23
+    a = rng.standard_normal(int(row.max()) + 4 * K + 8).astype(np.float32)
+    col = (np.arange(K) * 4).astype(np.int64)
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    ref = a[row[:, None] + col[None, :]].astype(np.float64) @ b
+    if layout == "dense":
+        crow, ccs, view = np.arange(M, dtype=np.int64) * N, 1, lambda c: c.reshape(M, N)
+    elif layout == "transposed":
+        crow, ccs, view = np.arange(M, dtype=np.int64), M, lambda c: c.reshape(N, M).T
+    else:  # rows in a shuffled order: through the small block
+        order = rng.permutation(M)
+        crow, ccs, view = order.astype(np.int64) * N, 1, lambda c: c.reshape(M, N)[order]
+    c = np.full(M * N + 32, np.nan, np.float32)
+    igemm.igemm(a, 0, row, col, igemm.pack_columns(b), c, 16, crow, ccs, N, False)
+    assert rel_error(view(c[16:16 + M * N]), ref) < 2e-6
+    assert np.isnan(c[:16]).all() and np.isnan(c[16 + M * N:]).all()
+    igemm.igemm(a, 0, row, col, igemm.pack_columns(b), c, 16, crow, ccs, N, True)
+    assert rel_error(view(c[16:16 + M * N]), 2 * ref) < 2e-6
+
+
 def test_long_reductions_are_summed_over_slices():
     """More reduction steps than one slice (igemm.KC_MAX): the equal slices' sums add up."""
     rng = np.random.default_rng(1)

@@ -115,13 +115,14 @@ def broadcast(builder, value):
     return builder.shuffle_vector(lane0, undef, ir.Constant(ir.VectorType(ir.IntType(32), W), [0] * W))
 
 
-def based(builder, base, table, n):
-    """float pointers base + table[i] for i < n: ``base`` the address of a float32 array, ``table``
-    that of an int64 offset table (in elements)."""
+def based(builder, base, table, n, every=1):
+    """float pointers base + table[i] for i < n, every ``every``-th i: ``base`` the address of a
+    float32 array, ``table`` that of an int64 offset table (in elements)."""
     i64 = ir.IntType(64)
     start = builder.inttoptr(base, ir.FloatType().as_pointer())
     offsets = builder.inttoptr(table, i64.as_pointer())
-    return [builder.gep(start, [builder.load(builder.gep(offsets, [ir.Constant(i64, i)]))]) for i in range(n)]
+    return [builder.gep(start, [builder.load(builder.gep(offsets, [ir.Constant(i64, i)]))])
+            for i in range(0, n, every)]
 
 
 def loop_head(builder, count, name):
@@ -227,11 +228,14 @@ def store_columns(builder, c, ldc, sums, MR, NV, beta, nj):
                 builder.store(builder.select(add_old, builder.fadd(col, old), col), ptr, align=4)
 
 
-def _make_block(MR, NV, b_rows=False, transposed=False):
+def _make_block(MR, NV, b_rows=False, transposed=False, seg=0, apart=1):
     """The micro-kernel for an MR x NV*W block of C, as a numba intrinsic. With ``b_rows``, B's
     row k starts at b + boff[k] (an offset table, passed in place of ldb) instead of b + k*ldb.
     ``transposed``: C's rows are consecutive elements and its columns ldc apart (an (F, L) layout,
-    positions as rows), the first nj columns stored (a tenth argument)."""
+    positions as rows), the first nj columns stored (a tenth argument). ``seg``: A's rows come in
+    runs of ``seg`` rows ``apart`` elements apart, only each run's first offset read from the row
+    table (row[q*seg + t] = row[q*seg] + t*apart): MR/seg base pointers instead of MR, each row's
+    broadcast one constant displacement from its run's."""
 
     def body(builder, args):
         a_base, row_ptr, col_ptr, b_base, ldb, c_base, ldc, K, beta = args[:9]
@@ -241,7 +245,11 @@ def _make_block(MR, NV, b_rows=False, transposed=False):
         cols = builder.inttoptr(col_ptr, i64.as_pointer())
         b = builder.inttoptr(b_base, f32.as_pointer())
         c = builder.inttoptr(c_base, f32.as_pointer())
-        arows = based(builder, a_base, row_ptr, MR)
+        if seg:
+            heads = based(builder, a_base, row_ptr, MR, seg)
+            arows = [builder.gep(heads[r // seg], [ir.Constant(i64, (r % seg) * apart)]) for r in range(MR)]
+        else:
+            arows = based(builder, a_base, row_ptr, MR)
 
         def step(k, acc):
             koff = builder.load(builder.gep(cols, [k]))
@@ -267,7 +275,8 @@ def _make_block(MR, NV, b_rows=False, transposed=False):
                 for r in range(MR) for j in range(NV)]
         store_sums(builder, ptrs, totals, beta)
 
-    name = f"cnnlab_igemm_block_{MR}x{NV * W}{'_rows' if b_rows else ''}{'_t' if transposed else ''}"
+    name = (f"cnnlab_igemm_block_{MR}x{NV * W}{'_rows' if b_rows else ''}{'_t' if transposed else ''}"
+            f"{f'_runs{seg}x{apart}' if seg else ''}")
     codegen = outlined(name, body, 10 if transposed else 9)
 
     if transposed:
@@ -290,6 +299,14 @@ _dblock = _make_block(MR, 2, b_rows=True)
 _dblock1 = _make_block(MR, 1, b_rows=True)  # dconv's last block of a row of at most 16 positions
 _tblock = _make_block(MR, 2, transposed=True)  # C in (F, L) layout: the forward pass's output
 _tblock1 = _make_block(MR1, 1, transposed=True)
+# The narrow block on RUN_ROWS rows where they come in runs of RUN_LENGTH positions 1 or 2 elements
+# apart (consecutive outputs of a row at stride 1 or 2): 16 sums in registers from 4 base pointers
+# (16 pointers spilled; 8 rows kept the two FMA pipes' 4-cycle latency only just covered)
+RUN_ROWS, RUN_LENGTH = 16, 4
+_rblock1_1 = _make_block(RUN_ROWS, 1, seg=RUN_LENGTH, apart=1)
+_rblock1_2 = _make_block(RUN_ROWS, 1, seg=RUN_LENGTH, apart=2)
+_rtblock1_1 = _make_block(RUN_ROWS, 1, transposed=True, seg=RUN_LENGTH, apart=1)
+_rtblock1_2 = _make_block(RUN_ROWS, 1, transposed=True, seg=RUN_LENGTH, apart=2)
 
 
 def masked_ops(builder):
@@ -505,6 +522,28 @@ def zip2(typingctx, dst, s0, s1, n):
 _OPTS = dict(cache=True, nogil=True, boundscheck=False)
 
 
+@njit(inline="always", **_OPTS)
+def _kernel(code, a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta, nj):
+    """Run micro-kernel ``code``: 0 the wide block, 1 the narrow one, 4 and 5 the narrow one on
+    runs of rows 1 or 2 apart; code + 2 its transposed form (C's columns ldc apart, nj stored)."""
+    if code == 0:
+        _block(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta)
+    elif code == 1:
+        _block1(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta)
+    elif code == 2:
+        _tblock(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta, nj)
+    elif code == 3:
+        _tblock1(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta, nj)
+    elif code == 4:
+        _rblock1_1(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta)
+    elif code == 5:
+        _rblock1_2(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta)
+    elif code == 6:
+        _rtblock1_1(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta, nj)
+    else:
+        _rtblock1_2(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta, nj)
+
+
 @njit(**_OPTS)
 def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
     """C[i, j] (+)= sum_k a[a0 + row[i] + col[k]] * B[k, j] for i < len(row), j < N.
@@ -514,14 +553,17 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
     and its rows lie at a constant stride, the micro-kernel writes straight into c; where ccs != 1
     and the block's rows are consecutive elements (positions of one image in an (n, F, L) output),
     the transposed micro-kernel writes its columns straight into c (store_columns); elsewhere
-    through a small block that is then copied. The reduction runs in equal slices of at most KC_MAX.
+    through a small block that is then copied. A last panel of at most 16 columns runs the narrow
+    block, on RUN_ROWS rows where they come in runs of RUN_LENGTH rows 1 or 2 elements apart,
+    else on MR1. The reduction runs in equal slices of at most KC_MAX. (Arrays stay in this one
+    function: passed to a helper per block, their reference counts cost more than a 16-step block.)
     """
     M, Ktot = row.shape[0], col.shape[0]
     if M == 0:
         return
     pw = bp.shape[2]  # the panels' width: NR, or W when B has at most W columns
-    scratch = np.zeros(MR1 * NR, np.float32)
-    rowpad = np.empty(MR1, np.int64)
+    scratch = np.zeros(RUN_ROWS * NR, np.float32)
+    rowpad = np.empty(MR, np.int64)
     a_addr = a.ctypes.data + a0 * 4
     c_addr = c.ctypes.data
     for sl in range(slices(Ktot)):  # a long reduction in slices of B that stay in cache
@@ -532,10 +574,22 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
         for jb in range(bp.shape[0]):
             j0 = jb * NR
             nj = min(NR, N - j0)
-            narrow = nj <= W  # a last panel of at most 16 columns: the MR1 x 16 block
-            mr = MR1 if narrow else MR
+            full = NR if nj > W else W
             b_addr = bp.ctypes.data + (jb * Ktot + k0) * pw * 4
-            for i0 in range(0, M, mr):
+            i0 = 0
+            while i0 < M:
+                code, mr = 0, MR
+                if nj <= W:  # a last panel of at most 16 columns: the narrow block
+                    code, mr = 1, MR1
+                    if M - i0 >= RUN_ROWS:  # rows in runs: the run block
+                        step = row[i0 + 1] - row[i0]
+                        runs = step == 1 or step == 2
+                        for q in range(0, RUN_ROWS, RUN_LENGTH):
+                            for t in range(1, RUN_LENGTH):
+                                if runs and row[i0 + q + t] != row[i0 + q] + t * step:
+                                    runs = False
+                        if runs:
+                            code, mr = 3 + step, RUN_ROWS
                 ni = min(mr, M - i0)
                 if ni == mr:
                     row_addr = row.ctypes.data + i0 * 8
@@ -543,6 +597,7 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
                     for r in range(mr):
                         rowpad[r] = row[min(i0 + r, M - 1)]
                     row_addr = rowpad.ctypes.data
+                done = False
                 if ccs != 1 and ni == mr:  # C's columns ccs apart: straight where the rows are consecutive
                     t = crow[i0]
                     for r in range(1, mr):
@@ -550,37 +605,30 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
                             t = -1
                             break
                     if t >= 0:
-                        dst = c_addr + (c0 + t + j0 * ccs) * 4
-                        if narrow:
-                            _tblock1(a_addr, row_addr, col_addr, b_addr, pw, dst, ccs, K, beta, nj)
-                        else:
-                            _tblock(a_addr, row_addr, col_addr, b_addr, pw, dst, ccs, K, beta, nj)
-                        continue
-                straight = ccs == 1 and ni == mr and nj == (W if narrow else NR)
-                ldc = crow[i0 + 1] - crow[i0] if straight else 0
-                if straight:
-                    for r in range(2, mr):
-                        if crow[i0 + r] - crow[i0 + r - 1] != ldc:
-                            straight = False
-                if straight:
-                    dst = c_addr + (c0 + crow[i0] + j0) * 4
-                    if narrow:
-                        _block1(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta)
+                        _kernel(code + 2, a_addr, row_addr, col_addr, b_addr, pw, c_addr + (c0 + t + j0 * ccs) * 4, ccs,
+                                K, beta, nj)
+                        done = True
+                if not done:
+                    straight = ccs == 1 and ni == mr and nj == full
+                    ldc = crow[i0 + 1] - crow[i0] if straight else 0
+                    if straight:
+                        for r in range(2, mr):
+                            if crow[i0 + r] - crow[i0 + r - 1] != ldc:
+                                straight = False
+                    if straight:
+                        _kernel(code, a_addr, row_addr, col_addr, b_addr, pw, c_addr + (c0 + crow[i0] + j0) * 4, ldc, K,
+                                beta, nj)
                     else:
-                        _block(a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta)
-                    continue
-                if narrow:
-                    _block1(a_addr, row_addr, col_addr, b_addr, pw, scratch.ctypes.data, NR, K, 0)
-                else:
-                    _block(a_addr, row_addr, col_addr, b_addr, pw, scratch.ctypes.data, NR, K, 0)
-                for r in range(ni):
-                    base = c0 + crow[i0 + r] + j0 * ccs
-                    if beta:
-                        for j in range(nj):
-                            c[base + j * ccs] += scratch[r * NR + j]
-                    else:
-                        for j in range(nj):
-                            c[base + j * ccs] = scratch[r * NR + j]
+                        _kernel(code, a_addr, row_addr, col_addr, b_addr, pw, scratch.ctypes.data, NR, K, 0, nj)
+                        for r in range(ni):
+                            base = c0 + crow[i0 + r] + j0 * ccs
+                            if beta:
+                                for j in range(nj):
+                                    c[base + j * ccs] += scratch[r * NR + j]
+                            else:
+                                for j in range(nj):
+                                    c[base + j * ccs] = scratch[r * NR + j]
+                i0 += mr
 
 
 @njit(**_OPTS)
