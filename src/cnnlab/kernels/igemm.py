@@ -416,41 +416,43 @@ def transpose_tile(typingctx, dst, ldd, src, lds, nrows, ncols):
 
 def plane_codegen(context, builder, signature, args):
     """dst (Hp x Wp, flat) = an H x W plane at src placed at row ``top``, column ``left``, zeros
-    around it: each padded row in whole vectors, a masked load of the row's inputs (no lane reads
-    outside them) and a store (masked for the last Wp % 16)."""
+    around it, a column of vectors at a time (each vector's masks made once): the rows above and
+    below zero vectors; each row between, a masked load of its inputs (no lane reads outside them)
+    and one store, masked for the last Wp % 16."""
     dst, src, top, left, H, W_, Hp, Wp = args
     f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
     load, store, lanes_below = masked_ops(builder)
     d, s = builder.inttoptr(dst, f32.as_pointer()), builder.inttoptr(src, f32.as_pointer())
-    it = ir.VectorType(i32, W)
-    lanes = ir.Constant(it, list(range(W)))
+    lanes = ir.Constant(ir.VectorType(i32, W), list(range(W)))
+    zero = ir.Constant(ir.VectorType(f32, W), [0.0] * W)
     nv = builder.sdiv(builder.add(Wp, ir.Constant(i64, W - 1)), ir.Constant(i64, W))
-    lo, hi = builder.trunc(left, i32), builder.trunc(builder.add(left, W_), i32)
     full = builder.sdiv(Wp, ir.Constant(i64, W))
+    lo, hi = builder.trunc(left, i32), builder.trunc(builder.add(left, W_), i32)
+    bottom = builder.add(top, H)
 
-    def row(i):
-        h = builder.sub(i, top)
-        inside = builder.and_(builder.icmp_signed(">=", h, ir.Constant(i64, 0)), builder.icmp_signed("<", h, H))
-        rin = builder.select(inside, ir.Constant(i64, -1), ir.Constant(i64, 0))  # all lanes on, or none
-        src_row = builder.gep(s, [builder.sub(builder.mul(builder.select(inside, h, ir.Constant(i64, 0)), W_), left)])
-        dst_row = builder.gep(d, [builder.mul(i, Wp)])
+    def column(v):
+        j0 = builder.mul(v, ir.Constant(i64, W))
+        idx = builder.add(lanes, broadcast(builder, builder.trunc(j0, i32)))
+        inside = builder.and_(builder.icmp_signed(">=", idx, broadcast(builder, lo)),
+                              builder.icmp_signed("<", idx, broadcast(builder, hi)))
+        out = lanes_below(builder.trunc(builder.sub(Wp, j0), i32))
+        src0 = builder.gep(s, [builder.sub(builder.sub(j0, left), builder.mul(top, W_))])  # row i: + i*W_
+        dst0 = builder.gep(d, [j0])
 
-        def vec(v):
-            j0 = builder.mul(v, ir.Constant(i64, W))
-            idx = builder.add(lanes, broadcast(builder, builder.trunc(j0, i32)))
-            mask = builder.and_(builder.icmp_signed(">=", idx, broadcast(builder, lo)),
-                                builder.icmp_signed("<", idx, broadcast(builder, hi)))
-            mask = builder.and_(mask, builder.trunc(broadcast(builder, builder.trunc(rin, i32)), ir.VectorType(ir.IntType(1), W)))
-            value = load(builder.gep(src_row, [j0]), mask)
+        def put(i, value):
+            at = builder.gep(dst0, [builder.mul(i, Wp)])
             with builder.if_else(builder.icmp_signed("<", v, full)) as (whole, part):
                 with whole:
-                    builder.store(value, vector_at(builder, builder.gep(dst_row, [j0])), align=4)
+                    builder.store(value, vector_at(builder, at), align=4)
                 with part:
-                    store(value, builder.gep(dst_row, [j0]), lanes_below(builder.trunc(builder.sub(Wp, j0), i32)))
+                    store(value, at, out)
 
-        count_loop(builder, nv, "plane_vec", vec)
+        count_loop(builder, top, "plane_top", lambda i: put(i, zero))
+        count_loop(builder, H, "plane_in", lambda h: put(builder.add(h, top), load(
+            builder.gep(src0, [builder.mul(builder.add(h, top), W_)]), inside)))
+        count_loop(builder, builder.sub(Hp, bottom), "plane_bottom", lambda i: put(builder.add(i, bottom), zero))
 
-    count_loop(builder, Hp, "plane_row", row)
+    count_loop(builder, nv, "plane_column", column)
     return context.get_dummy_value()
 
 
