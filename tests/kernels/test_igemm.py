@@ -234,7 +234,18 @@ CASES = [
     ((2, 40, 7, 7), (16, 40, 1, 1), 2, 0, 1, 1),  # 1x1, stride 2: three phases without taps
     ((2, 3, 22, 29), (24, 3, 3, 3), 1, 1, 1, 1),  # 24 filters on rows of 29 of 31: direct
     ((2, 4, 20, 28), (24, 4, 3, 3), 1, 2, 2, 1),  # the same dilated, 28 of 32: the other orientation
+    ((2, 16, 10, 10), (16, 16, 3, 3), 1, 0, 1, 1),  # 16 filters, input 1.56x the output: flipped
 ]
+
+
+def test_flipped_input_gradient_reaches_further_for_narrow_groups():
+    """The input gradient is the flipped convolution up to FLIP_MAX_GROWTH times the output's
+    positions, FLIP_MAX_GROWTH_NARROW for at most 16 filters per group (10x10 -> 8x8: 1.56x)."""
+    assert igemm.FLIP_MAX_GROWTH < 100 / 64 <= igemm.FLIP_MAX_GROWTH_NARROW
+    args = ((10, 10), (8, 8), (1, 1), (0, 0), (3, 3), (1, 1))
+    assert igemm.flip_padding(*args, 16) == (2, 2)
+    assert igemm.flip_padding(*args, 17) is None
+    assert igemm.flip_padding((12, 12), (8, 8), (1, 1), (0, 0), (5, 5), (1, 1), 16) is None  # 2.25x
 
 
 # the strided cases of dilation 1, a 16x16 input (phase rows of 80 positions: 64 + 16) and a 6x6 one

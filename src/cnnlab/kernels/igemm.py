@@ -1199,6 +1199,9 @@ FILTER_ROWS_MAX_POSITIONS = 8192
 # and col2im were faster (1.31x and 1.36x larger inputs: flipped 2.8x and 1.8x faster; 1.56x
 # and more: col2im 1.15-1.8x faster; benchmarks/README.md, "Indirect GEMM").
 FLIP_MAX_GROWTH = 1.4
+# ... and for groups of at most 16 filters, whose fields' gradients are a product of a 16-step
+# reduction stored as large as the fields themselves (then scattered by col2im), up to this
+FLIP_MAX_GROWTH_NARROW = 1.6
 
 # The direct weight gradient (wgrad) of a stride-1 layer runs over the padded rows in whole
 # vectors: where the outputs are less than this share of them, igemm's packed gradient wastes less.
@@ -1233,14 +1236,16 @@ DIRECT_MIN_SHARE = 0.75
 DIRECT_MIN_SHARE_PANELS = 0.9
 
 
-def flip_padding(size, out_shape, stride, padding, kernel, dilation):
+def flip_padding(size, out_shape, stride, padding, kernel, dilation, Fg=NR):
     """The padding of the flipped convolution that gives a stride-1 layer's input gradient, or None
     where it does not serve: it multiplies every input position by the whole kernel, zeros of the
     padded gradient included, so only where the input has at most FLIP_MAX_GROWTH times the
-    output's positions (and the padding is at most the kernel's reach)."""
+    output's positions (FLIP_MAX_GROWTH_NARROW for Fg <= 16 filters per group), and the padding is
+    at most the kernel's reach."""
     reach = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+    growth = FLIP_MAX_GROWTH_NARROW if Fg <= W else FLIP_MAX_GROWTH
     if (all(st == 1 for st in stride) and all(p <= r for p, r in zip(padding, reach))
-            and math.prod(size) <= FLIP_MAX_GROWTH * math.prod(out_shape)):
+            and math.prod(size) <= growth * math.prod(out_shape)):
         return tuple(r - p for r, p in zip(reach, padding))
     return None
 
@@ -1441,7 +1446,7 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     g["ldg"] = -(-g["P"] // W) * W  # the weight gradient's positions, in whole vectors
     g["direct_w"] = (stride1 and g["L"] >= DIRECT_W_MIN_SHARE * g["ldg"]
                      and (few or (wide and Cg * g["K"] <= DIRECT_W_MAX_FIELD)))
-    g["flip_padding"] = flip_padding(tuple(S), out_shape, stride, padding, kernel, dilation)
+    g["flip_padding"] = flip_padding(tuple(S), out_shape, stride, padding, kernel, dilation, g["Fg"])
     # a strided layer's input gradient by phases (_PhaseBack), without col2im, where the phase
     # planes' rows fill enough of dconv's blocks of positions (phase_share)
     g["phase_back"] = (len(S) == 2 and any(st > 1 for st in stride) and all(d == 1 for d in dilation)
