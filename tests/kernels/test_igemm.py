@@ -565,6 +565,7 @@ def test_volumes_read_in_place_match_definition_float64_path_and_torch(case):
     ((2, 4, 6, 6, 6), 8, 2, 1, True),  # strided: col2im
     ((2, 4, 8, 8, 8), 16, 1, 0, True),  # 'valid' on 8^3 (input 2.4x the output: col2im), 16 filters
     ((2, 4, 8, 8, 8), 8, 1, 0, False),  # the same with 8 filters: stacked, the 2-D direct forms
+    ((2, 4, 16, 16, 16), 8, 1, 0, False),  # 1.49x: flipped under the narrow rule only; stacked
     ((2, 4, 6, 6, 6), 6, 2, 1, False),  # too few filters, as in 2-D
     ((2, 4, 6, 6), 8, 1, 1, True),  # 2-D
 ])
