@@ -90,7 +90,7 @@ def _runs_of_rows(M, step, breaks, seed):
 
 @pytest.mark.parametrize("M, step, breaks", [
     (64, 1, []), (64, 2, []),  # every block of RUN_ROWS rows in runs, 1 or 2 apart
-    (53, 1, [14, 30]), (40, 2, [17]),  # runs broken inside blocks: the 8-row block there, last rows padded
+    (53, 1, [14, 31]), (40, 2, [17]),  # runs broken inside blocks: the 8-row block there, last rows padded
     (37, 3, []),  # rows 3 apart: never the run block
 ])
 @pytest.mark.parametrize("layout", ["dense", "transposed", "scattered"])
