@@ -671,6 +671,32 @@ def test_packed_filters_are_each_groups_transposed_panels(F, CK, G, split, monke
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one core", "all cores"])
+@pytest.mark.parametrize("F,Cg,kernel,G", [
+    (64, 32, (3, 3), 1),  # whole tiles of channels, 9 taps
+    (40, 20, (5, 5), 1),  # a last tile of 4 channels; 25 taps: two tiles of taps
+    (26, 4, (3, 3), 2),  # groups, fewer channels than a tile
+    (13, 40, (1, 1), 1),  # 1x1
+    (8, 3, (3, 3), 1),  # 27 columns: one panel of 32, 5 zeros
+    (3, 5, (3,), 1),  # 15 columns: one panel of 16
+    (16, 16, (3, 3, 3), 1),  # 3-D
+    (37, 17, (2, 3), 1),  # more filters than PACK_BACK_ROWS, not a multiple of it
+])
+def test_col2im_weights_are_each_groups_rows_in_tap_channel_order(F, Cg, kernel, G, split, monkeypatch):
+    """pack_back lays out the col2im product's weights exactly as pack_columns of each group's
+    rows of w moved to (tap, channel) order, the last panel zero-padded, on one core or over the
+    cores."""
+    monkeypatch.setattr(igemm, "PACK_SPLIT_BYTES", 0 if split else 1 << 40)
+    monkeypatch.setattr(policy, "WORKERS", 2)
+    w = np.random.default_rng(F + Cg).standard_normal((F, Cg) + kernel).astype(np.float32)
+    rows = np.ascontiguousarray(np.moveaxis(w, 1, -1)).reshape(F, -1)
+    Fg = F // G
+    got = igemm.pack_back(w, G, kernels.over_panels)
+    assert len(got) == G
+    for g in range(G):
+        np.testing.assert_array_equal(got[g], igemm.pack_columns(rows[g * Fg:(g + 1) * Fg]))
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one core", "all cores"])
 @pytest.mark.parametrize("F,Cg,kernel,G", [(16, 8, (3, 3), 1), (12, 40, (2, 3), 1), (8, 3, (3, 3, 3), 2), (64, 36, (1, 1), 4)])
 def test_flipped_weights_swap_channels_and_reverse_taps(F, Cg, kernel, G, split, monkeypatch):
     """flip_filters is the flipped convolution's weight (in- and out-channels swapped within each

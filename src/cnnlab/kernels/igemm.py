@@ -888,22 +888,60 @@ def pack_columns(b):
 def pack_panels(wf, G, out, p0, p1):
     """Panels p0..p1 - 1 (counted over the groups, G * panels in all) of the forward pass's weights
     ``out`` (G, panels, Cg*K, width) from wf (F, Cg*K) (C-contiguous float32): panel p of group g
-    holds wf[g*Fg + p*width + j, k] at [g, p, k, j], zeros past the group's filters; written in
-    order, the panel's rows read side by side (1.5-2x faster than writing each row's values a
-    panel width apart: benchmarks/README.md, "Tenth session of issue 22")."""
+    holds wf[g*Fg + p*width + j, k] at [g, p, k, j], zeros past the group's filters; 16 filters'
+    rows of 16 elements transposed in registers at a time (transpose_tile). Element by element,
+    each filter's row read a row apart, 1.18 MB of weights took 0.067 ms on one core."""
     F, CK = wf.shape
     nb, width = out.shape[1], out.shape[3]
     Fg = F // G
-    o, src = out.reshape(-1), wf.reshape(-1)
+    w_addr, o_addr = wf.ctypes.data, out.ctypes.data
     for gp in range(p0, p1):
         g, p = gp // nb, gp % nb
-        nj = min(width, Fg - p * width)
-        base, r0 = gp * CK * width, (g * Fg + p * width) * CK
-        for k in range(CK):
-            for j in range(nj):
-                o[_u(base + k * width + j)] = src[_u(r0 + j * CK + k)]
-            for j in range(nj, width):
-                o[_u(base + k * width + j)] = 0.0
+        for h in range(width // W):
+            f = p * width + h * W  # the tile's first filter in its group
+            nrows = max(0, min(W, Fg - f))
+            src = w_addr + ((g * Fg + min(f, Fg - 1)) * CK) * 4
+            for k0 in range(0, CK, W):
+                transpose_tile(o_addr + ((gp * CK + k0) * width + h * W) * 4, width, src + k0 * 4, CK, nrows,
+                               min(W, CK - k0))
+
+
+@njit(**_OPTS)
+def pack_back_rows(w, G, out, r0, r1):
+    """Rows r0..r1 - 1 (filters, counted over the groups) of the col2im product's weights ``out``
+    (G, panels, Fg, width) from w (F, Cg, K) (C-contiguous float32): pack_columns of each group's
+    (Fg, K*Cg) rows in (tap, channel) order, w[g*Fg + f, c, t] at column t*Cg + c. Each filter's
+    (Cg, K) block transposed into a row in (tap, channel) order, 16 channels by up to 16 taps at a
+    time in registers (transpose_tile; a last tile of fewer channels first, its zeros past them
+    then overwritten); the rows of PACK_BACK_ROWS filters then copied into the panels, a panel's
+    rows side by side."""
+    F, Cg, K = w.shape
+    Fg = F // G
+    nb, width = out.shape[1], out.shape[3]
+    CK, span = Cg * K, nb * width + W
+    rows = np.zeros(PACK_BACK_ROWS * span, np.float32)  # zeros past K*Cg: the last panel's padding
+    r_addr, w_addr, o_addr = rows.ctypes.data, w.ctypes.data, out.ctypes.data
+    last = (Cg - 1) // W * W
+    for b0 in range(r0, r1, PACK_BACK_ROWS):
+        b1 = min(r1, b0 + PACK_BACK_ROWS)
+        for r in range(b0, b1):
+            at = r_addr + (r - b0) * span * 4
+            for ci in range(-(-Cg // W)):
+                c0 = last - ci * W  # the last tile first
+                for t0 in range(0, K, W):
+                    transpose_tile(at + (t0 * Cg + c0) * 4, Cg, w_addr + ((r * Cg + c0) * K + t0) * 4, K,
+                                   min(W, Cg - c0), min(W, K - t0))
+            for i in range(CK, nb * width):
+                rows[(r - b0) * span + i] = 0.0
+        for p in range(nb):
+            for r in range(b0, b1):
+                g, f = r // Fg, r % Fg
+                copy_floats(o_addr + (((g * nb + p) * Fg + f) * width) * 4, r_addr + ((r - b0) * span + p * width) * 4,
+                            width)
+
+
+# filters whose rows pack_back_rows transposes before copying them into the panels
+PACK_BACK_ROWS = 16
 
 
 # Weights of at least this many bytes are packed on all the cores (pack_filters): a 512->512 3x3
@@ -924,6 +962,20 @@ def pack_filters(wf, G, over=inline):
     panels' copy, a stack) 295K weights took 0.34 ms, as long as a chunk's products of a 128->256
     layer on 8x8 maps (benchmarks/README.md, "Ninth session of issue 22")."""
     return _panels(pack_panels, wf, G, wf.shape[0] // G, wf.shape[1], over)
+
+
+def pack_back(w, G, over=inline):
+    """The col2im product's weights per group, (panels, Fg, width) each: pack_columns of the
+    group's rows of w (F, Cg, *kernel) moved to (kh, kw, c) order, in one pass (pack_back_rows),
+    over the filters by ``over`` (see pack_filters). By NumPy (a moved-axis copy, then the panels'
+    copy) 1.18 MB of weights took 0.124 ms on one core."""
+    F, Cg = w.shape[:2]
+    w3 = np.ascontiguousarray(w, dtype=np.float32).reshape(F, Cg, -1)
+    K, Fg = w3.shape[2], F // G
+    width = W if K * Cg <= W else NR
+    out = np.empty((G, -(-(K * Cg) // width), Fg, width), np.float32)
+    over(lambda r0, r1: pack_back_rows(w3, G, out, r0, r1), F, w3.nbytes)
+    return list(out)
 
 
 @njit(**_OPTS)
@@ -1543,9 +1595,7 @@ class IndirectConv:
         elif self.flip_padding is not None:
             self._back_conv().prepare_forward()
         elif self._w_back is None:  # (F, K*Cg) in (kh, kw, c) order, as the channels-last col2im reads it
-            G, Fg, K, Cg = self.G, self.Fg, self.K, self.Cg
-            w_hwc = np.ascontiguousarray(np.moveaxis(np.asarray(self.w, np.float32), 1, -1)).reshape(self.F, K * Cg)
-            self._w_back = [pack_columns(w_hwc[g * Fg:(g + 1) * Fg]) for g in range(G)]
+            self._w_back = pack_back(np.asarray(self.w), self.G, self.over)
 
     def _back_conv(self):
         """The IndirectConv whose forward pass is this one's input gradient, made on first use. The
