@@ -1000,25 +1000,25 @@ def flip_filters(w, G):
 def flipped_panels(w, G, out, p0, p1):
     """Panels p0..p1 - 1 of the flipped convolution's packed weights ``out`` (G, panels, Fg*K,
     width), pack_filters' layout of flip_filters(w, G) made from w (F, Cg, K) at once:
-    [g, p, f*K + t, j] = w[g*Fg + f, p*width + j, K - 1 - t]. Each (f, p) reads one contiguous run
-    of w and writes one of out: flipped by NumPy (a copy of the swapped, reversed view) and then
-    packed, a 512->256 3x3 layer's weights took 1.3 ms, this 0.55 (benchmarks/README.md, "Tenth
-    session of issue 22")."""
+    [g, p, f*K + t, j] = w[g*Fg + f, p*width + j, K - 1 - t]: for each filter, 16 channels by up to
+    16 taps transposed in registers (transpose_tile), the taps' rows stored in reverse order. Flipped
+    by NumPy (a copy of the swapped, reversed view) and then packed, a 512->256 3x3 layer's weights
+    took 1.3 ms, element by element in one pass 0.55 (benchmarks/README.md, "Tenth session of issue
+    22"); by tiles, one core: 512->512 3x3 0.54 -> 0.47 ms, 256->128 0.060 -> 0.039."""
     F, Cg, K = w.shape
     nb, width = out.shape[1], out.shape[3]
     Fg = F // G
-    o, src = out.reshape(-1), w.reshape(-1)
+    w_addr, o_addr = w.ctypes.data, out.ctypes.data
     for gp in range(p0, p1):
         g, p = gp // nb, gp % nb
-        nj = min(width, Cg - p * width)
-        base = gp * Fg * K * width
-        for f in range(Fg):
-            s0, d0 = ((g * Fg + f) * Cg + p * width) * K, base + f * K * width
-            for t in range(K):
-                for j in range(nj):
-                    o[_u(d0 + t * width + j)] = src[_u(s0 + j * K + K - 1 - t)]
-                for j in range(nj, width):
-                    o[_u(d0 + t * width + j)] = 0.0
+        for h in range(width // W):
+            c = p * width + h * W  # the tile's first channel
+            nrows = max(0, min(W, Cg - c))
+            for f in range(Fg):
+                src = w_addr + (((g * Fg + f) * Cg + min(c, Cg - 1)) * K) * 4
+                for t0 in range(0, K, W):  # taps t0.. into rows f*K + K - 1 - t, descending
+                    transpose_tile(o_addr + ((gp * Fg * K + f * K + K - 1 - t0) * width + h * W) * 4, -width,
+                                   src + t0 * 4, K, nrows, min(W, K - t0))
 
 
 def _panels(fill, source, G, rows, CK, over):
