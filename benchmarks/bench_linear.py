@@ -45,11 +45,19 @@ def per_call(f, calls):
     return (time.perf_counter() - t) / calls
 
 
-def alternate(fns: dict, rounds: int, calls: int) -> dict:
-    """Median seconds per call of each function, the functions taking turns in every round."""
+# Seconds each function's turn waits first: the previous turn's threads (PyTorch's OpenMP threads,
+# cnnlab's helpers) keep spinning after their last call, and a turn started at once shared the
+# cores with them (bench_cpu.py's SETTLE_SECONDS)
+SETTLE_SECONDS = 0.03
+
+
+def alternate(fns: dict, rounds: int, calls: int, settle: float = SETTLE_SECONDS) -> dict:
+    """Median seconds per call of each function, the functions taking turns in every round (in
+    reverse order every other round), each turn after ``settle`` seconds of quiet."""
     times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
+    for r in range(rounds):
+        for k, f in (fns.items() if r % 2 == 0 else reversed(fns.items())):
+            time.sleep(settle)
             times[k].append(per_call(f, calls))
     return {k: statistics.median(v) for k, v in times.items()}
 
