@@ -310,35 +310,45 @@ def _depth_add(src, KD, sd, pd, OD, D, adjoint):
     return out
 
 
+# The elementwise loops index with unsigned offsets and select a float32 zero: with signed indices
+# (numba's negative-index wrap-around) and an integer 0 the ReLU's loops stayed scalar, a branch per
+# element on a sign no CPU predicts: one core, 1.6M elements, backward 7.7 -> 0.19 ms, forward
+# 0.92 -> 0.10 (benchmarks/README.md, "Eleventh session of issue 22")
 @njit(**_OPTS)
 def relu_forward_range(x, out, lo, hi):
     """out[i] = max(x[i], 0) for i in [lo, hi) of flat arrays."""
+    zero = x.dtype.type(0)
     for i in range(lo, hi):
-        v = x[i]
-        out[i] = v if v > 0 else 0
+        j = _u(i)
+        v = x[j]
+        out[j] = v if v > zero else zero
 
 
 @njit(**_OPTS)
 def relu_backward_range(g, out, dx, lo, hi):
     """dx[i] = g[i] where the ReLU's output is positive, else 0."""
+    zero = g.dtype.type(0)
     for i in range(lo, hi):
-        dx[i] = g[i] if out[i] > 0 else 0
+        j = _u(i)
+        dx[j] = g[j] if out[j] > zero else zero
 
 
 @njit(**_OPTS)
 def tanh_backward_range(g, out, dx, lo, hi):
     """dx = g * (1 - out^2), out = tanh(x)."""
     for i in range(lo, hi):
-        o = out[i]
-        dx[i] = g[i] * (1 - o * o)
+        j = _u(i)
+        o = out[j]
+        dx[j] = g[j] * (1 - o * o)
 
 
 @njit(**_OPTS)
 def sigmoid_backward_range(g, out, dx, lo, hi):
     """dx = g * out * (1 - out), out = sigmoid(x)."""
     for i in range(lo, hi):
-        o = out[i]
-        dx[i] = g[i] * o * (1 - o)
+        j = _u(i)
+        o = out[j]
+        dx[j] = g[j] * o * (1 - o)
 
 
 @njit(**_OPTS)
