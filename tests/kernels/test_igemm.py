@@ -195,6 +195,7 @@ def test_pack_rows_of_is_the_gradient_transposed_in_panels(n, Fall, L, f0, F):
     ((1, 2, 1, 5, 40), (0, 3, 0), (1, 9, 41), 0, 2),  # no left padding, rows of 2 vectors + 9 lanes
     ((1, 1, 1, 1, 100), (0, 0, 7), (1, 1, 120), 1, 0),  # a 1-D signal
     ((1, 2, 1, 3, 3), (0, 0, 0), (1, 3, 3), 0, 0),  # nothing around it
+    ((1, 2, 1, 1, 20), (0, 1, 2), (1, 3, 25), 2, 1),  # few rows (row by row), a zero row each side
 ])
 def test_place_volumes_puts_each_volume_in_its_box_of_zeros(shape, at, box, extra, slack):
     """Every element of out is written: x at ``at`` in each box of zeros, zeros to the end of each
