@@ -310,7 +310,7 @@ def _depth_add(src, KD, sd, pd, OD, D, adjoint):
     return out
 
 
-# The elementwise loops index with unsigned offsets and select a float32 zero: with signed indices
+# The elementwise loops index with unsigned offsets and select a zero of the array's type: with signed indices
 # (numba's negative-index wrap-around) and an integer 0 the ReLU's loops stayed scalar, a branch per
 # element on a sign no CPU predicts: one core, 1.6M elements, backward 7.7 -> 0.19 ms, forward
 # 0.92 -> 0.10 (benchmarks/README.md, "Eleventh session of issue 22")

@@ -420,7 +420,8 @@ def plane_codegen(context, builder, signature, args):
     """dst (Hp x Wp, flat) = an H x W plane at src placed at row ``top``, column ``left``, zeros
     around it, a column of vectors at a time (each vector's masks made once): the rows above and
     below zero vectors; each row between, a masked load of its inputs (no lane reads outside them)
-    and one store, masked for the last Wp % 16."""
+    and one store, masked for the last Wp % 16. Planes of fewer than PLANE_ROWS_MIN rows row by
+    row instead, the same loads and stores."""
     dst, src, top, left, H, W_, Hp, Wp = args
     f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
     load, store, lanes_below = masked_ops(builder)
