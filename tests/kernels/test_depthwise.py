@@ -111,12 +111,13 @@ def test_which_arrays_take_the_vectors():
     assert not policy.use_depthwise_vectors(np.zeros(3, np.float64))
 
 
-def test_chunks_two_per_core_once_large(monkeypatch):
+def test_chunks_one_per_core_then_two_once_large(monkeypatch):
     monkeypatch.setattr(policy, "WORKERS", 2)
-    big = np.zeros((32, 32, 28, 28), np.float32)
-    assert policy.depthwise_chunks(big, 784) == [(0, 8), (8, 16), (16, 24), (24, 32)]
+    assert policy.depthwise_chunks(np.zeros((32, 32, 28, 28), np.float32), 784) == [(0, 16), (16, 32)]  # 6.4 MB
+    big = np.zeros((64, 64, 28, 28), np.float32)  # 25.7 MB of input and output
+    assert policy.depthwise_chunks(big, 784) == [(0, 16), (16, 32), (32, 48), (48, 64)]
     assert policy.depthwise_chunks(np.zeros((2, 3, 5, 5), np.float32), 25) == [(0, 2)]
-    assert policy.depthwise_chunks(np.zeros((3, 128, 28, 28), np.float32), 784) == [(0, 1), (1, 2), (2, 3)]
+    assert policy.depthwise_chunks(np.zeros((3, 128, 28, 28), np.float32), 784) == [(0, 2), (2, 3)]
 
 
 @st.composite

@@ -263,19 +263,27 @@ def weight_rows(chunks, L) -> bool:
             and max(n1 - n0 for n0, n1 in chunks) * L < WEIGHT_ROWS_MAX_POSITIONS)
 
 
+# Depthwise layers are split into two chunks per core from this many bytes of input and output,
+# one per core below: each chunk boundary is a hand-off of the GIL between the two threads
+# (20-30 us on this machine when the other holds it), as long as a small layer's whole chunk
+DEPTHWISE_PARTS_BYTES = 16 << 20
+
+
 def depthwise_chunks(x, L):
     """(start, stop) ranges over the batch of ``x`` (N, C, H, W) for kernels/depthwise.py, whose
     output maps have L positions: it works plane by plane in a scratch plane of its own and writes
-    straight into the result, so no chunk need fit a cache: two per core once the input and
-    output reach SPLIT_MIN_BYTES (one per core was 2-3% faster on an idle machine, but leaves a
-    core's whole share to the caller when the other core is busy). bench_cpu's two depthwise
-    layers on two cores, forward and backward, ms for 2 / 4 / 8 / 16 chunks: stride 1
-    0.80 / 0.82 / 0.88 / 1.01, stride 2 1.41 / 1.45 / 1.51 / 1.62 (benchmarks/README.md,
-    "Depthwise in registers")."""
+    straight into the result, so no chunk need fit a cache: one per core once the input and output
+    reach SPLIT_MIN_BYTES, two per core from DEPTHWISE_PARTS_BYTES (so that a core slowed by
+    another process leaves its second chunk to the other). fwd+bwd on two cores, ms, two chunks per
+    core / one (PyTorch), alternating in one process: 256 channels on 7x7 b32 0.558 / 0.483 (0.534);
+    64 on 14x14 b32 0.633 / 0.451 (0.529); 32 on 28x28 b32 0.930 / 0.841 (1.200); 64 stride 2 on
+    28x28 b32 0.835 / 0.767 (1.131); 144 on 28x28 b32 (29 MB) 4.64 / 4.69 (benchmarks/README.md,
+    "Eleventh session of issue 22")."""
     N = x.shape[0]
     nbytes = N * x.shape[1] * (math.prod(x.shape[2:]) + L) * x.dtype.itemsize
-    parts = min(N, 2 * WORKERS) if nbytes >= SPLIT_MIN_BYTES else 1
-    return even_ranges(N, parts)
+    if nbytes < SPLIT_MIN_BYTES:
+        return even_ranges(N, 1)
+    return even_ranges(N, min(N, WORKERS * (2 if nbytes >= DEPTHWISE_PARTS_BYTES else 1)))
 
 
 BATCH_PARTS_PER_WORKER = 2
