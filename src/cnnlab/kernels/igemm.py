@@ -433,27 +433,29 @@ def plane_codegen(context, builder, signature, args):
     lo, hi = builder.trunc(left, i32), builder.trunc(builder.add(left, W_), i32)
     bottom = builder.add(top, H)
 
+    def put(v, j0, value, at):  # vector v of a padded row (its first column j0) at ``at``
+        with builder.if_else(builder.icmp_signed("<", v, full)) as (whole, part):
+            with whole:
+                builder.store(value, vector_at(builder, at), align=4)
+            with part:
+                store(value, at, lanes_below(builder.trunc(builder.sub(Wp, j0), i32)))
+
     def column(v):
         j0 = builder.mul(v, ir.Constant(i64, W))
         idx = builder.add(lanes, broadcast(builder, builder.trunc(j0, i32)))
         inside = builder.and_(builder.icmp_signed(">=", idx, broadcast(builder, lo)),
                               builder.icmp_signed("<", idx, broadcast(builder, hi)))
-        out = lanes_below(builder.trunc(builder.sub(Wp, j0), i32))
         src0 = builder.gep(s, [builder.sub(builder.sub(j0, left), builder.mul(top, W_))])  # row i: + i*W_
         dst0 = builder.gep(d, [j0])
 
-        def put(i, value):
-            at = builder.gep(dst0, [builder.mul(i, Wp)])
-            with builder.if_else(builder.icmp_signed("<", v, full)) as (whole, part):
-                with whole:
-                    builder.store(value, vector_at(builder, at), align=4)
-                with part:
-                    store(value, at, out)
+        def row_put(i, value):
+            put(v, j0, value, builder.gep(dst0, [builder.mul(i, Wp)]))
 
-        count_loop(builder, top, "plane_top", lambda i: put(i, zero))
-        count_loop(builder, H, "plane_in", lambda h: put(builder.add(h, top), load(
+        count_loop(builder, top, "plane_top", lambda i: row_put(i, zero))
+        count_loop(builder, H, "plane_in", lambda h: row_put(builder.add(h, top), load(
             builder.gep(src0, [builder.mul(builder.add(h, top), W_)]), inside)))
-        count_loop(builder, builder.sub(Hp, bottom), "plane_bottom", lambda i: put(builder.add(i, bottom), zero))
+        count_loop(builder, builder.sub(Hp, bottom), "plane_bottom",
+                   lambda i: row_put(builder.add(i, bottom), zero))
 
     def row(i):  # a padded row's vectors, their masks made here
         h = builder.sub(i, top)
@@ -469,12 +471,7 @@ def plane_codegen(context, builder, signature, args):
             idx = builder.add(lanes, broadcast(builder, builder.trunc(j0, i32)))
             mask = builder.and_(builder.and_(builder.icmp_signed(">=", idx, broadcast(builder, lo)),
                                              builder.icmp_signed("<", idx, broadcast(builder, hi))), on)
-            value = load(builder.gep(src_row, [j0]), mask)
-            with builder.if_else(builder.icmp_signed("<", v, full)) as (whole, part):
-                with whole:
-                    builder.store(value, vector_at(builder, builder.gep(dst_row, [j0])), align=4)
-                with part:
-                    store(value, builder.gep(dst_row, [j0]), lanes_below(builder.trunc(builder.sub(Wp, j0), i32)))
+            put(v, j0, load(builder.gep(src_row, [j0]), mask), builder.gep(dst_row, [j0]))
 
         count_loop(builder, nv, "plane_row_vec", vec)
 
