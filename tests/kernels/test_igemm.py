@@ -275,11 +275,8 @@ def test_strided_input_gradient_both_ways(case, phases, monkeypatch):
         igemm.conv_geometry.cache_clear()
     for a, e in zip(got, exact):
         assert rel_error(a, e) < 2e-6
-    ts = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-    out = torch.nn.functional.conv2d(*ts, stride=s, padding=p, dilation=d, groups=g)
-    out.backward(torch.tensor(up))
-    for a, t in zip(got[1:], ts):
-        assert rel_error(a, t.grad.numpy()) < 2e-6
+    for a, t in zip(got[1:], _torch(case, (x, w, b), np.float64, up)[1:]):
+        assert rel_error(a, t) < 2e-6
 
 
 def test_both_weight_gradient_forms_are_in_the_cases():
@@ -317,6 +314,16 @@ def _run(case, arrays, dtype, up):
     return [out.numpy()] + [t.grad.numpy() for t in ts]
 
 
+def _torch(case, arrays, dtype, up):
+    """PyTorch's conv2d or conv3d of the case in ``dtype``, forward and backward: [output, *gradients]."""
+    s, p, d, g = _params(case)
+    ts = [torch.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+    out = (torch.nn.functional.conv2d if len(case[0]) == 4 else torch.nn.functional.conv3d)(
+        *ts, stride=s, padding=p, dilation=d, groups=g)
+    out.backward(torch.tensor(up.astype(dtype)))
+    return [out.detach().numpy()] + [t.grad.numpy() for t in ts]
+
+
 def _spy(monkeypatch, name):
     """The decisions policy.<name> returns from now on, listed as they are made."""
     taken, rule = [], getattr(policy, name)
@@ -338,11 +345,8 @@ def test_convolution_matches_definition_float64_path_and_torch(case):
     np.testing.assert_allclose(exact[0], ref, rtol=1e-10, atol=1e-10)
     for a, e in zip(got, exact):
         assert a.dtype == np.float32 and rel_error(a, e) < 5e-6
-    tt = [torch.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
-    to = torch.nn.functional.conv2d(*tt, stride=s, padding=p, dilation=d, groups=g)
-    to.backward(torch.tensor(up.astype(np.float32)))
-    for a, t in zip(got, [to] + [t.grad for t in tt]):
-        assert rel_error(a, t.detach().numpy()) < 5e-6
+    for a, t in zip(got, _torch(case, (x, w, b), np.float32, up)):
+        assert rel_error(a, t) < 5e-6
 
 
 def test_weight_gradient_by_loops():
@@ -429,10 +433,8 @@ def test_weight_gradient_over_the_batch_by_rows(case, monkeypatch):
     for a, c, e in zip(got, again, exact):
         np.testing.assert_array_equal(a, c)
         assert rel_error(a, e) < 5e-6
-    ts = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-    torch.nn.functional.conv2d(*ts, stride=s, padding=p, dilation=d, groups=g).backward(torch.tensor(up))
-    for a, t in zip(got[1:], ts):
-        assert rel_error(a, t.grad.numpy()) < 5e-6
+    for a, t in zip(got[1:], _torch(case, (x, w, b), np.float64, up)[1:]):
+        assert rel_error(a, t) < 5e-6
 
 
 def test_chunks_on_both_threads_share_the_lazily_made_parts(monkeypatch):
@@ -554,11 +556,8 @@ def test_volumes_read_in_place_match_definition_float64_path_and_torch(case):
     assert got[0].shape == ref.shape and rel_error(got[0], ref) < 2e-6
     for a, e in zip(got, _run(case, (x, w, b), np.float64, up)):
         assert a.dtype == np.float32 and rel_error(a, e) < 5e-6
-    tt = [torch.tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
-    to = torch.nn.functional.conv3d(*tt, stride=s, padding=p, dilation=d, groups=g)
-    to.backward(torch.tensor(up.astype(np.float32)))
-    for a, t in zip(got, [to] + [t.grad for t in tt]):
-        assert rel_error(a, t.detach().numpy()) < 5e-6
+    for a, t in zip(got, _torch(case, (x, w, b), np.float32, up)):
+        assert rel_error(a, t) < 5e-6
 
 
 @pytest.mark.parametrize("shape,filters,stride,padding,expected", [
