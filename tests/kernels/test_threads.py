@@ -13,15 +13,6 @@ from cnnlab import kernels
 from cnnlab.kernels import threads
 
 
-@pytest.fixture
-def pool_of(monkeypatch):
-    def set_workers(n):
-        monkeypatch.setattr(kernels.policy, "WORKERS", n)
-        monkeypatch.setattr(kernels.policy, "_compiled_enabled", True)
-
-    return set_workers
-
-
 @pytest.mark.parametrize("workers", [2, 3, 4])
 def test_results_come_back_in_chunk_order_from_every_thread(pool_of, workers):
     pool_of(workers)
@@ -222,15 +213,15 @@ def test_a_helper_on_the_callers_cpu_marks_the_job_shared():
 
 def test_a_spinning_helper_leaves_a_job_without_the_gil():
     """A helper that will spin for its next job stays counted in the job after its work
-    (help returns True) and leaves it by spin.leave_and_wait, without the GIL; one that shares
-    the caller's CPU, or whose caller already sleeps, leaves under the lock as before."""
-    from cnnlab.kernels.spin import leave_and_wait
+    (help returns True) and leaves it by jobs.serve, without the GIL; one that shares the caller's
+    CPU, or whose caller already sleeps, leaves under the lock as before."""
+    from cnnlab.kernels import jobs
 
     job = threads._Job(lambda a, b: a, [(0, 1), (1, 2)])
     job.cpu = -1
     assert job.help(defer=True) and job.active[0] == 1 and job.results == [0, 1]
-    signal = threads.np.zeros(1, threads.np.int64)
-    assert leave_and_wait(job.active.ctypes.data, signal.ctypes.data, 0, 0) == 0  # no spin when 0 turns
+    desc = threads.np.zeros(jobs.SLOTS, threads.np.int64)
+    assert jobs.serve(desc.ctypes.data, 0, 1, job.active.ctypes.data) == 0  # one turn, nothing posted
     assert job.active[0] == 0
     for mark in ("shared", "sleeping"):
         job = threads._Job(lambda a, b: a, [(0, 1)])

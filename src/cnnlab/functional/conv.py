@@ -97,6 +97,18 @@ class ConvPlan:
             self.chunks = kernels.policy.depthwise_chunks(x, self.L)
         else:
             self.chunks = kernels.conv_chunks(x, Cg * groups * K, self.L)
+        # a whole batch's depthwise pass as one compiled job (kernels/depthwise.py's Job): no
+        # Python between its chunks
+        self.jobs = self.depthwise and xp is np and kernels.policy.use_depthwise_vectors(x)
+
+    def forward_batch(self, x, out):
+        """out (N, F, L) = conv(x) + bias for the whole batch x, chunk by chunk over the cores."""
+        if self.jobs:
+            kernels.depthwise_batch_forward(np.ascontiguousarray(x), self.w, *self.geom, out, self.chunks)
+            if self.bias is not None:
+                out += self.bias
+            return
+        kernels.run_chunks(lambda n0, n1: self.forward_chunk(x[n0:n1], out[n0:n1]), self.chunks, self.xp is np)
 
     def forward_chunk(self, xc, out):
         """out (n, F, L) = conv(xc) + bias for a chunk xc of n images."""
@@ -207,6 +219,8 @@ class ConvPlan:
             self.u_back = kernels.winograd_transposed_weights(self.w)
         if self.indirect:
             self.ig.prepare_backward(needs[0])
+        if self.jobs and whole is not None:
+            return self._depthwise_batch_backward(x, whole, needs, has_bias, gx)
         if (self.indirect and needs[1] and xp is np and not self.ig.direct_w
                 and kernels.policy.weight_rows(self.chunks, self.L)):
             if whole is None:  # the chunks' gradients gathered first (the fused layers': the same bits)
@@ -242,6 +256,18 @@ class ConvPlan:
         if not has_bias:
             return gx, gw
         return gx, gw, (_sum_parts([p[1] for p in partial]) if want_b else None)
+
+    def _depthwise_batch_backward(self, x, whole, needs, has_bias, gx):
+        """backward of a depthwise layer as one compiled job (kernels.depthwise_batch_backward):
+        the input gradient's chunks beside the weight gradient's, each chunk's sums added in
+        chunk order as backward's."""
+        gw = kernels.depthwise_batch_backward(np.ascontiguousarray(whole), np.ascontiguousarray(x), self.w, *self.geom,
+                                              gx, self.chunks, self.chunks if needs[1] else None)
+        gw = self._weight_grad([gw]) if needs[1] else None
+        if not has_bias:
+            return gx, gw
+        gb = _sum_parts([whole[n0:n1].sum(axis=2).sum(axis=0) for n0, n1 in self.chunks]) if needs[2] else None
+        return gx, gw, gb
 
     def _backward_weight_rows(self, x, whole, needs, has_bias, gx):
         """backward where the chunks' reductions are short (policy.weight_rows): the weight
@@ -316,7 +342,7 @@ class ConvNd(Function):
         plan = ConvPlan(x, w, bias, stride, padding, dilation, groups)
         N, xp = x.shape[0], plan.xp
         out = xp.empty((N, plan.F, plan.L), dtype=x.dtype)
-        kernels.run_chunks(lambda n0, n1: plan.forward_chunk(x[n0:n1], out[n0:n1]), plan.chunks, xp is np)
+        plan.forward_batch(x, out)
         self.x, self.plan = x, plan
         if self.lift == "1d":
             return out.reshape((N, plan.F, plan.out_shape[1]))

@@ -58,7 +58,8 @@ __all__ = [
     "max_pool_forward", "policy", "relu_backward", "relu_forward", "run_chunks", "scale_shift_relu",
     "sgd_update", "sigmoid_backward", "sum_pool2d_backward_chunk", "sum_pool2d_chunk", "sum_pool_backward",
     "sum_pool_forward", "tanh_backward", "threads", "use_compiled", "use_compiled_lrn", "use_compiled_sgd",
-    "use_depthwise", "use_fused_conv", "depthwise_forward", "depthwise_backward", "use_nhwc", "use_winograd",
+    "use_depthwise", "use_fused_conv", "depthwise_forward", "depthwise_backward", "depthwise_batch_backward",
+    "depthwise_batch_forward", "use_nhwc", "use_winograd",
     "use_winograd_weight_grad", "winograd_chunks", "winograd_conv",
     "winograd_transposed_weights", "winograd_weight_grad", "winograd_weight_grad_part", "winograd_weights",
 ]
@@ -184,6 +185,34 @@ def depthwise_forward(x, w, kernel, stride, padding, dilation, out_shape, out=No
         return y.reshape(n, C, OH * OW)
     out.reshape(n, C, OH, OW)[...] = y
     return out
+
+
+def depthwise_batch_forward(x, w, kernel, stride, padding, dilation, out_shape, out, chunks):
+    """depthwise_forward of a whole batch (policy.use_depthwise_vectors; x (N, C, H, W) and out
+    (N, C, OH*OW) contiguous float32) as one compiled job over ``chunks`` (image ranges), spread
+    over the cores by threads.run_compiled: no Python, no GIL between the chunks."""
+    job = _vectors().forward_job(x, w, kernel, stride, padding, dilation, out_shape, out, chunks)
+    threads.run_compiled(job.fn, job.args, job.count)
+
+
+def depthwise_batch_backward(g, x, w, kernel, stride, padding, dilation, out_shape, gx, x_chunks, w_chunks):
+    """depthwise_backward of a whole batch as one compiled job: the input gradient into ``gx``
+    (N, C, H, W) over ``x_chunks`` where gx is given, and the weight gradient (C, KH, KW) float64,
+    one part per range of ``w_chunks`` added in their order, where w_chunks is not None (returned;
+    else None; x, the input, is needed only for it). g (N, C, OH*OW) and x contiguous float32."""
+    dw = _vectors()
+    parts = []
+    if gx is not None:
+        parts.append(dw.input_grad_job(g, w, gx.shape[2:], kernel, stride, padding, dilation, out_shape, gx, x_chunks))
+    wj = None
+    if w_chunks is not None:
+        wj = dw.weight_grad_job(g, x, kernel, stride, padding, dilation, out_shape, w_chunks)
+        parts.append(wj)
+    if not parts:
+        return None
+    job = parts[0] if len(parts) == 1 else dw.pair(*parts)
+    threads.run_compiled(job.fn, job.args, job.count)
+    return None if wj is None else wj.weight_grad()
 
 
 def _depthwise_padded(x, kernel, stride, padding, dilation):
@@ -389,6 +418,14 @@ def sum_pool_forward(x, kernel, stride, padding, out_shape):
         _, depth = _slices(x.shape[:3] + tuple(out_shape[1:]))
         out = _cpu().depth_sum(s2.reshape(depth), kernel[0], stride[0], padding[0], out_shape[0])
         return out.reshape(x.shape[:2] + tuple(out_shape))
+    if policy.use_compiled_2d(x, d) and _sum_pool_jobs(x, kernel, stride, padding):
+        x = np.ascontiguousarray(x)
+        N, C = x.shape[:2]
+        out = np.empty((N, C) + tuple(out_shape), x.dtype)
+        depthwise_batch_forward(x, np.ones((C, 1) + tuple(kernel), x.dtype), kernel, stride, padding, (1, 1),
+                                out_shape, out.reshape(N, C, math.prod(out_shape)),
+                                policy.batch_ranges(N, x.nbytes) or [(0, 0)])
+        return out
     if policy.use_compiled_2d(x, d):
         x = np.ascontiguousarray(x)
         return _into_batch(lambda n0, n1, part: sum_pool2d_chunk(x[n0:n1], kernel, stride, padding, out_shape, part),
@@ -403,6 +440,12 @@ def _into_batch(fn, shape, dtype, nbytes):
     out = np.empty(shape, dtype)
     run_chunks(lambda n0, n1: fn(n0, n1, out[n0:n1]), policy.batch_ranges(shape[0], nbytes) or [(0, 0)])
     return out
+
+
+def _sum_pool_jobs(a, kernel, stride, padding):
+    """2-D window sums as one compiled job over the batch (depthwise_batch_forward, _backward):
+    float32 with AVX-512, windows other than sum_pool2d_2x2's."""
+    return policy.use_depthwise_vectors(a) and not _sum_pool_2x2(kernel, stride, padding)
 
 
 def _sum_pool_2x2(kernel, stride, padding):
@@ -425,6 +468,14 @@ def sum_pool_backward(g, x_shape, kernel, stride, padding, out_shape):
         g2 = _cpu().depth_sum_adjoint(g3, kernel[0], stride[0], padding[0], D)
         return sum_pool_backward(g2.reshape(part), planes, kernel[1:], stride[1:], padding[1:],
                                  out_shape[1:]).reshape(x_shape)
+    if policy.use_compiled_2d(g, len(kernel)) and _sum_pool_jobs(g, kernel, stride, padding):
+        g = np.ascontiguousarray(g)
+        N, C = x_shape[:2]
+        dx = np.empty(x_shape, g.dtype)
+        ones = np.ones((C, 1) + tuple(kernel), g.dtype)
+        depthwise_batch_backward(g.reshape(N, C, math.prod(out_shape)), None, ones, kernel, stride, padding, (1, 1),
+                                 out_shape, dx, policy.batch_ranges(N, dx.nbytes) or [(0, 0)], None)
+        return dx
     if policy.use_compiled_2d(g, len(kernel)):
         g = np.ascontiguousarray(g)
         return _into_batch(lambda n0, n1, part: sum_pool2d_backward_chunk(g[n0:n1], x_shape[2:], kernel, stride,

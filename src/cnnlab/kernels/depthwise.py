@@ -34,10 +34,10 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import carray, njit, types
 from numba.extending import intrinsic
 
-from . import narrow
+from . import jobs, narrow
 from .igemm import (
     W,
     based,
@@ -620,60 +620,6 @@ def same_weight_grad(g, x, totals, offs, masks):
     narrow.sum_lanes(lanes, E, np.arange(K), totals)
 
 
-def _key(*geometry):
-    return tuple(tuple(int(v) for v in g) for g in geometry)
-
-
-def use_narrow(size, out_shape):
-    """Whether kernels/narrow.py can serve a layer (forward, input_grad and weight_grad_part try
-    use_same first): planes of at most NARROW_MAX_WIDTH columns, output rows of at most 16."""
-    return size[1] <= NARROW_MAX_WIDTH and narrow.use_narrow(size, out_shape)
-
-
-def forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):
-    """The layer's output (n, C, OH*OW) for x (n, C, H, W) and weights w (C, 1, KH, KW), float32,
-    no bias; written into ``out`` (contiguous) where given."""
-    x = np.ascontiguousarray(x)
-    n, C, H, W_ = x.shape
-    if out is None:
-        out = np.empty((n, C, out_shape[0] * out_shape[1]), np.float32)
-    if use_same((H, W_), kernel, stride, padding, dilation):
-        offs, masks, G = _same_plane(*_key((H, W_), kernel, padding, dilation), False)
-        same_correlate(x.reshape(n, C, H * W_), _taps(w, C), out, offs, masks, G)
-        return out
-    if use_narrow((H, W_), out_shape):
-        narrow.forward(x, _taps(w, C), out, *narrow.forward_tables(*_key((H, W_), kernel, stride, padding, dilation,
-                                                                         out_shape)))
-        return out
-    Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
-    correlate(x, _taps(w, C), out, n, C, H, W_, 1, stride[1], Wq, padding[0], padding[1], Hs, Ws, stride[0], 1, boff,
-              _ALL[boff.shape[0]], *out_shape)
-    return out
-
-
-def input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out=None):
-    """The input gradient (n, C, H, W) of forward for its output gradient g (n, C, OH*OW): by the
-    input's s0 x s1 phases (_back_plane), each a stride-1 correlation of g with the taps that reach
-    it at mirrored offsets; column phases interleaved on the way out. Written into ``out``
-    (contiguous) where given."""
-    g = np.ascontiguousarray(g)
-    n, C = g.shape[:2]
-    (H, W_), (OH, OW) = size, out_shape
-    gx = np.empty((n, C, H, W_), np.float32) if out is None else out
-    if use_same(size, kernel, stride, padding, dilation):
-        offs, masks, G = _same_plane(*_key(size, kernel, padding, dilation), True)
-        same_correlate(g.reshape(n, C, H * W_), _taps(w, C), gx.reshape(n, C, H * W_), offs, masks, G)
-        return gx
-    if use_narrow(size, out_shape):
-        tables = narrow.back_tables(*_key(size, kernel, stride, padding, dilation, out_shape))
-        narrow.input_grad(g.reshape(n, C, OH * OW), _taps(w, C), gx, *tables)
-        return gx
-    Hs, Ws, top, left, order, boff, kstart = _back_plane(*_key(size, kernel, stride, padding, dilation))
-    taps = np.ascontiguousarray(_taps(w, C)[:, order])
-    correlate(g, taps, gx, n, C, OH, OW, stride[0], 1, Ws, top, left, Hs, Ws, 1, stride[1], boff, kstart, H, W_)
-    return gx
-
-
 class _All(dict):
     """_ALL[K]: the kstart of one phase with all K taps, made once per K."""
 
@@ -685,22 +631,267 @@ class _All(dict):
 _ALL = _All()
 
 
+# ------------------------------------------------------------------ passes as compiled jobs
+# Each pass below is a job of kernels/jobs.py over chunks of the batch: chunk j, images
+# [chunks[j, 0], chunks[j, 1]), runs the loops above on those images' planes (arrays rebuilt from
+# the addresses in the job's arguments), so the thread pool's helpers run a whole layer without
+# Python or the GIL. Every job's arguments begin alike (_BASE slots): the chunk table, C, the
+# elements of a source plane and of an output plane, the source, taps and output addresses, K.
+_BASE = 8
+
+
+@njit(**_OPTS)
+def _images(a, i):
+    """(first image, image count) of chunk i of a job's chunk table."""
+    t = jobs.slot(a, 0)
+    n0 = jobs.slot(t, 2 * i)
+    return n0, jobs.slot(t, 2 * i + 1) - n0
+
+
+@njit(**_OPTS)
+def _planes(a, i):
+    """Chunk i's source planes (n, C, source plane), taps (C, K) and output planes (n, C, output
+    plane) of a job whose arguments begin with the _BASE slots."""
+    n0, n = _images(a, i)
+    C, P, L, K = jobs.slot(a, 1), jobs.slot(a, 2), jobs.slot(a, 3), jobs.slot(a, 7)
+    src = carray(jobs.f32(jobs.slot(a, 4) + n0 * C * P * 4), (n, C, P))
+    taps = carray(jobs.f32(jobs.slot(a, 5)), (C, K))
+    out = carray(jobs.f32(jobs.slot(a, 6) + n0 * C * L * 4), (n, C, L))
+    return src, taps, out
+
+
+@jobs.job
+def _same_job(a, i):
+    """same_correlate on chunk i (slots after _BASE: offsets, masks, mask groups, G)."""
+    src, taps, out = _planes(a, i)
+    K, groups, G = taps.shape[1], jobs.slot(a, 10), jobs.slot(a, 11)
+    offs = carray(jobs.i64(jobs.slot(a, 8)), (K,))
+    masks = carray(jobs.i16(jobs.slot(a, 9)), (groups, K, G))
+    same_correlate(src, taps, out, offs, masks, G)
+
+
+@jobs.job
+def _narrow_forward_job(a, i):
+    """narrow.forward on chunk i (slots after _BASE: H, W, idx, masks, geo, KW)."""
+    src, taps, out = _planes(a, i)
+    n, C, KW = src.shape[0], src.shape[1], jobs.slot(a, 13)
+    x = src.reshape((n, C, jobs.slot(a, 8), jobs.slot(a, 9)))
+    idx = carray(jobs.i32(jobs.slot(a, 10)), (KW, W))
+    masks = carray(jobs.i16(jobs.slot(a, 11)), (KW,))
+    narrow.forward(x, taps, out, idx, masks, carray(jobs.i64(jobs.slot(a, 12)), (9,)))
+
+
+@jobs.job
+def _narrow_input_grad_job(a, i):
+    """narrow.input_grad on chunk i (slots after _BASE: H, W, idx, masks, geo, phases, their
+    count, NV, KW)."""
+    g, taps, gx = _planes(a, i)
+    n, C = g.shape[0], g.shape[1]
+    NV, KW, P = jobs.slot(a, 15), jobs.slot(a, 16), jobs.slot(a, 14)
+    out = gx.reshape((n, C, jobs.slot(a, 8), jobs.slot(a, 9)))
+    idx = carray(jobs.i32(jobs.slot(a, 10)), (KW, NV, W))
+    masks = carray(jobs.i16(jobs.slot(a, 11)), (KW, NV))
+    geo = carray(jobs.i64(jobs.slot(a, 12)), (8,))
+    phases = carray(jobs.i64(jobs.slot(a, 13)), (P, 5))
+    narrow.input_grad(g, taps, out, idx, masks, geo, phases, NV)
+
+
+@jobs.job
+def _correlate_job(a, i):
+    """correlate on chunk i (slots after _BASE: H, W, up0, split, Wq, top, left, Hs, Ws, s0, Q,
+    boff, its length, kstart, its length, OH, OW)."""
+    src, taps, out = _planes(a, i)
+    s = [jobs.slot(a, _BASE + k) for k in range(17)]
+    boff = carray(jobs.i64(s[11]), (s[12],))
+    kstart = carray(jobs.i64(s[13]), (s[14],))
+    correlate(src, taps, out, src.shape[0], src.shape[1], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8],
+              s[9], s[10], boff, kstart, s[15], s[16])
+
+
+@njit(**_OPTS)
+def _grad_planes(a, i):
+    """Chunk i's output-gradient planes (n, C, output plane), input planes (n, C, input plane) and
+    float64 sums (C, K), the chunk's own, of a weight-gradient job: slots the chunk table, C, the
+    input plane's elements, the output plane's, g, x, the sums (chunks x C x K), K."""
+    n0, n = _images(a, i)
+    C, P, L, K = jobs.slot(a, 1), jobs.slot(a, 2), jobs.slot(a, 3), jobs.slot(a, 7)
+    g = carray(jobs.f32(jobs.slot(a, 4) + n0 * C * L * 4), (n, C, L))
+    x = carray(jobs.f32(jobs.slot(a, 5) + n0 * C * P * 4), (n, C, P))
+    totals = carray(jobs.f64(jobs.slot(a, 6) + i * C * K * 8), (C, K))
+    return g, x, totals
+
+
+@jobs.job
+def _same_grad_job(a, i):
+    """same_weight_grad on chunk i (slots after _BASE: offsets, masks, V, Kpad)."""
+    g, x, totals = _grad_planes(a, i)
+    V, Kpad = jobs.slot(a, 10), jobs.slot(a, 11)
+    offs = carray(jobs.i64(jobs.slot(a, 8)), (Kpad,))
+    masks = carray(jobs.i16(jobs.slot(a, 9)), (V, Kpad))
+    same_weight_grad(g, x, totals, offs, masks)
+
+
+@jobs.job
+def _narrow_grad_job(a, i):
+    """narrow.weight_grad on chunk i (slots after _BASE: H, W, idx, masks, kh, blocks, geo, slot)."""
+    g, x, totals = _grad_planes(a, i)
+    n, C, K, blocks = x.shape[0], x.shape[1], totals.shape[1], jobs.slot(a, 13)
+    xs = x.reshape((n, C, jobs.slot(a, 8), jobs.slot(a, 9)))
+    idx = carray(jobs.i32(jobs.slot(a, 10)), (blocks, narrow.TW, W))
+    masks = carray(jobs.i16(jobs.slot(a, 11)), (blocks, narrow.TW))
+    kh = carray(jobs.i64(jobs.slot(a, 12)), (blocks,))
+    geo = carray(jobs.i64(jobs.slot(a, 14)), (8,))
+    slots = carray(jobs.i64(jobs.slot(a, 15)), (K,))
+    narrow.weight_grad(g, xs, totals, idx, masks, kh, geo, slots, WSLICE)
+
+
+@jobs.job
+def _scratch_grad_job(a, i):
+    """weight_grad on chunk i (slots after _BASE: H, W, top, left, Hs, Ws, split, Wq, s0, boff,
+    OH, OW)."""
+    g, x, totals = _grad_planes(a, i)
+    s = [jobs.slot(a, _BASE + k) for k in range(12)]
+    boff = carray(jobs.i64(s[9]), (totals.shape[1],))
+    weight_grad(g, x, totals, x.shape[0], x.shape[1], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], boff,
+                s[10], s[11])
+
+
+class Job:
+    """A pass of a layer over a batch as a compiled job (kernels/jobs.py): ``fn`` the job's
+    address, ``args`` its int64 arguments, ``count`` its chunks; ``keep`` holds every array whose
+    address is in ``args`` until the job is done; ``sums`` a weight gradient's per-chunk float64
+    parts (chunks, C, KH, KW), added up in chunk order by ``weight_grad``."""
+
+    def __init__(self, fn, args, count, keep, sums=None):
+        self.fn, self.count, self.keep, self.sums = fn.address, count, keep, sums
+        self.args = np.array([v.ctypes.data if isinstance(v, np.ndarray) else int(v) for v in args], np.int64)
+
+    def run_here(self):
+        """Every chunk on the calling thread."""
+        jobs.run_alone(self.fn, self.args.ctypes.data, self.count)
+        return self
+
+    def weight_grad(self):
+        """The weight gradient: the chunks' float64 sums, added in chunk order (C, KH, KW)."""
+        total = self.sums[0]
+        for part in self.sums[1:]:
+            total = total + part
+        return total
+
+
+def pair(first, second):
+    """One job of ``first``'s chunks, then ``second``'s (an input gradient beside a weight
+    gradient)."""
+    return Job(jobs.pair, (first.fn, first.args, first.count, second.fn, second.args), first.count + second.count,
+               (first, second))
+
+
+def _table(chunks):
+    return np.array(chunks, np.int64).reshape(-1, 2)
+
+
+def _key(*geometry):
+    return tuple(tuple(int(v) for v in g) for g in geometry)
+
+
+def use_narrow(size, out_shape):
+    """Whether kernels/narrow.py can serve a layer (forward, input_grad and weight_grad_part try
+    use_same first): planes of at most NARROW_MAX_WIDTH columns, output rows of at most 16."""
+    return size[1] <= NARROW_MAX_WIDTH and narrow.use_narrow(size, out_shape)
+
+
+def forward_job(x, w, kernel, stride, padding, dilation, out_shape, out, chunks):
+    """The forward pass (forward) of x (N, C, H, W) into out (N, C, OH*OW), both float32 and
+    contiguous, as a Job over ``chunks`` (image ranges)."""
+    N, C, H, W_ = x.shape
+    L, taps, table = out_shape[0] * out_shape[1], _taps(w, C), _table(chunks)
+    base = [table, C, H * W_, L, x, taps, out]
+    if use_same((H, W_), kernel, stride, padding, dilation):
+        offs, masks, G = _same_plane(*_key((H, W_), kernel, padding, dilation), False)
+        return Job(_same_job, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table),
+                   (x, out, taps, table, offs, masks))
+    if use_narrow((H, W_), out_shape):
+        idx, masks, geo = narrow.forward_tables(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
+        return Job(_narrow_forward_job, base + [taps.shape[1], H, W_, idx, masks, geo, idx.shape[0]], len(table),
+                   (x, out, taps, table, idx, masks, geo))
+    Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
+    kstart = _ALL[boff.shape[0]]
+    return Job(_correlate_job, base + [taps.shape[1], H, W_, 1, stride[1], Wq, padding[0], padding[1], Hs, Ws,
+                                       stride[0], 1, boff, boff.shape[0], kstart, kstart.shape[0], *out_shape],
+               len(table), (x, out, taps, table, boff, kstart))
+
+
+def input_grad_job(g, w, size, kernel, stride, padding, dilation, out_shape, gx, chunks):
+    """The input gradient (input_grad) of g (N, C, OH*OW) into gx (N, C, H, W), both float32 and
+    contiguous, as a Job over ``chunks``."""
+    N, C = g.shape[:2]
+    (H, W_), (OH, OW) = size, out_shape
+    taps, table = _taps(w, C), _table(chunks)
+    base = [table, C, OH * OW, H * W_, g, taps, gx]
+    if use_same(size, kernel, stride, padding, dilation):
+        offs, masks, G = _same_plane(*_key(size, kernel, padding, dilation), True)
+        return Job(_same_job, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table),
+                   (g, gx, taps, table, offs, masks))
+    if use_narrow(size, out_shape):
+        idx, masks, geo, phases, NV = narrow.back_tables(*_key(size, kernel, stride, padding, dilation, out_shape))
+        return Job(_narrow_input_grad_job, base + [taps.shape[1], H, W_, idx, masks, geo, phases, phases.shape[0], NV,
+                                                   idx.shape[0]],
+                   len(table), (g, gx, taps, table, idx, masks, geo, phases))
+    Hs, Ws, top, left, order, boff, kstart = _back_plane(*_key(size, kernel, stride, padding, dilation))
+    taps = np.ascontiguousarray(taps[:, order])
+    base[5] = taps
+    return Job(_correlate_job, base + [taps.shape[1], OH, OW, stride[0], 1, Ws, top, left, Hs, Ws, 1, stride[1],
+                                       boff, boff.shape[0], kstart, kstart.shape[0], H, W_],
+               len(table), (g, gx, taps, table, boff, kstart))
+
+
+def weight_grad_job(g, x, kernel, stride, padding, dilation, out_shape, chunks):
+    """The weight gradient (weight_grad_part) of g (N, C, OH*OW) and x (N, C, H, W), float32,
+    contiguous, as a Job over ``chunks``: each chunk's float64 sums its own (Job.weight_grad adds
+    them up)."""
+    N, C, H, W_ = x.shape
+    K, L, table = math.prod(kernel), out_shape[0] * out_shape[1], _table(chunks)
+    sums = np.zeros((len(table), C) + tuple(kernel))
+    base = [table, C, H * W_, L, g, x, sums, K]
+    if use_same((H, W_), kernel, stride, padding, dilation, weight_grad=True):
+        offs, masks = _same_grad_plane(*_key((H, W_), kernel, padding, dilation))
+        return Job(_same_grad_job, base + [offs, masks, masks.shape[0], masks.shape[1]], len(table),
+                   (g, x, table, offs, masks), sums)
+    if use_narrow((H, W_), out_shape):
+        idx, masks, kh, geo, slots = narrow.grad_tables(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
+        return Job(_narrow_grad_job, base + [H, W_, idx, masks, kh, kh.shape[0], geo, slots], len(table),
+                   (g, x, table, idx, masks, kh, geo, slots), sums)
+    Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
+    return Job(_scratch_grad_job, base + [H, W_, padding[0], padding[1], Hs, Ws, stride[1], Wq, stride[0], boff,
+                                          *out_shape],
+               len(table), (g, x, table, boff), sums)
+
+
+def forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):
+    """The layer's output (n, C, OH*OW) for x (n, C, H, W) and weights w (C, 1, KH, KW), float32,
+    no bias; written into ``out`` (contiguous) where given."""
+    x = np.ascontiguousarray(x)
+    n = x.shape[0]
+    if out is None:
+        out = np.empty((n, x.shape[1], out_shape[0] * out_shape[1]), np.float32)
+    forward_job(x, w, kernel, stride, padding, dilation, out_shape, out, [(0, n)]).run_here()
+    return out
+
+
+def input_grad(g, w, size, kernel, stride, padding, dilation, out_shape, out=None):
+    """The input gradient (n, C, H, W) of forward for its output gradient g (n, C, OH*OW): by the
+    input's s0 x s1 phases (_back_plane), each a stride-1 correlation of g with the taps that reach
+    it at mirrored offsets; column phases interleaved on the way out. Written into ``out``
+    (contiguous) where given."""
+    g = np.ascontiguousarray(g)
+    n, C = g.shape[:2]
+    gx = np.empty((n, C) + tuple(size), np.float32) if out is None else out
+    input_grad_job(g, w, size, kernel, stride, padding, dilation, out_shape, gx, [(0, n)]).run_here()
+    return gx
+
+
 def weight_grad_part(g, x, kernel, stride, padding, dilation, out_shape):
     """The weight gradient (C, KH, KW), float64, of forward over the images of x (n, C, H, W) for
     the output gradient g (n, C, OH*OW)."""
     g, x = np.ascontiguousarray(g), np.ascontiguousarray(x)
-    n, C, H, W_ = x.shape
-    if use_same((H, W_), kernel, stride, padding, dilation, weight_grad=True):
-        offs, masks = _same_grad_plane(*_key((H, W_), kernel, padding, dilation))
-        totals = np.zeros((C, math.prod(kernel)))
-        same_weight_grad(g.reshape(n, C, H * W_), x.reshape(n, C, H * W_), totals, offs, masks)
-        return totals.reshape(C, *kernel)
-    if use_narrow((H, W_), out_shape):
-        totals = np.zeros((C, math.prod(kernel)))
-        tables = narrow.grad_tables(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
-        narrow.weight_grad(g.reshape(n, C, math.prod(out_shape)), x, totals, *tables, WSLICE)
-        return totals.reshape(C, *kernel)
-    Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
-    totals = np.zeros((C, boff.shape[0]))
-    weight_grad(g, x, totals, n, C, H, W_, padding[0], padding[1], Hs, Ws, stride[1], Wq, stride[0], boff, *out_shape)
-    return totals.reshape(C, *kernel)
+    return weight_grad_job(g, x, kernel, stride, padding, dilation, out_shape, [(0, x.shape[0])]).run_here().sums[0]

@@ -1,8 +1,9 @@
-"""Waiting on a shared counter without the GIL and without sleeping: the thread pool's helpers
-(kernels/threads.py) spin here for a short while after each call, so the next call finds them
-awake. A sleeping helper is woken through the kernel, and on a virtual machine an idle core can
-take 0.1-1 ms to come back; the convolutions' chunks last 0.05-0.3 ms (benchmarks/README.md,
-"Helpers that spin before they sleep")."""
+"""Waiting on a shared counter without the GIL and without sleeping: the thread pool's caller
+spins here for its helpers (kernels/threads.py), and the helpers spin for a short while after
+each call (kernels/jobs.py's serve), so the next call finds them awake. A sleeping helper is
+woken through the kernel, and on a virtual machine an idle core can take 0.1-1 ms to come back;
+the convolutions' chunks last 0.05-0.3 ms (benchmarks/README.md, "Helpers that spin before they
+sleep")."""
 
 from __future__ import annotations
 
@@ -46,30 +47,6 @@ def _spin(typingctx, addr, old, limit):
     """Load the int64 at ``addr`` (atomically, acquire) until it differs from ``old`` or ``limit``
     turns have passed; the last value loaded."""
     return types.int64(types.int64, types.int64, types.int64), _codegen
-
-
-def _leave_codegen(context, builder, signature, args):
-    (addr,) = args
-    i64 = ir.IntType(64)
-    ptr = builder.inttoptr(addr, i64.as_pointer())
-    return builder.atomic_rmw("sub", ptr, ir.Constant(i64, 1), "seq_cst")
-
-
-@intrinsic
-def _decrement(typingctx, addr):
-    """Atomically subtract 1 from the int64 at ``addr``; the value before."""
-    return types.int64(types.int64), _leave_codegen
-
-
-@njit(nogil=True, cache=True)
-def leave_and_wait(counter, addr, old, turns):
-    """Subtract 1 from the int64 at address ``counter`` (atomically, without the GIL: a thread
-    that waits for it to reach 0 can take the GIL at once), then wait_while(addr, old, turns)
-    where ``turns`` > 0."""
-    _decrement(counter)
-    if turns <= 0:
-        return old
-    return _spin(addr, old, turns)
 
 
 @njit(nogil=True, cache=True)

@@ -103,7 +103,7 @@ class _Job:
     def help(self, defer=False):
         """A helper's turn: join unless the caller has closed the job, work, leave. With ``defer``
         (a helper that spins for its next job) it may stay counted in ``active`` after its work:
-        then it returns True, and leaves by kernels/spin.py's leave_and_wait, without the GIL,
+        then it returns True, and leaves by kernels/jobs.py's serve, without the GIL,
         so that the caller waiting for it takes the GIL at once rather than sleeping until the
         helper's last Python lines are done (20-40 us to wake on this VM, per call)."""
         with self.lock:
@@ -150,18 +150,23 @@ class _Job:
 
 
 class _Pool:
-    """WORKERS - 1 helper threads that wait for jobs: spinning (kernels/spin.py, no GIL) for
-    policy.SPIN_SECONDS after each job, so that the calls of a training step, back to back, find
-    them awake, then sleeping on a condition. Nothing is lost if a helper never comes: the caller
-    takes every chunk left. Where policy.pin_plan allows, each helper is bound to a CPU of its own,
-    and the caller to the rest while a job runs."""
+    """WORKERS - 1 helper threads that wait for jobs: spinning (kernels/jobs.py's serve, no GIL)
+    for policy.SPIN_SECONDS after each job, so that the calls of a training step, back to back,
+    find them awake, then sleeping on a condition. A job is Python chunks (run_chunks) or compiled
+    ones (run_compiled, which a spinning helper runs without leaving compiled code). Nothing is
+    lost if a helper never comes: the caller takes every chunk left. Where policy.pin_plan allows,
+    each helper is bound to a CPU of its own, and the caller to the rest while a job runs."""
 
     def __init__(self, helpers):
-        from .spin import turns_for  # noqa: PLC0415 - numba, compiled once
+        from . import jobs  # noqa: PLC0415 - numba, compiled once
+        from .spin import turns_for  # noqa: PLC0415
 
-        self.signal = np.zeros(1, np.int64)  # bumped once per job; the helpers watch it
+        self.jobs = jobs
+        self.desc = np.zeros(jobs.SLOTS, np.int64)  # the posted job (kernels/jobs.py); the helpers watch its signal
+        self.desc[jobs.STATE] = jobs.CLOSED
         self.cond = threading.Condition()
-        self.job = None
+        self.job = None  # the posted Python job (None while a compiled one is posted)
+        self.sleepers = 0  # helpers asleep on cond (read without the lock: a late look misses one job)
         self.stopping = False
         self.busy = threading.Lock()  # one job at a time: a nested or concurrent call runs inline
         spins = policy.spin_allowed(helpers + 1)
@@ -175,51 +180,68 @@ class _Pool:
             t.start()
 
     def _helper(self, cpu=None):
-        from .spin import leave_and_wait, wait_while  # noqa: PLC0415
-
+        jobs, desc = self.jobs, self.desc
         if cpu is not None:  # policy.pin_plan: this helper's own CPU
             _set_mask({cpu})
         seen, apart = 0, True
-        addr = self.signal.ctypes.data
-        counted = None  # the active counter of the last job, where this helper has yet to leave it
+        addr = desc.ctypes.data
+        counted = None  # the active counter of the last Python job, where this helper has yet to leave it
         while True:
-            # leave the last job, and spin until the next is posted or the time is up, then (below)
-            # sleep; not on the caller's CPU, where spinning only takes its time
-            if counted is not None:
-                leave_and_wait(counted.ctypes.data, addr, seen, self.spin_turns if apart else 0)
+            # leave the last job, and spin until a Python job is posted or the time is up (running
+            # the compiled jobs posted meanwhile), then (below) sleep; not on the caller's CPU,
+            # where spinning only takes its time
+            turns = self.spin_turns if apart else 0
+            if counted is not None or turns:
+                seen = jobs.serve(addr, seen, turns, 0 if counted is None else counted.ctypes.data)
                 counted = None
-            elif self.spin_turns and apart:
-                wait_while(addr, seen, self.spin_turns)
             with self.cond:
-                while self.signal[0] == seen and not self.stopping:
+                while desc[jobs.SIGNAL] == seen and not self.stopping:
+                    self.sleepers += 1
                     self.cond.wait()
+                    self.sleepers -= 1
                 if self.stopping:
                     return
-                seen, job = int(self.signal[0]), self.job
-            if job is not None:
-                if job.help(defer=self.spin_turns > 0):
-                    counted = job.active  # its array, kept until left
-                apart = job.cpu < 0 or current_cpu() != job.cpu
+                seen, job = int(desc[jobs.SIGNAL]), self.job
+            if job is None:  # a compiled job (this helper slept through its start), or a Python one over
+                jobs.join(addr)
+                continue
+            if job.help(defer=self.spin_turns > 0):
+                counted = job.active  # its array, kept until left
+            apart = job.cpu < 0 or current_cpu() != job.cpu
             job = None  # not kept while waiting: its chunks' arrays (the layer's input, gradients) are freed
 
     def run(self, fn, chunks):
+        return self._pinned(self._run, fn, chunks)
+
+    def run_compiled(self, fn, args, count):
+        self._pinned(self._run_compiled, fn, args, count)
+
+    def _pinned(self, run, *job):
         # the caller on the CPUs no helper is bound to, for this job only (policy.PIN_THREADS); a
         # thread or process started inside a chunk would inherit that binding
         before = _mask_to_leave(self.home) if self.home is not None else None
         try:  # an interrupt as or after the binding is made still gives the mask back
             if before is not None:
                 _set_mask(self.home)
-            return self._run(fn, chunks)
+            return run(*job)
         finally:
             if before is not None:
                 _set_mask(before)
+
+    def _run_compiled(self, fn, args, count):
+        addr = self.desc.ctypes.data
+        self.jobs.post(addr, fn, args.ctypes.data, count)
+        if self.sleepers:
+            with self.cond:
+                self.cond.notify_all()
+        self.jobs.finish(addr, self.wait_turns)
 
     def _run(self, fn, chunks):
         job = _Job(fn, chunks)
         try:
             with self.cond:
                 self.job = job
-                self.signal[0] += 1
+                self.jobs.post(self.desc.ctypes.data, 0, 0, 0)
                 self.cond.notify_all()
             job.work()
         finally:  # Ctrl-C included: no helper joins after this, and the job's arrays are let go
@@ -232,7 +254,7 @@ class _Pool:
     def stop(self):
         with self.cond:
             self.stopping = True
-            self.signal[0] += 1
+            self.jobs.post(self.desc.ctypes.data, 0, 0, 0)
             self.cond.notify_all()
 
 
@@ -318,6 +340,25 @@ def run_chunks(fn, chunks, on_cpu=True):
             raise job.failed[0]
         raise _as_interrupt(job.failed[0]) from None
     return job.results
+
+
+def run_compiled(fn, args, count):
+    """Chunks 0 .. ``count`` - 1 of a compiled job (kernels/jobs.py: ``fn`` the address of a
+    ``@jobs.job`` function, ``args`` its int64 argument array, kept alive by the caller), spread
+    over the CPU cores as run_chunks spreads Python ones, with no Python between a helper's chunks
+    and no GIL taken by the helpers. Chunks must write disjoint results."""
+    configure_blas()
+    from . import jobs  # noqa: PLC0415
+
+    pool = _pool() if policy.use_threads(range(count)) else None
+    held = pool is not None and pool.busy.acquire(blocking=False)
+    if not held:
+        jobs.run_alone(fn, args.ctypes.data, count)
+        return
+    try:
+        pool.run_compiled(fn, args, count)
+    finally:
+        pool.busy.release()
 
 
 def _as_interrupt(e):

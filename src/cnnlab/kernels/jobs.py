@@ -1,0 +1,237 @@
+"""Jobs whose chunks are compiled functions: the thread pool's helpers (kernels/threads.py) take
+their chunks without ever holding the GIL.
+
+A job of Python chunks costs 30-45 us on this machine beyond its work, whatever the work: the
+helper that sees it posted must take the GIL (asleep on it while the caller still runs Python:
+5-30 us to wake on this VM), run the pool's Python and the chunk's own before its compiled loop
+starts, and the caller waits for the GIL again after its own share (benchmarks/README.md,
+"Twelfth session of issue 22"). Layers of a few tenths of a millisecond (a depthwise layer on 7x7
+maps) lost a quarter of their time to it. Here a chunk is a compiled function ``job(args, i)``
+(a numba cfunc, ``@jobs.job``): ``args`` the address of an int64 array of the job's arguments (the
+addresses of its arrays, its sizes), ``i`` the chunk. The pool's descriptor (an int64 array, slots
+below) says which function, which arguments and how many chunks; a helper spinning in ``serve``
+sees the signal change, joins the job unless the caller has closed it, and takes chunks by an
+atomic counter until none are left, all in compiled code: 2-3 us per job beyond the work.
+
+Every chunk runs once, on whichever thread takes it; chunks write disjoint parts of their results
+(a sum over chunks is written per chunk and added up in chunk order by the caller), so results do
+not depend on who ran what.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from llvmlite import ir
+from numba import cfunc, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# the descriptor's slots: the job's sequence number (bumped once per job, Python jobs included),
+# its function (0: a Python job, kernels/threads.py's _Job), arguments' address, chunk count, the
+# next chunk to take, and its state: helpers at work on it, plus CLOSED once no one may join
+SIGNAL, FUNCTION, ARGS, COUNT, NEXT, STATE = range(6)
+SLOTS = 8
+CLOSED = 1 << 40
+
+SIGNATURE = types.void(types.int64, types.int64)
+_I64 = ir.IntType(64)
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def job(fn):
+    """Decorator: ``fn(args, i)`` (args: the int64 address of the job's argument array; i: the
+    chunk) compiled as a C function the pool calls by its address (``.address``)."""
+    return cfunc(SIGNATURE, cache=True, boundscheck=False)(fn)
+
+
+def _pointer(builder, addr, ty=_I64):
+    return builder.inttoptr(addr, ty.as_pointer())
+
+
+@intrinsic
+def slot(typingctx, addr, i):
+    """The int64 at ``addr`` + 8 ``i`` (an argument of a job)."""
+    def codegen(context, builder, sig, args):
+        return builder.load(builder.gep(_pointer(builder, args[0]), [args[1]]))
+    return types.int64(types.int64, types.int64), codegen
+
+
+def _pointer_to(numba_type, llvm_type):
+    @intrinsic
+    def cast(typingctx, addr):
+        def codegen(context, builder, sig, args):
+            return _pointer(builder, args[0], llvm_type)
+        return types.CPointer(numba_type)(types.int64), codegen
+    return cast
+
+
+# typed pointers from addresses, for numba.carray(pointer, shape): a job's arrays
+f32 = _pointer_to(types.float32, ir.FloatType())
+f64 = _pointer_to(types.float64, ir.DoubleType())
+i16 = _pointer_to(types.int16, ir.IntType(16))
+i32 = _pointer_to(types.int32, ir.IntType(32))
+i64 = _pointer_to(types.int64, _I64)
+
+
+@intrinsic
+def _load(typingctx, addr):
+    """The int64 at ``addr``, loaded atomically (acquire)."""
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_pointer(builder, args[0]), "acquire", 8)
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def _store(typingctx, addr, value):
+    """Store ``value`` at ``addr`` atomically (release)."""
+    def codegen(context, builder, sig, args):
+        builder.store_atomic(args[1], _pointer(builder, args[0]), "release", 8)
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _add(typingctx, addr, value):
+    """Atomically add ``value`` to the int64 at ``addr``; the value before."""
+    def codegen(context, builder, sig, args):
+        return builder.atomic_rmw("add", _pointer(builder, args[0]), args[1], "seq_cst")
+    return types.int64(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _swap_if(typingctx, addr, old, new):
+    """Atomically replace the int64 at ``addr`` by ``new`` where it is ``old``; whether it was."""
+    def codegen(context, builder, sig, args):
+        pair = builder.cmpxchg(_pointer(builder, args[0]), args[1], args[2], "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+    return types.boolean(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _call(typingctx, fn, args, i):
+    """Call the C function at address ``fn`` with (args, i)."""
+    def codegen(context, builder, sig, a):
+        target = _pointer(builder, a[0], ir.FunctionType(ir.VoidType(), [_I64, _I64]))
+        builder.call(target, [a[1], a[2]])
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """The spin-wait hint (x86's pause); nothing elsewhere."""
+    def codegen(context, builder, sig, args):
+        if _X86:
+            builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                        "llvm.x86.sse2.pause"), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def _yield(typingctx):
+    """sched_yield: let another thread on this CPU run (the helper a waiting caller shares it with)."""
+    def codegen(context, builder, sig, args):
+        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
+                                                    "sched_yield"), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+_OPTS = dict(nogil=True, cache=True)
+
+
+@njit(**_OPTS)
+def _work(d):
+    """Take the posted job's chunks, one at a time, until none is left."""
+    fn, args, count = _load(d + 8 * FUNCTION), _load(d + 8 * ARGS), _load(d + 8 * COUNT)
+    while True:
+        i = _add(d + 8 * NEXT, 1)
+        if i >= count:
+            return
+        _call(fn, args, i)
+
+
+@njit(**_OPTS)
+def join(d):
+    """A helper's share of the compiled job posted at descriptor ``d``, unless it is closed."""
+    while True:
+        s = _load(d + 8 * STATE)
+        if s & CLOSED:
+            return
+        if _swap_if(d + 8 * STATE, s, s + 1):
+            break
+    _work(d)
+    _add(d + 8 * STATE, -1)
+
+
+@njit(**_OPTS)
+def serve(d, seen, turns, counter):
+    """A helper between jobs, without the GIL: first leave a Python job (subtract 1 from the int64
+    at ``counter``, where it is not 0), then spin on the signal; run every compiled job posted
+    meanwhile (spinning afresh after each); return the last signal seen before a Python job is
+    posted, or once ``turns`` turns pass with no job."""
+    if counter:
+        _add(counter, -1)
+    t = 0
+    while True:
+        v = _load(d + 8 * SIGNAL)
+        if v == seen:
+            t += 1
+            if t >= turns:
+                return seen
+            _pause()
+            continue
+        if _load(d + 8 * FUNCTION) == 0:
+            return seen  # not v: the caller's Python sees the signal past it and takes the job
+        seen = v
+        join(d)
+        t = 0
+
+
+@njit(**_OPTS)
+def post(d, fn, args, count):
+    """Post a job at descriptor ``d``: compiled (``fn`` a job's address, ``count`` chunks of
+    ``args``) or, with ``fn`` 0, a Python one (kernels/threads.py's _Job); the signal last."""
+    _store(d + 8 * FUNCTION, fn)
+    if fn:
+        _store(d + 8 * ARGS, args)
+        _store(d + 8 * COUNT, count)
+        _store(d + 8 * NEXT, 0)
+        _store(d + 8 * STATE, 0)  # open: helpers may join from here
+    _add(d + 8 * SIGNAL, 1)
+
+
+@njit(**_OPTS)
+def finish(d, turns):
+    """The caller's share of the compiled job it posted, then close it and wait for the helpers
+    at work on it: spinning ``turns`` turns, then yielding the CPU between looks (a helper that
+    shares the caller's CPU gets it)."""
+    _work(d)
+    _add(d + 8 * STATE, CLOSED)
+    t = 0
+    while _load(d + 8 * STATE) != CLOSED:
+        t += 1
+        if t < turns:
+            _pause()
+        else:
+            _yield()
+
+
+@njit(**_OPTS)
+def run_alone(fn, args, count):
+    """Every chunk of a compiled job on the calling thread, in order."""
+    for i in range(count):
+        _call(fn, args, i)
+
+
+@job
+def pair(a, i):
+    """Two jobs as one (slots: first's function, arguments and chunk count, second's function and
+    arguments): its chunks the first's, then the second's."""
+    first = slot(a, 2)
+    if i < first:
+        _call(slot(a, 0), slot(a, 1), i)
+    else:
+        _call(slot(a, 3), slot(a, 4), i - first)

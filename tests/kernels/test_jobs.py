@@ -1,0 +1,141 @@
+"""Compiled jobs (kernels/jobs.py) on the thread pool (kernels/threads.py's run_compiled): every
+chunk run once, helpers taking chunks without the GIL, Python and compiled jobs interleaved, nested
+calls inline; the depthwise passes built on them give the bits of their one-chunk runs."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from numba import carray
+
+from cnnlab import kernels
+from cnnlab.kernels import jobs, threads
+
+
+@jobs.job
+def _count(a, i):
+    """hits[i] += 1 (slots: hits address, size)."""
+    hits = carray(jobs.i64(jobs.slot(a, 0)), (jobs.slot(a, 1),))
+    hits[i] += 1
+
+
+@jobs.job
+def _meet(a, i):
+    """Chunk 0 waits (up to a bound) for chunk 1 to start; seen[0] = whether it did (slots: seen
+    address, flag address). Only two threads at once can meet."""
+    seen = carray(jobs.i64(jobs.slot(a, 0)), (1,))
+    flag = jobs.slot(a, 1)
+    if i == 1:
+        jobs._store(flag, 1)
+        return
+    for _ in range(2_000_000_000):
+        if jobs._load(flag):
+            seen[0] = 1
+            return
+        jobs._pause()
+
+
+def _run_count(count):
+    hits = np.zeros(max(count, 1), np.int64)
+    args = np.array([hits.ctypes.data, hits.shape[0]], np.int64)
+    threads.run_compiled(_count.address, args, count)
+    return hits[:count]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("count", [0, 1, 2, 7, 300])
+def test_every_chunk_runs_once(pool_of, workers, count):
+    pool_of(workers)
+    for _ in range(20):
+        assert (_run_count(count) == 1).all()
+
+
+def test_a_helper_runs_a_chunk_beside_the_caller(pool_of):
+    """Chunk 0 spins until chunk 1 has started: it can only see that if another thread took
+    chunk 1 while the caller ran chunk 0 (a helper asleep is woken for it)."""
+    pool_of(2)
+    for _ in range(5):
+        seen, flag = np.zeros(1, np.int64), np.zeros(1, np.int64)
+        threads.run_compiled(_meet.address, np.array([seen.ctypes.data, flag.ctypes.data], np.int64), 2)
+        assert seen[0] == 1 and flag[0] == 1
+
+
+def test_python_and_compiled_jobs_interleave(pool_of):
+    """A helper that runs compiled jobs inside its spin still takes the Python jobs posted between
+    them, and the other way round: every result whole, both kinds helped."""
+    pool_of(2)
+    names = set()
+
+    def fn(n0, n1):
+        time.sleep(0.0005)  # the GIL let go, so that a helper can take the next chunk
+        names.add(threading.current_thread().name)
+        return n0
+
+    for k in range(300):
+        assert (_run_count(2 + k % 5) == 1).all()
+        assert threads.run_chunks(fn, [(i, i + 1) for i in range(4)]) == list(range(4))
+    assert len(names) >= 2
+
+
+def test_a_compiled_job_inside_a_chunk_runs_on_its_thread(pool_of):
+    pool_of(2)
+
+    def fn(n0, n1):
+        return _run_count(5).tolist()
+
+    assert threads.run_chunks(fn, [(0, 1), (1, 2)]) == [[1] * 5, [1] * 5]
+
+
+def test_the_pair_of_two_jobs_runs_both(pool_of):
+    pool_of(2)
+    a, b = np.zeros(3, np.int64), np.zeros(4, np.int64)
+    first, second = (np.array([h.ctypes.data, h.shape[0]], np.int64) for h in (a, b))
+    args = np.array([_count.address, first.ctypes.data, 3, _count.address, second.ctypes.data], np.int64)
+    threads.run_compiled(jobs.pair.address, args, 7)
+    assert (a == 1).all() and (b == 1).all()
+
+
+def _depthwise_layers():
+    # (x shape, kernel, stride, padding, dilation): the three kernels of kernels/depthwise.py
+    # (in place "same", narrow, scratch planes) for the forward pass and each gradient
+    return [((6, 5, 7, 7), (3, 3), (1, 1), (1, 1), (1, 1)),
+            ((5, 4, 12, 12), (3, 3), (2, 2), (1, 1), (1, 1)),
+            ((4, 3, 30, 26), (5, 3), (2, 1), (2, 1), (1, 2)),
+            ((7, 2, 23, 23), (3, 3), (1, 1), (1, 1), (1, 1))]
+
+
+@pytest.mark.skipif(not kernels.policy.use_depthwise_vectors(np.zeros(1, np.float32)), reason="needs AVX-512")
+@pytest.mark.parametrize("layer", _depthwise_layers())
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_depthwise_batch_jobs_give_the_bits_of_one_chunk(pool_of, layer, workers):
+    """The whole-batch depthwise jobs over any chunking: the output and input gradient of the
+    one-chunk kernels bit for bit, and the weight gradient of the chunks' own parts added in chunk
+    order."""
+    from cnnlab.functional.conv import conv_output_shape
+    from cnnlab.kernels import depthwise
+
+    pool_of(workers)
+    shape, kernel, stride, padding, dilation = layer
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    N, C = shape[:2]
+    w = rng.standard_normal((C, 1) + kernel).astype(np.float32)
+    out_shape = conv_output_shape(shape[2:], kernel, stride, padding, dilation)
+    geom = (kernel, stride, padding, dilation, out_shape)
+    g = rng.standard_normal((N, C, out_shape[0] * out_shape[1])).astype(np.float32)
+    y1 = depthwise.forward(x, w, *geom)
+    gx1 = depthwise.input_grad(g, w, shape[2:], *geom)
+    for chunks in ([(0, N)], [(0, 2), (2, N)], [(i, i + 1) for i in range(N)], [(0, 3), (3, 3), (3, N)]):
+        y = np.full_like(y1, np.nan)
+        kernels.depthwise_batch_forward(x, w, *geom, y, chunks)
+        assert np.array_equal(y, y1)
+        gx = np.full_like(x, np.nan)
+        gw = kernels.depthwise_batch_backward(g, x, w, *geom, gx, chunks, chunks)
+        assert np.array_equal(gx, gx1)
+        parts = [depthwise.weight_grad_part(g[a:b], x[a:b], *geom) for a, b in chunks]
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p
+        assert np.array_equal(gw, total)
+        assert kernels.depthwise_batch_backward(g, x, w, *geom, None, chunks, None) is None
