@@ -139,3 +139,26 @@ def test_depthwise_batch_jobs_give_the_bits_of_one_chunk(pool_of, layer, workers
             total = total + p
         assert np.array_equal(gw, total)
         assert kernels.depthwise_batch_backward(g, x, w, *geom, None, chunks, None) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geom", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 2), (2, 1), (0, 0))])
+def test_max_pooling_as_a_job_gives_the_bits_of_one_chunk(pool_of, monkeypatch, dtype, geom):
+    """2-D max pooling split into chunks (a compiled job): the one-chunk output, arg-max routing
+    and input gradient, ties included (repeated values)."""
+    from cnnlab.functional.conv import conv_output_shape
+
+    pool_of(2)
+    kernel, stride, padding = geom
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, (7, 3, 11, 10)).astype(dtype)  # ties: the first maximum wins
+    out_shape = conv_output_shape(x.shape[2:], kernel, stride, padding, (1, 1))
+    g = rng.standard_normal((7, 3) + tuple(out_shape)).astype(dtype)
+    whole, r1 = kernels.max_pool_forward(x, kernel, stride, padding, out_shape)
+    dx1 = kernels.max_pool_backward(g, r1, x.shape, kernel, stride, padding, out_shape)
+    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_BYTES", 0)
+    assert len(kernels.policy.batch_ranges(7, x.nbytes)) == 4
+    split, r2 = kernels.max_pool_forward(x, kernel, stride, padding, out_shape)
+    dx2 = kernels.max_pool_backward(g, r2, x.shape, kernel, stride, padding, out_shape)
+    assert np.array_equal(split, whole) and np.array_equal(dx2, dx1)
+    assert np.array_equal(r2[1], r1[1])

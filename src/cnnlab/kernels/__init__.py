@@ -376,10 +376,26 @@ def _max_pool2d(x, kernel, stride, padding, out_shape):
     fast = tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and not any(padding)
     work = x.nbytes if fast else (MAX_POOL_BYTES_PER_COMPARE * x.shape[0] * x.shape[1] * math.prod(out_shape)
                                   * math.prod(kernel))
-    out, arg = threads.over_batch(
-        lambda n0, n1: cpu.max_pool2d_forward(x[n0:n1], *kernel, *stride, *padding, *out_shape),
-        x.shape[0], max(x.nbytes, work))
+    (N, C, H, W), (OH, OW) = x.shape, out_shape
+    chunks = policy.batch_ranges(N, max(x.nbytes, work))
+    if len(chunks) < 2:  # on this thread, no job: its set-up cost a pooling of 12 us 20%
+        out, arg = cpu.max_pool2d_forward(x, *kernel, *stride, *padding, *out_shape)
+        return out, ("cpu", arg)
+    out = np.empty((N, C, OH, OW), x.dtype)
+    arg = np.empty((N, C, OH, OW), np.int32)
+    table = _chunk_table(chunks)
+    from .jobs import address as at  # noqa: PLC0415 - compiled with cpu
+
+    args = np.array([at(table), C, H, W, OH, OW, at(x), at(out), at(arg), *kernel, *stride, *padding], np.int64)
+    job = cpu.max_pool_forward_job32 if x.dtype == np.float32 else cpu.max_pool_forward_job64
+    threads.run_compiled(job.address, args, table.shape[0])
     return out, ("cpu", arg)
+
+
+def _chunk_table(chunks):
+    """(count, 2) int64 image ranges of a compiled job (kernels/jobs.py); one empty range for an
+    empty batch."""
+    return np.array(chunks or [(0, 0)], np.int64).reshape(-1, 2)
 
 
 def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
@@ -395,10 +411,20 @@ def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
         g2 = _cpu().depth_route(np.ascontiguousarray(g).reshape(pick.shape), pick, D)
         return max_pool_backward(g2.reshape(part), routing2, planes, kernel[1:], stride[1:], padding[1:],
                                  out_shape[1:]).reshape(x_shape)
-    if kind == "cpu":
+    if kind == "cpu":  # a compiled job over the batch's chunks (_max_pool2d)
         g, cpu = np.ascontiguousarray(g), _cpu()
-        return threads.over_batch(lambda n0, n1: cpu.max_pool2d_backward(g[n0:n1], arg[n0:n1], *x_shape[2:]),
-                                  g.shape[0], math.prod(x_shape) * g.itemsize)
+        (N, C, H, W), (OH, OW) = x_shape, g.shape[2:]
+        chunks = policy.batch_ranges(N, math.prod(x_shape) * g.itemsize)
+        if len(chunks) < 2:
+            return cpu.max_pool2d_backward(g, arg, H, W)
+        dx = np.empty(x_shape, g.dtype)
+        table = _chunk_table(chunks)
+        from .jobs import address as at  # noqa: PLC0415 - compiled with cpu
+
+        args = np.array([at(table), C, H, W, OH, OW, at(g), at(arg), at(dx)], np.int64)
+        job = cpu.max_pool_backward_job32 if g.dtype == np.float32 else cpu.max_pool_backward_job64
+        threads.run_compiled(job.address, args, table.shape[0])
+        return dx
     dx = generic.max_pool_backward(g, arg, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
 

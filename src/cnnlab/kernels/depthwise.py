@@ -764,11 +764,11 @@ class Job:
 
     def __init__(self, fn, args, count, keep, sums=None):
         self.fn, self.count, self.keep, self.sums = fn.address, count, keep, sums
-        self.args = np.array([v.ctypes.data if isinstance(v, np.ndarray) else int(v) for v in args], np.int64)
+        self.args = np.array([jobs.address(v) if isinstance(v, np.ndarray) else int(v) for v in args], np.int64)
 
     def run_here(self):
         """Every chunk on the calling thread."""
-        jobs.run_alone(self.fn, self.args.ctypes.data, self.count)
+        jobs.run_alone(self.fn, jobs.address(self.args), self.count)
         return self
 
     def weight_grad(self):

@@ -164,6 +164,7 @@ class _Pool:
         self.jobs = jobs
         self.desc = np.zeros(jobs.SLOTS, np.int64)  # the posted job (kernels/jobs.py); the helpers watch its signal
         self.desc[jobs.STATE] = jobs.CLOSED
+        self.addr = self.desc.ctypes.data
         self.cond = threading.Condition()
         self.job = None  # the posted Python job (None while a compiled one is posted)
         self.sleepers = 0  # helpers asleep on cond (read without the lock: a late look misses one job)
@@ -184,7 +185,7 @@ class _Pool:
         if cpu is not None:  # policy.pin_plan: this helper's own CPU
             _set_mask({cpu})
         seen, apart = 0, True
-        addr = desc.ctypes.data
+        addr = self.addr
         counted = None  # the active counter of the last Python job, where this helper has yet to leave it
         while True:
             # leave the last job, and spin until a Python job is posted or the time is up (running
@@ -229,19 +230,18 @@ class _Pool:
                 _set_mask(before)
 
     def _run_compiled(self, fn, args, count):
-        addr = self.desc.ctypes.data
-        self.jobs.post(addr, fn, args.ctypes.data, count)
+        self.jobs.post(self.addr, fn, self.jobs.address(args), count)
         if self.sleepers:
             with self.cond:
                 self.cond.notify_all()
-        self.jobs.finish(addr, self.wait_turns)
+        self.jobs.finish(self.addr, self.wait_turns)
 
     def _run(self, fn, chunks):
         job = _Job(fn, chunks)
         try:
             with self.cond:
                 self.job = job
-                self.jobs.post(self.desc.ctypes.data, 0, 0, 0)
+                self.jobs.post(self.addr, 0, 0, 0)
                 self.cond.notify_all()
             job.work()
         finally:  # Ctrl-C included: no helper joins after this, and the job's arrays are let go
@@ -254,7 +254,7 @@ class _Pool:
     def stop(self):
         with self.cond:
             self.stopping = True
-            self.jobs.post(self.desc.ctypes.data, 0, 0, 0)
+            self.jobs.post(self.addr, 0, 0, 0)
             self.cond.notify_all()
 
 
@@ -347,13 +347,11 @@ def run_compiled(fn, args, count):
     ``@jobs.job`` function, ``args`` its int64 argument array, kept alive by the caller), spread
     over the CPU cores as run_chunks spreads Python ones, with no Python between a helper's chunks
     and no GIL taken by the helpers. Chunks must write disjoint results."""
-    configure_blas()
-    from . import jobs  # noqa: PLC0415
+    from . import jobs  # noqa: PLC0415 - compiled with the kernels that make the job
 
     pool = _pool() if policy.use_threads(range(count)) else None
-    held = pool is not None and pool.busy.acquire(blocking=False)
-    if not held:
-        jobs.run_alone(fn, args.ctypes.data, count)
+    if pool is None or not pool.busy.acquire(blocking=False):
+        jobs.run_alone(fn, jobs.address(args), count)
         return
     try:
         pool.run_compiled(fn, args, count)
