@@ -162,3 +162,33 @@ def test_max_pooling_as_a_job_gives_the_bits_of_one_chunk(pool_of, monkeypatch, 
     dx2 = kernels.max_pool_backward(g, r2, x.shape, kernel, stride, padding, out_shape)
     assert np.array_equal(split, whole) and np.array_equal(dx2, dx1)
     assert np.array_equal(r2[1], r1[1])
+
+
+@pytest.mark.skipif(not kernels.policy.use_depthwise_vectors(np.zeros(1, np.float32)), reason="needs AVX-512")
+@pytest.mark.parametrize("layer", [((9, 5, 12, 12), (8, 5, 3, 3), 1, 1), ((7, 4, 20, 20), (16, 4, 3, 3), 1, 1),
+                                   ((8, 8, 11, 13), (32, 4, 3, 3), 2, 2), ((5, 3, 6, 7, 8), (8, 3, 3, 3, 3), 1, 1),
+                                   ((6, 4, 1, 40), (8, 4, 1, 5), 1, 1)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_indirect_forward_job_gives_the_bits_of_its_chunks(pool_of, monkeypatch, layer, bias):
+    """ConvPlan's forward pass as one compiled job (igemm's forward_job: the direct and the
+    indirect forms, images, volumes, signals lifted to images, bias added in the job) gives the
+    bits of the same chunks run one at a time."""
+    from cnnlab.functional.conv import ConvPlan
+
+    pool_of(2)
+    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(kernels.policy, "CPU_CHUNK_BYTES", 1 << 10)
+    xs, ws, stride, groups = layer
+    rng = np.random.default_rng(len(xs) + ws[0])
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32) if bias else None
+    d = len(xs) - 2
+    plan = ConvPlan(x, w, b, (stride,) * d, (1,) * d if d > 1 else (0,), (1,) * d, groups)
+    assert plan.indirect and len(plan.chunks) >= 2
+    out = np.full((xs[0], plan.F, plan.L), np.nan, np.float32)
+    plan.forward_batch(x, out)
+    ref = np.full_like(out, np.nan)
+    for n0, n1 in plan.chunks:
+        plan.forward_chunk(x[n0:n1], ref[n0:n1])
+    assert np.array_equal(out, ref)

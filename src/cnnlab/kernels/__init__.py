@@ -39,7 +39,7 @@ from .policy import (
     use_winograd_weight_grad,
     winograd_chunks,
 )
-from .threads import run_chunks
+from .threads import run_chunks, run_compiled
 from .winograd import (
     winograd_conv,
     winograd_transposed_weights,
@@ -55,7 +55,7 @@ __all__ = [
     "linear_backward", "linear_forward",
     "lrn_backward", "lrn_forward", "lrn_forward_eval", "max_pool2d_backward_chunk", "max_pool2d_chunk",
     "max_pool_backward",
-    "max_pool_forward", "policy", "relu_backward", "relu_forward", "run_chunks", "scale_shift_relu",
+    "max_pool_forward", "policy", "relu_backward", "relu_forward", "run_chunks", "run_compiled", "scale_shift_relu",
     "sgd_update", "sigmoid_backward", "sum_pool2d_backward_chunk", "sum_pool2d_chunk", "sum_pool_backward",
     "sum_pool_forward", "tanh_backward", "threads", "use_compiled", "use_compiled_lrn", "use_compiled_sgd",
     "use_depthwise", "use_fused_conv", "depthwise_forward", "depthwise_backward", "depthwise_batch_backward",

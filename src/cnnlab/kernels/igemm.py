@@ -32,9 +32,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from . import jobs
 
 W = 16  # lanes per vector
 MR, NR = 8, 32  # the wide block: 8 rows of two vectors; NR is also the width of B's packed panels
@@ -1212,6 +1214,69 @@ def direct_forward_chunk(x, Hp, Wp, top, left, plane, slack, wf, fields, out, Cg
     crop_rows(buf, out, n * F * (P // Wp), Wp, out.shape[2] // (P // Wp))
 
 
+# ------------------------------------------------------------------ the forward pass as a compiled job
+# ConvPlan runs a layer's forward pass over its batch's chunks as one job of kernels/jobs.py: no
+# Python, nor the GIL, between a helper's chunks. Slots: the chunk table; x's address, C, D, H, W
+# (x read as (N, C, D, H, W), D = 1 for images); out's address, F, L; the bias's address (0: none);
+# then the path's arguments (IndirectConv.forward_job).
+_IO = 10
+
+
+@njit(**_OPTS)
+def _job_io(a, i):
+    """Chunk i's image count, input (n, C, D, H, W) and output (n, F, L), its bias added after."""
+    t = jobs.slot(a, 0)
+    n0 = jobs.slot(t, 2 * i)
+    n = jobs.slot(t, 2 * i + 1) - n0
+    C, D, H, W_, F, L = jobs.slot(a, 2), jobs.slot(a, 3), jobs.slot(a, 4), jobs.slot(a, 5), jobs.slot(a, 7), jobs.slot(a, 8)
+    x = carray(jobs.f32(jobs.slot(a, 1) + n0 * C * D * H * W_ * 4), (n, C, D, H, W_))
+    out = carray(jobs.f32(jobs.slot(a, 6) + n0 * F * L * 4), (n, F, L))
+    return n, x, out
+
+
+@njit(**_OPTS)
+def _add_bias(a, out):
+    """out (n, F, L) += the job's bias (F,), where it has one."""
+    if jobs.slot(a, 9) == 0:
+        return
+    n, F, L = out.shape
+    bias = carray(jobs.f32(jobs.slot(a, 9)), (F,))
+    for i in range(n):
+        for f in range(F):
+            b = bias[f]
+            for q in range(L):
+                out[i, f, q] += b
+
+
+@jobs.job
+def _forward_job(a, i):
+    """forward_chunk on chunk i (slots after _IO: pad, box (3), at (3), plane, fields and their
+    count, the packed weights and their shape (4), Cg, Fg, then two chunk sizes' offset tables:
+    size, rows, out_rows for each)."""
+    n, x, out = _job_io(a, i)
+    s = [jobs.slot(a, _IO + k) for k in range(23)]
+    fields = carray(jobs.i64(s[8]), (s[9],))
+    wpk = carray(jobs.f32(s[10]), (s[11], s[12], s[13], s[14]))
+    k = 17 if n == s[17] else 20
+    NL = n * out.shape[2]
+    rows, out_rows = carray(jobs.i64(s[k + 1]), (NL,)), carray(jobs.i64(s[k + 2]), (NL,))
+    forward_chunk(x, s[0] != 0, (s[1], s[2], s[3]), (s[4], s[5], s[6]), s[7], rows, out_rows, fields, wpk, out, s[15],
+                  s[16])
+    _add_bias(a, out)
+
+
+@jobs.job
+def _direct_forward_job(a, i):
+    """direct_forward_chunk on chunk i (slots after _IO: Hp, Wp, top, left, plane, slack, the
+    weights (F, Cg*K) and Cg*K, fields and their count, Cg, Fg, P)."""
+    n, x, out = _job_io(a, i)
+    s = [jobs.slot(a, _IO + k) for k in range(13)]
+    wf = carray(jobs.f32(s[6]), (out.shape[1], s[7]))
+    fields = carray(jobs.i64(s[8]), (s[9],))
+    direct_forward_chunk(x, s[0], s[1], s[2], s[3], s[4], s[5], wf, fields, out, s[10], s[11], s[12])
+    _add_bias(a, out)
+
+
 @njit(**_OPTS)
 def direct_weight_grad_chunk(x, Hp, Wp, top, left, plane, slack, g, ldg, fields, gw, Cg, Fg):
     """IndirectConv's direct weight gradient of a chunk in one call without the GIL: the output
@@ -1676,6 +1741,34 @@ class IndirectConv:
         # "Direct or transposed", "Tenth session of issue 22")
         forward_chunk(x, any(self.padding), self.box, self.at, self.plane, *self._table(x.shape[0]),
                       self.fields, self._w_fwd, out, Cg, Fg)
+
+    def forward_job(self, x, out, chunks, bias=None):
+        """The forward pass of a whole batch x (N, C, *S) into out (N, F, L), both contiguous
+        float32, ``bias`` (F,) float32 added where given, as a compiled job over ``chunks``
+        (kernels/jobs.py): (job address, its argument array, what that array points into)."""
+        N, C = x.shape[:2]
+        D, H, W_ = (1,) * (5 - x.ndim) + tuple(x.shape[2:])
+        table = np.array(chunks, np.int64).reshape(-1, 2)
+        at = jobs.address
+        head = [at(table), at(x), C, D, H, W_, at(out), self.F, self.L, 0 if bias is None else at(bias)]
+        keep = [table, x, out, bias]
+        if self.direct:
+            args = head + [*self.padded, *self.padding, self.plane, self.slack, at(self.wf), self.wf.shape[1],
+                           at(self.fields), self.fields.shape[0], self.Cg, self.Fg, self.P]
+            keep += [self.wf, self.fields]
+            return _direct_forward_job.address, np.array(args, np.int64), keep
+        self.prepare_forward()
+        wpk = self._w_fwd
+        sizes = sorted({int(b - a) for a, b in table})[:2]
+        tables = [(n,) + self._table(n) for n in sizes]
+        tables += tables[:1] * (2 - len(tables))
+        args = head + [any(self.padding), *self.box, *self.at, self.plane, at(self.fields), self.fields.shape[0],
+                       at(wpk), *wpk.shape, self.Cg, self.Fg]
+        for n, rows, out_rows in tables:
+            args += [n, at(rows), at(out_rows)]
+            keep += [rows, out_rows]
+        keep += [wpk, self.fields]
+        return _forward_job.address, np.array(args, np.int64), keep
 
     def weight_grad_rows(self, xc, gc, m0, m1, gw):
         """Columns [m0, m1) of the weight gradient gw (F, Cg*K) of images xc and their output
