@@ -388,10 +388,10 @@ def test_batch_in_chunks_over_threads_is_deterministic(monkeypatch):
 
 @pytest.mark.parametrize("case", [((1, 8, 9, 9), (16, 8, 3, 3), 1, 1, 1, 1), ((1, 8, 12, 12), (16, 8, 5, 5), 1, 2, 1, 1)])
 def test_one_chunk_backward_as_two_jobs_gives_the_same_bits(case, monkeypatch):
-    """A batch of one chunk computes its input and weight gradients as two jobs on the two cores
-    (policy.split_backward; the indirect GEMM: depthwise layers pair the two in one compiled job,
-    tests/kernels/test_jobs.py): the same bits as the two in one job, twice, and the split was
-    taken."""
+    """A batch of one chunk computes its input and weight gradients side by side on the two cores:
+    one compiled job of the two (ConvPlan._indirect_batch_backward), or two Python jobs
+    (policy.split_backward) where that job does not apply: the same bits as the two in one Python
+    job, twice."""
     x, w, b = _case(case, 3)
     s, p, d, g = _params(case)
     up = np.random.default_rng(4).standard_normal((case[0][0], case[1][0]) + conv_output_shape(case[0][2:], case[1][2:],
@@ -399,15 +399,18 @@ def test_one_chunk_backward_as_two_jobs_gives_the_same_bits(case, monkeypatch):
     monkeypatch.setattr(policy, "WORKERS", 2)
     monkeypatch.setattr(policy, "SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(policy, "_avx512", True)
-    taken = _spy(monkeypatch, "split_backward")
     first = _run(case, (x, w, b), np.float32, up)
-    assert taken == [True]
     again = _run(case, (x, w, b), np.float32, up)
+    monkeypatch.setattr(ConvPlan, "_indirect_batch_backward", lambda *a: None)
+    taken = _spy(monkeypatch, "split_backward")
+    split = _run(case, (x, w, b), np.float32, up)
+    assert taken == [True]
     monkeypatch.setattr(policy, "split_backward", lambda *a: False)
     serial = _run(case, (x, w, b), np.float32, up)
-    for a, c, e in zip(first, again, serial):
+    for a, c, e, f in zip(first, again, serial, split):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(a, e)
+        np.testing.assert_array_equal(a, f)
 
 
 @pytest.mark.parametrize("case", [((6, 8, 8, 8), (16, 8, 3, 3), 2, 1, 1, 1),  # strided, col2im

@@ -192,3 +192,46 @@ def test_the_indirect_forward_job_gives_the_bits_of_its_chunks(pool_of, monkeypa
     for n0, n1 in plan.chunks:
         plan.forward_chunk(x[n0:n1], ref[n0:n1])
     assert np.array_equal(out, ref)
+
+
+@pytest.mark.skipif(not kernels.policy.use_depthwise_vectors(np.zeros(1, np.float32)), reason="needs AVX-512")
+@pytest.mark.parametrize("layer", [((9, 5, 12, 12), (8, 5, 3, 3), 1, 1, 1), ((7, 4, 20, 20), (16, 4, 3, 3), 1, 1, 1),
+                                   ((4, 8, 32, 32), (16, 4, 3, 3), 2, 1, 2), ((3, 16, 28, 28), (32, 16, 3, 3), 2, 1, 1),
+                                   ((5, 3, 6, 7, 8), (8, 3, 3, 3, 3), 1, 1, 1), ((6, 4, 40), (8, 4, 5), 1, 2, 1),
+                                   ((4, 32, 4, 4), (64, 32, 3, 3), 1, 1, 1), ((6, 16, 9, 9), (32, 16, 3, 3), 2, 1, 1),
+                                   ((3, 256, 4, 4), (512, 256, 3, 3), 1, 1, 1)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_indirect_backward_job_gives_the_bits_of_python_chunks(pool_of, monkeypatch, layer, bias):
+    """An indirect-GEMM layer's backward pass as one compiled job (input gradient by the phases
+    or the flipped convolution, weight gradient per chunk, direct or packed, or by columns over
+    the batch) gives the bits of backward's Python chunks; the job was taken, but where the input
+    gradient is the col2im product (the last layer's 1.2M weights: the filters as the product's
+    rows)."""
+    import cnnlab
+    import cnnlab.functional as F
+    from cnnlab.functional.conv import ConvPlan
+
+    pool_of(2)
+    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(kernels.policy, "CPU_CHUNK_BYTES", 1 << 10)
+    xs, ws, stride, padding, groups = layer
+    rng = np.random.default_rng(len(xs) + ws[0] + stride)
+    xa = rng.standard_normal(xs).astype(np.float32)
+    wa = rng.standard_normal(ws).astype(np.float32)
+    ba = rng.standard_normal(ws[0]).astype(np.float32) if bias else None
+    conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[len(xs)]
+
+    def grads():
+        x, w = cnnlab.tensor(xa, requires_grad=True), cnnlab.tensor(wa, requires_grad=True)
+        b = cnnlab.tensor(ba, requires_grad=True) if bias else None
+        y = conv(x, w, b, stride=stride, padding=padding, groups=groups)
+        y.backward(np.linspace(-1, 1, y.numpy().size, dtype=np.float32).reshape(y.shape))
+        return [t.grad.numpy() for t in (x, w, b) if t is not None]
+
+    taken, rule = [], ConvPlan._indirect_batch_backward
+    monkeypatch.setattr(ConvPlan, "_indirect_batch_backward", lambda *a: taken.append(rule(*a)) or taken[-1])
+    job = grads()
+    assert taken and (taken[0] is None) == (stride == 2 and xs[2] == 9)  # that one's input gradient: col2im
+    monkeypatch.setattr(ConvPlan, "_indirect_batch_backward", lambda *a: None)
+    for a, c in zip(job, grads()):
+        assert np.array_equal(a, c)

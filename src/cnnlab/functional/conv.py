@@ -226,6 +226,10 @@ class ConvPlan:
             self.ig.prepare_backward(needs[0])
         if self.jobs and whole is not None:
             return self._depthwise_batch_backward(x, whole, needs, has_bias, gx)
+        if self.indirect and xp is np and whole is not None and x.shape[0] and (needs[0] or needs[1]):
+            done = self._indirect_batch_backward(x, whole, needs, has_bias, gx)
+            if done is not None:
+                return done
         if (self.indirect and needs[1] and xp is np and not self.ig.direct_w
                 and kernels.policy.weight_rows(self.chunks, self.L)):
             if whole is None:  # the chunks' gradients gathered first (the fused layers': the same bits)
@@ -272,6 +276,40 @@ class ConvPlan:
         if not has_bias:
             return gx, gw
         gb = _sum_parts([whole[n0:n1].sum(axis=2).sum(axis=0) for n0, n1 in self.chunks]) if needs[2] else None
+        return gx, gw, gb
+
+    def _indirect_batch_backward(self, x, whole, needs, has_bias, gx):
+        """backward of an indirect-GEMM layer as one compiled job (kernels/igemm.py's
+        input_grad_job beside weight_grad_job): the weight gradient's parts per chunk added in
+        chunk order, or its columns over the whole batch (policy.weight_rows), as backward's
+        Python chunks would; None where the input gradient takes the col2im product."""
+        ig, chunks = self.ig, self.chunks
+        if len({b - a for a, b in chunks}) > 2:
+            return None
+        ig.prepare_backward(needs[0])
+        g = np.ascontiguousarray(whole, dtype=np.float32)
+        parts, held = [], []
+        if needs[0]:
+            job = ig.input_grad_job(g, gx, chunks)
+            if job is None:
+                return None
+            parts.append((job[0], job[1], len(chunks)))
+            held.append(job)
+        gw = None
+        if needs[1]:
+            xc = np.ascontiguousarray(x, dtype=np.float32)
+            columns = not ig.direct_w and kernels.policy.weight_rows(chunks, self.L)
+            CgK = self.Cg * self.K
+            ranges = kernels.policy.even_ranges(CgK, min(CgK, kernels.policy.WORKERS)) if columns else chunks
+            fn, args, keep, gw = ig.weight_grad_job(xc, g, ranges, columns)
+            parts.append((fn, args, len(ranges)))
+            held.append((keep, xc))
+        job = parts[0] if len(parts) == 1 else kernels.paired(*parts)
+        kernels.run_compiled(*job)
+        gw = self._weight_grad(list(gw)) if needs[1] else None
+        if not has_bias:
+            return gx, gw
+        gb = _sum_parts([whole[n0:n1].sum(axis=2).sum(axis=0) for n0, n1 in chunks]) if needs[2] else None
         return gx, gw, gb
 
     def _backward_weight_rows(self, x, whole, needs, has_bias, gx):

@@ -55,7 +55,7 @@ __all__ = [
     "linear_backward", "linear_forward",
     "lrn_backward", "lrn_forward", "lrn_forward_eval", "max_pool2d_backward_chunk", "max_pool2d_chunk",
     "max_pool_backward",
-    "max_pool_forward", "policy", "relu_backward", "relu_forward", "run_chunks", "run_compiled", "scale_shift_relu",
+    "max_pool_forward", "paired", "policy", "relu_backward", "relu_forward", "run_chunks", "run_compiled", "scale_shift_relu",
     "sgd_update", "sigmoid_backward", "sum_pool2d_backward_chunk", "sum_pool2d_chunk", "sum_pool_backward",
     "sum_pool_forward", "tanh_backward", "threads", "use_compiled", "use_compiled_lrn", "use_compiled_sgd",
     "use_depthwise", "use_fused_conv", "depthwise_forward", "depthwise_backward", "depthwise_batch_backward",
@@ -390,6 +390,14 @@ def _max_pool2d(x, kernel, stride, padding, out_shape):
     job = cpu.max_pool_forward_job32 if x.dtype == np.float32 else cpu.max_pool_forward_job64
     threads.run_compiled(job.address, args, table.shape[0])
     return out, ("cpu", arg)
+
+
+def paired(first, second):
+    """Two compiled jobs, each (address, argument array, chunk count), as one
+    (kernels/jobs.py's paired): run by run_compiled, the first's chunks beside the second's."""
+    from .jobs import paired as both  # noqa: PLC0415 - compiled with the kernels that make the jobs
+
+    return both(first, second)
 
 
 def _chunk_table(chunks):

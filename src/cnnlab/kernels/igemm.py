@@ -1277,6 +1277,7 @@ def _direct_forward_job(a, i):
     _add_bias(a, out)
 
 
+
 @njit(**_OPTS)
 def direct_weight_grad_chunk(x, Hp, Wp, top, left, plane, slack, g, ldg, fields, gw, Cg, Fg):
     """IndirectConv's direct weight gradient of a chunk in one call without the GIL: the output
@@ -1642,6 +1643,65 @@ class _PhaseBack:
         return dx
 
 
+# The backward passes as compiled jobs (IndirectConv.weight_grad_job, input_grad_job). A weight
+# gradient's chunk is a range of images whose gw (F, Cg*K) is the chunk's own part (mode 0, parts
+# added in chunk order after), or a range of gw's columns over the whole batch (mode 1, policy's
+# weight_rows). Slots as _IO's, with g (N, F, L) for out and gw's address for the bias; then the
+# mode, pad, box (3), at (3), plane, fields and their count (Cg*K), Cg, Fg, the images packed at a
+# time, and two chunk sizes' tables: size, rows, gcol, whether the filters are the product's rows.
+@jobs.job
+def _weight_grad_job(a, i):
+    """weight_grad_filters or weight_grad_chunk (as weight_grad_rows picks) on chunk i."""
+    s = [jobs.slot(a, _IO + k) for k in range(22)]
+    t = jobs.slot(a, 0)
+    c0, c1 = jobs.slot(t, 2 * i), jobs.slot(t, 2 * i + 1)
+    C, D, H, W_, F, L = jobs.slot(a, 2), jobs.slot(a, 3), jobs.slot(a, 4), jobs.slot(a, 5), jobs.slot(a, 7), jobs.slot(a, 8)
+    CgK = s[10]
+    if s[0] == 0:  # images c0 .. c1 - 1, every column, into the chunk's own part
+        n0, n, m0, m1, gw_at = c0, c1 - c0, 0, CgK, jobs.slot(a, 9) + i * F * CgK * 4
+    else:  # columns c0 .. c1 - 1 over the whole batch
+        n0, n, m0, m1, gw_at = 0, s[14], c0, c1, jobs.slot(a, 9)
+    x = carray(jobs.f32(jobs.slot(a, 1) + n0 * C * D * H * W_ * 4), (n, C, D, H, W_))
+    g = carray(jobs.f32(jobs.slot(a, 6) + n0 * F * L * 4), (n, F, L))
+    gw = carray(jobs.f32(gw_at), (F, CgK))
+    k = 14 if n == s[14] else 18
+    rows, gcol = carray(jobs.i64(s[k + 1]), (n * L,)), carray(jobs.i64(s[k + 2]), (n * L,))
+    fields = carray(jobs.i64(s[9]), (CgK,))
+    box, at = (s[2], s[3], s[4]), (s[5], s[6], s[7])
+    if s[k + 3]:
+        weight_grad_filters(x, s[1] != 0, box, at, s[8], g, rows, gcol, fields, s[11], s[12], gw, m0, m1)
+    else:
+        weight_grad_chunk(x, s[1] != 0, box, at, s[8], g, rows, fields, s[11], s[12], s[13], gw, m0, m1)
+
+
+@jobs.job
+def _direct_weight_grad_job(a, i):
+    """direct_weight_grad_chunk on chunk i into its own part (slots after _IO: Hp, Wp, top, left,
+    plane, slack, OH, OW, ldg, fields and their count (Cg*K), Cg, Fg)."""
+    s = [jobs.slot(a, _IO + k) for k in range(13)]
+    n, x, g = _job_io(a, i)
+    F, CgK = g.shape[1], s[10]
+    gw = carray(jobs.f32(jobs.slot(a, 9) + i * F * CgK * 4), (F, CgK))
+    fields = carray(jobs.i64(s[9]), (CgK,))
+    direct_weight_grad_chunk(x, s[0], s[1], s[2], s[3], s[4], s[5], g.reshape((n, F, s[6], s[7])), s[8], fields, gw,
+                             s[11], s[12])
+
+
+@jobs.job
+def _phase_back_job(a, i):
+    """phase_back_chunk on chunk i: g read as _IO's x (n, F, 1, OH, OW), dx as its out (n, C,
+    H*W) (slots after _IO: Hg, Wg, E0, E1, slack, the plan and its shape (2), the weights and their
+    count, boffs and their count, Cg, Fg, whether every element of dx is written, H, W)."""
+    s = [jobs.slot(a, _IO + k) for k in range(17)]
+    n, gv, dxf = _job_io(a, i)
+    if not s[14]:
+        dxf[...] = 0.0
+    plan = carray(jobs.i64(s[5]), (s[6], s[7]))
+    wts, boffs = carray(jobs.f32(s[8]), (s[9],)), carray(jobs.i64(s[10]), (s[11],))
+    phase_back_chunk(gv.reshape((n, gv.shape[1], gv.shape[3], gv.shape[4])), s[0], s[1], s[2], s[3], s[4], plan, wts,
+                     boffs, dxf.reshape((n, dxf.shape[1], s[15], s[16])), s[12], s[13])
+
+
 class IndirectConv:
     """A 2-D convolution's three products by ``igemm`` and ``dconv`` (see the module's docstring),
     chunk by chunk.
@@ -1769,6 +1829,60 @@ class IndirectConv:
             keep += [rows, out_rows]
         keep += [wpk, self.fields]
         return _forward_job.address, np.array(args, np.int64), keep
+
+    def _job_head(self, table, x, out, F, L, extra):
+        D, H, W_ = (1,) * (5 - x.ndim) + tuple(x.shape[2:])
+        at = jobs.address
+        return [at(table), at(x), x.shape[1], D, H, W_, at(out), F, L, extra]
+
+    def weight_grad_job(self, x, g, chunks, columns=False):
+        """The weight gradient of a whole batch x (N, C, *S) and its output gradient g (N, F, L),
+        contiguous float32, as a compiled job: (job address, arguments, what they point into, gw).
+        Each of ``chunks`` (image ranges) writes its own part gw[j] (F, Cg*K), added in chunk order
+        by the caller; with ``columns`` the chunks are ranges of gw's columns over the whole batch,
+        written into gw[0] (not for the direct form)."""
+        F, L, CgK = self.F, self.L, self.Cg * self.K
+        table = np.array(chunks, np.int64).reshape(-1, 2)
+        gw = np.empty((1 if columns else len(table), F, CgK), np.float32)
+        at = jobs.address
+        head = self._job_head(table, x, g, F, L, at(gw))
+        keep = [table, x, g, gw, self.fields]
+        if self.direct_w and not columns:
+            args = head + [*self.padded, *self.padding, self.plane, self.slack, *self.out_shape, self.ldg,
+                           at(self.fields), CgK, self.Cg, self.Fg]
+            return _direct_weight_grad_job.address, np.array(args, np.int64), keep, gw
+        sizes = [x.shape[0]] if columns else sorted({int(b - a) for a, b in table})[:2]
+        args = head + [int(columns), any(self.padding), *self.box, *self.at, self.plane, at(self.fields), CgK, self.Cg,
+                       self.Fg, max(1, PACK_POSITIONS // L)]
+        for n in (sizes + sizes[:1])[:2]:
+            rows, gcol = self._table(n)
+            filters = F * CgK >= FILTER_ROWS_MIN_WEIGHTS and rows.shape[0] <= FILTER_ROWS_MAX_POSITIONS
+            args += [n, at(rows), at(gcol), int(filters)]
+            keep += [rows, gcol]
+        return _weight_grad_job.address, np.array(args, np.int64), keep, gw
+
+    def input_grad_job(self, g, gx, chunks):
+        """The input gradient of a whole batch's output gradient g (N, F, L) into gx (N, C, *S),
+        contiguous float32, as a compiled job over ``chunks``: (job address, arguments, what they
+        point into); None where the input gradient takes the col2im product (Python chunks)."""
+        N = g.shape[0]
+        if self.phase_back and len(self.S) == 2:
+            self.prepare_backward(True)
+            ph = self._phased
+            if ph.plan.dtype != np.int64 or ph.wts.dtype != np.float32 or ph.boffs.dtype != np.int64:
+                return None
+            table = np.array(chunks, np.int64).reshape(-1, 2)
+            at = jobs.address
+            gv = g.reshape((N, self.F) + self.out_shape)
+            args = self._job_head(table, gv, gx, self.C, math.prod(self.S), 0) + [
+                ph.Hg, ph.Wg, *ph.E, ph.slack, at(ph.plan), *ph.plan.shape, at(ph.wts), ph.wts.shape[0], at(ph.boffs),
+                ph.boffs.shape[0], self.Cg, self.Fg, int(ph.whole), *self.S]
+            return _phase_back_job.address, np.array(args, np.int64), [table, gv, gx, ph]
+        if self.flip_padding is not None and not self.phase_back:
+            back = self._back_conv()
+            return back.forward_job(g.reshape((N, self.F) + self.out_shape), gx.reshape(N, self.C, math.prod(self.S)),
+                                    chunks)
+        return None
 
     def weight_grad_rows(self, xc, gc, m0, m1, gw):
         """Columns [m0, m1) of the weight gradient gw (F, Cg*K) of images xc and their output

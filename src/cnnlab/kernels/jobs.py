@@ -241,3 +241,12 @@ def pair(a, i):
         _call(slot(a, 0), slot(a, 1), i)
     else:
         _call(slot(a, 3), slot(a, 4), i - first)
+
+
+def paired(first, second):
+    """Two jobs, each (address, int64 argument array, chunk count), as one job of ``pair``: the
+    first's chunks, then the second's. The caller keeps both argument arrays alive."""
+    import numpy as np  # noqa: PLC0415
+
+    args = np.array([first[0], address(first[1]), first[2], second[0], address(second[1])], np.int64)
+    return pair.address, args, first[2] + second[2]
