@@ -21,6 +21,7 @@ not depend on who ran what.
 from __future__ import annotations
 
 import platform
+import threading
 
 from llvmlite import ir
 from numba import cfunc, njit, types
@@ -39,10 +40,32 @@ _I64 = ir.IntType(64)
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
+class _Job:
+    """A job function, compiled (or loaded from numba's cache) on first use of its ``address``:
+    compiled at import, every job of a module took its kernels with it, used or not (a first
+    convolution from a cold cache 25.7 s against 5.8 before the jobs)."""
+
+    def __init__(self, fn):
+        self.fn, self.compiled = fn, None
+        self.__doc__ = fn.__doc__
+
+    @property
+    def address(self):
+        if self.compiled is None:
+            with _compiling:
+                if self.compiled is None:
+                    self.compiled = cfunc(SIGNATURE, cache=True, boundscheck=False)(self.fn)
+        return self.compiled.address
+
+
+_compiling = threading.Lock()
+
+
 def job(fn):
     """Decorator: ``fn(args, i)`` (args: the int64 address of the job's argument array; i: the
-    chunk) compiled as a C function the pool calls by its address (``.address``)."""
-    return cfunc(SIGNATURE, cache=True, boundscheck=False)(fn)
+    chunk) compiled as a C function the pool calls by its address (``.address``, compiled on
+    first use)."""
+    return _Job(fn)
 
 
 def _pointer(builder, addr, ty=_I64):
