@@ -11,7 +11,7 @@ maps) lost a quarter of their time to it. Here a chunk is a compiled function ``
 addresses of its arrays, its sizes), ``i`` the chunk. The pool's descriptor (an int64 array, slots
 below) says which function, which arguments and how many chunks; a helper spinning in ``serve``
 sees the signal change, joins the job unless the caller has closed it, and takes chunks by an
-atomic counter until none are left, all in compiled code: 2-3 us per job beyond the work.
+atomic counter until none are left, all in compiled code: 2-6 us per job beyond the work.
 
 Every chunk runs once, on whichever thread takes it; chunks write disjoint parts of their results
 (a sum over chunks is written per chunk and added up in chunk order by the caller), so results do
