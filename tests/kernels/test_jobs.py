@@ -61,6 +61,20 @@ def test_a_helper_runs_a_chunk_beside_the_caller(pool_of):
         assert seen[0] == 1 and flag[0] == 1
 
 
+@pytest.mark.parametrize("spin", [0.0, 0.002])
+def test_a_sleeping_helper_is_woken_for_a_compiled_job(pool_of, fresh_pool, spin):
+    """Helpers that never spin (CNNLAB_SPIN_SECONDS=0), or have gone to sleep after their spin,
+    are woken for a compiled job and take its chunks."""
+    pool_of(2)
+    fresh_pool(spin)
+    assert (_run_count(3) == 1).all()  # the pool made
+    for _ in range(3):
+        time.sleep(0.02)  # past any spin: the helper sleeps
+        seen, flag = np.zeros(1, np.int64), np.zeros(1, np.int64)
+        threads.run_compiled(_meet.address, np.array([seen.ctypes.data, flag.ctypes.data], np.int64), 2)
+        assert seen[0] == 1 and flag[0] == 1
+
+
 def test_python_and_compiled_jobs_interleave(pool_of):
     """A helper that runs compiled jobs inside its spin still takes the Python jobs posted between
     them, and the other way round: every result whole, both kinds helped."""

@@ -110,18 +110,11 @@ def test_ctrl_c_inside_a_compiled_kernel_arrives_as_an_interrupt(pool_of, worker
         threads.run_chunks(other, [(0, 1), (1, 2)])
 
 
-def _fresh_pool(monkeypatch, seconds):
-    monkeypatch.setattr(kernels.policy, "SPIN_SECONDS", seconds)
-    if threads._the_pool is not None:
-        threads._the_pool.stop()
-    monkeypatch.setattr(threads, "_the_pool", None)
-
-
 @pytest.mark.skipif(not hasattr(time, "process_time"), reason="no process CPU clock")
-def test_helpers_spin_briefly_then_sleep(pool_of, monkeypatch):
+def test_helpers_spin_briefly_then_sleep(pool_of, monkeypatch, fresh_pool):
     """After a call the helpers spin (policy.SPIN_SECONDS), then sleep: an idle process uses no CPU."""
     pool_of(2)
-    _fresh_pool(monkeypatch, 0.002)
+    fresh_pool(0.002)
     assert threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2), (2, 3)]) == [0, 1, 2]
     time.sleep(0.05)  # past the spin
     cpu = time.process_time()
@@ -129,9 +122,9 @@ def test_helpers_spin_briefly_then_sleep(pool_of, monkeypatch):
     assert time.process_time() - cpu < 0.1  # asleep, not spinning through the 0.3 s
 
 
-def test_no_spinning_when_told_or_oversubscribed(pool_of, monkeypatch):
+def test_no_spinning_when_told_or_oversubscribed(pool_of, monkeypatch, fresh_pool):
     pool_of(2)
-    _fresh_pool(monkeypatch, 0.0)
+    fresh_pool(0.0)
     threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2)])
     assert threads._the_pool.spin_turns == 0
     monkeypatch.setattr(kernels.policy, "SPIN_SECONDS", 0.002)
@@ -164,9 +157,9 @@ def test_a_forked_child_gets_its_own_helpers(pool_of):
 
 
 @pytest.mark.skipif(not hasattr(time, "process_time"), reason="no process CPU clock")
-def test_the_caller_sleeps_while_a_helper_finishes_a_long_chunk(pool_of, monkeypatch):
+def test_the_caller_sleeps_while_a_helper_finishes_a_long_chunk(pool_of, monkeypatch, fresh_pool):
     pool_of(2)
-    _fresh_pool(monkeypatch, 0.002)
+    fresh_pool(0.002)
     main = threading.current_thread()
     helped = []
 
@@ -230,11 +223,11 @@ def test_a_spinning_helper_leaves_a_job_without_the_gil():
         assert not job.help(defer=True) and job.active[0] == 0
 
 
-def test_callers_that_sleep_at_once_still_see_helpers_leave(pool_of, monkeypatch):
+def test_callers_that_sleep_at_once_still_see_helpers_leave(pool_of, monkeypatch, fresh_pool):
     """The caller spins one turn, then sleeps: helpers that had already chosen to leave without
     the lock (so set no event) are seen by the caller looking again; every call returns, whole."""
     pool_of(2)
-    _fresh_pool(monkeypatch, 0.002)
+    fresh_pool(0.002)
     threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2)])
     monkeypatch.setattr(threads._the_pool, "wait_turns", 1)
     chunks = [(i, i + 1) for i in range(6)]
@@ -265,14 +258,14 @@ def test_threads_are_bound_only_where_the_process_owns_as_many_cpus_as_workers(m
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
                     or threads.current_cpu() < 0, reason="needs two CPUs and affinity calls")
-def test_a_bound_pool_keeps_its_helpers_apart_and_gives_the_caller_its_mask_back(pool_of, monkeypatch):
+def test_a_bound_pool_keeps_its_helpers_apart_and_gives_the_caller_its_mask_back(pool_of, monkeypatch, fresh_pool):
     """With as many workers as CPUs, each helper runs on its own CPU and the caller, during a job,
     on the others; after the job (and after one whose chunk failed) the caller's mask is what it
     was, so threads it starts later are not bound. A caller its owner bound elsewhere stays so."""
     cpus = sorted(os.sched_getaffinity(0))
     pool_of(len(cpus))
     monkeypatch.setattr(kernels.policy, "PIN_THREADS", True)
-    _fresh_pool(monkeypatch, 0.002)
+    fresh_pool(0.002)
     before = os.sched_getaffinity(0)
     seen = {}
 
@@ -309,13 +302,13 @@ def test_a_bound_pool_keeps_its_helpers_apart_and_gives_the_caller_its_mask_back
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
                     or threads.current_cpu() < 0, reason="needs two CPUs and affinity calls")
-def test_an_interrupt_as_the_caller_is_bound_still_gives_its_mask_back(pool_of, monkeypatch):
+def test_an_interrupt_as_the_caller_is_bound_still_gives_its_mask_back(pool_of, monkeypatch, fresh_pool):
     """Ctrl-C that arrives as the binding's system call returns (before the job starts) still
     gives the caller its mask back."""
     cpus = sorted(os.sched_getaffinity(0))
     pool_of(len(cpus))
     monkeypatch.setattr(kernels.policy, "PIN_THREADS", True)
-    _fresh_pool(monkeypatch, 0.002)
+    fresh_pool(0.002)
     threads.run_chunks(lambda a, b: a, [(0, 1), (1, 2)])  # the pool, bound
     before = os.sched_getaffinity(0)
     real = os.sched_setaffinity
