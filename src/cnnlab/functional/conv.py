@@ -239,6 +239,9 @@ class ConvPlan:
                     whole[n0:n1] = out_grad(n0, n1)
 
                 kernels.run_chunks(gather, self.chunks)
+                done = x.shape[0] and self._indirect_batch_backward(x, whole, needs, has_bias, gx)
+                if done:
+                    return done
             return self._backward_weight_rows(x, whole, needs, has_bias, gx)
 
         def chunk(n0, n1):

@@ -36,7 +36,7 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import jobs
+from . import cpu, jobs
 
 W = 16  # lanes per vector
 MR, NR = 8, 32  # the wide block: 8 rows of two vectors; NR is also the width of B's packed panels
@@ -1702,6 +1702,29 @@ def _phase_back_job(a, i):
                      boffs, dxf.reshape((n, dxf.shape[1], s[15], s[16])), s[12], s[13])
 
 
+@jobs.job
+def _col2im_back_job(a, i):
+    """IndirectConv.backward's col2im input gradient on chunk i: the fields' gradients per group
+    by igemm from g, read as _IO's x (n, F, 1, 1, L), then cpu.col2im3d_nhwc into dx, its out (n,
+    C, prod(S)) (slots after _IO: the packed weights (G, panels, Fg, width) and their shape, Cg, K,
+    two chunk sizes' tables (size, out_rows), the col2im volume's 18 numbers)."""
+    s = [jobs.slot(a, _IO + k) for k in range(29)]
+    n, gv, dxf = _job_io(a, i)
+    L, G, Fg, Cg, K = gv.shape[4], s[1], s[3], s[5], s[6]
+    wb = carray(jobs.f32(s[0]), (G, s[2], Fg, s[4]))
+    k = 7 if n == s[7] else 9
+    out_rows = carray(jobs.i64(s[k + 1]), (n * L,))
+    cols = np.empty((n * L, K * Cg), np.float32)
+    crow = np.arange(n * L) * (K * Cg)
+    fcol = np.arange(Fg) * L
+    S = dxf.shape[2]
+    for g in range(G):
+        igemm(gv.reshape(-1), g * Fg * L, out_rows, fcol, wb[g], cols.reshape(-1), 0, crow, 1, K * Cg, False)
+        part = cpu.col2im3d_nhwc(cols, n, Cg, s[11], s[12], s[13], s[14], s[15], s[16], s[17], s[18], s[19], s[20],
+                                 s[21], s[22], s[23], s[24], s[25], s[26], s[27], s[28]).reshape((n, Cg, S))
+        dxf[:, g * Cg:(g + 1) * Cg, :] = part
+
+
 class IndirectConv:
     """A 2-D convolution's three products by ``igemm`` and ``dconv`` (see the module's docstring),
     chunk by chunk.
@@ -1864,7 +1887,8 @@ class IndirectConv:
     def input_grad_job(self, g, gx, chunks):
         """The input gradient of a whole batch's output gradient g (N, F, L) into gx (N, C, *S),
         contiguous float32, as a compiled job over ``chunks``: (job address, arguments, what they
-        point into); None where the input gradient takes the col2im product (Python chunks)."""
+        point into): by phases, the flipped convolution or the col2im product, as backward picks;
+        None for phases of 3-D layers (Python chunks)."""
         N = g.shape[0]
         if self.phase_back and len(self.S) == 2:
             self.prepare_backward(True)
@@ -1882,7 +1906,24 @@ class IndirectConv:
             back = self._back_conv()
             return back.forward_job(g.reshape((N, self.F) + self.out_shape), gx.reshape(N, self.C, math.prod(self.S)),
                                     chunks)
-        return None
+        if self.phase_back:
+            return None
+        self.prepare_backward(True)
+        wb = self._w_back[0].base  # pack_back's (G, panels, Fg, width), of which _w_back holds the groups
+        if wb is None or wb.ndim != 4 or not wb.flags.c_contiguous or wb.shape[0] != self.G:
+            return None
+        table = np.array(chunks, np.int64).reshape(-1, 2)
+        sizes = sorted({int(b - a) for a, b in table})[:2]
+        gv = g.reshape(N, self.F, 1, 1, self.L)
+        at = jobs.address
+        args = self._job_head(table, gv, gx, self.C, math.prod(self.S), 0) + [at(wb), *wb.shape, self.Cg, self.K]
+        keep = [table, gv, gx, wb]
+        for n in (sizes + sizes[:1])[:2]:
+            out_rows = self._table(n)[1]
+            args += [n, at(out_rows)]
+            keep.append(out_rows)
+        args += list(self.volume)
+        return _col2im_back_job.address, np.array(args, np.int64), keep
 
     def weight_grad_rows(self, xc, gc, m0, m1, gw):
         """Columns [m0, m1) of the weight gradient gw (F, Cg*K) of images xc and their output
@@ -1902,8 +1943,6 @@ class IndirectConv:
         """(dx (n, C, *S) or None, dW part (F, Cg*K) in (c, *k) order or None) for a chunk; the
         dx of strided layers and of the flipped convolution written into ``gx_out`` where given
         (contiguous float32)."""
-        from . import cpu  # noqa: PLC0415 - the compiled col2im
-
         n = xc.shape[0]
         rows, out_rows = self._table(n)
         Cg, Fg, L, K, G = self.Cg, self.Fg, self.L, self.K, self.G
