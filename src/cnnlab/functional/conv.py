@@ -110,8 +110,8 @@ class ConvPlan:
             return
         if self.indirect and self.xp is np and x.shape[0] and len({b - a for a, b in self.chunks}) <= 2:
             bias = None if self.bias is None else np.ascontiguousarray(self.bias.reshape(-1), dtype=np.float32)
-            fn, args, keep = self.ig.forward_job(np.ascontiguousarray(x, dtype=np.float32), out, self.chunks, bias)
-            kernels.run_compiled(fn, args, len(self.chunks))
+            job = self.ig.forward_job(np.ascontiguousarray(x, dtype=np.float32), out, self.chunks, bias)
+            kernels.run_compiled(job.fn, job.args, job.count)
             return
         kernels.run_chunks(lambda n0, n1: self.forward_chunk(x[n0:n1], out[n0:n1]), self.chunks, self.xp is np)
 
@@ -291,25 +291,21 @@ class ConvPlan:
             return None
         ig.prepare_backward(needs[0])
         g = np.ascontiguousarray(whole, dtype=np.float32)
-        parts, held = [], []
+        parts = []
         if needs[0]:
             job = ig.input_grad_job(g, gx, chunks)
             if job is None:
                 return None
-            parts.append((job[0], job[1], len(chunks)))
-            held.append(job)
-        gw = None
+            parts.append(job)
         if needs[1]:
             xc = np.ascontiguousarray(x, dtype=np.float32)
             columns = not ig.direct_w and kernels.policy.weight_rows(chunks, self.L)
             CgK = self.Cg * self.K
             ranges = kernels.policy.even_ranges(CgK, min(CgK, kernels.policy.WORKERS)) if columns else chunks
-            fn, args, keep, gw = ig.weight_grad_job(xc, g, ranges, columns)
-            parts.append((fn, args, len(ranges)))
-            held.append((keep, xc))
+            parts.append(ig.weight_grad_job(xc, g, ranges, columns))
         job = parts[0] if len(parts) == 1 else kernels.paired(*parts)
-        kernels.run_compiled(*job)
-        gw = self._weight_grad(list(gw)) if needs[1] else None
+        kernels.run_compiled(job.fn, job.args, job.count)
+        gw = self._weight_grad(list(parts[-1].sums)) if needs[1] else None
         if not has_bias:
             return gx, gw
         gb = _sum_parts([whole[n0:n1].sum(axis=2).sum(axis=0) for n0, n1 in chunks]) if needs[2] else None

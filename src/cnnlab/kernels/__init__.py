@@ -210,9 +210,9 @@ def depthwise_batch_backward(g, x, w, kernel, stride, padding, dilation, out_sha
         parts.append(wj)
     if not parts:
         return None
-    job = parts[0] if len(parts) == 1 else dw.pair(*parts)
+    job = parts[0] if len(parts) == 1 else paired(*parts)
     threads.run_compiled(job.fn, job.args, job.count)
-    return None if wj is None else wj.weight_grad()
+    return None if wj is None else wj.total()
 
 
 def _depthwise_padded(x, kernel, stride, padding, dilation):
@@ -393,8 +393,8 @@ def _max_pool2d(x, kernel, stride, padding, out_shape):
 
 
 def paired(first, second):
-    """Two compiled jobs, each (address, argument array, chunk count), as one
-    (kernels/jobs.py's paired): run by run_compiled, the first's chunks beside the second's."""
+    """Two compiled jobs (kernels/jobs.py's Job) as one: run by run_compiled, the first's chunks
+    beside the second's."""
     from .jobs import paired as both  # noqa: PLC0415 - compiled with the kernels that make the jobs
 
     return both(first, second)

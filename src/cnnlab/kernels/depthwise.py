@@ -54,6 +54,7 @@ from .igemm import (
     vector_fma,
     zip2,
 )
+from .jobs import Job
 
 RD, NVD = 4, 2  # output rows x vectors of positions per block: 8 sums in registers
 RN = 8  # output rows per block of one vector, for rows of at most 16 outputs
@@ -756,36 +757,6 @@ def _scratch_grad_job(a, i):
                 s[10], s[11])
 
 
-class Job:
-    """A pass of a layer over a batch as a compiled job (kernels/jobs.py): ``fn`` the job's
-    address, ``args`` its int64 arguments, ``count`` its chunks; ``keep`` holds every array whose
-    address is in ``args`` until the job is done; ``sums`` a weight gradient's per-chunk float64
-    parts (chunks, C, KH, KW), added up in chunk order by ``weight_grad``."""
-
-    def __init__(self, fn, args, count, keep, sums=None):
-        self.fn, self.count, self.keep, self.sums = fn.address, count, keep, sums
-        self.args = np.array([jobs.address(v) if isinstance(v, np.ndarray) else int(v) for v in args], np.int64)
-
-    def run_here(self):
-        """Every chunk on the calling thread."""
-        jobs.run_alone(self.fn, jobs.address(self.args), self.count)
-        return self
-
-    def weight_grad(self):
-        """The weight gradient: the chunks' float64 sums, added in chunk order (C, KH, KW)."""
-        total = self.sums[0]
-        for part in self.sums[1:]:
-            total = total + part
-        return total
-
-
-def pair(first, second):
-    """One job of ``first``'s chunks, then ``second``'s (an input gradient beside a weight
-    gradient)."""
-    return Job(jobs.pair, (first.fn, first.args, first.count, second.fn, second.args), first.count + second.count,
-               (first, second))
-
-
 def _table(chunks):
     return np.array(chunks, np.int64).reshape(-1, 2)
 
@@ -808,15 +779,15 @@ def forward_job(x, w, kernel, stride, padding, dilation, out_shape, out, chunks)
     base = [table, C, H * W_, L, x, taps, out]
     if use_same((H, W_), kernel, stride, padding, dilation):
         offs, masks, G = _same_plane(*_key((H, W_), kernel, padding, dilation), False)
-        return Job(_same_job, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table),
+        return Job(_same_job.address, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table),
                    (x, out, taps, table, offs, masks))
     if use_narrow((H, W_), out_shape):
         idx, masks, geo = narrow.forward_tables(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
-        return Job(_narrow_forward_job, base + [taps.shape[1], H, W_, idx, masks, geo, idx.shape[0]], len(table),
+        return Job(_narrow_forward_job.address, base + [taps.shape[1], H, W_, idx, masks, geo, idx.shape[0]], len(table),
                    (x, out, taps, table, idx, masks, geo))
     Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     kstart = _ALL[boff.shape[0]]
-    return Job(_correlate_job, base + [taps.shape[1], H, W_, 1, stride[1], Wq, padding[0], padding[1], Hs, Ws,
+    return Job(_correlate_job.address, base + [taps.shape[1], H, W_, 1, stride[1], Wq, padding[0], padding[1], Hs, Ws,
                                        stride[0], 1, boff, boff.shape[0], kstart, kstart.shape[0], *out_shape],
                len(table), (x, out, taps, table, boff, kstart))
 
@@ -830,17 +801,17 @@ def input_grad_job(g, w, size, kernel, stride, padding, dilation, out_shape, gx,
     base = [table, C, OH * OW, H * W_, g, taps, gx]
     if use_same(size, kernel, stride, padding, dilation):
         offs, masks, G = _same_plane(*_key(size, kernel, padding, dilation), True)
-        return Job(_same_job, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table),
+        return Job(_same_job.address, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table),
                    (g, gx, taps, table, offs, masks))
     if use_narrow(size, out_shape):
         idx, masks, geo, phases, NV = narrow.back_tables(*_key(size, kernel, stride, padding, dilation, out_shape))
-        return Job(_narrow_input_grad_job, base + [taps.shape[1], H, W_, idx, masks, geo, phases, phases.shape[0], NV,
+        return Job(_narrow_input_grad_job.address, base + [taps.shape[1], H, W_, idx, masks, geo, phases, phases.shape[0], NV,
                                                    idx.shape[0]],
                    len(table), (g, gx, taps, table, idx, masks, geo, phases))
     Hs, Ws, top, left, order, boff, kstart = _back_plane(*_key(size, kernel, stride, padding, dilation))
     taps = np.ascontiguousarray(taps[:, order])
     base[5] = taps
-    return Job(_correlate_job, base + [taps.shape[1], OH, OW, stride[0], 1, Ws, top, left, Hs, Ws, 1, stride[1],
+    return Job(_correlate_job.address, base + [taps.shape[1], OH, OW, stride[0], 1, Ws, top, left, Hs, Ws, 1, stride[1],
                                        boff, boff.shape[0], kstart, kstart.shape[0], H, W_],
                len(table), (g, gx, taps, table, boff, kstart))
 
@@ -855,14 +826,14 @@ def weight_grad_job(g, x, kernel, stride, padding, dilation, out_shape, chunks):
     base = [table, C, H * W_, L, g, x, sums, K]
     if use_same((H, W_), kernel, stride, padding, dilation, weight_grad=True):
         offs, masks = _same_grad_plane(*_key((H, W_), kernel, padding, dilation))
-        return Job(_same_grad_job, base + [offs, masks, masks.shape[0], masks.shape[1]], len(table),
+        return Job(_same_grad_job.address, base + [offs, masks, masks.shape[0], masks.shape[1]], len(table),
                    (g, x, table, offs, masks), sums)
     if use_narrow((H, W_), out_shape):
         idx, masks, kh, geo, slots = narrow.grad_tables(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
-        return Job(_narrow_grad_job, base + [H, W_, idx, masks, kh, kh.shape[0], geo, slots], len(table),
+        return Job(_narrow_grad_job.address, base + [H, W_, idx, masks, kh, kh.shape[0], geo, slots], len(table),
                    (g, x, table, idx, masks, kh, geo, slots), sums)
     Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
-    return Job(_scratch_grad_job, base + [H, W_, padding[0], padding[1], Hs, Ws, stride[1], Wq, stride[0], boff,
+    return Job(_scratch_grad_job.address, base + [H, W_, padding[0], padding[1], Hs, Ws, stride[1], Wq, stride[0], boff,
                                           *out_shape],
                len(table), (g, x, table, boff), sums)
 

@@ -1827,8 +1827,8 @@ class IndirectConv:
 
     def forward_job(self, x, out, chunks, bias=None):
         """The forward pass of a whole batch x (N, C, *S) into out (N, F, L), both contiguous
-        float32, ``bias`` (F,) float32 added where given, as a compiled job over ``chunks``
-        (kernels/jobs.py): (job address, its argument array, what that array points into)."""
+        float32, ``bias`` (F,) float32 added where given, as a compiled job (kernels/jobs.py's
+        Job) over ``chunks``."""
         N, C = x.shape[:2]
         D, H, W_ = (1,) * (5 - x.ndim) + tuple(x.shape[2:])
         table = np.array(chunks, np.int64).reshape(-1, 2)
@@ -1839,7 +1839,7 @@ class IndirectConv:
             args = head + [*self.padded, *self.padding, self.plane, self.slack, at(self.wf), self.wf.shape[1],
                            at(self.fields), self.fields.shape[0], self.Cg, self.Fg, self.P]
             keep += [self.wf, self.fields]
-            return _direct_forward_job.address, np.array(args, np.int64), keep
+            return jobs.Job(_direct_forward_job.address, args, len(table), keep)
         self.prepare_forward()
         wpk = self._w_fwd
         sizes = sorted({int(b - a) for a, b in table})[:2]
@@ -1851,7 +1851,7 @@ class IndirectConv:
             args += [n, at(rows), at(out_rows)]
             keep += [rows, out_rows]
         keep += [wpk, self.fields]
-        return _forward_job.address, np.array(args, np.int64), keep
+        return jobs.Job(_forward_job.address, args, len(table), keep)
 
     def _job_head(self, table, x, out, F, L, extra):
         D, H, W_ = (1,) * (5 - x.ndim) + tuple(x.shape[2:])
@@ -1860,9 +1860,9 @@ class IndirectConv:
 
     def weight_grad_job(self, x, g, chunks, columns=False):
         """The weight gradient of a whole batch x (N, C, *S) and its output gradient g (N, F, L),
-        contiguous float32, as a compiled job: (job address, arguments, what they point into, gw).
-        Each of ``chunks`` (image ranges) writes its own part gw[j] (F, Cg*K), added in chunk order
-        by the caller; with ``columns`` the chunks are ranges of gw's columns over the whole batch,
+        contiguous float32, as a compiled job (kernels/jobs.py's Job) whose ``sums`` are gw: each of
+        ``chunks`` (image ranges) writes its own part gw[j] (F, Cg*K), added in chunk order by
+        Job.total; with ``columns`` the chunks are ranges of gw's columns over the whole batch,
         written into gw[0] (not for the direct form)."""
         F, L, CgK = self.F, self.L, self.Cg * self.K
         table = np.array(chunks, np.int64).reshape(-1, 2)
@@ -1873,7 +1873,7 @@ class IndirectConv:
         if self.direct_w and not columns:
             args = head + [*self.padded, *self.padding, self.plane, self.slack, *self.out_shape, self.ldg,
                            at(self.fields), CgK, self.Cg, self.Fg]
-            return _direct_weight_grad_job.address, np.array(args, np.int64), keep, gw
+            return jobs.Job(_direct_weight_grad_job.address, args, len(table), keep, gw)
         sizes = [x.shape[0]] if columns else sorted({int(b - a) for a, b in table})[:2]
         args = head + [int(columns), any(self.padding), *self.box, *self.at, self.plane, at(self.fields), CgK, self.Cg,
                        self.Fg, max(1, PACK_POSITIONS // L)]
@@ -1882,13 +1882,13 @@ class IndirectConv:
             filters = F * CgK >= FILTER_ROWS_MIN_WEIGHTS and rows.shape[0] <= FILTER_ROWS_MAX_POSITIONS
             args += [n, at(rows), at(gcol), int(filters)]
             keep += [rows, gcol]
-        return _weight_grad_job.address, np.array(args, np.int64), keep, gw
+        return jobs.Job(_weight_grad_job.address, args, len(table), keep, gw)
 
     def input_grad_job(self, g, gx, chunks):
         """The input gradient of a whole batch's output gradient g (N, F, L) into gx (N, C, *S),
-        contiguous float32, as a compiled job over ``chunks``: (job address, arguments, what they
-        point into): by phases, the flipped convolution or the col2im product, as backward picks;
-        None for phases of 3-D layers (Python chunks)."""
+        contiguous float32, as a compiled job (kernels/jobs.py's Job) over ``chunks``: by phases,
+        the flipped convolution or the col2im product, as backward picks; None for phases of 3-D
+        layers (Python chunks)."""
         N = g.shape[0]
         if self.phase_back and len(self.S) == 2:
             self.prepare_backward(True)
@@ -1901,7 +1901,7 @@ class IndirectConv:
             args = self._job_head(table, gv, gx, self.C, math.prod(self.S), 0) + [
                 ph.Hg, ph.Wg, *ph.E, ph.slack, at(ph.plan), *ph.plan.shape, at(ph.wts), ph.wts.shape[0], at(ph.boffs),
                 ph.boffs.shape[0], self.Cg, self.Fg, int(ph.whole), *self.S]
-            return _phase_back_job.address, np.array(args, np.int64), [table, gv, gx, ph]
+            return jobs.Job(_phase_back_job.address, args, len(table), [table, gv, gx, ph])
         if self.flip_padding is not None and not self.phase_back:
             back = self._back_conv()
             return back.forward_job(g.reshape((N, self.F) + self.out_shape), gx.reshape(N, self.C, math.prod(self.S)),
@@ -1923,7 +1923,7 @@ class IndirectConv:
             args += [n, at(out_rows)]
             keep.append(out_rows)
         args += list(self.volume)
-        return _col2im_back_job.address, np.array(args, np.int64), keep
+        return jobs.Job(_col2im_back_job.address, args, len(table), keep)
 
     def weight_grad_rows(self, xc, gc, m0, m1, gw):
         """Columns [m0, m1) of the weight gradient gw (F, Cg*K) of images xc and their output

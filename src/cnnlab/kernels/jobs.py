@@ -266,10 +266,34 @@ def pair(a, i):
         _call(slot(a, 3), slot(a, 4), i - first)
 
 
-def paired(first, second):
-    """Two jobs, each (address, int64 argument array, chunk count), as one job of ``pair``: the
-    first's chunks, then the second's. The caller keeps both argument arrays alive."""
-    import numpy as np  # noqa: PLC0415
+class Job:
+    """A pass over a batch as a compiled job: ``fn`` the address of a ``@job`` function, ``args``
+    its int64 arguments (arrays given as themselves are taken by their address), ``count`` its
+    chunks; ``keep`` holds every array whose address is in ``args`` until the job is done; ``sums``
+    a gradient's per-chunk parts (chunks, ...), added up in chunk order by ``total``. Run it with
+    kernels/threads.py's run_compiled(job.fn, job.args, job.count), or ``run_here``."""
 
-    args = np.array([first[0], address(first[1]), first[2], second[0], address(second[1])], np.int64)
-    return pair.address, args, first[2] + second[2]
+    def __init__(self, fn, args, count, keep, sums=None):
+        import numpy as np  # noqa: PLC0415
+
+        self.fn, self.count, self.keep, self.sums = fn, count, keep, sums
+        self.args = np.array([address(v) if isinstance(v, np.ndarray) else int(v) for v in args], np.int64)
+
+    def run_here(self):
+        """Every chunk on the calling thread."""
+        run_alone(self.fn, address(self.args), self.count)
+        return self
+
+    def total(self):
+        """The chunks' parts (``sums``) added in chunk order."""
+        total = self.sums[0]
+        for part in self.sums[1:]:
+            total = total + part
+        return total
+
+
+def paired(first, second):
+    """Two Jobs as one (``pair``): the first's chunks, then the second's (an input gradient beside
+    a weight gradient); the second's ``sums`` go with it."""
+    return Job(pair.address, (first.fn, first.args, first.count, second.fn, second.args), first.count + second.count,
+               (first, second), second.sums)

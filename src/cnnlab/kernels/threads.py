@@ -167,7 +167,7 @@ class _Pool:
         self.addr = self.desc.ctypes.data
         self.cond = threading.Condition()
         self.job = None  # the posted Python job (None while a compiled one is posted)
-        self.sleepers = 0  # helpers asleep on cond (read without the lock: a late look misses one job)
+        self.sleepers = 0  # helpers at or in their sleep on cond (read by _run_compiled without the lock)
         self.stopping = False
         self.busy = threading.Lock()  # one job at a time: a nested or concurrent call runs inline
         spins = policy.spin_allowed(helpers + 1)
@@ -196,9 +196,15 @@ class _Pool:
                 seen = jobs.serve(addr, seen, turns, 0 if counted is None else counted.ctypes.data)
                 counted = None
             with self.cond:
-                while desc[jobs.SIGNAL] == seen and not self.stopping:
-                    self.sleepers += 1
-                    self.cond.wait()
+                # counted before the look at the signal: a caller that posts a compiled job and then
+                # sees no sleeper posted it before this look, which sees it (counted after the look,
+                # a helper preempted between the two slept through the job, and a caller that waited
+                # in its first chunk for another thread to take the second waited in vain)
+                self.sleepers += 1
+                try:
+                    while desc[jobs.SIGNAL] == seen and not self.stopping:
+                        self.cond.wait()
+                finally:
                     self.sleepers -= 1
                 if self.stopping:
                     return
