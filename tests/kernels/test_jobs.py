@@ -124,8 +124,8 @@ def _depthwise_layers():
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_depthwise_batch_jobs_give_the_bits_of_one_chunk(pool_of, layer, workers):
     """The whole-batch depthwise jobs over any chunking: the output and input gradient of the
-    one-chunk kernels bit for bit, and the weight gradient of the chunks' own parts added in chunk
-    order."""
+    one-chunk kernels bit for bit, and the weight gradient's parts, one per chunk, added in chunk
+    order, that of the chunks run one at a time."""
     from cnnlab.functional.conv import conv_output_shape
     from cnnlab.kernels import depthwise
 
@@ -145,13 +145,13 @@ def test_depthwise_batch_jobs_give_the_bits_of_one_chunk(pool_of, layer, workers
         kernels.depthwise_batch_forward(x, w, *geom, y, chunks)
         assert np.array_equal(y, y1)
         gx = np.full_like(x, np.nan)
-        gw = kernels.depthwise_batch_backward(g, x, w, *geom, gx, chunks, chunks)
+        got = kernels.depthwise_batch_backward(g, x, w, *geom, gx, chunks, chunks)
         assert np.array_equal(gx, gx1)
         parts = [depthwise.weight_grad_part(g[a:b], x[a:b], *geom) for a, b in chunks]
-        total = parts[0]
-        for p in parts[1:]:
-            total = total + p
-        assert np.array_equal(gw, total)
+        total, gw = parts[0], got[0]
+        for p, q in zip(parts[1:], got[1:]):
+            total, gw = total + p, gw + q
+        assert len(got) == len(parts) and np.array_equal(gw, total)
         assert kernels.depthwise_batch_backward(g, x, w, *geom, None, chunks, None) is None
 
 

@@ -273,9 +273,9 @@ class ConvPlan:
         """backward of a depthwise layer as one compiled job (kernels.depthwise_batch_backward):
         the input gradient's chunks beside the weight gradient's, each chunk's sums added in
         chunk order as backward's."""
-        gw = kernels.depthwise_batch_backward(np.ascontiguousarray(whole), np.ascontiguousarray(x), self.w, *self.geom,
-                                              gx, self.chunks, self.chunks if needs[1] else None)
-        gw = self._weight_grad([gw]) if needs[1] else None
+        parts = kernels.depthwise_batch_backward(np.ascontiguousarray(whole), np.ascontiguousarray(x), self.w,
+                                                 *self.geom, gx, self.chunks, self.chunks if needs[1] else None)
+        gw = self._weight_grad(parts) if needs[1] else None
         if not has_bias:
             return gx, gw
         gb = _sum_parts([whole[n0:n1].sum(axis=2).sum(axis=0) for n0, n1 in self.chunks]) if needs[2] else None

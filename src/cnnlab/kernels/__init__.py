@@ -197,9 +197,9 @@ def depthwise_batch_forward(x, w, kernel, stride, padding, dilation, out_shape, 
 
 def depthwise_batch_backward(g, x, w, kernel, stride, padding, dilation, out_shape, gx, x_chunks, w_chunks):
     """depthwise_backward of a whole batch as one compiled job: the input gradient into ``gx``
-    (N, C, H, W) over ``x_chunks`` where gx is given, and the weight gradient (C, KH, KW) float64,
-    one part per range of ``w_chunks`` added in their order, where w_chunks is not None (returned;
-    else None; x, the input, is needed only for it). g (N, C, OH*OW) and x contiguous float32."""
+    (N, C, H, W) over ``x_chunks`` where gx is given, and the weight gradient's float64 parts
+    (C, KH, KW), one per range of ``w_chunks`` in their order, for the caller to add, where
+    w_chunks is not None (returned; else None; x, the input, is needed only for it). g (N, C, OH*OW) and x contiguous float32."""
     dw = _vectors()
     parts = []
     if gx is not None:
@@ -212,7 +212,7 @@ def depthwise_batch_backward(g, x, w, kernel, stride, padding, dilation, out_sha
         return None
     job = parts[0] if len(parts) == 1 else paired(*parts)
     threads.run_compiled(job.fn, job.args, job.count)
-    return None if wj is None else wj.total()
+    return None if wj is None else list(wj.sums)
 
 
 def _depthwise_padded(x, kernel, stride, padding, dilation):
@@ -383,12 +383,12 @@ def _max_pool2d(x, kernel, stride, padding, out_shape):
         return out, ("cpu", arg)
     out = np.empty((N, C, OH, OW), x.dtype)
     arg = np.empty((N, C, OH, OW), np.int32)
-    table = _chunk_table(chunks)
-    from .jobs import address as at  # noqa: PLC0415 - compiled with cpu
+    from . import jobs  # noqa: PLC0415 - compiled with cpu
 
-    args = np.array([at(table), C, H, W, OH, OW, at(x), at(out), at(arg), *kernel, *stride, *padding], np.int64)
-    job = cpu.max_pool_forward_job32 if x.dtype == np.float32 else cpu.max_pool_forward_job64
-    threads.run_compiled(job.address, args, table.shape[0])
+    table = jobs.table(chunks)
+    fn = cpu.max_pool_forward_job32 if x.dtype == np.float32 else cpu.max_pool_forward_job64
+    job = jobs.Job(fn.address, [table, C, H, W, OH, OW, x, out, arg, *kernel, *stride, *padding], len(table), ())
+    threads.run_compiled(job.fn, job.args, job.count)
     return out, ("cpu", arg)
 
 
@@ -398,12 +398,6 @@ def paired(first, second):
     from .jobs import paired as both  # noqa: PLC0415 - compiled with the kernels that make the jobs
 
     return both(first, second)
-
-
-def _chunk_table(chunks):
-    """(count, 2) int64 image ranges of a compiled job (kernels/jobs.py); one empty range for an
-    empty batch."""
-    return np.array(chunks or [(0, 0)], np.int64).reshape(-1, 2)
 
 
 def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
@@ -426,12 +420,12 @@ def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
         if len(chunks) < 2:
             return cpu.max_pool2d_backward(g, arg, H, W)
         dx = np.empty(x_shape, g.dtype)
-        table = _chunk_table(chunks)
-        from .jobs import address as at  # noqa: PLC0415 - compiled with cpu
+        from . import jobs  # noqa: PLC0415 - compiled with cpu
 
-        args = np.array([at(table), C, H, W, OH, OW, at(g), at(arg), at(dx)], np.int64)
-        job = cpu.max_pool_backward_job32 if g.dtype == np.float32 else cpu.max_pool_backward_job64
-        threads.run_compiled(job.address, args, table.shape[0])
+        table = jobs.table(chunks)
+        fn = cpu.max_pool_backward_job32 if g.dtype == np.float32 else cpu.max_pool_backward_job64
+        job = jobs.Job(fn.address, [table, C, H, W, OH, OW, g, arg, dx], len(table), ())
+        threads.run_compiled(job.fn, job.args, job.count)
         return dx
     dx = generic.max_pool_backward(g, arg, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)

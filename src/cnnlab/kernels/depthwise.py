@@ -757,10 +757,6 @@ def _scratch_grad_job(a, i):
                 s[10], s[11])
 
 
-def _table(chunks):
-    return np.array(chunks, np.int64).reshape(-1, 2)
-
-
 def _key(*geometry):
     return tuple(tuple(int(v) for v in g) for g in geometry)
 
@@ -775,7 +771,7 @@ def forward_job(x, w, kernel, stride, padding, dilation, out_shape, out, chunks)
     """The forward pass (forward) of x (N, C, H, W) into out (N, C, OH*OW), both float32 and
     contiguous, as a Job over ``chunks`` (image ranges)."""
     N, C, H, W_ = x.shape
-    L, taps, table = out_shape[0] * out_shape[1], _taps(w, C), _table(chunks)
+    L, taps, table = out_shape[0] * out_shape[1], _taps(w, C), jobs.table(chunks)
     base = [table, C, H * W_, L, x, taps, out]
     if use_same((H, W_), kernel, stride, padding, dilation):
         offs, masks, G = _same_plane(*_key((H, W_), kernel, padding, dilation), False)
@@ -797,7 +793,7 @@ def input_grad_job(g, w, size, kernel, stride, padding, dilation, out_shape, gx,
     contiguous, as a Job over ``chunks``."""
     N, C = g.shape[:2]
     (H, W_), (OH, OW) = size, out_shape
-    taps, table = _taps(w, C), _table(chunks)
+    taps, table = _taps(w, C), jobs.table(chunks)
     base = [table, C, OH * OW, H * W_, g, taps, gx]
     if use_same(size, kernel, stride, padding, dilation):
         offs, masks, G = _same_plane(*_key(size, kernel, padding, dilation), True)
@@ -818,10 +814,10 @@ def input_grad_job(g, w, size, kernel, stride, padding, dilation, out_shape, gx,
 
 def weight_grad_job(g, x, kernel, stride, padding, dilation, out_shape, chunks):
     """The weight gradient (weight_grad_part) of g (N, C, OH*OW) and x (N, C, H, W), float32,
-    contiguous, as a Job over ``chunks``: each chunk's float64 sums its own (Job.weight_grad adds
-    them up)."""
+    contiguous, as a Job over ``chunks``: each chunk's float64 sums its own, in ``sums`` (added in
+    chunk order by the caller)."""
     N, C, H, W_ = x.shape
-    K, L, table = math.prod(kernel), out_shape[0] * out_shape[1], _table(chunks)
+    K, L, table = math.prod(kernel), out_shape[0] * out_shape[1], jobs.table(chunks)
     sums = np.zeros((len(table), C) + tuple(kernel))
     base = [table, C, H * W_, L, g, x, sums, K]
     if use_same((H, W_), kernel, stride, padding, dilation, weight_grad=True):

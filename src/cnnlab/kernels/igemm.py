@@ -1829,11 +1829,8 @@ class IndirectConv:
         """The forward pass of a whole batch x (N, C, *S) into out (N, F, L), both contiguous
         float32, ``bias`` (F,) float32 added where given, as a compiled job (kernels/jobs.py's
         Job) over ``chunks``."""
-        N, C = x.shape[:2]
-        D, H, W_ = (1,) * (5 - x.ndim) + tuple(x.shape[2:])
-        table = np.array(chunks, np.int64).reshape(-1, 2)
-        at = jobs.address
-        head = [at(table), at(x), C, D, H, W_, at(out), self.F, self.L, 0 if bias is None else at(bias)]
+        table, at = jobs.table(chunks), jobs.address
+        head = self._job_head(table, x, out, self.F, self.L, 0 if bias is None else at(bias))
         keep = [table, x, out, bias]
         if self.direct:
             args = head + [*self.padded, *self.padding, self.plane, self.slack, at(self.wf), self.wf.shape[1],
@@ -1842,18 +1839,17 @@ class IndirectConv:
             return jobs.Job(_direct_forward_job.address, args, len(table), keep)
         self.prepare_forward()
         wpk = self._w_fwd
-        sizes = sorted({int(b - a) for a, b in table})[:2]
-        tables = [(n,) + self._table(n) for n in sizes]
-        tables += tables[:1] * (2 - len(tables))
         args = head + [any(self.padding), *self.box, *self.at, self.plane, at(self.fields), self.fields.shape[0],
                        at(wpk), *wpk.shape, self.Cg, self.Fg]
-        for n, rows, out_rows in tables:
+        for n in jobs.chunk_sizes(table):
+            rows, out_rows = self._table(n)
             args += [n, at(rows), at(out_rows)]
             keep += [rows, out_rows]
         keep += [wpk, self.fields]
         return jobs.Job(_forward_job.address, args, len(table), keep)
 
     def _job_head(self, table, x, out, F, L, extra):
+        """_IO's slots: x (n, C, *S) read as (n, C, D, H, W), out (n, F, L), ``extra``."""
         D, H, W_ = (1,) * (5 - x.ndim) + tuple(x.shape[2:])
         at = jobs.address
         return [at(table), at(x), x.shape[1], D, H, W_, at(out), F, L, extra]
@@ -1861,11 +1857,11 @@ class IndirectConv:
     def weight_grad_job(self, x, g, chunks, columns=False):
         """The weight gradient of a whole batch x (N, C, *S) and its output gradient g (N, F, L),
         contiguous float32, as a compiled job (kernels/jobs.py's Job) whose ``sums`` are gw: each of
-        ``chunks`` (image ranges) writes its own part gw[j] (F, Cg*K), added in chunk order by
-        Job.total; with ``columns`` the chunks are ranges of gw's columns over the whole batch,
+        ``chunks`` (image ranges) writes its own part gw[j] (F, Cg*K), added in chunk order by the
+        caller; with ``columns`` the chunks are ranges of gw's columns over the whole batch,
         written into gw[0] (not for the direct form)."""
         F, L, CgK = self.F, self.L, self.Cg * self.K
-        table = np.array(chunks, np.int64).reshape(-1, 2)
+        table = jobs.table(chunks)
         gw = np.empty((1 if columns else len(table), F, CgK), np.float32)
         at = jobs.address
         head = self._job_head(table, x, g, F, L, at(gw))
@@ -1874,10 +1870,10 @@ class IndirectConv:
             args = head + [*self.padded, *self.padding, self.plane, self.slack, *self.out_shape, self.ldg,
                            at(self.fields), CgK, self.Cg, self.Fg]
             return jobs.Job(_direct_weight_grad_job.address, args, len(table), keep, gw)
-        sizes = [x.shape[0]] if columns else sorted({int(b - a) for a, b in table})[:2]
+        sizes = [x.shape[0]] * 2 if columns else jobs.chunk_sizes(table)
         args = head + [int(columns), any(self.padding), *self.box, *self.at, self.plane, at(self.fields), CgK, self.Cg,
                        self.Fg, max(1, PACK_POSITIONS // L)]
-        for n in (sizes + sizes[:1])[:2]:
+        for n in sizes:
             rows, gcol = self._table(n)
             filters = F * CgK >= FILTER_ROWS_MIN_WEIGHTS and rows.shape[0] <= FILTER_ROWS_MAX_POSITIONS
             args += [n, at(rows), at(gcol), int(filters)]
@@ -1895,8 +1891,7 @@ class IndirectConv:
             ph = self._phased
             if ph.plan.dtype != np.int64 or ph.wts.dtype != np.float32 or ph.boffs.dtype != np.int64:
                 return None
-            table = np.array(chunks, np.int64).reshape(-1, 2)
-            at = jobs.address
+            table, at = jobs.table(chunks), jobs.address
             gv = g.reshape((N, self.F) + self.out_shape)
             args = self._job_head(table, gv, gx, self.C, math.prod(self.S), 0) + [
                 ph.Hg, ph.Wg, *ph.E, ph.slack, at(ph.plan), *ph.plan.shape, at(ph.wts), ph.wts.shape[0], at(ph.boffs),
@@ -1912,13 +1907,11 @@ class IndirectConv:
         wb = self._w_back[0].base  # pack_back's (G, panels, Fg, width), of which _w_back holds the groups
         if wb is None or wb.ndim != 4 or not wb.flags.c_contiguous or wb.shape[0] != self.G:
             return None
-        table = np.array(chunks, np.int64).reshape(-1, 2)
-        sizes = sorted({int(b - a) for a, b in table})[:2]
+        table, at = jobs.table(chunks), jobs.address
         gv = g.reshape(N, self.F, 1, 1, self.L)
-        at = jobs.address
         args = self._job_head(table, gv, gx, self.C, math.prod(self.S), 0) + [at(wb), *wb.shape, self.Cg, self.K]
         keep = [table, gv, gx, wb]
-        for n in (sizes + sizes[:1])[:2]:
+        for n in jobs.chunk_sizes(table):
             out_rows = self._table(n)[1]
             args += [n, at(out_rows)]
             keep.append(out_rows)

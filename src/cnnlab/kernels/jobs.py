@@ -23,6 +23,7 @@ from __future__ import annotations
 import platform
 import threading
 
+import numpy as np
 from llvmlite import ir
 from numba import cfunc, njit, types
 from numba.core import cgutils
@@ -270,12 +271,10 @@ class Job:
     """A pass over a batch as a compiled job: ``fn`` the address of a ``@job`` function, ``args``
     its int64 arguments (arrays given as themselves are taken by their address), ``count`` its
     chunks; ``keep`` holds every array whose address is in ``args`` until the job is done; ``sums``
-    a gradient's per-chunk parts (chunks, ...), added up in chunk order by ``total``. Run it with
+    a gradient's per-chunk parts (chunks, ...), for the caller to add in chunk order. Run it with
     kernels/threads.py's run_compiled(job.fn, job.args, job.count), or ``run_here``."""
 
     def __init__(self, fn, args, count, keep, sums=None):
-        import numpy as np  # noqa: PLC0415
-
         self.fn, self.count, self.keep, self.sums = fn, count, keep, sums
         self.args = np.array([address(v) if isinstance(v, np.ndarray) else int(v) for v in args], np.int64)
 
@@ -284,12 +283,18 @@ class Job:
         run_alone(self.fn, address(self.args), self.count)
         return self
 
-    def total(self):
-        """The chunks' parts (``sums``) added in chunk order."""
-        total = self.sums[0]
-        for part in self.sums[1:]:
-            total = total + part
-        return total
+
+def table(chunks):
+    """A job's chunk table: (count, 2) int64 ranges; one empty range where there are none."""
+    return np.array(chunks or [(0, 0)], np.int64).reshape(-1, 2)
+
+
+def chunk_sizes(ranges):
+    """Two sizes of a chunk table's ranges, for a job that reads a table per size (the second a
+    repeat of the first where all ranges have one size); a table's ranges come in at most two
+    sizes (policy.even_ranges)."""
+    sizes = sorted({int(b - a) for a, b in ranges})[:2]
+    return (sizes + sizes[:1])[:2]
 
 
 def paired(first, second):
