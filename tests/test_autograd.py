@@ -130,6 +130,46 @@ def test_a_leaf_takes_a_fresh_weight_gradient_without_a_copy():
     np.testing.assert_allclose(w.grad.numpy(), np.ones((3, 5)).T @ x.numpy())
 
 
+def test_a_leaf_takes_a_reshaped_fresh_gradient_without_a_copy_but_never_a_shared_one():
+    class Reshaped(cnnlab.autograd.Function):  # a backward that hands back a view of a fresh array
+        def forward(self, x):
+            return x.reshape(-1) * 2
+
+        def backward(self, g):
+            return (g * 2).reshape(self.inputs[0].shape)
+
+    class Twice(cnnlab.autograd.Function):  # two whole views of one array, one to each input
+        def forward(self, a, b):
+            return a + b
+
+        def backward(self, g):
+            both = g * 1.0
+            return both.reshape(both.shape), both.reshape(both.shape)
+
+    class Part(cnnlab.autograd.Function):  # a view of part of an array
+        def forward(self, a):
+            return a * 1.0
+
+        def backward(self, g):
+            return np.concatenate([g, g])[: g.shape[0]]
+
+    w = cnnlab.tensor(np.ones((2, 3)), requires_grad=True)
+    out = Reshaped.apply(w)
+    out.backward(np.ones(6))
+    base = w.grad.data.base
+    assert base is not None and base.base is None and base.size == 6  # the view itself, no copy
+    np.testing.assert_array_equal(w.grad.numpy(), np.full((2, 3), 2.0))
+    a = cnnlab.tensor(np.ones(3), requires_grad=True)
+    b = cnnlab.tensor(np.ones(3), requires_grad=True)
+    Twice.apply(a, b).backward(np.ones(3))
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    a.grad.data[...] = 5.0
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones(3))
+    c = cnnlab.tensor(np.ones(3), requires_grad=True)
+    Part.apply(c).backward(np.ones(3))
+    assert c.grad.data.base is None  # a copy: the view covers half of its array
+
+
 def test_deep_graph_needs_no_recursion():
     x = cnnlab.tensor(np.array([1.0]), requires_grad=True)
     y = x

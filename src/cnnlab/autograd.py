@@ -96,26 +96,42 @@ def _refcount_in_call(a) -> int:
     return sys.getrefcount(a)
 
 
-def _refs_of_a_local() -> int:
+def _base_refcount_in_call(a) -> int:
+    base = a.base
+    return sys.getrefcount(base)
+
+
+def _refs_of_a_local() -> tuple[int, int]:
+    """(what sys.getrefcount reports of an array that only the calling frame's local variable
+    holds, inside a function called with it; what it reports, in the same call shape, of the base
+    of a view that only such a local holds, the view its base's only holder)."""
     gt = np.empty(0)
-    return _refcount_in_call(gt)
+    view = np.empty(2).reshape(1, 2)
+    return _refcount_in_call(gt), _base_refcount_in_call(view)
 
 
-def _unshared(a, loop_refs: int) -> bool:
-    """Whether the backward loop holds the only reference to ``a`` and ``a`` owns its memory, so
-    that a leaf may take it as its ``.grad`` without a copy (PyTorch's AccumulateGrad steals a
-    gradient the same way). Saves a copy per step of every weight gradient that a backward
-    function returns as a fresh array (Linear's, Winograd convolutions'). Arrays held by a
-    Function, a kernel's workspace, another pending gradient or the caller (``backward(grad)``),
-    views of any array, and arrays not in C order, are copied.
+def _unshared(a, refs: tuple[int, int]) -> bool:
+    """Whether the backward loop holds the only reference to ``a`` and ``a`` owns its memory, or
+    is a C-ordered view of all of an array that it alone holds (a gradient reshaped on its way
+    back, as a convolution's weight gradient is), so that a leaf may take it as its ``.grad``
+    without a copy (PyTorch's AccumulateGrad steals a gradient the same way). Saves a copy per step
+    of every weight gradient that a backward function returns as a fresh array (Linear's,
+    convolutions'). Arrays held by a Function, a kernel's workspace, another pending gradient or
+    the caller (``backward(grad)``), views of part of an array or of one that something else
+    holds, and arrays not in C order, are copied.
 
-    ``loop_refs`` is what sys.getrefcount reports, inside a function called with an array that
-    only the calling frame's local variable holds: _refs_of_a_local() measures it with the same
-    call shape (called with a local, _unshared calls getrefcount itself). It is measured for
-    every backward pass rather than assumed, since interpreters (and frame-evaluation hooks such
-    as debuggers') count call arguments differently."""
-    return (getattr(a, "base", 0) is None and sys.getrefcount(a) <= loop_refs
-            and a.flags.c_contiguous)  # as a copy would be
+    ``refs`` is what sys.getrefcount reports, inside a function called with an array that only
+    the calling frame's local variable holds, and of such a view's base: _refs_of_a_local()
+    measures both with the same call shapes (called with a local, _unshared calls getrefcount
+    itself). They are measured for every backward pass rather than assumed, since interpreters
+    (and frame-evaluation hooks such as debuggers') count call arguments differently."""
+    if not (sys.getrefcount(a) <= refs[0] and getattr(a, "flags", None) is not None and a.flags.c_contiguous):
+        return False
+    base = getattr(a, "base", 0)
+    if base is None:
+        return True
+    return (type(base) is type(a) and base.base is None and base.nbytes == a.nbytes and base.flags.c_contiguous
+            and sys.getrefcount(base) <= refs[1])
 
 
 class Tensor:
