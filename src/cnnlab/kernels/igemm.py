@@ -1603,7 +1603,7 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     g["phase_back"] = (len(S) == 2 and any(st > 1 for st in stride) and all(d == 1 for d in dilation)
                        and phase_share(stride, tuple(S), g["padded"], kernel)
                        >= (PHASE_MIN_SHARE_SMALL if g["K"] <= 9 else PHASE_MIN_SHARE))
-    g["_tables"] = {}
+    g["_tables"], g["_jobs"] = {}, {}  # offset tables per chunk size, jobs' arguments per chunking
     return g
 
 
@@ -1829,30 +1829,63 @@ class IndirectConv:
         """The forward pass of a whole batch x (N, C, *S) into out (N, F, L), both contiguous
         float32, ``bias`` (F,) float32 added where given, as a compiled job (kernels/jobs.py's
         Job) over ``chunks``."""
-        table, at = jobs.table(chunks), jobs.address
-        head = self._job_head(table, x, out, self.F, self.L, 0 if bias is None else at(bias))
-        keep = [table, x, out, bias]
+        at = jobs.address
         if self.direct:
-            args = head + [*self.padded, *self.padding, self.plane, self.slack, at(self.wf), self.wf.shape[1],
-                           at(self.fields), self.fields.shape[0], self.Cg, self.Fg, self.P]
-            keep += [self.wf, self.fields]
-            return jobs.Job(_direct_forward_job.address, args, len(table), keep)
+            head = [at(x), at(out), 0 if bias is None else at(bias), at(self.wf)]
+            return self._job(("forward", tuple(chunks)), head, (1, 6, 9, _IO + 6), [x, out, bias, self.wf],
+                             lambda: self._direct_forward_args(chunks, x))
         self.prepare_forward()
         wpk = self._w_fwd
-        args = head + [any(self.padding), *self.box, *self.at, self.plane, at(self.fields), self.fields.shape[0],
-                       at(wpk), *wpk.shape, self.Cg, self.Fg]
+        head = [at(x), at(out), 0 if bias is None else at(bias), at(wpk)]
+        return self._job(("forward", tuple(chunks)), head, (1, 6, 9, _IO + 10), [x, out, bias, wpk],
+                         lambda: self._forward_args(chunks, x, wpk))
+
+    def _direct_forward_args(self, chunks, x):
+        """_direct_forward_job's arguments but for the arrays of a call (zeros at _job's slots)."""
+        table = jobs.table(chunks)
+        args = self._job_head(table, x, None, self.F, self.L, 0) + [
+            *self.padded, *self.padding, self.plane, self.slack, 0, self.wf.shape[1], jobs.address(self.fields),
+            self.fields.shape[0], self.Cg, self.Fg, self.P]
+        return _direct_forward_job.address, args, len(table), [table, self.fields]
+
+    def _forward_args(self, chunks, x, wpk):
+        """_forward_job's arguments but for the arrays of a call (zeros at _job's slots)."""
+        table, at = jobs.table(chunks), jobs.address
+        args = self._job_head(table, x, None, self.F, self.L, 0) + [
+            any(self.padding), *self.box, *self.at, self.plane, at(self.fields), self.fields.shape[0], 0, *wpk.shape,
+            self.Cg, self.Fg]
+        keep = [table, self.fields]
         for n in jobs.chunk_sizes(table):
             rows, out_rows = self._table(n)
             args += [n, at(rows), at(out_rows)]
             keep += [rows, out_rows]
-        keep += [wpk, self.fields]
-        return jobs.Job(_forward_job.address, args, len(table), keep)
+        return _forward_job.address, args, len(table), keep
+
+    def _job(self, key, values, slots, arrays, make, sums=None):
+        """A jobs.Job from the layer shape's cached arguments for ``key`` (made by ``make()``: the
+        job's function, its arguments with zeros at ``slots``, its chunk count and the arrays
+        they point to), ``values`` (the call's array addresses) put at ``slots``; ``arrays`` (the
+        call's) kept with the cached ones. Building the arguments afresh took 10 us a call, as
+        much as a small layer's chunk."""
+        cache = self._jobs  # shared by the layer shape's calls (conv_geometry)
+        got = cache.get(key)
+        if got is None:
+            fn, args, count, keep = make()
+            if len(cache) >= TABLES_KEPT:
+                cache.clear()
+            got = cache[key] = (fn, np.array(args, np.int64), count, keep)
+        fn, template, count, keep = got
+        args = template.copy()
+        args[list(slots)] = values
+        return jobs.Job(fn, args, count, (keep, arrays), sums)
 
     def _job_head(self, table, x, out, F, L, extra):
-        """_IO's slots: x (n, C, *S) read as (n, C, D, H, W), out (n, F, L), ``extra``."""
+        """_IO's slots: x (n, C, *S) read as (n, C, D, H, W), out (n, F, L), ``extra``; the arrays'
+        addresses 0 where they are None (put in by _job)."""
         D, H, W_ = (1,) * (5 - x.ndim) + tuple(x.shape[2:])
         at = jobs.address
-        return [at(table), at(x), x.shape[1], D, H, W_, at(out), F, L, extra]
+        return [at(table), 0 if x is None else at(x), x.shape[1], D, H, W_, 0 if out is None else at(out), F, L,
+                extra]
 
     def weight_grad_job(self, x, g, chunks, columns=False):
         """The weight gradient of a whole batch x (N, C, *S) and its output gradient g (N, F, L),
@@ -1860,25 +1893,30 @@ class IndirectConv:
         ``chunks`` (image ranges) writes its own part gw[j] (F, Cg*K), added in chunk order by the
         caller; with ``columns`` the chunks are ranges of gw's columns over the whole batch,
         written into gw[0] (not for the direct form)."""
+        gw = np.empty((1 if columns else len(chunks), self.F, self.Cg * self.K), np.float32)
+        at = jobs.address
+        return self._job(("weight", tuple(chunks), columns, x.shape[0]), [at(x), at(g), at(gw)], (1, 6, 9),
+                         [x, g, gw], lambda: self._weight_grad_args(chunks, x, columns), gw)
+
+    def _weight_grad_args(self, chunks, x, columns):
+        """weight_grad_job's arguments but for the arrays of a call (zeros at _job's slots)."""
         F, L, CgK = self.F, self.L, self.Cg * self.K
         table = jobs.table(chunks)
-        gw = np.empty((1 if columns else len(table), F, CgK), np.float32)
-        at = jobs.address
-        head = self._job_head(table, x, g, F, L, at(gw))
-        keep = [table, x, g, gw, self.fields]
+        head = self._job_head(table, x, None, F, L, 0)
+        keep = [table, self.fields]
         if self.direct_w and not columns:
             args = head + [*self.padded, *self.padding, self.plane, self.slack, *self.out_shape, self.ldg,
-                           at(self.fields), CgK, self.Cg, self.Fg]
-            return jobs.Job(_direct_weight_grad_job.address, args, len(table), keep, gw)
+                           jobs.address(self.fields), CgK, self.Cg, self.Fg]
+            return _direct_weight_grad_job.address, args, len(table), keep
         sizes = [x.shape[0]] * 2 if columns else jobs.chunk_sizes(table)
-        args = head + [int(columns), any(self.padding), *self.box, *self.at, self.plane, at(self.fields), CgK, self.Cg,
-                       self.Fg, max(1, PACK_POSITIONS // L)]
+        args = head + [int(columns), any(self.padding), *self.box, *self.at, self.plane, jobs.address(self.fields), CgK,
+                       self.Cg, self.Fg, max(1, PACK_POSITIONS // L)]
         for n in sizes:
             rows, gcol = self._table(n)
             filters = F * CgK >= FILTER_ROWS_MIN_WEIGHTS and rows.shape[0] <= FILTER_ROWS_MAX_POSITIONS
-            args += [n, at(rows), at(gcol), int(filters)]
+            args += [n, jobs.address(rows), jobs.address(gcol), int(filters)]
             keep += [rows, gcol]
-        return jobs.Job(_weight_grad_job.address, args, len(table), keep, gw)
+        return _weight_grad_job.address, args, len(table), keep
 
     def input_grad_job(self, g, gx, chunks):
         """The input gradient of a whole batch's output gradient g (N, F, L) into gx (N, C, *S),

@@ -267,6 +267,9 @@ def pair(a, i):
         _call(slot(a, 3), slot(a, 4), i - first)
 
 
+_ndarray = np.ndarray
+
+
 class Job:
     """A pass over a batch as a compiled job: ``fn`` the address of a ``@job`` function, ``args``
     its int64 arguments (arrays given as themselves are taken by their address), ``count`` its
@@ -276,7 +279,10 @@ class Job:
 
     def __init__(self, fn, args, count, keep, sums=None):
         self.fn, self.count, self.keep, self.sums = fn, count, keep, sums
-        self.args = np.array([address(v) if isinstance(v, np.ndarray) else int(v) for v in args], np.int64)
+        if type(args) is np.ndarray:  # made by the caller (int64)
+            self.args = args
+        else:  # NumPy takes the ints (Python's, NumPy's and bools) as they are; 2.2 us for 40, 4.1 with int() on each
+            self.args = np.array([address(v) if type(v) is _ndarray else v for v in args], np.int64)
 
     def run_here(self):
         """Every chunk on the calling thread."""
