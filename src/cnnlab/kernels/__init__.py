@@ -86,8 +86,10 @@ def over_panels(fn, count, nbytes):
     they reach igemm.PACK_SPLIT_BYTES, else in one call on this thread (igemm.pack_filters)."""
     from .igemm import PACK_SPLIT_BYTES  # noqa: PLC0415
 
-    parts = policy.even_ranges(count, min(count, policy.WORKERS)) if nbytes >= PACK_SPLIT_BYTES else [(0, count)]
-    run_chunks(fn, parts)
+    if nbytes < PACK_SPLIT_BYTES or policy.WORKERS < 2:
+        fn(0, count)  # one call: run_chunks' set-up for one chunk cost as long as small weights' packing
+        return
+    run_chunks(fn, policy.even_ranges(count, min(count, policy.WORKERS)))
 
 
 def _pad(x, padding, value=0.0):

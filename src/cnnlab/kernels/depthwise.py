@@ -54,7 +54,6 @@ from .igemm import (
     vector_fma,
     zip2,
 )
-from .jobs import Job
 
 RD, NVD = 4, 2  # output rows x vectors of positions per block: 8 sums in registers
 RN = 8  # output rows per block of one vector, for rows of at most 16 outputs
@@ -767,71 +766,107 @@ def use_narrow(size, out_shape):
     return size[1] <= NARROW_MAX_WIDTH and narrow.use_narrow(size, out_shape)
 
 
+# the passes' job arguments per (pass, shapes, chunking): jobs.Templates
+_templates = jobs.Templates(32)
+
+
+def _shapes(*parts):
+    """A template's key from a pass's geometry and chunks (tuples or lists)."""
+    return tuple(tuple(map(tuple, p)) if p and isinstance(p[0], (tuple, list)) else tuple(p) for p in parts)
+
+
 def forward_job(x, w, kernel, stride, padding, dilation, out_shape, out, chunks):
     """The forward pass (forward) of x (N, C, H, W) into out (N, C, OH*OW), both float32 and
     contiguous, as a Job over ``chunks`` (image ranges)."""
+    taps = _taps(w, x.shape[1])
+    key = ("forward", x.shape) + _shapes(kernel, stride, padding, dilation, out_shape, chunks)
+    at = jobs.address
+    return _templates.job(key, (at(x), at(taps), at(out)), (4, 5, 6), (x, taps, out),
+                          lambda: _forward_args(x, taps, kernel, stride, padding, dilation, out_shape, out, chunks))
+
+
+def _forward_args(x, taps, kernel, stride, padding, dilation, out_shape, out, chunks):
+    """forward_job's (function, arguments, chunk count, arrays kept with its template)."""
     N, C, H, W_ = x.shape
-    L, taps, table = out_shape[0] * out_shape[1], _taps(w, C), jobs.table(chunks)
+    L, table = out_shape[0] * out_shape[1], jobs.table(chunks)
     base = [table, C, H * W_, L, x, taps, out]
     if use_same((H, W_), kernel, stride, padding, dilation):
         offs, masks, G = _same_plane(*_key((H, W_), kernel, padding, dilation), False)
-        return Job(_same_job.address, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table),
-                   (x, out, taps, table, offs, masks))
+        return _same_job.address, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table), (table, offs, masks)
     if use_narrow((H, W_), out_shape):
         idx, masks, geo = narrow.forward_tables(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
-        return Job(_narrow_forward_job.address, base + [taps.shape[1], H, W_, idx, masks, geo, idx.shape[0]], len(table),
-                   (x, out, taps, table, idx, masks, geo))
+        return (_narrow_forward_job.address, base + [taps.shape[1], H, W_, idx, masks, geo, idx.shape[0]], len(table),
+                (table, idx, masks, geo))
     Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
     kstart = _ALL[boff.shape[0]]
-    return Job(_correlate_job.address, base + [taps.shape[1], H, W_, 1, stride[1], Wq, padding[0], padding[1], Hs, Ws,
-                                       stride[0], 1, boff, boff.shape[0], kstart, kstart.shape[0], *out_shape],
-               len(table), (x, out, taps, table, boff, kstart))
+    return (_correlate_job.address, base + [taps.shape[1], H, W_, 1, stride[1], Wq, padding[0], padding[1], Hs, Ws,
+                                            stride[0], 1, boff, boff.shape[0], kstart, kstart.shape[0], *out_shape],
+            len(table), (table, boff, kstart))
 
 
 def input_grad_job(g, w, size, kernel, stride, padding, dilation, out_shape, gx, chunks):
     """The input gradient (input_grad) of g (N, C, OH*OW) into gx (N, C, H, W), both float32 and
     contiguous, as a Job over ``chunks``."""
-    N, C = g.shape[:2]
+    C = g.shape[1]
+    taps = _taps(w, C)
+    if not use_same(size, kernel, stride, padding, dilation) and not use_narrow(size, out_shape):
+        order = _back_plane(*_key(size, kernel, stride, padding, dilation))[4]
+        taps = np.ascontiguousarray(taps[:, order])  # the correlation's taps in the phases' order
+    key = ("input_grad", g.shape) + _shapes(size, kernel, stride, padding, dilation, out_shape, chunks)
+    at = jobs.address
+    return _templates.job(key, (at(g), at(taps), at(gx)), (4, 5, 6), (g, taps, gx),
+                          lambda: _input_grad_args(g, taps, size, kernel, stride, padding, dilation, out_shape, gx,
+                                                   chunks))
+
+
+def _input_grad_args(g, taps, size, kernel, stride, padding, dilation, out_shape, gx, chunks):
+    """input_grad_job's (function, arguments, chunk count, arrays kept with its template)."""
+    C = g.shape[1]
     (H, W_), (OH, OW) = size, out_shape
-    taps, table = _taps(w, C), jobs.table(chunks)
+    table = jobs.table(chunks)
     base = [table, C, OH * OW, H * W_, g, taps, gx]
     if use_same(size, kernel, stride, padding, dilation):
         offs, masks, G = _same_plane(*_key(size, kernel, padding, dilation), True)
-        return Job(_same_job.address, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table),
-                   (g, gx, taps, table, offs, masks))
+        return _same_job.address, base + [offs.shape[0], offs, masks, masks.shape[0], G], len(table), (table, offs, masks)
     if use_narrow(size, out_shape):
         idx, masks, geo, phases, NV = narrow.back_tables(*_key(size, kernel, stride, padding, dilation, out_shape))
-        return Job(_narrow_input_grad_job.address, base + [taps.shape[1], H, W_, idx, masks, geo, phases, phases.shape[0], NV,
-                                                   idx.shape[0]],
-                   len(table), (g, gx, taps, table, idx, masks, geo, phases))
+        return (_narrow_input_grad_job.address, base + [taps.shape[1], H, W_, idx, masks, geo, phases, phases.shape[0],
+                                                        NV, idx.shape[0]],
+                len(table), (table, idx, masks, geo, phases))
     Hs, Ws, top, left, order, boff, kstart = _back_plane(*_key(size, kernel, stride, padding, dilation))
-    taps = np.ascontiguousarray(taps[:, order])
-    base[5] = taps
-    return Job(_correlate_job.address, base + [taps.shape[1], OH, OW, stride[0], 1, Ws, top, left, Hs, Ws, 1, stride[1],
-                                       boff, boff.shape[0], kstart, kstart.shape[0], H, W_],
-               len(table), (g, gx, taps, table, boff, kstart))
+    return (_correlate_job.address, base + [taps.shape[1], OH, OW, stride[0], 1, Ws, top, left, Hs, Ws, 1, stride[1],
+                                            boff, boff.shape[0], kstart, kstart.shape[0], H, W_],
+            len(table), (table, boff, kstart))
 
 
 def weight_grad_job(g, x, kernel, stride, padding, dilation, out_shape, chunks):
     """The weight gradient (weight_grad_part) of g (N, C, OH*OW) and x (N, C, H, W), float32,
     contiguous, as a Job over ``chunks``: each chunk's float64 sums its own, in ``sums`` (added in
     chunk order by the caller)."""
+    sums = np.zeros((len(chunks) or 1, x.shape[1]) + tuple(kernel))
+    key = ("weight_grad", x.shape) + _shapes(kernel, stride, padding, dilation, out_shape, chunks)
+    at = jobs.address
+    return _templates.job(key, (at(g), at(x), at(sums)), (4, 5, 6), (g, x, sums),
+                          lambda: _weight_grad_args(g, x, sums, kernel, stride, padding, dilation, out_shape, chunks),
+                          sums)
+
+
+def _weight_grad_args(g, x, sums, kernel, stride, padding, dilation, out_shape, chunks):
+    """weight_grad_job's (function, arguments, chunk count, arrays kept with its template)."""
     N, C, H, W_ = x.shape
     K, L, table = math.prod(kernel), out_shape[0] * out_shape[1], jobs.table(chunks)
-    sums = np.zeros((len(table), C) + tuple(kernel))
     base = [table, C, H * W_, L, g, x, sums, K]
     if use_same((H, W_), kernel, stride, padding, dilation, weight_grad=True):
         offs, masks = _same_grad_plane(*_key((H, W_), kernel, padding, dilation))
-        return Job(_same_grad_job.address, base + [offs, masks, masks.shape[0], masks.shape[1]], len(table),
-                   (g, x, table, offs, masks), sums)
+        return _same_grad_job.address, base + [offs, masks, masks.shape[0], masks.shape[1]], len(table), (table, offs, masks)
     if use_narrow((H, W_), out_shape):
         idx, masks, kh, geo, slots = narrow.grad_tables(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
-        return Job(_narrow_grad_job.address, base + [H, W_, idx, masks, kh, kh.shape[0], geo, slots], len(table),
-                   (g, x, table, idx, masks, kh, geo, slots), sums)
+        return (_narrow_grad_job.address, base + [H, W_, idx, masks, kh, kh.shape[0], geo, slots], len(table),
+                (table, idx, masks, kh, geo, slots))
     Hs, Ws, Wq, boff = _forward_plane(*_key((H, W_), kernel, stride, padding, dilation, out_shape))
-    return Job(_scratch_grad_job.address, base + [H, W_, padding[0], padding[1], Hs, Ws, stride[1], Wq, stride[0], boff,
-                                          *out_shape],
-               len(table), (g, x, table, boff), sums)
+    return (_scratch_grad_job.address, base + [H, W_, padding[0], padding[1], Hs, Ws, stride[1], Wq, stride[0], boff,
+                                               *out_shape],
+            len(table), (table, boff))
 
 
 def forward(x, w, kernel, stride, padding, dilation, out_shape, out=None):

@@ -1603,7 +1603,7 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     g["phase_back"] = (len(S) == 2 and any(st > 1 for st in stride) and all(d == 1 for d in dilation)
                        and phase_share(stride, tuple(S), g["padded"], kernel)
                        >= (PHASE_MIN_SHARE_SMALL if g["K"] <= 9 else PHASE_MIN_SHARE))
-    g["_tables"], g["_jobs"] = {}, {}  # offset tables per chunk size, jobs' arguments per chunking
+    g["_tables"], g["_jobs"] = {}, jobs.Templates(TABLES_KEPT)  # offset tables per chunk size, jobs per chunking
     return g
 
 
@@ -1862,22 +1862,8 @@ class IndirectConv:
         return _forward_job.address, args, len(table), keep
 
     def _job(self, key, values, slots, arrays, make, sums=None):
-        """A jobs.Job from the layer shape's cached arguments for ``key`` (made by ``make()``: the
-        job's function, its arguments with zeros at ``slots``, its chunk count and the arrays
-        they point to), ``values`` (the call's array addresses) put at ``slots``; ``arrays`` (the
-        call's) kept with the cached ones. Building the arguments afresh took 10 us a call, as
-        much as a small layer's chunk."""
-        cache = self._jobs  # shared by the layer shape's calls (conv_geometry)
-        got = cache.get(key)
-        if got is None:
-            fn, args, count, keep = make()
-            if len(cache) >= TABLES_KEPT:
-                cache.clear()
-            got = cache[key] = (fn, np.array(args, np.int64), count, keep)
-        fn, template, count, keep = got
-        args = template.copy()
-        args[list(slots)] = values
-        return jobs.Job(fn, args, count, (keep, arrays), sums)
+        """jobs.Templates.job from the layer shape's templates (conv_geometry's, shared by its calls)."""
+        return self._jobs.job(key, values, slots, arrays, make, sums)
 
     def _job_head(self, table, x, out, F, L, extra):
         """_IO's slots: x (n, C, *S) read as (n, C, D, H, W), out (n, F, L), ``extra``; the arrays'
