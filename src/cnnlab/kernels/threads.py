@@ -24,8 +24,8 @@ _blas_lock = threading.Lock()
 def configure_blas():
     """Hold NumPy's BLAS to policy.BLAS_THREADS threads per call, once per process.
 
-    Called on the first CPU kernel use (run_chunks, the compiled kernels' loading, Linear's
-    product), not at import: importing cnnlab changes nothing in the process it is imported into.
+    Called on the first CPU kernel use (run_chunks, run_compiled, the compiled kernels' loading,
+    Linear's product), not at import: importing cnnlab changes nothing in the process it is imported into.
     """
     global _blas_limits
     if _blas_limits is not None:
@@ -355,6 +355,7 @@ def run_compiled(fn, args, count):
     and no GIL taken by the helpers. Chunks must write disjoint results."""
     from . import jobs  # noqa: PLC0415 - compiled with the kernels that make the job
 
+    configure_blas()  # and the allocator: a layer may run compiled jobs only, never run_chunks
     pool = _pool() if policy.use_threads(range(count)) else None
     if pool is None or not pool.busy.acquire(blocking=False):
         jobs.run_alone(fn, jobs.address(args), count)
