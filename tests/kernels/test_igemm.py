@@ -683,6 +683,10 @@ def test_packed_filters_are_each_groups_transposed_panels(F, CK, G, split, monke
     (3, 5, (3,), 1),  # 15 columns: one panel of 16
     (16, 16, (3, 3, 3), 1),  # 3-D
     (37, 17, (2, 3), 1),  # more filters than PACK_BACK_ROWS, not a multiple of it
+    (48, 64, (3, 3), 2),  # whole panels of channels per group (pack_back_tiles), two groups
+    (40, 64, (1, 1), 1),  # the same, 1x1
+    (24, 32, (5,), 1),  # the same, 1-D
+    (16, 32, (5, 5), 1),  # whole panels of channels, but 25 taps: the rows' way
 ])
 def test_col2im_weights_are_each_groups_rows_in_tap_channel_order(F, Cg, kernel, G, split, monkeypatch):
     """pack_back lays out the col2im product's weights exactly as pack_columns of each group's

@@ -76,20 +76,23 @@ def _cpu():
 def indirect_conv(x_shape, w, stride, padding, dilation, groups, out_shape):
     """An igemm.IndirectConv for one 2-D or 3-D convolution (policy.use_igemm), its weights packed
     over the cores (over_panels)."""
+    threads.configure_blas()
     from .igemm import IndirectConv  # noqa: PLC0415 - compiled on first use
 
     return IndirectConv(x_shape, w, stride, padding, dilation, groups, out_shape, over=over_panels)
 
 
-def over_panels(fn, count, nbytes):
-    """fn(p0, p1) over ``count`` panels of weights of ``nbytes``: shared out over the cores where
-    they reach igemm.PACK_SPLIT_BYTES, else in one call on this thread (igemm.pack_filters)."""
-    from .igemm import PACK_SPLIT_BYTES  # noqa: PLC0415
+def over_panels(fill, source, G, out, count):
+    """fill(source, G, out, start, stop) over ``count`` panels (or filters) of weights: shared
+    out over the cores as a compiled job where the source reaches igemm.PACK_SPLIT_BYTES, else in
+    one call on this thread (igemm.pack_filters)."""
+    from .igemm import PACK_SPLIT_BYTES, fill_job  # noqa: PLC0415
 
-    if nbytes < PACK_SPLIT_BYTES or policy.WORKERS < 2:
-        fn(0, count)  # one call: run_chunks' set-up for one chunk cost as long as small weights' packing
+    if source.nbytes < PACK_SPLIT_BYTES or policy.WORKERS < 2 or count < 2:
+        fill(source, G, out, 0, count)
         return
-    run_chunks(fn, policy.even_ranges(count, min(count, policy.WORKERS)))
+    job = fill_job(fill, source, G, out, policy.even_ranges(count, min(count, policy.WORKERS)))
+    run_compiled(job.fn, job.args, job.count)
 
 
 def _pad(x, padding, value=0.0):

@@ -951,6 +951,9 @@ def pack_back_rows(w, G, out, r0, r1):
     F, Cg, K = w.shape
     Fg = F // G
     nb, width = out.shape[1], out.shape[3]
+    if Cg % width == 0 and K <= W:  # every tile's taps straight into their panels (pack_back_tiles)
+        pack_back_tiles(w, G, out, r0, r1)
+        return
     CK, span = Cg * K, nb * width + W
     rows = np.zeros(PACK_BACK_ROWS * span, np.float32)  # zeros past K*Cg: the last panel's padding
     r_addr, w_addr, o_addr = rows.ctypes.data, w.ctypes.data, out.ctypes.data
@@ -973,6 +976,27 @@ def pack_back_rows(w, G, out, r0, r1):
                             width)
 
 
+@njit(**_OPTS)
+def pack_back_tiles(w, G, out, r0, r1):
+    """pack_back_rows where each group's channels fill whole panels (Cg a multiple of their width)
+    and the kernel has at most 16 taps: channel c, tap t of a filter lands in column t*Cg + c, so
+    a tile of 16 channels by its K taps, transposed in registers, is K rows of 16 one tap (Cg/width
+    panels) apart; two tiles fill a panel's row. Channels outermost, each panel row written whole
+    and once: through a block of transposed rows, 1.2 MB of weights took 89-95 us on one core, 4.7
+    MB 383-952; this way 45 and 177 (benchmarks/README.md, "Thirteenth session of issue 22")."""
+    F, Cg, K = w.shape
+    Fg = F // G
+    nb, width = out.shape[1], out.shape[3]
+    ldd = (Cg // width) * Fg * width  # from one tap's row to the next's: Cg/width panels on
+    w_addr, o_addr = w.ctypes.data, out.ctypes.data
+    for c1 in range(0, Cg, width):
+        for r in range(r0, r1):
+            g, f = r // Fg, r % Fg
+            for c0 in range(c1, c1 + width, W):
+                dst = o_addr + (((g * nb + c0 // width) * Fg + f) * width + c0 % width) * 4
+                transpose_tile(dst, ldd, w_addr + ((r * Cg + c0) * K) * 4, K, W, K)
+
+
 # filters whose rows pack_back_rows transposes before copying them into the panels
 PACK_BACK_ROWS = 16
 
@@ -982,18 +1006,65 @@ PACK_BACK_ROWS = 16
 PACK_SPLIT_BYTES = 1 << 20
 
 
-def inline(fn, count, nbytes):
-    """fn(0, count) on this thread: pack_filters' ``over`` where no other is given."""
-    fn(0, count)
+def inline(fill, source, G, out, count):
+    """fill(source, G, out, 0, count) on this thread: pack_filters' ``over`` where no other is
+    given."""
+    fill(source, G, out, 0, count)
+
+
+# The packing functions as compiled jobs (kernels.over_panels on all the cores): slots the chunk
+# table of (start, stop) ranges, the source's address and three sizes (the third 1 for a 2-D
+# source), G, the output's address and four sizes
+@njit(**_OPTS)
+def _fill_io(a, i):
+    t = jobs.slot(a, 0)
+    out = carray(jobs.f32(jobs.slot(a, 6)), (jobs.slot(a, 7), jobs.slot(a, 8), jobs.slot(a, 9), jobs.slot(a, 10)))
+    return jobs.slot(t, 2 * i), jobs.slot(t, 2 * i + 1), jobs.slot(a, 5), out
+
+
+@jobs.job
+def _pack_panels_job(a, i):
+    """pack_panels over chunk i's panels."""
+    p0, p1, G, out = _fill_io(a, i)
+    pack_panels(carray(jobs.f32(jobs.slot(a, 1)), (jobs.slot(a, 2), jobs.slot(a, 3))), G, out, p0, p1)
+
+
+@jobs.job
+def _flipped_panels_job(a, i):
+    """flipped_panels over chunk i's panels."""
+    p0, p1, G, out = _fill_io(a, i)
+    w = carray(jobs.f32(jobs.slot(a, 1)), (jobs.slot(a, 2), jobs.slot(a, 3), jobs.slot(a, 4)))
+    flipped_panels(w, G, out, p0, p1)
+
+
+@jobs.job
+def _pack_back_rows_job(a, i):
+    """pack_back_rows over chunk i's filters."""
+    r0, r1, G, out = _fill_io(a, i)
+    w = carray(jobs.f32(jobs.slot(a, 1)), (jobs.slot(a, 2), jobs.slot(a, 3), jobs.slot(a, 4)))
+    pack_back_rows(w, G, out, r0, r1)
+
+
+def fill_job(fill, source, G, out, ranges):
+    """fill(source, G, out, start, stop) (pack_panels, flipped_panels or pack_back_rows; source
+    and out C-contiguous float32) over ``ranges`` as a compiled job (kernels/jobs.py's Job):
+    where it ran as Python chunks, 1.2 MB of weights took 61-71 us to pack on two cores against
+    38 on one."""
+    fn = {pack_panels: _pack_panels_job, flipped_panels: _flipped_panels_job, pack_back_rows: _pack_back_rows_job}[fill]
+    table = jobs.table(ranges)
+    dims = tuple(source.shape) + (1,) * (3 - source.ndim)
+    args = [table, source, *dims, G, out, *out.shape]
+    return jobs.Job(fn.address, args, len(table), (table, source, out))
 
 
 def pack_filters(wf, G, over=inline):
     """The forward pass's weights (G, panels, Cg*K, width): pack_columns of each group's transposed
     rows wf[g*Fg:(g + 1)*Fg].T (wf (F, Cg*K) C-contiguous float32) in one pass (pack_panels);
-    ``over(fn, panels, nbytes)`` runs fn(p0, p1) over the panels (kernels.over_panels: on all the
-    cores from PACK_SPLIT_BYTES of weights). Transposed and packed by NumPy (a transposed copy, the
-    panels' copy, a stack) 295K weights took 0.34 ms, as long as a chunk's products of a 128->256
-    layer on 8x8 maps (benchmarks/README.md, "Ninth session of issue 22")."""
+    ``over(fill, wf, G, out, panels)`` runs fill(wf, G, out, p0, p1) over the panels
+    (kernels.over_panels: on all the cores from PACK_SPLIT_BYTES of weights). Transposed and
+    packed by NumPy (a transposed copy, the panels' copy, a stack) 295K weights took 0.34 ms, as
+    long as a chunk's products of a 128->256 layer on 8x8 maps (benchmarks/README.md, "Ninth
+    session of issue 22")."""
     return _panels(pack_panels, wf, G, wf.shape[0] // G, wf.shape[1], over)
 
 
@@ -1007,7 +1078,7 @@ def pack_back(w, G, over=inline):
     K, Fg = w3.shape[2], F // G
     width = W if K * Cg <= W else NR
     out = np.empty((G, -(-(K * Cg) // width), Fg, width), np.float32)
-    over(lambda r0, r1: pack_back_rows(w3, G, out, r0, r1), F, w3.nbytes)
+    over(pack_back_rows, w3, G, out, F)
     return list(out)
 
 
@@ -1060,7 +1131,7 @@ def _panels(fill, source, G, rows, CK, over):
     width = W if rows <= W else NR
     count = G * -(-rows // width)
     out = np.empty((G, count // G, CK, width), np.float32)
-    over(lambda p0, p1: fill(source, G, out, p0, p1), count, source.nbytes)
+    over(fill, source, G, out, count)
     return out
 
 
