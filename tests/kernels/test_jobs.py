@@ -250,3 +250,40 @@ def test_the_indirect_backward_job_gives_the_bits_of_python_chunks(pool_of, monk
     monkeypatch.setattr(ConvPlan, "_indirect_batch_backward", lambda *a: None)
     for a, c in zip(job, grads()):
         assert np.array_equal(a, c)
+
+
+@pytest.mark.skipif(not kernels.policy.use_depthwise_vectors(np.zeros(1, np.float32)), reason="needs AVX-512")
+@pytest.mark.parametrize("layer", [((9, 1, 28, 28), (6, 1, 5, 5), (2, 2, 0)), ((7, 5, 12, 12), (16, 5, 3, 3), (2, 2, 0)),
+                                   ((6, 8, 13, 13), (32, 8, 3, 3), (3, 2, 1)), ((5, 16, 10, 10), (40, 16, 3, 3), (2, 2, 0))])
+@pytest.mark.parametrize("act", [None, "relu"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_the_fused_conv_pool_job_gives_the_bits_of_its_python_chunks(pool_of, monkeypatch, layer, act, bias, workers):
+    """A fused convolution -> max pooling (-> ReLU) as one compiled job (the direct form for few
+    filters, the indirect one, pools with padding and overlap) gives the outputs and arg-maxes
+    of its chunks run one at a time by the operators' own functions."""
+    from cnnlab.functional.conv import ConvPlan
+
+    pool_of(workers)
+    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(kernels.policy, "CPU_CHUNK_BYTES", 1 << 10)
+    monkeypatch.setattr(kernels.policy, "INDIRECT_CHUNK_BYTES", 1 << 12)
+    xs, ws, (k, s, p) = layer
+    rng = np.random.default_rng(xs[1] + ws[0])
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32) if bias else None
+    plan = ConvPlan(x, w, b, (1, 1), (0, 0), (1, 1), 1)
+    assert plan.indirect and len(plan.chunks) >= 2
+    OH, OW = plan.out_shape
+    PH, PW = (OH + 2 * p - k) // s + 1, (OW + 2 * p - k) // s + 1
+    out = np.full((xs[0], plan.F, PH, PW), np.nan, np.float32)
+    arg = np.full(out.shape, -1, np.int32)
+    job = plan.ig.conv_max_pool_job(x, plan.chunks, b, ((k, k), (s, s), (p, p)), out, arg, act == "relu")
+    kernels.run_compiled(job.fn, job.args, job.count)
+    for n0, n1 in plan.chunks:
+        y = np.empty((n1 - n0, plan.F, plan.L), np.float32)
+        plan.forward_chunk(x[n0:n1], y)
+        o, a = kernels.max_pool2d_chunk(y.reshape(n1 - n0, plan.F, OH, OW), (k, k), (s, s), (p, p), (PH, PW))
+        kernels.act_forward_chunk(act, o)
+        assert np.array_equal(out[n0:n1], o) and np.array_equal(arg[n0:n1], a)

@@ -1294,15 +1294,21 @@ _IO = 10
 
 
 @njit(**_OPTS)
-def _job_io(a, i):
-    """Chunk i's image count, input (n, C, D, H, W) and output (n, F, L), its bias added after."""
+def _job_x(a, i):
+    """Chunk i's first image, image count and input (n, C, D, H, W)."""
     t = jobs.slot(a, 0)
     n0 = jobs.slot(t, 2 * i)
     n = jobs.slot(t, 2 * i + 1) - n0
-    C, D, H, W_, F, L = jobs.slot(a, 2), jobs.slot(a, 3), jobs.slot(a, 4), jobs.slot(a, 5), jobs.slot(a, 7), jobs.slot(a, 8)
-    x = carray(jobs.f32(jobs.slot(a, 1) + n0 * C * D * H * W_ * 4), (n, C, D, H, W_))
-    out = carray(jobs.f32(jobs.slot(a, 6) + n0 * F * L * 4), (n, F, L))
-    return n, x, out
+    C, D, H, W_ = jobs.slot(a, 2), jobs.slot(a, 3), jobs.slot(a, 4), jobs.slot(a, 5)
+    return n0, n, carray(jobs.f32(jobs.slot(a, 1) + n0 * C * D * H * W_ * 4), (n, C, D, H, W_))
+
+
+@njit(**_OPTS)
+def _job_io(a, i):
+    """Chunk i's image count, input (n, C, D, H, W) and output (n, F, L), its bias added after."""
+    n0, n, x = _job_x(a, i)
+    F, L = jobs.slot(a, 7), jobs.slot(a, 8)
+    return n, x, carray(jobs.f32(jobs.slot(a, 6) + n0 * F * L * 4), (n, F, L))
 
 
 @njit(**_OPTS)
@@ -1319,12 +1325,10 @@ def _add_bias(a, out):
                 out[i, f, q] += b
 
 
-@jobs.job
-def _forward_job(a, i):
-    """forward_chunk on chunk i (slots after _IO: pad, box (3), at (3), plane, fields and their
-    count, the packed weights and their shape (4), Cg, Fg, then two chunk sizes' offset tables:
-    size, rows, out_rows for each)."""
-    n, x, out = _job_io(a, i)
+@njit(**_OPTS)
+def _forward_into(a, x, out):
+    """forward_chunk of a chunk's input x into out (n, F, L), its bias added (_forward_job's slots)."""
+    n = x.shape[0]
     s = [jobs.slot(a, _IO + k) for k in range(23)]
     fields = carray(jobs.i64(s[8]), (s[9],))
     wpk = carray(jobs.f32(s[10]), (s[11], s[12], s[13], s[14]))
@@ -1337,16 +1341,56 @@ def _forward_job(a, i):
 
 
 @jobs.job
-def _direct_forward_job(a, i):
-    """direct_forward_chunk on chunk i (slots after _IO: Hp, Wp, top, left, plane, slack, the
-    weights (F, Cg*K) and Cg*K, fields and their count, Cg, Fg, P)."""
+def _forward_job(a, i):
+    """forward_chunk on chunk i (slots after _IO: pad, box (3), at (3), plane, fields and their
+    count, the packed weights and their shape (4), Cg, Fg, then two chunk sizes' offset tables:
+    size, rows, out_rows for each)."""
     n, x, out = _job_io(a, i)
+    _forward_into(a, x, out)
+
+
+@njit(**_OPTS)
+def _direct_forward_into(a, x, out):
+    """direct_forward_chunk of a chunk's input x into out (n, F, L), its bias added
+    (_direct_forward_job's slots)."""
     s = [jobs.slot(a, _IO + k) for k in range(13)]
     wf = carray(jobs.f32(s[6]), (out.shape[1], s[7]))
     fields = carray(jobs.i64(s[8]), (s[9],))
     direct_forward_chunk(x, s[0], s[1], s[2], s[3], s[4], s[5], wf, fields, out, s[10], s[11], s[12])
     _add_bias(a, out)
 
+
+@jobs.job
+def _direct_forward_job(a, i):
+    """direct_forward_chunk on chunk i (slots after _IO: Hp, Wp, top, left, plane, slack, the
+    weights (F, Cg*K) and Cg*K, fields and their count, Cg, Fg, P)."""
+    n, x, out = _job_io(a, i)
+    _direct_forward_into(a, x, out)
+
+
+@jobs.job
+def _conv_max_pool_job(a, i):
+    """A fused convolution -> max pooling (-> ReLU) on chunk i: the chunk's convolution (by the
+    forward job whose arguments are at slot 0, direct where slot 1 says) into a buffer of its own,
+    max-pooled (slots: OH, OW, KH, KW, sh, sw, ph, pw, PH, PW) into out (N, F, PH, PW) and its
+    arg-max (int32), then ReLU where slot 14 is 1: no Python between the three, and the chunk's
+    full-resolution maps stay in cache."""
+    c = jobs.slot(a, 0)
+    n0, n, x = _job_x(c, i)
+    F, L = jobs.slot(c, 7), jobs.slot(c, 8)
+    y = np.empty((n, F, L), np.float32)
+    if jobs.slot(a, 1):
+        _direct_forward_into(c, x, y)
+    else:
+        _forward_into(c, x, y)
+    s = [jobs.slot(a, k) for k in range(15)]
+    PH, PW = s[10], s[11]
+    out = carray(jobs.f32(s[12] + n0 * F * PH * PW * 4), (n, F, PH, PW))
+    arg = carray(jobs.i32(s[13] + n0 * F * PH * PW * 4), (n, F, PH, PW))
+    cpu.max_pool2d_forward_into(y.reshape((n, F, s[2], s[3])), s[4], s[5], s[6], s[7], s[8], s[9], out, arg)
+    if s[14]:
+        flat = out.reshape(-1)
+        cpu.relu_forward_range(flat, flat, 0, flat.shape[0])
 
 
 @njit(**_OPTS)
@@ -1901,15 +1945,27 @@ class IndirectConv:
         float32, ``bias`` (F,) float32 added where given, as a compiled job (kernels/jobs.py's
         Job) over ``chunks``."""
         at = jobs.address
+        out_at = 0 if out is None else at(out)  # None: the caller's job gives each chunk its output
         if self.direct:
-            head = [at(x), at(out), 0 if bias is None else at(bias), at(self.wf)]
+            head = [at(x), out_at, 0 if bias is None else at(bias), at(self.wf)]
             return self._job(("forward", tuple(chunks)), head, (1, 6, 9, _IO + 6), [x, out, bias, self.wf],
                              lambda: self._direct_forward_args(chunks, x))
         self.prepare_forward()
         wpk = self._w_fwd
-        head = [at(x), at(out), 0 if bias is None else at(bias), at(wpk)]
+        head = [at(x), out_at, 0 if bias is None else at(bias), at(wpk)]
         return self._job(("forward", tuple(chunks)), head, (1, 6, 9, _IO + 10), [x, out, bias, wpk],
                          lambda: self._forward_args(chunks, x, wpk))
+
+    def conv_max_pool_job(self, x, chunks, bias, pool, out, arg, relu):
+        """conv -> max pooling (-> ReLU where ``relu``) of a whole batch x (N, C, H, W) as a
+        compiled job over ``chunks`` (_conv_max_pool_job): ``pool`` = (kernel, stride, padding)
+        of the pooling, out (N, F, PH, PW) float32 and arg (the same shape, int32) contiguous;
+        ``bias`` (F,) float32 or None."""
+        conv = self.forward_job(x, None, chunks, bias)
+        (KH, KW), (sh, sw), (ph, pw) = pool
+        args = np.array([jobs.address(conv.args), int(self.direct), *self.out_shape, KH, KW, sh, sw, ph, pw,
+                         *out.shape[2:], jobs.address(out), jobs.address(arg), int(relu)], np.int64)
+        return jobs.Job(_conv_max_pool_job.address, args, conv.count, (conv, out, arg))
 
     def _direct_forward_args(self, chunks, x):
         """_direct_forward_job's arguments but for the arrays of a call (zeros at _job's slots)."""
