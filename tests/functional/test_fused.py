@@ -133,47 +133,6 @@ def test_fused_equals_layer_by_layer_on_a_split_batch(kind, case, dtype, monkeyp
         np.testing.assert_array_equal(a, r)
 
 
-WHOLE_CASES = [c for c in CASES if c[4] in (None, "relu")] + [
-    ((4, 8, 14, 14), (16, 8, 3, 3), (1, 1, 1, 1), (2, 2, 0), "relu"),  # the indirect GEMM, flipped input gradient
-    ((4, 8, 15, 15), (16, 8, 3, 3), (2, 1, 1, 1), (3, 2, 1), None),  # strided: the input gradient by phases
-    ((4, 16, 9, 9), (32, 16, 3, 3), (1, 0, 1, 1), (2, 2, 0), "relu"),  # short reductions: weight_rows
-]
-
-
-@pytest.mark.parametrize("case", WHOLE_CASES, ids=[f"whole{i}" for i in range(len(WHOLE_CASES))])
-@pytest.mark.parametrize("whole", [False, True])
-def test_the_whole_batch_gradient_gives_the_bits_of_the_layers(case, whole, monkeypatch):
-    """The fused layer's backward pass through one compiled job for the whole batch's convolution
-    output gradient and then the convolution's backward job (policy.fused_whole_gradient), or
-    through its Python chunks, each rebuilding its chunk's gradient in cache, gives the bits of
-    the layers run one by one under the same rules."""
-    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_BYTES", 1 << 12)
-    monkeypatch.setattr(kernels.policy, "SPLIT_MIN_FLOPS", 0)
-    monkeypatch.setattr(kernels.policy, "CPU_CHUNK_BYTES", 1 << 16)
-    monkeypatch.setattr(kernels.policy, "INDIRECT_CHUNK_BYTES", 1 << 16)
-    monkeypatch.setattr(kernels.policy, "FUSED_WHOLE_GRADIENT_BYTES", 1 << 40 if whole else 0)
-    if not whole:
-        monkeypatch.setattr(kernels.policy, "WEIGHT_ROWS_MAX_POSITIONS", 0)
-    taken = []
-    original = kernels.max_pool_act_backward
-    monkeypatch.setattr(kernels, "max_pool_act_backward", lambda *a: taken.append(1) or original(*a))
-    case = ((24,) + case[0][1:],) + case[1:]
-    arrays = _arrays(case, 3, np.float32)
-
-    def run(fused):
-        ts = [cnnlab.tensor(a, requires_grad=True) for a in arrays]
-        out = _call(case, fused, "max")(*ts)
-        out.backward(np.random.default_rng(4).standard_normal(out.shape).astype(np.float32))
-        return [out.numpy()] + [t.grad.numpy() for t in ts]
-
-    got = run(True)
-    indirect = kernels.use_igemm(arrays[0], arrays[1].shape, (case[2][0],) * 2, (case[2][1],) * 2,
-                                 (case[2][2],) * 2, case[2][3])
-    assert bool(taken) == (whole and indirect)
-    for a, r in zip(got, run(False)):
-        np.testing.assert_array_equal(a, r)
-
-
 def _step(model, x, y):
     """The model's output and every parameter's gradient for one cross-entropy step."""
     model.zero_grad()

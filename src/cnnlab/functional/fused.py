@@ -76,13 +76,6 @@ class ConvMaxPoolAct(Function):
     def backward(self, g):
         x, plan, arg, out, act = self.x, self.plan, self.arg, self.out, self.act
         g = np.ascontiguousarray(g)
-        N, F, L = x.shape[0], plan.F, plan.L
-        if (plan.indirect and act in (None, "relu") and g.dtype == np.float32 and N
-                and kernels.policy.fused_whole_gradient(plan.chunks, L, N * F * L * g.itemsize)):
-            # the convolution's output gradient in one compiled job, then its backward job
-            whole = np.empty((N, F, L), np.float32)
-            kernels.max_pool_act_backward(g, arg, out if act == "relu" else None, plan.out_shape, plan.chunks, whole)
-            return plan.backward(x, lambda n0, n1: whole[n0:n1], self.needs_input_grad, self.has_bias, whole)
 
         def conv_grad(n0, n1):  # back through the activation and the pooling, in cache
             gp = kernels.act_backward_chunk(act, g[n0:n1], out[n0:n1])

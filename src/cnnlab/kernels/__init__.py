@@ -55,8 +55,7 @@ __all__ = [
     "linear_backward", "linear_forward",
     "lrn_backward", "lrn_forward", "lrn_forward_eval", "max_pool2d_backward_chunk", "max_pool2d_chunk",
     "max_pool_backward",
-    "max_pool_act_backward", "max_pool_forward", "paired", "policy", "relu_backward", "relu_forward", "run_chunks",
-    "run_compiled", "scale_shift_relu",
+    "max_pool_forward", "paired", "policy", "relu_backward", "relu_forward", "run_chunks", "run_compiled", "scale_shift_relu",
     "sgd_update", "sigmoid_backward", "sum_pool2d_backward_chunk", "sum_pool2d_chunk", "sum_pool_backward",
     "sum_pool_forward", "tanh_backward", "threads", "use_compiled", "use_compiled_lrn", "use_compiled_sgd",
     "use_depthwise", "use_fused_conv", "depthwise_forward", "depthwise_backward", "depthwise_batch_backward",
@@ -435,25 +434,6 @@ def max_pool_backward(g, routing, x_shape, kernel, stride, padding, out_shape):
         return dx
     dx = generic.max_pool_backward(g, arg, _padded_shape(x_shape, padding), kernel, stride, out_shape, g.dtype)
     return _unpad(dx, padding)
-
-
-def max_pool_act_backward(g, arg, out, in_shape, chunks, dx):
-    """The gradient at a fused conv -> max-pool (-> ReLU) layer's convolution output, written into
-    dx (N, C, H*W), for its pooled gradient g (N, C, PH, PW), arg-max (int32) and, for ReLU, its
-    output ``out`` (None: no activation), all float32 and contiguous, as one compiled job over
-    ``chunks``: the bits of the fused layer's chunks (act_backward_chunk, then
-    max_pool2d_backward_chunk)."""
-    cpu = _cpu()
-    from . import jobs  # noqa: PLC0415 - compiled with cpu
-
-    (C, OH, OW), (H, W) = g.shape[1:], in_shape
-    table = jobs.table(chunks)
-    if out is None:
-        job = jobs.Job(cpu.max_pool_backward_job32.address, [table, C, H, W, OH, OW, g, arg, dx], len(table), ())
-    else:
-        job = jobs.Job(cpu.relu_max_pool_backward_job32.address, [table, C, H, W, OH, OW, g, arg, dx, out], len(table),
-                       ())
-    threads.run_compiled(job.fn, job.args, job.count)
 
 
 def sum_pool_forward(x, kernel, stride, padding, out_shape):

@@ -267,22 +267,6 @@ def max_pool_backward_job32(a, i):
 
 
 @jobs.job
-def relu_max_pool_backward_job32(a, i):
-    """The gradient at a fused conv -> max-pool -> ReLU layer's convolution output on chunk i of a
-    float32 batch (max_pool_backward_job32's slots, then the ReLU's output (N, C, OH, OW)): the
-    pooled gradient through the ReLU (relu_backward_range) into a buffer of the chunk's own, then
-    to its arg-maxes (max_pool2d_backward_into): what the fused layer's Python chunks compute."""
-    n0, n, C, H, W, OH, OW = _pool_chunk(a, i)
-    size = n * C * OH * OW
-    g = carray(jobs.f32(jobs.slot(a, 6) + n0 * C * OH * OW * 4), (size,))
-    out = carray(jobs.f32(jobs.slot(a, 9) + n0 * C * OH * OW * 4), (size,))
-    gp = np.empty(size, np.float32)
-    relu_backward_range(g, out, gp, 0, size)
-    _max_pool_backward_chunk(a, i, gp.reshape((n, C, OH, OW)),
-                             carray(jobs.f32(jobs.slot(a, 8) + n0 * C * H * W * 4), (n, C, H * W)))
-
-
-@jobs.job
 def max_pool_backward_job64(a, i):
     """max_pool2d_backward_into on chunk i of a float64 batch."""
     n0, n, C, H, W, OH, OW = _pool_chunk(a, i)

@@ -263,21 +263,6 @@ def weight_rows(chunks, L) -> bool:
             and max(n1 - n0 for n0, n1 in chunks) * L < WEIGHT_ROWS_MAX_POSITIONS)
 
 
-# A fused conv -> max-pool (-> ReLU) layer computes its convolution's output gradient for the
-# whole batch, as one compiled job, and then the convolution's backward job, where that gradient
-# is at most this many bytes (it stays in the caches), or where the weight gradient reads the
-# whole batch's anyway (weight_rows); elsewhere its Python chunks rebuild each chunk's gradient
-# in cache, no whole-batch buffer (benchmarks/README.md, "Thirteenth session of issue 22").
-FUSED_WHOLE_GRADIENT_BYTES = 1 << 20
-
-
-def fused_whole_gradient(chunks, L, nbytes) -> bool:
-    """Whether a fused conv -> max-pool layer whose convolution has ``chunks`` over the batch,
-    ``L`` output positions per image and an output gradient of ``nbytes`` takes the whole-batch
-    gradient and the compiled jobs (FUSED_WHOLE_GRADIENT_BYTES)."""
-    return _compiled_enabled and (nbytes <= FUSED_WHOLE_GRADIENT_BYTES or weight_rows(chunks, L))
-
-
 # Depthwise layers are split into two chunks per core from this many bytes of input and output,
 # one per core below: each chunk boundary is a hand-off of the GIL between the two threads
 # (20-30 us on this machine when the other holds it), as long as a small layer's whole chunk
