@@ -1948,12 +1948,12 @@ class IndirectConv:
         out_at = 0 if out is None else at(out)  # None: the caller's job gives each chunk its output
         if self.direct:
             head = [at(x), out_at, 0 if bias is None else at(bias), at(self.wf)]
-            return self._job(("forward", tuple(chunks)), head, (1, 6, 9, _IO + 6), [x, out, bias, self.wf],
+            return self._jobs.job(("forward", tuple(chunks)), head, (1, 6, 9, _IO + 6), [x, out, bias, self.wf],
                              lambda: self._direct_forward_args(chunks, x))
         self.prepare_forward()
         wpk = self._w_fwd
         head = [at(x), out_at, 0 if bias is None else at(bias), at(wpk)]
-        return self._job(("forward", tuple(chunks)), head, (1, 6, 9, _IO + 10), [x, out, bias, wpk],
+        return self._jobs.job(("forward", tuple(chunks)), head, (1, 6, 9, _IO + 10), [x, out, bias, wpk],
                          lambda: self._forward_args(chunks, x, wpk))
 
     def conv_max_pool_job(self, x, chunks, bias, pool, out, arg, relu):
@@ -1968,7 +1968,7 @@ class IndirectConv:
         return jobs.Job(_conv_max_pool_job.address, args, conv.count, (conv, out, arg))
 
     def _direct_forward_args(self, chunks, x):
-        """_direct_forward_job's arguments but for the arrays of a call (zeros at _job's slots)."""
+        """_direct_forward_job's arguments but for the arrays of a call (zeros at the call's slots)."""
         table = jobs.table(chunks)
         args = self._job_head(table, x, None, self.F, self.L, 0) + [
             *self.padded, *self.padding, self.plane, self.slack, 0, self.wf.shape[1], jobs.address(self.fields),
@@ -1976,7 +1976,7 @@ class IndirectConv:
         return _direct_forward_job.address, args, len(table), [table, self.fields]
 
     def _forward_args(self, chunks, x, wpk):
-        """_forward_job's arguments but for the arrays of a call (zeros at _job's slots)."""
+        """_forward_job's arguments but for the arrays of a call (zeros at the call's slots)."""
         table, at = jobs.table(chunks), jobs.address
         args = self._job_head(table, x, None, self.F, self.L, 0) + [
             any(self.padding), *self.box, *self.at, self.plane, at(self.fields), self.fields.shape[0], 0, *wpk.shape,
@@ -1988,17 +1988,12 @@ class IndirectConv:
             keep += [rows, out_rows]
         return _forward_job.address, args, len(table), keep
 
-    def _job(self, key, values, slots, arrays, make, sums=None):
-        """jobs.Templates.job from the layer shape's templates (conv_geometry's, shared by its calls)."""
-        return self._jobs.job(key, values, slots, arrays, make, sums)
-
     def _job_head(self, table, x, out, F, L, extra):
-        """_IO's slots: x (n, C, *S) read as (n, C, D, H, W), out (n, F, L), ``extra``; the arrays'
-        addresses 0 where they are None (put in by _job)."""
+        """_IO's slots: x (n, C, *S) read as (n, C, D, H, W), out (n, F, L) (0 where None: a
+        template's, its call's put in by jobs.Templates), ``extra``."""
         D, H, W_ = (1,) * (5 - x.ndim) + tuple(x.shape[2:])
         at = jobs.address
-        return [at(table), 0 if x is None else at(x), x.shape[1], D, H, W_, 0 if out is None else at(out), F, L,
-                extra]
+        return [at(table), at(x), x.shape[1], D, H, W_, 0 if out is None else at(out), F, L, extra]
 
     def weight_grad_job(self, x, g, chunks, columns=False):
         """The weight gradient of a whole batch x (N, C, *S) and its output gradient g (N, F, L),
@@ -2008,11 +2003,11 @@ class IndirectConv:
         written into gw[0] (not for the direct form)."""
         gw = np.empty((1 if columns else len(chunks), self.F, self.Cg * self.K), np.float32)
         at = jobs.address
-        return self._job(("weight", tuple(chunks), columns, x.shape[0]), [at(x), at(g), at(gw)], (1, 6, 9),
+        return self._jobs.job(("weight", tuple(chunks), columns, x.shape[0]), [at(x), at(g), at(gw)], (1, 6, 9),
                          [x, g, gw], lambda: self._weight_grad_args(chunks, x, columns), gw)
 
     def _weight_grad_args(self, chunks, x, columns):
-        """weight_grad_job's arguments but for the arrays of a call (zeros at _job's slots)."""
+        """weight_grad_job's arguments but for the arrays of a call (zeros at the call's slots)."""
         F, L, CgK = self.F, self.L, self.Cg * self.K
         table = jobs.table(chunks)
         head = self._job_head(table, x, None, F, L, 0)
