@@ -100,6 +100,10 @@ class ConvPlan:
         # a whole batch's depthwise pass as one compiled job (kernels/depthwise.py's Job): no
         # Python between its chunks
         self.jobs = self.depthwise and xp is np and kernels.policy.use_depthwise_vectors(x)
+        # the indirect GEMM's passes as compiled jobs over the batch: its jobs read one offset
+        # table per chunk size, and keep two (policy.even_ranges makes at most two sizes)
+        self.indirect_jobs = (self.indirect and xp is np and x.shape[0] > 0
+                              and len({b - a for a, b in self.chunks}) <= 2)
 
     def forward_batch(self, x, out):
         """out (N, F, L) = conv(x) + bias for the whole batch x, chunk by chunk over the cores."""
@@ -108,7 +112,7 @@ class ConvPlan:
             if self.bias is not None:
                 out += self.bias
             return
-        if self.indirect and self.xp is np and x.shape[0] and len({b - a for a, b in self.chunks}) <= 2:
+        if self.indirect_jobs:
             bias = None if self.bias is None else np.ascontiguousarray(self.bias.reshape(-1), dtype=np.float32)
             job = self.ig.forward_job(np.ascontiguousarray(x, dtype=np.float32), out, self.chunks, bias)
             kernels.run_compiled(job.fn, job.args, job.count)
@@ -278,7 +282,7 @@ class ConvPlan:
         gw = self._weight_grad(parts) if needs[1] else None
         if not has_bias:
             return gx, gw
-        gb = _sum_parts([whole[n0:n1].sum(axis=2).sum(axis=0) for n0, n1 in self.chunks]) if needs[2] else None
+        gb = self._bias_grad(whole) if needs[2] else None
         return gx, gw, gb
 
     def _indirect_batch_backward(self, x, whole, needs, has_bias, gx):
@@ -287,7 +291,7 @@ class ConvPlan:
         chunk order, or its columns over the whole batch (policy.weight_rows), as backward's
         Python chunks would; None where the input gradient takes the col2im product."""
         ig, chunks = self.ig, self.chunks
-        if len({b - a for a, b in chunks}) > 2:
+        if not self.indirect_jobs:
             return None
         ig.prepare_backward(needs[0])
         g = np.ascontiguousarray(whole, dtype=np.float32)
@@ -308,8 +312,13 @@ class ConvPlan:
         gw = self._weight_grad(list(parts[-1].sums)) if needs[1] else None
         if not has_bias:
             return gx, gw
-        gb = _sum_parts([whole[n0:n1].sum(axis=2).sum(axis=0) for n0, n1 in chunks]) if needs[2] else None
+        gb = self._bias_grad(whole) if needs[2] else None
         return gx, gw, gb
+
+    def _bias_grad(self, whole):
+        """The bias gradient from the whole batch's output gradient (N, F, L): each chunk's sums
+        added in chunk order, as backward's chunks add theirs."""
+        return _sum_parts([whole[n0:n1].sum(axis=2).sum(axis=0) for n0, n1 in self.chunks])
 
     def _backward_weight_rows(self, x, whole, needs, has_bias, gx):
         """backward where the chunks' reductions are short (policy.weight_rows): the weight

@@ -52,8 +52,7 @@ class ConvMaxPoolAct(Function):
         N, F = x.shape[0], plan.F
         out = np.empty((N, F, PH, PW), dtype=x.dtype)
         arg = np.empty((N, F, PH, PW), dtype=np.int32)
-        if (plan.indirect and act in (None, "relu") and x.dtype == np.float32 and N
-                and len({b - a for a, b in plan.chunks}) <= 2):  # the three in one compiled job
+        if plan.indirect_jobs and act in (None, "relu") and x.dtype == np.float32:  # the three in one compiled job
             bias = None if plan.bias is None else np.ascontiguousarray(plan.bias.reshape(-1), dtype=np.float32)
             job = plan.ig.conv_max_pool_job(np.ascontiguousarray(x), plan.chunks, bias,
                                             (pool_kernel, pool_stride, pool_padding), out, arg, act == "relu")
