@@ -769,3 +769,111 @@ def test_an_empty_batch_gives_empty_gradients(stride, padding):
     z = F.conv_transpose2d(cnnlab.tensor(np.zeros((0, 32, 6, 6), np.float32), requires_grad=True), w,
                            stride=stride, padding=padding)
     assert z.shape[0] == 0
+
+
+# layers whose forward pass skips the padding's taps (igemm's lims): kernel rows and planes that
+# reach the padding along the height (and depth) on small maps
+TAPS = [
+    ((2, 16, 14, 14), (32, 16, 5, 5), 1, 2, 1, 1),  # 5x5 'same' on 14x14: blocks of 8 over rows of 14
+    ((3, 8, 8, 8), (40, 8, 3, 3), 1, 1, 1, 1),  # two panels of filters, whole rows of 8
+    ((2, 48, 8, 8), (32, 48, 3, 3), 1, 1, 1, 1),  # 432 products: two slices of channels
+    ((2, 8, 6, 6), (16, 8, 3, 3), 1, 3, 1, 1),  # padding past the kernel's reach: rows without taps
+    ((2, 6, 10, 30), (12, 6, 3, 3), 2, 2, 1, 1),  # strided
+    ((2, 6, 9, 9), (12, 6, 3, 3), 1, 2, 2, 1),  # dilated
+    ((2, 8, 8, 8), (24, 4, 5, 5), 1, 2, 1, 2),  # grouped
+    ((1, 4, 7, 6), (20, 4, 4, 3), 1, (3, 1), 1, 1),  # an even kernel height, padding per axis
+    ((2, 16, 6, 6, 6), (16, 16, 3, 3, 3), 1, 1, 1, 1),  # 3-D: planes and rows skipped
+    ((1, 24, 5, 6, 4), (32, 24, 3, 3, 3), 1, (1, 0, 1), 1, 1),  # depth only; 648 products: slices
+    ((1, 6, 5, 7, 8), (16, 6, 3, 3, 3), 1, (0, 1, 1), 1, 1),  # height only
+    ((1, 3, 16, 16, 17), (16, 3, 3, 3, 2), 1, 1, 1, 1),  # 4,608 positions: FORWARD_ROWS at a time
+]
+
+
+@pytest.mark.parametrize("case", TAPS)
+def test_padding_taps_skipped_match_definition_and_torch(case):
+    """The forward pass (and the flipped convolution of a stride-1 layer's input gradient) summed
+    only over the taps that reach the input: output and gradients against the definition, the
+    float64 path and PyTorch."""
+    x, w, b = _case(case, 21)
+    s, p, d, g = _params(case)
+    xs, ws = case[0], case[1]
+    out_shape = conv_output_shape(xs[2:], ws[2:], s, p, d)
+    conv = kernels.indirect_conv(xs[1:], w.astype(np.float32), s, p, d, g, out_shape)
+    assert conv.taps and not conv.direct
+    ref = naive_conv(x, w, b, s, p, d, g)
+    up = np.random.default_rng(22).standard_normal(ref.shape)
+    got = _run(case, (x, w, b), np.float32, up)
+    assert rel_error(got[0], ref) < 2e-6
+    for a, e in zip(got, _run(case, (x, w, b), np.float64, up)):
+        assert rel_error(a, e) < 5e-6
+    for a, t in zip(got, _torch(case, (x, w, b), np.float32, up)):
+        assert rel_error(a, t) < 5e-6
+
+
+def test_the_flipped_convolution_skips_taps_too():
+    """A 'same' 5x5 layer on 14x14 maps: its input gradient's flipped convolution (padding 2) skips
+    the padding's taps as its forward pass does."""
+    case = TAPS[0]
+    x, w, _ = _case(case)
+    conv = kernels.indirect_conv(case[0][1:], w.astype(np.float32), (1, 1), (2, 2), (1, 1), 1, (14, 14))
+    assert conv.flip_padding == (2, 2) and conv._back_conv().taps
+
+
+@pytest.mark.parametrize("size,stride,padding,dilation,kernel", [
+    ((6, 7), (1, 1), (1, 2), (1, 1), (3, 3)), ((9, 8), (2, 3), (2, 0), (2, 1), (3, 2)),
+    ((5, 4, 6), (1, 2, 1), (3, 1, 0), (1, 1, 2), (3, 2, 2)), ((4, 4), (1, 1), (4, 1), (1, 1), (2, 3))])
+def test_position_limits_are_the_taps_inside_the_input(size, stride, padding, dilation, kernel):
+    """position_limits: for each output position, the kernel offsets along depth and height whose
+    taps land inside the input, by brute force over every tap; group_limits their hull per block."""
+    out = conv_output_shape(size, kernel, stride, padding, dilation)
+    lims = igemm.position_limits(tuple(out), size, stride, padding, dilation, kernel)
+    dims = len(size)
+    for i, pos in enumerate(np.ndindex(*out)):
+        want = [0, 1, 0, 1]
+        for axis, col in ((dims - 2, 2), (dims - 3, 0)):
+            if axis < 0:
+                continue
+            inside = [t for t in range(kernel[axis])
+                      if 0 <= pos[axis] * stride[axis] + t * dilation[axis] - padding[axis] < size[axis]]
+            want[col:col + 2] = [inside[0], inside[-1] + 1] if inside else [None, None]
+        if None in want:  # no tap inside: an empty range
+            assert lims[i, 0] >= lims[i, 1] or lims[i, 2] >= lims[i, 3]
+        else:
+            assert list(lims[i]) == want
+    hull = igemm.group_limits(lims, 3)
+    rows = np.tile(lims, (3, 1))
+    for q in range(hull.shape[0]):
+        block = rows[q * igemm.LIM_ROWS:(q + 1) * igemm.LIM_ROWS]
+        assert list(hull[q]) == [block[:, 0].min(), block[:, 1].max(), block[:, 2].min(), block[:, 3].max()]
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one core", "all cores"])
+@pytest.mark.parametrize("F,Cg,kernel,G", [(40, 8, (3, 3), 1), (16, 48, (5, 5), 1), (24, 6, (3, 3, 3), 2), (20, 3, (3, 2), 1)])
+def test_weights_in_tap_order(F, Cg, kernel, G, split, monkeypatch):
+    """tap_order is a permutation that keeps each of igemm's slices of channels together, taps
+    outermost within it; pack_filters and pack_flipped with it are the panels of the weights'
+    columns so moved."""
+    monkeypatch.setattr(igemm, "PACK_SPLIT_BYTES", 0 if split else 1 << 40)
+    monkeypatch.setattr(policy, "WORKERS", 2)
+    K = math.prod(kernel)
+    order = igemm.tap_order(Cg, kernel)
+    assert sorted(order) == list(range(Cg * K))
+    ns = igemm.tap_slices(Cg, K)
+    for sl in range(ns):
+        cs, ce = Cg * sl // ns, Cg * (sl + 1) // ns
+        block = order.reshape(Cg, K)[cs:ce]
+        assert block.min() == cs * K and block.max() == ce * K - 1
+        kw = kernel[-1]
+        assert block[1 % (ce - cs), 0] - block[0, 0] == (kw if ce - cs > 1 else 0)  # channels inside a kernel row
+    w = np.random.default_rng(F + Cg).standard_normal((F, Cg) + kernel).astype(np.float32)
+    wf = w.reshape(F, -1)
+    moved = np.empty_like(wf)
+    moved[:, order] = wf
+    np.testing.assert_array_equal(igemm.pack_filters(wf, G, kernels.over_panels, order),
+                                  igemm.pack_filters(np.ascontiguousarray(moved), G))
+    flipped = igemm.flip_filters(w.reshape(F, Cg, K), G)
+    back_order = igemm.tap_order(F // G, kernel)
+    moved = np.empty_like(flipped)
+    moved[:, back_order] = flipped
+    np.testing.assert_array_equal(igemm.pack_flipped(w.reshape(F, Cg, K), G, kernels.over_panels, back_order),
+                                  igemm.pack_filters(np.ascontiguousarray(moved), G))

@@ -82,16 +82,16 @@ def indirect_conv(x_shape, w, stride, padding, dilation, groups, out_shape):
     return IndirectConv(x_shape, w, stride, padding, dilation, groups, out_shape, over=over_panels)
 
 
-def over_panels(fill, source, G, out, count):
-    """fill(source, G, out, start, stop) over ``count`` panels (or filters) of weights: shared
-    out over the cores as a compiled job where the source reaches igemm.PACK_SPLIT_BYTES, else in
-    one call on this thread (igemm.pack_filters)."""
+def over_panels(fill, source, G, out, count, *order):
+    """fill(source, G, out, start, stop, *order) over ``count`` panels (or filters) of weights:
+    shared out over the cores as a compiled job where the source reaches igemm.PACK_SPLIT_BYTES,
+    else in one call on this thread (igemm.pack_filters)."""
     from .igemm import PACK_SPLIT_BYTES, fill_job  # noqa: PLC0415
 
     if source.nbytes < PACK_SPLIT_BYTES or policy.WORKERS < 2 or count < 2:
-        fill(source, G, out, 0, count)
+        fill(source, G, out, 0, count, *order)
         return
-    job = fill_job(fill, source, G, out, policy.even_ranges(count, min(count, policy.WORKERS)))
+    job = fill_job(fill, source, G, out, policy.even_ranges(count, min(count, policy.WORKERS)), *order)
     run_compiled(job.fn, job.args, job.count)
 
 

@@ -57,6 +57,13 @@ KC_MAX = KC + KC // 4
 
 
 @njit(cache=True, nogil=True)
+def tap_slices(Cg, K):
+    """igemm's slices of a reduction over Cg channels of K taps each in tap order: as many as
+    ``slices`` makes, of whole channels."""
+    return min(Cg, slices(Cg * K))
+
+
+@njit(cache=True, nogil=True)
 def slice_start(K, i):
     """Where reduction slice i starts (i = slices(K) gives K)."""
     return K * i // max(1, -(-K // KC_MAX))
@@ -307,6 +314,23 @@ _tblock1 = _make_block(MR1, 1, transposed=True)
 # 2 rather than 4: as fast (16 filters, one core: 183-185 against 173-181 GFLOP/s), and any even
 # output width keeps every block in runs (64->64 g4 s2 on 28x28, rows of 14: 148-177 -> 186-194)
 RUN_ROWS, RUN_LENGTH = 16, 2
+# The forward pass skips the padding's taps where that saves at least this share of its products
+# (skipped_share): the blocks' pieces and the reduction in tap order cost about 2% (64->64 3x3 on
+# 7x7 maps, share 0.026: 0.977x); saving 0.065 (5x5 on 14x14) ran 1.05x, 0.16 (3x3x3 on 8^3) 1.10x
+TAPS_MIN_SKIPPED = 0.05
+# The forward pass runs igemm over at most this many positions of a chunk at a time, so that the
+# block of the output that each reduction slice adds to stays in cache between slices (a multiple
+# of RUN_ROWS): two cores, 32->32 3x3x3 on 16^3 at batch 2 1.05x, 64->64 1.02x, 2-D layers of
+# up to 784 positions an image within 1%
+FORWARD_ROWS = 2048
+# no tap order (pack_panels), no tap limits (igemm)
+NO_ORDER = np.zeros(0, np.int64)
+NO_LIMITS = np.zeros((0, 4), np.int64)
+NO_ORDER.flags.writeable = NO_LIMITS.flags.writeable = False
+# igemm's blocks start every LIM_ROWS rows (MR, MR1 and RUN_ROWS are multiples of it): the rows'
+# tap limits come per LIM_ROWS rows (position_limits)
+LIM_ROWS = 8
+assert MR % LIM_ROWS == 0 and MR1 % LIM_ROWS == 0 and RUN_ROWS % LIM_ROWS == 0 and FORWARD_ROWS % RUN_ROWS == 0
 _rblock1_1 = _make_block(RUN_ROWS, 1, seg=RUN_LENGTH, apart=1)
 _rblock1_2 = _make_block(RUN_ROWS, 1, seg=RUN_LENGTH, apart=2)
 _rtblock1_1 = _make_block(RUN_ROWS, 1, transposed=True, seg=RUN_LENGTH, apart=1)
@@ -582,7 +606,7 @@ def _kernel(code, a_addr, row_addr, col_addr, b_addr, pw, dst, ldc, K, beta, nj)
 
 
 @njit(**_OPTS)
-def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
+def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate, lims=None, Cg=1, KH=1, KW=1):
     """C[i, j] (+)= sum_k a[a0 + row[i] + col[k]] * B[k, j] for i < len(row), j < N.
 
     ``bp`` (panels, K, NR or W): B in zero-padded panels (pack_columns). C[i, j] is
@@ -594,6 +618,12 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
     block, on RUN_ROWS rows where they come in runs of RUN_LENGTH rows 1 or 2 elements apart,
     else on MR1. The reduction runs in equal slices of at most KC_MAX. (Arrays stay in this one
     function: passed to a helper per block, their reference counts cost more than a 16-step block.)
+
+    ``lims`` (a convolution's forward pass, its reduction over Cg channels of KD x KH x KW taps in
+    tap order, tap_order): per LIM_ROWS rows, the kernel offsets (d0, d1, h0, h1) whose taps reach
+    the input rather than the padding (position_limits). The slices are then groups of channels
+    (tap_slices), taps outermost within each; a block sums only over the runs of taps d0 <= d <
+    d1, h0 <= h < h1 of each: the padding's zeros are skipped rather than multiplied.
     """
     M, Ktot = row.shape[0], col.shape[0]
     if M == 0:
@@ -603,11 +633,19 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
     rowpad = np.empty(MR, np.int64)
     a_addr = a.ctypes.data + a0 * 4
     c_addr = c.ctypes.data
-    for sl in range(slices(Ktot)):  # a long reduction in slices of B that stay in cache
-        k0 = slice_start(Ktot, sl)
-        K = slice_start(Ktot, sl + 1) - k0
+    skip = lims is not None and lims.shape[0] > 0
+    taps = Ktot // Cg
+    ns = tap_slices(Cg, taps) if skip else slices(Ktot)
+    for sl in range(ns):  # a long reduction in slices of B that stay in cache
+        if skip:  # channels cs..cs + cn - 1, each of their taps
+            cs = Cg * sl // ns
+            cn = Cg * (sl + 1) // ns - cs
+            k0, K = cs * taps, cn * taps
+        else:
+            k0 = slice_start(Ktot, sl)
+            K = slice_start(Ktot, sl + 1) - k0
+            cn = 0
         col_addr = col.ctypes.data + k0 * 8
-        beta = 1 if (accumulate or k0 > 0) else 0
         for jb in range(bp.shape[0]):
             j0 = jb * NR
             nj = min(NR, N - j0)
@@ -634,37 +672,58 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate):
                     for r in range(mr):
                         rowpad[r] = row[min(i0 + r, M - 1)]
                     row_addr = rowpad.ctypes.data
-                done = False
-                if ccs != 1 and ni == mr:  # C's columns ccs apart: straight where the rows are consecutive
-                    t = crow[i0]
-                    for r in range(1, mr):
-                        if crow[i0 + r] != t + r:
-                            t = -1
-                            break
-                    if t >= 0:
-                        _kernel(code + 2, a_addr, row_addr, col_addr, b_addr, pw, c_addr + (c0 + t + j0 * ccs) * 4, ccs,
-                                K, beta, nj)
-                        done = True
-                if not done:
-                    straight = ccs == 1 and ni == mr and nj == full
-                    ldc = crow[i0 + 1] - crow[i0] if straight else 0
-                    if straight:
-                        for r in range(2, mr):
-                            if crow[i0 + r] - crow[i0 + r - 1] != ldc:
-                                straight = False
-                    if straight:
-                        _kernel(code, a_addr, row_addr, col_addr, b_addr, pw, c_addr + (c0 + crow[i0] + j0) * 4, ldc, K,
-                                beta, nj)
-                    else:
-                        _kernel(code, a_addr, row_addr, col_addr, b_addr, pw, scratch.ctypes.data, NR, K, 0, nj)
-                        for r in range(ni):
-                            base = c0 + crow[i0 + r] + j0 * ccs
-                            if beta:
-                                for j in range(nj):
-                                    c[base + j * ccs] += scratch[r * NR + j]
-                            else:
-                                for j in range(nj):
-                                    c[base + j * ccs] = scratch[r * NR + j]
+                # the block's reduction in this slice: pieces [lo + p*step, hi + p*step) (offsets
+                # from k0) for p < pieces, its sums from zero in the first slice's first piece
+                lo, hi, step, pieces = 0, K, 0, 1
+                if skip:
+                    q0, q1 = i0 // LIM_ROWS, (i0 + ni - 1) // LIM_ROWS
+                    d0, d1, h0, h1 = lims[q0, 0], lims[q0, 1], lims[q0, 2], lims[q0, 3]
+                    for q in range(q0 + 1, q1 + 1):
+                        d0, d1 = min(d0, lims[q, 0]), max(d1, lims[q, 1])
+                        h0, h1 = min(h0, lims[q, 2]), max(h1, lims[q, 3])
+                    if d0 < d1 and h0 < h1:  # (none: the whole reduction, the padding's zeros)
+                        run = cn * KW  # one kernel row's taps of the slice's channels
+                        if h0 == 0 and h1 == KH:
+                            lo, hi = d0 * KH * run, d1 * KH * run
+                        else:
+                            lo, hi, step, pieces = (d0 * KH + h0) * run, (d0 * KH + h1) * run, KH * run, d1 - d0
+                for p in range(pieces):
+                    p0 = lo + p * step
+                    kp = hi - lo
+                    pb = 1 if (accumulate or sl > 0 or p > 0) else 0
+                    pcol = col_addr + p0 * 8
+                    pbk = b_addr + p0 * pw * 4
+                    done = False
+                    if ccs != 1 and ni == mr:  # C's columns ccs apart: straight where the rows are consecutive
+                        t = crow[i0]
+                        for r in range(1, mr):
+                            if crow[i0 + r] != t + r:
+                                t = -1
+                                break
+                        if t >= 0:
+                            _kernel(code + 2, a_addr, row_addr, pcol, pbk, pw, c_addr + (c0 + t + j0 * ccs) * 4, ccs, kp,
+                                    pb, nj)
+                            done = True
+                    if not done:
+                        straight = ccs == 1 and ni == mr and nj == full
+                        ldc = crow[i0 + 1] - crow[i0] if straight else 0
+                        if straight:
+                            for r in range(2, mr):
+                                if crow[i0 + r] - crow[i0 + r - 1] != ldc:
+                                    straight = False
+                        if straight:
+                            _kernel(code, a_addr, row_addr, pcol, pbk, pw, c_addr + (c0 + crow[i0] + j0) * 4, ldc, kp,
+                                    pb, nj)
+                        else:
+                            _kernel(code, a_addr, row_addr, pcol, pbk, pw, scratch.ctypes.data, NR, kp, 0, nj)
+                            for r in range(ni):
+                                base = c0 + crow[i0 + r] + j0 * ccs
+                                if pb:
+                                    for j in range(nj):
+                                        c[base + j * ccs] += scratch[r * NR + j]
+                                else:
+                                    for j in range(nj):
+                                        c[base + j * ccs] = scratch[r * NR + j]
                 i0 += mr
 
 
@@ -918,16 +977,20 @@ def pack_columns(b):
 
 
 @njit(**_OPTS)
-def pack_panels(wf, G, out, p0, p1):
+def pack_panels(wf, G, out, p0, p1, order):
     """Panels p0..p1 - 1 (counted over the groups, G * panels in all) of the forward pass's weights
     ``out`` (G, panels, Cg*K, width) from wf (F, Cg*K) (C-contiguous float32): panel p of group g
-    holds wf[g*Fg + p*width + j, k] at [g, p, k, j], zeros past the group's filters; 16 filters'
-    rows of 16 elements transposed in registers at a time (transpose_tile). Element by element,
-    each filter's row read a row apart, 1.18 MB of weights took 0.067 ms on one core."""
+    holds wf[g*Fg + p*width + j, k] at [g, p, k, j] (at [g, p, order[k], j] where ``order`` is not
+    empty: tap_order), zeros past the group's filters; 16 filters' rows of 16 elements transposed
+    in registers at a time (transpose_tile; in order, through a tile whose rows are then copied).
+    Element by element, each filter's row read a row apart, 1.18 MB of weights took 0.067 ms on
+    one core."""
     F, CK = wf.shape
     nb, width = out.shape[1], out.shape[3]
     Fg = F // G
     w_addr, o_addr = wf.ctypes.data, out.ctypes.data
+    tile = np.empty(W * W, np.float32)
+    t_addr = tile.ctypes.data
     for gp in range(p0, p1):
         g, p = gp // nb, gp % nb
         for h in range(width // W):
@@ -935,8 +998,13 @@ def pack_panels(wf, G, out, p0, p1):
             nrows = max(0, min(W, Fg - f))
             src = w_addr + ((g * Fg + min(f, Fg - 1)) * CK) * 4
             for k0 in range(0, CK, W):
-                transpose_tile(o_addr + ((gp * CK + k0) * width + h * W) * 4, width, src + k0 * 4, CK, nrows,
-                               min(W, CK - k0))
+                nk = min(W, CK - k0)
+                if order.shape[0] == 0:
+                    transpose_tile(o_addr + ((gp * CK + k0) * width + h * W) * 4, width, src + k0 * 4, CK, nrows, nk)
+                    continue
+                transpose_tile(t_addr, W, src + k0 * 4, CK, nrows, nk)
+                for r in range(nk):
+                    copy_floats(o_addr + ((gp * CK + order[k0 + r]) * width + h * W) * 4, t_addr + r * W * 4, W)
 
 
 @njit(**_OPTS)
@@ -1006,15 +1074,16 @@ PACK_BACK_ROWS = 16
 PACK_SPLIT_BYTES = 1 << 20
 
 
-def inline(fill, source, G, out, count):
-    """fill(source, G, out, 0, count) on this thread: pack_filters' ``over`` where no other is
-    given."""
-    fill(source, G, out, 0, count)
+def inline(fill, source, G, out, count, *order):
+    """fill(source, G, out, 0, count, *order) on this thread: pack_filters' ``over`` where no other
+    is given."""
+    fill(source, G, out, 0, count, *order)
 
 
 # The packing functions as compiled jobs (kernels.over_panels on all the cores): slots the chunk
 # table of (start, stop) ranges, the source's address and three sizes (the third 1 for a 2-D
-# source), G, the output's address and four sizes
+# source), G, the output's address and four sizes, then the tap order's address and length
+# (pack_panels, flipped_panels)
 @njit(**_OPTS)
 def _fill_io(a, i):
     t = jobs.slot(a, 0)
@@ -1026,7 +1095,8 @@ def _fill_io(a, i):
 def _pack_panels_job(a, i):
     """pack_panels over chunk i's panels."""
     p0, p1, G, out = _fill_io(a, i)
-    pack_panels(carray(jobs.f32(jobs.slot(a, 1)), (jobs.slot(a, 2), jobs.slot(a, 3))), G, out, p0, p1)
+    order = carray(jobs.i64(jobs.slot(a, 11)), (jobs.slot(a, 12),))
+    pack_panels(carray(jobs.f32(jobs.slot(a, 1)), (jobs.slot(a, 2), jobs.slot(a, 3))), G, out, p0, p1, order)
 
 
 @jobs.job
@@ -1034,7 +1104,7 @@ def _flipped_panels_job(a, i):
     """flipped_panels over chunk i's panels."""
     p0, p1, G, out = _fill_io(a, i)
     w = carray(jobs.f32(jobs.slot(a, 1)), (jobs.slot(a, 2), jobs.slot(a, 3), jobs.slot(a, 4)))
-    flipped_panels(w, G, out, p0, p1)
+    flipped_panels(w, G, out, p0, p1, carray(jobs.i64(jobs.slot(a, 11)), (jobs.slot(a, 12),)))
 
 
 @jobs.job
@@ -1045,27 +1115,28 @@ def _pack_back_rows_job(a, i):
     pack_back_rows(w, G, out, r0, r1)
 
 
-def fill_job(fill, source, G, out, ranges):
-    """fill(source, G, out, start, stop) (pack_panels, flipped_panels or pack_back_rows; source
-    and out C-contiguous float32) over ``ranges`` as a compiled job (kernels/jobs.py's Job):
-    where it ran as Python chunks, 1.2 MB of weights took 61-71 us to pack on two cores against
-    38 on one."""
+def fill_job(fill, source, G, out, ranges, *order):
+    """fill(source, G, out, start, stop, *order) (pack_panels or flipped_panels with their tap
+    order, pack_back_rows; source and out C-contiguous float32) over ``ranges`` as a compiled job
+    (kernels/jobs.py's Job): where it ran as Python chunks, 1.2 MB of weights took 61-71 us to
+    pack on two cores against 38 on one."""
     fn = {pack_panels: _pack_panels_job, flipped_panels: _flipped_panels_job, pack_back_rows: _pack_back_rows_job}[fill]
     table = jobs.table(ranges)
     dims = tuple(source.shape) + (1,) * (3 - source.ndim)
-    args = [table, source, *dims, G, out, *out.shape]
-    return jobs.Job(fn.address, args, len(table), (table, source, out))
+    args = [table, source, *dims, G, out, *out.shape] + [x for o in order for x in (o, o.shape[0])]
+    return jobs.Job(fn.address, args, len(table), (table, source, out, *order))
 
 
-def pack_filters(wf, G, over=inline):
+def pack_filters(wf, G, over=inline, order=NO_ORDER):
     """The forward pass's weights (G, panels, Cg*K, width): pack_columns of each group's transposed
-    rows wf[g*Fg:(g + 1)*Fg].T (wf (F, Cg*K) C-contiguous float32) in one pass (pack_panels);
-    ``over(fill, wf, G, out, panels)`` runs fill(wf, G, out, p0, p1) over the panels
+    rows wf[g*Fg:(g + 1)*Fg].T (wf (F, Cg*K) C-contiguous float32) in one pass (pack_panels), their
+    rows in ``order`` where given (tap_order); ``over(fill, wf, G, out, panels, order)`` runs
+    fill(wf, G, out, p0, p1, order) over the panels
     (kernels.over_panels: on all the cores from PACK_SPLIT_BYTES of weights). Transposed and
     packed by NumPy (a transposed copy, the panels' copy, a stack) 295K weights took 0.34 ms, as
     long as a chunk's products of a 128->256 layer on 8x8 maps (benchmarks/README.md, "Ninth
     session of issue 22")."""
-    return _panels(pack_panels, wf, G, wf.shape[0] // G, wf.shape[1], over)
+    return _panels(pack_panels, wf, G, wf.shape[0] // G, wf.shape[1], over, order)
 
 
 def pack_back(w, G, over=inline):
@@ -1101,11 +1172,12 @@ def flip_filters(w, G):
 
 
 @njit(**_OPTS)
-def flipped_panels(w, G, out, p0, p1):
+def flipped_panels(w, G, out, p0, p1, order):
     """Panels p0..p1 - 1 of the flipped convolution's packed weights ``out`` (G, panels, Fg*K,
     width), pack_filters' layout of flip_filters(w, G) made from w (F, Cg, K) at once:
-    [g, p, f*K + t, j] = w[g*Fg + f, p*width + j, K - 1 - t]: for each filter, 16 channels by up to
-    16 taps transposed in registers (transpose_tile), the taps' rows stored in reverse order. Flipped
+    [g, p, f*K + t, j] = w[g*Fg + f, p*width + j, K - 1 - t] (row order[f*K + t] where ``order``
+    is not empty: the flipped convolution's tap_order): for each filter, 16 channels by up to 16
+    taps transposed in registers (transpose_tile), the taps' rows stored in reverse order. Flipped
     by NumPy (a copy of the swapped, reversed view) and then packed, a 512->256 3x3 layer's weights
     took 1.3 ms, element by element in one pass 0.55 (benchmarks/README.md, "Tenth session of issue
     22"); by tiles, one core: 512->512 3x3 0.54 -> 0.47 ms, 256->128 0.060 -> 0.039."""
@@ -1113,6 +1185,8 @@ def flipped_panels(w, G, out, p0, p1):
     nb, width = out.shape[1], out.shape[3]
     Fg = F // G
     w_addr, o_addr = w.ctypes.data, out.ctypes.data
+    tile = np.empty(W * W, np.float32)
+    t_addr = tile.ctypes.data
     for gp in range(p0, p1):
         g, p = gp // nb, gp % nb
         for h in range(width // W):
@@ -1121,23 +1195,30 @@ def flipped_panels(w, G, out, p0, p1):
             for f in range(Fg):
                 src = w_addr + (((g * Fg + f) * Cg + min(c, Cg - 1)) * K) * 4
                 for t0 in range(0, K, W):  # taps t0.. into rows f*K + K - 1 - t, descending
-                    transpose_tile(o_addr + ((gp * Fg * K + f * K + K - 1 - t0) * width + h * W) * 4, -width,
-                                   src + t0 * 4, K, nrows, min(W, K - t0))
+                    nt = min(W, K - t0)
+                    if order.shape[0] == 0:
+                        transpose_tile(o_addr + ((gp * Fg * K + f * K + K - 1 - t0) * width + h * W) * 4, -width,
+                                       src + t0 * 4, K, nrows, nt)
+                        continue
+                    transpose_tile(t_addr, W, src + t0 * 4, K, nrows, nt)
+                    for r in range(nt):
+                        copy_floats(o_addr + ((gp * Fg * K + order[f * K + K - 1 - t0 - r]) * width + h * W) * 4,
+                                    t_addr + r * W * 4, W)
 
 
-def _panels(fill, source, G, rows, CK, over):
-    """(G, panels, CK, width) weights whose panels ``fill(source, G, out, p0, p1)`` writes, for
-    ``rows`` filters per group, the panels run by ``over`` (see pack_filters)."""
+def _panels(fill, source, G, rows, CK, over, order):
+    """(G, panels, CK, width) weights whose panels ``fill(source, G, out, p0, p1, order)`` writes,
+    for ``rows`` filters per group, the panels run by ``over`` (see pack_filters)."""
     width = W if rows <= W else NR
     count = G * -(-rows // width)
     out = np.empty((G, count // G, CK, width), np.float32)
-    over(fill, source, G, out, count)
+    over(fill, source, G, out, count, order)
     return out
 
 
-def pack_flipped(w, G, over=inline):
-    """pack_filters(flip_filters(w, G), G) in one pass per panel (flipped_panels)."""
-    return _panels(flipped_panels, w, G, w.shape[1], (w.shape[0] // G) * w.shape[2], over)
+def pack_flipped(w, G, over=inline, order=NO_ORDER):
+    """pack_filters(flip_filters(w, G), G, order=order) in one pass per panel (flipped_panels)."""
+    return _panels(flipped_panels, w, G, w.shape[1], (w.shape[0] // G) * w.shape[2], over, order)
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False):
@@ -1196,18 +1277,26 @@ def _planes_of(x, pad, box, at, plane, slack=0):
 
 
 @njit(**_OPTS)
-def forward_chunk(x, pad, box, at, plane, rows, out_rows, fields, wpk, out, Cg, Fg):
+def forward_chunk(x, pad, box, at, plane, rows, out_rows, lims, fields, wpk, out, Cg, Fg, KH, KW):
     """IndirectConv's forward pass of a chunk in one call without the GIL: out (n, F, L)
     (contiguous) = conv(x) by igemm from the padded planes (volumes: _planes_of) and the packed
     weights wpk (G, panels, Cg*K, width), each group's product written straight into out's
-    layout (``out_rows``: each position's offset there) by the transposed micro-kernel. One call
-    per chunk rather than three and more: two threads' chunks otherwise queue for the GIL between
-    them (benchmarks/README.md, "Seventh session of issue 22")."""
+    layout (``out_rows``: each position's offset there) by the transposed micro-kernel; ``lims``,
+    KH, KW: the taps skipped where they reach the padding (igemm; fields and wpk then in tap
+    order, tap_order); FORWARD_ROWS positions at a time. One call per chunk rather than three
+    and more: two threads' chunks otherwise queue for the GIL between them (benchmarks/README.md,
+    "Seventh session of issue 22")."""
     L = out.shape[2]
     xf = _planes_of(x, pad, box, at, plane)
     of = out.reshape(-1)
+    M = rows.shape[0]
+    step = FORWARD_ROWS
     for g in range(wpk.shape[0]):
-        igemm(xf, g * Cg * plane, rows, fields, wpk[g], of, g * Fg * L, out_rows, L, Fg, False)
+        for i0 in range(0, M, step):
+            i1 = min(M, i0 + step)
+            lp = lims[i0 // LIM_ROWS:] if lims.shape[0] > 0 else lims
+            igemm(xf, g * Cg * plane, rows[i0:i1], fields, wpk[g], of, g * Fg * L, out_rows[i0:i1], L, Fg, False, lp,
+                  Cg, KH, KW)
 
 
 @njit(**_OPTS)
@@ -1329,22 +1418,23 @@ def _add_bias(a, out):
 def _forward_into(a, x, out):
     """forward_chunk of a chunk's input x into out (n, F, L), its bias added (_forward_job's slots)."""
     n = x.shape[0]
-    s = [jobs.slot(a, _IO + k) for k in range(23)]
+    s = [jobs.slot(a, _IO + k) for k in range(29)]
     fields = carray(jobs.i64(s[8]), (s[9],))
     wpk = carray(jobs.f32(s[10]), (s[11], s[12], s[13], s[14]))
-    k = 17 if n == s[17] else 20
+    k = 19 if n == s[19] else 24
     NL = n * out.shape[2]
     rows, out_rows = carray(jobs.i64(s[k + 1]), (NL,)), carray(jobs.i64(s[k + 2]), (NL,))
-    forward_chunk(x, s[0] != 0, (s[1], s[2], s[3]), (s[4], s[5], s[6]), s[7], rows, out_rows, fields, wpk, out, s[15],
-                  s[16])
+    lims = carray(jobs.i64(s[k + 3]), (s[k + 4], 4))
+    forward_chunk(x, s[0] != 0, (s[1], s[2], s[3]), (s[4], s[5], s[6]), s[7], rows, out_rows, lims, fields, wpk, out,
+                  s[15], s[16], s[17], s[18])
     _add_bias(a, out)
 
 
 @jobs.job
 def _forward_job(a, i):
     """forward_chunk on chunk i (slots after _IO: pad, box (3), at (3), plane, fields and their
-    count, the packed weights and their shape (4), Cg, Fg, then two chunk sizes' offset tables:
-    size, rows, out_rows for each)."""
+    count, the packed weights and their shape (4), Cg, Fg, KH, KW, then two chunk sizes' tables:
+    size, rows, out_rows, the tap limits and their count for each; see forward_chunk)."""
     n, x, out = _job_io(a, i)
     _forward_into(a, x, out)
 
@@ -1536,6 +1626,76 @@ def field_offsets(C, padded, kernel, dilation):
 
 
 @functools.lru_cache(maxsize=256)
+def tap_order(Cg, kernel):
+    """(Cg*K,) int64: where each receptive-field element (c, *k) goes in tap order, the forward
+    pass's reduction order where it skips the padding (igemm's ``lims``): the channels in the
+    groups of igemm's slices (tap_slices), each group's elements ordered (*k[:-1], c, kw), so
+    that the taps of given kernel rows are runs of a group's channels times KW. Within each group
+    of channels rather than across all: a slice of taps over all channels read 3x the input's
+    planes per slice, and a 512->512 layer on 7x7 maps ran 12% slower (read-only; cached)."""
+    K, KW = math.prod(kernel), kernel[-1]
+    ns = tap_slices(Cg, K)
+    out = np.empty((Cg, K // KW, KW), np.int64)
+    for sl in range(ns):
+        cs, ce = Cg * sl // ns, Cg * (sl + 1) // ns
+        c, ko, kw = np.ogrid[:ce - cs, :K // KW, :KW]
+        out[cs:ce] = cs * K + (ko * (ce - cs) + c) * KW + kw
+    out = out.ravel()
+    out.flags.writeable = False
+    return out
+
+
+def _axis_limits(out, size, stride, padding, dilation, kernel):
+    """For each output index along an axis, the kernel offsets [lo, hi) whose taps land in the
+    input rather than the padding (lo >= hi: none)."""
+    o = np.arange(out, dtype=np.int64) * stride
+    return np.maximum(0, -((o - padding) // dilation)), np.minimum(kernel, (padding + size - 1 - o) // dilation + 1)
+
+
+@functools.lru_cache(maxsize=256)
+def position_limits(out_shape, size, stride, padding, dilation, kernel):
+    """(L, 4) int64: for each output position (row-major) of a 2-D or 3-D convolution, the kernel
+    offsets d0, d1 along its depth (0, 1 for images) and h0, h1 along its height whose taps land
+    in the input, not the padding (read-only; cached)."""
+    dims = len(out_shape)
+    lims = np.zeros(tuple(out_shape) + (4,), np.int64)
+    lims[..., 1] = 1
+    for axis, col in ((dims - 2, 2), (dims - 3, 0)):
+        if axis < 0:
+            continue
+        lo, hi = _axis_limits(out_shape[axis], size[axis], stride[axis], padding[axis], dilation[axis], kernel[axis])
+        shape = [1] * dims
+        shape[axis] = -1
+        lims[..., col] = lo.reshape(shape)
+        lims[..., col + 1] = hi.reshape(shape)
+    out = lims.reshape(-1, 4)
+    out.flags.writeable = False
+    return out
+
+
+def skipped_share(limits, kernel):
+    """The share of a forward pass's products that skipping the padding's taps saves, its blocks
+    of LIM_ROWS positions in chunks of two images (a block's taps are those any of its rows needs)."""
+    q = group_limits(limits, 2)
+    KD, KH = (kernel[-3] if len(kernel) > 2 else 1), kernel[-2]
+    d, h = q[:, 1] - q[:, 0], q[:, 3] - q[:, 2]
+    work = np.where((d > 0) & (h > 0), d * h, KD * KH)
+    return 1.0 - work.sum() / (q.shape[0] * KD * KH)
+
+
+def group_limits(lims, n):
+    """position_limits (L, 4) for n images' rows as igemm reads them: per LIM_ROWS rows, the
+    smallest of their lower limits and the largest of their upper ones."""
+    rows = np.tile(lims, (n, 1))
+    q = -(-rows.shape[0] // LIM_ROWS)
+    rows = np.concatenate([rows, np.repeat(rows[-1:], q * LIM_ROWS - rows.shape[0], axis=0)]).reshape(q, LIM_ROWS, 4)
+    out = np.empty((q, 4), np.int64)
+    out[:, 0::2] = rows[:, :, 0::2].min(axis=1)
+    out[:, 1::2] = rows[:, :, 1::2].max(axis=1)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
 def position_offsets(out_shape, padded, stride):
     """(L,) offsets of each output position's receptive field in a (C, *padded) image, row-major
     (read-only; cached per geometry)."""
@@ -1712,6 +1872,22 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     g["ldg"] = -(-g["P"] // W) * W  # the weight gradient's positions, in whole vectors
     g["direct_w"] = (stride1 and g["L"] >= DIRECT_W_MIN_SHARE * g["ldg"]
                      and (few or (wide and Cg * g["K"] <= DIRECT_W_MAX_FIELD)))
+    # the forward pass by igemm skips the padding's taps where some kernel rows (planes) reach it
+    # and that saves enough: its reduction in tap order (fields and weights), the rows' limits
+    # per chunk size (_table)
+    g["taps"] = False
+    if not g["direct"] and len(S) >= 2 and any(padding[:-1]):
+        limits = position_limits(out_shape, tuple(S), stride, padding, dilation, kernel)
+        g["taps"] = skipped_share(limits, kernel) >= TAPS_MIN_SKIPPED
+    if g["taps"]:
+        g["order"] = tap_order(Cg, kernel)
+        g["tap_fields"] = np.empty_like(g["fields"])
+        g["tap_fields"][g["order"]] = g["fields"]
+        g["tap_fields"].flags.writeable = False
+        g["limits"] = position_limits(out_shape, tuple(S), stride, padding, dilation, kernel)
+    else:
+        g["order"], g["tap_fields"], g["limits"] = NO_ORDER, g["fields"], None
+    g["KH"], g["KW"] = kernel[-2] if len(S) >= 2 else 1, kernel[-1]
     g["flip_padding"] = flip_padding(tuple(S), out_shape, stride, padding, kernel, dilation, g["Fg"])
     # a strided layer's input gradient by phases (_PhaseBack), without col2im, where the phase
     # planes' rows fill enough of dconv's blocks of positions (phase_share)
@@ -1876,7 +2052,7 @@ class IndirectConv:
         it at once under the GIL, one waiting for the other (benchmarks/README.md, "Eighth session
         of issue 22")."""
         if not self.direct and self._w_fwd is None:  # (G, panels, Cg*K, width)
-            self._w_fwd = pack_filters(self.wf, self.G, self.over)
+            self._w_fwd = pack_filters(self.wf, self.G, self.over, self.order)
 
     def prepare_backward(self, needs_x):
         """Lay out the weights the input gradient reads (see prepare_forward): the phases' taps of a
@@ -1904,13 +2080,14 @@ class IndirectConv:
                 back.w = flip_filters(w3, G).reshape(back.w_shape)
                 back.wf = back.w.reshape(back.F, back.Cg * back.K)
             else:  # igemm reads them packed, made at once
-                back._w_fwd = pack_flipped(w3, G, self.over)
+                back._w_fwd = pack_flipped(w3, G, self.over, back.order)
             self._back = back
         return back
 
     def _table(self, n):
-        """(rows, out_rows): each output position's field offset in the padded chunk (n*L,), and
-        where (image, position) sits in an (n, F, L) array (n*L,)."""
+        """(rows, out_rows, lims): each output position's field offset in the padded chunk (n*L,),
+        where (image, position) sits in an (n, F, L) array (n*L,), and the forward pass's tap
+        limits per LIM_ROWS rows (group_limits; (0, 4) where it does not skip the padding)."""
         tables = self._tables  # shared by the layer's calls (conv_geometry)
         got = tables.get(n)
         if got is None:
@@ -1918,10 +2095,11 @@ class IndirectConv:
             positions = position_offsets(self.out_shape, self.padded, self.stride)
             rows = (img * self.C * self.plane + positions).ravel()
             out_rows = (img * self.F * self.L + np.arange(self.L, dtype=np.int64)).ravel()
-            rows.flags.writeable = out_rows.flags.writeable = False
+            lims = NO_LIMITS if self.limits is None else group_limits(self.limits, n)
+            rows.flags.writeable = out_rows.flags.writeable = lims.flags.writeable = False
             if len(tables) >= TABLES_KEPT:  # a batch's chunks come in at most two sizes, the last batch two more
                 tables.clear()
-            got = tables[n] = (rows, out_rows)
+            got = tables[n] = (rows, out_rows, lims)
         return got
 
     def forward(self, xc, out):
@@ -1938,7 +2116,7 @@ class IndirectConv:
         # than a transposing copy of each block through a scratch block (benchmarks/README.md,
         # "Direct or transposed", "Tenth session of issue 22")
         forward_chunk(x, any(self.padding), self.box, self.at, self.plane, *self._table(x.shape[0]),
-                      self.fields, self._w_fwd, out, Cg, Fg)
+                      self.tap_fields, self._w_fwd, out, Cg, Fg, self.KH, self.KW)
 
     def forward_job(self, x, out, chunks, bias=None):
         """The forward pass of a whole batch x (N, C, *S) into out (N, F, L), both contiguous
@@ -1979,13 +2157,13 @@ class IndirectConv:
         """_forward_job's arguments but for the arrays of a call (zeros at the call's slots)."""
         table, at = jobs.table(chunks), jobs.address
         args = self._job_head(table, x, None, self.F, self.L, 0) + [
-            any(self.padding), *self.box, *self.at, self.plane, at(self.fields), self.fields.shape[0], 0, *wpk.shape,
-            self.Cg, self.Fg]
-        keep = [table, self.fields]
+            any(self.padding), *self.box, *self.at, self.plane, at(self.tap_fields), self.tap_fields.shape[0], 0,
+            *wpk.shape, self.Cg, self.Fg, self.KH, self.KW]
+        keep = [table, self.tap_fields]
         for n in jobs.chunk_sizes(table):
-            rows, out_rows = self._table(n)
-            args += [n, at(rows), at(out_rows)]
-            keep += [rows, out_rows]
+            rows, out_rows, lims = self._table(n)
+            args += [n, at(rows), at(out_rows), at(lims), lims.shape[0]]
+            keep += [rows, out_rows, lims]
         return _forward_job.address, args, len(table), keep
 
     def _job_head(self, table, x, out, F, L, extra):
@@ -2020,7 +2198,7 @@ class IndirectConv:
         args = head + [int(columns), any(self.padding), *self.box, *self.at, self.plane, jobs.address(self.fields), CgK,
                        self.Cg, self.Fg, max(1, PACK_POSITIONS // L)]
         for n in sizes:
-            rows, gcol = self._table(n)
+            rows, gcol = self._table(n)[:2]
             filters = F * CgK >= FILTER_ROWS_MIN_WEIGHTS and rows.shape[0] <= FILTER_ROWS_MAX_POSITIONS
             args += [n, jobs.address(rows), jobs.address(gcol), int(filters)]
             keep += [rows, gcol]
@@ -2070,7 +2248,7 @@ class IndirectConv:
         form): the fields' elements m0..m1 - 1 over all of the images' positions."""
         x = np.ascontiguousarray(xc, dtype=np.float32)
         gc = np.ascontiguousarray(gc, dtype=np.float32)
-        rows, gcol = self._table(x.shape[0])
+        rows, gcol = self._table(x.shape[0])[:2]
         if self.F * self.Cg * self.K >= FILTER_ROWS_MIN_WEIGHTS and rows.shape[0] <= FILTER_ROWS_MAX_POSITIONS:
             weight_grad_filters(x, any(self.padding), self.box, self.at, self.plane, gc, rows, gcol, self.fields,
                                 self.Cg, self.Fg, gw, m0, m1)
@@ -2083,7 +2261,7 @@ class IndirectConv:
         dx of strided layers and of the flipped convolution written into ``gx_out`` where given
         (contiguous float32)."""
         n = xc.shape[0]
-        rows, out_rows = self._table(n)
+        rows, out_rows = self._table(n)[:2]
         Cg, Fg, L, K, G = self.Cg, self.Fg, self.L, self.K, self.G
         gc = np.ascontiguousarray(gc, dtype=np.float32)
         gf = gc.reshape(-1)
