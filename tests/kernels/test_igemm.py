@@ -236,6 +236,8 @@ CASES = [
     ((2, 3, 22, 29), (24, 3, 3, 3), 1, 1, 1, 1),  # 24 filters on rows of 29 of 31: direct
     ((2, 4, 20, 28), (24, 4, 3, 3), 1, 2, 2, 1),  # the same dilated, 28 of 32: the other orientation
     ((2, 16, 10, 10), (16, 16, 3, 3), 1, 0, 1, 1),  # 16 filters, input 1.56x the output: flipped
+    ((2, 8, 6, 7), (16, 8, 1, 1), 1, 1, 1, 1),  # 1x1 with padding: rows keep their own right padding
+    ((2, 8, 7, 9), (16, 8, 2, 2), 1, (1, 2), 1, 1),  # the same, the kernel's reach 1 short of it
 ]
 
 
@@ -877,3 +879,18 @@ def test_weights_in_tap_order(F, Cg, kernel, G, split, monkeypatch):
     moved[:, back_order] = flipped
     np.testing.assert_array_equal(igemm.pack_flipped(w.reshape(F, Cg, K), G, kernels.over_panels, back_order),
                                   igemm.pack_filters(np.ascontiguousarray(moved), G))
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding,dilation,width", [
+    ((9, 9), (3, 3), (1, 1), (1, 1), (1, 1), 10), ((9, 9), (5, 5), (1, 1), (2, 2), (1, 1), 11),
+    ((9, 9), (3, 3), (1, 1), (2, 2), (2, 2), 11), ((9, 9), (3, 3), (2, 2), (1, 1), (1, 1), 11),
+    ((9, 9), (1, 1), (1, 1), (1, 1), (1, 1), 11), ((4, 9, 9), (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), 10)])
+def test_stride_one_rows_share_their_padding(size, kernel, stride, padding, dilation, width):
+    """At stride 1 a padded row's right padding is the next row's left (pw zeros after each
+    plane for the last row's reads) where the kernel reaches past it; a strided layer, or one
+    whose outputs would not fit such a row, keeps the whole padded width."""
+    out = tuple(conv_output_shape(size, kernel, stride, padding, dilation))
+    g = igemm.conv_geometry((3,) + size, (4, 3) + kernel, stride, padding, dilation, 1, out)
+    assert g["padded"][-1] == width
+    shared = width < size[-1] + 2 * padding[-1]
+    assert g["plane"] == math.prod(g["padded"]) + (padding[-1] if shared else 0)

@@ -1613,14 +1613,14 @@ def direct_forward(padded, out_shape, stride) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def field_offsets(C, padded, kernel, dilation):
+def field_offsets(C, padded, kernel, dilation, plane):
     """(C*K,) offsets of a receptive field's elements, ordered (c, *k), from its first element in
-    a (C, *padded) image (read-only; cached per geometry)."""
+    C planes (volumes) of *padded, ``plane`` elements apart (read-only; cached per geometry)."""
     strides = np.cumprod((1,) + tuple(padded[::-1]))[:-1][::-1]  # elements per step along each axis
     off = np.zeros(1, np.int64)
     for k, d, s in zip(kernel, dilation, strides):
         off = (off[:, None] + np.arange(k, dtype=np.int64) * d * s).ravel()
-    out = (np.arange(C, dtype=np.int64)[:, None] * math.prod(padded) + off).ravel()
+    out = (np.arange(C, dtype=np.int64)[:, None] * plane + off).ravel()
     out.flags.writeable = False
     return out
 
@@ -1848,29 +1848,36 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     C, *S = x_shape
     F, Cg = w_shape[:2]
     kernel = tuple(w_shape[2:])
+    logical = tuple(s + 2 * p for s, p in zip(S, padding))  # the padded input's sizes
+    # its rows in the buffer: at stride 1, one row's right padding is the next row's left (a
+    # row's reads past its end land there, the last row's in pw zeros after each plane), so the
+    # direct forms compute pw fewer positions per row; where a row holds its outputs
+    padded, tail = logical, 0
+    if all(st == 1 for st in stride) and (kernel[-1] - 1) * dilation[-1] >= padding[-1]:
+        padded, tail = logical[:-1] + (S[-1] + padding[-1],), padding[-1]
     g = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation, "out_shape": out_shape,
-         "G": groups, "F": F, "Cg": Cg, "Fg": F // groups, "S": tuple(S), "C": C,
-         "padded": tuple(s + 2 * p for s, p in zip(S, padding))}
-    g["plane"] = math.prod(g["padded"])
+         "G": groups, "F": F, "Cg": Cg, "Fg": F // groups, "S": tuple(S), "C": C, "padded": padded}
+    g["plane"] = math.prod(g["padded"]) + tail
     # the padded volume (Dp, Hp, Wp) and where the input starts in it, Dp = 1 for images
     g["box"], g["at"] = (1,) * (3 - len(S)) + g["padded"], (0,) * (3 - len(S)) + tuple(padding)
     # col2im3d_nhwc's geometry: sizes, kernel, stride, padding, dilation, output, each per axis of a volume
     g["volume"] = sum(((v,) * (3 - len(S)) + tuple(t) for t, v in
                        ((S, 1), (kernel, 1), (stride, 1), (padding, 0), (dilation, 1), (out_shape, 1))), ())
     g["L"], g["K"] = math.prod(out_shape), math.prod(kernel)
-    g["fields"] = field_offsets(Cg, g["padded"], kernel, dilation)
+    g["fields"] = field_offsets(Cg, g["padded"], kernel, dilation, g["plane"])
     few = g["Fg"] <= DIRECT_MAX_FILTERS
     # a signal (1-D, height 1) is wide from DIRECT_MIN_SIGNAL outputs on
     wide = out_shape[-1] >= (DIRECT_MIN_SIGNAL if len(out_shape) == 2 and out_shape[0] == 1 else DIRECT_MIN_WIDTH)
-    g["direct"] = (len(S) == 2 and direct_forward(g["padded"], out_shape, stride) and (few or wide)
-                   and (g["Fg"] <= W or out_shape[-1] >= DIRECT_MIN_SHARE_PANELS * g["padded"][-1]))
+    # (the orientations' rules were measured on rows of the whole padded width, logical[-1])
+    g["direct"] = (len(S) == 2 and direct_forward(logical, out_shape, stride) and (few or wide)
+                   and (g["Fg"] <= W or out_shape[-1] >= DIRECT_MIN_SHARE_PANELS * logical[-1]))
     # positions along the padded rows (the direct forward pass and weight gradient, stride 1),
     # the last Wp - OW of each row not outputs; the input is followed by slack zeros for their reads
     stride1 = all(st == 1 for st in stride) and len(out_shape) == 2
     g["P"] = out_shape[0] * g["padded"][-1] if stride1 else 0
     g["slack"] = (kernel[-1] - 1) * dilation[-1] + NR
     g["ldg"] = -(-g["P"] // W) * W  # the weight gradient's positions, in whole vectors
-    g["direct_w"] = (stride1 and g["L"] >= DIRECT_W_MIN_SHARE * g["ldg"]
+    g["direct_w"] = (stride1 and g["L"] >= DIRECT_W_MIN_SHARE * -(-out_shape[0] * logical[-1] // W) * W
                      and (few or (wide and Cg * g["K"] <= DIRECT_W_MAX_FIELD)))
     # the forward pass by igemm skips the padding's taps where some kernel rows (planes) reach it
     # and that saves enough: its reduction in tap order (fields and weights), the rows' limits
@@ -1892,7 +1899,7 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     # a strided layer's input gradient by phases (_PhaseBack), without col2im, where the phase
     # planes' rows fill enough of dconv's blocks of positions (phase_share)
     g["phase_back"] = (len(S) == 2 and any(st > 1 for st in stride) and all(d == 1 for d in dilation)
-                       and phase_share(stride, tuple(S), g["padded"], kernel)
+                       and phase_share(stride, tuple(S), logical, kernel)
                        >= (PHASE_MIN_SHARE_SMALL if g["K"] <= 9 else PHASE_MIN_SHARE))
     g["_tables"], g["_jobs"] = {}, jobs.Templates(TABLES_KEPT)  # offset tables per chunk size, jobs per chunking
     return g
