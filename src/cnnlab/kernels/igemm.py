@@ -1882,16 +1882,16 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, out_shape
     # the forward pass by igemm skips the padding's taps where some kernel rows (planes) reach it
     # and that saves enough: its reduction in tap order (fields and weights), the rows' limits
     # per chunk size (_table)
-    g["taps"] = False
+    limits = None
     if not g["direct"] and len(S) >= 2 and any(padding[:-1]):
         limits = position_limits(out_shape, tuple(S), stride, padding, dilation, kernel)
-        g["taps"] = skipped_share(limits, kernel) >= TAPS_MIN_SKIPPED
+    g["taps"] = limits is not None and skipped_share(limits, kernel) >= TAPS_MIN_SKIPPED
     if g["taps"]:
         g["order"] = tap_order(Cg, kernel)
         g["tap_fields"] = np.empty_like(g["fields"])
         g["tap_fields"][g["order"]] = g["fields"]
         g["tap_fields"].flags.writeable = False
-        g["limits"] = position_limits(out_shape, tuple(S), stride, padding, dilation, kernel)
+        g["limits"] = limits
     else:
         g["order"], g["tap_fields"], g["limits"] = NO_ORDER, g["fields"], None
     g["KH"], g["KW"] = kernel[-2] if len(S) >= 2 else 1, kernel[-1]
