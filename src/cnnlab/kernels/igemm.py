@@ -687,43 +687,44 @@ def igemm(a, a0, row, col, bp, c, c0, crow, ccs, N, accumulate, lims=None, Cg=1,
                             lo, hi = d0 * KH * run, d1 * KH * run
                         else:
                             lo, hi, step, pieces = (d0 * KH + h0) * run, (d0 * KH + h1) * run, KH * run, d1 - d0
+                # where the block's sums go, once for its pieces: C's columns ccs apart, straight
+                # (transposed) where the rows are consecutive (t >= 0); C's rows at a constant
+                # stride ldc where whole (straight); else through the scratch block
+                t = -1
+                if ccs != 1 and ni == mr:
+                    t = crow[i0]
+                    for r in range(1, mr):
+                        if crow[i0 + r] != t + r:
+                            t = -1
+                            break
+                straight = t < 0 and ccs == 1 and ni == mr and nj == full
+                ldc = crow[i0 + 1] - crow[i0] if straight else 0
+                if straight:
+                    for r in range(2, mr):
+                        if crow[i0 + r] - crow[i0 + r - 1] != ldc:
+                            straight = False
+                kp = hi - lo
                 for p in range(pieces):
                     p0 = lo + p * step
-                    kp = hi - lo
                     pb = 1 if (accumulate or sl > 0 or p > 0) else 0
                     pcol = col_addr + p0 * 8
                     pbk = b_addr + p0 * pw * 4
-                    done = False
-                    if ccs != 1 and ni == mr:  # C's columns ccs apart: straight where the rows are consecutive
-                        t = crow[i0]
-                        for r in range(1, mr):
-                            if crow[i0 + r] != t + r:
-                                t = -1
-                                break
-                        if t >= 0:
-                            _kernel(code + 2, a_addr, row_addr, pcol, pbk, pw, c_addr + (c0 + t + j0 * ccs) * 4, ccs, kp,
-                                    pb, nj)
-                            done = True
-                    if not done:
-                        straight = ccs == 1 and ni == mr and nj == full
-                        ldc = crow[i0 + 1] - crow[i0] if straight else 0
-                        if straight:
-                            for r in range(2, mr):
-                                if crow[i0 + r] - crow[i0 + r - 1] != ldc:
-                                    straight = False
-                        if straight:
-                            _kernel(code, a_addr, row_addr, pcol, pbk, pw, c_addr + (c0 + crow[i0] + j0) * 4, ldc, kp,
-                                    pb, nj)
-                        else:
-                            _kernel(code, a_addr, row_addr, pcol, pbk, pw, scratch.ctypes.data, NR, kp, 0, nj)
-                            for r in range(ni):
-                                base = c0 + crow[i0 + r] + j0 * ccs
-                                if pb:
-                                    for j in range(nj):
-                                        c[base + j * ccs] += scratch[r * NR + j]
-                                else:
-                                    for j in range(nj):
-                                        c[base + j * ccs] = scratch[r * NR + j]
+                    if t >= 0:
+                        _kernel(code + 2, a_addr, row_addr, pcol, pbk, pw, c_addr + (c0 + t + j0 * ccs) * 4, ccs, kp, pb,
+                                nj)
+                    elif straight:
+                        _kernel(code, a_addr, row_addr, pcol, pbk, pw, c_addr + (c0 + crow[i0] + j0) * 4, ldc, kp, pb,
+                                nj)
+                    else:
+                        _kernel(code, a_addr, row_addr, pcol, pbk, pw, scratch.ctypes.data, NR, kp, 0, nj)
+                        for r in range(ni):
+                            base = c0 + crow[i0 + r] + j0 * ccs
+                            if pb:
+                                for j in range(nj):
+                                    c[base + j * ccs] += scratch[r * NR + j]
+                            else:
+                                for j in range(nj):
+                                    c[base + j * ccs] = scratch[r * NR + j]
                 i0 += mr
 
 
